@@ -1,0 +1,219 @@
+// Package dlock provides distributed locks with fencing tokens, renewal and
+// loss detection, over interchangeable engines: in-process (memlock), a file
+// on one host (filelock), Redis (redislock), etcd (etcdlock) and ZooKeeper
+// (zklock).
+//
+// A Client is one connection to an engine, made by Open from a URL or by a
+// driver package's constructor from your own engine client. Client.Mutex
+// names a lock; Mutex.Lock waits for it and returns a *Lease.
+//
+// A lease carries a fencing token that strictly increases, per lock name, in
+// the order the lock was granted: pass it to the resource you protect and let
+// the resource refuse writes with an older token. Holding a lease does not
+// stop a paused or partitioned holder from acting after the engine has given
+// the lock to someone else; the token lets the resource tell.
+//
+// While held, a lease renews itself every renew interval. It is declared lost
+// (Done closed, Context cancelled, Err matching ErrLockLost) as soon as the
+// engine reports the lock gone, or when renewals have failed until
+// lastRenewalSent+TTL-margin on the monotonic clock, which is before the
+// engine can grant the lock to anyone else.
+package dlock
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/dlockio/dlock/driver"
+)
+
+// Client is a connection to a lock engine. It is safe for concurrent use.
+type Client struct {
+	drv  driver.Driver
+	cfg  config
+	name string // scheme, for errors
+
+	closeCtx context.Context // cancelled by Close
+	closeFn  context.CancelFunc
+
+	mu     sync.Mutex
+	closed bool
+	leases map[*Lease]struct{}
+	calls  sync.WaitGroup // Lock/TryLock calls and lease watchdogs in flight
+}
+
+// NewClient wraps a driver in a Client. Driver packages call it from their
+// typed constructors; applications rarely need it.
+func NewClient(drv driver.Driver, opts ...Option) (*Client, error) {
+	if drv == nil {
+		return nil, invalid("driver", nil, "a non-nil driver.Driver")
+	}
+	cfg := defaultConfig().with(opts)
+	if _, err := cfg.resolved(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Client{drv: drv, cfg: cfg, closeCtx: ctx, closeFn: cancel, leases: map[*Lease]struct{}{}}, nil
+}
+
+// Mutex returns the mutual-exclusion lock called name. Any bytes make a
+// name; the driver encodes them for its engine. Options override the
+// client's for this mutex. Bad names or options are reported by Lock.
+func (c *Client) Mutex(name string, opts ...Option) *Mutex {
+	return &Mutex{c: c, name: name, cfg: c.cfg.with(opts)}
+}
+
+// Capabilities reports what the driver promises (fencing strength, fairness).
+// The zero value means the driver does not say.
+func (c *Client) Capabilities() driver.Capabilities {
+	if cp, ok := c.drv.(driver.Capable); ok {
+		return cp.Capabilities()
+	}
+	return driver.Capabilities{}
+}
+
+// Status reports whether name is held, by which token, for how much longer
+// and how many wait, for drivers that can tell. Others return an error
+// matching errors.ErrUnsupported.
+func (c *Client) Status(ctx context.Context, name string) (driver.Status, error) {
+	if name == "" {
+		return driver.Status{}, invalid("name", `""`, "a non-empty lock name")
+	}
+	in, ok := c.drv.(driver.Inspector)
+	if !ok {
+		return driver.Status{}, fmt.Errorf("dlock: status of %q: %w by the %s driver", name, errorsUnsupported, c.name)
+	}
+	st, err := in.Status(ctx, name)
+	if err != nil {
+		return st, wrap(name, "status", err)
+	}
+	return st, nil
+}
+
+// Driver returns the driver behind the client, for optional interfaces.
+func (c *Client) Driver() driver.Driver { return c.drv }
+
+// Close releases every lease the client holds, makes waiting Lock calls
+// return ErrClosed, and closes the driver. Later calls return ErrClosed.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	c.closed = true
+	leases := make([]*Lease, 0, len(c.leases))
+	for l := range c.leases {
+		leases = append(leases, l)
+	}
+	c.mu.Unlock()
+	c.closeFn()
+
+	var errs []error
+	for _, l := range leases {
+		if err := l.end(context.Background(), ErrClosed); err != nil && !isEnded(err) {
+			errs = append(errs, err)
+		}
+	}
+	c.calls.Wait()
+	if err := c.drv.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("dlock: close driver: %w", err))
+	}
+	return joinErrs(errs)
+}
+
+// begin registers a call in flight; it fails once the client is closed.
+func (c *Client) begin() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	c.calls.Add(1)
+	return nil
+}
+
+func (c *Client) track(l *Lease, on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if on {
+		c.leases[l] = struct{}{}
+	} else {
+		delete(c.leases, l)
+	}
+}
+
+// OpenFunc opens a driver for a URL whose scheme it was registered for.
+type OpenFunc func(ctx context.Context, u *url.URL) (driver.Driver, error)
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]OpenFunc{}
+)
+
+// Register makes a driver available to Open under a URL scheme. Drivers call
+// it from init. It panics if scheme is empty or registered twice, or if open
+// is nil, as these are programming errors.
+func Register(scheme string, open OpenFunc) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if scheme == "" || strings.ToLower(scheme) != scheme {
+		panic("dlock: Register: scheme must be non-empty and lower case, got " + strconvQuote(scheme))
+	}
+	if open == nil {
+		panic("dlock: Register: nil OpenFunc for scheme " + strconvQuote(scheme))
+	}
+	if _, dup := registry[scheme]; dup {
+		panic("dlock: Register called twice for scheme " + strconvQuote(scheme))
+	}
+	registry[scheme] = open
+}
+
+// Schemes lists the registered URL schemes, sorted.
+func Schemes() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	s := make([]string, 0, len(registry))
+	for k := range registry {
+		s = append(s, k)
+	}
+	slices.Sort(s)
+	return s
+}
+
+// Open connects to the engine named by rawURL, such as
+// "etcd://10.0.0.1:2379/locks", "redis://:pw@host:6379/0", "zk://h1:2181/app",
+// "file:///run/myapp/locks" or "mem://". The scheme's driver package must be
+// imported (for its side effect of registering the scheme). Options apply to
+// every mutex of the client.
+func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: URL %q: %v", ErrInvalidArgument, redact(rawURL), unwrapURLError(err))
+	}
+	if u.Scheme == "" {
+		return nil, invalid("URL", strconvQuote(redact(rawURL)), "scheme://…, with a scheme among "+strings.Join(Schemes(), ", "))
+	}
+	registryMu.RLock()
+	open := registry[u.Scheme]
+	registryMu.RUnlock()
+	if open == nil {
+		return nil, fmt.Errorf("%w: unknown URL scheme %q (registered: %s; forgotten import of its driver package?)",
+			ErrInvalidArgument, u.Scheme, strings.Join(Schemes(), ", "))
+	}
+	drv, err := open(ctx, u)
+	if err != nil {
+		return nil, fmt.Errorf("dlock: open %s: %w", u.Redacted(), err)
+	}
+	c, err := NewClient(drv, opts...)
+	if err != nil {
+		drv.Close()
+		return nil, err
+	}
+	c.name = u.Scheme
+	return c, nil
+}

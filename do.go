@@ -1,0 +1,34 @@
+package dlock
+
+import (
+	"context"
+	"errors"
+)
+
+// Do takes the lock name on c, runs fn while holding it and releases it.
+// fn's context is cancelled if the lease is lost (context.Cause tells why)
+// or ctx ends. Do returns fn's error joined with the lock's: an error
+// matching ErrLockLost if the lease was lost while fn ran, or the release's
+// error. If the lock cannot be taken fn does not run.
+func Do(ctx context.Context, c *Client, name string, fn func(ctx context.Context, l *Lease) error, opts ...Option) error {
+	if c == nil {
+		return invalid("client", nil, "a non-nil *dlock.Client")
+	}
+	if fn == nil {
+		return invalid("fn", nil, "a non-nil function")
+	}
+	l, err := c.Mutex(name, opts...).Lock(ctx)
+	if err != nil {
+		return err
+	}
+	fctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(l.Context(), func() { cancel(context.Cause(l.Context())) })
+	ferr := fn(fctx, l)
+	stop()
+	cancel(nil)
+
+	// Release even if ctx has ended, but not forever.
+	uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.ttl)
+	defer ucancel()
+	return errors.Join(ferr, l.Unlock(uctx))
+}

@@ -1,0 +1,141 @@
+// Package driver defines the contract between the portable dlock package and
+// the engines behind it.
+//
+// Applications use the portable package github.com/dlockio/dlock instead; this
+// package is for people writing drivers. A driver makes the engine's own moves
+// (take a lock, wait for it the way the engine lets one wait, renew it, release
+// it) and reports what the engine said. It does not retry, validate arguments,
+// renew on a timer or decide when a lock is lost on the clock: the portable
+// layer does all of that, once, for every driver.
+package driver
+
+import (
+	"context"
+	"time"
+)
+
+// Driver is one connection (or session) to an engine. The portable layer calls
+// its methods from many goroutines at once.
+type Driver interface {
+	// Acquire takes the lock req.Name for req.TTL.
+	//
+	// With req.Wait false it makes one attempt and returns ErrNotAcquired if
+	// someone else holds the lock. With req.Wait true it waits, using the
+	// engine's own means of waking (a watch, a notification, a queue), until it
+	// holds the lock or ctx is done; it must not poll on a fixed interval.
+	//
+	// If ctx ends first Acquire returns ctx's error and, before returning,
+	// removes anything it left on the engine (a queue entry, a half-made key)
+	// using a context that is not the cancelled one.
+	//
+	// On success the returned Validity says from when the engine's TTL for this
+	// hold is known to run: the time just before the request that started or
+	// last refreshed it was sent.
+	Acquire(ctx context.Context, req Request) (Lock, Validity, error)
+
+	// Close releases the connection. Locks still held are left to expire or to
+	// be dropped by the engine with the session; the portable layer releases
+	// what it holds before calling Close.
+	Close() error
+}
+
+// Request says what to acquire.
+type Request struct {
+	Name string        // any bytes; the driver encodes it for its engine
+	TTL  time.Duration // how long the engine keeps the lock without renewal
+	Wait bool          // wait for the lock (Lock) or try once (TryLock)
+}
+
+// Validity is the window in which the engine promises the lock to its holder:
+// it keeps the lock at least until Since+TTL, measured on the engine's clock
+// from a moment no earlier than Since on ours. Since must carry a monotonic
+// clock reading (time.Now()).
+type Validity struct {
+	Since time.Time
+	TTL   time.Duration
+}
+
+// Lock is one granted lock. Its methods may be called concurrently with each
+// other by the portable layer (Renew from the watchdog, Release from Unlock is
+// serialised after the watchdog stops).
+type Lock interface {
+	// Token is the fencing token: for one lock name it strictly increases in
+	// the order the engine granted the lock.
+	Token() uint64
+
+	// Renew extends the lock by another TTL. It returns an error matching
+	// ErrLockLost if the engine no longer holds the lock for this owner (key
+	// gone, owned by someone else, session expired) and changes nothing; any
+	// other error is an engine or network failure after which the lock may
+	// still be held.
+	Renew(ctx context.Context) (Validity, error)
+
+	// Release gives the lock up if, and only if, it is still this owner's. It
+	// returns an error matching ErrLockLost if it was not, having changed
+	// nothing.
+	Release(ctx context.Context) error
+
+	// Lost returns a channel that is closed when the engine reports that the
+	// lock is gone (a deleted key, an expired session). Drivers whose engine
+	// cannot tell return nil; the portable layer then learns of a loss from
+	// Renew and from the clock.
+	Lost() <-chan struct{}
+}
+
+// Fencing says how strong a driver's fencing tokens are.
+type Fencing int
+
+const (
+	// FencingNone: the driver has no usable token.
+	FencingNone Fencing = iota
+	// FencingProcess: tokens increase only while the process (or one engine
+	// instance without persistence) lives.
+	FencingProcess
+	// FencingNode: tokens increase as long as the engine node keeps its data;
+	// a failover or a restart without persistence can repeat a token.
+	FencingNode
+	// FencingStrong: tokens come from a linearizable, replicated log (etcd
+	// revision, ZooKeeper zxid) and survive failover.
+	FencingStrong
+)
+
+func (f Fencing) String() string {
+	switch f {
+	case FencingNone:
+		return "none"
+	case FencingProcess:
+		return "process"
+	case FencingNode:
+		return "node"
+	case FencingStrong:
+		return "strong"
+	}
+	return "unknown"
+}
+
+// Capabilities describes what a driver promises. Drivers report it through
+// the optional Capable interface.
+type Capabilities struct {
+	Fencing Fencing
+	FIFO    bool   // waiters are granted the lock in the order they asked
+	Scope   string // who can share the lock: "process", "host", "cluster"
+	Notes   string // what the engine assumes and what failover can break
+}
+
+// Capable is implemented by drivers that describe their guarantees.
+type Capable interface {
+	Capabilities() Capabilities
+}
+
+// Status is what an engine can tell about a lock without taking it.
+type Status struct {
+	Held    bool
+	Token   uint64        // the holder's token, if Held
+	TTLLeft time.Duration // time until the engine drops the holder's lock; 0 if unknown
+	Waiters int           // -1 if the engine cannot tell
+}
+
+// Inspector is implemented by drivers that can report a lock's status.
+type Inspector interface {
+	Status(ctx context.Context, name string) (Status, error)
+}

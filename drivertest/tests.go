@@ -1,0 +1,450 @@
+package drivertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dlockio/dlock"
+)
+
+// Clients and grants of the contention test.
+const (
+	contenders     = 8
+	grantsPerTaker = 50
+)
+
+// testMutualExclusion: many clients, each with its own connection, do a
+// non-atomic read-modify-write under the lock; the counter must be exact,
+// at most one holder at a time, and tokens strictly increasing in the order
+// the critical sections ran.
+func testMutualExclusion(t *testing.T, s *suite) {
+	name := lockName(t)
+	var (
+		counter   atomic.Int64 // read and written in two steps: lost updates show
+		inside    atomic.Int32
+		maxInside atomic.Int32
+		lastToken atomic.Uint64
+		failures  = make(chan string, contenders)
+		wg        sync.WaitGroup
+	)
+	clients := make([]*dlock.Client, contenders)
+	for i := range clients {
+		clients[i], _ = s.client(t)
+	}
+	for _, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := c.Mutex(name)
+			for range grantsPerTaker {
+				ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
+				l, err := m.Lock(ctx)
+				cancel()
+				if err != nil {
+					failures <- fmt.Sprintf("Lock: %v", err)
+					return
+				}
+				n := inside.Add(1)
+				for {
+					old := maxInside.Load()
+					if n <= old || maxInside.CompareAndSwap(old, n) {
+						break
+					}
+				}
+				if prev := lastToken.Load(); l.Token() <= prev {
+					failures <- fmt.Sprintf("token %d granted after token %d", l.Token(), prev)
+				}
+				lastToken.Store(l.Token())
+				v := counter.Load()
+				runtime.Gosched()
+				counter.Store(v + 1)
+				inside.Add(-1)
+				if err := l.Unlock(context.Background()); err != nil {
+					failures <- fmt.Sprintf("Unlock: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(failures)
+	for f := range failures {
+		t.Error(f)
+	}
+	if got := maxInside.Load(); got != 1 {
+		t.Errorf("max holders at once = %d, want 1", got)
+	}
+	if got, want := counter.Load(), int64(contenders*grantsPerTaker); got != want {
+		t.Errorf("counter = %d after %d locked increments: %d lost", got, want, want-got)
+	}
+}
+
+// testTokensIncrease: tokens grow across clients and across a client's
+// restart.
+func testTokensIncrease(t *testing.T, s *suite) {
+	name := lockName(t)
+	var last uint64
+	for i := range 6 {
+		c, _ := s.client(t)
+		l := s.lock(t, c, name)
+		if l.Token() <= last {
+			t.Fatalf("grant %d: token %d after %d, want strictly increasing", i, l.Token(), last)
+		}
+		last = l.Token()
+		unlock(t, l)
+		if err := c.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+}
+
+func testTryLock(t *testing.T, s *suite) {
+	name := lockName(t)
+	a, _ := s.client(t, dlock.WithTTL(30*time.Second))
+	b, _ := s.client(t, dlock.WithTTL(30*time.Second))
+	la, err := a.Mutex(name).TryLock(s.ctx)
+	if err != nil {
+		t.Fatalf("TryLock on a free lock: %v", err)
+	}
+	start := time.Now()
+	s.mustNotAcquire(t, b, name)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("TryLock on a held lock took %v, want an answer at once", d)
+	}
+	unlock(t, la)
+	lb, err := b.Mutex(name).TryLock(s.ctx)
+	if err != nil {
+		t.Fatalf("TryLock after release: %v", err)
+	}
+	if lb.Token() <= la.Token() {
+		t.Errorf("token %d after %d", lb.Token(), la.Token())
+	}
+	unlock(t, lb)
+}
+
+// testCancelWhileWaiting: a wait that ends by deadline or cancel returns the
+// context's error and leaves nothing queued that would delay the next taker.
+func testCancelWhileWaiting(t *testing.T, s *suite) {
+	name := lockName(t)
+	ttl := dlock.WithTTL(30 * time.Second)
+	a, _ := s.client(t, ttl)
+	b, _ := s.client(t, ttl)
+	c, _ := s.client(t, ttl)
+	la := s.lock(t, a, name)
+
+	ctx, cancel := context.WithTimeout(s.ctx, 300*time.Millisecond)
+	_, err := b.Mutex(name).Lock(ctx)
+	cancel()
+	if err != context.DeadlineExceeded {
+		t.Fatalf("Lock past its deadline = %v, want context.DeadlineExceeded itself", err)
+	}
+
+	ctx, cancel = context.WithCancel(s.ctx)
+	ch := s.lockAsync(ctx, b, name)
+	waitQueued(t, a, name, 1)
+	cancel()
+	if r := await(t, ch, 5*time.Second, "cancelled Lock"); r.err != context.Canceled {
+		t.Fatalf("cancelled Lock = %v, want context.Canceled itself", r.err)
+	}
+	waitQueued(t, a, name, 0)
+
+	// Were b's entries left behind, c would wait behind them for 30 s.
+	ch = s.lockAsync(s.ctx, c, name)
+	waitQueued(t, a, name, 1)
+	unlock(t, la)
+	r := await(t, ch, 5*time.Second, "Lock after cancelled waiters")
+	if r.err != nil {
+		t.Fatalf("Lock after cancelled waiters: %v", r.err)
+	}
+	unlock(t, r.l)
+}
+
+func testDoubleUnlock(t *testing.T, s *suite) {
+	c, _ := s.client(t)
+	l := s.lock(t, c, lockName(t))
+	unlock(t, l)
+	mustBeDone(t, l, time.Second, dlock.ErrNotHeld)
+	if err := l.Unlock(context.Background()); !errors.Is(err, dlock.ErrNotHeld) {
+		t.Fatalf("second Unlock = %v, want ErrNotHeld", err)
+	}
+}
+
+// testLossDetection: the engine drops the lock; the holder learns, the next
+// taker gets it, and the old holder's Unlock changes nothing.
+func testLossDetection(t *testing.T, s *suite) {
+	lf, ok := s.h.(LossForcer)
+	if !ok {
+		t.Skip("harness cannot make the engine drop a lock (no LossForcer)")
+	}
+	ttl := s.shortTTL()
+	name := lockName(t)
+	a, _ := s.client(t, dlock.WithTTL(ttl))
+	b, _ := s.client(t, dlock.WithTTL(ttl))
+	c, _ := s.client(t, dlock.WithTTL(ttl))
+	la := s.lock(t, a, name)
+	ch := s.lockAsync(s.ctx, b, name)
+	if err := lf.ForceLoss(s.ctx, name); err != nil {
+		t.Fatalf("ForceLoss: %v", err)
+	}
+	mustBeDone(t, la, ttl, dlock.ErrLockLost)
+	if cause := context.Cause(la.Context()); !errors.Is(cause, dlock.ErrLockLost) {
+		t.Errorf("context.Cause = %v, want ErrLockLost", cause)
+	}
+	r := await(t, ch, 2*ttl+5*time.Second, "waiter after loss")
+	if r.err != nil {
+		t.Fatalf("waiter after loss: %v", r.err)
+	}
+	if r.l.Token() <= la.Token() {
+		t.Errorf("token %d after %d", r.l.Token(), la.Token())
+	}
+	if err := la.Unlock(context.Background()); !errors.Is(err, dlock.ErrLockLost) {
+		t.Errorf("Unlock of a lost lease = %v, want ErrLockLost", err)
+	}
+	mustHold(t, r.l)
+	s.mustNotAcquire(t, c, name)
+	unlock(t, r.l)
+}
+
+// testVanishedHolder: a holder cut off without Unlock is replaced within
+// TTL plus margin, and, where the engine keeps the lock until the TTL, the
+// cut-off holder learns it lost the lock before the next one is granted.
+func testVanishedHolder(t *testing.T, s *suite) {
+	cr, ok := s.h.(Crasher)
+	if !ok {
+		t.Skip("harness cannot cut a client off (no Crasher)")
+	}
+	ttl := s.shortTTL()
+	margin := ttl / 10
+	name := lockName(t)
+	a, da := s.client(t, dlock.WithTTL(ttl))
+	b, _ := s.client(t, dlock.WithTTL(ttl))
+	la := s.lock(t, a, name)
+	ch := s.lockAsync(s.ctx, b, name)
+	waitQueued(t, b, name, 1)
+	start := time.Now()
+	atOnce, err := cr.Crash(s.ctx, da)
+	if err != nil {
+		t.Fatalf("Crash: %v", err)
+	}
+	r := await(t, ch, ttl+margin+5*time.Second, "waiter after the holder vanished")
+	if r.err != nil {
+		t.Fatalf("waiter after the holder vanished: %v", r.err)
+	}
+	// One second of slack for scheduling on a loaded machine.
+	if d := r.at.Sub(start); d > ttl+margin+time.Second {
+		t.Errorf("replaced after %v, want within TTL %v + margin %v", d, ttl, margin)
+	}
+	if !atOnce {
+		select {
+		case <-la.Done():
+		default:
+			t.Errorf("lock granted to the next holder before the cut-off holder's lease ended")
+		}
+	}
+	mustBeDone(t, la, ttl+time.Second, dlock.ErrLockLost)
+	if r.l.Token() <= la.Token() {
+		t.Errorf("token %d after %d", r.l.Token(), la.Token())
+	}
+	unlock(t, r.l)
+}
+
+// testRenewalKeepsLock: a holder keeps the lock for 3 TTLs while another
+// waits.
+func testRenewalKeepsLock(t *testing.T, s *suite) {
+	ttl := s.shortTTL()
+	name := lockName(t)
+	a, _ := s.client(t, dlock.WithTTL(ttl))
+	b, _ := s.client(t, dlock.WithTTL(ttl))
+	la := s.lock(t, a, name)
+	ctx, cancel := context.WithTimeout(s.ctx, 3*ttl)
+	defer cancel()
+	if l, err := b.Mutex(name).Lock(ctx); err != context.DeadlineExceeded {
+		if err == nil {
+			l.Unlock(context.Background())
+		}
+		t.Fatalf("waiter during 3 TTLs of renewal: %v, want context.DeadlineExceeded", err)
+	}
+	mustHold(t, la)
+	unlock(t, la)
+}
+
+// testEventDrivenHandoff: with a 30 s TTL a waiter gets a released lock well
+// under a second later: it woke on an event, not on expiry or a slow poll.
+func testEventDrivenHandoff(t *testing.T, s *suite) {
+	name := lockName(t)
+	ttl := dlock.WithTTL(30 * time.Second)
+	a, _ := s.client(t, ttl)
+	b, _ := s.client(t, ttl)
+	var worst time.Duration
+	for range 5 {
+		la := s.lock(t, a, name)
+		ch := s.lockAsync(s.ctx, b, name)
+		waitQueued(t, a, name, 1)
+		start := time.Now()
+		unlock(t, la)
+		r := await(t, ch, 10*time.Second, "waiter after release")
+		if r.err != nil {
+			t.Fatalf("waiter after release: %v", r.err)
+		}
+		worst = max(worst, r.at.Sub(start))
+		unlock(t, r.l)
+	}
+	if worst > time.Second {
+		t.Errorf("slowest of 5 handoffs took %v, want well under a second", worst)
+	}
+	t.Logf("slowest of 5 handoffs: %v", worst)
+}
+
+func testCloseWhileWaiting(t *testing.T, s *suite) {
+	name := lockName(t)
+	ttl := dlock.WithTTL(30 * time.Second)
+	a, _ := s.client(t, ttl)
+	b, _ := s.client(t, ttl)
+	c, _ := s.client(t, ttl)
+	la := s.lock(t, a, name)
+	ch := s.lockAsync(s.ctx, b, name)
+	waitQueued(t, a, name, 1)
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if r := await(t, ch, 5*time.Second, "Lock on a closed client"); !errors.Is(r.err, dlock.ErrClosed) {
+		t.Fatalf("Lock when its client closed = %v, want ErrClosed", r.err)
+	}
+	if _, err := b.Mutex(name).TryLock(s.ctx); !errors.Is(err, dlock.ErrClosed) {
+		t.Fatalf("TryLock on a closed client = %v, want ErrClosed", err)
+	}
+	ch = s.lockAsync(s.ctx, c, name)
+	unlock(t, la)
+	r := await(t, ch, 5*time.Second, "Lock after the closed client's wait")
+	if r.err != nil {
+		t.Fatalf("Lock after the closed client's wait: %v", r.err)
+	}
+	unlock(t, r.l)
+}
+
+func testBadInput(t *testing.T, s *suite) {
+	c, _ := s.client(t)
+	name := lockName(t)
+	var nilCtx context.Context
+	cases := []struct {
+		desc  string
+		call  func() error
+		words []string
+	}{
+		{"empty name", func() error { _, err := c.Mutex("").Lock(s.ctx); return err }, []string{"name"}},
+		{"empty name TryLock", func() error { _, err := c.Mutex("").TryLock(s.ctx); return err }, []string{"name"}},
+		{"zero TTL", func() error { _, err := c.Mutex(name, dlock.WithTTL(0)).Lock(s.ctx); return err }, []string{"TTL"}},
+		{"negative TTL", func() error { _, err := c.Mutex(name, dlock.WithTTL(-time.Second)).Lock(s.ctx); return err }, []string{"TTL"}},
+		{"margin = TTL", func() error {
+			_, err := c.Mutex(name, dlock.WithTTL(time.Second), dlock.WithSafetyMargin(time.Second)).Lock(s.ctx)
+			return err
+		}, []string{"margin"}},
+		{"negative margin", func() error {
+			_, err := c.Mutex(name, dlock.WithSafetyMargin(-1)).Lock(s.ctx)
+			return err
+		}, []string{"margin"}},
+		{"renew interval >= TTL", func() error {
+			_, err := c.Mutex(name, dlock.WithTTL(time.Second), dlock.WithRenewInterval(time.Second)).Lock(s.ctx)
+			return err
+		}, []string{"renew interval"}},
+		{"negative max hold", func() error { _, err := c.Mutex(name, dlock.WithMaxHold(-1)).Lock(s.ctx); return err }, []string{"max hold"}},
+		{"nil context", func() error { _, err := c.Mutex(name).Lock(nilCtx); return err }, []string{"ctx"}},
+		{"nil Do function", func() error { return dlock.Do(s.ctx, c, name, nil) }, []string{"fn"}},
+	}
+	for _, tc := range cases {
+		start := time.Now()
+		err := tc.call()
+		if time.Since(start) > time.Second {
+			t.Errorf("%s: took %v, want an answer at once", tc.desc, time.Since(start))
+		}
+		if err == nil || !errors.Is(err, dlock.ErrInvalidArgument) {
+			t.Errorf("%s: error %v, want ErrInvalidArgument", tc.desc, err)
+			continue
+		}
+		for _, w := range tc.words {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q does not name %q", tc.desc, err, w)
+			}
+		}
+	}
+	// Nothing was taken: the lock is free.
+	l, err := c.Mutex(name).TryLock(s.ctx)
+	if err != nil {
+		t.Fatalf("TryLock after bad input: %v", err)
+	}
+	if err := l.Unlock(nilCtx); !errors.Is(err, dlock.ErrInvalidArgument) {
+		t.Errorf("Unlock(nil) = %v, want ErrInvalidArgument", err)
+	}
+	unlock(t, l)
+}
+
+// testNames: names of any bytes work, and names that an encoding could
+// confuse stay distinct locks.
+func testNames(t *testing.T, s *suite) {
+	c, _ := s.client(t)
+	base := lockName(t)
+	names := []string{
+		"a", "A", "a/b", "a%2Fb", "a_b", "a-b", "a b", "a/", "/a", " ", "/", "//", ".", "..",
+		"日本語/ロック", "\x00", "a\x00b", "\xff\xfe", "tab\there", "new\nline",
+		strings.Repeat("x", 1024), strings.Repeat("x", 1023) + "y",
+	}
+	var held []*dlock.Lease
+	for _, n := range names {
+		full := base + n
+		l, err := c.Mutex(full).TryLock(s.ctx)
+		if err != nil {
+			t.Fatalf("TryLock(%q) while holding %d other names: %v", full, len(held), err)
+		}
+		if l.Name() != full {
+			t.Errorf("Name() = %q, want %q", l.Name(), full)
+		}
+		held = append(held, l)
+	}
+	// A name alone (no prefix) of odd bytes works too.
+	for _, n := range []string{"\x00", "/", "..", " "} {
+		l, err := c.Mutex(n).TryLock(s.ctx)
+		if err != nil {
+			t.Fatalf("TryLock(%q): %v", n, err)
+		}
+		unlock(t, l)
+	}
+	other, _ := s.client(t)
+	for _, l := range held {
+		s.mustNotAcquire(t, other, l.Name())
+		unlock(t, l)
+	}
+}
+
+// testDo: Do holds the lock for fn and releases it, passing fn's error on.
+func testDo(t *testing.T, s *suite) {
+	c, _ := s.client(t)
+	name := lockName(t)
+	errFn := errors.New("fn failed")
+	var token uint64
+	err := dlock.Do(s.ctx, c, name, func(ctx context.Context, l *dlock.Lease) error {
+		token = l.Token()
+		s.mustNotAcquire(t, c, name)
+		if ctx.Err() != nil {
+			t.Errorf("fn's context already done: %v", ctx.Err())
+		}
+		return errFn
+	})
+	if !errors.Is(err, errFn) {
+		t.Fatalf("Do = %v, want fn's error", err)
+	}
+	if token == 0 {
+		t.Fatalf("fn did not run or saw token 0")
+	}
+	l, err := c.Mutex(name).TryLock(s.ctx)
+	if err != nil {
+		t.Fatalf("TryLock after Do: %v", err)
+	}
+	unlock(t, l)
+}

@@ -1,0 +1,93 @@
+package dlock
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/dlockio/dlock/driver"
+)
+
+// Mutex is a named mutual-exclusion lock on a client's engine. It is cheap:
+// make one per name and use it from any goroutine. A Mutex holds nothing by
+// itself; each successful Lock returns a separate *Lease.
+type Mutex struct {
+	c    *Client
+	name string
+	cfg  config
+}
+
+// Name returns the lock's name.
+func (m *Mutex) Name() string { return m.name }
+
+// Lock waits until the lock is granted, ctx is done (returning ctx.Err()) or
+// the client is closed (ErrClosed). A Lock that returns an error holds
+// nothing and leaves nothing queued on the engine.
+func (m *Mutex) Lock(ctx context.Context) (*Lease, error) { return m.acquire(ctx, true) }
+
+// TryLock makes one attempt and returns an error matching ErrNotAcquired at
+// once if someone else holds the lock.
+func (m *Mutex) TryLock(ctx context.Context) (*Lease, error) { return m.acquire(ctx, false) }
+
+func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
+	op := "lock"
+	if !wait {
+		op = "trylock"
+	}
+	if ctx == nil {
+		return nil, wrap(m.name, op, invalid("ctx", nil, "a non-nil context.Context"))
+	}
+	if m.name == "" {
+		return nil, invalid("name", `""`, "a non-empty lock name (any bytes)")
+	}
+	cfg, err := m.cfg.resolved()
+	if err != nil {
+		return nil, wrap(m.name, op, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := m.c.begin(); err != nil {
+		return nil, wrap(m.name, op, err)
+	}
+	defer m.c.calls.Done()
+
+	// The wait ends with ctx or with Close, whichever comes first.
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(m.c.closeCtx, cancel)
+	defer stop()
+
+	start := time.Now()
+	held, v, err := m.c.drv.Acquire(actx, driver.Request{Name: m.name, TTL: cfg.ttl, Wait: wait})
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case m.c.closeCtx.Err() != nil:
+			return nil, wrap(m.name, op, ErrClosed)
+		case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+			// The driver's own timeout, not the caller's: an engine failure.
+			return nil, wrap(m.name, op, err)
+		}
+		return nil, wrap(m.name, op, err)
+	}
+	if ctx.Err() != nil || m.c.closeCtx.Err() != nil {
+		// Granted as the caller gave up: give it back rather than return a
+		// lock the caller is not expecting.
+		rctx, rcancel := context.WithTimeout(context.Background(), cfg.ttl)
+		rerr := held.Release(rctx)
+		rcancel()
+		if ctx.Err() != nil {
+			return nil, errors.Join(ctx.Err(), wrap(m.name, "release", rerr))
+		}
+		return nil, errors.Join(wrap(m.name, op, ErrClosed), wrap(m.name, "release", rerr))
+	}
+	if v.Since.IsZero() {
+		v.Since = start
+	}
+	if v.TTL <= 0 {
+		v.TTL = cfg.ttl
+	}
+	return m.c.startLease(m.name, cfg, held, v)
+}
