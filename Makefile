@@ -1,0 +1,33 @@
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+# State dir of scripts/services.sh (binaries, data, logs, pids, env file).
+export DLOCK_SERVICES_DIR ?= /tmp/dlock-services
+
+GO ?= go
+TEST_TIMEOUT ?= 12m
+
+.PHONY: services-up services-down services-status test lint bench
+
+services-up:
+	scripts/services.sh up
+
+services-down:
+	scripts/services.sh down
+
+services-status:
+	scripts/services.sh status
+
+# Start the shared test servers, export their addresses (DLOCK_TEST_REDIS,
+# DLOCK_TEST_ETCD, DLOCK_TEST_ZK, DLOCK_*_BIN, ...) and run all tests.
+test: services-up
+	set -a; . "$(DLOCK_SERVICES_DIR)/env"; set +a; \
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+lint:
+	@out="$$(gofmt -l .)"; \
+	if [[ -n "$$out" ]]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -1,0 +1,35 @@
+package testserver
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// StartRedis starts a dedicated redis-server on a free loopback port with
+// its working directory in tb.TempDir(); it is stopped when the test ends.
+// By default nothing is persisted (--save ” --appendonly no), so a
+// restarted server comes back empty; pass e.g. "--appendonly", "yes" in
+// extraArgs to keep data across Stop/Start.
+func StartRedis(tb testing.TB, extraArgs ...string) *Proc {
+	tb.Helper()
+	bin := binary(tb, EnvRedisBin, "redis-server")
+	dir := tb.TempDir()
+	port := freePorts(tb, 1)[0]
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	argv := []string{bin,
+		"--port", fmt.Sprint(port),
+		"--bind", "127.0.0.1",
+		"--protected-mode", "no",
+		"--save", "",
+		"--appendonly", "no",
+		"--daemonize", "no",
+		"--dir", dir,
+	}
+	argv = append(argv, extraArgs...)
+	p := newProc(tb, "redis", addr, filepath.Join(dir, "redis.log"), argv,
+		func(a string) error { return redisPing(a, time.Second) })
+	p.Start()
+	return p
+}
