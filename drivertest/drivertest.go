@@ -255,4 +255,3 @@ func mustContain(t *testing.T, err error, sentinel error, words ...string) {
 		}
 	}
 }
-
