@@ -157,10 +157,10 @@ func TestDeadProcessFreesLock(t *testing.T) {
 	}
 	cmd := exec.Command("flock", "-o", filepath.Join(dir, fileName("x")), "sleep", "60")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }) // and the sleep
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }) // and the sleep
 	c, err := New(dir, dlock.WithTTL(30*time.Second))
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,69 @@
+package dlock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dlockio/dlock"
+	_ "github.com/dlockio/dlock/memlock" // registers mem://
+)
+
+func Example() {
+	ctx := context.Background()
+	c, err := dlock.Open(ctx, "mem://example") // or etcd://…, redis://…, zk://…, file:///…
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+
+	lease, err := c.Mutex("billing/nightly").Lock(ctx)
+	if err != nil {
+		panic(err)
+	}
+	// Pass the token to the resource, which refuses older ones.
+	fmt.Println("holding with token", lease.Token())
+	select {
+	case <-lease.Done():
+		fmt.Println("lost:", lease.Err()) // stop writing
+	default:
+	}
+	if err := lease.Unlock(ctx); err != nil {
+		panic(err)
+	}
+	// Output: holding with token 1
+}
+
+func ExampleDo() {
+	ctx := context.Background()
+	c, err := dlock.Open(ctx, "mem://do", dlock.WithTTL(5*time.Second))
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+
+	err = dlock.Do(ctx, c, "reports", func(ctx context.Context, l *dlock.Lease) error {
+		// ctx is cancelled if the lock is lost.
+		fmt.Println("generating reports under token", l.Token())
+		return nil
+	})
+	fmt.Println("err:", err)
+	// Output:
+	// generating reports under token 1
+	// err: <nil>
+}
+
+func ExampleMutex_TryLock() {
+	ctx := context.Background()
+	c, _ := dlock.Open(ctx, "mem://trylock")
+	defer c.Close()
+	other, _ := dlock.Open(ctx, "mem://trylock")
+	defer other.Close()
+
+	l, _ := c.Mutex("cron/cleanup").TryLock(ctx)
+	_, err := other.Mutex("cron/cleanup").TryLock(ctx)
+	fmt.Println(errors.Is(err, dlock.ErrNotAcquired))
+	l.Unlock(ctx)
+	// Output: true
+}
