@@ -55,9 +55,17 @@ func (c *Client) startLease(name string, cfg config, held driver.Lock, v driver.
 		ctx: ctx, cancel: cancel, stopCtx: stopCtx, stop: stop,
 		wdDone: make(chan struct{}),
 	}
+	l.deadline = time.AfterFunc(time.Until(l.deadlineOf(v)), func() {
+		l.mu.Lock()
+		last := l.renewFail
+		l.mu.Unlock()
+		l.lose(fmt.Errorf("%w: no successful renewal before the safety deadline (TTL - margin %v): %v",
+			ErrLockLost, cfg.margin, last))
+	})
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		l.deadline.Stop()
 		stop()
 		cancel(ErrClosed)
 		rctx, rcancel := context.WithTimeout(context.Background(), cfg.ttl)
@@ -67,14 +75,6 @@ func (c *Client) startLease(name string, cfg config, held driver.Lock, v driver.
 	c.leases[l] = struct{}{}
 	c.calls.Add(1) // the watchdog
 	c.mu.Unlock()
-
-	l.deadline = time.AfterFunc(time.Until(l.deadlineOf(v)), func() {
-		l.mu.Lock()
-		last := l.renewFail
-		l.mu.Unlock()
-		l.lose(fmt.Errorf("%w: no successful renewal before the safety deadline (TTL - margin %v): %v",
-			ErrLockLost, cfg.margin, last))
-	})
 	go l.watch(v)
 	return l, nil
 }
