@@ -1,0 +1,81 @@
+// Command peerbench measures dlock's drivers against the peer lock libraries
+// and the raw engine round trips on the shared test servers
+// (scripts/services.sh up), and writes docs/BENCHMARKS.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dlockio/dlock/bench"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "peerbench:", err)
+		os.Exit(1)
+	}
+}
+
+// Run parses args, runs the suite and writes the report.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("peerbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	scen := fs.String("scenarios", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios")
+	runs := fs.Int("runs", 5, "runs of every scenario; figures are medians over runs")
+	only := fs.String("contenders", ".", "regexp: contenders to run")
+	out := fs.String("out", "", "markdown report to write (docs/BENCHMARKS.md)")
+	jsonOut := fs.String("json", "", "raw samples to write as JSON")
+	command := fs.String("command", "", "the command line to print in the report")
+	quick := fs.Bool("quick", false, "short budgets, for development")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	eng, err := bench.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	s := eng.Suite()
+	s.Config = bench.DefaultConfig
+	if *quick {
+		s.Config.Uncontended.Max = 100 * time.Millisecond
+		s.Config.CounterMax = 500 * time.Millisecond
+		s.Config.Handoff = bench.Budget{N: 5, Max: 500 * time.Millisecond}
+		s.Config.NamesBudget.Max = 200 * time.Millisecond
+	}
+	s.Scenarios = strings.Split(*scen, ",")
+	s.Runs = *runs
+	s.Log = stderr
+	if err := s.Filter(*only); err != nil {
+		return err
+	}
+	start := time.Now()
+	samples := s.Run(ctx)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(samples, "", " ")
+		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
+			return err
+		}
+	}
+	rep := bench.Report{Suite: s, Samples: samples, Command: *command, Took: time.Since(start), Engines: eng}
+	md := rep.Markdown(ctx)
+	if *out == "" {
+		_, err = io.WriteString(stdout, md)
+		return err
+	}
+	return os.WriteFile(*out, []byte(md), 0o644)
+}

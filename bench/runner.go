@@ -1,0 +1,122 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Scenario names, as given to -scenarios.
+const (
+	SUncontended = "uncontended"
+	SCounter10   = "counter-w10"
+	SCounter50   = "counter-w50"
+	SHandoff     = "handoff"
+	SManyNames   = "many-names"
+	SGoroutines  = "goroutines"
+)
+
+// AllScenarios in the order they run within one round.
+var AllScenarios = []string{SUncontended, SCounter10, SCounter50, SHandoff, SManyNames, SGoroutines}
+
+// Sample is one measurement of one contender in one run.
+type Sample struct {
+	Run       int
+	Scenario  string
+	Contender string
+	Metrics   Metrics
+	Err       string `json:",omitempty"`
+}
+
+// Suite is everything one benchmark run needs.
+type Suite struct {
+	Contenders []Contender
+	Families   map[string]Family
+	Config     Config
+	Scenarios  []string
+	Runs       int
+	Log        io.Writer
+}
+
+// Filter keeps the contenders whose name matches re.
+func (s *Suite) Filter(re string) error {
+	r, err := regexp.Compile(re)
+	if err != nil {
+		return err
+	}
+	s.Contenders = slices.DeleteFunc(s.Contenders, func(c Contender) bool { return !r.MatchString(c.Name) })
+	return nil
+}
+
+// Run measures every scenario for every contender, Runs times. Within a run
+// the contenders follow each other scenario by scenario (A B C, A B C, …),
+// starting one further each run, so slow drift of the shared machine lands on
+// all of them alike.
+func (s *Suite) Run(ctx context.Context) []Sample {
+	runID := time.Now().Format("150405")
+	var out []Sample
+	for run := 1; run <= s.Runs; run++ {
+		for _, sc := range s.Scenarios {
+			for i := range s.Contenders {
+				c := s.Contenders[(i+run-1)%len(s.Contenders)]
+				if ctx.Err() != nil {
+					return out
+				}
+				if c.NoWait && (sc == SCounter10 || sc == SCounter50) {
+					continue
+				}
+				name := fmt.Sprintf("pb%s-r%d-%s-%s", runID, run, c.Name, sc)
+				t := time.Now()
+				m, err := s.one(ctx, c, sc, name)
+				smp := Sample{Run: run, Scenario: sc, Contender: c.Name, Metrics: m}
+				if err != nil {
+					smp.Err = err.Error()
+				}
+				out = append(out, smp)
+				if s.Log != nil {
+					fmt.Fprintf(s.Log, "run %d %-12s %-16s %6.2fs %s %s\n", run, sc, c.Name, time.Since(t).Seconds(), fmtMetrics(m), smp.Err)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (s *Suite) one(ctx context.Context, c Contender, sc, name string) (Metrics, error) {
+	cfg := s.Config
+	// No scenario may hang the suite, whatever a contender does.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	switch sc {
+	case SUncontended:
+		return Uncontended(ctx, c, name, cfg.Uncontended)
+	case SCounter10:
+		return SharedCounter(ctx, c, s.Families[c.Family], name, 10, cfg.CounterK, cfg.CounterMax)
+	case SCounter50:
+		return SharedCounter(ctx, c, s.Families[c.Family], name, 50, cfg.CounterK, cfg.CounterMax)
+	case SHandoff:
+		return Handoff(ctx, c, name, cfg.Handoff, cfg.HoldMin, cfg.HoldMax)
+	case SManyNames:
+		return ManyNames(ctx, c, name, cfg.Names, cfg.NamesG, cfg.NamesBudget)
+	case SGoroutines:
+		return Goroutines(ctx, c, name, cfg.Held)
+	}
+	return nil, fmt.Errorf("unknown scenario %q", sc)
+}
+
+func fmtMetrics(m Metrics) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%.4g ", k, m[k])
+	}
+	return b.String()
+}

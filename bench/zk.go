@@ -1,0 +1,167 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// ZKRoot is the parent of every node the benchmark makes.
+const ZKRoot = "/peerbench"
+
+// ZKEngine is one shared ZooKeeper session; its dialer counts the requests
+// written (go-zookeeper writes each request, pings included, with one Write).
+type ZKEngine struct {
+	Conn *zk.Conn
+	sent atomic.Int64
+}
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(b)
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(string, ...any) {}
+
+// NewZKEngine connects to the ensemble at servers.
+func NewZKEngine(ctx context.Context, servers []string) (*ZKEngine, error) {
+	e := &ZKEngine{}
+	dial := func(network, address string, timeout time.Duration) (net.Conn, error) {
+		c, err := net.DialTimeout(network, address, timeout)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{c, &e.sent}, nil
+	}
+	conn, events, err := zk.Connect(servers, 10*time.Second, zk.WithDialer(dial), zk.WithLogger(quietLogger{}))
+	if err != nil {
+		return nil, err
+	}
+	e.Conn = conn
+	for ev := range events {
+		if ev.State == zk.StateHasSession {
+			break
+		}
+		if ctx.Err() != nil {
+			conn.Close()
+			return nil, ctx.Err()
+		}
+	}
+	for _, p := range []string{ZKRoot, ZKRoot + "-counters"} {
+		if _, err := conn.Create(p, nil, 0, zk.WorldACL(zk.PermAll)); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			conn.Close()
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// Close ends the session.
+func (e *ZKEngine) Close() error { e.Conn.Close(); return nil }
+
+// Family returns the ZooKeeper family; the counter is a node's data.
+func (e *ZKEngine) Family() Family {
+	return Family{Name: "zk", Counter: zkCounter{e.Conn}, Commands: e.sent.Load}
+}
+
+type zkCounter struct{ c *zk.Conn }
+
+func (c zkCounter) Get(_ context.Context, key string) (int64, error) {
+	b, _, err := c.c.Get(ZKRoot + "-counters/" + key)
+	if errors.Is(err, zk.ErrNoNode) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(string(b), 10, 64)
+}
+
+func (c zkCounter) Set(_ context.Context, key string, v int64) error {
+	p := ZKRoot + "-counters/" + key
+	b := []byte(strconv.FormatInt(v, 10))
+	_, err := c.c.Set(p, b, -1)
+	if errors.Is(err, zk.ErrNoNode) {
+		_, err = c.c.Create(p, b, 0, zk.WorldACL(zk.PermAll))
+	}
+	return err
+}
+
+// Floor is one create of an ephemeral node and one delete: the least any
+// ZooKeeper lock can do. It has no waiting primitive, so a waiter spins.
+func (e *ZKEngine) Floor() Contender {
+	c := e.Conn
+	return Contender{
+		Name: "floor-zk", Family: "zk", Kind: Floor, NoWait: true,
+		Note: "create ephemeral, spin; delete",
+		NewWorker: func(context.Context) (Worker, error) {
+			return WorkerFunc{LockFunc: func(ctx context.Context, name string) (func(context.Context) error, error) {
+				p := ZKRoot + "/" + name
+				for {
+					_, err := c.Create(p, nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+					if errors.Is(err, zk.ErrNodeExists) {
+						if ctx.Err() != nil {
+							return nil, ctx.Err()
+						}
+						continue
+					}
+					if err != nil {
+						return nil, err
+					}
+					return func(context.Context) error { return c.Delete(p, -1) }, nil
+				}
+			}}, nil
+		},
+	}
+}
+
+// Lock is go-zookeeper's own zk.Lock (protected ephemeral-sequential node,
+// watch on the predecessor). It takes no context: a Lock call that outlives
+// the harness's deadline is released as soon as it returns.
+func (e *ZKEngine) Lock() Contender {
+	c := e.Conn
+	return Contender{
+		Name: "zk-lock", Family: "zk", Kind: Peer,
+		Note: "zk.NewLock per lock, one shared session",
+		NewWorker: func(context.Context) (Worker, error) {
+			return WorkerFunc{LockFunc: func(ctx context.Context, name string) (func(context.Context) error, error) {
+				l := zk.NewLock(c, ZKRoot+"/"+name, zk.WorldACL(zk.PermAll))
+				if err := l.Lock(); err != nil {
+					return nil, err
+				}
+				if ctx.Err() != nil {
+					l.Unlock()
+					return nil, ctx.Err()
+				}
+				return func(context.Context) error { return l.Unlock() }, nil
+			}}, nil
+		},
+	}
+}
+
+// ZKAddrs returns the ZooKeeper servers from DLOCK_TEST_ZK or the defaults of
+// scripts/services.sh.
+func ZKAddrs() []string {
+	return addrsFromEnv("DLOCK_TEST_ZK", "127.0.0.1:12181,127.0.0.1:12182,127.0.0.1:12183")
+}
+
+// ZKVersion asks the first server (four-letter word srvr) for its version.
+func ZKVersion(servers []string) string {
+	st, ok := zk.FLWSrvr(servers[:1], 2*time.Second)
+	if !ok || len(st) == 0 || st[0].Error != nil {
+		return "unknown"
+	}
+	return st[0].Version
+}
