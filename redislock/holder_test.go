@@ -1,0 +1,5 @@
+package redislock
+
+const holderEnv = "DLOCK_REDISLOCK_HOLDER"
+
+func holderMain() int { return 0 }

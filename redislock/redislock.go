@@ -1,0 +1,485 @@
+// Package redislock is the Redis driver of dlock: a lock on a single Redis
+// node (or a Redis Cluster / Sentinel client), or a Redlock over several
+// independent Redis masters.
+//
+//	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
+//	c, err := redislock.New(rdb, dlock.WithTTL(10*time.Second))
+//
+//	c, err := dlock.Open(ctx, "redis://:password@localhost:6379/0")
+//	c, err := dlock.Open(ctx, "redlock://h1:6379,h2:6379,h3:6379")
+//
+// # Single node
+//
+// A lock is three names sharing one hash tag, so that they live in one slot
+// of a Redis Cluster: the lock key PREFIX{NAME} holding the owner's random id
+// with the TTL, the fence counter PREFIX{NAME}:fence and the release channel
+// PREFIX{NAME}:released. NAME is the lock's name with every byte other than
+// letters, digits, '-', '.', '_' and '/' written as %XX, so names of any
+// bytes map to distinct keys and cannot break the hash tag. The fence counter
+// has no TTL: it must outlive the lock for tokens to keep increasing, so it
+// stays behind (a few bytes per lock name ever used).
+//
+// Taking the lock is one Lua script: if the key is absent it increments the
+// fence counter, sets the key and returns the counter as the fencing token;
+// otherwise it returns the key's remaining TTL. Renew and release are
+// scripts that compare the owner id before PEXPIRE or DEL; release then
+// publishes on the release channel.
+//
+// A waiter subscribes to the release channel (all waiters of a client share
+// one pub/sub connection), then tries again, and after that tries only when a
+// release is published or when the holder's key would expire, so a crashed
+// holder is replaced at its expiry, not at some poll tick. Within a client a
+// release wakes one waiter, the one waiting longest; waiters in other clients
+// each retry once.
+//
+// Fencing tokens come from the node's counter (driver.FencingNode): they
+// increase as long as the node keeps its data. A restart without
+// persistence, or a failover to a replica that had not yet received the last
+// increments (replication is asynchronous), can repeat tokens and can grant
+// a lock twice.
+//
+// # Redlock
+//
+// With several independent masters (NewRedlock, redlock://) a lock is taken
+// on each node in parallel and held if a majority granted it within its
+// validity time: TTL minus the time the attempt took minus a drift allowance
+// of TTL/100 + 2 ms. A failed attempt releases whatever it took. Renewal
+// must succeed on a majority; release goes to every node.
+//
+// Tokens stay strictly increasing across grants: after locking a majority,
+// the client reads the fence counters of the nodes it holds, takes the
+// largest plus one, and writes it back to a majority (each node only raises
+// its counter) before the grant returns. Any later majority shares a node
+// with that one, reads at least that token, and goes higher.
+//
+// What Redlock assumes, stated plainly (see Martin Kleppmann, "How to do
+// distributed locking", 2016, and Salvatore Sanfilippo, "Is Redlock safe?",
+// 2016): (1) clocks on the nodes and the client advance at nearly the same
+// rate (bounded drift; no large jumps of the nodes' clocks, which Redis uses
+// to expire keys); (2) a node that crashes either keeps its data (AOF with
+// fsync=always) or stays down for at least a TTL before rejoining empty:
+// a node that returns at once with no data lets a second client form a
+// majority while the first still holds one in its own view; (3) a client
+// paused longer than the validity time (GC, swapping) may act after its
+// lock expired. Kleppmann's point stands: Redlock's safety rests on timing,
+// so protect the resource with the fencing token, which this driver makes
+// strictly increasing under assumption (2). The portable layer gives a
+// lease up on the client's monotonic clock before the nodes could expire it,
+// which addresses the client-side half of (3) but not a pause of the whole
+// process.
+package redislock
+
+import (
+	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
+)
+
+// DefaultPrefix starts every key and channel this driver makes.
+const DefaultPrefix = "dlock:"
+
+var (
+	//go:embed acquire.lua
+	acquireLua    string
+	acquireScript = redis.NewScript(acquireLua)
+	//go:embed lock.lua
+	lockLua    string
+	lockScript = redis.NewScript(lockLua)
+	//go:embed fence.lua
+	fenceLua    string
+	fenceScript = redis.NewScript(fenceLua)
+	//go:embed renew.lua
+	renewLua    string
+	renewScript = redis.NewScript(renewLua)
+	//go:embed release.lua
+	releaseLua    string
+	releaseScript = redis.NewScript(releaseLua)
+	//go:embed status.lua
+	statusLua    string
+	statusScript = redis.NewScript(statusLua)
+)
+
+// Options tunes a Driver. The zero value means the documented defaults.
+type Options struct {
+	// Prefix starts every key and channel name (default DefaultPrefix). It
+	// must not contain '{' or '}', which would change the hash tag.
+	Prefix string
+}
+
+// New returns a client that keeps its locks on one Redis server, or on a
+// Redis Cluster or Sentinel-managed master through rdb. The client does not
+// close rdb.
+func New(rdb redis.UniversalClient, opts ...dlock.Option) (*dlock.Client, error) {
+	if rdb == nil {
+		return nil, fmt.Errorf("%w: redislock.New: rdb = nil: want a go-redis client", dlock.ErrInvalidArgument)
+	}
+	d, err := NewDriver([]redis.UniversalClient{rdb}, Options{})
+	if err != nil {
+		return nil, err
+	}
+	return dlock.NewClient(d, opts...)
+}
+
+// NewRedlock returns a client that keeps its locks on a majority of the
+// independent Redis masters nodes (Redlock; read the package documentation
+// for what that assumes). Use an odd number of nodes, at least 3. The
+// client does not close the nodes' clients.
+func NewRedlock(nodes []redis.UniversalClient, opts ...dlock.Option) (*dlock.Client, error) {
+	if len(nodes) < 2 {
+		return nil, fmt.Errorf("%w: redislock.NewRedlock: %d nodes: want at least 3 independent masters (use New for one)",
+			dlock.ErrInvalidArgument, len(nodes))
+	}
+	d, err := NewDriver(nodes, Options{})
+	if err != nil {
+		return nil, err
+	}
+	return dlock.NewClient(d, opts...)
+}
+
+// NewDriver returns the driver behind New (one node) and NewRedlock
+// (several), for use with dlock.NewClient when Options are needed. The
+// driver does not close the clients.
+func NewDriver(nodes []redis.UniversalClient, o Options) (*Driver, error) {
+	return newDriver(nodes, o, false)
+}
+
+// Driver is the redislock driver.Driver. Applications use it through a
+// *dlock.Client.
+type Driver struct {
+	nodes  []*node
+	quorum int
+	prefix string
+	owned  bool // close the clients on Close (opened from a URL)
+	id     string
+	seq    atomic.Uint64
+	closed atomic.Bool
+}
+
+type node struct {
+	rdb  redis.UniversalClient
+	name string // for errors: the address, when known
+	hub  *hub
+}
+
+var (
+	_ driver.Driver    = (*Driver)(nil)
+	_ driver.Capable   = (*Driver)(nil)
+	_ driver.Inspector = (*Driver)(nil)
+	_ driver.Lock      = (*lock)(nil)
+)
+
+func newDriver(clients []redis.UniversalClient, o Options, owned bool) (*Driver, error) {
+	if len(clients) == 0 {
+		return nil, fmt.Errorf("%w: redislock: no Redis clients: want one, or several for Redlock", dlock.ErrInvalidArgument)
+	}
+	prefix := o.Prefix
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(prefix, "{}") {
+		return nil, fmt.Errorf("%w: redislock: prefix %q: want no '{' or '}' (they would change the hash tag)",
+			dlock.ErrInvalidArgument, prefix)
+	}
+	var b [12]byte
+	rand.Read(b[:])
+	d := &Driver{quorum: len(clients)/2 + 1, prefix: prefix, owned: owned, id: hex.EncodeToString(b[:])}
+	for i, c := range clients {
+		if c == nil {
+			return nil, fmt.Errorf("%w: redislock: client %d is nil", dlock.ErrInvalidArgument, i)
+		}
+		d.nodes = append(d.nodes, &node{rdb: c, name: nodeName(c, i), hub: newHub(c)})
+	}
+	return d, nil
+}
+
+func nodeName(c redis.UniversalClient, i int) string {
+	if cl, ok := c.(*redis.Client); ok {
+		return cl.Options().Addr
+	}
+	return "node " + strconv.Itoa(i)
+}
+
+// keys are the Redis names of one lock.
+type keys struct {
+	lock, fence, channel string
+}
+
+func (d *Driver) keysOf(name string) keys {
+	tag := d.prefix + "{" + escape(name) + "}"
+	return keys{lock: tag, fence: tag + ":fence", channel: tag + ":released"}
+}
+
+// escape writes name with every byte outside [A-Za-z0-9._/-] as %XX: a
+// bijection, and '{' and '}' never appear.
+func escape(name string) string {
+	n := 0
+	for i := 0; i < len(name); i++ {
+		if !plain(name[i]) {
+			n++
+		}
+	}
+	if n == 0 {
+		return name
+	}
+	const hexd = "0123456789ABCDEF"
+	b := make([]byte, 0, len(name)+2*n)
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if plain(c) {
+			b = append(b, c)
+		} else {
+			b = append(b, '%', hexd[c>>4], hexd[c&15])
+		}
+	}
+	return string(b)
+}
+
+func plain(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '/'
+}
+
+// owner returns an id no other acquisition, here or in any other process,
+// uses.
+func (d *Driver) owner() string {
+	return d.id + "." + strconv.FormatUint(d.seq.Add(1), 36)
+}
+
+func ttlMillis(ttl time.Duration) int64 { return max(ttl.Milliseconds(), 1) }
+
+// Acquire implements driver.Driver.
+func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
+	if d.closed.Load() {
+		return nil, driver.Validity{}, driver.ErrClosed
+	}
+	l := &lock{d: d, keys: d.keysOf(req.Name), owner: d.owner(), ttl: req.TTL}
+	var w *waiter
+	var joined []*node
+	defer func() {
+		for _, n := range joined {
+			n.hub.leave(l.keys.channel, w, false)
+		}
+	}()
+	for {
+		res := l.attempt(ctx)
+		if res.err == nil && res.granted {
+			if w != nil {
+				select {
+				case <-w.wake: // stale: the release it announced is ours now
+				default:
+				}
+			}
+			return l, res.validity, nil
+		}
+		if !req.Wait {
+			if res.err != nil {
+				return nil, driver.Validity{}, res.err
+			}
+			return nil, driver.Validity{}, driver.ErrNotAcquired
+		}
+		if res.err != nil && !res.retry {
+			// This attempt may have consumed a wake-up: hand it on.
+			for _, n := range joined {
+				n.hub.leave(l.keys.channel, w, true)
+			}
+			joined = nil
+			return nil, driver.Validity{}, res.err
+		}
+		if w == nil {
+			// Subscribe, then look again: a release between the failed
+			// attempt and the subscription would otherwise go unseen.
+			w = newWaiter()
+			var err error
+			joined, err = d.join(ctx, l.keys.channel, w)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, driver.Validity{}, ctx.Err()
+				}
+				return nil, driver.Validity{}, fmt.Errorf("redislock: subscribe to %q: %w", l.keys.channel, err)
+			}
+			continue
+		}
+		if !sleep(ctx, res.pause) {
+			return nil, driver.Validity{}, ctx.Err()
+		}
+		if res.pause > 0 {
+			continue
+		}
+		t := time.NewTimer(res.wait)
+		select {
+		case <-w.wake:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, driver.Validity{}, ctx.Err()
+		}
+		t.Stop()
+	}
+}
+
+// sleep waits d, or returns false when ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// join subscribes w on every node that answers; with Redlock a majority
+// must, or releases there could go unseen.
+func (d *Driver) join(ctx context.Context, channel string, w *waiter) ([]*node, error) {
+	if len(d.nodes) == 1 {
+		if err := d.nodes[0].hub.join(ctx, channel, w); err != nil {
+			return nil, err
+		}
+		return d.nodes, nil
+	}
+	errs := make([]error, len(d.nodes))
+	fanOut(len(d.nodes), func(i int) {
+		// A node that does not confirm soon is left out rather than
+		// holding up the wait on the others.
+		jctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		errs[i] = d.nodes[i].hub.join(jctx, channel, w)
+	})
+	var joined []*node
+	var failed []error
+	for i, err := range errs {
+		if err == nil {
+			joined = append(joined, d.nodes[i])
+		} else {
+			failed = append(failed, fmt.Errorf("%s: %w", d.nodes[i].name, err))
+		}
+	}
+	if len(joined) == 0 {
+		return nil, errors.Join(failed...)
+	}
+	// Fewer than all is fine: the unreachable nodes cannot be part of the
+	// next holder's majority, and the timer covers expiries.
+	return joined, nil
+}
+
+// Close implements driver.Driver.
+func (d *Driver) Close() error {
+	if d.closed.Swap(true) {
+		return driver.ErrClosed
+	}
+	var errs []error
+	for _, n := range d.nodes {
+		if err := n.hub.close(); err != nil && !errors.Is(err, redis.ErrClosed) {
+			errs = append(errs, err)
+		}
+		if d.owned {
+			if err := n.rdb.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Capabilities implements driver.Capable.
+func (d *Driver) Capabilities() driver.Capabilities {
+	if len(d.nodes) == 1 {
+		return driver.Capabilities{
+			Fencing: driver.FencingNode,
+			Scope:   "cluster",
+			Notes: "single Redis node (or one Cluster slot / Sentinel master): tokens come from a counter on the node; " +
+				"a restart without persistence or a failover to a replica behind on asynchronous replication can repeat " +
+				"tokens and grant a lock twice",
+		}
+	}
+	return driver.Capabilities{
+		Fencing: driver.FencingNode,
+		Scope:   "cluster",
+		Notes: fmt.Sprintf("Redlock over %d independent masters, majority %d: assumes bounded clock drift "+
+			"(allowance TTL/100+2ms) and that a crashed node keeps its data (AOF fsync=always) or stays down "+
+			"for a TTL before rejoining empty; tokens are written back to a majority before each grant so they "+
+			"strictly increase under that assumption. Safety rests on timing (Kleppmann, \"How to do distributed "+
+			"locking\"; Sanfilippo, \"Is Redlock safe?\"): use the fencing token", len(d.nodes), d.quorum),
+	}
+}
+
+// Status implements driver.Inspector. Waiters is -1: Redis does not queue
+// them.
+func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error) {
+	if d.closed.Load() {
+		return driver.Status{}, driver.ErrClosed
+	}
+	k := d.keysOf(name)
+	type reply struct {
+		pttl, fence int64
+		err         error
+	}
+	rs := make([]reply, len(d.nodes))
+	fanOut(len(d.nodes), func(i int) {
+		v, err := statusScript.Run(ctx, d.nodes[i].rdb, []string{k.lock, k.fence}).Int64Slice()
+		if err == nil && len(v) != 2 {
+			err = fmt.Errorf("unexpected reply %v", v)
+		}
+		if err != nil {
+			rs[i].err = d.nodes[i].errorf(k.lock, err)
+			return
+		}
+		rs[i].pttl, rs[i].fence = v[0], v[1]
+	})
+	var st driver.Status
+	st.Waiters = -1
+	var ttls []int64
+	var errs []error
+	for _, r := range rs {
+		if r.err != nil {
+			errs = append(errs, r.err)
+			continue
+		}
+		st.Token = max(st.Token, uint64(r.fence))
+		if r.pttl > 0 {
+			ttls = append(ttls, r.pttl)
+		}
+	}
+	if len(errs) > len(d.nodes)-d.quorum {
+		return driver.Status{}, errors.Join(errs...)
+	}
+	if len(ttls) >= d.quorum {
+		st.Held = true
+		// The lock is held while a majority keeps it: until the
+		// quorum-th longest TTL runs out.
+		sortDesc(ttls)
+		st.TTLLeft = time.Duration(ttls[d.quorum-1]) * time.Millisecond
+	} else {
+		st.Token = 0
+	}
+	return st, nil
+}
+
+func (n *node) errorf(key string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("redislock: %s: %w", n.name, err)
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) && strings.Contains(err.Error(), "WRONGTYPE") {
+		return fmt.Errorf("redislock: %s: key %q (or its fence counter) holds a value that is not a dlock lock: %w", n.name, key, err)
+	}
+	if strings.Contains(err.Error(), "DLOCK") {
+		return fmt.Errorf("redislock: %s: key %q: %w", n.name, key, err)
+	}
+	return fmt.Errorf("redislock: %s: %w", n.name, err)
+}

@@ -1,0 +1,205 @@
+package redislock
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// hub multiplexes the release channels of every waiter of one driver on a
+// single pub/sub connection to one node, so that a thousand waiters cost one
+// connection, not a thousand.
+//
+// A waiter must not miss a release that happens between its failed attempt
+// and its wait, so it joins (and sees its SUBSCRIBE confirmed by the server)
+// before the attempt it then waits on. SUBSCRIBE and UNSUBSCRIBE are written
+// under mu, so their order on the wire is the order of the state changes
+// here, and a channel counts as subscribed only once every SUBSCRIBE sent for
+// it has been confirmed.
+type hub struct {
+	rdb redis.UniversalClient
+
+	mu       sync.Mutex
+	ps       *redis.PubSub
+	loopDone chan struct{}
+	closed   bool
+	topics   map[string]*topic
+	inflight map[string]int // SUBSCRIBEs sent and not yet confirmed, per channel
+}
+
+type topic struct {
+	waiters   []*waiter     // oldest first: a release wakes the oldest
+	confirmed chan struct{} // closed when the server has confirmed the subscription
+}
+
+// waiter is one Acquire waiting on one lock; with Redlock the same waiter
+// joins the hub of every node.
+type waiter struct {
+	wake chan struct{} // buffered 1: wake-ups coalesce, the hub never blocks
+}
+
+func newWaiter() *waiter { return &waiter{wake: make(chan struct{}, 1)} }
+
+func (w *waiter) signal() bool {
+	select {
+	case w.wake <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+var errHubClosed = errors.New("redislock: driver closed")
+
+func newHub(rdb redis.UniversalClient) *hub {
+	return &hub{rdb: rdb, topics: map[string]*topic{}, inflight: map[string]int{}}
+}
+
+// join adds w to the waiters of channel and waits until the server has
+// confirmed the subscription, ctx ends or the hub closes. On error w is not
+// joined.
+func (h *hub) join(ctx context.Context, channel string, w *waiter) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return errHubClosed
+	}
+	if h.ps == nil {
+		h.ps = h.rdb.Subscribe(context.WithoutCancel(ctx))
+		ch := h.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
+		h.loopDone = make(chan struct{})
+		go h.loop(ch, h.loopDone)
+	}
+	t := h.topics[channel]
+	if t == nil {
+		t = &topic{confirmed: make(chan struct{})}
+		h.inflight[channel]++
+		// Subscribe only writes the command; the confirmation comes to loop.
+		if err := h.ps.Subscribe(ctx, channel); err != nil {
+			h.inflight[channel]--
+			h.mu.Unlock()
+			return err
+		}
+		h.topics[channel] = t
+	}
+	t.waiters = append(t.waiters, w)
+	h.mu.Unlock()
+
+	select {
+	case <-t.confirmed:
+		return nil
+	case <-ctx.Done():
+		h.leave(channel, w, false)
+		return ctx.Err()
+	}
+}
+
+// leave removes w. If w holds a wake-up it did not act on, or passOn says it
+// consumed one without settling who holds the lock, the wake-up goes to the
+// next waiter so that a release is never swallowed by a waiter that left.
+func (h *hub) leave(channel string, w *waiter, passOn bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t := h.topics[channel]
+	if t == nil {
+		return
+	}
+	for i, x := range t.waiters {
+		if x == w {
+			t.waiters = append(t.waiters[:i:i], t.waiters[i+1:]...)
+			break
+		}
+	}
+	select {
+	case <-w.wake:
+		passOn = true
+	default:
+	}
+	if len(t.waiters) > 0 {
+		if passOn {
+			t.wakeOne()
+		}
+		return
+	}
+	delete(h.topics, channel)
+	if !h.closed {
+		// Best effort: a stale subscription only costs ignored messages.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = h.ps.Unsubscribe(ctx, channel)
+		cancel()
+	}
+}
+
+// wakeOne wakes the oldest waiter. One wake-up per release is enough: the
+// woken waiter either takes the lock or finds a new holder, whose release
+// will wake the next one.
+// If the oldest already has a wake-up pending, its attempt will see this
+// release too.
+func (t *topic) wakeOne() {
+	if len(t.waiters) > 0 {
+		t.waiters[0].signal()
+	}
+}
+
+func (h *hub) loop(ch <-chan interface{}, done chan struct{}) {
+	defer close(done)
+	for m := range ch {
+		switch m := m.(type) {
+		case *redis.Message:
+			h.mu.Lock()
+			if t := h.topics[m.Channel]; t != nil {
+				t.wakeOne()
+			}
+			h.mu.Unlock()
+		case *redis.Subscription:
+			if m.Kind != "subscribe" {
+				continue
+			}
+			h.mu.Lock()
+			n := h.inflight[m.Channel]
+			if n > 0 {
+				n--
+				if n == 0 {
+					delete(h.inflight, m.Channel)
+				} else {
+					h.inflight[m.Channel] = n
+				}
+			}
+			if t := h.topics[m.Channel]; t != nil && n == 0 {
+				select {
+				case <-t.confirmed:
+					// A resubscription after a reconnect: releases may have
+					// been missed meanwhile, so everyone looks again.
+					for _, w := range t.waiters {
+						w.signal()
+					}
+				default:
+					close(t.confirmed)
+				}
+			}
+			h.mu.Unlock()
+		}
+	}
+}
+
+// close stops the pub/sub connection; waiters in join return errHubClosed
+// through their context, which the portable layer cancels before Close.
+func (h *hub) close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	ps, done := h.ps, h.loopDone
+	h.mu.Unlock()
+	if ps == nil {
+		return nil
+	}
+	err := ps.Close()
+	<-done
+	return err
+}
