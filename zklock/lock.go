@@ -1,0 +1,492 @@
+package zklock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/dlockio/dlock/driver"
+)
+
+// cleanupWait bounds how long a failed Acquire waits for its node to be
+// removed before returning; the removal goes on in the background.
+const cleanupWait = 2 * time.Second
+
+// removeTries bounds the background removal of an abandoned node. Each try
+// blocks until the connection answers; a node still there after the last
+// try goes with the session.
+const removeTries = 20
+
+var errEntryGone = errors.New("zklock: our queue node disappeared while waiting (deleted, or the session expired)")
+
+// recovered counts creates whose reply was lost and whose node was found
+// again by its guid (for tests).
+var recovered atomic.Int64
+
+func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
+	select {
+	case <-d.closing:
+		return nil, driver.Validity{}, driver.ErrClosed
+	default:
+	}
+	parent := d.parent(req.Name)
+	if !req.Wait {
+		// A read answers most failed TryLocks without a write.
+		kids, err := call(ctx, d, func() ([]string, error) { k, _, err := d.conn.Children(parent); return k, err })
+		switch {
+		case err == nil && len(queue(kids)) > 0:
+			return nil, driver.Validity{}, driver.ErrNotAcquired
+		case err != nil && !errors.Is(err, zk.ErrNoNode):
+			return nil, driver.Validity{}, d.wrapErr(ctx, "list "+parent, err)
+		}
+	}
+	a := &attempt{d: d, parent: parent, guid: newGUID()}
+	l, v, err := a.run(ctx, req.Wait)
+	if err != nil {
+		a.abandon()
+		return nil, driver.Validity{}, err
+	}
+	return l, v, nil
+}
+
+// wrapErr returns ctx's error as itself and tags engine errors.
+func (d *zkDriver) wrapErr(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return ctx.Err()
+	}
+	select {
+	case <-d.closing:
+		return driver.ErrClosed
+	default:
+	}
+	return fmt.Errorf("zklock: %s: %w", what, err)
+}
+
+// attempt is one Acquire's node in one queue.
+type attempt struct {
+	d      *zkDriver
+	parent string
+	guid   string
+
+	created   chan struct{} // closed when the create has an outcome
+	node      string        // our node's name under parent, once created
+	createErr error
+	clean     bool // created by one answered request: exactly one node has our guid
+}
+
+func (a *attempt) run(ctx context.Context, wait bool) (driver.Lock, driver.Validity, error) {
+	d := a.d
+	if err := a.create(ctx); err != nil {
+		return nil, driver.Validity{}, d.wrapErr(ctx, "create queue node under "+a.parent, err)
+	}
+	var (
+		own      *zk.Stat
+		ownWatch <-chan zk.Event
+		sess     *session
+	)
+	for first := true; ; first = false {
+		sent := time.Now()
+		var kids []string
+		var err error
+		if first {
+			// The queue and our own node's stat (token, session) and
+			// watch (loss), pipelined: one round trip.
+			kids, own, ownWatch, err = a.readFirst(ctx)
+		} else {
+			kids, err = call(ctx, d, func() ([]string, error) { k, _, err := d.conn.Children(a.parent); return k, err })
+		}
+		if err != nil {
+			return nil, driver.Validity{}, d.wrapErr(ctx, "read queue "+a.parent, err)
+		}
+		if sess == nil {
+			sess = d.sessionOf(own.EphemeralOwner)
+		}
+		if sess.ended() {
+			return nil, driver.Validity{}, errSessionEnded
+		}
+		q := queue(kids)
+		idx := -1
+		for i, e := range q {
+			switch {
+			case e.name == a.node:
+				idx = i
+			case e.guid == a.guid:
+				// A create applied after its connection dropped and
+				// found by neither lookup: ours, so remove it.
+				d.removeAsync(a.parent, "", a.parent+"/"+e.name)
+			}
+		}
+		if idx < 0 {
+			return nil, driver.Validity{}, errEntryGone
+		}
+		if idx == 0 {
+			l := &zkLock{
+				d: d, path: a.parent + "/" + a.node, token: uint64(own.Czxid), sess: sess,
+				lost: make(chan struct{}), released: make(chan struct{}),
+			}
+			d.bg.Add(1)
+			go l.watch(ownWatch)
+			return l, driver.Validity{Since: sent, TTL: d.timeout}, nil
+		}
+		if !wait {
+			return nil, driver.Validity{}, driver.ErrNotAcquired
+		}
+		pred := a.parent + "/" + q[idx-1].name
+		ok, _, predWatch, err := call3(ctx, d, func() (bool, *zk.Stat, <-chan zk.Event, error) { return d.conn.ExistsW(pred) })
+		if err != nil {
+			return nil, driver.Validity{}, d.wrapErr(ctx, "watch "+pred, err)
+		}
+		if !ok {
+			continue // gone between the two reads; the exists-watch stays armed harmlessly
+		}
+		select {
+		case <-predWatch:
+		case ev, ok := <-ownWatch:
+			// Our node changed or went: re-read the queue to find out.
+			if !ok || ev.Type != zk.EventNodeDataChanged {
+				ownWatch = nil
+			} else {
+				ownWatch = a.rewatch(ctx)
+			}
+		case <-ctx.Done():
+			return nil, driver.Validity{}, ctx.Err()
+		case <-sess.lost:
+			return nil, driver.Validity{}, errSessionEnded
+		case <-d.closing:
+			return nil, driver.Validity{}, driver.ErrClosed
+		}
+	}
+}
+
+func (a *attempt) rewatch(ctx context.Context) <-chan zk.Event {
+	ok, _, w, err := call3(ctx, a.d, func() (bool, *zk.Stat, <-chan zk.Event, error) {
+		return a.d.conn.ExistsW(a.parent + "/" + a.node)
+	})
+	if err != nil || !ok {
+		return nil
+	}
+	return w
+}
+
+// readFirst lists the queue and stats and watches our node concurrently:
+// go-zookeeper pipelines requests of one connection, and the server answers
+// a session's requests in order, both after our create.
+func (a *attempt) readFirst(ctx context.Context) ([]string, *zk.Stat, <-chan zk.Event, error) {
+	d := a.d
+	type statW struct {
+		ok bool
+		st *zk.Stat
+		w  <-chan zk.Event
+	}
+	sch := make(chan statW, 1)
+	serr := make(chan error, 1)
+	ownPath := a.parent + "/" + a.node
+	go func() {
+		ok, st, w, err := call3(ctx, d, func() (bool, *zk.Stat, <-chan zk.Event, error) { return d.conn.ExistsW(ownPath) })
+		sch <- statW{ok, st, w}
+		serr <- err
+	}()
+	kids, kerr := call(ctx, d, func() ([]string, error) { k, _, err := d.conn.Children(a.parent); return k, err })
+	s, err := <-sch, <-serr
+	if kerr != nil {
+		return nil, nil, nil, kerr
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if !s.ok {
+		return nil, nil, nil, errEntryGone
+	}
+	return kids, s.st, s.w, nil
+}
+
+// create makes our node. The create runs on even if ctx ends, so that
+// abandon knows what to remove.
+func (a *attempt) create(ctx context.Context) error {
+	a.created = make(chan struct{})
+	a.d.bg.Add(1)
+	go func() {
+		defer a.d.bg.Done()
+		defer close(a.created)
+		a.node, a.clean, a.createErr = a.d.createNode(a.parent, a.guid)
+	}()
+	select {
+	case <-a.created:
+		return a.createErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// createNode creates a protected ephemeral-sequential node and returns its
+// name. clean is false when a reply was lost on the way.
+func (d *zkDriver) createNode(parent, guid string) (name string, clean bool, err error) {
+	prefix := parent + "/" + nodePrefix(guid)
+	clean = true
+	for range 5 {
+		var got string
+		got, err = d.conn.Create(prefix, nil, zk.FlagEphemeralSequential, d.acl)
+		switch {
+		case err == nil:
+			return path.Base(got), clean, nil
+		case errors.Is(err, zk.ErrNoNode):
+			if err = d.ensure(parent); err != nil {
+				return "", clean, fmt.Errorf("create %s: %w", parent, err)
+			}
+		case errors.Is(err, zk.ErrConnectionClosed):
+			// The request may have been applied with its reply lost: look
+			// for our guid before creating again (samuel/go-zookeeper#229).
+			clean = false
+			if found, ferr := d.findOwn(parent, guid); ferr == nil && found != "" {
+				recovered.Add(1)
+				return found, clean, nil
+			}
+		default:
+			return "", clean, err
+		}
+		select {
+		case <-d.closing:
+			return "", clean, driver.ErrClosed
+		default:
+		}
+	}
+	return "", clean, err
+}
+
+// findOwn returns the earliest node under parent that carries guid, or "".
+func (d *zkDriver) findOwn(parent, guid string) (string, error) {
+	kids, _, err := d.conn.Children(parent)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range queue(kids) {
+		if e.guid == guid {
+			return e.name, nil
+		}
+	}
+	return "", nil
+}
+
+// ensure creates the root (persistent) and a lock's parent (a container,
+// which the server deletes once its last child goes).
+func (d *zkDriver) ensure(parent string) error {
+	parts := strings.Split(strings.TrimPrefix(d.root, "/"), "/")
+	p := ""
+	for _, part := range parts {
+		p += "/" + part
+		if _, err := d.conn.Create(p, nil, zk.FlagPersistent, d.acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			return fmt.Errorf("create %s: %w", p, err)
+		}
+	}
+	_, err := d.conn.CreateContainer(parent, nil, zk.FlagContainer, d.acl)
+	if err != nil && !errors.Is(err, zk.ErrNodeExists) {
+		// Servers before 3.5 have no containers.
+		_, err = d.conn.Create(parent, nil, zk.FlagPersistent, d.acl)
+	}
+	if errors.Is(err, zk.ErrNodeExists) {
+		return nil
+	}
+	return err
+}
+
+// abandon removes what a failed attempt left, waiting a little for it so
+// that the common case is clean on return.
+func (a *attempt) abandon() {
+	if a.created == nil {
+		return
+	}
+	d := a.d
+	done := make(chan struct{})
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		defer close(done)
+		select {
+		case <-a.created:
+		case <-d.closing:
+			return
+		}
+		switch {
+		case a.createErr == nil && a.clean:
+			d.remove(a.parent, "", a.parent+"/"+a.node)
+		case errors.Is(a.createErr, zk.ErrSessionExpired):
+			// An ephemeral node of an expired session is gone.
+		default:
+			d.remove(a.parent, a.guid, "")
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(cleanupWait):
+	case <-d.closing:
+	}
+}
+
+func (d *zkDriver) removeAsync(parent, guid, nodePath string) {
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		d.remove(parent, guid, nodePath)
+	}()
+}
+
+// remove deletes nodePath, or every node under parent carrying guid,
+// retrying while the connection fails; it gives up when the session ends
+// (which removes the node anyway) or the driver closes.
+func (d *zkDriver) remove(parent, guid, nodePath string) {
+	for range removeTries {
+		select {
+		case <-d.closing:
+			return
+		default:
+		}
+		var err error
+		if nodePath != "" {
+			err = d.conn.Delete(nodePath, -1)
+		} else {
+			var kids []string
+			kids, _, err = d.conn.Children(parent)
+			for _, e := range queue(kids) {
+				if e.guid == guid && err == nil {
+					if derr := d.conn.Delete(parent+"/"+e.name, -1); derr != nil && !errors.Is(derr, zk.ErrNoNode) {
+						err = derr
+					}
+				}
+			}
+		}
+		switch {
+		case err == nil, errors.Is(err, zk.ErrNoNode), errors.Is(err, zk.ErrSessionExpired),
+			errors.Is(err, zk.ErrClosing), errors.Is(err, driver.ErrClosed):
+			return
+		case errors.Is(err, zk.ErrConnectionClosed), errors.Is(err, zk.ErrNoServer):
+			continue // each request waits for the connection; no extra pause needed
+		default:
+			return // an error the server decided (ACL, ...): retrying will not help
+		}
+	}
+}
+
+func call3(ctx context.Context, d *zkDriver, fn func() (bool, *zk.Stat, <-chan zk.Event, error)) (bool, *zk.Stat, <-chan zk.Event, error) {
+	type r struct {
+		ok bool
+		st *zk.Stat
+		w  <-chan zk.Event
+	}
+	v, err := call(ctx, d, func() (r, error) {
+		ok, st, w, err := fn()
+		return r{ok, st, w}, err
+	})
+	return v.ok, v.st, v.w, err
+}
+
+// zkLock is a granted lock: our node is the lowest of its queue.
+type zkLock struct {
+	d     *zkDriver
+	path  string
+	token uint64
+	sess  *session
+
+	lost         chan struct{}
+	lostOnce     sync.Once
+	released     chan struct{}
+	releasedOnce sync.Once
+}
+
+var _ driver.Lock = (*zkLock)(nil)
+
+func (l *zkLock) Token() uint64 { return l.token }
+
+func (l *zkLock) Lost() <-chan struct{} { return l.lost }
+
+func (l *zkLock) markLost() { l.lostOnce.Do(func() { close(l.lost) }) }
+
+// watch reports loss: our node deleted, or the session ended.
+func (l *zkLock) watch(w <-chan zk.Event) {
+	defer l.d.bg.Done()
+	for {
+		select {
+		case ev, ok := <-w:
+			if !ok || ev.Type != zk.EventNodeDataChanged {
+				// Deleted, or the watch was dropped with the session.
+				select {
+				case <-l.released:
+				default:
+					l.markLost()
+				}
+				return
+			}
+			exists, _, nw, err := l.d.conn.ExistsW(l.path)
+			switch {
+			case err != nil:
+				w = nil // a connection error: Renew and the session decide
+			case !exists:
+				l.markLost()
+				return
+			default:
+				w = nw
+			}
+		case <-l.sess.lost:
+			l.markLost()
+			return
+		case <-l.released:
+			return
+		case <-l.d.closing:
+			return
+		}
+	}
+}
+
+var errDisconnected = errors.New("zklock: disconnected from ZooKeeper; the session (and the lock) may still be alive")
+
+// Renew checks that our node still exists. ZooKeeper has nothing to extend:
+// the session keeps the node, and any answered request proves the session
+// alive at its send time.
+func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
+	since := time.Now()
+	if l.sess.ended() {
+		return driver.Validity{}, fmt.Errorf("%w: %w", driver.ErrLockLost, errSessionEnded)
+	}
+	if l.d.conn.State() != zk.StateHasSession {
+		return driver.Validity{}, errDisconnected
+	}
+	ok, st, err := call2(ctx, l.d, func() (bool, *zk.Stat, error) { return l.d.conn.Exists(l.path) })
+	switch {
+	case errors.Is(err, zk.ErrSessionExpired):
+		return driver.Validity{}, fmt.Errorf("%w: %w", driver.ErrLockLost, err)
+	case err != nil:
+		return driver.Validity{}, l.d.wrapErr(ctx, "check "+l.path, err)
+	case !ok:
+		return driver.Validity{}, fmt.Errorf("%w: node %s is gone", driver.ErrLockLost, l.path)
+	case st.EphemeralOwner != l.sess.id:
+		return driver.Validity{}, fmt.Errorf("%w: node %s belongs to session %#x", driver.ErrLockLost, l.path, st.EphemeralOwner)
+	}
+	return driver.Validity{Since: since, TTL: l.d.timeout}, nil
+}
+
+// Release deletes our node. Its path carries a random guid and a sequence
+// number, and only our session created it, so the node at that path is
+// ours or gone: the delete cannot touch anyone else's lock.
+func (l *zkLock) Release(ctx context.Context) error {
+	l.releasedOnce.Do(func() { close(l.released) })
+	if l.sess.ended() {
+		return fmt.Errorf("%w: %w", driver.ErrLockLost, errSessionEnded)
+	}
+	_, err := call(ctx, l.d, func() (struct{}, error) { return struct{}{}, l.d.conn.Delete(l.path, -1) })
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, zk.ErrNoNode), errors.Is(err, zk.ErrSessionExpired):
+		return fmt.Errorf("%w: node %s: %w", driver.ErrLockLost, l.path, err)
+	}
+	// Unknown outcome: make sure the node goes, or it would hold the queue
+	// for as long as the session lives.
+	l.d.removeAsync("", "", l.path)
+	return l.d.wrapErr(ctx, "delete "+l.path, err)
+}

@@ -1,0 +1,97 @@
+package zklock
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Layout: <root>/<encoded name>/_c_<guid>-lock-<sequence>. The "_c_<guid>-"
+// prefix is Curator's "protected" marker: a create whose reply was lost is
+// found again by its guid instead of being left behind as an orphan that
+// would block the queue until the session ends (samuel/go-zookeeper#229).
+const (
+	protectedPrefix = "_c_"
+	lockInfix       = "-lock-"
+	guidLen         = 32
+	maxEncodedName  = 200 // longer encodings are hashed
+)
+
+// encodeName turns any bytes into one valid znode name. Bytes outside
+// [A-Za-z0-9_-] become %XX, so "/", ".", NUL and control characters never
+// appear raw and distinct names stay distinct ("a/b" is a%2Fb, "a%2Fb" is
+// a%252Fb). Long names become "~" + SHA-256: "~" is always escaped in the
+// first form, so the two forms cannot collide.
+func encodeName(name string) string {
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' {
+			b.WriteByte(c)
+			continue
+		}
+		const hexDigits = "0123456789ABCDEF"
+		b.WriteByte('%')
+		b.WriteByte(hexDigits[c>>4])
+		b.WriteByte(hexDigits[c&15])
+		if b.Len() > maxEncodedName {
+			break
+		}
+	}
+	if b.Len() > maxEncodedName {
+		sum := sha256.Sum256([]byte(name))
+		return "~" + hex.EncodeToString(sum[:])
+	}
+	return b.String()
+}
+
+func newGUID() string {
+	var g [guidLen / 2]byte
+	rand.Read(g[:])
+	return hex.EncodeToString(g[:])
+}
+
+// nodePrefix is the name the driver asks to create; the server appends the
+// sequence number.
+func nodePrefix(guid string) string { return protectedPrefix + guid + lockInfix }
+
+// entry is one queue node under a lock's parent.
+type entry struct {
+	name string
+	guid string
+	seq  int64
+}
+
+// parseEntry reads a queue node's name; ok is false for nodes that are not
+// ours (the parent may be shared with nothing else, but be strict).
+func parseEntry(name string) (entry, bool) {
+	rest, ok := strings.CutPrefix(name, protectedPrefix)
+	if !ok || len(rest) < guidLen+len(lockInfix)+1 {
+		return entry{}, false
+	}
+	guid, rest := rest[:guidLen], rest[guidLen:]
+	digits, ok := strings.CutPrefix(rest, lockInfix)
+	if !ok {
+		return entry{}, false
+	}
+	seq, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil {
+		return entry{}, false
+	}
+	return entry{name: name, guid: guid, seq: seq}, true
+}
+
+// queue returns the lock nodes among children in grant order.
+func queue(children []string) []entry {
+	q := make([]entry, 0, len(children))
+	for _, c := range children {
+		if e, ok := parseEntry(c); ok {
+			q = append(q, e)
+		}
+	}
+	sort.Slice(q, func(i, j int) bool { return q[i].seq < q[j].seq })
+	return q
+}

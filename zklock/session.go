@@ -1,0 +1,159 @@
+package zklock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// session is one ZooKeeper session of the connection. Every lock taken in
+// it shares its lost channel, so an expiry ends them all at once.
+type session struct {
+	id   int64
+	lost chan struct{}
+	once sync.Once
+}
+
+func newSession(id int64) *session { return &session{id: id, lost: make(chan struct{})} }
+
+func (s *session) end() { s.once.Do(func() { close(s.lost) }) }
+
+func (s *session) ended() bool {
+	select {
+	case <-s.lost:
+		return true
+	default:
+		return false
+	}
+}
+
+var errSessionEnded = errors.New("zklock: the ZooKeeper session that held the node has ended")
+
+// onEvent follows the connection's session. go-zookeeper calls it from its
+// own goroutines: it must not block.
+func (d *zkDriver) onEvent(ev zk.Event) {
+	if ev.Type != zk.EventSession {
+		return
+	}
+	switch ev.State {
+	case zk.StateHasSession:
+		if c := d.connP.Load(); c != nil {
+			d.bind(c.SessionID())
+		}
+	case zk.StateExpired:
+		d.mu.Lock()
+		d.sess.end()
+		d.sess = newSession(0)
+		d.mu.Unlock()
+	}
+}
+
+// drain feeds a borrowed connection's event channel to onEvent.
+func (d *zkDriver) drain(events <-chan zk.Event) {
+	defer d.bg.Done()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				d.mu.Lock()
+				d.sess.end()
+				d.mu.Unlock()
+				return
+			}
+			d.onEvent(ev)
+		case <-d.closing:
+			return
+		}
+	}
+}
+
+// bind records that the connection has session id. A different id than the
+// current one means the old session is gone (go-zookeeper silently opens a
+// new session after an expiry), whether or not the expiry event was seen.
+func (d *zkDriver) bind(id int64) *session {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if id == 0 {
+		return d.sess
+	}
+	switch d.sess.id {
+	case id:
+	case 0:
+		d.sess.id = id
+	default:
+		d.sess.end()
+		d.sess = newSession(id)
+	}
+	select {
+	case <-d.connected:
+	default:
+		close(d.connected)
+	}
+	return d.sess
+}
+
+// sessionOf returns the session that owns a node, given the node's
+// ephemeralOwner; a session that is no longer the connection's comes back
+// already ended.
+func (d *zkDriver) sessionOf(owner int64) *session {
+	if owner == 0 || owner != d.conn.SessionID() {
+		s := newSession(owner)
+		s.end()
+		return s
+	}
+	return d.bind(owner)
+}
+
+func (d *zkDriver) awaitSession(ctx context.Context) error {
+	d.bind(d.conn.SessionID()) // the event may have come before d.conn was set
+	select {
+	case <-d.connected:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("zklock: waiting for a ZooKeeper session: %w", ctx.Err())
+	}
+}
+
+// call runs fn, a go-zookeeper call (which takes no context), and returns
+// when it completes or ctx is done, whichever is first. An abandoned call
+// completes in the background: go-zookeeper answers every request, with
+// ErrConnectionClosed at the latest when the connection drops or closes.
+func call[T any](ctx context.Context, d *zkDriver, fn func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	var zero T
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	ch := make(chan result, 1)
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		v, err := fn()
+		ch <- result{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
+
+// call2 is call for the (bool, *zk.Stat, error) calls.
+func call2(ctx context.Context, d *zkDriver, fn func() (bool, *zk.Stat, error)) (bool, *zk.Stat, error) {
+	type pair struct {
+		ok bool
+		st *zk.Stat
+	}
+	p, err := call(ctx, d, func() (pair, error) {
+		ok, st, err := fn()
+		return pair{ok, st}, err
+	})
+	return p.ok, p.st, err
+}

@@ -1,0 +1,347 @@
+// Package zklock is the ZooKeeper driver of dlock: a FIFO queue of
+// protected ephemeral-sequential znodes, one queue per lock name, where
+// each waiter watches only its predecessor.
+//
+//	conn, events, err := zk.Connect(servers, 10*time.Second)
+//	c, err := zklock.New(conn, events, zklock.Options{SessionTimeout: 10 * time.Second})
+//
+// or, with a connection the client owns,
+//
+//	c, err := zklock.Dial(ctx, []string{"h1:2181", "h2:2181"}, zklock.Options{})
+//	c, err := dlock.Open(ctx, "zk://user:secret@h1:2181,h2:2181/myapp/locks?session_timeout=5s")
+//
+// # How a lock is held
+//
+// Lock name N lives at <Root>/<encoded N>, a container node the server
+// removes once empty. Acquire creates <Root>/<N>/_c_<guid>-lock-<seq>, an
+// ephemeral sequential node whose name carries a fresh guid (Curator's
+// "protected" mode): if the connection drops before the create's reply
+// arrives, the driver lists the queue and finds its node by the guid rather
+// than leaving an orphan that would block everyone until the session ends.
+// The node with the lowest sequence holds the lock; every other node
+// watches the one just before it, so a release wakes one waiter, not the
+// herd. The fencing token is the holder node's czxid: the zxid of the
+// transaction that created it, which increases across the whole ensemble
+// and survives leader failover.
+//
+// # Sessions, and why the lease TTL is the session timeout
+//
+// A ZooKeeper lock lives as long as its session: the server deletes the
+// session's ephemeral nodes when it has heard nothing from the client for
+// the negotiated session timeout. So Validity reports TTL = session timeout
+// from the send time of the last request the server answered (the create,
+// the queue read that granted the lock, or a renewal's existence check):
+// the server had heard from us then, so it cannot have expired the session,
+// and with it the lock, before that time plus the timeout.
+//
+// go-zookeeper declares the connection lost after ⅔ of the timeout without
+// a reply and spends the remaining third trying other servers, hoping to
+// resume the session before the server expires it. While disconnected
+// (Curator calls it SUSPENDED) the lock may or may not still be held;
+// Renew then fails with an error that is not ErrLockLost, so the portable
+// layer keeps the lease only until lastAnswer + timeout − margin and then
+// declares it lost, which is before the server could have expired the
+// session and granted the lock to the next node. If the connection comes
+// back in time with the same session the next renewal succeeds and nothing
+// was lost. When the server reports the session expired, every lock of the
+// session reports lost at once (Lost); a node deleted by someone else is
+// noticed through a watch on it.
+//
+// The reported TTL is Options.SessionTimeout. The server may negotiate a
+// shorter timeout only when its maxSessionTimeout is below the one asked
+// for (go-zookeeper does not expose the negotiated value): keep the
+// server's maxSessionTimeout at least that large.
+package zklock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
+)
+
+// DefaultSessionTimeout is the session timeout Dial and the zk:// URL ask for.
+const DefaultSessionTimeout = 10 * time.Second
+
+// DefaultRoot is the znode under which lock queues live.
+const DefaultRoot = "/dlock"
+
+// Options configure the driver. The zero value means the defaults.
+type Options struct {
+	// Root is the znode under which the lock queues live (DefaultRoot).
+	// It is created if missing.
+	Root string
+	// SessionTimeout is the session timeout asked of the server. With New
+	// it must be the value given to zk.Connect, as it bounds how long a
+	// lock survives without an answer from the server. Dial uses
+	// DefaultSessionTimeout when zero.
+	SessionTimeout time.Duration
+	// Auth is "user:password" for ZooKeeper digest authentication; Dial
+	// adds it to the connection. It is never logged.
+	Auth string
+	// ACL of the nodes the driver creates: by default open to all, or to
+	// the authenticated user alone when Auth is set.
+	ACL []zk.ACL
+	// Dialer replaces net.DialTimeout for Dial's connection.
+	Dialer zk.Dialer
+}
+
+func init() {
+	dlock.Register("zk", openURL)
+}
+
+// openURL opens zk://[user:password@]h1:2181,h2:2181[/root][?session_timeout=10s].
+func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
+	var o Options
+	if u.Host == "" {
+		return nil, fmt.Errorf("%w: zk URL %q: want zk://host:port[,host:port...][/root]", dlock.ErrInvalidArgument, u.Redacted())
+	}
+	if u.User != nil {
+		pw, _ := u.User.Password()
+		o.Auth = u.User.Username() + ":" + pw
+	}
+	if p := strings.TrimSuffix(u.Path, "/"); p != "" {
+		o.Root = p
+	}
+	q := u.Query()
+	for k := range q {
+		if k != "session_timeout" {
+			return nil, fmt.Errorf("%w: zk URL %q: unknown parameter %q (known: session_timeout)", dlock.ErrInvalidArgument, u.Redacted(), k)
+		}
+	}
+	if v := q.Get("session_timeout"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("%w: zk URL %q: session_timeout = %q: want a duration > 0 such as 10s", dlock.ErrInvalidArgument, u.Redacted(), v)
+		}
+		o.SessionTimeout = d
+	}
+	return dialDriver(ctx, strings.Split(u.Host, ","), o)
+}
+
+// New returns a client whose locks live on conn's session. events must be
+// the channel zk.Connect returned with conn (or nil if the events reach the
+// driver some other way, which loses prompt loss detection on session
+// expiry): the driver reads it until it is closed or the client is closed,
+// to learn when the session expires. o.SessionTimeout must be the timeout
+// given to zk.Connect. Closing the client leaves conn open.
+func New(conn *zk.Conn, events <-chan zk.Event, o Options, opts ...dlock.Option) (*dlock.Client, error) {
+	if conn == nil {
+		return nil, fmt.Errorf("%w: zklock.New: conn = nil: want a *zk.Conn", dlock.ErrInvalidArgument)
+	}
+	if o.SessionTimeout <= 0 {
+		return nil, fmt.Errorf("%w: zklock.New: Options.SessionTimeout = %v: want the session timeout given to zk.Connect", dlock.ErrInvalidArgument, o.SessionTimeout)
+	}
+	d, err := newDriver(o)
+	if err != nil {
+		return nil, err
+	}
+	d.conn = conn
+	d.connP.Store(conn)
+	d.bind(conn.SessionID())
+	if events != nil {
+		d.bg.Add(1)
+		go d.drain(events)
+	}
+	c, err := dlock.NewClient(d, withSessionTTL(o.SessionTimeout, opts)...)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// withSessionTTL makes the session timeout the default lock TTL: it is the
+// engine's real TTL, and the portable layer derives its safety margin and
+// renew interval from the TTL asked for. Options given by the caller win.
+func withSessionTTL(timeout time.Duration, opts []dlock.Option) []dlock.Option {
+	return append([]dlock.Option{dlock.WithTTL(timeout)}, opts...)
+}
+
+// Dial connects to the ZooKeeper servers (host:port each) and returns a
+// client that owns the connection: closing the client ends the session. It
+// waits until the session is established or ctx is done.
+func Dial(ctx context.Context, servers []string, o Options, opts ...dlock.Option) (*dlock.Client, error) {
+	d, err := dialDriver(ctx, servers, o)
+	if err != nil {
+		return nil, err
+	}
+	c, err := dlock.NewClient(d, withSessionTTL(d.timeout, opts)...)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func dialDriver(ctx context.Context, servers []string, o Options) (*zkDriver, error) {
+	if len(servers) == 0 {
+		return nil, fmt.Errorf("%w: zklock: servers: want at least one host:port", dlock.ErrInvalidArgument)
+	}
+	if o.SessionTimeout == 0 {
+		o.SessionTimeout = DefaultSessionTimeout
+	}
+	if o.Auth != "" && len(o.ACL) == 0 {
+		o.ACL = zk.AuthACL(zk.PermAll)
+	}
+	d, err := newDriver(o)
+	if err != nil {
+		return nil, err
+	}
+	dialer := o.Dialer
+	if dialer == nil {
+		dialer = net.DialTimeout
+	}
+	conn, _, err := zk.Connect(servers, o.SessionTimeout,
+		zk.WithLogger(quiet{}), zk.WithLogInfo(false),
+		zk.WithEventCallback(d.onEvent), zk.WithDialer(dialer))
+	if err != nil {
+		return nil, fmt.Errorf("zklock: connect: %w", err)
+	}
+	d.conn, d.owned = conn, true
+	d.connP.Store(conn)
+	if err := d.awaitSession(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if o.Auth != "" {
+		if _, err := call(ctx, d, func() (struct{}, error) { return struct{}{}, conn.AddAuth("digest", []byte(o.Auth)) }); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("zklock: digest authentication: %w", err)
+		}
+	}
+	return d, nil
+}
+
+// quiet drops go-zookeeper's log lines: connection churn is reported through
+// errors and lease state, and the library would print server addresses and
+// session ids on every reconnect.
+type quiet struct{}
+
+func (quiet) Printf(string, ...any) {}
+
+// zkDriver is one ZooKeeper session's view of the locks.
+type zkDriver struct {
+	conn    *zk.Conn
+	connP   atomic.Pointer[zk.Conn] // conn, for onEvent, which may run before conn is set
+	owned   bool
+	root    string
+	acl     []zk.ACL
+	timeout time.Duration
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	bg        sync.WaitGroup // calls and cleanups that outlive their caller
+
+	mu        sync.Mutex
+	sess      *session      // current session; id 0 until known
+	connected chan struct{} // closed once the first session is established
+}
+
+var (
+	_ driver.Driver    = (*zkDriver)(nil)
+	_ driver.Capable   = (*zkDriver)(nil)
+	_ driver.Inspector = (*zkDriver)(nil)
+)
+
+func newDriver(o Options) (*zkDriver, error) {
+	root := o.Root
+	if root == "" {
+		root = DefaultRoot
+	}
+	if !strings.HasPrefix(root, "/") || path.Clean(root) != root || root == "/" || strings.ContainsRune(root, 0) {
+		return nil, fmt.Errorf("%w: zklock: Root = %q: want an absolute, clean znode path other than /", dlock.ErrInvalidArgument, root)
+	}
+	acl := o.ACL
+	if len(acl) == 0 {
+		acl = zk.WorldACL(zk.PermAll)
+	}
+	return &zkDriver{
+		root: root, acl: acl, timeout: o.SessionTimeout,
+		closing:   make(chan struct{}),
+		sess:      newSession(0),
+		connected: make(chan struct{}),
+	}, nil
+}
+
+func (d *zkDriver) parent(name string) string { return d.root + "/" + encodeName(name) }
+
+func (d *zkDriver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{
+		Fencing: driver.FencingStrong,
+		FIFO:    true,
+		Scope:   "cluster",
+		Notes: "token = czxid of the holder's znode (ensemble-wide, survives failover); " +
+			"a lock lives as long as its ZooKeeper session: while disconnected it is kept only until " +
+			"last answer + session timeout - margin; session expiry loses every lock of the session at once",
+	}
+}
+
+// Close ends the driver. A connection Dial made is closed, which ends the
+// session and deletes its nodes; a connection given to New is left open
+// and only this driver's nodes are removed.
+func (d *zkDriver) Close() error {
+	first := false
+	d.closeOnce.Do(func() { first = true; close(d.closing) })
+	if !first {
+		return dlock.ErrClosed
+	}
+	if d.owned {
+		d.conn.Close()
+	}
+	d.mu.Lock()
+	d.sess.end()
+	d.mu.Unlock()
+	if d.owned {
+		d.bg.Wait()
+		return nil
+	}
+	// A borrowed connection may be partitioned; do not hang the caller for
+	// longer than the server takes to end a silent session.
+	done := make(chan struct{})
+	go func() { d.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d.timeout):
+	}
+	return nil
+}
+
+// Status reports the holder's token and the number of waiters.
+func (d *zkDriver) Status(ctx context.Context, name string) (driver.Status, error) {
+	parent := d.parent(name)
+	kids, err := call(ctx, d, func() ([]string, error) {
+		k, _, err := d.conn.Children(parent)
+		return k, err
+	})
+	if errors.Is(err, zk.ErrNoNode) {
+		return driver.Status{}, nil
+	}
+	if err != nil {
+		return driver.Status{}, fmt.Errorf("zklock: list %s: %w", parent, err)
+	}
+	q := queue(kids)
+	if len(q) == 0 {
+		return driver.Status{}, nil
+	}
+	st := driver.Status{Held: true, Waiters: len(q) - 1}
+	ok, stat, err := call2(ctx, d, func() (bool, *zk.Stat, error) { return d.conn.Exists(parent + "/" + q[0].name) })
+	if err != nil {
+		return driver.Status{}, fmt.Errorf("zklock: stat holder of %s: %w", parent, err)
+	}
+	if ok {
+		st.Token = uint64(stat.Czxid)
+	}
+	return st, nil
+}
