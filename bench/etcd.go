@@ -38,7 +38,7 @@ func NewEtcdEngine(ctx context.Context, endpoints []string) (*EtcdEngine, error)
 		DialTimeout: 5 * time.Second,
 		// Its warnings about the contexts the harness cancels on purpose
 		// would drown the progress log.
-		Logger: zap.NewNop(),
+		Logger:      zap.NewNop(),
 		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(unary), grpc.WithChainStreamInterceptor(stream)},
 	})
 	if err != nil {

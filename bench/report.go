@@ -75,9 +75,18 @@ func (r *Report) sample(run int, sc, name string) (Metrics, bool) {
 
 // ref picks, in one run, the floor of c's family or its best peer.
 func (r *Report) ref(run int, sc string, c Contender, kind Kind, metric string) (float64, bool) {
+	_, m, ok := r.best(run, sc, c.Family, kind, metric)
+	return m[metric], ok
+}
+
+// best returns the contender of kind in family with the best metric in one
+// run, and its metrics.
+func (r *Report) best(run int, sc, family string, kind Kind, metric string) (string, Metrics, bool) {
+	var bestName string
+	var bestM Metrics
 	best, found := 0.0, false
 	for _, o := range r.Suite.Contenders {
-		if o.Family != c.Family || o.Kind != kind {
+		if o.Family != family || o.Kind != kind {
 			continue
 		}
 		m, ok := r.sample(run, sc, o.Name)
@@ -89,17 +98,31 @@ func (r *Report) ref(run int, sc string, c Contender, kind Kind, metric string) 
 			continue
 		}
 		if sc == SCounter10 || sc == SCounter50 {
-			// A peer that did not finish or lost increments is no yardstick
-			// for speed; it is reported as such in its own row.
-			if m[MLost] != 0 || m[MDone] < float64(r.counterTotal(sc)) {
+			// A peer that lost increments is no yardstick for speed; it is
+			// reported as such in its own row. One that ran out of time
+			// still has a rate.
+			if m[MLost] != 0 {
 				continue
 			}
 		}
 		if !found || (higherBetter[metric] && v > best) || (!higherBetter[metric] && v < best) {
 			best, found = v, true
+			bestName, bestM = o.Name, m
 		}
 	}
-	return best, found
+	return bestName, bestM, found
+}
+
+// perRun is the median over runs of fn's figure, skipping runs where fn has
+// none.
+func (r *Report) perRun(fn func(run int) (float64, bool)) float64 {
+	var xs []float64
+	for run := 1; run <= r.Suite.Runs; run++ {
+		if v, ok := fn(run); ok {
+			xs = append(xs, v)
+		}
+	}
+	return median(xs)
 }
 
 func (r *Report) counterTotal(sc string) int {
@@ -115,6 +138,9 @@ func (r *Report) counterTotal(sc string) int {
 // latency ratios are easier to read as "times the floor": see LatencyRatio.
 func (r *Report) Ratio(sc, name string, kind Kind, metric string) float64 {
 	c := r.contender(name)
+	if c.Kind == Floor && kind == Peer {
+		return math.NaN() // the yardstick is not measured against itself
+	}
 	var xs []float64
 	for run := 1; run <= r.Suite.Runs; run++ {
 		m, ok := r.sample(run, sc, name)
@@ -158,8 +184,8 @@ func x(v float64) string {
 func (r *Report) errorsOf(sc, name string) string {
 	var errs []string
 	for _, s := range r.Samples {
-		if s.Scenario == sc && s.Contender == name && s.Err != "" {
-			errs = append(errs, fmt.Sprintf("run %d: %s", s.Run, s.Err))
+		if s.Scenario == sc && s.Contender == name && s.Err+s.Note != "" {
+			errs = append(errs, fmt.Sprintf("run %d: %s", s.Run, s.Err+s.Note))
 		}
 	}
 	return strings.Join(errs, "; ")

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"regexp"
@@ -29,7 +30,8 @@ type Sample struct {
 	Scenario  string
 	Contender string
 	Metrics   Metrics
-	Err       string `json:",omitempty"`
+	Err       string `json:",omitempty"` // the scenario failed; no figures
+	Note      string `json:",omitempty"` // figures stand, but something failed
 }
 
 // Suite is everything one benchmark run needs.
@@ -73,12 +75,15 @@ func (s *Suite) Run(ctx context.Context) []Sample {
 				t := time.Now()
 				m, err := s.one(ctx, c, sc, name)
 				smp := Sample{Run: run, Scenario: sc, Contender: c.Name, Metrics: m}
-				if err != nil {
+				var part Partial
+				if errors.As(err, &part) {
+					smp.Note = err.Error()
+				} else if err != nil {
 					smp.Err = err.Error()
 				}
 				out = append(out, smp)
 				if s.Log != nil {
-					fmt.Fprintf(s.Log, "run %d %-12s %-16s %6.2fs %s %s\n", run, sc, c.Name, time.Since(t).Seconds(), fmtMetrics(m), smp.Err)
+					fmt.Fprintf(s.Log, "run %d %-12s %-16s %6.2fs %s %s\n", run, sc, c.Name, time.Since(t).Seconds(), fmtMetrics(m), smp.Err+smp.Note)
 				}
 			}
 		}

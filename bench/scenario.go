@@ -260,11 +260,20 @@ func SharedCounter(ctx context.Context, c Contender, fam Family, name string, w,
 	if fam.Commands != nil && n > 0 {
 		m[MCmdPerInc] = float64(fam.Commands()-cmd0) / float64(n)
 	}
-	if p := firstErr.Load(); p != nil && n == 0 {
-		return m, *p
+	if p := firstErr.Load(); p != nil {
+		if n == 0 {
+			return m, *p
+		}
+		return m, Partial{*p}
 	}
 	return m, nil
 }
+
+// Partial wraps the first error of a scenario whose figures still stand
+// (some increments or grants failed, the rest were measured).
+type Partial struct{ Err error }
+
+func (p Partial) Error() string { return "some attempts failed, first: " + p.Err.Error() }
 
 func increment(ctx context.Context, c Counter, key string) error {
 	v, err := c.Get(ctx, key)
@@ -360,8 +369,12 @@ func ManyNames(ctx context.Context, c Contender, prefix string, n, g int, b Budg
 	}
 	wg.Wait()
 	el := time.Since(start)
-	if p := firstErr.Load(); p != nil && grants.Load() == 0 {
-		return nil, *p
+	m := Metrics{MGrantsPerSec: float64(grants.Load()) / el.Seconds(), MErrors: float64(errs.Load())}
+	if p := firstErr.Load(); p != nil {
+		if grants.Load() == 0 {
+			return nil, *p
+		}
+		return m, Partial{*p}
 	}
-	return Metrics{MGrantsPerSec: float64(grants.Load()) / el.Seconds(), MErrors: float64(errs.Load())}, nil
+	return m, nil
 }

@@ -3,8 +3,10 @@ package bench
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -157,11 +159,24 @@ func ZKAddrs() []string {
 	return addrsFromEnv("DLOCK_TEST_ZK", "127.0.0.1:12181,127.0.0.1:12182,127.0.0.1:12183")
 }
 
-// ZKVersion asks the first server (four-letter word srvr) for its version.
+// ZKVersion asks the first server for its version with the four-letter
+// word srvr.
 func ZKVersion(servers []string) string {
-	st, ok := zk.FLWSrvr(servers[:1], 2*time.Second)
-	if !ok || len(st) == 0 || st[0].Error != nil {
+	c, err := net.DialTimeout("tcp", servers[0], 2*time.Second)
+	if err != nil {
 		return "unknown"
 	}
-	return st[0].Version
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("srvr")); err != nil {
+		return "unknown"
+	}
+	b, _ := io.ReadAll(c)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Zookeeper version: "); ok {
+			v, _, _ = strings.Cut(v, ",")
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
 }
