@@ -9,6 +9,7 @@ import (
 	"github.com/dlockio/dlock"
 	"github.com/dlockio/dlock/filelock"
 	"github.com/dlockio/dlock/redislock"
+	"github.com/dlockio/dlock/zklock"
 )
 
 // dlockContender wraps a constructor of dlock clients, called once per
@@ -69,4 +70,11 @@ func dlockShared(name, family, note string, open func() (*dlock.Client, error)) 
 			return w, nil
 		},
 	}
+}
+
+func dlockZK(e *Engines) []Contender {
+	open := func() (*dlock.Client, error) {
+		return zklock.Dial(context.Background(), ZKAddrs(), zklock.Options{Dialer: e.ZK.dial})
+	}
+	return []Contender{dlockShared("dlock-zk", "zk", "one zklock.Dial session shared by all workers, like zk-lock's", open)}
 }

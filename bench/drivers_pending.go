@@ -1,7 +1,5 @@
 package bench
 
-// The etcd and ZooKeeper drivers' adapters return nothing until their
-// packages land.
+// The etcd driver's adapter returns nothing until its package lands.
 
 func dlockEtcd(e *Engines) []Contender { return nil }
-func dlockZK(e *Engines) []Contender   { return nil }

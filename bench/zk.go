@@ -37,17 +37,19 @@ type quietLogger struct{}
 
 func (quietLogger) Printf(string, ...any) {}
 
+// dial counts every request written on the connections it makes.
+func (e *ZKEngine) dial(network, address string, timeout time.Duration) (net.Conn, error) {
+	c, err := net.DialTimeout(network, address, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{c, &e.sent}, nil
+}
+
 // NewZKEngine connects to the ensemble at servers.
 func NewZKEngine(ctx context.Context, servers []string) (*ZKEngine, error) {
 	e := &ZKEngine{}
-	dial := func(network, address string, timeout time.Duration) (net.Conn, error) {
-		c, err := net.DialTimeout(network, address, timeout)
-		if err != nil {
-			return nil, err
-		}
-		return countingConn{c, &e.sent}, nil
-	}
-	conn, events, err := zk.Connect(servers, 10*time.Second, zk.WithDialer(dial), zk.WithLogger(quietLogger{}))
+	conn, events, err := zk.Connect(servers, 10*time.Second, zk.WithDialer(e.dial), zk.WithLogger(quietLogger{}))
 	if err != nil {
 		return nil, err
 	}
