@@ -20,6 +20,7 @@ type Report struct {
 	Command string
 	Took    time.Duration
 	Engines *Engines
+	Notes   string // hand-written reading of the figures, after the goals
 }
 
 // higherBetter tells the direction of a metric for ratios.
@@ -209,6 +210,9 @@ func (r *Report) Markdown(ctx context.Context) string {
 	}
 	p("\nAll contenders ask for a %v TTL; no lock expires during a run. Workers of one contender share the engine connection (one go-redis client per node, one etcd client, one ZooKeeper session) but each has its own lock object (dlock client, redsync instance, etcd session …), as separate clients of a library would. Floors have no waiting primitive (a waiter spins), so they are left out of the counter scenario.\n\n", LockTTL)
 	r.goals(&b)
+	if r.Notes != "" {
+		p("%s\n\n", strings.TrimSpace(r.Notes))
+	}
 	if r.has(SUncontended) {
 		p("## (a) Uncontended Lock+Unlock\n\nOne worker, one name, up to %d cycles or %v per run.\n\n", r.Suite.Config.Uncontended.N, r.Suite.Config.Uncontended.Max)
 		p("| contender | kind | cycles/s | p50 ms | p99 ms | × floor | × best peer |\n|---|---|---|---|---|---|---|\n")

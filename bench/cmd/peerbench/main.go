@@ -37,6 +37,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "", "markdown report to write (docs/BENCHMARKS.md)")
 	jsonOut := fs.String("json", "", "raw samples to write as JSON")
 	command := fs.String("command", "", "the command line to print in the report")
+	notes := fs.String("notes", "", "markdown file whose text follows the goals (why a goal is missed)")
 	quick := fs.Bool("quick", false, "short budgets, for development")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -72,6 +73,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	rep := bench.Report{Suite: s, Samples: samples, Command: *command, Took: time.Since(start), Engines: eng}
+	if *notes != "" {
+		b, err := os.ReadFile(*notes)
+		if err != nil {
+			return err
+		}
+		rep.Notes = string(b)
+	}
 	md := rep.Markdown(ctx)
 	if *out == "" {
 		_, err = io.WriteString(stdout, md)
