@@ -1,5 +1,6 @@
--- Single-node acquire. KEYS[1] lock key, KEYS[2] fence counter.
--- ARGV[1] owner id, ARGV[2] TTL in milliseconds.
+-- Single-node acquire. KEYS[1] lock key, KEYS[2] fence counter, KEYS[3]
+-- waiter queue. ARGV[1] owner id, ARGV[2] TTL in milliseconds, ARGV[3] "1"
+-- if the caller waits (is subscribed) and should be queued on failure.
 -- Returns {1, token} when granted, {0, pttl} when held by someone else.
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then
@@ -12,8 +13,22 @@ if cur then
 	if pttl < 0 then
 		return redis.error_reply('DLOCK key exists without a TTL: not a lock made by dlock')
 	end
+	if ARGV[3] == '1' then
+		-- Queued until now + 2 TTL + 1 s: a live waiter tries again (and
+		-- so refreshes this) at least once per holder TTL; a dead one
+		-- drops out.
+		local t = redis.call('TIME')
+		local keep = 2 * tonumber(ARGV[2]) + 1000
+		redis.call('ZADD', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000) + keep, ARGV[1])
+		if redis.call('PTTL', KEYS[3]) < keep then
+			redis.call('PEXPIRE', KEYS[3], keep)
+		end
+	end
 	return {0, pttl}
 end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[3] == '1' then
+	redis.call('ZREM', KEYS[3], ARGV[1])
+end
 return {1, token}

@@ -40,13 +40,19 @@ func (l *lock) Token() uint64 { return l.token }
 // renewal and the portable layer's deadline do.
 func (l *lock) Lost() <-chan struct{} { return nil }
 
-func (l *lock) attempt(ctx context.Context) attempt {
+// attempt tries once; queued says the caller is subscribed and, on a
+// single node, should be queued for a wake-up if the lock is held.
+func (l *lock) attempt(ctx context.Context, queued bool) attempt {
 	if len(l.d.nodes) > 1 {
 		return l.redlock(ctx)
 	}
 	n := l.d.nodes[0]
 	since := time.Now()
-	v, err := acquireScript.Run(ctx, n.rdb, []string{l.keys.lock, l.keys.fence}, l.owner, ttlMillis(l.ttl)).Int64Slice()
+	q := ""
+	if queued {
+		q = "1"
+	}
+	v, err := acquireScript.Run(ctx, n.rdb, []string{l.keys.lock, l.keys.fence, l.keys.queue}, l.owner, ttlMillis(l.ttl), q).Int64Slice()
 	if err == nil && len(v) != 2 {
 		err = fmt.Errorf("unexpected reply %v", v)
 	}
@@ -99,7 +105,7 @@ func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
 func (l *lock) Release(ctx context.Context) error {
 	if len(l.d.nodes) == 1 {
 		n := l.d.nodes[0]
-		ok, err := releaseScript.Run(ctx, n.rdb, []string{l.keys.lock}, l.owner, l.keys.channel).Int64()
+		ok, err := releaseScript.Run(ctx, n.rdb, []string{l.keys.lock, l.keys.queue}, l.owner, l.keys.channel, ttlMillis(l.ttl)).Int64()
 		if err != nil {
 			return n.errorf(l.keys.lock, err)
 		}
@@ -121,8 +127,16 @@ func (l *lock) Release(ctx context.Context) error {
 
 func (l *lock) release(ctx context.Context) (owned, notOwned int, errs []error) {
 	return l.d.each(ctx, l.keys.lock, func(ctx context.Context, n *node) (int64, error) {
-		return releaseScript.Run(ctx, n.rdb, []string{l.keys.lock}, l.owner, l.keys.channel).Int64()
+		return releaseScript.Run(ctx, n.rdb, []string{l.keys.lock}, l.owner, l.keys.channel, ttlMillis(l.ttl)).Int64()
 	})
+}
+
+// dequeue takes a waiter that gives up out of the queue, so that no
+// release wakes it in vain.
+func (l *lock) dequeue(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = dequeueScript.Run(ctx, l.d.nodes[0].rdb, []string{l.keys.queue}, l.owner).Err()
 }
 
 // drift is Redlock's allowance for the nodes' clocks running faster than

@@ -106,6 +106,9 @@ var (
 	//go:embed release.lua
 	releaseLua    string
 	releaseScript = redis.NewScript(releaseLua)
+	//go:embed dequeue.lua
+	dequeueLua    string
+	dequeueScript = redis.NewScript(dequeueLua)
 	//go:embed status.lua
 	statusLua    string
 	statusScript = redis.NewScript(statusLua)
@@ -199,7 +202,7 @@ func newDriver(clients []redis.UniversalClient, o Options, owned bool) (*Driver,
 		if c == nil {
 			return nil, fmt.Errorf("%w: redislock: client %d is nil", dlock.ErrInvalidArgument, i)
 		}
-		d.nodes = append(d.nodes, &node{rdb: c, name: nodeName(c, i), hub: newHub(c)})
+		d.nodes = append(d.nodes, &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".")})
 	}
 	return d, nil
 }
@@ -213,12 +216,12 @@ func nodeName(c redis.UniversalClient, i int) string {
 
 // keys are the Redis names of one lock.
 type keys struct {
-	lock, fence, channel string
+	lock, fence, channel, queue string
 }
 
 func (d *Driver) keysOf(name string) keys {
 	tag := d.prefix + "{" + escape(name) + "}"
-	return keys{lock: tag, fence: tag + ":fence", channel: tag + ":released"}
+	return keys{lock: tag, fence: tag + ":fence", channel: tag + ":released", queue: tag + ":waiters"}
 }
 
 // escape writes name with every byte outside [A-Za-z0-9._/-] as %XX: a
@@ -266,14 +269,19 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 	l := &lock{d: d, keys: d.keysOf(req.Name), owner: d.owner(), ttl: req.TTL}
 	var w *waiter
 	var joined []*node
+	granted := false
 	defer func() {
 		for _, n := range joined {
 			n.hub.leave(l.keys.channel, w, false)
 		}
+		if w != nil && !granted && len(d.nodes) == 1 {
+			l.dequeue(ctx)
+		}
 	}()
 	for {
-		res := l.attempt(ctx)
+		res := l.attempt(ctx, w != nil)
 		if res.err == nil && res.granted {
+			granted = true
 			if w != nil {
 				select {
 				case <-w.wake: // stale: the release it announced is ours now
@@ -299,7 +307,7 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 		if w == nil {
 			// Subscribe, then look again: a release between the failed
 			// attempt and the subscription would otherwise go unseen.
-			w = newWaiter()
+			w = newWaiter(l.owner)
 			var err error
 			joined, err = d.join(ctx, l.keys.channel, w)
 			if err != nil {

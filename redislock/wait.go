@@ -3,6 +3,7 @@ package redislock
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,7 +21,9 @@ import (
 // here, and a channel counts as subscribed only once every SUBSCRIBE sent for
 // it has been confirmed.
 type hub struct {
-	rdb redis.UniversalClient
+	rdb    redis.UniversalClient
+	prefix string // of this driver's waiter ids
+	relays sync.WaitGroup
 
 	mu       sync.Mutex
 	ps       *redis.PubSub
@@ -38,10 +41,11 @@ type topic struct {
 // waiter is one Acquire waiting on one lock; with Redlock the same waiter
 // joins the hub of every node.
 type waiter struct {
+	id   string        // the lock's owner id: releases name the waiter to wake
 	wake chan struct{} // buffered 1: wake-ups coalesce, the hub never blocks
 }
 
-func newWaiter() *waiter { return &waiter{wake: make(chan struct{}, 1)} }
+func newWaiter(id string) *waiter { return &waiter{id: id, wake: make(chan struct{}, 1)} }
 
 func (w *waiter) signal() bool {
 	select {
@@ -54,8 +58,8 @@ func (w *waiter) signal() bool {
 
 var errHubClosed = errors.New("redislock: driver closed")
 
-func newHub(rdb redis.UniversalClient) *hub {
-	return &hub{rdb: rdb, topics: map[string]*topic{}, inflight: map[string]int{}}
+func newHub(rdb redis.UniversalClient, prefix string) *hub {
+	return &hub{rdb: rdb, prefix: prefix, topics: map[string]*topic{}, inflight: map[string]int{}}
 }
 
 // join adds w to the waiters of channel and waits until the server has
@@ -124,6 +128,9 @@ func (h *hub) leave(channel string, w *waiter, passOn bool) {
 		}
 		return
 	}
+	if passOn {
+		h.relay(channel)
+	}
 	delete(h.topics, channel)
 	if !h.closed {
 		// Best effort: a stale subscription only costs ignored messages.
@@ -144,15 +151,58 @@ func (t *topic) wakeOne() {
 	}
 }
 
+// deliver wakes the waiter a release names, or the oldest waiter if it
+// names none. A named waiter of this driver that has left passes the
+// wake-up on: to another waiter here, or to every client's waiters.
+// h.mu held.
+func (h *hub) deliver(m *redis.Message) {
+	t := h.topics[m.Channel]
+	if m.Payload == "" {
+		if t != nil {
+			t.wakeOne()
+		}
+		return
+	}
+	if t != nil {
+		for _, w := range t.waiters {
+			if w.id == m.Payload {
+				w.signal()
+				return
+			}
+		}
+	}
+	if !strings.HasPrefix(m.Payload, h.prefix) {
+		return // another client's waiter
+	}
+	if t != nil && len(t.waiters) > 0 {
+		t.wakeOne()
+		return
+	}
+	h.relay(m.Channel)
+}
+
+// relay publishes an anonymous wake-up on channel, for a wake-up that
+// reached a waiter that had gone. h.mu held.
+func (h *hub) relay(channel string) {
+	if h.closed {
+		return
+	}
+	h.relays.Add(1)
+	go func() {
+		defer h.relays.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = h.rdb.Publish(ctx, channel, "").Err()
+	}()
+}
+
 func (h *hub) loop(ch <-chan interface{}, done chan struct{}) {
 	defer close(done)
 	for m := range ch {
 		switch m := m.(type) {
 		case *redis.Message:
 			h.mu.Lock()
-			if t := h.topics[m.Channel]; t != nil {
-				t.wakeOne()
-			}
+			h.deliver(m)
 			h.mu.Unlock()
 		case *redis.Subscription:
 			if m.Kind != "subscribe" {
@@ -201,5 +251,6 @@ func (h *hub) close() error {
 	}
 	err := ps.Close()
 	<-done
+	h.relays.Wait()
 	return err
 }
