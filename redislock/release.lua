@@ -8,7 +8,7 @@ if not ok or cur ~= ARGV[1] then
 end
 redis.call('DEL', KEYS[1])
 local next = ''
-if KEYS[2] then
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
 	-- Wake only the waiter queued longest (the soonest to drop out: every
 	-- retry pushes a waiter back), rather than every waiter at once; push
 	-- it back too, so that a waiter that died is chosen once at most.
