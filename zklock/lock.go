@@ -181,30 +181,48 @@ func (a *attempt) rewatch(ctx context.Context) <-chan zk.Event {
 func (a *attempt) readFirst(ctx context.Context) ([]string, *zk.Stat, <-chan zk.Event, error) {
 	d := a.d
 	type statW struct {
-		ok bool
-		st *zk.Stat
-		w  <-chan zk.Event
+		ok  bool
+		st  *zk.Stat
+		w   <-chan zk.Event
+		err error
+	}
+	type kidsR struct {
+		kids []string
+		err  error
 	}
 	sch := make(chan statW, 1)
-	serr := make(chan error, 1)
+	kch := make(chan kidsR, 1)
 	ownPath := a.parent + "/" + a.node
+	d.bg.Add(2)
 	go func() {
-		ok, st, w, err := call3(ctx, d, func() (bool, *zk.Stat, <-chan zk.Event, error) { return d.conn.ExistsW(ownPath) })
-		sch <- statW{ok, st, w}
-		serr <- err
+		defer d.bg.Done()
+		ok, st, w, err := d.conn.ExistsW(ownPath)
+		sch <- statW{ok, st, w, err}
 	}()
-	kids, kerr := call(ctx, d, func() ([]string, error) { k, _, err := d.conn.Children(a.parent); return k, err })
-	s, err := <-sch, <-serr
-	if kerr != nil {
-		return nil, nil, nil, kerr
+	go func() {
+		defer d.bg.Done()
+		k, _, err := d.conn.Children(a.parent)
+		kch <- kidsR{k, err}
+	}()
+	var s statW
+	var k kidsR
+	for got := 0; got < 2; got++ {
+		select {
+		case s = <-sch:
+		case k = <-kch:
+		case <-ctx.Done():
+			return nil, nil, nil, ctx.Err()
+		}
 	}
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if !s.ok {
+	switch {
+	case k.err != nil:
+		return nil, nil, nil, k.err
+	case s.err != nil:
+		return nil, nil, nil, s.err
+	case !s.ok:
 		return nil, nil, nil, errEntryGone
 	}
-	return kids, s.st, s.w, nil
+	return k.kids, s.st, s.w, nil
 }
 
 // create makes our node. The create runs on even if ctx ends, so that

@@ -130,6 +130,9 @@ func call[T any](ctx context.Context, d *zkDriver, fn func() (T, error)) (T, err
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
+	if ctx.Done() == nil {
+		return fn() // nothing to honour: spare the goroutine
+	}
 	ch := make(chan result, 1)
 	d.bg.Add(1)
 	go func() {
