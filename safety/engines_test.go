@@ -1,0 +1,101 @@
+package safety
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlockio/dlock/driver"
+	"github.com/dlockio/dlock/internal/testserver"
+	"github.com/dlockio/dlock/memlock"
+	"github.com/dlockio/dlock/redislock"
+)
+
+// engine is one driver on a fresh engine of its own, with the faults it
+// allows.
+type engine struct {
+	name    string
+	ttl     time.Duration
+	expires bool   // a silent holder's lock is freed after the TTL (so a pause lets a second holder in)
+	url     string // for worker processes; "" when the engine lives in the test process
+
+	newDriver func() (driver.Driver, error)
+	drop      func(name string) // delete the lock whoever holds it; nil if unsupported
+
+	servers []*testserver.Proc // dedicated servers, for stop/restart
+	// urlFor, if set, makes a URL for the servers reached at hosts (each
+	// worker's own proxies, in the order of servers).
+	urlFor func(hosts []string) string
+}
+
+// An engineMaker starts an engine for one scenario.
+type engineMaker struct {
+	name string
+	make func(t *testing.T) *engine
+}
+
+var engines = []engineMaker{
+	{"memlock", func(t *testing.T) *engine {
+		e := memlock.NewEngine()
+		return &engine{
+			name: "memlock", ttl: time.Second, expires: true,
+			newDriver: func() (driver.Driver, error) {
+				c, err := e.NewClient()
+				if err != nil {
+					return nil, err
+				}
+				return c.Driver(), nil
+			},
+			drop: func(name string) { e.Drop(name) },
+		}
+	}},
+	{"filelock", func(t *testing.T) *engine {
+		dir := t.TempDir()
+		url := "file://" + dir
+		return &engine{
+			name: "filelock", ttl: time.Second, url: url,
+			newDriver: func() (driver.Driver, error) { return openDriver(context.Background(), url) },
+			drop: func(string) {
+				// Break the lock as an operator would: replace the file, so the
+				// holder's flock stays on the old one.
+				ents, _ := os.ReadDir(dir)
+				for _, e := range ents {
+					p := filepath.Join(dir, e.Name())
+					if b, err := os.ReadFile(p); err == nil && !strings.HasSuffix(p, ".tmp") {
+						_ = os.WriteFile(p+".tmp", b, 0o600)
+						_ = os.Rename(p+".tmp", p)
+					}
+				}
+			},
+		}
+	}},
+	{"redis", func(t *testing.T) *engine { return redisEngine(t, 1) }},
+	{"redlock", func(t *testing.T) *engine { return redisEngine(t, 3) }},
+}
+
+// redisEngine starts n dedicated Redis servers (AOF, fsync always, so a
+// restarted node keeps its keys and fence counters) behind proxies.
+func redisEngine(t *testing.T, n int) *engine {
+	e := &engine{name: "redis", ttl: time.Second, expires: true}
+	for range n {
+		e.servers = append(e.servers, testserver.StartRedis(t, "--appendonly", "yes", "--appendfsync", "always"))
+	}
+	e.urlFor = func(hosts []string) string { return "redis://" + hosts[0] + "/0" }
+	if n > 1 {
+		e.name = "redlock"
+		e.urlFor = func(hosts []string) string { return "redlock://" + strings.Join(hosts, ",") }
+	}
+	e.drop = func(name string) {
+		for _, p := range e.servers {
+			c := redis.NewClient(&redis.Options{Addr: p.Addr()})
+			_ = c.Del(context.Background(), redislock.DefaultPrefix+"{"+name+"}").Err()
+			c.Close()
+		}
+	}
+	return e
+}

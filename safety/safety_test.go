@@ -1,0 +1,243 @@
+package safety
+
+import (
+	"context"
+	"flag"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/dlockio/dlock/safety/internal/check"
+)
+
+var full = flag.Bool("safety.full", false, "run every scenario at full length (make safety); without it a short form runs")
+
+func TestMain(m *testing.M) {
+	if cfg := os.Getenv(workerEnv); cfg != "" {
+		os.Exit(childMain(cfg))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// How long each scenario runs, and how many workers contend.
+func runLength() time.Duration {
+	if *full {
+		return 30 * time.Second
+	}
+	return 5 * time.Second
+}
+
+const workers = 4
+
+// expect says what a scenario must show.
+type expect int
+
+const (
+	expectSafe          expect = iota // no violation of any kind
+	expectUnfencedHarm                // lock history fine; the unfenced resource shows damage if the engine expires locks
+	expectLockViolation               // the checker must report the lock history illegal
+)
+
+type scenarioSpec struct {
+	name   string
+	fenced bool
+	procs  bool   // needs worker processes (SIGSTOP/SIGKILL)
+	net    bool   // needs network servers (restart, proxies)
+	only   string // run on this engine only
+	gc     bool
+	expect expect
+	inject func(ctx context.Context, s *scenario)
+}
+
+var scenarios = []scenarioSpec{
+	{name: "baseline", fenced: true},
+	{name: "pause-holder", fenced: true, inject: injectPauses},
+	{name: "pause-holder-unfenced", fenced: false, inject: injectPauses, expect: expectUnfencedHarm},
+	{name: "kill-holder", fenced: true, procs: true, inject: injectKills(true)},
+	{name: "kill-waiter", fenced: true, procs: true, inject: injectKills(false)},
+	{name: "gc-pause", fenced: true, gc: true},
+	{name: "server-restart", fenced: true, net: true, inject: injectRestarts},
+	{name: "partition-holder", fenced: true, net: true, inject: injectProxy("partition")},
+	{name: "latency-holder", fenced: true, net: true, inject: injectProxy("latency")},
+	{name: "reset-holder", fenced: true, net: true, inject: injectProxy("reset")},
+	{name: "unsafe-release", fenced: true, only: "memlock", inject: injectPauses, expect: expectLockViolation},
+}
+
+// TestSafety runs every scenario on every engine.
+func TestSafety(t *testing.T) {
+	for _, em := range engines {
+		t.Run(em.name, func(t *testing.T) {
+			for _, sc := range scenarios {
+				t.Run(sc.name, func(t *testing.T) { runScenario(t, em, sc) })
+			}
+		})
+	}
+}
+
+func runScenario(t *testing.T, em engineMaker, sc scenarioSpec) {
+	if sc.only != "" && sc.only != em.name {
+		t.Skipf("%s only", sc.only)
+	}
+	e := em.make(t)
+	if sc.procs && e.url == "" && e.urlFor == nil {
+		t.Skipf("%s lives in the test process: there is no holder process to stop or kill", e.name)
+	}
+	if sc.net && e.servers == nil {
+		t.Skipf("%s has no server or network between client and engine", e.name)
+	}
+	s := newScenario(t, e, sc.fenced, runLength())
+	unsafe := sc.expect == expectLockViolation
+	inProc := (e.url == "" && e.urlFor == nil) || unsafe
+	for i := range workers {
+		s.gc = sc.gc && i == 0 // one stressed worker is enough to slow them all on 2 cores
+		if inProc {
+			s.startInProc(unsafe)
+		} else {
+			s.startProc()
+		}
+	}
+	if sc.inject != nil {
+		ctx, cancel := context.WithDeadline(context.Background(), monoDeadline(s.until))
+		sc.inject(ctx, s)
+		cancel()
+	}
+	rep := s.finish(e.name + "/" + sc.name)
+	switch sc.expect {
+	case expectSafe:
+		if !rep.Safe() {
+			t.Errorf("violations found:\n%v", rep)
+		}
+	case expectUnfencedHarm:
+		if len(rep.Violations) > 0 {
+			t.Errorf("lock violations found:\n%v", rep)
+		}
+		if e.expires && rep.Faults["pause"] > 0 && rep.StaleAccepted == 0 {
+			t.Errorf("%s frees a paused holder's lock, yet no stale write reached the unfenced resource:\n%v", e.name, rep)
+		}
+		if !e.expires && !rep.Safe() {
+			t.Errorf("%s keeps a paused holder's lock, yet the resource was damaged:\n%v", e.name, rep)
+		}
+	case expectLockViolation:
+		if len(rep.Violations) == 0 {
+			t.Errorf("the checker missed the disabled ownership check:\n%v", rep)
+		}
+	}
+	if rep.Grants < 2*workers {
+		t.Errorf("only %d grants: the workload barely ran", rep.Grants)
+	}
+}
+
+// monoDeadline converts a check.Now() instant to a wall deadline.
+func monoDeadline(at int64) time.Time { return time.Now().Add(time.Duration(at - check.Now())) }
+
+// sleepCtx waits d or until ctx ends; it reports whether d passed. The
+// waits it makes are the lengths of fault schedules, not synchronisation.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// injectPauses pauses a writer (a holder between its check of Done and its
+// write) for 2.5 TTLs, every few TTLs.
+func injectPauses(ctx context.Context, s *scenario) {
+	for sleepCtx(ctx, s.ttl/2) {
+		if !s.pauseNextWriter(ctx, 5*s.ttl/2) {
+			return
+		}
+		sleepCtx(ctx, s.ttl)
+	}
+}
+
+// injectKills SIGKILLs the holder (or a waiter, one that does not hold the
+// lock at that moment) and starts a fresh worker in its place.
+func injectKills(holder bool) func(ctx context.Context, s *scenario) {
+	return func(ctx context.Context, s *scenario) {
+		kind := "sigkill-waiter"
+		if holder {
+			kind = "sigkill-holder"
+		}
+		for sleepCtx(ctx, s.ttl/2) {
+			id, ok := s.nextHolder(ctx)
+			if !ok {
+				return
+			}
+			s.mu.Lock()
+			victim := s.procs[id]
+			if !holder {
+				victim = nil
+				for vid, p := range s.procs {
+					if vid != id {
+						victim = p
+						break
+					}
+				}
+			}
+			s.mu.Unlock()
+			if victim == nil {
+				continue
+			}
+			s.kill(victim, kind)
+			s.startProc()
+		}
+	}
+}
+
+// injectRestarts stops one server at a time and starts it again after half
+// a TTL (with AOF and fsync always, so it keeps its keys).
+func injectRestarts(ctx context.Context, s *scenario) {
+	for i := 0; sleepCtx(ctx, s.ttl); i++ {
+		srv := s.eng.servers[i%len(s.eng.servers)]
+		srv.Stop()
+		s.fault("server-restart")
+		sleepCtx(context.Background(), s.ttl/2)
+		srv.Start()
+	}
+}
+
+// injectProxy cuts off, slows down or resets the current holder's
+// connections for two TTLs at a time.
+func injectProxy(kind string) func(ctx context.Context, s *scenario) {
+	return func(ctx context.Context, s *scenario) {
+		for sleepCtx(ctx, s.ttl/2) {
+			id, ok := s.nextHolder(ctx)
+			if !ok {
+				return
+			}
+			pxs := s.proxiesOf(id)
+			if len(pxs) == 0 {
+				continue
+			}
+			s.fault(kind)
+			switch kind {
+			case "partition":
+				for _, px := range pxs {
+					px.Partition()
+				}
+				sleepCtx(ctx, 2*s.ttl)
+				for _, px := range pxs {
+					px.Heal()
+				}
+			case "latency":
+				for _, px := range pxs {
+					px.SetLatency(s.ttl / 3)
+				}
+				sleepCtx(ctx, 2*s.ttl)
+				for _, px := range pxs {
+					px.SetLatency(0)
+				}
+			case "reset":
+				for _, px := range pxs {
+					px.Reset()
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,369 @@
+package safety
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
+	"github.com/dlockio/dlock/safety/internal/check"
+)
+
+// scenario is one run: workers contending for one lock and one resource,
+// a fault injector, and everything they recorded.
+type scenario struct {
+	t    *testing.T
+	eng  *engine
+	lock string
+	ttl  time.Duration
+	res  *check.Resource
+
+	until int64 // check.Now() at which workers stop
+	gc    bool  // workers run with GC stress
+
+	mu      sync.Mutex
+	ops     []check.Op
+	pending map[[2]int]check.Op // begun, not ended: {client, id}
+	acked   []int
+	faults  map[string]int
+	nextID  int
+
+	// pauseWriter, when set, is taken by the next write: the writer is
+	// paused (SIGSTOP, or its gate in process) for pauseFor before the
+	// write is applied, as a process stopped between its check of Done and
+	// its write would send it late.
+	pauseWriter chan chan struct{}
+	pauseFor    time.Duration
+
+	holder chan int // the id of a worker that just read under the lock
+
+	wg        sync.WaitGroup
+	procs     map[int]*proc
+	inProxies map[int][]*proxy
+}
+
+func newScenario(t *testing.T, eng *engine, fenced bool, run time.Duration) *scenario {
+	return &scenario{
+		t: t, eng: eng, lock: "safety/" + t.Name(), ttl: eng.ttl,
+		res:     check.NewResource(fenced),
+		until:   check.Now() + int64(run),
+		pending: map[[2]int]check.Op{}, faults: map[string]int{},
+		procs: map[int]*proc{}, pauseWriter: make(chan chan struct{}),
+		holder: make(chan int, 1), inProxies: map[int][]*proxy{},
+	}
+}
+
+func (s *scenario) fault(kind string) {
+	s.mu.Lock()
+	s.faults[kind]++
+	s.mu.Unlock()
+}
+
+func (s *scenario) newID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextID++
+	return s.nextID
+}
+
+func (s *scenario) begin(client, id int, op check.Op) {
+	s.mu.Lock()
+	s.pending[[2]int{client, id}] = op
+	s.mu.Unlock()
+}
+
+func (s *scenario) end(client, id int, op check.Op) {
+	s.mu.Lock()
+	delete(s.pending, [2]int{client, id})
+	s.ops = append(s.ops, op)
+	s.mu.Unlock()
+}
+
+// write applies a worker's write, after the pause the injector asked for.
+func (s *scenario) write(client int, token uint64, value int, set []int, elem int, pause func(time.Duration)) bool {
+	select {
+	case done := <-s.pauseWriter:
+		pause(s.pauseFor)
+		s.fault("pause")
+		close(done)
+	default:
+	}
+	ok := s.res.Write(client, token, value, set, elem)
+	if ok {
+		s.mu.Lock()
+		s.acked = append(s.acked, elem)
+		s.mu.Unlock()
+	}
+	return ok
+}
+
+// read serves a read and tells the injector who holds the lock now.
+func (s *scenario) read(client int, token uint64) (int, []int, bool) {
+	c, set, ok := s.res.Read(token)
+	if ok {
+		select {
+		case s.holder <- client:
+		default:
+		}
+	}
+	return c, set, ok
+}
+
+// nextHolder waits for the next worker that reads under the lock.
+func (s *scenario) nextHolder(ctx context.Context) (int, bool) {
+	select {
+	case <-s.holder: // stale
+	default:
+	}
+	select {
+	case id := <-s.holder:
+		return id, true
+	case <-ctx.Done():
+		return 0, false
+	}
+}
+
+// route gives a new worker its engine URL, through proxies of its own when
+// the engine has network servers, so that one worker can be cut off.
+func (s *scenario) route() (string, []*proxy) {
+	if s.eng.urlFor == nil {
+		return s.eng.url, nil
+	}
+	var pxs []*proxy
+	var hosts []string
+	for _, srv := range s.eng.servers {
+		px := newProxy(s.t, srv.Addr())
+		pxs, hosts = append(pxs, px), append(hosts, px.Addr())
+	}
+	return s.eng.urlFor(hosts), pxs
+}
+
+// proxiesOf returns the proxies of worker id.
+func (s *scenario) proxiesOf(id int) []*proxy {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.procs[id]; p != nil {
+		return p.proxies
+	}
+	return s.inProxies[id]
+}
+
+// pauseNextWriter pauses the next writer and waits until the pause is over
+// (or the run ends). It reports whether a pause happened.
+func (s *scenario) pauseNextWriter(ctx context.Context, d time.Duration) bool {
+	done := make(chan struct{})
+	s.pauseFor = d
+	select {
+	case s.pauseWriter <- done:
+	case <-ctx.Done():
+		return false
+	}
+	<-done
+	return true
+}
+
+// inProcWorld is a goroutine worker's world.
+type inProcWorld struct {
+	s      *scenario
+	client int
+	gate   *gate
+	seq    int
+	mu     sync.Mutex
+}
+
+func (w *inProcWorld) Begin(op check.Op) int {
+	w.mu.Lock()
+	w.seq++
+	id := w.seq
+	w.mu.Unlock()
+	w.s.begin(w.client, id, op)
+	return id
+}
+
+func (w *inProcWorld) End(id int, op check.Op) { w.s.end(w.client, id, op) }
+
+func (w *inProcWorld) Read(client int, token uint64) (int, []int, bool) {
+	return w.s.read(client, token)
+}
+
+func (w *inProcWorld) Write(client int, token uint64, value int, set []int, elem int) bool {
+	return w.s.write(client, token, value, set, elem, func(d time.Duration) {
+		// The worker goroutine is this one, so it is frozen already; the
+		// gate holds its renewals and releases, as SIGSTOP would.
+		w.gate.pause()
+		time.Sleep(d) // the length of the injected pause, not a synchronisation
+		w.gate.resume()
+	})
+}
+
+// startInProc starts a goroutine worker.
+func (s *scenario) startInProc(unsafe bool) {
+	s.t.Helper()
+	cfg := workerCfg{ID: s.newID(), Lock: s.lock, TTL: s.ttl, Until: s.until, GCStress: s.gc, Hold: s.ttl / 100}
+	url, pxs := s.route()
+	var drv driver.Driver
+	var err error
+	if url != "" {
+		drv, err = openDriver(context.Background(), url)
+	} else {
+		drv, err = s.eng.newDriver()
+	}
+	s.mu.Lock()
+	s.inProxies[cfg.ID] = pxs
+	s.mu.Unlock()
+	if err != nil {
+		s.t.Fatalf("driver: %v", err)
+	}
+	w := &inProcWorld{s: s, client: cfg.ID, gate: &gate{}}
+	var drop func(string)
+	if unsafe {
+		drop = s.eng.drop
+	}
+	c, err := newRecClient(drv, cfg, w, w.gate, drop)
+	if err != nil {
+		s.t.Fatalf("client: %v", err)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		work(c, cfg, w)
+		if err := c.Close(); err != nil && !errors.Is(err, dlock.ErrClosed) {
+			s.t.Logf("worker %d: close: %v", cfg.ID, err)
+		}
+	}()
+}
+
+// proc is a worker process.
+type proc struct {
+	id      int
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	stderr  bytes.Buffer
+	done    chan struct{} // closed once reaped
+	proxies []*proxy      // this worker's own way to the engine's servers
+}
+
+// startProc starts a worker process.
+func (s *scenario) startProc() *proc {
+	s.t.Helper()
+	cfg := workerCfg{ID: s.newID(), URL: s.eng.url, Lock: s.lock, TTL: s.ttl, Until: s.until, GCStress: s.gc, Hold: s.ttl / 100}
+	b, _ := json.Marshal(cfg)
+	exe, err := os.Executable()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	p := &proc{id: cfg.ID, done: make(chan struct{})}
+	cfg.URL, p.proxies = s.route()
+	p.cmd = exec.Command(exe, "-test.run=^$")
+	p.cmd.Env = append(os.Environ(), workerEnv+"="+string(b))
+	p.cmd.Stderr = &p.stderr
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.procs[p.id] = p
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.serve(p, stdout)
+		err := p.cmd.Wait()
+		close(p.done)
+		if err != nil && !isKilled(err) {
+			s.t.Errorf("worker %d: %v\n%s", p.id, err, p.stderr.String())
+		}
+	}()
+	return p
+}
+
+func isKilled(err error) bool {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			return true
+		}
+	}
+	return false
+}
+
+// serve answers one worker process until it exits.
+func (s *scenario) serve(p *proc, stdout io.Reader) {
+	dec := json.NewDecoder(bufio.NewReader(stdout))
+	enc := json.NewEncoder(p.stdin)
+	for {
+		var m msg
+		if err := dec.Decode(&m); err != nil {
+			return
+		}
+		switch m.T {
+		case "begin":
+			s.begin(p.id, m.ID, *m.Op)
+		case "end":
+			s.end(p.id, m.ID, *m.Op)
+		case "read":
+			c, set, ok := s.read(p.id, m.Token)
+			_ = enc.Encode(reply{OK: ok, Counter: c, Set: set})
+		case "write":
+			ok := s.write(p.id, m.Token, m.Value, m.Set, m.Elem, func(d time.Duration) {
+				_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+				time.Sleep(d) // the length of the injected pause
+				_ = p.cmd.Process.Signal(syscall.SIGCONT)
+			})
+			_ = enc.Encode(reply{OK: ok})
+		}
+	}
+}
+
+// kill SIGKILLs a worker process and records the crash.
+func (s *scenario) kill(p *proc, kind string) {
+	op := check.Op{Client: p.id, Kind: check.Crash, Call: check.Now(), Outcome: check.OK}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+	op.Return = check.Now()
+	s.mu.Lock()
+	s.ops = append(s.ops, op)
+	delete(s.procs, p.id)
+	s.mu.Unlock()
+	s.fault(kind)
+}
+
+// finish waits for the workers and checks the run.
+func (s *scenario) finish(name string) *check.Report {
+	s.t.Helper()
+	waitDone := make(chan struct{})
+	go func() { s.wg.Wait(); close(waitDone) }()
+	select {
+	case <-waitDone:
+	case <-time.After(time.Duration(s.until-check.Now()) + 60*time.Second):
+		s.t.Fatalf("workers did not finish")
+	}
+	s.mu.Lock()
+	ops := s.ops
+	for _, op := range s.pending {
+		op.Return, op.Outcome = 0, check.Unknown // the worker died during the call
+		ops = append(ops, op)
+	}
+	acked := s.acked
+	s.mu.Unlock()
+	rep := check.Check(check.Run{Name: name, Ops: ops, Res: s.res, Acked: acked, Faults: s.faults}, "out")
+	s.t.Log(rep)
+	return rep
+}
