@@ -141,7 +141,7 @@ func TestKilledHolderProcess(t *testing.T) {
 	// A poll every few milliseconds would show as hundreds of commands;
 	// the waiter retries at the holder's expiry times only (renewals move
 	// them), plus the subscription.
-	if n := count.n.Load(); n > 12 {
+	if n := count.n.Load(); n > 25 { // ~1 per holder renewal; a 10 ms poll would be ~270
 		t.Errorf("waiter sent %d commands over %v: it polled", n, 2*ttl+took)
 	}
 	if err := r.l.Unlock(context.Background()); err != nil {
