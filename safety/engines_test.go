@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlockio/dlock/driver"
+	_ "github.com/dlockio/dlock/filelock" // file:// for worker processes
 	"github.com/dlockio/dlock/internal/testserver"
 	"github.com/dlockio/dlock/memlock"
 	"github.com/dlockio/dlock/redislock"
