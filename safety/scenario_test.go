@@ -257,13 +257,13 @@ type proc struct {
 func (s *scenario) startProc() *proc {
 	s.t.Helper()
 	cfg := workerCfg{ID: s.newID(), URL: s.eng.url, Lock: s.lock, TTL: s.ttl, Until: s.until, GCStress: s.gc, Hold: s.ttl / 100}
+	p := &proc{id: cfg.ID, done: make(chan struct{})}
+	cfg.URL, p.proxies = s.route()
 	b, _ := json.Marshal(cfg)
 	exe, err := os.Executable()
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	p := &proc{id: cfg.ID, done: make(chan struct{})}
-	cfg.URL, p.proxies = s.route()
 	p.cmd = exec.Command(exe, "-test.run=^$")
 	p.cmd.Env = append(os.Environ(), workerEnv+"="+string(b))
 	p.cmd.Stderr = &p.stderr
