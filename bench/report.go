@@ -313,7 +313,9 @@ func (r *Report) machine(ctx context.Context, b *strings.Builder) {
 		}
 		p("- libraries: %s; dlock from this tree\n", strings.Join(libs, ", "))
 	}
-	p("- took %v\n", r.Took.Round(time.Second))
+	if r.Took > 0 {
+		p("- the measurement took %v\n", r.Took.Round(time.Second))
+	}
 	if r.Command != "" {
 		p("\nCommand:\n\n```\n%s\n```\n", r.Command)
 	}

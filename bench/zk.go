@@ -177,6 +177,7 @@ func ZKVersion(servers []string) string {
 	for _, l := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(l, "Zookeeper version: "); ok {
 			v, _, _ = strings.Cut(v, ",")
+			v, _, _ = strings.Cut(v, "-") // Debian builds carry an unexpanded "-${mvngit.commit.id}"
 			return strings.TrimSpace(v)
 		}
 	}

@@ -38,6 +38,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	jsonOut := fs.String("json", "", "raw samples to write as JSON")
 	command := fs.String("command", "", "the command line to print in the report")
 	notes := fs.String("notes", "", "markdown file whose text follows the goals (why a goal is missed)")
+	took := fs.Duration("took", 0, "with -replay: how long the measured run took, for the report")
+	replay := fs.String("replay", "", "re-render the report from a -json file instead of measuring")
 	quick := fs.Bool("quick", false, "short budgets, for development")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -62,7 +64,18 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	start := time.Now()
-	samples := s.Run(ctx)
+	var samples []bench.Sample
+	if *replay != "" {
+		b, err := os.ReadFile(*replay)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, &samples); err != nil {
+			return fmt.Errorf("%s: %w", *replay, err)
+		}
+	} else {
+		samples = s.Run(ctx)
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -73,6 +86,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	rep := bench.Report{Suite: s, Samples: samples, Command: *command, Took: time.Since(start), Engines: eng}
+	if *replay != "" {
+		rep.Took = *took
+	}
 	if *notes != "" {
 		b, err := os.ReadFile(*notes)
 		if err != nil {
