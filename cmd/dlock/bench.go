@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -97,7 +99,7 @@ func bench(ctx context.Context, o benchOpts, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(tw, "\t")
 	for _, b := range o.backends {
-		fmt.Fprintf(tw, "%s\t", redactURL(b))
+		fmt.Fprintf(tw, "%s\t", shortLabel(b))
 	}
 	fmt.Fprintln(tw)
 	row(fmt.Sprintf("uncontended cycles/s (%d)", o.cycles), func(r benchResult) string { return fmt.Sprintf("%.0f", r.cyclesPerSec) })
@@ -150,4 +152,20 @@ func uncontended(ctx context.Context, backend string, cycles int) (benchResult, 
 	elapsed := time.Since(start)
 	slices.Sort(lat)
 	return benchResult{cyclesPerSec: float64(cycles) / elapsed.Seconds(), cycle: lat}, nil
+}
+
+// shortLabel names a backend in a table column: scheme and first host.
+func shortLabel(raw string) string {
+	u, err := parseURL(raw)
+	if err != nil {
+		return "?"
+	}
+	host, _, more := strings.Cut(u.Host, ",")
+	if more {
+		host += ",…"
+	}
+	if u.Scheme == "file" && u.Path != "" {
+		return "file://…" + filepath.Base(u.Path)
+	}
+	return u.Scheme + "://" + host
 }

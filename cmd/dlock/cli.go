@@ -15,6 +15,8 @@ import (
 	// Drivers register their URL schemes in init.
 	_ "github.com/dlockio/dlock/filelock"
 	_ "github.com/dlockio/dlock/memlock"
+	_ "github.com/dlockio/dlock/redislock"
+	_ "github.com/dlockio/dlock/zklock"
 )
 
 // Exit codes shared by the subcommands (after sysexits.h where one fits).

@@ -62,11 +62,18 @@ func openCounter(ctx context.Context, backend, id string) (counterStore, error) 
 			return nil, err
 		}
 		return &etcdCounter{cli: cli, key: strings.TrimSuffix(u.Path, "/") + "/dlock-demo/" + id}, nil
-	case "redis", "rediss":
-		// Redlock URLs list several nodes; the counter lives on the first.
+	case "redis", "rediss", "redlock":
+		// Redlock URLs list several independent masters; the counter lives
+		// on the first.
 		v := *u
+		if v.Scheme == "redlock" {
+			v.Scheme = "redis"
+			if u.Query().Get("tls") == "true" {
+				v.Scheme = "rediss"
+			}
+		}
 		v.Host, _, _ = strings.Cut(u.Host, ",")
-		v.RawQuery = ""
+		v.RawQuery = "" // the lock driver's options, not go-redis's
 		opts, err := redis.ParseURL(v.String())
 		if err != nil {
 			return nil, err
@@ -81,9 +88,15 @@ func openCounter(ctx context.Context, backend, id string) (counterStore, error) 
 			conn.Close()
 			return nil, err
 		}
+		if u.User != nil {
+			if err := conn.AddAuth("digest", []byte(u.User.Username()+":"+password(u))); err != nil {
+				conn.Close()
+				return nil, err
+			}
+		}
 		return &zkCounter{conn: conn, path: strings.TrimSuffix(u.Path, "/") + "/dlock-demo-" + id}, nil
 	}
-	return nil, fmt.Errorf("no shared counter for %s:// engines (the demo supports mem, file, etcd, redis, zk)", u.Scheme)
+	return nil, fmt.Errorf("no shared counter for %s:// engines (the demo supports mem, file, etcd, redis, redlock, zk)", u.Scheme)
 }
 
 func password(u *url.URL) string {
