@@ -167,3 +167,54 @@ func startHolder(t *testing.T, bin, backend, name string) (*exec.Cmd, <-chan str
 }
 
 func stopHolder(cmd *exec.Cmd) { cmd.Process.Signal(syscall.SIGTERM) }
+
+// TestE2ELossOnFile forces a loss through the engine: removing a held lock
+// file is what filelock reports as lost (at the next renewal, TTL/3).
+func TestE2ELossOnFile(t *testing.T) {
+	bin := dlockBinary(t)
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "run", "--backend", "file://"+dir, "--ttl", "900ms", "--grace", "5s", "e2e-loss", "--",
+		"sh", "-c", `echo started $$; sleep 30; echo survived`)
+	stdout, _ := cmd.StdoutPipe()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() || !strings.HasPrefix(sc.Text(), "started ") {
+		t.Fatalf("command did not start: %q %v", sc.Text(), sc.Err())
+	}
+	childPid, _ := strconv.Atoi(strings.TrimPrefix(sc.Text(), "started "))
+
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	if len(files) == 0 {
+		t.Fatal("no lock file")
+	}
+	lost := time.Now()
+	for _, f := range files {
+		os.Remove(f)
+	}
+	var rest strings.Builder
+	for sc.Scan() {
+		rest.WriteString(sc.Text())
+	}
+	err := cmd.Wait()
+	took := time.Since(lost)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitLost {
+		t.Fatalf("want exit %d, got %v; stderr: %s", exitLost, err, stderr.String())
+	}
+	// Noticed at the next renewal (every TTL/3 = 300ms), then SIGTERM obeyed.
+	if took > 2*time.Second {
+		t.Fatalf("the command was stopped %v after the loss", took)
+	}
+	if strings.Contains(rest.String(), "survived") {
+		t.Fatal("the command ran on after the loss")
+	}
+	if err := syscall.Kill(childPid, 0); err == nil {
+		t.Fatalf("the command (pid %d) is still alive", childPid)
+	}
+	t.Logf("lost lock noticed and command stopped in %v", took)
+}
