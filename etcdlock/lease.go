@@ -1,0 +1,175 @@
+package etcdlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dlockio/dlock/driver"
+)
+
+// lease is an etcd lease shared by all of a driver's keys that asked for the
+// same TTL.
+type lease struct {
+	d   *etcdDriver
+	key int64 // TTL asked for, in seconds: the driver's map key
+	id  clientv3.LeaseID
+	ttl time.Duration // as granted by the server
+
+	mu       sync.Mutex
+	lastSent time.Time // send time of the grant or of the last successful keep-alive
+	dead     bool      // the server no longer knows the lease
+	inflight *keepAliveCall
+}
+
+type keepAliveCall struct {
+	done chan struct{}
+	v    driver.Validity
+	err  error
+}
+
+// leaseFor returns the driver's lease for a TTL of secs seconds, granting one
+// if there is none or the last one died, and refreshing it first if less
+// than half its TTL is known to be left, so that a new lock starts with a
+// useful validity.
+func (d *etcdDriver) leaseFor(ctx context.Context, secs int64) (*lease, error) {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil, errClosed
+	}
+	ls := d.leases[secs]
+	d.mu.Unlock()
+	if ls != nil {
+		left, dead := ls.left()
+		if !dead && left > ls.ttl/2 {
+			return ls, nil
+		}
+		if !dead && left > 0 {
+			_, err := ls.keepAlive(ctx)
+			if err == nil {
+				return ls, nil
+			}
+			if !errors.Is(err, driver.ErrLockLost) {
+				return nil, err
+			}
+		}
+		ls.markDead()
+	}
+
+	select { // one grant at a time, so concurrent first locks share it
+	case d.grant <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-d.grant }()
+	d.mu.Lock()
+	cur := d.leases[secs]
+	d.mu.Unlock()
+	if cur != nil && cur != ls {
+		if left, dead := cur.left(); !dead && left > 0 {
+			return cur, nil // granted while we waited for the turn
+		}
+	}
+	sent := time.Now()
+	resp, err := d.cli.Grant(ctx, secs)
+	if err != nil {
+		return nil, fmt.Errorf("etcdlock: grant lease: %w", err)
+	}
+	nl := &lease{d: d, key: secs, id: resp.ID, ttl: time.Duration(resp.TTL) * time.Second, lastSent: sent}
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		rctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		_, _ = d.cli.Revoke(rctx, resp.ID)
+		return nil, errClosed
+	}
+	d.leases[secs] = nl
+	d.mu.Unlock()
+	return nl, nil
+}
+
+// left is how much of the lease is known to remain, on our clock.
+func (l *lease) left() (time.Duration, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return time.Until(l.lastSent.Add(l.ttl)), l.dead
+}
+
+func (l *lease) validity() driver.Validity {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return driver.Validity{Since: l.lastSent, TTL: l.ttl}
+}
+
+// markDead forgets the lease, so the next Acquire grants a new one.
+func (l *lease) markDead() {
+	l.mu.Lock()
+	l.dead = true
+	l.mu.Unlock()
+	l.d.mu.Lock()
+	if l.d.leases[l.key] == l {
+		delete(l.d.leases, l.key)
+	}
+	l.d.mu.Unlock()
+}
+
+// keepAlive refreshes the lease once. Calls made while a refresh is in
+// flight share it: its send time is no later than theirs, so its validity
+// holds for them too. The refresh runs on a context of its own, bounded by
+// the TTL and the driver's life, so one caller giving up does not fail the
+// others.
+func (l *lease) keepAlive(ctx context.Context) (driver.Validity, error) {
+	l.mu.Lock()
+	c := l.inflight
+	if c == nil {
+		c = &keepAliveCall{done: make(chan struct{})}
+		l.d.mu.Lock()
+		if l.d.closed {
+			l.d.mu.Unlock()
+			l.mu.Unlock()
+			return driver.Validity{}, errClosed
+		}
+		l.d.wg.Add(1)
+		l.d.mu.Unlock()
+		l.inflight = c
+		go l.refresh(c)
+	}
+	l.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.v, c.err
+	case <-ctx.Done():
+		return driver.Validity{}, ctx.Err()
+	}
+}
+
+func (l *lease) refresh(c *keepAliveCall) {
+	defer l.d.wg.Done()
+	ctx, cancel := context.WithTimeout(l.d.closeCtx, l.ttl)
+	defer cancel()
+	sent := time.Now()
+	resp, err := l.d.cli.KeepAliveOnce(ctx, l.id)
+	l.mu.Lock()
+	switch {
+	case err == nil:
+		if sent.After(l.lastSent) {
+			l.lastSent = sent
+		}
+		c.v = driver.Validity{Since: sent, TTL: time.Duration(resp.TTL) * time.Second}
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		l.dead = true
+		c.err = fmt.Errorf("%w: etcd lease %x expired", driver.ErrLockLost, int64(l.id))
+	default:
+		c.err = fmt.Errorf("etcdlock: keep-alive of lease %x: %w", int64(l.id), err)
+	}
+	l.inflight = nil
+	l.mu.Unlock()
+	close(c.done)
+}

@@ -1,0 +1,110 @@
+package etcdlock
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
+)
+
+// Environment variables read by the URL opener. Credentials in the URL's
+// user info take precedence; neither is ever logged or put in an error.
+const (
+	EnvUser     = "DLOCK_ETCD_USER"
+	EnvPassword = "DLOCK_ETCD_PASSWORD"
+	EnvCACert   = "DLOCK_ETCD_CACERT" // PEM file of CAs to trust for etcds:// (default: the system's)
+)
+
+// DefaultPort is used for URL hosts given without a port.
+const DefaultPort = "2379"
+
+// dialTimeout bounds the URL opener's first connection.
+const dialTimeout = 5 * time.Second
+
+func init() {
+	dlock.Register("etcd", openURL)
+	dlock.Register("etcds", openURL)
+}
+
+// openURL opens etcd://[user[:password]@]host[:port][,host[:port]...][/prefix]
+// (etcds:// for TLS). The driver owns the client it makes and closes it on
+// Close.
+func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
+	cfg, prefix, err := configFromURL(u)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Context = context.WithoutCancel(ctx) // the client outlives Open's ctx
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcdlock: connect to %s: %w", strings.Join(cfg.Endpoints, ","), err)
+	}
+	// clientv3.New does not wait for a connection; check that the cluster
+	// answers, so that a wrong address fails here and not at the first lock.
+	sctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	if _, err := cli.Get(sctx, "health-check-by-dlock", clientv3.WithCountOnly()); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("etcdlock: reach %s: %w", strings.Join(cfg.Endpoints, ","), err)
+	}
+	return newDriver(cli, Options{Prefix: prefix}, true)
+}
+
+func configFromURL(u *url.URL) (clientv3.Config, string, error) {
+	var cfg clientv3.Config
+	bad := func(why string) error {
+		return fmt.Errorf("%w: etcd URL %q: %s; want etcd://host:port[,host:port...][/prefix]",
+			dlock.ErrInvalidArgument, u.Redacted(), why)
+	}
+	if u.Host == "" {
+		return cfg, "", bad("no hosts")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return cfg, "", bad("query and fragment are not supported")
+	}
+	scheme := "http://"
+	if u.Scheme == "etcds" {
+		scheme = "https://"
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if f := os.Getenv(EnvCACert); f != "" {
+			pem, err := os.ReadFile(f)
+			if err != nil {
+				return cfg, "", fmt.Errorf("etcdlock: %s: %w", EnvCACert, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return cfg, "", fmt.Errorf("%w: %s=%s: no PEM certificates", dlock.ErrInvalidArgument, EnvCACert, f)
+			}
+			tc.RootCAs = pool
+		}
+		cfg.TLS = tc
+	}
+	for _, h := range strings.Split(u.Host, ",") {
+		h = strings.TrimSpace(h)
+		if h == "" {
+			return cfg, "", bad("empty host")
+		}
+		if !strings.Contains(strings.TrimPrefix(h, "["), ":") || strings.HasSuffix(h, "]") {
+			h += ":" + DefaultPort
+		}
+		cfg.Endpoints = append(cfg.Endpoints, scheme+h)
+	}
+	cfg.Username, cfg.Password = os.Getenv(EnvUser), os.Getenv(EnvPassword)
+	if u.User != nil {
+		cfg.Username = u.User.Username()
+		cfg.Password, _ = u.User.Password()
+	}
+	cfg.DialTimeout = dialTimeout
+	cfg.Logger = zap.NewNop() // the client's own logs would be noise for a lock user
+	return cfg, strings.Trim(u.Path, "/"), nil
+}
