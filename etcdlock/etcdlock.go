@@ -299,17 +299,17 @@ func (d *etcdDriver) cleanupRev(key string, rev int64) {
 // lock is one queue key: a waiter's until it reaches the head, then a held
 // lock's.
 type lock struct {
-	d     *etcdDriver
-	ls    *lease
-	name  string
-	key   string
-	pfx   string
-	rev   int64 // create revision of key: the fencing token
-	lost  chan struct{}
-	stop  context.CancelFunc // stops the watch on key
-	once  sync.Once
-	gone  atomic.Bool // lost was closed
-	why   atomic.Value
+	d    *etcdDriver
+	ls   *lease
+	name string
+	key  string
+	pfx  string
+	rev  int64 // create revision of key: the fencing token
+	lost chan struct{}
+	stop context.CancelFunc // stops the watch on key
+	once sync.Once
+	gone atomic.Bool // lost was closed
+	why  atomic.Value
 }
 
 // track registers a new queue key and starts watching it for deletion.
