@@ -13,6 +13,7 @@ import (
 
 	"github.com/dlockio/dlock"
 	// Drivers register their URL schemes in init.
+	_ "github.com/dlockio/dlock/etcdlock"
 	_ "github.com/dlockio/dlock/filelock"
 	_ "github.com/dlockio/dlock/memlock"
 	_ "github.com/dlockio/dlock/redislock"

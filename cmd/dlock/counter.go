@@ -51,8 +51,15 @@ func openCounter(ctx context.Context, backend, id string) (counterStore, error) 
 		}
 		return fileCounter(filepath.Join(dir, "dlock-demo-"+id+".counter")), nil
 	case "etcd":
+		var eps []string
+		for _, h := range strings.Split(u.Host, ",") {
+			if !strings.Contains(strings.TrimPrefix(h, "["), ":") || strings.HasSuffix(h, "]") {
+				h += ":2379" // as etcdlock does
+			}
+			eps = append(eps, h)
+		}
 		cli, err := clientv3.New(clientv3.Config{
-			Endpoints:   strings.Split(u.Host, ","),
+			Endpoints:   eps,
 			DialTimeout: 5 * time.Second,
 			Username:    u.User.Username(),
 			Password:    password(u),
