@@ -15,6 +15,7 @@ import (
 	"github.com/dlockio/dlock/internal/testserver"
 	"github.com/dlockio/dlock/memlock"
 	"github.com/dlockio/dlock/redislock"
+	_ "github.com/dlockio/dlock/zklock" // zk:// for workers
 )
 
 // engine is one driver on a fresh engine of its own, with the faults it
@@ -29,6 +30,10 @@ type engine struct {
 	drop      func(name string) // delete the lock whoever holds it; nil if unsupported
 
 	servers []*testserver.Proc // dedicated servers, for stop/restart
+	// victim picks the server to stop in the i-th restart (default: round
+	// robin); after restarting it, settle waits until the engine serves again.
+	victim func(i int) *testserver.Proc
+	settle func(p *testserver.Proc)
 	// urlFor, if set, makes a URL for the servers reached at hosts (each
 	// worker's own proxies, in the order of servers).
 	urlFor func(hosts []string) string
@@ -77,6 +82,27 @@ var engines = []engineMaker{
 	}},
 	{"redis", func(t *testing.T) *engine { return redisEngine(t, 1) }},
 	{"redlock", func(t *testing.T) *engine { return redisEngine(t, 3) }},
+	{"zookeeper", zkEngine},
+}
+
+// zkEngine starts a dedicated 3-server ensemble. The TTL is the session
+// timeout (2 s; the servers' tickTime of 500 ms allows 1-10 s).
+func zkEngine(t *testing.T) *engine {
+	const ttl = 2 * time.Second
+	e := &engine{name: "zookeeper", ttl: ttl, expires: true, servers: testserver.StartZooKeeper(t, 3)}
+	e.urlFor = func(hosts []string) string {
+		return "zk://" + strings.Join(hosts, ",") + "/safety?session_timeout=" + ttl.String()
+	}
+	e.victim = func(i int) *testserver.Proc {
+		for _, p := range e.servers {
+			if testserver.ZooKeeperMode(p.Addr()) == "leader" {
+				return p
+			}
+		}
+		return e.servers[i%len(e.servers)]
+	}
+	e.settle = func(p *testserver.Proc) { testserver.WaitZooKeeperServing(t, e.servers...) }
+	return e
 }
 
 // redisEngine starts n dedicated Redis servers (AOF, fsync always, so a

@@ -78,7 +78,7 @@ func (d *recDriver) Acquire(ctx context.Context, req driver.Request) (driver.Loc
 		d.rec.End(id, op)
 		return nil, v, err
 	}
-	op.Token = l.Token()
+	op.Token, op.Until = l.Token(), monoUntil(v)
 	d.rec.End(id, op)
 	rl := &recLock{d: d, inner: l, lease: op.Lease, name: req.Name, ttl: req.TTL, stop: make(chan struct{})}
 	if lost := l.Lost(); lost != nil {
@@ -116,6 +116,9 @@ func (l *recLock) Renew(ctx context.Context) (driver.Validity, error) {
 	if op.Outcome == check.Cancelled {
 		op.Outcome = check.Unknown // the request may have reached the engine
 	}
+	if err == nil {
+		op.Until = monoUntil(v)
+	}
 	l.d.rec.End(id, op)
 	return v, err
 }
@@ -139,6 +142,14 @@ func (l *recLock) Release(ctx context.Context) error {
 		l.once.Do(func() { close(l.stop) })
 	}
 	return err
+}
+
+// monoUntil converts a Validity to the check clock; 0 if it says nothing.
+func monoUntil(v driver.Validity) int64 {
+	if v.Since.IsZero() || v.TTL <= 0 {
+		return 0
+	}
+	return check.Now() - int64(time.Since(v.Since)) + int64(v.TTL)
 }
 
 // gate holds a client's engine requests while the client is "paused": an

@@ -38,7 +38,7 @@ var LeaseModel = porcupine.NondeterministicModel{
 		switch op.Kind {
 		case Acquire:
 			canGrant := s.lease == 0 || s.expired(opEnd(res))
-			granted := leaseState{lease: op.Lease, client: op.Client, until: op.Call + op.TTL, maxTok: s.maxTok}
+			granted := leaseState{lease: op.Lease, client: op.Client, until: res.until(), maxTok: s.maxTok}
 			switch res.Outcome {
 			case OK:
 				if canGrant && res.Token > s.maxTok {
@@ -63,7 +63,7 @@ var LeaseModel = porcupine.NondeterministicModel{
 			next := s.free()
 			if op.Kind == Renew {
 				next = s
-				next.until = op.Call + op.TTL
+				next.until = res.until()
 			}
 			switch res.Outcome {
 			case OK:
@@ -121,6 +121,16 @@ var LeaseModel = porcupine.NondeterministicModel{
 		}
 		return fmt.Sprintf("L%d of c%d until %d (max token %d)", s.lease, s.client, s.until, s.maxTok)
 	},
+}
+
+// until is when the engine may drop the lock after op succeeded: the
+// driver's own claim where it made one (the portable layer's deadline rests
+// on it), else from the call time.
+func (op Op) until() int64 {
+	if op.Until != 0 {
+		return op.Until
+	}
+	return op.Call + op.TTL
 }
 
 // opEnd is the latest time an operation can have taken effect.

@@ -57,7 +57,8 @@ type Op struct {
 	Kind    Kind   //
 	Call    int64  // Now() just before the request
 	Return  int64  // Now() just after the answer; 0 if it never came
-	TTL     int64  // ns, Acquire and Renew
+	TTL     int64  // ns, Acquire and Renew: the TTL asked for
+	Until   int64  // Acquire and Renew OK: Since+TTL of the driver's Validity; 0 means Call+TTL
 	Token   uint64 // Acquire OK
 	Outcome Outcome
 	Err     string `json:",omitempty"`
