@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
-	"os"
+	"strings"
+
+	"github.com/dlockio/dlock/etcdlock/embedded"
 )
 
 // embeddedBackend is an engine started by dlock for the demo.
@@ -11,12 +13,17 @@ type embeddedBackend struct {
 	label string
 }
 
-// startEmbedded starts the demo's default engine.
-//
-// TODO(etcd): switch to an embedded single-node etcd when
-// github.com/dlockio/dlock/etcdlock/embedded lands; until then an
-// in-process engine in a private namespace.
-func startEmbedded(context.Context) (embeddedBackend, func(), error) {
-	_ = os.Getpid
-	return embeddedBackend{url: "mem://demo-" + randomID(), label: "an in-process engine (mem://)"}, func() {}, nil
+// startEmbedded starts a single-node etcd in a new temporary directory, so
+// that `dlock demo` shows a real engine with no installation; stop shuts it
+// down and removes the directory.
+func startEmbedded(ctx context.Context) (embeddedBackend, func(), error) {
+	srv, err := embedded.Start(ctx, "")
+	if err != nil {
+		return embeddedBackend{}, nil, err
+	}
+	eps := strings.Join(srv.Endpoints(), ",")
+	return embeddedBackend{
+		url:   "etcd://" + eps + "/dlock-demo",
+		label: "an embedded single-node etcd (" + eps + ", data in " + srv.Dir() + ")",
+	}, func() { srv.Close() }, nil
 }
