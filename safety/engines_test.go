@@ -9,9 +9,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/dlockio/dlock/driver"
-	_ "github.com/dlockio/dlock/filelock" // file:// for worker processes
+	_ "github.com/dlockio/dlock/etcdlock" // etcd:// for workers
+	_ "github.com/dlockio/dlock/filelock" // file:// for workers
 	"github.com/dlockio/dlock/internal/testserver"
 	"github.com/dlockio/dlock/memlock"
 	"github.com/dlockio/dlock/redislock"
@@ -83,6 +86,38 @@ var engines = []engineMaker{
 	{"redis", func(t *testing.T) *engine { return redisEngine(t, 1) }},
 	{"redlock", func(t *testing.T) *engine { return redisEngine(t, 3) }},
 	{"zookeeper", zkEngine},
+	{"etcd", etcdEngine},
+}
+
+// etcdEngine starts a dedicated 3-member cluster. etcd raises lease TTLs to
+// 1.5 election timeouts (1.5 s for the test cluster) and counts whole
+// seconds, so the TTL is 2 s.
+func etcdEngine(t *testing.T) *engine {
+	const ttl = 2 * time.Second
+	e := &engine{name: "etcd", ttl: ttl, expires: true, servers: testserver.StartEtcdCluster(t, 3)}
+	e.urlFor = func(hosts []string) string { return "etcd://" + strings.Join(hosts, ",") + "/safety" }
+	e.victim = func(i int) *testserver.Proc {
+		for _, p := range e.servers {
+			if etcdIsLeader(p.Addr()) {
+				return p
+			}
+		}
+		return e.servers[i%len(e.servers)]
+	}
+	e.settle = func(*testserver.Proc) { testserver.WaitEtcdHealthy(t, e.servers...) }
+	return e
+}
+
+func etcdIsLeader(addr string) bool {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, DialTimeout: time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return false
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := cli.Status(ctx, addr)
+	return err == nil && st.Leader == st.Header.MemberId
 }
 
 // zkEngine starts a dedicated 3-server ensemble. The TTL is the session
