@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/dlockio/dlock/internal/testserver"
 	"github.com/dlockio/dlock/safety/internal/check"
 )
 
@@ -129,6 +130,27 @@ func runScenario(t *testing.T, e *engine, sc scenarioSpec) {
 	}
 	if rep.Grants < 2*workers {
 		t.Errorf("only %d grants: the workload barely ran", rep.Grants)
+	}
+}
+
+// TestRedisRestartWithoutPersistence shows what the redis driver's
+// FencingNode means: a node restarted without its data forgets both the
+// lock and the fence counter, so a second holder is granted the lock while
+// the first still holds it, with a smaller token. The checker must see it.
+func TestRedisRestartWithoutPersistence(t *testing.T) {
+	e := &engine{name: "redis-volatile", ttl: time.Second, expires: true,
+		servers: []*testserver.Proc{testserver.StartRedis(t)}}
+	e.urlFor = func(hosts []string) string { return "redis://" + hosts[0] + "/0" }
+	s := newScenario(t, e, true, runLength())
+	for range workers {
+		s.startProc()
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), monoDeadline(s.until))
+	injectRestarts(ctx, s)
+	cancel()
+	rep := s.finish("redis-volatile/server-restart")
+	if rep.Faults["server-restart"] > 0 && len(rep.Violations) == 0 {
+		t.Errorf("a Redis node restarted empty, yet the checker saw nothing:\n%v", rep)
 	}
 }
 

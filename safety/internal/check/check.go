@@ -168,7 +168,11 @@ func (r *Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %d lock ops, %d grants, faults %v; lease model: %s; writes %d (accepted %d, refused stale %d, accepted stale %d); lost increments %d, lost elements %d",
 		r.Name, r.Ops, r.Grants, r.Faults, r.Linearizable, r.Writes, r.Accepted, r.Refused, r.StaleAccepted, r.LostIncrements, r.LostElements)
-	for _, v := range r.Violations {
+	for i, v := range r.Violations {
+		if i == 10 {
+			fmt.Fprintf(&b, "\n  ... and %d more violations", len(r.Violations)-i)
+			break
+		}
 		fmt.Fprintf(&b, "\n  VIOLATION: %s", v)
 	}
 	for _, v := range r.Unsafe {
