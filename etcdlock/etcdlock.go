@@ -250,7 +250,7 @@ func (d *etcdDriver) acquire(ctx context.Context, req driver.Request, ls *lease)
 			return nil, driver.Validity{}, driver.ErrNotAcquired
 		}
 		l := d.track(ls, req.Name, key, resp.Header.Revision)
-		return l, ls.validity(), nil
+		return l.held(), ls.validity(), nil
 	}
 
 	// Enqueue and read the three newest keys of the name: ours, the one just
@@ -270,14 +270,13 @@ func (d *etcdDriver) acquire(ctx context.Context, req driver.Request, ls *lease)
 	l := d.track(ls, req.Name, key, resp.Header.Revision)
 	kvs := resp.Responses[1].GetResponseRange().Kvs
 	if len(kvs) < 2 {
-		return l, ls.validity(), nil
+		return l.held(), ls.validity(), nil
 	}
 	if err := l.wait(ctx, string(kvs[1].Key), len(kvs) == 2); err != nil {
-		d.untrack(l)
 		d.cleanupRev(key, l.rev)
 		return nil, driver.Validity{}, err
 	}
-	return l, ls.validity(), nil
+	return l.held(), ls.validity(), nil
 }
 
 // cleanup deletes a queue key whose creation is in doubt. Deleting by name
@@ -313,11 +312,20 @@ type lock struct {
 	why  atomic.Value
 }
 
-// track registers a new queue key and starts watching it for deletion.
+// track makes the lock for a new queue key.
 func (d *etcdDriver) track(ls *lease, name, key string, rev int64) *lock {
+	return &lock{d: d, ls: ls, name: name, key: key, pfx: d.namePrefix(name), rev: rev,
+		lost: make(chan struct{}), stop: func() {}}
+}
+
+// held starts watching a granted lock's key for deletion. A waiter does
+// without: it re-reads its key at every wake-up and keeps its lease alive,
+// which reports the lease's expiry, and its watch would cost a request and
+// a read per contended Lock.
+func (l *lock) held() *lock {
+	d := l.d
 	ctx, cancel := context.WithCancel(d.closeCtx)
-	l := &lock{d: d, ls: ls, name: name, key: key, pfx: d.namePrefix(name), rev: rev,
-		lost: make(chan struct{}), stop: cancel}
+	l.stop = cancel
 	d.mu.Lock()
 	if !d.closed { // else closeCtx is done and there is nothing to watch for
 		if !d.warm {
@@ -338,8 +346,8 @@ func (d *etcdDriver) track(ls *lease, name, key string, rev int64) *lock {
 // untrack stops watching l's key.
 func (d *etcdDriver) untrack(l *lock) { l.stop() }
 
-// ownWatchDelay is how long a queue key lives before it gets a watch of its
-// own. Most locks are released sooner; creating and cancelling a watch per
+// ownWatchDelay is how long a lock is held before its key gets a watch of
+// its own. Many locks are released sooner; creating and cancelling a watch per
 // lock costs ~0.5 ms of server and client CPU, 20% of an uncontended cycle.
 // A deletion in the meantime is reported when the watch starts.
 const ownWatchDelay = 10 * time.Millisecond
