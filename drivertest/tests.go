@@ -3,7 +3,6 @@ package drivertest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"runtime"
 	"strings"
 	"sync"
@@ -31,7 +30,6 @@ func testMutualExclusion(t *testing.T, s *suite) {
 		inside    atomic.Int32
 		maxInside atomic.Int32
 		lastToken atomic.Uint64
-		failures  = make(chan string, contenders)
 		wg        sync.WaitGroup
 	)
 	clients := make([]*dlock.Client, contenders)
@@ -48,7 +46,7 @@ func testMutualExclusion(t *testing.T, s *suite) {
 				l, err := m.Lock(ctx)
 				cancel()
 				if err != nil {
-					failures <- fmt.Sprintf("Lock: %v", err)
+					t.Errorf("Lock: %v", err)
 					return
 				}
 				n := inside.Add(1)
@@ -59,7 +57,7 @@ func testMutualExclusion(t *testing.T, s *suite) {
 					}
 				}
 				if prev := lastToken.Load(); l.Token() <= prev {
-					failures <- fmt.Sprintf("token %d granted after token %d", l.Token(), prev)
+					t.Errorf("token %d granted after token %d", l.Token(), prev)
 				}
 				lastToken.Store(l.Token())
 				v := counter.Load()
@@ -67,17 +65,13 @@ func testMutualExclusion(t *testing.T, s *suite) {
 				counter.Store(v + 1)
 				inside.Add(-1)
 				if err := l.Unlock(context.Background()); err != nil {
-					failures <- fmt.Sprintf("Unlock: %v", err)
+					t.Errorf("Unlock: %v", err)
 					return
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	close(failures)
-	for f := range failures {
-		t.Error(f)
-	}
 	if got := maxInside.Load(); got != 1 {
 		t.Errorf("max holders at once = %d, want 1", got)
 	}
