@@ -19,19 +19,26 @@ import (
 // if the holder's own clock and scheduler keep running. Pass Token to the
 // protected resource and have it refuse older tokens.
 type Lease struct {
-	c     *Client
-	name  string
-	token uint64
-	held  driver.Lock
-	cfg   config
+	c        *Client
+	name     string
+	token    uint64
+	held     driver.Lock
+	cfg      config
+	interval time.Duration // between renewals
 
 	ctx    context.Context // cancelled on loss or end
 	cancel context.CancelCauseFunc
 
-	stopCtx  context.Context // cancelled to stop the watchdog and its calls
-	stop     context.CancelFunc
-	wdDone   chan struct{} // closed when the watchdog has returned
-	deadline *time.Timer   // declares the lease lost when renewals fail
+	stopCtx context.Context // cancelled to stop renewing and cut in-flight calls
+	stop    context.CancelFunc
+
+	// No goroutine per lease: renewal, the safety deadline and the maximum
+	// hold time are timers. Only a driver that pushes losses (Lost() != nil)
+	// costs a goroutine that waits on it.
+	renewT, deadlineT, maxHoldT *time.Timer
+
+	renewMu sync.Mutex      // held while a renewal runs; end waits out one in flight
+	v       driver.Validity // the last validity; renewMu
 
 	mu        sync.Mutex
 	state     leaseState
@@ -51,21 +58,29 @@ func (c *Client) startLease(name string, cfg config, held driver.Lock, v driver.
 	ctx, cancel := context.WithCancelCause(context.Background())
 	stopCtx, stop := context.WithCancel(context.Background())
 	l := &Lease{
-		c: c, name: name, token: held.Token(), held: held, cfg: cfg,
+		c: c, name: name, token: held.Token(), held: held, cfg: cfg, v: v,
 		ctx: ctx, cancel: cancel, stopCtx: stopCtx, stop: stop,
-		wdDone: make(chan struct{}),
+		interval: cfg.renew,
 	}
-	l.deadline = time.AfterFunc(time.Until(l.deadlineOf(v)), func() {
-		l.mu.Lock()
-		last := l.renewFail
-		l.mu.Unlock()
-		l.lose(fmt.Errorf("%w: no successful renewal before the safety deadline (TTL - margin %v): %v",
-			ErrLockLost, cfg.margin, last))
-	})
+	if usable := v.TTL - l.margin(v); l.interval >= usable {
+		l.interval = usable / 3 // the engine granted a shorter TTL than asked
+	}
+	// Timers are made stopped and armed once all of them exist, so that no
+	// callback sees a half-built lease.
+	l.renewT = time.AfterFunc(time.Hour, l.renew)
+	l.renewT.Stop()
+	l.deadlineT = time.AfterFunc(time.Hour, l.deadlinePassed)
+	l.deadlineT.Stop()
+	if cfg.maxHold > 0 {
+		l.maxHoldT = time.AfterFunc(time.Hour, func() {
+			l.loseAndRelease(fmt.Errorf("%w: maximum hold time %v reached", ErrLockLost, cfg.maxHold))
+		})
+		l.maxHoldT.Stop()
+	}
+
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		l.deadline.Stop()
 		stop()
 		cancel(ErrClosed)
 		rctx, rcancel := context.WithTimeout(context.Background(), cfg.ttl)
@@ -73,9 +88,17 @@ func (c *Client) startLease(name string, cfg config, held driver.Lock, v driver.
 		return nil, errors.Join(wrap(name, "lock", ErrClosed), wrap(name, "release", held.Release(rctx)))
 	}
 	c.leases[l] = struct{}{}
-	c.calls.Add(1) // the watchdog
+	if lost := held.Lost(); lost != nil {
+		c.calls.Add(1)
+		go l.watchLost(lost)
+	}
 	c.mu.Unlock()
-	go l.watch(v)
+
+	l.deadlineT.Reset(time.Until(l.deadlineOf(v)))
+	l.renewT.Reset(time.Until(v.Since.Add(l.interval)))
+	if l.maxHoldT != nil {
+		l.maxHoldT.Reset(cfg.maxHold)
+	}
 	return l, nil
 }
 
@@ -129,8 +152,9 @@ func (l *Lease) end(ctx context.Context, reason error) error {
 	l.mu.Unlock()
 
 	l.stop()
-	<-l.wdDone
-	l.deadline.Stop()
+	l.renewMu.Lock() // wait out a renewal in flight (cut short by stop)
+	l.stopTimers()
+	l.renewMu.Unlock()
 	err := l.held.Release(ctx)
 	l.cancel(l.err)
 	l.c.track(l, false)
@@ -144,100 +168,112 @@ func (l *Lease) end(ctx context.Context, reason error) error {
 	return wrap(l.name, "release", err)
 }
 
-// lose ends a held lease as lost; it is a no-op once the lease has ended.
-func (l *Lease) lose(cause error) {
+func (l *Lease) stopTimers() {
+	l.renewT.Stop()
+	l.deadlineT.Stop()
+	if l.maxHoldT != nil {
+		l.maxHoldT.Stop()
+	}
+}
+
+// lose ends a held lease as lost. It reports whether it did: only the first
+// of several concurrent discoveries of a loss acts on it.
+func (l *Lease) lose(cause error) bool {
 	l.mu.Lock()
 	if l.state != stateHeld {
 		l.mu.Unlock()
-		return
+		return false
 	}
 	l.state = stateLost
 	l.err = fmt.Errorf("lock %q: %w", l.name, cause)
 	l.mu.Unlock()
 	l.cancel(l.err)
+	return true
 }
 
-func (l *Lease) deadlineOf(v driver.Validity) time.Time {
-	return v.Since.Add(v.TTL - l.cfg.margin)
-}
-
-// watch renews the lease until it ends, and declares it lost when the engine
-// says so or the maximum hold time runs out. The safety deadline is a
-// separate timer so that a renewal stuck on the network cannot delay it.
-func (l *Lease) watch(v driver.Validity) {
+// loseAndRelease declares the loss and then gives the lock back if, against
+// the odds, the engine still holds it for us (the loss was declared on the
+// clock): the release is owner-checked, so it never touches another holder's
+// lock.
+func (l *Lease) loseAndRelease(cause error) {
+	if !l.lose(cause) || l.c.begin() != nil {
+		return
+	}
 	defer l.c.calls.Done()
-	defer close(l.wdDone)
-
-	interval := l.cfg.renew
-	if usable := v.TTL - l.cfg.margin; interval >= usable {
-		interval = usable / 3 // the engine granted a shorter TTL than asked
-	}
-	renew := time.NewTimer(time.Until(v.Since.Add(interval)))
-	defer renew.Stop()
-	var maxHold <-chan time.Time
-	if l.cfg.maxHold > 0 {
-		t := time.NewTimer(l.cfg.maxHold)
-		defer t.Stop()
-		maxHold = t.C
-	}
-	lost := l.held.Lost()
-
-	for {
-		select {
-		case <-l.stopCtx.Done(): // Unlock or Close
-			return
-		case <-l.ctx.Done(): // lost on the clock
-			l.releaseAfterLoss()
-			return
-		case <-lost:
-			l.lose(fmt.Errorf("%w: the engine reports the lock gone", ErrLockLost))
-			l.releaseAfterLoss()
-			return
-		case <-maxHold:
-			l.lose(fmt.Errorf("%w: maximum hold time %v reached", ErrLockLost, l.cfg.maxHold))
-			l.releaseAfterLoss()
-			return
-		case <-renew.C:
-		}
-		dl := l.deadlineOf(v)
-		rctx, rcancel := context.WithDeadline(l.stopCtx, dl)
-		nv, err := l.held.Renew(rctx)
-		rcancel()
-		switch {
-		case err == nil:
-			if !nv.Since.IsZero() && nv.TTL > 0 {
-				v = nv
-			}
-			l.mu.Lock()
-			l.renewFail = nil
-			l.mu.Unlock()
-			l.deadline.Reset(time.Until(l.deadlineOf(v))) // if it already fired, the lease stays lost
-			renew.Reset(time.Until(v.Since.Add(interval)))
-		case errors.Is(err, ErrLockLost):
-			l.lose(fmt.Errorf("%w: renewal found it gone: %v", ErrLockLost, err))
-			l.releaseAfterLoss()
-			return
-		case l.stopCtx.Err() != nil:
-			return
-		default:
-			l.mu.Lock()
-			if l.renewFail == nil {
-				l.renewFail = err
-			}
-			l.mu.Unlock()
-			// Retry soon, but leave the engine room to recover.
-			renew.Reset(min(interval/4, max(time.Until(dl)/2, time.Millisecond)))
-		}
-	}
-}
-
-// releaseAfterLoss gives the lock back if, against the odds, the engine still
-// holds it for us (the loss was declared on the clock): the release is
-// owner-checked, so it never touches another holder's lock.
-func (l *Lease) releaseAfterLoss() {
-	l.deadline.Stop()
+	l.stopTimers()
 	l.c.track(l, false)
 	ctx, cancel := context.WithTimeout(l.stopCtx, min(l.cfg.ttl, 5*time.Second))
 	defer cancel()
-	_ = l.held.Release(ctx) // the lease is already lost; the result changes nothing for the holder
+	_ = l.held.Release(ctx) // the lease is lost already; the outcome changes nothing for the holder
+}
+
+func (l *Lease) deadlinePassed() {
+	l.mu.Lock()
+	last := l.renewFail
+	l.mu.Unlock()
+	l.loseAndRelease(fmt.Errorf("%w: no successful renewal before the safety deadline (last error: %v)", ErrLockLost, last))
+}
+
+// margin is the safety margin for a validity window: the configured one,
+// scaled down when the engine granted a shorter TTL than was asked (a
+// ZooKeeper session timeout), so that it keeps its share of the window.
+func (l *Lease) margin(v driver.Validity) time.Duration {
+	if v.TTL < l.cfg.ttl {
+		return time.Duration(float64(l.cfg.margin) * float64(v.TTL) / float64(l.cfg.ttl))
+	}
+	return l.cfg.margin
+}
+
+func (l *Lease) deadlineOf(v driver.Validity) time.Time {
+	return v.Since.Add(v.TTL - l.margin(v))
+}
+
+// watchLost waits for the driver to report the lock gone.
+func (l *Lease) watchLost(lost <-chan struct{}) {
+	defer l.c.calls.Done()
+	select {
+	case <-lost:
+		l.loseAndRelease(fmt.Errorf("%w: the engine reports the lock gone", ErrLockLost))
+	case <-l.stopCtx.Done():
+	case <-l.ctx.Done():
+	}
+}
+
+// renew runs on the renewal timer.
+func (l *Lease) renew() {
+	if l.c.begin() != nil {
+		return // Close is ending every lease
+	}
+	defer l.c.calls.Done()
+	l.renewMu.Lock()
+	defer l.renewMu.Unlock()
+	if l.stopCtx.Err() != nil || l.ctx.Err() != nil {
+		return
+	}
+	dl := l.deadlineOf(l.v)
+	rctx, cancel := context.WithDeadline(l.stopCtx, dl)
+	nv, err := l.held.Renew(rctx)
+	cancel()
+	switch {
+	case err == nil:
+		if !nv.Since.IsZero() && nv.TTL > 0 {
+			l.v = nv
+		}
+		l.mu.Lock()
+		l.renewFail = nil
+		l.mu.Unlock()
+		l.deadlineT.Reset(time.Until(l.deadlineOf(l.v))) // if it fired already, the lease stays lost
+		l.renewT.Reset(time.Until(l.v.Since.Add(l.interval)))
+	case errors.Is(err, ErrLockLost):
+		l.loseAndRelease(fmt.Errorf("%w: renewal found it gone: %v", ErrLockLost, err))
+	case l.stopCtx.Err() != nil:
+	default:
+		l.mu.Lock()
+		if l.renewFail == nil {
+			l.renewFail = err
+		}
+		l.mu.Unlock()
+		// Retry soon, but leave the engine room to recover.
+		l.renewT.Reset(min(l.interval/4, max(time.Until(dl)/2, time.Millisecond)))
+	}
 }
