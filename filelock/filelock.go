@@ -97,6 +97,8 @@ func open(dir string) (*fileDriver, error) {
 type fileDriver struct {
 	dir string
 
+	ino notifier // wakes waiters
+
 	mu     sync.Mutex
 	closed bool
 	open   map[*fileLock]struct{} // held locks, closed by crash
@@ -143,26 +145,31 @@ func (d *fileDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lo
 		return nil, driver.Validity{}, errClosed
 	}
 	path := d.path(req.Name)
-	w, err := newWatcher(path)
-	if err != nil {
-		return nil, driver.Validity{}, err
-	}
-	defer w.close()
-	var f *os.File
+	var (
+		f       *os.File
+		ch      chan struct{} // wake-ups, once watching
+		unwatch func()
+		err     error
+	)
 	defer func() {
 		if f != nil {
 			f.Close()
 		}
+		if unwatch != nil {
+			unwatch()
+		}
 	}()
 	for {
 		if f == nil {
-			// Watch before opening, so that no release between the open
-			// and the wait goes unseen.
-			if err := w.watch(); err != nil {
-				return nil, driver.Validity{}, err
-			}
 			if f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
 				return nil, driver.Validity{}, fmt.Errorf("filelock: %w", err)
+			}
+			if unwatch != nil { // a new file: watch it instead
+				unwatch()
+				if unwatch, err = d.ino.watch(path, ch); err != nil {
+					unwatch = nil
+					return nil, driver.Validity{}, err
+				}
 			}
 		}
 		since := time.Now()
@@ -193,7 +200,18 @@ func (d *fileDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lo
 		default:
 			return nil, driver.Validity{}, fmt.Errorf("filelock: flock %s: %w", path, err)
 		}
-		if err := w.wait(ctx); err != nil {
+		if unwatch == nil {
+			// Start watching only when we must wait (an uncontended lock
+			// costs no inotify work), then try once more: the holder may
+			// have gone between the attempt and the watch.
+			ch = make(chan struct{}, 1)
+			if unwatch, err = d.ino.watch(path, ch); err != nil {
+				unwatch = nil
+				return nil, driver.Validity{}, err
+			}
+			continue
+		}
+		if err := wait(ctx, ch); err != nil {
 			return nil, driver.Validity{}, err
 		}
 		if same, _ := sameFile(f, path); !same {
@@ -239,8 +257,10 @@ func bumpToken(f *os.File) (uint64, error) {
 	if _, err := f.WriteAt(out, 0); err != nil {
 		return 0, err
 	}
-	if err := f.Truncate(int64(len(out))); err != nil {
-		return 0, err
+	if n > len(out) { // only stray bytes can make the old text longer
+		if err := f.Truncate(int64(len(out))); err != nil {
+			return 0, err
+		}
 	}
 	return tok, nil
 }
@@ -259,15 +279,18 @@ func readToken(path string) (uint64, error) {
 
 func (d *fileDriver) Close() error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
+	was := d.closed
+	d.closed = true
+	d.mu.Unlock()
+	d.ino.close()
+	if was {
 		return errClosed
 	}
-	d.closed = true
 	return nil
 }
 
 // crash closes every lock file without unlocking, as a dying process would.
+// Close still stops the notifier.
 func (d *fileDriver) crash() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
