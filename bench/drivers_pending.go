@@ -1,5 +1,0 @@
-package bench
-
-// The etcd driver's adapter returns nothing until its package lands.
-
-func dlockEtcd(e *Engines) []Contender { return nil }
