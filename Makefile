@@ -7,7 +7,7 @@ export DLOCK_SERVICES_DIR ?= /tmp/dlock-services
 GO ?= go
 TEST_TIMEOUT ?= 12m
 
-.PHONY: services-up services-down services-status test lint bench
+.PHONY: services-up services-down services-status test lint bench bench-peers safety
 
 services-up:
 	scripts/services.sh up
@@ -29,5 +29,16 @@ lint:
 	if [[ -n "$$out" ]]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-bench:
+bench: services-up
+	set -a; . "$(DLOCK_SERVICES_DIR)/env"; set +a; \
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# dlock against redsync, bsm/redislock, etcd's concurrency.Mutex and
+# go-zookeeper's Lock, side by side; rewrites docs/BENCHMARKS.md (< 10 min).
+bench-peers: services-up
+	bench/run.sh
+
+# The whole fault-injection suite (the short form runs inside make test).
+safety: services-up
+	set -a; . "$(DLOCK_SERVICES_DIR)/env"; set +a; \
+	$(GO) test -race -count=1 -timeout 20m ./safety/ -args -safety.full
