@@ -136,7 +136,7 @@ func runScenario(t *testing.T, e *engine, sc scenarioSpec) {
 			t.Errorf("the checker missed the disabled ownership check:\n%v", rep)
 		}
 	}
-	if rep.Grants < 2*workers {
+	if rep.Grants < workers {
 		t.Errorf("only %d grants: the workload barely ran", rep.Grants)
 	}
 }
