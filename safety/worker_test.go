@@ -220,8 +220,11 @@ func childMain(cfgJSON string) int {
 	if err := c.Close(); err != nil && !errors.Is(err, dlock.ErrClosed) {
 		fmt.Fprintln(os.Stderr, "worker close:", err)
 	}
-	if w.err != nil && !errors.Is(w.err, io.EOF) {
-		fmt.Fprintln(os.Stderr, "worker pipe:", w.err)
+	w.mu.Lock()
+	perr := w.err
+	w.mu.Unlock()
+	if perr != nil && !errors.Is(perr, io.EOF) {
+		fmt.Fprintln(os.Stderr, "worker pipe:", perr)
 	}
 	return 0
 }
