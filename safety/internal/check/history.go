@@ -9,11 +9,7 @@
 // comparable across the processes of one host.
 package check
 
-import (
-	"sync"
-
-	"golang.org/x/sys/unix"
-)
+import "golang.org/x/sys/unix"
 
 // Now returns the system-wide monotonic clock in nanoseconds. Unlike
 // time.Now's monotonic reading it can be compared between processes.
@@ -62,24 +58,4 @@ type Op struct {
 	Token   uint64 // Acquire OK
 	Outcome Outcome
 	Err     string `json:",omitempty"`
-}
-
-// History collects operations from many goroutines.
-type History struct {
-	mu  sync.Mutex
-	ops []Op
-}
-
-// Add appends op.
-func (h *History) Add(op Op) {
-	h.mu.Lock()
-	h.ops = append(h.ops, op)
-	h.mu.Unlock()
-}
-
-// Ops returns a copy of the operations so far.
-func (h *History) Ops() []Op {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]Op(nil), h.ops...)
 }
