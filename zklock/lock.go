@@ -70,46 +70,88 @@ func (d *zkDriver) wrapErr(ctx context.Context, what string, err error) error {
 }
 
 // attempt is one Acquire's node in one queue.
+//
+// One goroutine per attempt (runOwn) sends the create, then stats and watches
+// the node, and, if the lock is granted, goes on watching it for loss: the
+// create, the stat and the watch of a held lock share it.
 type attempt struct {
 	d      *zkDriver
 	parent string
 	guid   string
 
+	sending   chan struct{} // closed just before the create is sent
 	created   chan struct{} // closed when the create has an outcome
 	node      string        // our node's name under parent, once created
+	czxid     int64         // our node's czxid from the create's reply; 0 if that reply was lost
 	createErr error
 	clean     bool // created by one answered request: exactly one node has our guid
+
+	statDone chan struct{} // closed when the stat and watch of our node have an outcome
+	own      *zk.Stat
+	ownWatch <-chan zk.Event
+	ownErr   error
+
+	// Set by run before it closes decided.
+	decided   chan struct{}
+	held      *zkLock
+	tookWatch bool // run consumed ownWatch while waiting; heldWatch replaces it
+	heldWatch <-chan zk.Event
 }
 
-func (a *attempt) run(ctx context.Context, wait bool) (driver.Lock, driver.Validity, error) {
+// pipelineMisses counts first queue reads the server answered before the
+// create (the send order of two goroutines is not guaranteed), which cost
+// one more read (for tests and BENCH_NOTES.md).
+var pipelineMisses atomic.Int64
+
+func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Validity, err error) {
 	d := a.d
-	if err := a.create(ctx); err != nil {
-		return nil, driver.Validity{}, d.wrapErr(ctx, "create queue node under "+a.parent, err)
-	}
+	sid := d.conn.SessionID()
+	a.start()
 	var (
-		own      *zk.Stat
+		l        *zkLock
 		ownWatch <-chan zk.Event
-		sess     *session
+		haveStat bool
 	)
-	for first := true; ; first = false {
-		sent := time.Now()
-		var kids []string
-		var err error
-		if first {
-			// The queue and our own node's stat (token, session) and
-			// watch (loss), pipelined: one round trip.
-			kids, own, ownWatch, err = a.readFirst(ctx)
-		} else {
-			kids, err = call(ctx, d, func() ([]string, error) { k, _, err := d.conn.Children(a.parent); return k, err })
+	defer func() {
+		if err == nil {
+			a.held = l
+			a.tookWatch, a.heldWatch = haveStat, ownWatch
 		}
-		if err != nil {
-			return nil, driver.Validity{}, d.wrapErr(ctx, "read queue "+a.parent, err)
+		close(a.decided)
+	}()
+	// The listing is sent right behind the create, on the same connection:
+	// the server answers a session's requests in order, so it normally sees
+	// our node, and Lock costs the create's round trip alone.
+	<-a.sending
+	sent := time.Now()
+	kids, kerr := a.list(ctx)
+	select {
+	case <-a.created:
+	case <-ctx.Done():
+		return nil, driver.Validity{}, ctx.Err()
+	}
+	if a.createErr != nil {
+		return nil, driver.Validity{}, d.wrapErr(ctx, "create queue node under "+a.parent, a.createErr)
+	}
+	awaitStat := func() error {
+		if !haveStat {
+			select {
+			case <-a.statDone:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if a.ownErr != nil {
+				return a.ownErr
+			}
+			haveStat, ownWatch = true, a.ownWatch
 		}
-		if sess == nil {
-			sess = d.sessionOf(own.EphemeralOwner)
-		}
-		if sess.ended() {
-			return nil, driver.Validity{}, errSessionEnded
+		return nil
+	}
+	var sess *session
+	pipelined := true
+	for {
+		if kerr != nil && !(pipelined && errors.Is(kerr, zk.ErrNoNode)) {
+			return nil, driver.Validity{}, d.wrapErr(ctx, "read queue "+a.parent, kerr)
 		}
 		q := queue(kids)
 		idx := -1
@@ -124,45 +166,87 @@ func (a *attempt) run(ctx context.Context, wait bool) (driver.Lock, driver.Valid
 			}
 		}
 		if idx < 0 {
-			return nil, driver.Validity{}, errEntryGone
+			if !pipelined {
+				return nil, driver.Validity{}, errEntryGone
+			}
+			// The listing overtook the create: read again.
+			pipelineMisses.Add(1)
+			pipelined = false
+			sent = time.Now()
+			kids, kerr = a.list(ctx)
+			continue
+		}
+		pipelined = false
+		if sess == nil {
+			if sid != 0 && d.conn.SessionID() == sid {
+				// The connection had session sid before the create was
+				// sent and still has it after both replies, and a
+				// session id never comes back: the node is sid's.
+				sess = d.bind(sid)
+			} else {
+				if err := awaitStat(); err != nil {
+					return nil, driver.Validity{}, d.wrapErr(ctx, "stat "+a.node, err)
+				}
+				sess = d.sessionOf(a.own.EphemeralOwner)
+			}
+		}
+		if sess.ended() {
+			return nil, driver.Validity{}, errSessionEnded
 		}
 		if idx == 0 {
-			l := &zkLock{
-				d: d, path: a.parent + "/" + a.node, token: uint64(own.Czxid), sess: sess,
+			token := a.czxid
+			if token == 0 {
+				// The create's reply was lost: the stat has the czxid.
+				if err := awaitStat(); err != nil {
+					return nil, driver.Validity{}, d.wrapErr(ctx, "stat "+a.node, err)
+				}
+				token = a.own.Czxid
+			}
+			l = &zkLock{
+				d: d, path: a.parent + "/" + a.node, token: uint64(token), sess: sess,
 				lost: make(chan struct{}), released: make(chan struct{}),
 			}
-			d.bg.Add(1)
-			go l.watch(ownWatch)
 			return l, driver.Validity{Since: sent, TTL: d.timeout}, nil
 		}
 		if !wait {
 			return nil, driver.Validity{}, driver.ErrNotAcquired
+		}
+		if err := awaitStat(); err != nil {
+			return nil, driver.Validity{}, d.wrapErr(ctx, "stat "+a.node, err)
+		}
+		if a.own.EphemeralOwner != sess.id {
+			return nil, driver.Validity{}, errSessionEnded
 		}
 		pred := a.parent + "/" + q[idx-1].name
 		ok, _, predWatch, err := call3(ctx, d, func() (bool, *zk.Stat, <-chan zk.Event, error) { return d.conn.ExistsW(pred) })
 		if err != nil {
 			return nil, driver.Validity{}, d.wrapErr(ctx, "watch "+pred, err)
 		}
-		if !ok {
-			continue // gone between the two reads; the exists-watch stays armed harmlessly
-		}
-		select {
-		case <-predWatch:
-		case ev, ok := <-ownWatch:
-			// Our node changed or went: re-read the queue to find out.
-			if !ok || ev.Type != zk.EventNodeDataChanged {
-				ownWatch = nil
-			} else {
-				ownWatch = a.rewatch(ctx)
+		if ok {
+			select {
+			case <-predWatch:
+			case ev, ok := <-ownWatch:
+				// Our node changed or went: re-read the queue to find out.
+				if !ok || ev.Type != zk.EventNodeDataChanged {
+					ownWatch = nil
+				} else {
+					ownWatch = a.rewatch(ctx)
+				}
+			case <-ctx.Done():
+				return nil, driver.Validity{}, ctx.Err()
+			case <-sess.lost:
+				return nil, driver.Validity{}, errSessionEnded
+			case <-d.closing:
+				return nil, driver.Validity{}, driver.ErrClosed
 			}
-		case <-ctx.Done():
-			return nil, driver.Validity{}, ctx.Err()
-		case <-sess.lost:
-			return nil, driver.Validity{}, errSessionEnded
-		case <-d.closing:
-			return nil, driver.Validity{}, driver.ErrClosed
-		}
+		} // else gone between the two reads; the exists-watch stays armed harmlessly
+		sent = time.Now()
+		kids, kerr = a.list(ctx)
 	}
+}
+
+func (a *attempt) list(ctx context.Context) ([]string, error) {
+	return call(ctx, a.d, func() ([]string, error) { k, _, err := a.d.conn.Children(a.parent); return k, err })
 }
 
 func (a *attempt) rewatch(ctx context.Context) <-chan zk.Event {
@@ -175,88 +259,82 @@ func (a *attempt) rewatch(ctx context.Context) <-chan zk.Event {
 	return w
 }
 
-// readFirst lists the queue and stats and watches our node concurrently:
-// go-zookeeper pipelines requests of one connection, and the server answers
-// a session's requests in order, both after our create.
-func (a *attempt) readFirst(ctx context.Context) ([]string, *zk.Stat, <-chan zk.Event, error) {
-	d := a.d
-	type statW struct {
-		ok  bool
-		st  *zk.Stat
-		w   <-chan zk.Event
-		err error
-	}
-	type kidsR struct {
-		kids []string
-		err  error
-	}
-	sch := make(chan statW, 1)
-	kch := make(chan kidsR, 1)
-	ownPath := a.parent + "/" + a.node
-	d.bg.Add(2)
-	go func() {
-		defer d.bg.Done()
-		ok, st, w, err := d.conn.ExistsW(ownPath)
-		sch <- statW{ok, st, w, err}
-	}()
-	go func() {
-		defer d.bg.Done()
-		k, _, err := d.conn.Children(a.parent)
-		kch <- kidsR{k, err}
-	}()
-	var s statW
-	var k kidsR
-	for got := 0; got < 2; got++ {
-		select {
-		case s = <-sch:
-		case k = <-kch:
-		case <-ctx.Done():
-			return nil, nil, nil, ctx.Err()
-		}
-	}
-	switch {
-	case k.err != nil:
-		return nil, nil, nil, k.err
-	case s.err != nil:
-		return nil, nil, nil, s.err
-	case !s.ok:
-		return nil, nil, nil, errEntryGone
-	}
-	return k.kids, s.st, s.w, nil
+// start launches runOwn. The create runs on even if the caller gives up, so
+// that abandon knows what to remove.
+func (a *attempt) start() {
+	a.sending = make(chan struct{})
+	a.created = make(chan struct{})
+	a.statDone = make(chan struct{})
+	a.decided = make(chan struct{})
+	a.d.bg.Add(1)
+	go a.runOwn()
 }
 
-// create makes our node. The create runs on even if ctx ends, so that
-// abandon knows what to remove.
-func (a *attempt) create(ctx context.Context) error {
-	a.created = make(chan struct{})
-	a.d.bg.Add(1)
-	go func() {
-		defer a.d.bg.Done()
-		defer close(a.created)
-		a.node, a.clean, a.createErr = a.d.createNode(a.parent, a.guid)
-	}()
-	select {
-	case <-a.created:
-		return a.createErr
-	case <-ctx.Done():
-		return ctx.Err()
+// runOwn creates our node, stats and watches it (pipelined behind the queue
+// listing, off the caller's path), and, once run has decided, watches the
+// granted lock for loss.
+func (a *attempt) runOwn() {
+	d := a.d
+	defer d.bg.Done()
+	close(a.sending)
+	a.node, a.czxid, a.clean, a.createErr = d.createNode(a.parent, a.guid)
+	close(a.created)
+	if a.createErr != nil {
+		a.ownErr = a.createErr
+		close(a.statDone)
+		return
 	}
+	ok, st, w, err := d.conn.ExistsW(a.parent + "/" + a.node)
+	switch {
+	case err != nil:
+		a.ownErr = err
+	case !ok:
+		a.ownErr = errEntryGone
+	default:
+		a.own, a.ownWatch = st, w
+	}
+	close(a.statDone)
+	<-a.decided
+	l := a.held
+	if l == nil {
+		return
+	}
+	switch {
+	case errors.Is(a.ownErr, errEntryGone):
+		l.markLost()
+		return
+	case a.ownErr == nil && a.own.EphemeralOwner != l.sess.id:
+		l.markLost()
+		return
+	}
+	// After a connection error the watch is nil: Renew and the session
+	// decide.
+	w = a.ownWatch
+	if a.tookWatch {
+		w = a.heldWatch
+	}
+	l.watch(w)
 }
 
 // createNode creates a protected ephemeral-sequential node and returns its
-// name. clean is false when a reply was lost on the way.
-func (d *zkDriver) createNode(parent, guid string) (name string, clean bool, err error) {
+// name and czxid (0 if unknown). clean is false when a reply was lost on
+// the way.
+//
+// The create goes in a multi with an unconditional empty write to the
+// parent's data: go-zookeeper has no create2, and the parent's stat in the
+// multi's reply carries mzxid = the transaction's zxid = our node's czxid,
+// the token, with no read after the create.
+func (d *zkDriver) createNode(parent, guid string) (name string, czxid int64, clean bool, err error) {
 	prefix := parent + "/" + nodePrefix(guid)
 	clean = true
 	for range 5 {
-		var got string
-		got, err = d.conn.Create(prefix, nil, zk.FlagEphemeralSequential, d.acl)
+		name, czxid, err = d.createOnce(parent, prefix)
 		switch {
 		case err == nil:
-			return path.Base(got), clean, nil
+			return name, czxid, clean, nil
 		case errors.Is(err, zk.ErrNoNode):
 			if err = d.ensure(parent); err != nil {
-				return "", clean, fmt.Errorf("create %s: %w", parent, err)
+				return "", 0, clean, fmt.Errorf("create %s: %w", parent, err)
 			}
 		case errors.Is(err, zk.ErrConnectionClosed):
 			// The request may have been applied with its reply lost: look
@@ -264,18 +342,44 @@ func (d *zkDriver) createNode(parent, guid string) (name string, clean bool, err
 			clean = false
 			if found, ferr := d.findOwn(parent, guid); ferr == nil && found != "" {
 				recovered.Add(1)
-				return found, clean, nil
+				return found, 0, clean, nil
 			}
 		default:
-			return "", clean, err
+			return "", 0, clean, err
 		}
 		select {
 		case <-d.closing:
-			return "", clean, driver.ErrClosed
+			return "", 0, clean, driver.ErrClosed
 		default:
 		}
 	}
-	return "", clean, err
+	return "", 0, clean, err
+}
+
+func (d *zkDriver) createOnce(parent, prefix string) (string, int64, error) {
+	if !d.plainCreate.Load() {
+		res, err := d.conn.Multi(
+			&zk.CreateRequest{Path: prefix, Acl: d.acl, Flags: zk.FlagEphemeralSequential},
+			&zk.SetDataRequest{Path: parent, Version: -1},
+		)
+		switch {
+		case err == nil && len(res) == 2 && res[1].Stat != nil:
+			return path.Base(res[0].String), res[1].Stat.Mzxid, nil
+		case errors.Is(err, zk.ErrNoAuth):
+			// The parent's ACL lets us add children but not write it:
+			// create alone, and read the czxid after.
+			d.plainCreate.Store(true)
+		case err == nil:
+			return "", 0, fmt.Errorf("multi create: unexpected reply %+v", res)
+		default:
+			return "", 0, err
+		}
+	}
+	got, err := d.conn.Create(prefix, nil, zk.FlagEphemeralSequential, d.acl)
+	if err != nil {
+		return "", 0, err
+	}
+	return path.Base(got), 0, nil
 }
 
 // findOwn returns the earliest node under parent that carries guid, or "".
@@ -427,7 +531,6 @@ func (l *zkLock) markLost() { l.lostOnce.Do(func() { close(l.lost) }) }
 
 // watch reports loss: our node deleted, or the session ended.
 func (l *zkLock) watch(w <-chan zk.Event) {
-	defer l.d.bg.Done()
 	for {
 		select {
 		case ev, ok := <-w:

@@ -240,6 +240,8 @@ type zkDriver struct {
 	acl     []zk.ACL
 	timeout time.Duration
 
+	plainCreate atomic.Bool // the root's ACL refuses the multi's write to a lock's parent
+
 	closing   chan struct{}
 	closeOnce sync.Once
 	bg        sync.WaitGroup // calls and cleanups that outlive their caller
