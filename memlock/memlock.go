@@ -203,7 +203,9 @@ func (c *conn) Acquire(ctx context.Context, req driver.Request) (driver.Lock, dr
 		if err := c.check(); err != nil {
 			return nil, driver.Validity{}, err // a dead client's grant just expires
 		}
-		return h, driver.Validity{Since: time.Now(), TTL: req.TTL}, nil
+		// The engine's clock for this hold started at the grant, in the
+		// releaser's goroutine, not now that we woke up.
+		return h, driver.Validity{Since: h.until.Add(-h.ttl), TTL: req.TTL}, nil
 	case <-ctx.Done():
 	}
 	e.mu.Lock()
