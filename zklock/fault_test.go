@@ -25,7 +25,7 @@ func testClient(t *testing.T, servers []string, session time.Duration) (*dlock.C
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	c, err := dlock.NewClient(d, dlock.WithTTL(session))
+	c, err := dlock.NewClient(d)
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}

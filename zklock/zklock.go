@@ -22,7 +22,22 @@
 // watches the one just before it, so a release wakes one waiter, not the
 // herd. The fencing token is the holder node's czxid: the zxid of the
 // transaction that created it, which increases across the whole ensemble
-// and survives leader failover.
+// and survives leader failover. Grant order is queue order, which is
+// creation order, so tokens increase in grant order.
+//
+// # One round trip for an uncontended Lock
+//
+// go-zookeeper has no create2 (a create that returns the new node's stat),
+// so the create is a multi that also writes the parent's data
+// unconditionally: the parent's stat in the reply has mzxid = the multi's
+// zxid = our node's czxid. The queue listing is sent right behind it on the
+// same connection; the server answers a session's requests in order, so the
+// listing sees our node and an uncontended Lock waits for the create's
+// round trip alone. (When the listing happens to be sent first, the driver
+// reads again.) The stat and watch of our own node (session check, loss
+// watch) go out as soon as the create's reply is in, and nobody waits for
+// them on a grant. A parent whose ACL refuses the write makes the driver
+// fall back to a plain create and read the czxid after it.
 //
 // # Sessions, and why the lease TTL is the session timeout
 //
@@ -47,7 +62,10 @@
 // session reports lost at once (Lost); a node deleted by someone else is
 // noticed through a watch on it.
 //
-// The reported TTL is Options.SessionTimeout. The server may negotiate a
+// The reported TTL is Options.SessionTimeout, whatever TTL the lock asked
+// for (dlock.WithTTL): the portable layer scales its safety margin and
+// renew interval down to the shorter window, so the default TTL works. The
+// server may negotiate a
 // shorter timeout only when its maxSessionTimeout is below the one asked
 // for (go-zookeeper does not expose the negotiated value): keep the
 // server's maxSessionTimeout at least that large.
@@ -154,19 +172,12 @@ func New(conn *zk.Conn, events <-chan zk.Event, o Options, opts ...dlock.Option)
 		d.bg.Add(1)
 		go d.drain(events)
 	}
-	c, err := dlock.NewClient(d, withSessionTTL(o.SessionTimeout, opts)...)
+	c, err := dlock.NewClient(d, opts...)
 	if err != nil {
 		d.Close()
 		return nil, err
 	}
 	return c, nil
-}
-
-// withSessionTTL makes the session timeout the default lock TTL: it is the
-// engine's real TTL, and the portable layer derives its safety margin and
-// renew interval from the TTL asked for. Options given by the caller win.
-func withSessionTTL(timeout time.Duration, opts []dlock.Option) []dlock.Option {
-	return append([]dlock.Option{dlock.WithTTL(timeout)}, opts...)
 }
 
 // Dial connects to the ZooKeeper servers (host:port each) and returns a
@@ -177,7 +188,7 @@ func Dial(ctx context.Context, servers []string, o Options, opts ...dlock.Option
 	if err != nil {
 		return nil, err
 	}
-	c, err := dlock.NewClient(d, withSessionTTL(d.timeout, opts)...)
+	c, err := dlock.NewClient(d, opts...)
 	if err != nil {
 		d.Close()
 		return nil, err

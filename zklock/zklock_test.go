@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/go-zookeeper/zk"
 	"go.uber.org/goleak"
 
+	"github.com/dlockio/dlock"
 	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/drivertest"
 	"github.com/dlockio/dlock/internal/testserver"
@@ -20,10 +22,8 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testSession is short so that expiry tests run in seconds (the test
-// servers run tickTime=500, which allows sessions down to 1 s), but longer
-// than the largest safety margin the suite asks for (TTL 30 s / 10): the
-// portable layer takes the margin from the asked TTL, while a ZooKeeper
-// lock's validity is the session timeout.
+// servers run tickTime=500, which allows sessions down to 1 s) and long
+// enough not to expire on a loaded 2-core machine.
 const testSession = 4 * time.Second
 
 const testRoot = "/dlocktest"
@@ -168,4 +168,33 @@ func (c *proxyConn) Read(b []byte) (int, error) {
 		return 0, errors.New("proxy: connection dropped after create")
 	}
 	return n, err
+}
+
+// TestURLDefaultTTL: a zk:// client with the portable default TTL (15 s),
+// longer than the session timeout, holds and renews across a few renewal
+// intervals: the portable layer scales its margin to the granted window.
+func TestURLDefaultTTL(t *testing.T) {
+	servers := testserver.ZooKeeper(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	url := "zk://" + strings.Join(servers, ",") + testRoot + "?session_timeout=1500ms"
+	c, err := dlock.Open(ctx, url)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	l, err := c.Mutex("zkurl/" + newGUID()[:8]).Lock(ctx)
+	if err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	// The renew interval becomes (1.5 s - scaled margin) / 3 < 0.5 s: several
+	// renewals happen within the window below, and the lease must live on.
+	select {
+	case <-l.Done():
+		t.Fatalf("lease lost with the default TTL: %v", l.Err())
+	case <-time.After(2 * time.Second):
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
 }
