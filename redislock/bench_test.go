@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -157,17 +158,48 @@ func BenchmarkHandoff(b *testing.B) {
 // kept in Redis (GET, then SET) under the lock. One op is the whole run.
 func BenchmarkCounter(b *testing.B) {
 	addr := benchServer(b)
+	benchCounter(b, []string{addr}, func(rdbs []*redis.Client) (*dlock.Client, error) { return New(rdbs[0]) })
+}
+
+// BenchmarkCounterRedlock: the same over a 5-node Redlock; the counter
+// lives on the first node. Commands are counted over all five nodes.
+func BenchmarkCounterRedlock(b *testing.B) {
+	var addrs []string
+	for range 5 {
+		addrs = append(addrs, benchServer(b))
+	}
+	benchCounter(b, addrs, func(rdbs []*redis.Client) (*dlock.Client, error) {
+		nodes := make([]redis.UniversalClient, len(rdbs))
+		for i, r := range rdbs {
+			nodes[i] = r
+		}
+		return NewRedlock(nodes)
+	})
+}
+
+// counterRuns keeps lock names and counters of runs apart when -count
+// repeats a benchmark on the same server.
+var counterRuns atomic.Int64
+
+func benchCounter(b *testing.B, addrs []string, open func([]*redis.Client) (*dlock.Client, error)) {
 	ctx := context.Background()
-	admin := benchClient(b, addr)
+	var admins []*redis.Client
+	for _, a := range addrs {
+		admins = append(admins, benchClient(b, a))
+	}
 	const perWorker = 100
 	for _, workers := range []int{10, 50} {
 		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
 			count := &commandCounter{}
 			clients := make([]*dlock.Client, workers)
-			rdbs := make([]*redis.Client, workers)
+			rdbs := make([]*redis.Client, workers) // the counter's node
 			for i := range clients {
-				rdbs[i] = benchClient(b, addr, count)
-				c, err := New(rdbs[i])
+				var rs []*redis.Client
+				for _, a := range addrs {
+					rs = append(rs, benchClient(b, a, count))
+				}
+				rdbs[i] = rs[0]
+				c, err := open(rs)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -178,10 +210,13 @@ func BenchmarkCounter(b *testing.B) {
 			var elapsed time.Duration
 			var sent, executed int64
 			total := 0
-			for i := 0; b.Loop(); i++ {
-				name := fmt.Sprintf("bench-counter-%d-%d", workers, i)
+			for b.Loop() {
+				name := fmt.Sprintf("bench-counter-%d-%d", workers, counterRuns.Add(1))
 				key := "counter:" + name
-				before := commandCalls(b, admin)
+				var before int64
+				for _, a := range admins {
+					before += commandCalls(b, a)
+				}
 				sentBefore := count.n.Load()
 				start := time.Now()
 				var mu sync.Mutex
@@ -210,8 +245,11 @@ func BenchmarkCounter(b *testing.B) {
 				wg.Wait()
 				elapsed += time.Since(start)
 				sent += count.n.Load() - sentBefore
-				executed += commandCalls(b, admin) - before - 1 // the INFO itself
-				if v, _ := admin.Get(ctx, key).Int(); v != workers*perWorker {
+				for _, a := range admins {
+					executed += commandCalls(b, a) - 1 // the INFO itself
+				}
+				executed -= before
+				if v, _ := admins[0].Get(ctx, key).Int(); v != workers*perWorker {
 					b.Fatalf("counter = %d, want %d", v, workers*perWorker)
 				}
 				total += workers * perWorker

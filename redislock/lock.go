@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -22,6 +23,9 @@ type lock struct {
 	ttl   time.Duration
 	token uint64
 	fails int // consecutive attempts that could not reach a majority
+	// ticket is a Redlock waiter's place in the nodes' queues: the time it
+	// began to wait, the same on every node.
+	ticket int64
 }
 
 // attempt is the outcome of one try.
@@ -44,7 +48,7 @@ func (l *lock) Lost() <-chan struct{} { return nil }
 // single node, should be queued for a wake-up if the lock is held.
 func (l *lock) attempt(ctx context.Context, queued bool) attempt {
 	if len(l.d.nodes) > 1 {
-		return l.redlock(ctx)
+		return l.redlock(ctx, queued)
 	}
 	n := l.d.nodes[0]
 	since := time.Now()
@@ -61,7 +65,7 @@ func (l *lock) attempt(ctx context.Context, queued bool) attempt {
 			// The script may have run and its reply been lost: give back
 			// what may be ours rather than leave it until the TTL runs out.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			l.release(rctx)
+			l.release(rctx, true)
 			cancel()
 		}
 		return attempt{err: n.errorf(l.keys.lock, err)}
@@ -114,7 +118,7 @@ func (l *lock) Release(ctx context.Context) error {
 		}
 		return nil
 	}
-	owned, notOwned, errs := l.release(ctx)
+	owned, notOwned, errs := l.release(ctx, true)
 	switch {
 	case owned >= l.d.quorum:
 		return nil
@@ -125,9 +129,30 @@ func (l *lock) Release(ctx context.Context) error {
 	return fmt.Errorf("redislock: released on %d of %d nodes: %w", owned, len(l.d.nodes), errors.Join(errs...))
 }
 
-func (l *lock) release(ctx context.Context) (owned, notOwned int, errs []error) {
+// release deletes the key where it is ours, on every node; wake names the
+// first waiter in line (a holder's release), otherwise nobody is woken (a
+// failed attempt giving back what it took).
+func (l *lock) release(ctx context.Context, wake bool) (owned, notOwned int, errs []error) {
+	if len(l.d.nodes) == 1 {
+		n := l.d.nodes[0]
+		v, err := releaseScript.Run(ctx, n.rdb, []string{l.keys.lock, l.keys.queue}, l.owner, l.keys.channel, ttlMillis(l.ttl)).Int64()
+		switch {
+		case err != nil:
+			errs = append(errs, n.errorf(l.keys.lock, err))
+		case v == 1:
+			owned++
+		default:
+			notOwned++
+		}
+		return owned, notOwned, errs
+	}
+	channel := ""
+	if wake {
+		channel = l.keys.channel
+	}
+	ks := []string{l.keys.lock, l.keys.queue, l.keys.alive}
 	return l.d.each(ctx, l.keys.lock, func(ctx context.Context, n *node) (int64, error) {
-		return releaseScript.Run(ctx, n.rdb, []string{l.keys.lock}, l.owner, l.keys.channel, ttlMillis(l.ttl)).Int64()
+		return rlReleaseScript.Run(ctx, n.rdb, ks, l.owner, channel).Int64()
 	})
 }
 
@@ -136,7 +161,14 @@ func (l *lock) release(ctx context.Context) (owned, notOwned int, errs []error) 
 func (l *lock) dequeue(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
-	_ = dequeueScript.Run(ctx, l.d.nodes[0].rdb, []string{l.keys.queue}, l.owner).Err()
+	if len(l.d.nodes) == 1 {
+		_ = dequeueScript.Run(ctx, l.d.nodes[0].rdb, []string{l.keys.queue}, l.owner).Err()
+		return
+	}
+	ks := []string{l.keys.queue, l.keys.alive, l.keys.lock}
+	fanOut(len(l.d.nodes), func(i int) {
+		_ = dequeueScript.Run(ctx, l.d.nodes[i].rdb, ks, l.owner, l.keys.channel).Err()
+	})
 }
 
 // drift is Redlock's allowance for the nodes' clocks running faster than
@@ -145,7 +177,7 @@ func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecon
 
 // redlock makes one Redlock attempt: lock on a majority within the validity
 // time, then raise the fence counters of a majority to the new token.
-func (l *lock) redlock(ctx context.Context) attempt {
+func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 	d := l.d
 	nn := len(d.nodes)
 	since := time.Now()
@@ -168,9 +200,14 @@ func (l *lock) redlock(ctx context.Context) attempt {
 		finished bool
 	}
 	replies := make(chan reply, nn)
+	ticket := ""
+	if queued {
+		ticket = strconv.FormatInt(l.ticket, 10)
+	}
+	ks := []string{l.keys.lock, l.keys.fence, l.keys.queue, l.keys.alive}
 	for i, n := range d.nodes {
 		go func() {
-			v, err := lockScript.Run(nctx, n.rdb, []string{l.keys.lock, l.keys.fence}, l.owner, ttlMillis(l.ttl)).Int64Slice()
+			v, err := lockScript.Run(nctx, n.rdb, ks, l.owner, ttlMillis(l.ttl), ticket).Int64Slice()
 			if err == nil && len(v) != 2 {
 				err = fmt.Errorf("unexpected reply %v", v)
 			}
@@ -241,7 +278,7 @@ func (l *lock) redlock(ctx context.Context) attempt {
 	// timed out may have taken it too).
 	if len(got) > 0 || len(errs) > 0 || time.Now().After(deadline) {
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), valid)
-		l.release(rctx)
+		l.release(rctx, false)
 		rcancel()
 	}
 	held := len(pttls)

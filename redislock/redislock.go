@@ -106,6 +106,9 @@ var (
 	//go:embed release.lua
 	releaseLua    string
 	releaseScript = redis.NewScript(releaseLua)
+	//go:embed rlrelease.lua
+	rlReleaseLua    string
+	rlReleaseScript = redis.NewScript(rlReleaseLua)
 	//go:embed dequeue.lua
 	dequeueLua    string
 	dequeueScript = redis.NewScript(dequeueLua)
@@ -202,7 +205,7 @@ func newDriver(clients []redis.UniversalClient, o Options, owned bool) (*Driver,
 		if c == nil {
 			return nil, fmt.Errorf("%w: redislock: client %d is nil", dlock.ErrInvalidArgument, i)
 		}
-		d.nodes = append(d.nodes, &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".")})
+		d.nodes = append(d.nodes, &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".", len(clients) > 1)})
 	}
 	return d, nil
 }
@@ -216,12 +219,12 @@ func nodeName(c redis.UniversalClient, i int) string {
 
 // keys are the Redis names of one lock.
 type keys struct {
-	lock, fence, channel, queue string
+	lock, fence, channel, queue, alive string
 }
 
 func (d *Driver) keysOf(name string) keys {
 	tag := d.prefix + "{" + escape(name) + "}"
-	return keys{lock: tag, fence: tag + ":fence", channel: tag + ":released", queue: tag + ":waiters"}
+	return keys{lock: tag, fence: tag + ":fence", channel: tag + ":released", queue: tag + ":waiters", alive: tag + ":alive"}
 }
 
 // escape writes name with every byte outside [A-Za-z0-9._/-] as %XX: a
@@ -274,7 +277,7 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 		for _, n := range joined {
 			n.hub.leave(l.keys.channel, w, false)
 		}
-		if w != nil && !granted && len(d.nodes) == 1 {
+		if w != nil && !granted {
 			l.dequeue(ctx)
 		}
 	}()
@@ -308,6 +311,7 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 			// Subscribe, then look again: a release between the failed
 			// attempt and the subscription would otherwise go unseen.
 			w = newWaiter(l.owner)
+			l.ticket = time.Now().UnixMicro()
 			var err error
 			joined, err = d.join(ctx, l.keys.channel, w)
 			if err != nil {

@@ -23,6 +23,13 @@ import (
 type hub struct {
 	rdb    redis.UniversalClient
 	prefix string // of this driver's waiter ids
+	// named: a Redlock hub. Every node names the same waiter, so a
+	// wake-up for one that has gone is a duplicate (it was woken by another
+	// node, and took the lock or queued again) and is dropped: passing it on
+	// anonymously would wake every client's oldest waiter, a herd that
+	// splits the vote. A waiter that gives up wakes the next by name
+	// instead (dequeue).
+	named  bool
 	relays sync.WaitGroup
 
 	mu       sync.Mutex
@@ -58,8 +65,8 @@ func (w *waiter) signal() bool {
 
 var errHubClosed = errors.New("redislock: driver closed")
 
-func newHub(rdb redis.UniversalClient, prefix string) *hub {
-	return &hub{rdb: rdb, prefix: prefix, topics: map[string]*topic{}, inflight: map[string]int{}}
+func newHub(rdb redis.UniversalClient, prefix string, named bool) *hub {
+	return &hub{rdb: rdb, prefix: prefix, named: named, topics: map[string]*topic{}, inflight: map[string]int{}}
 }
 
 // join adds w to the waiters of channel and waits until the server has
@@ -122,6 +129,9 @@ func (h *hub) leave(channel string, w *waiter, passOn bool) {
 		passOn = true
 	default:
 	}
+	if h.named {
+		passOn = false
+	}
 	if len(t.waiters) > 0 {
 		if passOn {
 			t.wakeOne()
@@ -171,8 +181,8 @@ func (h *hub) deliver(m *redis.Message) {
 			}
 		}
 	}
-	if !strings.HasPrefix(m.Payload, h.prefix) {
-		return // another client's waiter
+	if h.named || !strings.HasPrefix(m.Payload, h.prefix) {
+		return // another client's waiter, or a Redlock duplicate
 	}
 	if t != nil && len(t.waiters) > 0 {
 		t.wakeOne()
