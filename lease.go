@@ -209,9 +209,12 @@ func (l *Lease) loseAndRelease(cause error) {
 
 func (l *Lease) deadlinePassed() {
 	l.mu.Lock()
-	last := l.renewFail
+	why := "the last renewal had not answered"
+	if l.renewFail != nil {
+		why = "last error: " + l.renewFail.Error()
+	}
 	l.mu.Unlock()
-	l.loseAndRelease(fmt.Errorf("%w: no successful renewal before the safety deadline (last error: %v)", ErrLockLost, last))
+	l.loseAndRelease(fmt.Errorf("%w: no successful renewal before the safety deadline (%s)", ErrLockLost, why))
 }
 
 // margin is the safety margin for a validity window: the configured one,
