@@ -26,6 +26,9 @@ type lock struct {
 	// ticket is a Redlock waiter's place in the nodes' queues: the time it
 	// began to wait, the same on every node.
 	ticket int64
+	// sent is when the last single-node attempt was sent: a grant by a
+	// release came after it, so the granted TTL runs from no earlier.
+	sent time.Time
 }
 
 // attempt is the outcome of one try.
@@ -52,6 +55,7 @@ func (l *lock) attempt(ctx context.Context, queued bool) attempt {
 	}
 	n := l.d.nodes[0]
 	since := time.Now()
+	l.sent = since
 	q := ""
 	if queued {
 		q = "1"
@@ -77,6 +81,18 @@ func (l *lock) attempt(ctx context.Context, queued bool) attempt {
 	// PTTL counts whole milliseconds, rounded down: add one so that the
 	// retry comes after the key is gone, not just before.
 	return attempt{wait: time.Duration(v[1]+1) * time.Millisecond}
+}
+
+// granted takes over a lock that a release handed to this waiter. The TTL
+// ran from some moment after the last attempt was sent; if that is long ago
+// the validity is refreshed by a renewal rather than started nearly spent.
+func (l *lock) granted(ctx context.Context, g *grant) (driver.Validity, error) {
+	l.token = g.token
+	v := driver.Validity{Since: l.sent, TTL: min(g.ttl, l.ttl)}
+	if time.Since(l.sent) < v.TTL/4 {
+		return v, nil
+	}
+	return l.Renew(ctx)
 }
 
 func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
@@ -109,7 +125,7 @@ func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
 func (l *lock) Release(ctx context.Context) error {
 	if len(l.d.nodes) == 1 {
 		n := l.d.nodes[0]
-		ok, err := releaseScript.Run(ctx, n.rdb, []string{l.keys.lock, l.keys.queue}, l.owner, l.keys.channel, ttlMillis(l.ttl)).Int64()
+		ok, err := releaseScript.Run(ctx, n.rdb, []string{l.keys.lock, l.keys.queue, l.keys.fence}, l.owner, l.keys.channel, ttlMillis(l.ttl)).Int64()
 		if err != nil {
 			return n.errorf(l.keys.lock, err)
 		}
@@ -135,7 +151,7 @@ func (l *lock) Release(ctx context.Context) error {
 func (l *lock) release(ctx context.Context, wake bool) (owned, notOwned int, errs []error) {
 	if len(l.d.nodes) == 1 {
 		n := l.d.nodes[0]
-		v, err := releaseScript.Run(ctx, n.rdb, []string{l.keys.lock, l.keys.queue}, l.owner, l.keys.channel, ttlMillis(l.ttl)).Int64()
+		v, err := releaseScript.Run(ctx, n.rdb, []string{l.keys.lock, l.keys.queue, l.keys.fence}, l.owner, l.keys.channel, ttlMillis(l.ttl)).Int64()
 		switch {
 		case err != nil:
 			errs = append(errs, n.errorf(l.keys.lock, err))

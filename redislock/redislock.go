@@ -279,6 +279,13 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 		}
 		if w != nil && !granted {
 			l.dequeue(ctx)
+			if w.grant.Load() != nil {
+				// Granted by a release while giving up: give it back
+				// (the release passes it on to the next waiter).
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+				l.release(rctx, true)
+				cancel()
+			}
 		}
 	}()
 	for {
@@ -337,6 +344,14 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 			return nil, driver.Validity{}, ctx.Err()
 		}
 		t.Stop()
+		if g := w.grant.Load(); g != nil {
+			v, err := l.granted(ctx, g)
+			if err != nil {
+				return nil, driver.Validity{}, err // the deferred release gives it back
+			}
+			granted = true
+			return l, v, nil
+		}
 	}
 }
 

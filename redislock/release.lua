@@ -1,25 +1,34 @@
--- KEYS[1] lock key, KEYS[2] waiter queue (single node; absent for Redlock).
--- ARGV[1] owner id, ARGV[2] release channel, ARGV[3] TTL in milliseconds.
--- Deletes the lock if it is ours and wakes a waiter; returns 1 if it was
--- ours, 0 if not (nothing changed).
+-- Single-node release. KEYS[1] lock key, KEYS[2] waiter queue, KEYS[3] fence
+-- counter. ARGV[1] owner id, ARGV[2] release channel, ARGV[3] TTL in
+-- milliseconds.
+-- Deletes the lock if it is ours; returns 1 if it was ours, 0 if not
+-- (nothing changed).
+-- If a waiter is queued, the lock goes straight to it: the script takes the
+-- next token, sets the key to the waiter's owner id and publishes
+-- "OWNER TOKEN TTL", so the waiter holds the lock when the message arrives,
+-- with no further round trip. A waiter that has given up releases such a
+-- grant when the message reaches its client; one whose process died leaves
+-- it to expire after TTL.
 local ok, cur = pcall(redis.call, 'GET', KEYS[1])
 if not ok or cur ~= ARGV[1] then
 	return 0
 end
-redis.call('DEL', KEYS[1])
-local next = ''
-if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
-	-- Wake only the waiter queued longest (the soonest to drop out: every
-	-- retry pushes a waiter back), rather than every waiter at once; push
-	-- it back too, so that a waiter that died is chosen once at most.
-	local t = redis.call('TIME')
-	local now = t[1] * 1000 + math.floor(t[2] / 1000)
-	redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-	local w = redis.call('ZRANGE', KEYS[2], 0, 0)
-	if w[1] then
-		next = w[1]
-		redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[3]), next)
-	end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+	redis.call('DEL', KEYS[1])
+	return 1
 end
-redis.call('PUBLISH', ARGV[2], next)
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+-- Entries expire 2 TTL + 1 s after the waiter's last try: a live waiter
+-- tries at least once per holder TTL, a dead one is skipped.
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local w = redis.call('ZRANGE', KEYS[2], 0, 0)
+if not w[1] then
+	redis.call('DEL', KEYS[1])
+	return 1
+end
+redis.call('ZREM', KEYS[2], w[1])
+local token = redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[1], w[1], 'PX', ARGV[3])
+redis.call('PUBLISH', ARGV[2], w[1] .. ' ' .. token .. ' ' .. ARGV[3])
 return 1

@@ -27,7 +27,7 @@ func BenchmarkCostSplit(b *testing.B) {
 	b.Run("scripts", func(b *testing.B) {
 		for b.Loop() {
 			acquireScript.Run(ctx, rdb, []string{k.lock, k.fence, k.queue}, "o", 15000, "")
-			releaseScript.Run(ctx, rdb, []string{k.lock, k.queue}, "o", k.channel, 15000)
+			releaseScript.Run(ctx, rdb, []string{k.lock, k.queue, k.fence}, "o", k.channel, 15000)
 		}
 	})
 	d, _ := NewDriver([]redis.UniversalClient{rdb}, Options{})

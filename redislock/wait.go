@@ -3,8 +3,10 @@ package redislock
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -48,8 +50,33 @@ type topic struct {
 // waiter is one Acquire waiting on one lock; with Redlock the same waiter
 // joins the hub of every node.
 type waiter struct {
-	id   string        // the lock's owner id: releases name the waiter to wake
-	wake chan struct{} // buffered 1: wake-ups coalesce, the hub never blocks
+	id    string        // the lock's owner id: releases name the waiter to wake
+	wake  chan struct{} // buffered 1: wake-ups coalesce, the hub never blocks
+	grant atomic.Pointer[grant]
+}
+
+// grant is a single-node release that handed the lock to a waiter.
+type grant struct {
+	token uint64
+	ttl   time.Duration
+}
+
+// parseGrant reads "OWNER TOKEN TTL" (release.lua).
+func parseGrant(payload string) (owner string, g *grant, ok bool) {
+	owner, rest, ok := strings.Cut(payload, " ")
+	if !ok {
+		return "", nil, false
+	}
+	tok, ttl, ok := strings.Cut(rest, " ")
+	if !ok {
+		return "", nil, false
+	}
+	t, err1 := strconv.ParseUint(tok, 10, 64)
+	ms, err2 := strconv.ParseInt(ttl, 10, 64)
+	if err1 != nil || err2 != nil {
+		return "", nil, false
+	}
+	return owner, &grant{token: t, ttl: time.Duration(ms) * time.Millisecond}, true
 }
 
 func newWaiter(id string) *waiter { return &waiter{id: id, wake: make(chan struct{}, 1)} }
@@ -129,7 +156,9 @@ func (h *hub) leave(channel string, w *waiter, passOn bool) {
 		passOn = true
 	default:
 	}
-	if h.named {
+	if h.named || w.grant.Load() != nil {
+		// A granted waiter that leaves releases its grant, which passes
+		// the lock on by itself.
 		passOn = false
 	}
 	if len(t.waiters) > 0 {
@@ -167,6 +196,23 @@ func (t *topic) wakeOne() {
 // h.mu held.
 func (h *hub) deliver(m *redis.Message) {
 	t := h.topics[m.Channel]
+	if owner, g, ok := parseGrant(m.Payload); ok {
+		if t != nil {
+			for _, w := range t.waiters {
+				if w.id == owner {
+					w.grant.Store(g)
+					w.signal()
+					return
+				}
+			}
+		}
+		if strings.HasPrefix(owner, h.prefix) {
+			// Ours, but its waiter gave up: the lock must not stay with
+			// nobody until its TTL runs out.
+			h.releaseGrant(m.Channel, owner, g)
+		}
+		return
+	}
 	if m.Payload == "" {
 		if t != nil {
 			t.wakeOne()
@@ -203,6 +249,26 @@ func (h *hub) relay(channel string) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = h.rdb.Publish(ctx, channel, "").Err()
+	}()
+}
+
+// releaseGrant gives back a lock granted to a waiter of this driver that
+// has gone. h.mu held.
+func (h *hub) releaseGrant(channel, owner string, g *grant) {
+	if h.closed {
+		return
+	}
+	tag, ok := strings.CutSuffix(channel, ":released")
+	if !ok {
+		return
+	}
+	h.relays.Add(1)
+	go func() {
+		defer h.relays.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		k := keys{lock: tag, fence: tag + ":fence", channel: channel, queue: tag + ":waiters"}
+		_ = releaseScript.Run(ctx, h.rdb, []string{k.lock, k.queue, k.fence}, owner, channel, ttlMillis(g.ttl)).Err()
 	}()
 }
 
