@@ -46,14 +46,16 @@ type Client struct {
 	calls  sync.WaitGroup // Lock/TryLock calls and lease watchdogs in flight
 }
 
-// NewClient wraps a driver in a Client. Driver packages call it from their
-// typed constructors; applications rarely need it.
+// NewClient wraps a driver in a Client, which from then on owns it. Driver
+// packages call it from their typed constructors; applications rarely need
+// it. If the options are bad it closes drv and returns the error.
 func NewClient(drv driver.Driver, opts ...Option) (*Client, error) {
 	if drv == nil {
 		return nil, invalid("driver", nil, "a non-nil driver.Driver")
 	}
 	cfg := defaultConfig().with(opts)
 	if _, err := cfg.resolved(); err != nil {
+		drv.Close()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -211,7 +213,6 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 	}
 	c, err := NewClient(drv, opts...)
 	if err != nil {
-		drv.Close()
 		return nil, err
 	}
 	c.name = u.Scheme

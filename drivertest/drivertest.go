@@ -113,7 +113,6 @@ func (s *suite) client(t *testing.T, opts ...dlock.Option) (*dlock.Client, drive
 	}
 	c, err := dlock.NewClient(d, opts...)
 	if err != nil {
-		d.Close()
 		t.Fatalf("NewClient: %v", err)
 	}
 	t.Cleanup(func() {

@@ -69,12 +69,7 @@ func New(dir string, opts ...dlock.Option) (*dlock.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := dlock.NewClient(d, opts...)
-	if err != nil {
-		d.Close()
-		return nil, err
-	}
-	return c, nil
+	return dlock.NewClient(d, opts...)
 }
 
 func open(dir string) (*fileDriver, error) {

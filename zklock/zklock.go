@@ -172,12 +172,7 @@ func New(conn *zk.Conn, events <-chan zk.Event, o Options, opts ...dlock.Option)
 		d.bg.Add(1)
 		go d.drain(events)
 	}
-	c, err := dlock.NewClient(d, opts...)
-	if err != nil {
-		d.Close()
-		return nil, err
-	}
-	return c, nil
+	return dlock.NewClient(d, opts...)
 }
 
 // Dial connects to the ZooKeeper servers (host:port each) and returns a
@@ -188,12 +183,7 @@ func Dial(ctx context.Context, servers []string, o Options, opts ...dlock.Option
 	if err != nil {
 		return nil, err
 	}
-	c, err := dlock.NewClient(d, opts...)
-	if err != nil {
-		d.Close()
-		return nil, err
-	}
-	return c, nil
+	return dlock.NewClient(d, opts...)
 }
 
 func dialDriver(ctx context.Context, servers []string, o Options) (*zkDriver, error) {
