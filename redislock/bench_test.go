@@ -281,3 +281,43 @@ func commandCalls(b *testing.B, admin *redis.Client) int64 {
 	}
 	return n
 }
+
+// BenchmarkUncontendedPaired alternates one floor cycle (SET NX PX + DEL)
+// and one Lock+Unlock cycle on the same server and reports the median of
+// each and their ratio. On a shared, noisy machine a load spike then hits
+// both sides alike, where separate runs of BenchmarkUncontended land in
+// different windows and their ratio swings by 2x.
+func BenchmarkUncontendedPaired(b *testing.B) {
+	addr := benchServer(b)
+	ctx := context.Background()
+	rdb := benchClient(b, addr)
+	c, err := New(benchClient(b, addr))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	m := c.Mutex("bench-paired")
+	var floor, ours []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if ok, err := rdb.SetNX(ctx, "floor-paired", "x", 15*time.Second).Result(); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+		if err := rdb.Del(ctx, "floor-paired").Err(); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		l, err := m.Lock(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := l.Unlock(ctx); err != nil {
+			b.Fatal(err)
+		}
+		floor, ours = append(floor, t1.Sub(t0)), append(ours, time.Since(t1))
+	}
+	f, o := percentile(floor, .5), percentile(ours, .5)
+	b.ReportMetric(float64(f.Nanoseconds())/1e3, "floor-p50-µs")
+	b.ReportMetric(float64(o.Nanoseconds())/1e3, "dlock-p50-µs")
+	b.ReportMetric(float64(f)/float64(o), "rate-x-floor")
+}

@@ -255,15 +255,20 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 		}
 	}
 	if len(got) >= d.quorum && time.Now().Before(deadline) {
-		// Stragglers may still take the key on their node: that is ours
-		// too, renewed and released with the rest.
-		go func() {
-			for range nn - received {
-				<-replies
-			}
-			cancel()
-		}()
 		token := uint64(fence) + 1
+		// Stragglers may still take the key on their node: that is ours
+		// too, renewed and released with the rest, and it gets the token
+		// as well (best effort, not waited for), so that more than a
+		// bare majority carries it should one of the majority lose its
+		// data.
+		go func() {
+			defer cancel()
+			for range nn - received {
+				if r := <-replies; r.got {
+					_ = fenceScript.Run(nctx, d.nodes[r.i].rdb, []string{l.keys.lock, l.keys.fence}, l.owner, token).Err()
+				}
+			}
+		}()
 		fctx, fcancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 		err := l.writeFence(fctx, got, token)
 		fcancel()

@@ -22,15 +22,22 @@
 // Taking the lock is one Lua script: if the key is absent it increments the
 // fence counter, sets the key and returns the counter as the fencing token;
 // otherwise it returns the key's remaining TTL. Renew and release are
-// scripts that compare the owner id before PEXPIRE or DEL; release then
-// publishes on the release channel.
+// scripts that compare the owner id before PEXPIRE or DEL.
 //
 // A waiter subscribes to the release channel (all waiters of a client share
-// one pub/sub connection), then tries again, and after that tries only when a
-// release is published or when the holder's key would expire, so a crashed
-// holder is replaced at its expiry, not at some poll tick. Within a client a
-// release wakes one waiter, the one waiting longest; waiters in other clients
-// each retry once.
+// one pub/sub connection), then tries again; that second try, failing, puts
+// it in the lock's waiter queue PREFIX{NAME}:waiters. A release that finds a
+// queued waiter does not free the lock: the same script hands it over,
+// taking the next token, setting the key to the waiter's owner id with the
+// TTL, and publishing "OWNER TOKEN TTL", so that the waiter holds the lock
+// when the message arrives, with no further round trip. A waiter that gave
+// up meanwhile releases such a grant when the message reaches its client
+// (which passes the lock on to the next); one whose process died leaves it
+// to expire after the TTL, and its queue entry expires 2 TTL + 1 s after its
+// last try, so it is skipped after that. A waiter also tries again when the
+// holder's key would expire, so a crashed holder is replaced at its expiry,
+// not at some poll tick. With nobody queued, a release is a plain
+// compare-and-delete that publishes nothing.
 //
 // Fencing tokens come from the node's counter (driver.FencingNode): they
 // increase as long as the node keeps its data. A restart without
@@ -45,6 +52,16 @@
 // validity time: TTL minus the time the attempt took minus a drift allowance
 // of TTL/100 + 2 ms. A failed attempt releases whatever it took. Renewal
 // must succeed on a majority; release goes to every node.
+//
+// Redlock waiters queue on every node under a ticket of their own (the time
+// they began to wait), the same on each node, so the nodes' queues agree on
+// who is first. A release takes the first waiter out of each node's queue
+// and publishes its owner id: one client tries, rather than every waiting
+// client at once, which split the vote so that all backed off. The woken
+// waiter, if it fails, queues again with its ticket, keeping its place; if
+// it gives up it wakes the next in line. Contenders that still split the
+// vote (waiters that barge in on their first try) each pause a random
+// moment before trying again.
 //
 // Tokens stay strictly increasing across grants: after locking a majority,
 // the client reads the fence counters of the nodes it holds, takes the
