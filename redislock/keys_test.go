@@ -1,0 +1,23 @@
+package redislock
+
+import "testing"
+
+// TestKeysOf pins the key layout: the names are the package's storage
+// format, shared with other clients of the same lock.
+func TestKeysOf(t *testing.T) {
+	k := (&Driver{prefix: DefaultPrefix}).keysOf("a b{c}")
+	want := keys{
+		lock:    "dlock:{a%20b%7Bc%7D}",
+		fence:   "dlock:{a%20b%7Bc%7D}:fence",
+		channel: "dlock:{a%20b%7Bc%7D}:released",
+		queue:   "dlock:{a%20b%7Bc%7D}:waiters",
+		alive:   "dlock:{a%20b%7Bc%7D}:alive",
+	}
+	if k != want {
+		t.Errorf("keysOf = %+v, want %+v", k, want)
+	}
+	d := &Driver{id: "abc"}
+	if o1, o2 := d.owner(), d.owner(); o1 != "abc.1" || o2 != "abc.2" {
+		t.Errorf("owner ids %q, %q; want abc.1, abc.2", o1, o2)
+	}
+}
