@@ -43,7 +43,7 @@ type Client struct {
 	mu     sync.Mutex
 	closed bool
 	leases map[*Lease]struct{}
-	calls  sync.WaitGroup // Lock/TryLock calls and lease watchdogs in flight
+	calls  sync.WaitGroup // Lock/TryLock calls and lease timers' work in flight
 }
 
 // NewClient wraps a driver in a Client, which from then on owns it. Driver

@@ -56,11 +56,12 @@ type Validity struct {
 }
 
 // Lock is one granted lock. Its methods may be called concurrently with each
-// other by the portable layer (Renew from the watchdog, Release from Unlock is
-// serialised after the watchdog stops).
+// other by the portable layer: Renew from the renewal timer, Lost from a
+// goroutine that waits on it; Release is called after any Renew in flight
+// has returned.
 type Lock interface {
 	// Token is the fencing token: for one lock name it strictly increases in
-	// the order the engine granted the lock.
+	// the order the engine granted the lock. It is never 0.
 	Token() uint64
 
 	// Renew extends the lock by another TTL. It returns an error matching
