@@ -22,9 +22,11 @@ package dlock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -87,7 +89,7 @@ func (c *Client) Status(ctx context.Context, name string) (driver.Status, error)
 	}
 	in, ok := c.drv.(driver.Inspector)
 	if !ok {
-		return driver.Status{}, fmt.Errorf("dlock: status of %q: %w by the %s driver", name, errorsUnsupported, c.name)
+		return driver.Status{}, fmt.Errorf("dlock: status of %q: %w by the %s driver", name, errors.ErrUnsupported, c.name)
 	}
 	st, err := in.Status(ctx, name)
 	if err != nil {
@@ -125,7 +127,7 @@ func (c *Client) Close() error {
 	if err := c.drv.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("dlock: close driver: %w", err))
 	}
-	return joinErrs(errs)
+	return errors.Join(errs...)
 }
 
 // begin registers a call in flight; it fails once the client is closed.
@@ -164,13 +166,13 @@ func Register(scheme string, open OpenFunc) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	if scheme == "" || strings.ToLower(scheme) != scheme {
-		panic("dlock: Register: scheme must be non-empty and lower case, got " + strconvQuote(scheme))
+		panic("dlock: Register: scheme must be non-empty and lower case, got " + strconv.Quote(scheme))
 	}
 	if open == nil {
-		panic("dlock: Register: nil OpenFunc for scheme " + strconvQuote(scheme))
+		panic("dlock: Register: nil OpenFunc for scheme " + strconv.Quote(scheme))
 	}
 	if _, dup := registry[scheme]; dup {
-		panic("dlock: Register called twice for scheme " + strconvQuote(scheme))
+		panic("dlock: Register called twice for scheme " + strconv.Quote(scheme))
 	}
 	registry[scheme] = open
 }
@@ -198,7 +200,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("%w: URL %q: %v", ErrInvalidArgument, redact(rawURL), unwrapURLError(err))
 	}
 	if u.Scheme == "" {
-		return nil, invalid("URL", strconvQuote(redact(rawURL)), "scheme://…, with a scheme among "+strings.Join(Schemes(), ", "))
+		return nil, invalid("URL", strconv.Quote(redact(rawURL)), "scheme://…, with a scheme among "+strings.Join(Schemes(), ", "))
 	}
 	registryMu.RLock()
 	open := registry[u.Scheme]

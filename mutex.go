@@ -63,14 +63,11 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
-			return nil, ctx.Err()
+			return nil, ctx.Err() // as itself, not wrapped
 		case m.c.closeCtx.Err() != nil:
 			return nil, wrap(m.name, op, ErrClosed)
-		case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-			// The driver's own timeout, not the caller's: an engine failure.
-			return nil, wrap(m.name, op, err)
 		}
-		return nil, wrap(m.name, op, err)
+		return nil, wrap(m.name, op, err) // an engine failure, even a driver's own timeout
 	}
 	if ctx.Err() != nil || m.c.closeCtx.Err() != nil {
 		// Granted as the caller gave up: give it back rather than return a

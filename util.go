@@ -4,15 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
 	"strings"
 )
-
-var errorsUnsupported = errors.ErrUnsupported
-
-func strconvQuote(s string) string { return strconv.Quote(s) }
-
-func joinErrs(errs []error) error { return errors.Join(errs...) }
 
 // wrap adds the lock name and the operation to an engine error, leaving
 // sentinel and context errors matchable.
