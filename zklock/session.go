@@ -38,6 +38,9 @@ func (d *zkDriver) onEvent(ev zk.Event) {
 	if ev.Type != zk.EventSession {
 		return
 	}
+	if ev.State != zk.StateHasSession {
+		d.breaks.Add(1)
+	}
 	switch ev.State {
 	case zk.StateHasSession:
 		if c := d.connP.Load(); c != nil {

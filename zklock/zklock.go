@@ -243,6 +243,12 @@ type zkDriver struct {
 
 	plainCreate atomic.Bool // the root's ACL refuses the multi's write to a lock's parent
 
+	// breaks counts the connection's session events other than
+	// StateHasSession. After a reconnect the server replays watches in no
+	// particular order, so a waiter may take a predecessor's deletion as
+	// its grant only if no break came between arming and firing.
+	breaks atomic.Int64
+
 	closing   chan struct{}
 	closeOnce sync.Once
 	bg        sync.WaitGroup // calls and cleanups that outlive their caller
