@@ -12,7 +12,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -240,17 +239,5 @@ func (s *suite) mustNotAcquire(t *testing.T, c *dlock.Client, name string) {
 	}
 	if !errors.Is(err, dlock.ErrNotAcquired) {
 		t.Fatalf("TryLock(%q) = %v, want ErrNotAcquired", name, err)
-	}
-}
-
-func mustContain(t *testing.T, err error, sentinel error, words ...string) {
-	t.Helper()
-	if !errors.Is(err, sentinel) {
-		t.Fatalf("error %v: want errors.Is(_, %v)", err, sentinel)
-	}
-	for _, w := range words {
-		if !strings.Contains(err.Error(), w) {
-			t.Fatalf("error %q does not mention %q", err, w)
-		}
 	}
 }

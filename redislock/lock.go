@@ -209,11 +209,10 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 	nctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 
 	type reply struct {
-		i        int
-		got      bool
-		n        int64 // fence if got, else PTTL
-		err      error
-		finished bool
+		i   int
+		got bool
+		n   int64 // fence if got, else PTTL
+		err error
 	}
 	replies := make(chan reply, nn)
 	ticket := ""
