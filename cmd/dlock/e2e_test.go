@@ -168,25 +168,64 @@ func startHolder(t *testing.T, bin, backend, name string) (*exec.Cmd, <-chan str
 
 func stopHolder(cmd *exec.Cmd) { cmd.Process.Signal(syscall.SIGTERM) }
 
+// lossHolder is a `dlock run` whose command prints "started VALUE", then
+// sleeps, then "survived" unless it is stopped by a loss.
+type lossHolder struct {
+	cmd    *exec.Cmd
+	sc     *bufio.Scanner
+	stderr strings.Builder
+}
+
+// startLossHolder starts `dlock run ARGS -- sh -c 'echo started VALUE; …'`
+// and returns once the command has started, with what it printed as VALUE.
+func startLossHolder(t *testing.T, bin, value string, args ...string) (*lossHolder, string) {
+	t.Helper()
+	h := &lossHolder{}
+	args = append(append([]string{"run"}, args...), "--", "sh", "-c", "echo started "+value+"; sleep 30; echo survived")
+	h.cmd = exec.Command(bin, args...)
+	stdout, _ := h.cmd.StdoutPipe()
+	h.cmd.Stderr = &h.stderr
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.cmd.Process.Kill() })
+	h.sc = bufio.NewScanner(stdout)
+	if !h.sc.Scan() || !strings.HasPrefix(h.sc.Text(), "started ") {
+		t.Fatalf("command did not start: %q %v; stderr %s", h.sc.Text(), h.sc.Err(), h.stderr.String())
+	}
+	return h, strings.TrimPrefix(h.sc.Text(), "started ")
+}
+
+// expectStoppedByLoss checks that dlock exits with exitLost within 2 s of
+// the loss at lost, without the command running on.
+func (h *lossHolder) expectStoppedByLoss(t *testing.T, lost time.Time) time.Duration {
+	t.Helper()
+	var rest strings.Builder
+	for h.sc.Scan() {
+		rest.WriteString(h.sc.Text())
+	}
+	err := h.cmd.Wait()
+	took := time.Since(lost)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitLost {
+		t.Fatalf("want exit %d, got %v; stderr: %s", exitLost, err, h.stderr.String())
+	}
+	if took > 2*time.Second {
+		t.Fatalf("the command was stopped %v after the loss", took)
+	}
+	if strings.Contains(rest.String(), "survived") {
+		t.Fatal("the command ran on after the loss")
+	}
+	return took
+}
+
 // TestE2ELossOnFile forces a loss through the engine: removing a held lock
 // file is what filelock reports as lost (at the next renewal, TTL/3).
 func TestE2ELossOnFile(t *testing.T) {
 	bin := dlockBinary(t)
 	dir := t.TempDir()
-	cmd := exec.Command(bin, "run", "--backend", "file://"+dir, "--ttl", "900ms", "--grace", "5s", "e2e-loss", "--",
-		"sh", "-c", `echo started $$; sleep 30; echo survived`)
-	stdout, _ := cmd.StdoutPipe()
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill() })
-	sc := bufio.NewScanner(stdout)
-	if !sc.Scan() || !strings.HasPrefix(sc.Text(), "started ") {
-		t.Fatalf("command did not start: %q %v", sc.Text(), sc.Err())
-	}
-	childPid, _ := strconv.Atoi(strings.TrimPrefix(sc.Text(), "started "))
+	h, pid := startLossHolder(t, bin, "$$", "--backend", "file://"+dir, "--ttl", "900ms", "--grace", "5s", "e2e-loss")
+	childPid, _ := strconv.Atoi(pid)
 
 	files, _ := filepath.Glob(filepath.Join(dir, "*"))
 	if len(files) == 0 {
@@ -196,23 +235,8 @@ func TestE2ELossOnFile(t *testing.T) {
 	for _, f := range files {
 		os.Remove(f)
 	}
-	var rest strings.Builder
-	for sc.Scan() {
-		rest.WriteString(sc.Text())
-	}
-	err := cmd.Wait()
-	took := time.Since(lost)
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != exitLost {
-		t.Fatalf("want exit %d, got %v; stderr: %s", exitLost, err, stderr.String())
-	}
 	// Noticed at the next renewal (every TTL/3 = 300ms), then SIGTERM obeyed.
-	if took > 2*time.Second {
-		t.Fatalf("the command was stopped %v after the loss", took)
-	}
-	if strings.Contains(rest.String(), "survived") {
-		t.Fatal("the command ran on after the loss")
-	}
+	took := h.expectStoppedByLoss(t, lost)
 	if err := syscall.Kill(childPid, 0); err == nil {
 		t.Fatalf("the command (pid %d) is still alive", childPid)
 	}
