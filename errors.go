@@ -23,6 +23,11 @@ var (
 	// ErrInvalidArgument is wrapped by errors about bad input; the message
 	// names the argument and what was expected.
 	ErrInvalidArgument = driver.ErrInvalidArgument
+	// ErrUnavailable marks engine errors that may pass (a connection refused,
+	// reset or timed out, no quorum). A blocking Lock retries them until its
+	// context ends and then returns the context's error joined with the last
+	// of them; TryLock, Unlock and Status return them at once.
+	ErrUnavailable = driver.ErrUnavailable
 )
 
 // invalid reports a bad argument: which one, what it was, and what was expected.

@@ -16,4 +16,25 @@ var (
 	// ErrInvalidArgument: an argument was out of range or malformed; the
 	// wrapping error names it and says what was expected.
 	ErrInvalidArgument = errors.New("dlock: invalid argument")
+	// ErrUnavailable: the engine could not be reached or could not answer
+	// now, and may later: a refused, reset or timed-out connection, no
+	// quorum, a session being re-established. A blocking Lock retries such
+	// errors (with backoff) until its context ends; every other engine error
+	// is reported at once. Drivers mark errors with Unavailable.
+	ErrUnavailable = errors.New("dlock: engine unavailable")
 )
+
+// Unavailable marks err as transient (errors.Is(err, ErrUnavailable)),
+// keeping its message and its own chain. It returns nil for nil and err
+// itself if it is marked already.
+func Unavailable(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return unavailableError{err}
+}
+
+type unavailableError struct{ err error }
+
+func (e unavailableError) Error() string   { return e.err.Error() }
+func (e unavailableError) Unwrap() []error { return []error{e.err, ErrUnavailable} }
