@@ -168,6 +168,8 @@ install_debs() {
 	command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 	[[ -e /usr/share/java/zookeeper.jar ]] || missing+=(zookeeper)
 	[[ -x $JAVA ]] || missing+=(default-jre-headless)
+	# ip(8), for the partition tests' network namespaces (internal/testserver/netns.go).
+	command -v ip >/dev/null 2>&1 || [[ -x /usr/sbin/ip || -x /sbin/ip ]] || missing+=(iproute2)
 	((${#missing[@]} == 0)) && return 0
 
 	log "installing Debian packages: ${missing[*]}"

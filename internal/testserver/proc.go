@@ -32,6 +32,7 @@ type Proc struct {
 	logPath string
 	// ready returns nil once the process answers on addr.
 	ready func(addr string) error
+	host  *host // its namespace on a Network; nil on the test's own loopback
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd

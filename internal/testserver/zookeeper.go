@@ -20,26 +20,44 @@ import (
 // Start on a single stopped server waits until it answers "ruok", which it
 // does even before it has rejoined a quorum; use [WaitZooKeeperServing] to
 // wait until servers serve again.
-func StartZooKeeper(tb testing.TB, n int) []*Proc {
+//
+// With OnNetwork(nw), each server runs in a namespace of its own on nw
+// (quorum and election traffic over nw's peer bridge) and Addr is a relay
+// to its client port, still on 127.0.0.1.
+func StartZooKeeper(tb testing.TB, n int, opts ...Option) []*Proc {
 	tb.Helper()
 	if n < 1 {
 		tb.Fatalf("testserver: StartZooKeeper needs n >= 1, got %d", n)
 	}
+	o := startOptions(opts)
 	java := binary(tb, EnvJava, "java")
 	cp := zkClasspath()
 	if cp == "" {
 		unavailable(tb, "testserver: ZooKeeper classpath not found (set %s, or apt-get install zookeeper); %s", EnvZKClasspath, hint)
 	}
-	ports := freePorts(tb, 3*n)
+	clients := make([]string, n) // host:port
+	hosts := make([]*host, n)
 	var servers []string
-	if n > 1 {
+	if o.net != nil {
 		for i := range n {
+			hosts[i] = o.net.addHost()
+			clients[i] = hosts[i].clientIP + ":2181"
+			servers = append(servers, fmt.Sprintf("server.%d=%s:2888:3888", i+1, hosts[i].peerIP))
+		}
+	} else {
+		ports := freePorts(tb, 3*n)
+		for i := range n {
+			clients[i] = fmt.Sprintf("127.0.0.1:%d", ports[3*i])
 			servers = append(servers, fmt.Sprintf("server.%d=127.0.0.1:%d:%d", i+1, ports[3*i+1], ports[3*i+2]))
 		}
+	}
+	if n == 1 {
+		servers = nil // standalone
 	}
 	procs := make([]*Proc, n)
 	for i := range n {
 		dir := tb.TempDir()
+		clientHost, clientPort, _ := net.SplitHostPort(clients[i])
 		dataDir := filepath.Join(dir, "data")
 		if err := os.MkdirAll(dataDir, 0o755); err != nil {
 			tb.Fatalf("testserver: %v", err)
@@ -52,8 +70,8 @@ func StartZooKeeper(tb testing.TB, n int) []*Proc {
 			"initLimit=10",
 			"syncLimit=5",
 			"dataDir=" + dataDir,
-			fmt.Sprintf("clientPort=%d", ports[3*i]),
-			"clientPortAddress=127.0.0.1",
+			"clientPort=" + clientPort,
+			"clientPortAddress=" + clientHost,
 			"maxClientCnxns=0",
 			"admin.enableServer=false",
 			"4lw.commands.whitelist=ruok,srvr,stat,mntr",
@@ -73,8 +91,12 @@ func StartZooKeeper(tb testing.TB, n int) []*Proc {
 			"-Dlog4j.configuration=file:" + logCfg,
 			"org.apache.zookeeper.server.quorum.QuorumPeerMain", cfgPath,
 		}
-		addr := fmt.Sprintf("127.0.0.1:%d", ports[3*i])
+		addr := clients[i]
+		if h := hosts[i]; h != nil {
+			argv, addr = h.command(argv), o.net.relay(clients[i])
+		}
 		procs[i] = newProc(tb, fmt.Sprintf("zk%d", i+1), addr, filepath.Join(dir, "zookeeper.log"), argv, zkRuok)
+		procs[i].host = hosts[i]
 	}
 	startAll(tb, procs, func(p *Proc) error { return zkServing(p.Addr()) })
 	return procs
