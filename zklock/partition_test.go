@@ -1,0 +1,116 @@
+package zklock
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/internal/testserver"
+)
+
+// TestServerCutOff: the holder's only server is cut off from the other
+// servers of the ensemble (a partition between servers), while the holder
+// keeps its connection to it. A waiter connected on the other side is
+// granted the lock once the holder's session expires there; the holder's
+// Done must have closed by then.
+//
+// A cut-off follower goes on answering reads (and its client's pings) on
+// its own for up to syncLimit x tickTime (2.5 s here), and a cut-off leader
+// for as long before it notices it has lost its quorum: a renewal that is a
+// read answered there proves nothing about the session at the quorum.
+func TestServerCutOff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts an ensemble of its own")
+	}
+	nw := testserver.NewNetwork(t)
+	procs := testserver.StartZooKeeper(t, 3, testserver.OnNetwork(nw))
+	cases := []struct {
+		name           string
+		holder, waiter string // the server each is pinned to; the holder's is cut off
+	}{
+		{"follower-cut/waiter-on-leader", "follower", "leader"},
+		{"follower-cut/waiter-on-other-follower", "follower", "other follower"},
+		{"leader-cut/waiter-on-follower", "leader", "follower"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			testserver.WaitZooKeeperServing(t, procs...)
+			roles := zkRoles(t, procs)
+			hs, ws := roles[tc.holder], roles[tc.waiter]
+			// The holder's session is short, as in the safety suite; the
+			// waiter's rides out the election of a new leader.
+			const holderSession, waiterSession = 2 * time.Second, 8 * time.Second
+			hc, _, _ := testClient(t, []string{hs.Addr()}, holderSession)
+			wc, _, _ := testClient(t, []string{ws.Addr()}, waiterSession)
+			admin := testAdmin(t, []string{ws.Addr()})
+			name := uniqueName(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+
+			held, err := hc.Mutex(name).Lock(ctx)
+			if err != nil {
+				t.Fatalf("holder Lock: %v", err)
+			}
+			got := make(chan *dlock.Lease, 1)
+			go func() {
+				l, err := wc.Mutex(name).Lock(ctx)
+				if err != nil {
+					t.Errorf("waiter Lock: %v", err)
+				}
+				got <- l
+			}()
+			for len(queueOf(t, admin, name)) < 2 {
+				time.Sleep(10 * time.Millisecond) // no event says the waiter has queued
+			}
+			cut := time.Now()
+			nw.Isolate(hs)
+			t.Logf("cut %s (%s) off from the other servers; holder on it, waiter on %s (%s)", hs.Name(), tc.holder, ws.Name(), tc.waiter)
+
+			l := <-got
+			if l == nil {
+				t.FailNow()
+			}
+			granted := time.Since(cut)
+			select {
+			case <-held.Done():
+			default:
+				t.Errorf("the waiter was granted the lock %v after the cut (token %d after %d) while the holder's Done was still open",
+					granted.Round(time.Millisecond), l.Token(), held.Token())
+			}
+			select {
+			case <-held.Done():
+				t.Logf("waiter granted %v after the cut; holder's Done closed %v after the cut",
+					granted.Round(time.Millisecond), time.Since(cut).Round(time.Millisecond))
+			case <-time.After(30 * time.Second):
+				t.Errorf("the holder's Done still open 30 s after the cut")
+			}
+			if err := l.Unlock(ctx); err != nil {
+				t.Errorf("waiter Unlock: %v", err)
+			}
+			nw.Heal(hs)
+		})
+	}
+}
+
+// zkRoles names the servers: "leader", "follower" and "other follower".
+func zkRoles(t *testing.T, procs []*testserver.Proc) map[string]*testserver.Proc {
+	t.Helper()
+	roles := map[string]*testserver.Proc{}
+	for _, p := range procs {
+		switch testserver.ZooKeeperMode(p.Addr()) {
+		case "leader":
+			roles["leader"] = p
+		case "follower":
+			if roles["follower"] == nil {
+				roles["follower"] = p
+			} else {
+				roles["other follower"] = p
+			}
+		}
+	}
+	if len(roles) != 3 {
+		t.Fatalf("want a leader and two followers, got %v", roles)
+	}
+	return roles
+}
