@@ -80,6 +80,7 @@ type attempt struct {
 	guid   string
 
 	sending   chan struct{} // closed just before the create is sent
+	sendAt    time.Time     // taken before sending is closed: no later than the create's send
 	created   chan struct{} // closed when the create has an outcome
 	node      string        // our node's name under parent, once created
 	czxid     int64         // our node's czxid from the create's reply; 0 if that reply was lost
@@ -127,7 +128,6 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 	// the server answers a session's requests in order, so it normally sees
 	// our node, and Lock costs the create's round trip alone.
 	<-a.sending
-	sent := time.Now()
 	kids, kerr := a.list(ctx)
 	select {
 	case <-a.created:
@@ -152,6 +152,11 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 		return nil
 	}
 	var sess *session
+	// proof is the transaction that shows our node and session alive at the
+	// leader after its send time, which a grant's validity counts from (see
+	// quorum.go): the create itself until we have waited, then a check of
+	// our node sent alongside each read that may grant.
+	var proof *quorumCheck
 	pipelined := true
 	for {
 		if kerr != nil && !(pipelined && errors.Is(kerr, zk.ErrNoNode)) {
@@ -176,7 +181,6 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 			// The listing overtook the create: read again.
 			pipelineMisses.Add(1)
 			pipelined = false
-			sent = time.Now()
 			kids, kerr = a.list(ctx)
 			continue
 		}
@@ -198,6 +202,10 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 			return nil, driver.Validity{}, errSessionEnded
 		}
 		if idx == 0 {
+			since, err := a.proven(ctx, proof)
+			if err != nil {
+				return nil, driver.Validity{}, err
+			}
 			token := a.czxid
 			if token == 0 {
 				// The create's reply was lost: the stat has the czxid.
@@ -210,7 +218,7 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 				d: d, path: a.parent + "/" + a.node, token: uint64(token), sess: sess,
 				lost: make(chan struct{}), released: make(chan struct{}),
 			}
-			return l, driver.Validity{Since: sent, TTL: d.timeout}, nil
+			return l, driver.Validity{Since: since, TTL: d.timeout}, nil
 		}
 		if !wait {
 			return nil, driver.Validity{}, driver.ErrNotAcquired
@@ -223,7 +231,10 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 		}
 		pred := a.parent + "/" + q[idx-1].name
 		breaks := d.breaks.Load()
-		watchSent := time.Now()
+		// The check goes out with the watch and is answered while we wait,
+		// off the hand-off's path.
+		proof = d.startCheck(a.parent + "/" + a.node)
+		watchSent := proof.sent
 		ok, _, predWatch, err := call3(ctx, d, func() (bool, *zk.Stat, <-chan zk.Event, error) { return d.conn.ExistsW(pred) })
 		if err != nil {
 			return nil, driver.Validity{}, d.wrapErr(ctx, "watch "+pred, err)
@@ -255,20 +266,50 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 			// The predecessor was the only node ahead at our last read, and
 			// no node can later be created with a lower sequence than ours:
 			// we are the head, and the token is known, so no read is needed.
-			token := a.czxid
-			if token == 0 {
-				token = a.own.Czxid
+			since, err := a.proven(ctx, proof)
+			switch {
+			case err == nil:
+				token := a.czxid
+				if token == 0 {
+					token = a.own.Czxid
+				}
+				l = &zkLock{
+					d: d, path: a.parent + "/" + a.node, token: uint64(token), sess: sess,
+					lost: make(chan struct{}), released: make(chan struct{}),
+				}
+				readlessGrants.Add(1)
+				return l, driver.Validity{Since: since, TTL: d.timeout}, nil
+			case errors.Is(err, errEntryGone), errors.Is(err, errSessionEnded), ctx.Err() != nil:
+				return nil, driver.Validity{}, err
 			}
-			l = &zkLock{
-				d: d, path: a.parent + "/" + a.node, token: uint64(token), sess: sess,
-				lost: make(chan struct{}), released: make(chan struct{}),
-			}
-			readlessGrants.Add(1)
-			return l, driver.Validity{Since: watchSent, TTL: d.timeout}, nil
+			// The check failed on the way (a dropped connection): read and
+			// check again.
 		}
-		sent = time.Now()
+		// The check sent with the watch proves a grant by this read too, if
+		// it is recent and has not failed.
+		if !proof.usable(d.timeout / 4) {
+			proof = d.startCheck(a.parent + "/" + a.node)
+		}
 		kids, kerr = a.list(ctx)
 	}
+}
+
+// proven waits for the proof of a grant (nil: the create) and returns the
+// time the grant's validity counts from.
+func (a *attempt) proven(ctx context.Context, proof *quorumCheck) (time.Time, error) {
+	if proof == nil {
+		return a.sendAt, nil
+	}
+	err := proof.wait(ctx)
+	switch {
+	case err == nil:
+		return proof.sent, nil
+	case errors.Is(err, zk.ErrNoNode):
+		return time.Time{}, errEntryGone
+	case errors.Is(err, zk.ErrSessionExpired):
+		return time.Time{}, errSessionEnded
+	}
+	return time.Time{}, a.d.wrapErr(ctx, "check "+a.node, err)
 }
 
 // ownIntact reports whether our node is known to be there and ours when
@@ -324,6 +365,7 @@ func (a *attempt) start() {
 func (a *attempt) runOwn() {
 	d := a.d
 	defer d.bg.Done()
+	a.sendAt = time.Now()
 	close(a.sending)
 	a.node, a.czxid, a.clean, a.createErr = d.createNode(a.parent, a.guid)
 	close(a.created)
@@ -614,9 +656,10 @@ func (l *zkLock) watch(w <-chan zk.Event) {
 
 var errDisconnected = errors.New("zklock: disconnected from ZooKeeper; the session (and the lock) may still be alive")
 
-// Renew checks that our node still exists. ZooKeeper has nothing to extend:
-// the session keeps the node, and any answered request proves the session
-// alive at its send time.
+// Renew proves that our node and session are still alive at the leader,
+// with a check of the node in a transaction (see quorum.go): ZooKeeper has
+// nothing to extend, the session keeps the node, and the leader expires the
+// session no earlier than the session timeout after it last heard of it.
 func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
 	since := time.Now()
 	if l.sess.ended() {
@@ -625,16 +668,16 @@ func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
 	if l.d.conn.State() != zk.StateHasSession {
 		return driver.Validity{}, errDisconnected
 	}
-	ok, st, err := call2(ctx, l.d, func() (bool, *zk.Stat, error) { return l.d.conn.Exists(l.path) })
+	_, err := call(ctx, l.d, func() (struct{}, error) { return struct{}{}, l.d.checkNode(l.path) })
 	switch {
 	case errors.Is(err, zk.ErrSessionExpired):
 		return driver.Validity{}, fmt.Errorf("%w: %w", driver.ErrLockLost, err)
+	case errors.Is(err, zk.ErrNoNode):
+		// The path carries our guid and sequence number: no other session
+		// can have a node there, so a node that is there is ours.
+		return driver.Validity{}, fmt.Errorf("%w: node %s is gone", driver.ErrLockLost, l.path)
 	case err != nil:
 		return driver.Validity{}, l.d.wrapErr(ctx, "check "+l.path, err)
-	case !ok:
-		return driver.Validity{}, fmt.Errorf("%w: node %s is gone", driver.ErrLockLost, l.path)
-	case st.EphemeralOwner != l.sess.id:
-		return driver.Validity{}, fmt.Errorf("%w: node %s belongs to session %#x", driver.ErrLockLost, l.path, st.EphemeralOwner)
 	}
 	return driver.Validity{Since: since, TTL: l.d.timeout}, nil
 }
