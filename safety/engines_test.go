@@ -33,6 +33,11 @@ type engine struct {
 	drop      func(name string) // delete the lock whoever holds it; nil if unsupported
 
 	servers []*testserver.Proc // dedicated servers, for stop/restart
+	// net, when set, gives each server a network namespace of its own, so
+	// that one can be cut off from the others; isLeader tells the leader.
+	net      *testserver.Network
+	noNet    error // why net is nil
+	isLeader func(p *testserver.Proc) bool
 	// victim picks the server to stop in the i-th restart (default: round
 	// robin); after restarting it, settle waits until the engine serves again.
 	victim func(i int) *testserver.Proc
@@ -94,16 +99,11 @@ var engines = []engineMaker{
 // seconds, so the TTL is 2 s.
 func etcdEngine(t *testing.T) *engine {
 	const ttl = 2 * time.Second
-	e := &engine{name: "etcd", ttl: ttl, expires: true, servers: testserver.StartEtcdCluster(t, 3)}
+	e := &engine{name: "etcd", ttl: ttl, expires: true}
+	e.servers = testserver.StartEtcdCluster(t, 3, e.network(t)...)
 	e.urlFor = func(hosts []string) string { return "etcd://" + strings.Join(hosts, ",") + "/safety" }
-	e.victim = func(i int) *testserver.Proc {
-		for _, p := range e.servers {
-			if etcdIsLeader(p.Addr()) {
-				return p
-			}
-		}
-		return e.servers[i%len(e.servers)]
-	}
+	e.isLeader = func(p *testserver.Proc) bool { return etcdIsLeader(p.Addr()) }
+	e.victim = e.leaderOr
 	e.settle = func(*testserver.Proc) { testserver.WaitEtcdHealthy(t, e.servers...) }
 	return e
 }
@@ -124,20 +124,37 @@ func etcdIsLeader(addr string) bool {
 // timeout (2 s; the servers' tickTime of 500 ms allows 1-10 s).
 func zkEngine(t *testing.T) *engine {
 	const ttl = 2 * time.Second
-	e := &engine{name: "zookeeper", ttl: ttl, expires: true, servers: testserver.StartZooKeeper(t, 3)}
+	e := &engine{name: "zookeeper", ttl: ttl, expires: true}
+	e.servers = testserver.StartZooKeeper(t, 3, e.network(t)...)
 	e.urlFor = func(hosts []string) string {
 		return "zk://" + strings.Join(hosts, ",") + "/safety?session_timeout=" + ttl.String()
 	}
-	e.victim = func(i int) *testserver.Proc {
-		for _, p := range e.servers {
-			if testserver.ZooKeeperMode(p.Addr()) == "leader" {
-				return p
-			}
-		}
-		return e.servers[i%len(e.servers)]
-	}
+	e.isLeader = func(p *testserver.Proc) bool { return testserver.ZooKeeperMode(p.Addr()) == "leader" }
+	e.victim = e.leaderOr
 	e.settle = func(p *testserver.Proc) { testserver.WaitZooKeeperServing(t, e.servers...) }
 	return e
+}
+
+// network puts the engine's servers in network namespaces of their own
+// where this machine allows it (root, iproute2); elsewhere they share the
+// test's loopback and the scenarios that cut servers apart cannot run.
+func (e *engine) network(t *testing.T) []testserver.Option {
+	if err := testserver.NetworkSupport(); err != nil {
+		e.noNet = err
+		return nil
+	}
+	e.net = testserver.NewNetwork(t)
+	return []testserver.Option{testserver.OnNetwork(e.net)}
+}
+
+// leaderOr returns the current leader, or the i-th server if there is none.
+func (e *engine) leaderOr(i int) *testserver.Proc {
+	for _, p := range e.servers {
+		if e.isLeader(p) {
+			return p
+		}
+	}
+	return e.servers[i%len(e.servers)]
 }
 
 // redisEngine starts n dedicated Redis servers (AOF, fsync always, so a

@@ -53,8 +53,12 @@ type scenarioSpec struct {
 	net    bool   // needs network servers (restart, proxies)
 	only   string // run on this engine only
 	gc     bool
-	expect expect
-	inject func(ctx context.Context, s *scenario)
+	// partition: cuts servers apart (needs the engine's servers in network
+	// namespaces); each worker reaches one server only, and holds the lock
+	// for 1.5 TTL, across renewals, so that a cut finds the holder holding.
+	partition bool
+	expect    expect
+	inject    func(ctx context.Context, s *scenario)
 }
 
 var scenarios = []scenarioSpec{
@@ -68,6 +72,8 @@ var scenarios = []scenarioSpec{
 	{name: "partition-holder", fenced: true, net: true, inject: injectProxy("partition")},
 	{name: "latency-holder", fenced: true, net: true, inject: injectProxy("latency")},
 	{name: "reset-holder", fenced: true, net: true, inject: injectProxy("reset")},
+	{name: "isolate-leader", fenced: true, net: true, partition: true, inject: injectIsolation(true)},
+	{name: "isolate-follower", fenced: true, net: true, partition: true, inject: injectIsolation(false)},
 	{name: "unsafe-release", fenced: true, only: "memlock", inject: injectPauses, expect: expectLockViolation},
 }
 
@@ -103,7 +109,24 @@ func runScenario(t *testing.T, e *engine, sc scenarioSpec) {
 	if sc.net && e.servers == nil {
 		t.Skipf("%s has no server or network between client and engine", e.name)
 	}
-	s := newScenario(t, e, sc.fenced, runLength(e.ttl))
+	run := runLength(e.ttl)
+	if sc.partition {
+		switch {
+		case e.isLeader == nil:
+			t.Skipf("%s has no leader and followers to cut apart", e.name)
+		case e.net == nil && testserver.InCI():
+			t.Fatalf("%s: servers cannot be cut apart here: %v", e.name, e.noNet)
+		case e.net == nil:
+			t.Skipf("%s: servers cannot be cut apart here: %v", e.name, e.noNet)
+		}
+		// Room for a whole round even in the short form: a holder on the
+		// right server, 3 TTLs cut off, the server back in the quorum.
+		run = max(run, 10*e.ttl)
+	}
+	s := newScenario(t, e, sc.fenced, run)
+	if sc.partition {
+		s.pin, s.hold = true, 3*e.ttl/2
+	}
 	unsafe := sc.expect == expectLockViolation
 	inProc := (e.url == "" && e.urlFor == nil) || unsafe
 	for i := range workers {
@@ -241,6 +264,35 @@ func injectRestarts(ctx context.Context, s *scenario) {
 		sleepCtx(context.Background(), s.ttl/2)
 		srv.Start()
 		if s.eng.settle != nil {
+			s.eng.settle(srv)
+		}
+	}
+}
+
+// injectIsolation waits for a holder whose only server is the leader (or a
+// follower), cuts that server off from the other servers for 3 TTLs while
+// its clients keep their path to it, heals, and waits until every server
+// serves again. The holder is still in its 1.5 TTL of work when the cut
+// comes: its lease must end before the other side grants the lock.
+func injectIsolation(leader bool) func(ctx context.Context, s *scenario) {
+	kind := "isolate-follower"
+	if leader {
+		kind = "isolate-leader"
+	}
+	return func(ctx context.Context, s *scenario) {
+		for sleepCtx(ctx, s.ttl/2) {
+			id, ok := s.nextHolder(ctx)
+			if !ok {
+				return
+			}
+			srv := s.serverOf(id)
+			if srv == nil || s.eng.isLeader(srv) != leader {
+				continue
+			}
+			s.eng.net.Isolate(srv)
+			s.fault(kind)
+			sleepCtx(ctx, 3*s.ttl)
+			s.eng.net.Heal(srv)
 			s.eng.settle(srv)
 		}
 	}

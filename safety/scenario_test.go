@@ -16,6 +16,7 @@ import (
 
 	"github.com/dlockio/dlock"
 	"github.com/dlockio/dlock/driver"
+	"github.com/dlockio/dlock/internal/testserver"
 	"github.com/dlockio/dlock/safety/internal/check"
 )
 
@@ -28,8 +29,10 @@ type scenario struct {
 	ttl  time.Duration
 	res  *check.Resource
 
-	until int64 // check.Now() at which workers stop
-	gc    bool  // workers run with GC stress
+	until int64         // check.Now() at which workers stop
+	gc    bool          // workers run with GC stress
+	hold  time.Duration // work done under the lock, between read and write
+	pin   bool          // each worker reaches one server only (round robin)
 
 	mu      sync.Mutex
 	ops     []check.Op
@@ -50,6 +53,7 @@ type scenario struct {
 	wg        sync.WaitGroup
 	procs     map[int]*proc
 	inProxies map[int][]*proxy
+	pinned    map[int]*testserver.Proc // the one server of each worker, when pin
 }
 
 func newScenario(t *testing.T, eng *engine, fenced bool, run time.Duration) *scenario {
@@ -60,6 +64,7 @@ func newScenario(t *testing.T, eng *engine, fenced bool, run time.Duration) *sce
 		pending: map[[2]int]check.Op{}, faults: map[string]int{},
 		procs: map[int]*proc{}, pauseWriter: make(chan chan struct{}),
 		holder: make(chan int, 1), inProxies: map[int][]*proxy{},
+		hold: eng.ttl / 100, pinned: map[int]*testserver.Proc{},
 	}
 }
 
@@ -133,9 +138,10 @@ func (s *scenario) nextHolder(ctx context.Context) (int, bool) {
 	}
 }
 
-// route gives a new worker its engine URL, through proxies of its own when
-// the engine has network servers, so that one worker can be cut off.
-func (s *scenario) route() (string, []*proxy) {
+// route gives worker id its engine URL, through proxies of its own when
+// the engine has network servers, so that one worker can be cut off. With
+// pin, the URL names one server only, the workers taking turns.
+func (s *scenario) route(id int) (string, []*proxy) {
 	if s.eng.urlFor == nil {
 		return s.eng.url, nil
 	}
@@ -145,7 +151,21 @@ func (s *scenario) route() (string, []*proxy) {
 		px := newProxy(s.t, srv.Addr())
 		pxs, hosts = append(pxs, px), append(hosts, px.Addr())
 	}
+	if s.pin {
+		k := (id - 1) % len(hosts)
+		s.mu.Lock()
+		s.pinned[id] = s.eng.servers[k]
+		s.mu.Unlock()
+		hosts = hosts[k : k+1]
+	}
 	return s.eng.urlFor(hosts), pxs
+}
+
+// serverOf returns the one server worker id reaches, when pinned.
+func (s *scenario) serverOf(id int) *testserver.Proc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pinned[id]
 }
 
 // proxiesOf returns the proxies of worker id.
@@ -209,8 +229,8 @@ func (w *inProcWorld) Write(client int, token uint64, value int, set []int, elem
 // startInProc starts a goroutine worker.
 func (s *scenario) startInProc(unsafe bool) {
 	s.t.Helper()
-	cfg := workerCfg{ID: s.newID(), Lock: s.lock, TTL: s.ttl, Until: s.until, GCStress: s.gc, Hold: s.ttl / 100}
-	url, pxs := s.route()
+	cfg := workerCfg{ID: s.newID(), Lock: s.lock, TTL: s.ttl, Until: s.until, GCStress: s.gc, Hold: s.hold}
+	url, pxs := s.route(cfg.ID)
 	var drv driver.Driver
 	var err error
 	if url != "" {
@@ -256,9 +276,9 @@ type proc struct {
 // startProc starts a worker process.
 func (s *scenario) startProc() *proc {
 	s.t.Helper()
-	cfg := workerCfg{ID: s.newID(), URL: s.eng.url, Lock: s.lock, TTL: s.ttl, Until: s.until, GCStress: s.gc, Hold: s.ttl / 100}
+	cfg := workerCfg{ID: s.newID(), URL: s.eng.url, Lock: s.lock, TTL: s.ttl, Until: s.until, GCStress: s.gc, Hold: s.hold}
 	p := &proc{id: cfg.ID, done: make(chan struct{})}
-	cfg.URL, p.proxies = s.route()
+	cfg.URL, p.proxies = s.route(cfg.ID)
 	b, _ := json.Marshal(cfg)
 	exe, err := os.Executable()
 	if err != nil {
