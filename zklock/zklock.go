@@ -41,13 +41,16 @@
 //
 // # Sessions, and why the lease TTL is the session timeout
 //
-// A ZooKeeper lock lives as long as its session: the server deletes the
+// A ZooKeeper lock lives as long as its session: the leader deletes the
 // session's ephemeral nodes when it has heard nothing from the client for
 // the negotiated session timeout. So Validity reports TTL = session timeout
-// from the send time of the last request the server answered (the create,
-// the queue read that granted the lock, or a renewal's existence check):
-// the server had heard from us then, so it cannot have expired the session,
-// and with it the lock, before that time plus the timeout.
+// from the send time of the last transaction that proved the session and
+// our node alive at the leader: the create, or a check of our node in a
+// multi, which a grant after a wait and every renewal send. A read would
+// not do: the connected server answers it alone, and a server cut off from
+// the quorum goes on answering reads for up to syncLimit × tickTime while
+// the leader expires the session (see quorum.go). A renewal therefore costs
+// one round trip through the leader and one logged transaction.
 //
 // go-zookeeper declares the connection lost after ⅔ of the timeout without
 // a reply and spends the remaining third trying other servers, hoping to

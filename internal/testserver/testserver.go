@@ -12,6 +12,11 @@
 //     [StartEtcdCluster] and [StartZooKeeper] start fresh servers on free
 //     loopback ports; the returned [*Proc] values can be stopped, killed,
 //     paused and restarted. They are stopped when the test ends.
+//   - A [Network] of network namespaces, for partitions between servers:
+//     with [OnNetwork], StartEtcdCluster and StartZooKeeper give each server
+//     a namespace of its own, and the Network can cut one off from the
+//     other servers, or from its clients, and heal it (netns.go; needs root
+//     and iproute2).
 //
 // When a server or binary is missing the helpers skip the test, or fail it
 // when the environment variable CI is "true".
