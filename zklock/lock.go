@@ -218,7 +218,7 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 				d: d, path: a.parent + "/" + a.node, token: uint64(token), sess: sess,
 				lost: make(chan struct{}), released: make(chan struct{}),
 			}
-			return l, driver.Validity{Since: since, TTL: d.timeout}, nil
+			return l, driver.Validity{Since: since, TTL: d.provenTTL(sess.id, since)}, nil
 		}
 		if !wait {
 			return nil, driver.Validity{}, driver.ErrNotAcquired
@@ -278,7 +278,7 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 					lost: make(chan struct{}), released: make(chan struct{}),
 				}
 				readlessGrants.Add(1)
-				return l, driver.Validity{Since: since, TTL: d.timeout}, nil
+				return l, driver.Validity{Since: since, TTL: d.provenTTL(sess.id, since)}, nil
 			case errors.Is(err, errEntryGone), errors.Is(err, errSessionEnded), ctx.Err() != nil:
 				return nil, driver.Validity{}, err
 			}
@@ -679,7 +679,7 @@ func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
 	case err != nil:
 		return driver.Validity{}, l.d.wrapErr(ctx, "check "+l.path, err)
 	}
-	return driver.Validity{Since: since, TTL: l.d.timeout}, nil
+	return driver.Validity{Since: since, TTL: l.d.provenTTL(l.sess.id, since)}, nil
 }
 
 // Release deletes our node. Its path carries a random guid and a sequence

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
@@ -115,4 +116,129 @@ func zkRoles(t *testing.T, procs []*testserver.Proc) map[string]*testserver.Proc
 		t.Fatalf("want a leader and two followers, got %v", roles)
 	}
 	return roles
+}
+
+// TestServerCutOffRightAfter: the holder's follower is cut off right after
+// the leader has seen a renewal, or a grant, of the holder's session. A
+// follower tells the leader of its sessions' activity only in its replies
+// to the leader's pings (every tickTime/2), so the leader's last news of
+// the session may be older than that renewal or grant; the lease must
+// count from news the leader has had (quorum.go). Each round pins the
+// holder to a follower and the waiter to the leader.
+func TestServerCutOffRightAfter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts an ensemble of its own")
+	}
+	nw := testserver.NewNetwork(t)
+	procs := testserver.StartZooKeeper(t, 3, testserver.OnNetwork(nw))
+	const rounds = 4
+	const holderSession, waiterSession = 2 * time.Second, 8 * time.Second
+
+	// round runs one cut: hold(hc) returns the holder's lease once the
+	// moment to cut has come.
+	round := func(t *testing.T, hold func(ctx context.Context, name string, hc *dlock.Client, hd *renewSignal) *dlock.Lease) {
+		testserver.WaitZooKeeperServing(t, procs...)
+		roles := zkRoles(t, procs)
+		hs, ws := roles["follower"], roles["leader"]
+		_, d, _ := testClient(t, []string{hs.Addr()}, holderSession)
+		hd := &renewSignal{zkDriver: d, renewed: make(chan struct{}, 1)}
+		hc, err := dlock.NewClient(hd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hc.Close()
+		wc, _, _ := testClient(t, []string{ws.Addr()}, waiterSession)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		name := uniqueName(t)
+
+		held := hold(ctx, name, hc, hd)
+		cut := time.Now()
+		nw.Isolate(hs)
+		defer nw.Heal(hs)
+		doneAt := make(chan time.Duration, 1)
+		go func() { <-held.Done(); doneAt <- time.Since(cut) }()
+		l, err := wc.Mutex(name).Lock(ctx)
+		if err != nil {
+			t.Fatalf("waiter Lock: %v", err)
+		}
+		granted := time.Since(cut)
+		select {
+		case <-held.Done():
+		default:
+			t.Errorf("the waiter was granted the lock %v after the cut while the holder's Done was still open", granted.Round(time.Millisecond))
+		}
+		select {
+		case d := <-doneAt:
+			t.Logf("holder's Done closed %v after the cut; waiter granted %v after the cut", d.Round(time.Millisecond), granted.Round(time.Millisecond))
+		case <-time.After(30 * time.Second):
+			t.Errorf("the holder's Done still open 30 s after the cut")
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Errorf("waiter Unlock: %v", err)
+		}
+	}
+
+	t.Run("renewal", func(t *testing.T) {
+		for range rounds {
+			round(t, func(ctx context.Context, name string, hc *dlock.Client, hd *renewSignal) *dlock.Lease {
+				held, err := hc.Mutex(name).Lock(ctx)
+				if err != nil {
+					t.Fatalf("holder Lock: %v", err)
+				}
+				// The second renewal, when the lease is in its steady state.
+				for range 2 {
+					select {
+					case <-hd.renewed:
+					case <-ctx.Done():
+						t.Fatal("no renewal")
+					}
+				}
+				return held
+			})
+		}
+	})
+	t.Run("grant-on-quiet-session", func(t *testing.T) {
+		for range rounds {
+			round(t, func(ctx context.Context, name string, hc *dlock.Client, _ *renewSignal) *dlock.Lease {
+				// Only go-zookeeper's pings (every timeout/3) for a while.
+				time.Sleep(600 * time.Millisecond)
+				held, err := hc.Mutex(name).Lock(ctx)
+				if err != nil {
+					t.Fatalf("holder Lock: %v", err)
+				}
+				return held
+			})
+		}
+	})
+}
+
+// renewSignal is the driver with a signal after each successful renewal.
+type renewSignal struct {
+	*zkDriver
+	renewed chan struct{}
+}
+
+func (d *renewSignal) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
+	l, v, err := d.zkDriver.Acquire(ctx, req)
+	if err != nil {
+		return l, v, err
+	}
+	return &renewSignalLock{Lock: l, d: d}, v, nil
+}
+
+type renewSignalLock struct {
+	driver.Lock
+	d *renewSignal
+}
+
+func (l *renewSignalLock) Renew(ctx context.Context) (driver.Validity, error) {
+	v, err := l.Lock.Renew(ctx)
+	if err == nil {
+		select {
+		case l.d.renewed <- struct{}{}:
+		default:
+		}
+	}
+	return v, err
 }

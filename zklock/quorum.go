@@ -2,6 +2,8 @@ package zklock
 
 import (
 	"context"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -37,14 +39,26 @@ import (
 // transaction (it changes nothing in the tree and fires no watch).
 //
 // What it does not prove: that the leader had heard of the session's
-// activity at the check's send time. A follower reports its clients'
-// activity to the leader in its replies to the leader's pings, every
-// tickTime/2; a follower cut off right after forwarding the check leaves
-// the leader's last news of the session as old as the report before, up to
-// tickTime/2 plus the client's quiet time before the check (a ping every
-// session timeout/3 at most) older than the send time. The lease's safety
-// margin covers that only when it is larger; see docs/GUARANTEES.md for
-// what the partition scenarios measured.
+// activity at the check's send time. A follower passes its clients'
+// activity on to the leader in its replies to the leader's pings, every
+// tickTime/2, and the leader expires a session a timeout after the last
+// such report. A follower cut off right after forwarding the check loses
+// the report of it, and the leader's last news of the session may be older
+// than the check by up to tickTime/2 plus the client's quiet time before it
+// (go-zookeeper pings every timeout/3). Seen with the check alone: cut right
+// after a renewal's answer, the waiter was granted the lock 21 ms before
+// the holder's Done closed; cut right after a grant on a quiet session,
+// 93 and 112 ms before (2 rounds of 10).
+//
+// So a proof's validity counts from the session's latest activity sent at
+// least reportLag (timeout/4) before it: by the time the proof reached the
+// leader, the follower had answered a ping of the leader's since that
+// activity (tickTime/2 <= timeout/4 when the server's minSessionTimeout is
+// its default, 2 x tickTime), and the leader had renewed the session then.
+// A light heartbeat (a read every timeout/8) keeps such activity recent; a
+// proof reports a TTL of timeout minus its distance to that activity,
+// between 5/8 and 3/4 of the timeout: the price of ZooKeeper telling the
+// leader of a follower's sessions only at its pings.
 
 // checkNode proves, by a transaction, that nodePath exists and the session
 // is alive at the leader (see above). It returns zk.ErrNoNode if the node
@@ -95,4 +109,133 @@ func (q *quorumCheck) usable(maxAge time.Duration) bool {
 	default:
 		return true
 	}
+}
+
+// reportLag bounds how long the leader may take to hear of a session's
+// activity at a follower (one ping period, tickTime/2; see above).
+func (d *zkDriver) reportLag() time.Duration { return d.timeout / 4 }
+
+// activity keeps what renewed the current session at the leader: when it
+// was asked for (its creation is a transaction the leader applies later)
+// and the send times of its answered requests (heartbeats and proofs),
+// oldest first, over about three timeouts.
+type activity struct {
+	mu   sync.Mutex
+	sess int64
+	born time.Time
+	at   []time.Time
+}
+
+const activityKept = 24 // a heartbeat every timeout/8, over 3 timeouts
+
+func (a *activity) switchTo(sess int64) {
+	if sess != a.sess {
+		a.sess, a.born, a.at = sess, time.Time{}, a.at[:0]
+	}
+}
+
+// created records that session sess was asked for at t.
+func (a *activity) created(sess int64, t time.Time) {
+	if sess == 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.switchTo(sess)
+	a.born = t
+}
+
+// add records that session sess sent a request at t that was answered.
+func (a *activity) add(sess int64, t time.Time) {
+	if sess == 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.switchTo(sess)
+	i := len(a.at)
+	for i > 0 && a.at[i-1].After(t) {
+		i--
+	}
+	a.at = slices.Insert(a.at, i, t)
+	if len(a.at) > activityKept {
+		a.at = slices.Delete(a.at, 0, len(a.at)-activityKept)
+	}
+}
+
+// base returns the latest time from which the leader is known to have
+// renewed session sess by the time a proof sent at sent reached it: the
+// session's creation, or its latest request sent at least lag earlier
+// (the follower has reported it since; see above).
+func (a *activity) base(sess int64, sent time.Time, lag time.Duration) (time.Time, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if sess != a.sess {
+		return time.Time{}, false
+	}
+	base, ok := a.born, !a.born.IsZero()
+	before := sent.Add(-lag)
+	for i := len(a.at) - 1; i >= 0; i-- {
+		if !a.at[i].After(before) {
+			if a.at[i].After(base) {
+				base, ok = a.at[i], true
+			}
+			break
+		}
+	}
+	return base, ok
+}
+
+// provenTTL returns the TTL, counted from sent, of a proof of session sess
+// sent at sent: the timeout from activity.base. Where the record has
+// nothing that recent (a driver on a connection given to New, younger than
+// reportLag), go-zookeeper's own pings stand in: one every timeout/3 while
+// connected, taken a twelfth of the timeout late at worst, and a
+// (re)connection renews the session at the leader itself. It records the
+// proof as activity.
+func (d *zkDriver) provenTTL(sess int64, sent time.Time) time.Duration {
+	base := sent.Add(-d.reportLag() - d.timeout/3 - d.timeout/12)
+	if t, ok := d.act.base(sess, sent, d.reportLag()); ok && t.After(base) {
+		base = t
+	}
+	d.act.add(sess, sent)
+	return d.timeout - sent.Sub(base)
+}
+
+// heartbeat sends a read every timeout/8 while the driver is open, so that
+// the session always has recent activity the leader must have heard of.
+// The read is answered by the connected server alone; that is enough, it
+// only has to reach the server.
+func (d *zkDriver) heartbeat() {
+	defer d.bg.Done()
+	t := time.NewTicker(max(d.timeout/8, time.Millisecond))
+	defer t.Stop()
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-d.closing:
+				return
+			case <-t.C:
+			}
+		}
+		sess := d.conn.SessionID()
+		if d.conn.State() != zk.StateHasSession {
+			continue
+		}
+		sent := time.Now()
+		if _, _, err := d.conn.Exists(d.root); err == nil && d.conn.SessionID() == sess {
+			d.act.add(sess, sent)
+		}
+	}
+}
+
+// startHeartbeat starts the heartbeat once the connection has a session;
+// start is when the session was asked for, if known (its creation at the
+// leader renews it from a later time).
+func (d *zkDriver) startHeartbeat(start time.Time) {
+	if !start.IsZero() {
+		d.act.created(d.conn.SessionID(), start)
+	}
+	d.bg.Add(1)
+	go d.heartbeat()
 }

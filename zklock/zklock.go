@@ -175,6 +175,7 @@ func New(conn *zk.Conn, events <-chan zk.Event, o Options, opts ...dlock.Option)
 		d.bg.Add(1)
 		go d.drain(events)
 	}
+	d.startHeartbeat(time.Time{})
 	return dlock.NewClient(d, opts...)
 }
 
@@ -207,6 +208,7 @@ func dialDriver(ctx context.Context, servers []string, o Options) (*zkDriver, er
 	if dialer == nil {
 		dialer = net.DialTimeout
 	}
+	asked := time.Now()
 	conn, _, err := zk.Connect(servers, o.SessionTimeout,
 		zk.WithLogger(quiet{}), zk.WithLogInfo(false),
 		zk.WithEventCallback(d.onEvent), zk.WithDialer(dialer))
@@ -225,6 +227,7 @@ func dialDriver(ctx context.Context, servers []string, o Options) (*zkDriver, er
 			return nil, fmt.Errorf("zklock: digest authentication: %w", err)
 		}
 	}
+	d.startHeartbeat(asked)
 	return d, nil
 }
 
@@ -245,6 +248,8 @@ type zkDriver struct {
 	timeout time.Duration
 
 	plainCreate atomic.Bool // the root's ACL refuses the multi's write to a lock's parent
+
+	act activity // the session's recent answered requests (quorum.go)
 
 	// breaks counts the connection's session events other than
 	// StateHasSession. After a reconnect the server replays watches in no
