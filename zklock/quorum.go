@@ -56,9 +56,10 @@ import (
 // activity (tickTime/2 <= timeout/4 when the server's minSessionTimeout is
 // its default, 2 x tickTime), and the leader had renewed the session then.
 // A light heartbeat (a read every timeout/8) keeps such activity recent; a
-// proof reports a TTL of timeout minus its distance to that activity,
-// between 5/8 and 3/4 of the timeout: the price of ZooKeeper telling the
-// leader of a follower's sessions only at its pings.
+// proof reports a TTL of timeout minus its distance to that activity, most
+// often 5/8 to 3/4 of the timeout (a third at worst, on a connection given
+// to New in its first moments): the price of ZooKeeper telling the leader
+// of a follower's sessions only at its pings.
 
 // checkNode proves, by a transaction, that nodePath exists and the session
 // is alive at the leader (see above). It returns zk.ErrNoNode if the node

@@ -50,7 +50,12 @@
 // not do: the connected server answers it alone, and a server cut off from
 // the quorum goes on answering reads for up to syncLimit × tickTime while
 // the leader expires the session (see quorum.go). A renewal therefore costs
-// one round trip through the leader and one logged transaction.
+// one round trip through the leader and one logged transaction. And since
+// a follower tells the leader of its sessions' activity only at the
+// leader's pings, the TTL reported counts from the session's latest
+// activity the leader must have heard of, timeout/4 or more before the
+// proof: most often 5/8 to 3/4 of the timeout (a read every timeout/8
+// keeps such activity recent).
 //
 // go-zookeeper declares the connection lost after ⅔ of the timeout without
 // a reply and spends the remaining third trying other servers, hoping to
@@ -65,8 +70,8 @@
 // session reports lost at once (Lost); a node deleted by someone else is
 // noticed through a watch on it.
 //
-// The reported TTL is Options.SessionTimeout, whatever TTL the lock asked
-// for (dlock.WithTTL): the portable layer scales its safety margin and
+// The reported TTL derives from Options.SessionTimeout, whatever TTL the
+// lock asked for (dlock.WithTTL): the portable layer scales its safety margin and
 // renew interval down to the shorter window, so the default TTL works. The
 // server may negotiate a
 // shorter timeout only when its maxSessionTimeout is below the one asked
