@@ -1,0 +1,272 @@
+package zklock
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
+	"github.com/dlockio/dlock/internal/testserver"
+)
+
+// awaitQueueAtMost waits, on the admin's child watch, until name's queue
+// has at most n nodes.
+func awaitQueueAtMost(t *testing.T, admin *zk.Conn, name string, n int, within time.Duration) {
+	t.Helper()
+	parent := testRoot + "/" + encodeName(name)
+	deadline := time.After(within)
+	for {
+		kids, _, w, err := admin.ChildrenW(parent)
+		if errors.Is(err, zk.ErrNoNode) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("watch queue: %v", err)
+		}
+		if len(queue(kids)) <= n {
+			return
+		}
+		select {
+		case <-w:
+		case <-deadline:
+			t.Fatalf("queue of %q still has %d nodes after %v, want at most %d", name, len(queue(kids)), within, n)
+		}
+	}
+}
+
+// TestUnavailableWhileCutOff (issue 11 item 8): a client cut off until its
+// session expired, then healed. Every error its Acquire returns meanwhile
+// is marked transient (driver.ErrUnavailable), so that a blocking Lock
+// rides the outage out, and once healed it takes locks on its new session
+// while the lock of the old one is reported lost.
+func TestUnavailableWhileCutOff(t *testing.T) {
+	servers := testserver.ZooKeeper(t)
+	const session = 2 * time.Second
+	admin := testAdmin(t, servers)
+	name := uniqueName(t)
+	a, da, ka := testClient(t, servers, session)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	la, err := a.Mutex(name).Lock(ctx)
+	if err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	oldSession := da.conn.SessionID()
+	ka.partition(true)
+	awaitQueueAtMost(t, admin, name, 0, 30*time.Second) // the server expired the session
+
+	// While cut off: TryLock and Lock fail with a transient error.
+	for _, wait := range []bool{false, true} {
+		err := acquireErr(t, ctx, da, name, wait, session)
+		if !errors.Is(err, driver.ErrUnavailable) {
+			t.Errorf("Acquire(wait=%v) while cut off = %v, want an error matching ErrUnavailable", wait, err)
+		} else {
+			t.Logf("Acquire(wait=%v) while cut off: %v", wait, err)
+		}
+	}
+
+	// Healed: the old lock is lost, and Lock, retried on transient errors
+	// as the portable layer does, succeeds on a new session.
+	ka.partition(false)
+	select {
+	case <-la.Done():
+	case <-time.After(3 * session):
+		t.Fatalf("the lease of the expired session still open after the heal")
+	}
+	if !errors.Is(la.Err(), dlock.ErrLockLost) {
+		t.Errorf("old lease Err = %v, want ErrLockLost", la.Err())
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		actx, acancel := context.WithTimeout(ctx, 2*session)
+		l, _, err := da.Acquire(actx, driver.Request{Name: name, TTL: session, Wait: true})
+		acancel()
+		if err == nil {
+			if sid := da.conn.SessionID(); sid == oldSession {
+				t.Errorf("granted on session %#x, the one that expired", sid)
+			}
+			if err := l.Release(ctx); err != nil {
+				t.Errorf("Release: %v", err)
+			}
+			break
+		}
+		if !errors.Is(err, driver.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Acquire after the heal = %v: neither granted nor transient", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Acquire after the heal still failing after 30 s: %v", err)
+		}
+		t.Logf("Acquire after the heal: %v (retrying)", err)
+	}
+}
+
+// acquireErr calls Acquire until it returns an error other than its own
+// context's deadline, and returns that error.
+func acquireErr(t *testing.T, ctx context.Context, d driver.Driver, name string, wait bool, ttl time.Duration) error {
+	t.Helper()
+	for range 10 {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		l, _, err := d.Acquire(actx, driver.Request{Name: name, TTL: ttl, Wait: wait})
+		cancel()
+		if err == nil {
+			l.Release(ctx)
+			t.Fatalf("Acquire(wait=%v) succeeded while cut off", wait)
+		}
+		if err != context.DeadlineExceeded {
+			return err
+		}
+	}
+	t.Fatalf("Acquire(wait=%v) while cut off only ever timed out", wait)
+	return nil
+}
+
+// TestFailedCleanupOnLiveSession: the server is down when the holder
+// unlocks with a cancelled context and a waiter gives up its wait, and
+// stays down for longer than any fixed retry budget; both sessions resume
+// when it returns. Their nodes must not outlive the failed calls: the next
+// client gets the lock within a session timeout, not when the sessions
+// end.
+func TestFailedCleanupOnLiveSession(t *testing.T) {
+	procs := testserver.StartZooKeeper(t, 1)
+	srv := procs[0]
+	servers := []string{srv.Addr()}
+	const session = 4 * time.Second
+	admin := testAdmin(t, servers)
+	name := uniqueName(t)
+	a, da, _ := testClient(t, servers, session)
+	b, db, _ := testClient(t, servers, session)
+	c, _, _ := testClient(t, servers, session)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	la, err := a.Mutex(name).Lock(ctx)
+	if err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	bctx, bcancel := context.WithCancel(ctx)
+	chB := lockAsync(bctx, b.Mutex(name))
+	awaitQueue(t, admin, name, 2)
+	sidA, sidB := da.conn.SessionID(), db.conn.SessionID()
+
+	srv.Stop()
+	cancelled, ccancel := context.WithCancel(ctx)
+	ccancel()
+	if err := la.Unlock(cancelled); err == nil {
+		t.Fatalf("Unlock with a cancelled context while the server is down succeeded")
+	}
+	bcancel()
+	select {
+	case r := <-chB:
+		if r.err != context.Canceled {
+			t.Fatalf("cancelled Lock = %v, %v; want context.Canceled", r.l, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("cancelled Lock did not return")
+	}
+	// The outage outlasts any bounded number of attempts the driver could
+	// have made (each waits about a second for a server).
+	const outage = 30 * time.Second
+	time.Sleep(outage)
+	srv.Start()
+
+	start := time.Now()
+	lc, err := func() (*dlock.Lease, error) {
+		lctx, lcancel := context.WithTimeout(ctx, 4*session)
+		defer lcancel()
+		return c.Mutex(name).Lock(lctx)
+	}()
+	if da.conn.SessionID() != sidA || db.conn.SessionID() != sidB {
+		t.Fatalf("a session did not survive the restart (a %#x -> %#x, b %#x -> %#x): the test shows nothing",
+			sidA, da.conn.SessionID(), sidB, db.conn.SessionID())
+	}
+	if err != nil {
+		t.Fatalf("Lock after the restart, with the failed unlock's and cancelled wait's sessions alive: %v (queue %v)",
+			err, queueOf(t, admin, name))
+	}
+	t.Logf("granted %v after the restart", time.Since(start))
+	if err := lc.Unlock(ctx); err != nil {
+		t.Errorf("Unlock: %v", err)
+	}
+}
+
+func cpuTime(t *testing.T) time.Duration {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestNoSpinAfterUserClosesConn: the user closes their own *zk.Conn under a
+// held lock, a waiting Lock and a failed release. The lease ends, the wait
+// returns, Close returns within its bound, and nothing spins: the process
+// uses little CPU in the seconds after.
+func TestNoSpinAfterUserClosesConn(t *testing.T) {
+	servers := testserver.ZooKeeper(t)
+	admin := testAdmin(t, servers)
+	conn, events, err := zk.Connect(servers, testSession, zk.WithLogger(quiet{}), zk.WithLogInfo(false))
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer conn.Close()
+	c, err := New(conn, events, Options{Root: testRoot, SessionTimeout: testSession})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	other, _, _ := testClient(t, servers, testSession)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	held, busy := uniqueName(t), uniqueName(t)
+
+	l, err := c.Mutex(held).Lock(ctx)
+	if err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	lo, err := other.Mutex(busy).Lock(ctx)
+	if err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	defer lo.Unlock(ctx)
+	ch := lockAsync(ctx, c.Mutex(busy))
+	awaitQueue(t, admin, busy, 2)
+
+	before := cpuTime(t)
+	start := time.Now()
+	conn.Close()
+	select {
+	case <-l.Done():
+	case <-time.After(testSession):
+		t.Fatalf("held lease still open %v after its connection was closed", testSession)
+	}
+	select {
+	case r := <-ch:
+		if r.err == nil {
+			t.Fatalf("Lock on a closed connection succeeded")
+		}
+		t.Logf("waiting Lock after the connection closed: %v", r.err)
+	case <-time.After(testSession):
+		t.Fatalf("waiting Lock still blocked %v after its connection was closed", testSession)
+	}
+	if _, err := c.Mutex(held).TryLock(ctx); err == nil {
+		t.Fatalf("TryLock on a closed connection succeeded")
+	}
+	const window = 3 * time.Second
+	time.Sleep(time.Until(start.Add(window))) // the measurement's window, not a synchronisation
+	if used := cpuTime(t) - before; used > window/10 {
+		t.Errorf("%v of CPU in the %v after the user closed the connection, want under %v: something spins", used, window, window/10)
+	} else {
+		t.Logf("%v of CPU in the %v after the user closed the connection", used, window)
+	}
+	closeStart := time.Now()
+	c.Close()
+	if d := time.Since(closeStart); d > testSession+time.Second {
+		t.Errorf("Close took %v after the user closed the connection", d)
+	}
+}

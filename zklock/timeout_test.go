@@ -1,0 +1,154 @@
+package zklock
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/drivertest"
+	"github.com/dlockio/dlock/internal/testserver"
+)
+
+// lockResult is the outcome of a Lock run in the background.
+type lockResult struct {
+	l   *dlock.Lease
+	err error
+	at  time.Time
+}
+
+func lockAsync(ctx context.Context, m *dlock.Mutex) <-chan lockResult {
+	ch := make(chan lockResult, 1)
+	go func() {
+		l, err := m.Lock(ctx)
+		ch <- lockResult{l, err, time.Now()}
+	}()
+	return ch
+}
+
+func awaitLock(t *testing.T, ch <-chan lockResult, within time.Duration, what string) lockResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("%s: %v", what, r.err)
+		}
+		return r
+	case <-time.After(within):
+		t.Fatalf("%s: not granted within %v", what, within)
+	}
+	panic("unreachable")
+}
+
+// TestGrantedTimeoutBelowAsked (issue 11 item 2): the servers cap the
+// session timeout at maxSessionTimeout (20 ticks = 10 s here) and 20 s is
+// asked. A holder cut off from the servers must see its lease end before
+// the server expires its session and grants the next waiter.
+func TestGrantedTimeoutBelowAsked(t *testing.T) {
+	procs := testserver.StartZooKeeper(t, 1) // tickTime 500 ms: sessions of at most 10 s
+	servers := []string{procs[0].Addr()}
+	const asked = 20 * time.Second
+	admin := testAdmin(t, servers)
+	name := uniqueName(t)
+	a, _, ka := testClient(t, servers, asked, dlock.WithTTL(asked))
+	b, _, _ := testClient(t, servers, asked, dlock.WithTTL(asked))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	la, err := a.Mutex(name).Lock(ctx)
+	if err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	ch := lockAsync(ctx, b.Mutex(name))
+	awaitQueue(t, admin, name, 2)
+	start := time.Now()
+	undo := ka.stall()
+	defer undo()
+	r := awaitLock(t, ch, 2*asked, "waiter after the holder was cut off")
+	defer r.l.Unlock(ctx)
+	granted := r.at.Sub(start)
+	select {
+	case <-la.Done():
+		t.Logf("waiter granted %v after the cut; the holder's lease had ended (%v)", granted, la.Err())
+	default:
+		t.Fatalf("waiter granted %v after the holder was cut off while the holder's Done was still open (asked %v)", granted, asked)
+	}
+	if granted >= asked {
+		t.Errorf("waiter granted %v after the cut: the server did not cap the session timeout below %v", granted, asked)
+	}
+	if notes := a.Capabilities().Notes; !strings.Contains(notes, "10s") || !strings.Contains(notes, "20s") {
+		t.Errorf("Capabilities().Notes = %q: want the granted (10s) and asked (20s) session timeouts", notes)
+	}
+}
+
+// TestConformanceCappedSession runs the conformance suite once against a
+// server whose maxSessionTimeout (2 s) is below the session timeout the
+// drivers ask for (testSession, 4 s).
+func TestConformanceCappedSession(t *testing.T) {
+	procs := testserver.StartZooKeeper(t, 1, testserver.ZKMaxSessionTimeout(2*time.Second))
+	servers := []string{procs[0].Addr()}
+	drivertest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
+		return openHarness(t, servers)
+	})
+}
+
+// TestTTLSetsSessionTimeout (issue 11 item 9): without session_timeout in
+// the URL, the TTL asked with dlock.WithTTL is the session timeout, on the
+// client (Open's options) and on one mutex. A holder cut off is replaced
+// within TTL + margin, not after the 10 s default.
+func TestTTLSetsSessionTimeout(t *testing.T) {
+	servers := testserver.ZooKeeper(t) // maxSessionTimeout 10 s
+	const ttl = 4 * time.Second
+	for _, tc := range []struct {
+		name       string
+		clientOpts []dlock.Option
+		mutexOpts  []dlock.Option
+	}{
+		{"client", []dlock.Option{dlock.WithTTL(ttl)}, nil},
+		{"mutex", nil, []dlock.Option{dlock.WithTTL(ttl)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			admin := testAdmin(t, servers)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			open := func() (*dlock.Client, *link) {
+				k := testLink(t, servers)
+				c, err := dlock.Open(ctx, "zk://"+strings.Join(k.addrs(), ",")+testRoot, tc.clientOpts...)
+				if err != nil {
+					t.Fatalf("Open: %v", err)
+				}
+				t.Cleanup(func() { c.Close() })
+				return c, k
+			}
+			a, ka := open()
+			b, _ := open()
+			name := uniqueName(t)
+			la, err := a.Mutex(name, tc.mutexOpts...).Lock(ctx)
+			if err != nil {
+				t.Fatalf("Lock: %v", err)
+			}
+			ch := lockAsync(ctx, b.Mutex(name, tc.mutexOpts...))
+			awaitQueue(t, admin, name, 2)
+			start := time.Now()
+			ka.partition(true)
+			r := awaitLock(t, ch, 30*time.Second, "waiter after the holder was cut off")
+			defer r.l.Unlock(ctx)
+			// One second of slack for scheduling on a loaded machine.
+			if d := r.at.Sub(start); d > ttl+ttl/10+time.Second {
+				t.Errorf("cut-off holder with TTL %v replaced after %v, want within TTL + margin", ttl, d)
+			} else {
+				t.Logf("cut-off holder with TTL %v replaced after %v", ttl, d)
+			}
+			select {
+			case <-la.Done():
+			default:
+				t.Errorf("waiter granted while the cut-off holder's Done was still open")
+			}
+			if !errors.Is(la.Err(), dlock.ErrLockLost) {
+				t.Errorf("holder Err = %v, want ErrLockLost", la.Err())
+			}
+		})
+	}
+}
