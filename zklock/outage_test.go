@@ -141,7 +141,7 @@ func TestFailedCleanupOnLiveSession(t *testing.T) {
 	name := uniqueName(t)
 	a, da, _ := testClient(t, servers, session)
 	b, db, _ := testClient(t, servers, session)
-	c, _, _ := testClient(t, servers, session)
+	c, dc, _ := testClient(t, servers, session)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -174,6 +174,12 @@ func TestFailedCleanupOnLiveSession(t *testing.T) {
 	const outage = 30 * time.Second
 	time.Sleep(outage)
 	srv.Start()
+	// Each client reconnects on its own schedule; c's Lock would fail at
+	// once while c has no session (a blocking Lock rides that out in the
+	// portable layer; this test is about a's and b's nodes).
+	for _, d := range []*zkDriver{da, db, dc} {
+		awaitState(t, d.conn, zk.StateHasSession, 30*time.Second)
+	}
 
 	start := time.Now()
 	lc, err := func() (*dlock.Lease, error) {
@@ -192,6 +198,18 @@ func TestFailedCleanupOnLiveSession(t *testing.T) {
 	t.Logf("granted %v after the restart", time.Since(start))
 	if err := lc.Unlock(ctx); err != nil {
 		t.Errorf("Unlock: %v", err)
+	}
+}
+
+// awaitState waits until conn is in state want.
+func awaitState(t *testing.T, conn *zk.Conn, want zk.State, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for conn.State() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("connection in state %v after %v, want %v", conn.State(), within, want)
+		}
+		time.Sleep(20 * time.Millisecond) // go-zookeeper's state has no event the test can wait on here
 	}
 }
 
@@ -254,8 +272,17 @@ func TestNoSpinAfterUserClosesConn(t *testing.T) {
 	case <-time.After(testSession):
 		t.Fatalf("waiting Lock still blocked %v after its connection was closed", testSession)
 	}
-	if _, err := c.Mutex(held).TryLock(ctx); err == nil {
-		t.Fatalf("TryLock on a closed connection succeeded")
+	select {
+	case <-c.Driver().(*zkDriver).connGone:
+	case <-time.After(testSession):
+		t.Fatalf("the driver did not notice the connection closed")
+	}
+	// Not transient: a blocking Lock must not retry a closed connection.
+	for _, wait := range []bool{false, true} {
+		_, _, err := c.Driver().Acquire(ctx, driver.Request{Name: held, TTL: testSession, Wait: wait})
+		if !errors.Is(err, errConnClosed) || errors.Is(err, driver.ErrUnavailable) {
+			t.Errorf("Acquire(wait=%v) on a closed connection = %v, want errConnClosed, not marked transient", wait, err)
+		}
 	}
 	const window = 3 * time.Second
 	time.Sleep(time.Until(start.Add(window))) // the measurement's window, not a synchronisation

@@ -30,7 +30,10 @@ func (s *session) ended() bool {
 	}
 }
 
-var errSessionEnded = errors.New("zklock: the ZooKeeper session that held the node has ended")
+var (
+	errSessionEnded = errors.New("zklock: the ZooKeeper session that held the node has ended")
+	errConnClosed   = errors.New("zklock: the *zk.Conn given to New was closed by its owner")
+)
 
 // onEvent follows the connection's session. go-zookeeper calls it from its
 // own goroutines: it must not block.
@@ -45,6 +48,9 @@ func (d *zkDriver) onEvent(ev zk.Event) {
 	case zk.StateHasSession:
 		if c := d.connP.Load(); c != nil {
 			d.bind(c.SessionID())
+		}
+		if !d.owned {
+			d.probeAfterConnect() // another server may grant another timeout
 		}
 	case zk.StateExpired:
 		d.mu.Lock()
@@ -61,6 +67,9 @@ func (d *zkDriver) drain(events <-chan zk.Event) {
 		select {
 		case ev, ok := <-events:
 			if !ok {
+				// go-zookeeper closes the channel once the connection is
+				// closed: its session is over.
+				d.connClosed()
 				d.mu.Lock()
 				d.sess.end()
 				d.mu.Unlock()

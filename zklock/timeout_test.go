@@ -83,15 +83,29 @@ func TestGrantedTimeoutBelowAsked(t *testing.T) {
 	}
 }
 
-// TestConformanceCappedSession runs the conformance suite once against a
-// server whose maxSessionTimeout (2 s) is below the session timeout the
-// drivers ask for (testSession, 4 s).
+// TestConformanceCappedSession runs the conformance suite against a server
+// whose maxSessionTimeout (2 s) is below every session timeout the drivers
+// ask for: 4 s (testSession) on a connection Dial makes or one given to
+// New, and the TTLs themselves (4 s to 30 s) when the sessions follow the
+// TTL.
 func TestConformanceCappedSession(t *testing.T) {
 	procs := testserver.StartZooKeeper(t, 1, testserver.ZKMaxSessionTimeout(2*time.Second))
 	servers := []string{procs[0].Addr()}
-	drivertest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
-		return openHarness(t, servers)
-	})
+	for _, tc := range []struct {
+		name     string
+		session  time.Duration
+		borrowed bool
+	}{
+		{"Dial", testSession, false},
+		{"New", testSession, true},
+		{"PerTTL", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			drivertest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
+				return openHarness(t, servers, tc.session, tc.borrowed)
+			})
+		})
+	}
 }
 
 // TestTTLSetsSessionTimeout (issue 11 item 9): without session_timeout in

@@ -89,21 +89,32 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
-// DefaultSessionTimeout is the session timeout Dial and the zk:// URL ask for.
-const DefaultSessionTimeout = 10 * time.Second
-
 // DefaultRoot is the znode under which lock queues live.
 const DefaultRoot = "/dlock"
+
+// maxSessions bounds the sessions of a driver that follows the TTL: one per
+// distinct TTL asked.
+const maxSessions = 8
 
 // Options configure the driver. The zero value means the defaults.
 type Options struct {
 	// Root is the znode under which the lock queues live (DefaultRoot).
 	// It is created if missing.
 	Root string
-	// SessionTimeout is the session timeout asked of the server. With New
-	// it must be the value given to zk.Connect, as it bounds how long a
-	// lock survives without an answer from the server. Dial uses
-	// DefaultSessionTimeout when zero.
+	// SessionTimeout is the session timeout asked of the server.
+	//
+	// With Dial, zero (the default) means: follow the TTL. Each lock lives
+	// in a session whose timeout is the TTL it was asked with
+	// (dlock.WithTTL, on the client or on the mutex); the driver opens one
+	// session per distinct TTL, on first use, up to 8. A value > 0 makes
+	// one session with that timeout for every lock, whatever their TTL.
+	//
+	// With New it is required and must be the value given to zk.Connect.
+	//
+	// Either way the server may grant another timeout (it clamps the asked
+	// one to its [minSessionTimeout, maxSessionTimeout], 2 and 20 ticks by
+	// default); the driver uses the one granted, and Capabilities says so
+	// when it differs.
 	SessionTimeout time.Duration
 	// Auth is "user:password" for ZooKeeper digest authentication; Dial
 	// adds it to the connection. It is never logged.
@@ -111,7 +122,8 @@ type Options struct {
 	// ACL of the nodes the driver creates: by default open to all, or to
 	// the authenticated user alone when Auth is set.
 	ACL []zk.ACL
-	// Dialer replaces net.DialTimeout for Dial's connection.
+	// Dialer replaces net.DialTimeout for Dial's connections, and for the
+	// probe by which New learns the session timeout the server grants.
 	Dialer zk.Dialer
 }
 
@@ -124,6 +136,12 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	var o Options
 	if u.Host == "" {
 		return nil, fmt.Errorf("%w: zk URL %q: want zk://host:port[,host:port...][/root]", dlock.ErrInvalidArgument, u.Redacted())
+	}
+	servers := strings.Split(u.Host, ",")
+	for _, s := range servers {
+		if s == "" {
+			return nil, fmt.Errorf("%w: zk URL %q: an empty server in the host list: want zk://host:port[,host:port...][/root]", dlock.ErrInvalidArgument, u.Redacted())
+		}
 	}
 	if u.User != nil {
 		pw, _ := u.User.Password()
@@ -145,16 +163,32 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 		}
 		o.SessionTimeout = d
 	}
-	return dialDriver(ctx, strings.Split(u.Host, ","), o)
+	return dialAny(ctx, servers, o)
 }
 
 // New returns a client whose locks live on conn's session. events must be
 // the channel zk.Connect returned with conn (or nil if the events reach the
 // driver some other way, which loses prompt loss detection on session
-// expiry): the driver reads it until it is closed or the client is closed,
-// to learn when the session expires. o.SessionTimeout must be the timeout
-// given to zk.Connect. Closing the client leaves conn open.
+// expiry, and the notice that the owner closed conn): the driver reads it
+// until it is closed or the client is closed. o.SessionTimeout must be the
+// timeout given to zk.Connect.
+//
+// go-zookeeper does not tell which session timeout the server granted, so
+// the driver learns it with a probe: a session of its own with the server
+// conn uses, asked for o.SessionTimeout and closed at once; again when conn
+// moves to another server. Locks are granted once it is known. The probe
+// dials with o.Dialer (net.DialTimeout if nil).
+//
+// Closing the client leaves conn open.
 func New(conn *zk.Conn, events <-chan zk.Event, o Options, opts ...dlock.Option) (*dlock.Client, error) {
+	d, err := newBorrowed(conn, events, o)
+	if err != nil {
+		return nil, err
+	}
+	return dlock.NewClient(d, opts...)
+}
+
+func newBorrowed(conn *zk.Conn, events <-chan zk.Event, o Options) (*zkDriver, error) {
 	if conn == nil {
 		return nil, fmt.Errorf("%w: zklock.New: conn = nil: want a *zk.Conn", dlock.ErrInvalidArgument)
 	}
@@ -165,6 +199,10 @@ func New(conn *zk.Conn, events <-chan zk.Event, o Options, opts ...dlock.Option)
 	if err != nil {
 		return nil, err
 	}
+	d.grant.probeDialer = o.Dialer
+	if d.grant.probeDialer == nil {
+		d.grant.probeDialer = net.DialTimeout
+	}
 	d.conn = conn
 	d.connP.Store(conn)
 	d.bind(conn.SessionID())
@@ -172,27 +210,48 @@ func New(conn *zk.Conn, events <-chan zk.Event, o Options, opts ...dlock.Option)
 		d.bg.Add(1)
 		go d.drain(events)
 	}
-	return dlock.NewClient(d, opts...)
+	d.probeAfterConnect()
+	return d, nil
 }
 
 // Dial connects to the ZooKeeper servers (host:port each) and returns a
-// client that owns the connection: closing the client ends the session. It
-// waits until the session is established or ctx is done.
+// client that owns its connections: closing the client ends its sessions.
+// It waits until a session is established or ctx is done.
+//
+// With o.SessionTimeout zero each lock's TTL is its session timeout (see
+// Options); Dial then opens the first session with dlock.DefaultTTL, the
+// TTL of a client given none, and closes it unused once a lock asks for
+// another TTL.
 func Dial(ctx context.Context, servers []string, o Options, opts ...dlock.Option) (*dlock.Client, error) {
-	d, err := dialDriver(ctx, servers, o)
+	d, err := dialAny(ctx, servers, o)
 	if err != nil {
 		return nil, err
 	}
 	return dlock.NewClient(d, opts...)
 }
 
-func dialDriver(ctx context.Context, servers []string, o Options) (*zkDriver, error) {
+// dialAny makes the driver for Dial and the zk:// URL: one session with the
+// given timeout, or sessions that follow the TTL.
+func dialAny(ctx context.Context, servers []string, o Options) (driver.Driver, error) {
 	if len(servers) == 0 {
 		return nil, fmt.Errorf("%w: zklock: servers: want at least one host:port", dlock.ErrInvalidArgument)
 	}
-	if o.SessionTimeout == 0 {
-		o.SessionTimeout = DefaultSessionTimeout
+	for i, s := range servers {
+		if strings.TrimSpace(s) == "" {
+			return nil, fmt.Errorf("%w: zklock: servers[%d] is empty: want host:port", dlock.ErrInvalidArgument, i)
+		}
 	}
+	if o.SessionTimeout < 0 {
+		return nil, fmt.Errorf("%w: zklock: Options.SessionTimeout = %v: want 0 (follow the TTL) or a duration > 0", dlock.ErrInvalidArgument, o.SessionTimeout)
+	}
+	if o.SessionTimeout > 0 {
+		return dialDriver(ctx, servers, o)
+	}
+	return dialPerTTL(ctx, servers, o)
+}
+
+// dialDriver makes a driver on one session, asking o.SessionTimeout.
+func dialDriver(ctx context.Context, servers []string, o Options) (*zkDriver, error) {
 	if o.Auth != "" && len(o.ACL) == 0 {
 		o.ACL = zk.AuthACL(zk.PermAll)
 	}
@@ -200,25 +259,26 @@ func dialDriver(ctx context.Context, servers []string, o Options) (*zkDriver, er
 	if err != nil {
 		return nil, err
 	}
+	d.owned = true // before onEvent can run
 	dialer := o.Dialer
 	if dialer == nil {
 		dialer = net.DialTimeout
 	}
 	conn, _, err := zk.Connect(servers, o.SessionTimeout,
 		zk.WithLogger(quiet{}), zk.WithLogInfo(false),
-		zk.WithEventCallback(d.onEvent), zk.WithDialer(dialer))
+		zk.WithEventCallback(d.onEvent), zk.WithDialer(grantDialer(dialer, d.setGranted)))
 	if err != nil {
 		return nil, fmt.Errorf("zklock: connect: %w", err)
 	}
-	d.conn, d.owned = conn, true
+	d.conn = conn
 	d.connP.Store(conn)
 	if err := d.awaitSession(ctx); err != nil {
-		conn.Close()
+		d.Close()
 		return nil, err
 	}
 	if o.Auth != "" {
 		if _, err := call(ctx, d, func() (struct{}, error) { return struct{}{}, conn.AddAuth("digest", []byte(o.Auth)) }); err != nil {
-			conn.Close()
+			d.Close()
 			return nil, fmt.Errorf("zklock: digest authentication: %w", err)
 		}
 	}
@@ -234,12 +294,12 @@ func (quiet) Printf(string, ...any) {}
 
 // zkDriver is one ZooKeeper session's view of the locks.
 type zkDriver struct {
-	conn    *zk.Conn
-	connP   atomic.Pointer[zk.Conn] // conn, for onEvent, which may run before conn is set
-	owned   bool
-	root    string
-	acl     []zk.ACL
-	timeout time.Duration
+	conn  *zk.Conn
+	connP atomic.Pointer[zk.Conn] // conn, for onEvent, which may run before conn is set
+	owned bool
+	root  string
+	acl   []zk.ACL
+	grant *grantState
 
 	plainCreate atomic.Bool // the root's ACL refuses the multi's write to a lock's parent
 
@@ -249,9 +309,19 @@ type zkDriver struct {
 	// its grant only if no break came between arming and firing.
 	breaks atomic.Int64
 
-	closing   chan struct{}
+	closing   chan struct{} // closed by Close
 	closeOnce sync.Once
-	bg        sync.WaitGroup // calls and cleanups that outlive their caller
+	connGone  chan struct{} // closed when the owner of a borrowed conn closed it
+	goneOnce  sync.Once
+	// done ends the background work (removals, probes): at Close for a
+	// connection the driver owns (closing it ends the session and its
+	// nodes), when a borrowed one is gone, or when Close's wait for a
+	// borrowed connection's removals runs out.
+	done     context.Context
+	stopBg   context.CancelFunc
+	bg       sync.WaitGroup // calls and cleanups that outlive their caller
+	used     atomic.Bool    // an Acquire ran on this session
+	removing sync.Map       // node path -> struct{}: a background removal is on
 
 	mu        sync.Mutex
 	sess      *session      // current session; id 0 until known
@@ -276,9 +346,14 @@ func newDriver(o Options) (*zkDriver, error) {
 	if len(acl) == 0 {
 		acl = zk.WorldACL(zk.PermAll)
 	}
+	done, stop := context.WithCancel(context.Background())
 	return &zkDriver{
-		root: root, acl: acl, timeout: o.SessionTimeout,
+		root: root, acl: acl,
+		grant:     &grantState{asked: o.SessionTimeout, known: make(chan struct{})},
 		closing:   make(chan struct{}),
+		connGone:  make(chan struct{}),
+		done:      done,
+		stopBg:    stop,
 		sess:      newSession(0),
 		connected: make(chan struct{}),
 	}, nil
@@ -287,19 +362,25 @@ func newDriver(o Options) (*zkDriver, error) {
 func (d *zkDriver) parent(name string) string { return d.root + "/" + encodeName(name) }
 
 func (d *zkDriver) Capabilities() driver.Capabilities {
+	return capabilities(d.timeoutNote())
+}
+
+func capabilities(timeouts string) driver.Capabilities {
 	return driver.Capabilities{
 		Fencing: driver.FencingStrong,
 		FIFO:    true,
 		Scope:   "cluster",
 		Notes: "token = czxid of the holder's znode (ensemble-wide, survives failover); " +
-			"a lock lives as long as its ZooKeeper session: while disconnected it is kept only until " +
+			"a lock lives as long as its ZooKeeper session, and the lease's TTL is the session timeout the server granted: " +
+			timeouts + "; while disconnected a lock is kept only until " +
 			"last answer + session timeout - margin; session expiry loses every lock of the session at once",
 	}
 }
 
 // Close ends the driver. A connection Dial made is closed, which ends the
-// session and deletes its nodes; a connection given to New is left open
-// and only this driver's nodes are removed.
+// session and deletes its nodes. A connection given to New is left open;
+// the removals of this driver's nodes still under way (after a failed
+// release) go on for up to one session timeout, which Close waits for.
 func (d *zkDriver) Close() error {
 	first := false
 	d.closeOnce.Do(func() { first = true; close(d.closing) })
@@ -307,6 +388,7 @@ func (d *zkDriver) Close() error {
 		return dlock.ErrClosed
 	}
 	if d.owned {
+		d.stopBg()
 		d.conn.Close()
 	}
 	d.mu.Lock()
@@ -317,14 +399,23 @@ func (d *zkDriver) Close() error {
 		return nil
 	}
 	// A borrowed connection may be partitioned; do not hang the caller for
-	// longer than the server takes to end a silent session.
+	// longer than the server takes to end a silent session. After that,
+	// either the session expired (and its nodes with it) or the removals
+	// got through.
 	done := make(chan struct{})
 	go func() { d.bg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(d.timeout):
+	case <-time.After(d.ttl()):
 	}
+	d.stopBg()
 	return nil
+}
+
+// connClosed records that the owner of a borrowed connection closed it.
+func (d *zkDriver) connClosed() {
+	d.goneOnce.Do(func() { close(d.connGone) })
+	d.stopBg()
 }
 
 // Status reports the holder's token and the number of waiters.
@@ -338,7 +429,7 @@ func (d *zkDriver) Status(ctx context.Context, name string) (driver.Status, erro
 		return driver.Status{}, nil
 	}
 	if err != nil {
-		return driver.Status{}, fmt.Errorf("zklock: list %s: %w", parent, err)
+		return driver.Status{}, d.wrapErr(ctx, "list "+parent, err)
 	}
 	q := queue(kids)
 	if len(q) == 0 {
@@ -347,7 +438,7 @@ func (d *zkDriver) Status(ctx context.Context, name string) (driver.Status, erro
 	st := driver.Status{Held: true, Waiters: len(q) - 1}
 	ok, stat, err := call2(ctx, d, func() (bool, *zk.Stat, error) { return d.conn.Exists(parent + "/" + q[0].name) })
 	if err != nil {
-		return driver.Status{}, fmt.Errorf("zklock: stat holder of %s: %w", parent, err)
+		return driver.Status{}, d.wrapErr(ctx, "stat holder of "+parent, err)
 	}
 	if ok {
 		st.Token = uint64(stat.Czxid)

@@ -32,7 +32,10 @@ const testRoot = "/dlocktest"
 type harness struct {
 	servers []string
 	admin   *zk.Conn
-	session time.Duration // asked of the servers by MakeDriver's drivers
+	// session is the session timeout MakeDriver's drivers ask for; 0
+	// follows the TTL (Dial without Options.SessionTimeout, as zk:// does).
+	session  time.Duration
+	borrowed bool // drivers made by New on a connection the harness owns
 
 	mu    sync.Mutex
 	links map[driver.Driver]*link
@@ -41,15 +44,15 @@ type harness struct {
 var _ drivertest.Faulter = (*harness)(nil)
 
 func newHarness(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
-	return openHarness(t, testserver.ZooKeeper(t))
+	return openHarness(t, testserver.ZooKeeper(t), 0, false)
 }
 
-func openHarness(t testing.TB, servers []string) (*harness, error) {
+func openHarness(t testing.TB, servers []string, session time.Duration, borrowed bool) (*harness, error) {
 	admin, err := adminConn(servers)
 	if err != nil {
 		return nil, err
 	}
-	return &harness{servers: servers, admin: admin, session: testSession, links: map[driver.Driver]*link{}}, nil
+	return &harness{servers: servers, admin: admin, session: session, borrowed: borrowed, links: map[driver.Driver]*link{}}, nil
 }
 
 func adminConn(servers []string) (*zk.Conn, error) {
@@ -62,7 +65,19 @@ func (h *harness) MakeDriver(ctx context.Context) (driver.Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := dialDriver(ctx, k.addrs(), Options{Root: testRoot, SessionTimeout: h.session, Dialer: k.dial})
+	o := Options{Root: testRoot, SessionTimeout: h.session, Dialer: k.dial}
+	var d driver.Driver
+	if h.borrowed {
+		conn, events, cerr := zk.Connect(k.addrs(), h.session, zk.WithLogger(quiet{}), zk.WithLogInfo(false), zk.WithDialer(k.dial))
+		if cerr != nil {
+			k.close()
+			return nil, cerr
+		}
+		k.conn = conn
+		d, err = newBorrowed(conn, events, o)
+	} else {
+		d, err = dialAny(ctx, k.addrs(), o)
+	}
 	if err != nil {
 		k.close()
 		return nil, err
@@ -146,6 +161,7 @@ func TestConformance(t *testing.T) {
 // (a lost reply).
 type link struct {
 	proxies []*faultproxy.Proxy
+	conn    *zk.Conn // a connection given to New, closed with the link
 
 	mu          sync.Mutex
 	down        func() // undoes partition(true)
@@ -175,6 +191,9 @@ func (k *link) addrs() []string {
 }
 
 func (k *link) close() {
+	if k.conn != nil {
+		k.conn.Close()
+	}
 	for _, p := range k.proxies {
 		p.Close()
 	}
