@@ -57,6 +57,13 @@ func TestUnavailableWhileCutOff(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Lock: %v", err)
 	}
+	// The same, held on the driver alone: no lease deadline, only the
+	// driver's Lost can tell.
+	other := uniqueName(t)
+	lo, _, err := da.Acquire(ctx, driver.Request{Name: other, TTL: session, Wait: true})
+	if err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
 	oldSession := da.conn.SessionID()
 	ka.partition(true)
 	awaitQueueAtMost(t, admin, name, 0, 30*time.Second) // the server expired the session
@@ -81,6 +88,14 @@ func TestUnavailableWhileCutOff(t *testing.T) {
 	}
 	if !errors.Is(la.Err(), dlock.ErrLockLost) {
 		t.Errorf("old lease Err = %v, want ErrLockLost", la.Err())
+	}
+	select {
+	case <-lo.Lost():
+	case <-time.After(3 * session):
+		t.Fatalf("Lost() of a lock of the expired session still open %v after the heal", 3*session)
+	}
+	if err := lo.Release(ctx); !errors.Is(err, driver.ErrLockLost) {
+		t.Errorf("Release of a lock of the expired session = %v, want ErrLockLost", err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -179,8 +179,12 @@ func (d *zkDriver) probeAfterConnect() {
 	}
 	d.grant.probedAt = server
 	d.grant.probeMu.Unlock()
-	if d.done.Err() != nil {
+	select {
+	case <-d.closing:
 		return
+	case <-d.done.Done():
+		return
+	default:
 	}
 	d.bg.Add(1)
 	go func() {
@@ -190,12 +194,19 @@ func (d *zkDriver) probeAfterConnect() {
 }
 
 // probe learns the timeout server grants to d.grant.asked, retrying with
-// backoff until it does, the driver closes or the connection is gone.
+// backoff until it does, or the driver closes, or the connection is gone.
 func (d *zkDriver) probe(server string) {
 	wait := 100 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), d.grant.asked+5*time.Second)
 		stop := context.AfterFunc(d.done, cancel)
+		go func() {
+			select {
+			case <-d.closing:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 		g, err := probeGranted(ctx, server, d.grant.asked, d.grant.probeDialer)
 		stop()
 		cancel()
@@ -208,6 +219,8 @@ func (d *zkDriver) probe(server string) {
 		}
 		select {
 		case <-d.done.Done():
+			return
+		case <-d.closing:
 			return
 		case <-time.After(wait):
 		}

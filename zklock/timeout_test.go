@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/drivertest"
 	"github.com/dlockio/dlock/internal/testserver"
 )
@@ -101,10 +102,50 @@ func TestConformanceCappedSession(t *testing.T) {
 		{"PerTTL", 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Run("Validity", func(t *testing.T) {
+				h, err := openHarness(t, servers, tc.session, tc.borrowed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(h.Close)
+				checkGranted(t, h, testSession, 2*time.Second)
+				if tc.session == 0 {
+					// Below the servers' minSessionTimeout (2 ticks): granted more.
+					checkGranted(t, h, 300*time.Millisecond, time.Second)
+				}
+			})
 			drivertest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
 				return openHarness(t, servers, tc.session, tc.borrowed)
 			})
 		})
+	}
+}
+
+// checkGranted takes a lock with ttl from a harness driver and checks that
+// the grant and a renewal report the granted session timeout as TTL.
+func checkGranted(t *testing.T, h *harness, ttl, granted time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := h.MakeDriver(ctx)
+	if err != nil {
+		t.Fatalf("MakeDriver: %v", err)
+	}
+	defer d.Close()
+	l, v, err := d.Acquire(ctx, driver.Request{Name: uniqueName(t), TTL: ttl, Wait: true})
+	if err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	defer l.Release(ctx)
+	if v.TTL != granted {
+		t.Errorf("TTL %v asked: grant's Validity.TTL = %v, want the granted session timeout %v", ttl, v.TTL, granted)
+	}
+	if v, err := l.Renew(ctx); err != nil || v.TTL != granted {
+		t.Errorf("TTL %v asked: Renew = %v, %v; want Validity.TTL %v", ttl, v.TTL, err, granted)
+	}
+	notes := d.(driver.Capable).Capabilities().Notes
+	if !strings.Contains(notes, granted.String()+" granted") {
+		t.Errorf("Capabilities().Notes = %q: want the granted %v", notes, granted)
 	}
 }
 
