@@ -2,13 +2,13 @@
 // protected ephemeral-sequential znodes, one queue per lock name, where
 // each waiter watches only its predecessor.
 //
+//	c, err := dlock.Open(ctx, "zk://user:secret@h1:2181,h2:2181/myapp/locks", dlock.WithTTL(5*time.Second))
+//	c, err := zklock.Dial(ctx, []string{"h1:2181", "h2:2181"}, zklock.Options{}, dlock.WithTTL(5*time.Second))
+//
+// or, on a connection of your own,
+//
 //	conn, events, err := zk.Connect(servers, 10*time.Second)
 //	c, err := zklock.New(conn, events, zklock.Options{SessionTimeout: 10 * time.Second})
-//
-// or, with a connection the client owns,
-//
-//	c, err := zklock.Dial(ctx, []string{"h1:2181", "h2:2181"}, zklock.Options{})
-//	c, err := dlock.Open(ctx, "zk://user:secret@h1:2181,h2:2181/myapp/locks?session_timeout=5s")
 //
 // # How a lock is held
 //
@@ -43,11 +43,39 @@
 //
 // A ZooKeeper lock lives as long as its session: the server deletes the
 // session's ephemeral nodes when it has heard nothing from the client for
-// the negotiated session timeout. So Validity reports TTL = session timeout
-// from the send time of the last request the server answered (the create,
-// the queue read that granted the lock, or a renewal's existence check):
-// the server had heard from us then, so it cannot have expired the session,
-// and with it the lock, before that time plus the timeout.
+// the session timeout it granted. So the session timeout is the only TTL
+// the engine has, and the driver uses the TTL asked for as the session
+// timeout:
+//
+//   - Open (zk:// without session_timeout) and Dial (Options.SessionTimeout
+//     zero) put each lock in a session whose timeout is the lock's TTL
+//     (dlock.WithTTL, given to the client or to one mutex; dlock.DefaultTTL
+//     otherwise). They keep one session per distinct TTL, made when a lock
+//     first asks for it, up to 8; a ninth distinct TTL is refused with
+//     ErrInvalidArgument. The first session, which Dial makes to check the
+//     servers, has dlock.DefaultTTL and is closed once a lock asks for
+//     another TTL if no lock used it.
+//   - ?session_timeout= (Options.SessionTimeout > 0), and New, use one
+//     session with that timeout for every lock, whatever TTL the lock asks
+//     for: the lease's TTL is the session timeout, and the portable layer
+//     scales its safety margin and renew interval to it.
+//
+// The server clamps the timeout asked to its [minSessionTimeout,
+// maxSessionTimeout] (2 and 20 × tickTime by default: 4 s to 40 s with the
+// sample configuration's tickTime of 2 s). The driver uses the timeout granted, read from
+// the server's connect response on every connection it makes (go-zookeeper
+// does not expose it; on New's borrowed connection a probe session learns
+// it), so a lease never outlives what the server enforces. When the grant
+// differs from the request, Client.Capabilities().Notes says so: a lock
+// asking a TTL above maxSessionTimeout lives (and renews) on the shorter
+// window; one below minSessionTimeout is freed only after the longer one
+// when its holder vanishes.
+//
+// Validity reports TTL = granted session timeout from the send time of the
+// last request the server answered (the create, the queue read that
+// granted the lock, or a renewal's existence check): the server had heard
+// from us then, so it cannot have expired the session, and with it the
+// lock, before that time plus the timeout.
 //
 // go-zookeeper declares the connection lost after ⅔ of the timeout without
 // a reply and spends the remaining third trying other servers, hoping to
@@ -60,15 +88,26 @@
 // back in time with the same session the next renewal succeeds and nothing
 // was lost. When the server reports the session expired, every lock of the
 // session reports lost at once (Lost); a node deleted by someone else is
-// noticed through a watch on it.
+// noticed through a watch on it. go-zookeeper then opens a new session on
+// its own, and new locks are taken on it.
 //
-// The reported TTL is Options.SessionTimeout, whatever TTL the lock asked
-// for (dlock.WithTTL): the portable layer scales its safety margin and
-// renew interval down to the shorter window, so the default TTL works. The
-// server may negotiate a
-// shorter timeout only when its maxSessionTimeout is below the one asked
-// for (go-zookeeper does not expose the negotiated value): keep the
-// server's maxSessionTimeout at least that large.
+// # Errors, outages and clean-up
+//
+// Errors that may pass with the connection — no server reachable, the
+// connection dropped, the session expired or moved — are marked
+// driver.Unavailable, so a blocking Lock waits them out; what the server
+// decided (no auth, bad ACL, ...) is reported as it is. A *zk.Conn given to
+// New and closed by its owner makes every call fail at once with an
+// unmarked error.
+//
+// A node the driver could not delete (a Release whose context ended or
+// whose connection was down, a Lock cancelled while queued) is removed in
+// the background, retried with backoff until it is gone: left behind, it
+// would block its queue for as long as its session lives, and a session
+// can ride out an outage (or a loss of quorum, which stops expiry). The
+// retries end when the driver closes: a connection the driver owns is then
+// closed, which ends the session and its nodes; on New's connection they go
+// on for up to one session timeout, which Close waits for.
 package zklock
 
 import (
