@@ -312,3 +312,58 @@ func TestNoSpinAfterUserClosesConn(t *testing.T) {
 		t.Errorf("Close took %v after the user closed the connection", d)
 	}
 }
+
+// TestReleaseAgainAfterFailure: the portable layer calls Release again
+// after a failed one (context ended, servers unreachable). Each failure
+// leaves one background removal; a later Release deletes the node or
+// reports it gone (ErrLockLost), and never touches another holder's lock.
+func TestReleaseAgainAfterFailure(t *testing.T) {
+	servers := testserver.ZooKeeper(t)
+	admin := testAdmin(t, servers)
+	_, da, ka := testClient(t, servers, testSession)
+	_, db, _ := testClient(t, servers, testSession)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cancelled, ccancel := context.WithCancel(ctx)
+	ccancel()
+
+	t.Run("cancelled", func(t *testing.T) {
+		name := uniqueName(t)
+		l := lockOf(t, ctx, da, name)
+		if err := l.Release(cancelled); err != context.Canceled {
+			t.Fatalf("Release with a cancelled context = %v, want context.Canceled itself", err)
+		}
+		awaitQueueAtMost(t, admin, name, 0, 10*time.Second)
+		lb := lockOf(t, ctx, db, name) // someone else's lock now
+		defer lb.Release(ctx)
+		for range 2 {
+			if err := l.Release(ctx); !errors.Is(err, driver.ErrLockLost) {
+				t.Errorf("Release again after the node went = %v, want ErrLockLost", err)
+			}
+		}
+		if q := queueOf(t, admin, name); len(q) != 1 {
+			t.Errorf("queue = %v, want the new holder's node alone", q)
+		}
+	})
+	t.Run("unreachable", func(t *testing.T) {
+		name := uniqueName(t)
+		l := lockOf(t, ctx, da, name)
+		ka.partition(true)
+		for range 3 {
+			rctx, rcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			err := l.Release(rctx)
+			rcancel()
+			if err == nil {
+				t.Fatalf("Release while cut off succeeded")
+			}
+			if !errors.Is(err, driver.ErrUnavailable) && err != context.DeadlineExceeded {
+				t.Errorf("Release while cut off = %v, want a transient error or the context's", err)
+			}
+		}
+		ka.partition(false)
+		awaitQueueAtMost(t, admin, name, 0, 3*testSession)
+		if err := l.Release(ctx); !errors.Is(err, driver.ErrLockLost) {
+			t.Errorf("Release after the heal, the node gone = %v, want ErrLockLost", err)
+		}
+	})
+}

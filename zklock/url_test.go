@@ -24,6 +24,7 @@ func TestURLErrorsHideCredentials(t *testing.T) {
 		"zk://user:" + pw + "@127.0.0.1:2181/a%00b",
 		"zk://user:" + pw + "@127.0.0.1:notaport/root",
 		"zk://user:" + pw + "@127.0.0.1:2181,/root",
+		"zk://user:" + pw + "@127.0.0.1:2181,,127.0.0.1:2182/root",
 		"zk://user:" + pw + "@[::1/root",
 		"zk://user:S3cr%2F3tPw@127.0.0.1:2181/root?session_timeout=x",
 		"zk://user:" + pw + "%zz@127.0.0.1:2181/root",
