@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"path"
 	"strings"
 	"sync"
@@ -100,13 +102,16 @@ func (d *zkDriver) wrapErr(ctx context.Context, what string, err error) error {
 func transient(err error) bool {
 	for _, t := range []error{
 		zk.ErrNoServer, zk.ErrConnectionClosed, zk.ErrSessionExpired, zk.ErrSessionMoved,
-		errSessionEnded, errDisconnected,
+		errSessionEnded, errDisconnected, io.EOF, io.ErrUnexpectedEOF,
 	} {
 		if errors.Is(err, t) {
 			return true
 		}
 	}
-	return false
+	// go-zookeeper hands a failed socket write to the request as it is
+	// ("write tcp ...: connection reset by peer").
+	var ne net.Error
+	return errors.As(err, &ne)
 }
 
 // attempt is one Acquire's node in one queue.

@@ -3,6 +3,9 @@ package zklock
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"syscall"
 	"testing"
 	"time"
@@ -366,4 +369,26 @@ func TestReleaseAgainAfterFailure(t *testing.T) {
 			t.Errorf("Release after the heal, the node gone = %v, want ErrLockLost", err)
 		}
 	})
+}
+
+// TestTransientErrors: what may pass with the connection is marked
+// transient, what the server decided is not.
+func TestTransientErrors(t *testing.T) {
+	reset := &net.OpError{Op: "write", Net: "tcp", Err: syscall.ECONNRESET}
+	for _, err := range []error{
+		zk.ErrNoServer, zk.ErrConnectionClosed, zk.ErrSessionExpired, zk.ErrSessionMoved,
+		errSessionEnded, errDisconnected, reset, io.EOF, fmt.Errorf("read: %w", io.ErrUnexpectedEOF),
+	} {
+		if !transient(err) {
+			t.Errorf("transient(%v) = false, want true", err)
+		}
+	}
+	for _, err := range []error{
+		zk.ErrNoAuth, zk.ErrAuthFailed, zk.ErrBadArguments, zk.ErrInvalidACL, zk.ErrNodeExists,
+		zk.ErrNoNode, zk.ErrBadVersion, zk.ErrClosing, zk.ErrNotEmpty, errConnClosed, errEntryGone,
+	} {
+		if transient(err) {
+			t.Errorf("transient(%v) = true, want false", err)
+		}
+	}
 }

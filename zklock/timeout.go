@@ -84,8 +84,9 @@ type grantState struct {
 
 	// For a borrowed connection: the probes.
 	probeMu     sync.Mutex
-	probedAt    string // server of the last probe started
-	lastProbe   error  // the last probe's failure, if it failed
+	probedAt    string        // server of the last probe started
+	lastProbe   error         // the last probe's failure, if it failed
+	probeFailed chan struct{} // closed (and replaced) when a probe fails
 	probeDialer zk.Dialer
 }
 
@@ -118,8 +119,14 @@ func (d *zkDriver) ttl() time.Duration {
 	return d.grant.asked
 }
 
+// probeWait bounds how long a probe, and an Acquire waiting for the first
+// one, may take before the servers are reported unavailable.
+const probeWait = 5 * time.Second
+
 // awaitGrant waits until the granted timeout is known: no lock is reported
-// with a validity the server may not honour.
+// with a validity the server may not honour. While it is not known (a
+// borrowed connection whose probe fails), Acquire fails with a transient
+// error, at once if a probe has failed already.
 func (d *zkDriver) awaitGrant(ctx context.Context) error {
 	select {
 	case <-d.grant.known:
@@ -129,22 +136,35 @@ func (d *zkDriver) awaitGrant(ctx context.Context) error {
 	if !d.owned {
 		d.probeAfterConnect() // in case no event has started one (New with events = nil)
 	}
-	select {
-	case <-d.grant.known:
-		return nil
-	case <-ctx.Done():
-		d.grant.probeMu.Lock()
-		last := d.grant.lastProbe
-		d.grant.probeMu.Unlock()
-		if last != nil {
-			return errors.Join(ctx.Err(), last)
+	d.grant.probeMu.Lock()
+	last, failed := d.grant.lastProbe, d.grant.probeFailed
+	d.grant.probeMu.Unlock()
+	if last == nil {
+		t := time.NewTimer(probeWait)
+		defer t.Stop()
+		select {
+		case <-d.grant.known:
+			return nil
+		case <-failed:
+			d.grant.probeMu.Lock()
+			last = d.grant.lastProbe
+			d.grant.probeMu.Unlock()
+		case <-t.C:
+			last = errors.New("no answer yet")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-d.closing:
+			return driver.ErrClosed
+		case <-d.connGone:
+			return errConnClosed
 		}
-		return ctx.Err()
-	case <-d.closing:
-		return driver.ErrClosed
-	case <-d.connGone:
-		return errConnClosed
 	}
+	select {
+	case <-d.grant.known: // a probe succeeded meanwhile
+		return nil
+	default:
+	}
+	return driver.Unavailable(fmt.Errorf("zklock: the session timeout the server grants is not known yet: %w", last))
 }
 
 // timeoutNote says, for Capabilities, which session timeout is in force.
@@ -198,7 +218,7 @@ func (d *zkDriver) probeAfterConnect() {
 func (d *zkDriver) probe(server string) {
 	wait := 100 * time.Millisecond
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), d.grant.asked+5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), probeWait)
 		stop := context.AfterFunc(d.done, cancel)
 		go func() {
 			select {
@@ -210,11 +230,17 @@ func (d *zkDriver) probe(server string) {
 		g, err := probeGranted(ctx, server, d.grant.asked, d.grant.probeDialer)
 		stop()
 		cancel()
-		d.grant.probeMu.Lock()
-		d.grant.lastProbe = err
-		d.grant.probeMu.Unlock()
 		if err == nil {
 			d.lowerGranted(g)
+		}
+		d.grant.probeMu.Lock()
+		d.grant.lastProbe = err
+		if err != nil {
+			close(d.grant.probeFailed)
+			d.grant.probeFailed = make(chan struct{})
+		}
+		d.grant.probeMu.Unlock()
+		if err == nil {
 			return
 		}
 		select {
@@ -233,13 +259,23 @@ func (d *zkDriver) probe(server string) {
 func probeGranted(ctx context.Context, server string, asked time.Duration, dial zk.Dialer) (time.Duration, error) {
 	var granted atomic.Int64
 	session := make(chan struct{})
-	var once sync.Once
+	failed := make(chan struct{}) // a connection attempt ended without a session
+	var sessionOnce, failedOnce sync.Once
+	attempts := 0 // the callback runs on go-zookeeper's one connecting goroutine
 	conn, _, err := zk.Connect([]string{server}, asked,
 		zk.WithLogger(quiet{}), zk.WithLogInfo(false),
 		zk.WithDialer(grantDialer(dial, func(g time.Duration) { granted.Store(int64(g)) })),
 		zk.WithEventCallback(func(ev zk.Event) {
-			if ev.Type == zk.EventSession && ev.State == zk.StateHasSession {
-				once.Do(func() { close(session) }) // after the grant was read, in the same goroutine
+			if ev.Type != zk.EventSession {
+				return
+			}
+			switch ev.State {
+			case zk.StateHasSession:
+				sessionOnce.Do(func() { close(session) }) // after the grant was read, in the same goroutine
+			case zk.StateConnecting:
+				if attempts++; attempts > 1 {
+					failedOnce.Do(func() { close(failed) })
+				}
 			}
 		}))
 	if err != nil {
@@ -249,6 +285,8 @@ func probeGranted(ctx context.Context, server string, asked time.Duration, dial 
 	select {
 	case <-session:
 		return time.Duration(granted.Load()), nil
+	case <-failed:
+		return 0, fmt.Errorf("zklock: probe the session timeout %s grants: %w", server, zk.ErrNoServer)
 	case <-ctx.Done():
 		return 0, fmt.Errorf("zklock: probe the session timeout %s grants: %w", server, ctx.Err())
 	}

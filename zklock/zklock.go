@@ -388,7 +388,7 @@ func newDriver(o Options) (*zkDriver, error) {
 	done, stop := context.WithCancel(context.Background())
 	return &zkDriver{
 		root: root, acl: acl,
-		grant:     &grantState{asked: o.SessionTimeout, known: make(chan struct{})},
+		grant:     &grantState{asked: o.SessionTimeout, known: make(chan struct{}), probeFailed: make(chan struct{})},
 		closing:   make(chan struct{}),
 		connGone:  make(chan struct{}),
 		done:      done,
