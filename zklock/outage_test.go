@@ -81,9 +81,19 @@ func TestUnavailableWhileCutOff(t *testing.T) {
 		}
 	}
 
-	// Healed: the old lock is lost, and Lock, retried on transient errors
-	// as the portable layer does, succeeds on a new session.
+	// A blocking Lock started during the outage (the symptom: it
+	// returned "zk: could not connect to a server" at once).
+	ch := lockAsync(ctx, a.Mutex(name))
+	time.Sleep(time.Second) // the outage goes on (not a synchronisation)
+	select {
+	case r := <-ch:
+		t.Fatalf("blocking Lock returned during the outage: %v, %v", r.l, r.err)
+	default:
+	}
+
+	// Healed: the old lock is lost, and the Lock is granted on a new session.
 	ka.partition(false)
+	healed := time.Now()
 	select {
 	case <-la.Done():
 	case <-time.After(3 * session):
@@ -100,27 +110,13 @@ func TestUnavailableWhileCutOff(t *testing.T) {
 	if err := lo.Release(ctx); !errors.Is(err, driver.ErrLockLost) {
 		t.Errorf("Release of a lock of the expired session = %v, want ErrLockLost", err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		actx, acancel := context.WithTimeout(ctx, 2*session)
-		l, _, err := da.Acquire(actx, driver.Request{Name: name, TTL: session, Wait: true})
-		acancel()
-		if err == nil {
-			if sid := da.conn.SessionID(); sid == oldSession {
-				t.Errorf("granted on session %#x, the one that expired", sid)
-			}
-			if err := l.Release(ctx); err != nil {
-				t.Errorf("Release: %v", err)
-			}
-			break
-		}
-		if !errors.Is(err, driver.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Acquire after the heal = %v: neither granted nor transient", err)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Acquire after the heal still failing after 30 s: %v", err)
-		}
-		t.Logf("Acquire after the heal: %v (retrying)", err)
+	r := awaitLock(t, ch, 30*time.Second, "blocking Lock across the outage")
+	t.Logf("granted %v after the heal", r.at.Sub(healed))
+	if sid := da.conn.SessionID(); sid == oldSession {
+		t.Errorf("granted on session %#x, the one that expired", sid)
+	}
+	if err := r.l.Unlock(ctx); err != nil {
+		t.Errorf("Unlock: %v", err)
 	}
 }
 
