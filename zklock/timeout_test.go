@@ -1,8 +1,12 @@
 package zklock
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -212,4 +216,76 @@ func TestTTLSetsSessionTimeout(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestKilledHolderReplacedWithinTTL (issue 11 item 9, as seen with `dlock
+// run --ttl 4s`): a holder process opened with zk:// and WithTTL(4s) is
+// SIGKILLed; the waiter gets the lock within TTL + margin.
+func TestKilledHolderReplacedWithinTTL(t *testing.T) {
+	if url := os.Getenv("ZKLOCK_HOLD_URL"); url != "" {
+		holdUntilKilled(t, url, os.Getenv("ZKLOCK_HOLD_NAME"))
+		return
+	}
+	servers := testserver.ZooKeeper(t) // maxSessionTimeout 10 s
+	const ttl = 4 * time.Second
+	url := "zk://" + strings.Join(servers, ",") + testRoot
+	name := uniqueName(t)
+	admin := testAdmin(t, servers)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledHolderReplacedWithinTTL$")
+	cmd.Env = append(os.Environ(), "ZKLOCK_HOLD_URL="+url, "ZKLOCK_HOLD_NAME="+name, "ZKLOCK_HOLD_TTL="+ttl.String())
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start the holder: %v", err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "held\n" {
+		t.Fatalf("holder: %q, %v", line, err)
+	}
+
+	b, err := dlock.Open(ctx, url, dlock.WithTTL(ttl))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer b.Close()
+	ch := lockAsync(ctx, b.Mutex(name))
+	awaitQueue(t, admin, name, 2)
+	start := time.Now()
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatalf("kill the holder: %v", err)
+	}
+	r := awaitLock(t, ch, 30*time.Second, "waiter after the holder was killed")
+	defer r.l.Unlock(ctx)
+	// One second of slack for scheduling on a loaded machine.
+	if d := r.at.Sub(start); d > ttl+ttl/10+time.Second {
+		t.Errorf("SIGKILLed holder with TTL %v replaced after %v, want within TTL + margin", ttl, d)
+	} else {
+		t.Logf("SIGKILLed holder with TTL %v replaced after %v", ttl, d)
+	}
+}
+
+// holdUntilKilled is the holder process of TestKilledHolderReplacedWithinTTL.
+func holdUntilKilled(t *testing.T, url, name string) {
+	ttl, err := time.ParseDuration(os.Getenv("ZKLOCK_HOLD_TTL"))
+	if err != nil {
+		t.Fatalf("ZKLOCK_HOLD_TTL: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := dlock.Open(ctx, url, dlock.WithTTL(ttl))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if _, err := c.Mutex(name).Lock(ctx); err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	fmt.Println("held")
+	select {} // until SIGKILL
 }
