@@ -21,7 +21,7 @@ func testClient(t *testing.T, servers []string, session time.Duration, opts ...d
 	k := testLink(t, servers)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := dialDriver(ctx, k.addrs(), Options{Root: testRoot, SessionTimeout: session, Dialer: k.dial})
+	d, err := dialDriver(ctx, k.addrs(), Options{Root: testRoot, SessionTimeout: session, Dialer: k.dial}, false)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}

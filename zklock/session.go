@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/go-zookeeper/zk"
+
+	"github.com/dlockio/dlock/driver"
 )
 
 // session is one ZooKeeper session of the connection. Every lock taken in
@@ -45,6 +47,12 @@ func (d *zkDriver) onEvent(ev zk.Event) {
 		d.breaks.Add(1)
 	}
 	switch ev.State {
+	case zk.StateConnecting:
+		// go-zookeeper starts each connection attempt with this event:
+		// one more than there are servers means a whole round failed.
+		if d.attempts.Add(1) > int64(d.nservers) {
+			d.noServerOnce.Do(func() { close(d.noServer) })
+		}
 	case zk.StateHasSession:
 		if c := d.connP.Load(); c != nil {
 			d.bind(c.SessionID())
@@ -119,11 +127,25 @@ func (d *zkDriver) sessionOf(owner int64) *session {
 	return d.bind(owner)
 }
 
-func (d *zkDriver) awaitSession(ctx context.Context) error {
+// awaitSession waits for the connection's first session. With failFast it
+// gives up, with a transient error, once every server has been tried and
+// none gave a session.
+func (d *zkDriver) awaitSession(ctx context.Context, failFast bool) error {
 	d.bind(d.conn.SessionID()) // the event may have come before d.conn was set
+	var noServer <-chan struct{}
+	if failFast {
+		noServer = d.noServer
+	}
 	select {
 	case <-d.connected:
 		return nil
+	case <-noServer:
+		select {
+		case <-d.connected: // both: the session won
+			return nil
+		default:
+		}
+		return driver.Unavailable(fmt.Errorf("zklock: waiting for a ZooKeeper session: %w", zk.ErrNoServer))
 	case <-ctx.Done():
 		return fmt.Errorf("zklock: waiting for a ZooKeeper session: %w", ctx.Err())
 	}

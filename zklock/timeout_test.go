@@ -289,3 +289,85 @@ func holdUntilKilled(t *testing.T, url, name string) {
 	fmt.Println("held")
 	select {} // until SIGKILL
 }
+
+// TestPerTTLSessions: without a session timeout, a client keeps one session
+// per distinct TTL (Dial's first one closed if no lock used it), refuses a
+// ninth distinct TTL clearly, and reports a new TTL's session as
+// unavailable at once while the servers refuse connections.
+func TestPerTTLSessions(t *testing.T) {
+	servers := testserver.ZooKeeper(t)
+	k := testLink(t, servers)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := dlock.Open(ctx, "zk://"+strings.Join(k.addrs(), ",")+testRoot, dlock.WithTTL(3*time.Second))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer c.Close()
+	p := c.Driver().(*perTTL)
+	first := p.first
+
+	sessions := func() map[time.Duration]int64 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		ids := map[time.Duration]int64{}
+		for ttl, s := range p.sessions {
+			if s.d != nil {
+				ids[ttl] = s.d.conn.SessionID()
+			}
+		}
+		return ids
+	}
+	for i, ttl := range []time.Duration{3 * time.Second, 4 * time.Second, 3 * time.Second} {
+		l, err := c.Mutex(uniqueName(t), dlock.WithTTL(ttl)).Lock(ctx)
+		if err != nil {
+			t.Fatalf("Lock %d (TTL %v): %v", i, ttl, err)
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatalf("Unlock: %v", err)
+		}
+	}
+	ids := sessions()
+	if len(ids) != 2 || ids[3*time.Second] == 0 || ids[4*time.Second] == 0 || ids[3*time.Second] == ids[4*time.Second] {
+		t.Errorf("sessions by TTL = %v, want two distinct ones for 3s and 4s (Dial's first one closed unused)", ids)
+	}
+	select {
+	case <-first.closing:
+	default:
+		t.Errorf("Dial's first session (TTL %v) still open although no lock used it", dlock.DefaultTTL)
+	}
+
+	// Up to 8 sessions: 6 more TTLs, then the ninth is refused.
+	for i := range 6 {
+		ttl := time.Duration(5+i) * time.Second
+		if _, err := c.Mutex(uniqueName(t), dlock.WithTTL(ttl)).TryLock(ctx); err != nil {
+			t.Fatalf("TryLock with TTL %v: %v", ttl, err)
+		}
+	}
+	_, err = c.Mutex(uniqueName(t), dlock.WithTTL(11*time.Second)).TryLock(ctx)
+	if !errors.Is(err, dlock.ErrInvalidArgument) || !strings.Contains(err.Error(), "TTL") {
+		t.Errorf("TryLock with a ninth distinct TTL = %v, want ErrInvalidArgument naming the TTLs", err)
+	}
+
+	// A new TTL while the servers refuse connections: reported at once.
+	c2, err := dlock.Open(ctx, "zk://"+strings.Join(k.addrs(), ",")+testRoot)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer c2.Close()
+	k.partition(true)
+	start := time.Now()
+	_, err = c2.Mutex(uniqueName(t), dlock.WithTTL(2*time.Second)).TryLock(context.Background())
+	if !errors.Is(err, dlock.ErrUnavailable) {
+		t.Errorf("TryLock with a new TTL, servers refusing = %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("TryLock with a new TTL, servers refusing, took %v", d)
+	}
+	k.partition(false)
+	l, err := c2.Mutex(uniqueName(t), dlock.WithTTL(2*time.Second)).Lock(ctx)
+	if err != nil {
+		t.Fatalf("Lock with that TTL after the heal: %v", err)
+	}
+	l.Unlock(ctx)
+}

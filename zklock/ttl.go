@@ -2,6 +2,7 @@ package zklock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -14,7 +15,8 @@ import (
 )
 
 // sessionDialWait bounds how long an Acquire waits for a new session (for
-// a TTL not asked before) before it reports the servers unavailable.
+// a TTL not asked before) before it reports the servers unavailable; it
+// gives up sooner once every server has refused.
 const sessionDialWait = 10 * time.Second
 
 // perTTL is the driver of Dial and zk:// without a session timeout. A
@@ -53,7 +55,7 @@ var (
 // the TTL of a client given none, and proof that the servers answer.
 func dialPerTTL(ctx context.Context, servers []string, o Options) (*perTTL, error) {
 	o.SessionTimeout = dlock.DefaultTTL
-	d, err := dialDriver(ctx, servers, o)
+	d, err := dialDriver(ctx, servers, o, false)
 	if err != nil {
 		return nil, err
 	}
@@ -126,13 +128,16 @@ func (p *perTTL) dial(ttl time.Duration, s *ttlSession) {
 	o := p.o
 	o.SessionTimeout = ttl
 	ctx, cancel := context.WithTimeout(p.closeCtx, sessionDialWait)
-	d, err := dialDriver(ctx, p.servers, o)
+	d, err := dialDriver(ctx, p.servers, o, true)
 	cancel()
 	var unused *zkDriver
 	p.mu.Lock()
 	switch {
 	case err != nil:
-		s.err = driver.Unavailable(fmt.Errorf("zklock: a session for TTL %v: %w", ttl, err))
+		s.err = fmt.Errorf("zklock: a session for TTL %v: %w", ttl, err)
+		if transient(err) || errors.Is(err, context.DeadlineExceeded) {
+			s.err = driver.Unavailable(s.err) // no server answered (in time)
+		}
 		if p.closed {
 			s.err = driver.ErrClosed
 		}

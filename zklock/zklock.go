@@ -284,13 +284,15 @@ func dialAny(ctx context.Context, servers []string, o Options) (driver.Driver, e
 		return nil, fmt.Errorf("%w: zklock: Options.SessionTimeout = %v: want 0 (follow the TTL) or a duration > 0", dlock.ErrInvalidArgument, o.SessionTimeout)
 	}
 	if o.SessionTimeout > 0 {
-		return dialDriver(ctx, servers, o)
+		return dialDriver(ctx, servers, o, false)
 	}
 	return dialPerTTL(ctx, servers, o)
 }
 
-// dialDriver makes a driver on one session, asking o.SessionTimeout.
-func dialDriver(ctx context.Context, servers []string, o Options) (*zkDriver, error) {
+// dialDriver makes a driver on one session, asking o.SessionTimeout. It
+// waits for the session until ctx is done or, with failFast, until every
+// server has been tried once.
+func dialDriver(ctx context.Context, servers []string, o Options, failFast bool) (*zkDriver, error) {
 	if o.Auth != "" && len(o.ACL) == 0 {
 		o.ACL = zk.AuthACL(zk.PermAll)
 	}
@@ -299,6 +301,7 @@ func dialDriver(ctx context.Context, servers []string, o Options) (*zkDriver, er
 		return nil, err
 	}
 	d.owned = true // before onEvent can run
+	d.nservers = len(servers)
 	dialer := o.Dialer
 	if dialer == nil {
 		dialer = net.DialTimeout
@@ -311,7 +314,7 @@ func dialDriver(ctx context.Context, servers []string, o Options) (*zkDriver, er
 	}
 	d.conn = conn
 	d.connP.Store(conn)
-	if err := d.awaitSession(ctx); err != nil {
+	if err := d.awaitSession(ctx, failFast); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -347,6 +350,13 @@ type zkDriver struct {
 	// particular order, so a waiter may take a predecessor's deletion as
 	// its grant only if no break came between arming and firing.
 	breaks atomic.Int64
+
+	// Before the first session: connection attempts, and a channel closed
+	// once every server has been tried without one (awaitSession).
+	nservers     int
+	attempts     atomic.Int64
+	noServer     chan struct{}
+	noServerOnce sync.Once
 
 	closing   chan struct{} // closed by Close
 	closeOnce sync.Once
@@ -391,6 +401,7 @@ func newDriver(o Options) (*zkDriver, error) {
 		grant:     &grantState{asked: o.SessionTimeout, known: make(chan struct{}), probeFailed: make(chan struct{})},
 		closing:   make(chan struct{}),
 		connGone:  make(chan struct{}),
+		noServer:  make(chan struct{}),
 		done:      done,
 		stopBg:    stop,
 		sess:      newSession(0),
