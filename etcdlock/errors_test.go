@@ -3,11 +3,15 @@ package etcdlock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/drivertest"
@@ -124,6 +128,47 @@ func TestPermanentErrorsNotMarked(t *testing.T) {
 		t.Logf("Acquire (wait %v) outside the user's key range: %v", wait, err)
 		if errors.Is(err, driver.ErrUnavailable) {
 			t.Errorf("permission denied marked ErrUnavailable: %v", err)
+		}
+	}
+}
+
+// TestEngineErrClasses: which etcd errors are marked transient, for the
+// ones no test above can make a server produce on demand.
+func TestEngineErrClasses(t *testing.T) {
+	// engineErr reads only the client's Ctx.
+	d := &etcdDriver{cli: clientv3.NewCtxClient(context.Background()), closeCtx: context.Background()}
+	live := context.Background()
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tc := range []struct {
+		err       error
+		ctx       context.Context
+		transient bool
+	}{
+		{rpctypes.ErrNoLeader, live, true},
+		{rpctypes.ErrLeaderChanged, live, true},
+		{rpctypes.ErrTimeout, live, true},
+		{rpctypes.ErrTimeoutDueToLeaderFail, live, true},
+		{rpctypes.ErrTimeoutDueToConnectionLost, live, true},
+		{rpctypes.ErrStopped, live, true},
+		{rpctypes.ErrUnhealthy, live, true},
+		{rpctypes.ErrTooManyRequests, live, true},
+		{rpctypes.ErrNotLeader, live, true},
+		{status.Error(codes.Unavailable, "error reading from server: EOF"), live, true},
+		{fmt.Errorf("etcdlock: grant lease: %w", context.DeadlineExceeded), live, true},
+		{rpctypes.ErrPermissionDenied, live, false},
+		{rpctypes.ErrAuthFailed, live, false},
+		{rpctypes.ErrInvalidAuthToken, live, false},
+		{rpctypes.ErrNoSpace, live, false},
+		{rpctypes.ErrRequestTooLarge, live, false},
+		{rpctypes.ErrLeaseTTLTooLarge, live, false},
+		{errors.New("some other error"), live, false},
+		{context.Canceled, ended, false},
+		{rpctypes.ErrTimeout, ended, false}, // the caller gave up: not for the portable layer to retry
+	} {
+		got := errors.Is(d.engineErr(tc.ctx, tc.err), driver.ErrUnavailable)
+		if got != tc.transient {
+			t.Errorf("%v (caller's ctx ended: %v): marked transient = %v, want %v", tc.err, tc.ctx.Err() != nil, got, tc.transient)
 		}
 	}
 }

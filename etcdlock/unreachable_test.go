@@ -60,8 +60,8 @@ func TestUnreachableBounded(t *testing.T) {
 				defer undo()
 				bounded(t, what, limit, undo, f)
 			}
-			under("Release(context.Background())", 6*time.Second, func() error { return l.Release(context.Background()) })
-			under("driver Close", 3*time.Second, d.Close)
+			under("Release(context.Background())", releaseTimeout+time.Second, func() error { return l.Release(context.Background()) })
+			under("driver Close", closeTimeout+time.Second, d.Close)
 			c.cli.Close()
 			for _, p := range c.proxies {
 				p.Close()
