@@ -49,7 +49,7 @@ func TestTransientErrorsMarked(t *testing.T) {
 			}
 			got <- err
 		}()
-		time.Sleep(300 * time.Millisecond) // nothing tells when the request has reached the proxy
+		time.Sleep(time.Second) // nothing tells when the request has reached the proxy
 		down, err := c.fault("", drivertest.Fault{Down: true})
 		if err != nil {
 			t.Fatal(err)
