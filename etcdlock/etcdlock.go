@@ -64,7 +64,7 @@
 //
 // Release returns within 5 s whatever context it is given, a lease grant
 // gives up after 5 s (clientv3 would retry it until the caller's context
-// ends), and Close within 2 s plus the closing of a client it owns; a lease
+// ends), and Close within 1 s plus the closing of a client it owns; a lease
 // Close could not revoke expires within its TTL, and Close says so.
 //
 // # A closed etcd client
@@ -108,8 +108,11 @@ const DefaultPrefix = "dlock"
 // only when the caller's context ends, and never says why.
 const grantTimeout = 5 * time.Second
 
-// closeTimeout bounds Close's lease revocations, made all at once.
-const closeTimeout = 2 * time.Second
+// closeTimeout bounds Close's lease revocations, made all at once. A
+// revocation only frees keys before their TTL: the portable layer has
+// released what it held before Close, with a bound of its own, and
+// dlock.Client.Close's bound is the sum of the two.
+const closeTimeout = time.Second
 
 // Options configure a driver. The zero value means the documented defaults.
 type Options struct {

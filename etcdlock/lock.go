@@ -189,16 +189,13 @@ func (l *lock) Release(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 	defer cancel()
 	if err := l.takeDel(rctx); err != nil { // the background delete has it
-		return fmt.Errorf("etcdlock: release %q: %w (%s)", l.key, l.d.engineErr(ctx, err), orphaned)
+		return fmt.Errorf("etcdlock: release %q: %w", l.key, l.d.engineErr(ctx, err))
 	}
 	defer func() { <-l.del }()
 	deleted, err := l.remove(rctx)
 	if err != nil {
-		what := orphaned
-		if !l.d.orphan(l) {
-			what = fmt.Sprintf("it expires with its lease, within %v", l.ls.ttl)
-		}
-		return fmt.Errorf("etcdlock: release %q: %w (%s)", l.key, l.d.engineErr(ctx, err), what)
+		l.d.orphan(l)
+		return fmt.Errorf("etcdlock: release %q: %w", l.key, l.d.engineErr(ctx, err))
 	}
 	l.d.unorphan(l)
 	if !deleted {
@@ -206,8 +203,6 @@ func (l *lock) Release(ctx context.Context) error {
 	}
 	return nil
 }
-
-const orphaned = "the driver keeps deleting it in the background"
 
 // takeDel takes l.del, waiting out a background delete in flight, unless
 // ctx ends first. A free l.del is taken even when ctx has ended, so that
