@@ -86,7 +86,7 @@ func TestURLNeverLeaksPassword(t *testing.T) {
 		"etcds://user:" + pw + "@127.0.0.1:1", // the CA file is missing
 		"etcd://user:" + pw + "@127.0.0.1:1",  // nothing listens
 	} {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second) // for the unreachable ones
 		c, err := dlock.Open(ctx, raw)
 		cancel()
 		if err == nil {
@@ -154,5 +154,26 @@ func TestAuthFailureNeverLeaksPassword(t *testing.T) {
 	noSecret(t, "outside the user's keys", err, lockerPassword)
 	if errors.Is(err, dlock.ErrUnavailable) {
 		t.Errorf("permission denied marked ErrUnavailable: %v", err)
+	}
+}
+
+// TestOpenHonoursDeadline: Open gives up by its context's deadline, also
+// while the etcd client authenticates (clientv3 would wait its own dial
+// timeout).
+func TestOpenHonoursDeadline(t *testing.T) {
+	for _, raw := range []string{"etcd://127.0.0.1:1", "etcd://user:S3cr3tPw@127.0.0.1:1"} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		start := time.Now()
+		c, err := dlock.Open(ctx, raw)
+		cancel()
+		if err == nil {
+			c.Close()
+			t.Fatalf("Open(%q) of nothing succeeded", raw)
+		}
+		took := time.Since(start)
+		t.Logf("Open: %v after %v", err, took)
+		if took > 2*time.Second {
+			t.Errorf("Open(%q) with a 1 s deadline took %v", raw, took)
+		}
 	}
 }
