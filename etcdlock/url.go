@@ -45,6 +45,13 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 		return nil, err
 	}
 	cfg.Context = context.WithoutCancel(ctx) // the client outlives Open's ctx
+	if dl, ok := ctx.Deadline(); ok {
+		// clientv3.New authenticates within DialTimeout on a context of
+		// its own: keep it within Open's deadline.
+		if cfg.DialTimeout = min(cfg.DialTimeout, time.Until(dl)); cfg.DialTimeout <= 0 {
+			return nil, fmt.Errorf("etcdlock: connect to %s: %w", strings.Join(cfg.Endpoints, ","), context.DeadlineExceeded)
+		}
+	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("etcdlock: connect to %s: %w", strings.Join(cfg.Endpoints, ","), err)
