@@ -81,6 +81,9 @@ func (d *etcdDriver) leaseFor(ctx context.Context, secs int64) (*lease, error) {
 	resp, err := d.cli.Grant(gctx, secs)
 	cancel()
 	if err != nil {
+		if ctx.Err() == nil && gctx.Err() != nil {
+			err = fmt.Errorf("no answer within %v: %w", grantTimeout, err)
+		}
 		return nil, fmt.Errorf("etcdlock: grant lease: %w", d.engineErr(ctx, err))
 	}
 	nl := &lease{d: d, key: secs, id: resp.ID, ttl: time.Duration(resp.TTL) * time.Second, lastSent: sent}
