@@ -25,10 +25,11 @@ const watchMethod = "/etcdserverpb.Watch/Watch"
 // a client-side stream interceptor (passed in clientv3.Config.DialOptions)
 // can. It acts on whole messages, as they cross the client's gRPC layer:
 //
-//   - Delay: each message sent is held its delay before it goes out; each
-//     message received is handed to the client its delay after it arrived
-//     (a delay line: later messages are read meanwhile, so delays do not add
-//     up).
+//   - Delay: each message received is handed to the client its delay after
+//     it arrived (a delay line: later messages are read meanwhile, so delays
+//     do not add up); each message sent is held its delay before it goes out
+//     (one after another: back-to-back sends add up, but a client sends a
+//     watch stream little besides creating and cancelling watches).
 //   - Stall: messages are held, both ways or one, until the fault is undone.
 //   - Down: open streams fail with codes.Unavailable and new ones are
 //     refused with it, as clientv3 sees a lost connection; clientv3 reopens
