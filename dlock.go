@@ -108,10 +108,12 @@ const CloseTimeout = 5 * time.Second
 
 // Close ends every lease the client holds (their Done channels close at
 // once, before any round trip), makes waiting Lock calls return ErrClosed,
-// releases the leases' locks in parallel, and closes the driver. It waits
-// for the engine at most CloseTimeout (or a lease's TTL, if shorter): a lock
-// whose release was not answered is dropped by the engine when its TTL runs
-// out. Close reports releases that failed. Later calls return ErrClosed.
+// releases the leases' locks in parallel, and closes the driver. The
+// releases wait for the engine at most CloseTimeout (or a lease's TTL, if
+// shorter), and then the driver's own Close runs, which the drivers of this
+// module bound to about a second: a lock whose release was not answered is
+// dropped by the engine when its TTL runs out. Close reports releases that
+// failed. Later calls return ErrClosed.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
