@@ -347,32 +347,39 @@ func (d *fileDriver) grant(ctx context.Context, f *os.File, name string) (*fileL
 	if err != nil {
 		return nil, err
 	}
-	// The caller closes f if we give up on it; l's watch must let go first.
-	abandon := func() {
-		l.mu.Lock()
-		l.unwatchLocked()
-		l.f = nil
-		l.mu.Unlock()
+	// Held from here on, so that a directory event finds it; the checks
+	// below then cover what happened before the watch.
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		l.abandon()
+		return nil, errClosed
 	}
+	d.open[l] = struct{}{}
+	d.mu.Unlock()
 	if same, err := d.dirAt(); err != nil || !same {
-		abandon()
+		l.abandon()
 		if err == nil {
 			err = fmt.Errorf("filelock: lock directory %s was moved or removed since it was opened: open it again", d.dir)
 		}
 		return nil, err
 	}
 	if same, err := d.fileAt(f, name); err != nil || !same {
-		abandon()
+		l.abandon()
 		return nil, nil
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		abandon()
-		return nil, errClosed
-	}
-	d.open[l] = struct{}{}
 	return l, nil
+}
+
+// abandon undoes grant's work on l, whose caller then closes the file.
+func (l *fileLock) abandon() {
+	l.mu.Lock()
+	l.unwatchLocked()
+	l.f = nil
+	l.mu.Unlock()
+	l.d.mu.Lock()
+	delete(l.d.open, l)
+	l.d.mu.Unlock()
 }
 
 // Close drops every lock still held (closing a lock file frees its flock,
