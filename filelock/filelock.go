@@ -51,9 +51,10 @@
 // fs.inotify.max_user_instances (or max_user_watches) cannot wait on events:
 // a waiting Acquire then fails at once with an error that matches
 // driver.ErrUnavailable and names the limit (a blocking Lock retries it with
-// backoff, so it still gets the lock, later than an event would have told
-// it), and a holder goes without the watch, learning of a removed or
-// replaced file at its next renewal instead (TTL/3).
+// backoff, so it still gets the lock, up to dlock.RetryMaxBackoff after it
+// is freed instead of at once), and a holder goes without the watch,
+// learning of a removed or replaced file at its next renewal instead
+// (TTL/3).
 //
 // Linux only: inotify is what makes waiting event-driven.
 package filelock

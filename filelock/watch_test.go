@@ -197,12 +197,33 @@ func limitChild() int {
 	fmt.Printf("wait: unavailable=%v err=%v\n", errors.Is(err, driver.ErrUnavailable), err)
 	l, _, err := d.Acquire(ctx, driver.Request{Name: "free", TTL: time.Minute})
 	fmt.Printf("hold: err=%v\n", err)
-	if err == nil {
-		if err := l.Release(ctx); err != nil {
-			fmt.Println("release:", err)
-			return 1
-		}
+	if err != nil {
+		return 0
 	}
+	// A blocking Lock of another client of this process, which cannot
+	// watch either, gets the lock once it is given back: the portable
+	// layer retries the driver's ErrUnavailable.
+	c, err := New(os.Getenv("DIR"))
+	if err != nil {
+		fmt.Println("New:", err)
+		return 1
+	}
+	defer c.Close()
+	got := make(chan error, 1)
+	go func() {
+		l, err := c.Mutex("free").Lock(ctx)
+		if err == nil {
+			err = l.Unlock(ctx)
+		}
+		got <- err
+	}()
+	if err := l.Release(ctx); err != nil {
+		fmt.Println("release:", err)
+		return 1
+	}
+	start := time.Now()
+	err = <-got
+	fmt.Printf("lock after release: err=%v (%v)\n", err, time.Since(start).Round(time.Millisecond))
 	return 0
 }
 
@@ -263,6 +284,9 @@ func TestInotifyInstanceLimit(t *testing.T) {
 	}
 	if !bytes.Contains(out, []byte("hold: err=<nil>")) {
 		t.Errorf("taking a free lock at the inotify instance limit failed")
+	}
+	if !bytes.Contains(out, []byte("lock after release: err=<nil>")) {
+		t.Errorf("a blocking Lock at the inotify instance limit did not get the lock once it was free")
 	}
 }
 
