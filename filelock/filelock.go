@@ -9,9 +9,11 @@
 // name (n-NAME.lock, or h-HASH.lock for long names), opened without following
 // symbolic links: a symlink where a lock file goes is an error. Lock files
 // are never removed: removing one while it is held would let a second
-// process lock a new file of the same name. A holder watches its file, and
-// the moment the file is removed, renamed or replaced, or the directory is
-// moved, the lease is reported lost (driver.Lock.Lost closes).
+// process lock a new file of the same name. Holders watch the directory,
+// and the moment a held file is removed, renamed or replaced, or the
+// directory itself is moved, the lease is reported lost (driver.Lock.Lost
+// closes); anything else that makes the path lead elsewhere (a parent
+// moved) is noticed at the next renewal.
 //
 // # Fencing tokens
 //
@@ -375,7 +377,6 @@ func (d *fileDriver) grant(ctx context.Context, f *os.File, name string) (*fileL
 // abandon undoes grant's work on l, whose caller then closes the file.
 func (l *fileLock) abandon() {
 	l.mu.Lock()
-	l.unwatchLocked()
 	l.f = nil
 	l.mu.Unlock()
 	l.d.mu.Lock()
@@ -426,7 +427,6 @@ func (d *fileDriver) crash() {
 	d.mu.Unlock()
 	for _, l := range held {
 		l.mu.Lock()
-		l.unwatchLocked()
 		l.f.Close()
 		l.f = nil
 		l.mu.Unlock()
@@ -485,16 +485,15 @@ type fileLock struct {
 	lost     chan struct{} // closed when the file stops being the lock's; nil if not watched
 	lostOnce sync.Once
 
-	mu      sync.Mutex
-	f       *os.File // nil once released
-	unwatch func()   // mu
+	mu sync.Mutex
+	f  *os.File // nil once released
 }
 
 func (l *fileLock) Token() uint64 { return l.token }
 
 // Lost is closed the moment the lock file is found removed, renamed or
 // replaced, or its directory moved. It is nil if inotify could not watch
-// the file (see the package doc): Renew still notices.
+// the directory (see the package doc): Renew still notices.
 func (l *fileLock) Lost() <-chan struct{} {
 	if l.lost == nil {
 		return nil
@@ -502,32 +501,25 @@ func (l *fileLock) Lost() <-chan struct{} {
 	return l.lost
 }
 
-// watch starts watching l's file and directory; l.mu is held. A watch the
-// user's inotify limits refuse is done without: Renew still checks.
+// watch makes l's loss known at once; l.mu is held. The driver's one watch
+// on the directory serves all its holders. If the user's inotify limits
+// refuse it, l goes without: Renew still checks.
 //
 // Lock order: fileLock.mu, then fileDriver.mu, then notifier.mu.
 func (l *fileLock) watch() error {
-	d := l.d
-	err := d.watchDir()
-	var unwatch func()
-	if err == nil {
-		unwatch, err = d.ino.watchFile(l.f, &sub{mask: heldMask, fn: l.check})
-	}
-	switch {
+	switch err := l.d.watchDir(); {
 	case isLimit(err):
 		return nil
 	case errors.Is(err, driver.ErrClosed):
 		return err
 	case err != nil:
-		return fmt.Errorf("filelock: cannot watch %s: %w", l.f.Name(), err)
+		return fmt.Errorf("filelock: cannot watch %s: %w", l.d.dir, err)
 	}
 	l.lost = make(chan struct{})
-	l.unwatch = unwatch
 	return nil
 }
 
-// watchDir watches the lock directory once, for all holders: if it is
-// moved or removed, a new process would lock files elsewhere.
+// watchDir watches the lock directory once, for all holders.
 func (d *fileDriver) watchDir() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -541,12 +533,15 @@ func (d *fileDriver) watchDir() error {
 	return nil
 }
 
-// checkHeld checks every held lock's file.
-func (d *fileDriver) checkHeld() {
+// checkHeld checks the held locks whose file is called name (all of them
+// for "").
+func (d *fileDriver) checkHeld(name string) {
 	d.mu.Lock()
 	held := make([]*fileLock, 0, len(d.open))
 	for l := range d.open {
-		held = append(held, l)
+		if name == "" || l.name == name {
+			held = append(held, l)
+		}
 	}
 	d.mu.Unlock()
 	for _, l := range held {
@@ -554,8 +549,7 @@ func (d *fileDriver) checkHeld() {
 	}
 }
 
-// check ends the lease if the file is no longer the lock's. Called on the
-// notifier's events.
+// check ends the lease if the file is no longer the lock's.
 func (l *fileLock) check() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -564,13 +558,6 @@ func (l *fileLock) check() {
 	}
 	if same, err := l.d.sameFile(l.f, l.name); err == nil && !same {
 		l.lostOnce.Do(func() { close(l.lost) })
-	}
-}
-
-func (l *fileLock) unwatchLocked() {
-	if l.unwatch != nil {
-		l.unwatch()
-		l.unwatch = nil
 	}
 }
 
@@ -632,7 +619,6 @@ func (l *fileLock) Release(context.Context) error {
 }
 
 func (l *fileLock) closeLocked() error {
-	l.unwatchLocked()
 	unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
 	err := l.f.Close()
 	l.f = nil

@@ -1,6 +1,7 @@
 package filelock
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -15,13 +16,13 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
-// notifier delivers inotify events on lock files and the lock directory:
-// to waiters (a holder closing the file, by its release or its death; the
-// file removed or replaced) and to holders (their file removed or replaced,
-// the directory moved). One inotify instance serves all of a driver's
-// watches, read by one goroutine from first use until Close: closing an
-// inotify instance costs the kernel an RCU grace period (~10-20 ms here),
-// too much to pay per wait. Spurious wake-ups cost one retry.
+// notifier delivers inotify events: on lock files to waiters (a holder
+// closing the file, by its release or its death; the file removed or
+// replaced), and on the lock directory to holders (an entry removed or
+// renamed, by name; the directory moved). One inotify instance serves all of
+// a driver's watches, read by one goroutine from first use until Close:
+// closing an inotify instance costs the kernel an RCU grace period (~10-20 ms
+// here), too much to pay per wait. Spurious wake-ups cost one retry.
 type notifier struct {
 	mu   sync.Mutex
 	f    *os.File                    // the inotify instance, in Go's poller; nil until first use
@@ -30,27 +31,28 @@ type notifier struct {
 	err  error                       // why the notifier stopped: closed, or a read failure
 }
 
-// sub is one subscriber to a watch: a waiter (ch) or a holder (fn).
+// sub is one subscriber to a watch: a waiter (ch) or the driver's holders
+// (fn, given the name of the directory entry an event was about, or "" for
+// an event that may concern any).
 type sub struct {
 	mask uint32        // the events it wants
 	ch   chan struct{} // notified without blocking
-	fn   func()        // called from the reader goroutine, without n.mu
+	fn   func(string)  // called from the reader goroutine, without n.mu
 }
 
 const (
-	// fileMask is what every watch on a lock file asks of the kernel; a
-	// second watch on the same file replaces the first's mask, so all use
-	// this one and subscribers pick their events. IN_CLOSE_NOWRITE too, for
-	// holders that lock a read-only file (flock(1)). IN_ATTRIB is how an
-	// unlink or a rename over the file shows while it is open: its link
-	// count changes.
-	fileMask = unix.IN_CLOSE_WRITE | unix.IN_CLOSE_NOWRITE | unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
-	// waitMask: what may mean the lock is free or at another file.
-	waitMask = fileMask
-	// heldMask: what may mean the held file is no longer the lock's.
-	heldMask = unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
-	// dirMask: the directory moved or removed.
-	dirMask = unix.IN_MOVE_SELF | unix.IN_DELETE_SELF
+	// waitMask is what a waiter's watch on a lock file asks of the kernel:
+	// what may mean the lock is free or at another file. IN_CLOSE_NOWRITE
+	// too, for holders that lock a read-only file (flock(1)). IN_ATTRIB is
+	// how an unlink or a rename over the file shows while it is open: its
+	// link count changes.
+	waitMask = unix.IN_CLOSE_WRITE | unix.IN_CLOSE_NOWRITE | unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
+	// dirMask is the holders' watch on the directory: an entry removed,
+	// renamed away or renamed over (the only ways a lock file stops being
+	// the lock's), or the directory itself moved or removed. dlock never
+	// does any of these itself, so a holder costs no events and no system
+	// call.
+	dirMask = unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_MOVED_TO | unix.IN_MOVE_SELF | unix.IN_DELETE_SELF
 )
 
 // limitError is an inotify error that means a limit of the user's (or the
@@ -65,9 +67,10 @@ func isLimit(err error) bool {
 	return errors.As(err, &le)
 }
 
-// watchFile starts delivering events on the file f refers to (the very
-// file, through /proc/self/fd, not whatever its name now points to) to s.
-// The returned function stops it.
+// watchFile starts delivering events on the file (or directory) f refers
+// to (the very file, through /proc/self/fd, not whatever its name now points
+// to) to s. The returned function stops it. Every watch on one file must use
+// the same mask: a second watch replaces the first's.
 func (n *notifier) watchFile(f *os.File, s *sub) (stop func(), err error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -84,9 +87,9 @@ func (n *notifier) watchFile(f *os.File, s *sub) (stop func(), err error) {
 		n.done = make(chan struct{})
 		go n.read(n.f, n.done)
 	}
-	mask := uint32(fileMask)
-	if s.mask == dirMask {
-		mask = dirMask | unix.IN_ONLYDIR
+	mask := s.mask
+	if mask == dirMask {
+		mask |= unix.IN_ONLYDIR
 	}
 	path := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	wd, err := unix.InotifyAddWatch(int(n.f.Fd()), path, mask)
@@ -178,24 +181,29 @@ func (n *notifier) read(f *os.File, done chan struct{}) {
 		for off := 0; off+unix.SizeofInotifyEvent <= k; {
 			wd := int32(binary.NativeEndian.Uint32(buf[off:]))
 			mask := binary.NativeEndian.Uint32(buf[off+4:])
-			nameLen := binary.NativeEndian.Uint32(buf[off+12:])
-			off += unix.SizeofInotifyEvent + int(nameLen)
+			nameLen := int(binary.NativeEndian.Uint32(buf[off+12:]))
+			name := ""
+			if nameLen > 0 && off+unix.SizeofInotifyEvent+nameLen <= k {
+				name = string(bytes.TrimRight(buf[off+unix.SizeofInotifyEvent:off+unix.SizeofInotifyEvent+nameLen], "\x00"))
+			}
+			off += unix.SizeofInotifyEvent + nameLen
 			switch {
 			case mask&unix.IN_Q_OVERFLOW != 0:
 				// Events were dropped, any of them a waiter's wake-up or a
 				// holder's loss: everyone looks for themselves.
 				fns = n.notifyAll(fns)
 			case mask&unix.IN_IGNORED != 0:
-				// The kernel removed the watch (the file is gone): tell
-				// everyone on it, and forget it.
+				// The kernel removed the watch (the file is gone, or its
+				// file system unmounted): tell everyone on it, and forget
+				// it.
 				for s := range n.subs[wd] {
-					fns = s.notify(fns)
+					fns = s.notify(fns, "")
 				}
 				delete(n.subs, wd)
 			default:
 				for s := range n.subs[wd] {
 					if s.mask&mask != 0 {
-						fns = s.notify(fns)
+						fns = s.notify(fns, name)
 					}
 				}
 			}
@@ -211,16 +219,16 @@ func (n *notifier) read(f *os.File, done chan struct{}) {
 func (n *notifier) notifyAll(fns []func()) []func() {
 	for _, subs := range n.subs {
 		for s := range subs {
-			fns = s.notify(fns)
+			fns = s.notify(fns, "")
 		}
 	}
 	return fns
 }
 
-// notify wakes a waiter now, or adds a holder's check to fns.
-func (s *sub) notify(fns []func()) []func() {
+// notify wakes a waiter now, or adds a call of the holders' function to fns.
+func (s *sub) notify(fns []func(), name string) []func() {
 	if s.fn != nil {
-		return append(fns, s.fn)
+		return append(fns, func() { s.fn(name) })
 	}
 	select {
 	case s.ch <- struct{}{}:
