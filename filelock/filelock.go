@@ -58,6 +58,11 @@
 // learning of a removed or replaced file at its next renewal instead
 // (TTL/3).
 //
+// Errors of this host that may clear by themselves (a full disk or quota,
+// open-file or memory limits) match driver.ErrUnavailable, so a blocking
+// Lock retries them; everything else (a bad or untrusted directory, a
+// symlink where a lock file goes, an I/O error) is reported at once.
+//
 // Linux only: inotify is what makes waiting event-driven.
 package filelock
 
@@ -234,6 +239,18 @@ func (d *fileDriver) dirAt() (bool, error) {
 	return dst.Dev == pst.Dev && dst.Ino == pst.Ino, nil
 }
 
+// mayPass marks the errors of this host that may clear by themselves (a
+// full disk or quota, the process's or the system's open-file or memory
+// limits) as driver.ErrUnavailable, so that a blocking Lock retries them.
+func mayPass(err error) error {
+	for _, e := range []error{unix.ENOSPC, unix.EDQUOT, unix.EMFILE, unix.ENFILE, unix.ENOMEM} {
+		if errors.Is(err, e) {
+			return driver.Unavailable(err)
+		}
+	}
+	return err
+}
+
 func (d *fileDriver) isClosed() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -274,7 +291,7 @@ func (d *fileDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lo
 		if f == nil {
 			var err error
 			if f, err = d.openAt(name, unix.O_RDWR|unix.O_CREAT); err != nil {
-				return nil, driver.Validity{}, err
+				return nil, driver.Validity{}, mayPass(err)
 			}
 			if unwatch != nil { // a new file: watch it instead
 				unwatch()
@@ -290,7 +307,7 @@ func (d *fileDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lo
 		case err == nil:
 			l, err := d.grant(ctx, f, name)
 			if err != nil {
-				return nil, driver.Validity{}, err
+				return nil, driver.Validity{}, mayPass(err)
 			}
 			if l == nil {
 				// Removed or replaced since our open: the file at the
@@ -460,7 +477,7 @@ func (d *fileDriver) Status(ctx context.Context, name string) (driver.Status, er
 		return st, nil
 	}
 	if err != nil {
-		return st, err
+		return st, mayPass(err)
 	}
 	defer f.Close()
 	switch err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); {

@@ -25,13 +25,19 @@ import (
 // a waiting Acquire sleeps.
 func parked(t *testing.T, n int) {
 	t.Helper()
+	inStack(t, "dlock/filelock.(*waiter).wait(", "[select", n)
+}
+
+// inStack waits until n goroutines are in state with fn on their stack.
+func inStack(t *testing.T, fn, state string, n int) {
+	t.Helper()
 	buf := make([]byte, 1<<20)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		k := runtime.Stack(buf, true)
 		got := 0
 		for _, g := range strings.Split(string(buf[:k]), "\n\n") {
-			if strings.Contains(g, "dlock/filelock.(*waiter).wait(") && strings.Contains(g, "[select") {
+			if strings.Contains(g, fn) && strings.Contains(g, state) {
 				got++
 			}
 		}
@@ -39,7 +45,7 @@ func parked(t *testing.T, n int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d waiters parked after 10 s, want %d", got, n)
+			t.Fatalf("%d goroutines in %s %s after 10 s, want %d", got, state, fn, n)
 		}
 		time.Sleep(time.Millisecond)
 	}
