@@ -75,8 +75,9 @@ func TestStrayTextInLockFile(t *testing.T) {
 }
 
 // TestNetworkFS: the file systems where flock(2) does not exclude as on a
-// local disk are named, local ones are not. (No network file system can be
-// mounted on the test machine; the local directories below are real.)
+// local disk are named, local ones are not. NFS, SMB and 9p cannot be
+// mounted on the test machine, so they are told by their statfs magic here;
+// TestNetworkFUSERefused mounts a real FUSE file system.
 func TestNetworkFS(t *testing.T) {
 	for _, tc := range []struct {
 		magic   int64
