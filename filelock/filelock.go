@@ -18,22 +18,25 @@
 // # Fencing tokens
 //
 // A grant's token is one above both the number in its lock file and the
-// number in the directory's file dlock-tokens, the highest token granted
-// there; both are rewritten under the lock, and dlock-tokens is synced to
-// disk (fdatasync) before the grant returns. So tokens keep increasing across
-// processes, crashes and reboots, and across a lock file that was removed,
-// replaced or found holding stray text (such text counts as 0). They start
-// again only if both files are lost: a runtime directory on tmpfs empties at
-// reboot, as does `rm -r` of the directory.
+// count in the directory's file dlock-tokens (the highest token granted
+// there); both are rewritten under the lock. dlock-tokens is synced to disk
+// (fdatasync) once per 1024 grants, ahead of them, and a count written in an
+// earlier boot continues above what was synced, so that a system crash
+// cannot make a token repeat. Tokens so keep increasing across processes,
+// crashes and reboots, and across a lock file that was removed, replaced or
+// found holding stray text (which counts as 0). They start again only if
+// both files are lost: a runtime directory on tmpfs empties at reboot, as
+// does `rm -r` of the directory.
 //
 // # The directory
 //
 // URLs: "file:///path/to/dir", or "file://" for DefaultDir,
 // $XDG_RUNTIME_DIR/dlock (else $TMPDIR/dlock-EUID, /tmp/dlock-EUID without
 // $TMPDIR). The default directory must belong to the effective user and be
-// writable by nobody else, and it must not be a symbolic link (see
-// DefaultDir): otherwise opening fails, naming the directory and what was
-// expected. A directory given in the URL is the caller's choice and is not
+// writable by nobody else, and it must not be a symbolic link; its parent
+// must be owned by root or that user and, if others may write to it, sticky
+// (see DefaultDir). Otherwise opening fails, naming the directory and what
+// was expected. A directory given in the URL is the caller's choice and is not
 // checked that way: anyone who can write to it can break its locks (remove or
 // replace a held lock file), so give one that only the users sharing the
 // locks can write to. Lock files are made with mode 0600, so a directory
@@ -457,8 +460,8 @@ func (d *fileDriver) Capabilities() driver.Capabilities {
 		Scope:   "host",
 		Notes: "flock(2) on one host, local file systems only; the kernel frees a dead holder's lock at once, " +
 			"and a holder learns at once that its lock file was removed or replaced. " +
-			"Tokens are kept in the lock file and in the directory's synced dlock-tokens file: they keep increasing " +
-			"across a removed or replaced lock file and across reboots, and restart only if both files are lost " +
+			"Tokens are kept in the lock file and in the directory's dlock-tokens file (crash-safe): they keep increasing " +
+			"across a removed or replaced lock file, crashes and reboots, and restart only if both files are lost " +
 			"(a tmpfs runtime directory empties at reboot).",
 	}
 }
