@@ -388,3 +388,81 @@ func TestTransientErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestDriverCloseBounded: a driver's Close returns within about a second
+// whatever the servers do (driver contract), with calls in flight.
+func TestDriverCloseBounded(t *testing.T) {
+	servers := testserver.ZooKeeper(t)
+	for _, fault := range []string{"stalled", "refused"} {
+		t.Run(fault, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			k := testLink(t, servers)
+			d, err := dialAny(ctx, k.addrs(), Options{Root: testRoot})
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			l, _, err := d.Acquire(ctx, driver.Request{Name: uniqueName(t), TTL: dlock.DefaultTTL, Wait: true})
+			if err != nil {
+				t.Fatalf("Acquire: %v", err)
+			}
+			if fault == "stalled" {
+				defer k.stall()()
+			} else {
+				k.partition(true)
+			}
+			// A renewal and a release in flight when Close comes.
+			go l.Renew(ctx)
+			go l.Release(ctx)
+			time.Sleep(100 * time.Millisecond) // let them reach the connection (no event to wait on)
+			start := time.Now()
+			d.Close()
+			if took := time.Since(start); took > 1500*time.Millisecond {
+				t.Errorf("Close with the servers %s took %v, want about a second at most", fault, took)
+			} else {
+				t.Logf("Close with the servers %s took %v", fault, took)
+			}
+		})
+	}
+}
+
+// TestBorrowedCloseLeavesNoNode: on a connection given to New, a release
+// that got no answer (servers stalled) is still carried out after Close,
+// which returns within about a second: the owner's session lives on, and
+// the node would otherwise block the queue as long as it does.
+func TestBorrowedCloseLeavesNoNode(t *testing.T) {
+	servers := testserver.ZooKeeper(t)
+	admin := testAdmin(t, servers)
+	k := testLink(t, servers)
+	conn, events, err := zk.Connect(k.addrs(), testSession, zk.WithLogger(quiet{}), zk.WithLogInfo(false), zk.WithDialer(k.dial))
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer conn.Close()
+	d, err := newBorrowed(conn, events, Options{Root: testRoot, SessionTimeout: testSession, Dialer: k.dial})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	name := uniqueName(t)
+	l := lockOf(t, ctx, d, name)
+	sid := conn.SessionID()
+
+	undo := k.stall()
+	rctx, rcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	if err := l.Release(rctx); err == nil {
+		t.Fatalf("Release with the servers stalled succeeded")
+	}
+	rcancel()
+	start := time.Now()
+	d.Close()
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Errorf("Close on a borrowed connection with the servers stalled took %v, want about a second", took)
+	}
+	undo()
+	awaitQueueAtMost(t, admin, name, 0, testSession)
+	if conn.SessionID() != sid || conn.State() != zk.StateHasSession {
+		t.Errorf("the owner's session changed (%#x -> %#x, %v): the node may have gone with it, not by removal", sid, conn.SessionID(), conn.State())
+	}
+}

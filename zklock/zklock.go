@@ -107,7 +107,8 @@
 // can ride out an outage (or a loss of quorum, which stops expiry). The
 // retries end when the driver closes: a connection the driver owns is then
 // closed, which ends the session and its nodes; on New's connection they go
-// on for up to one session timeout, which Close waits for.
+// on in the background for up to one session timeout after Close, which
+// itself returns within about a second.
 package zklock
 
 import (
@@ -427,10 +428,16 @@ func capabilities(timeouts string) driver.Capabilities {
 	}
 }
 
-// Close ends the driver. A connection Dial made is closed, which ends the
-// session and deletes its nodes. A connection given to New is left open;
-// the removals of this driver's nodes still under way (after a failed
-// release) go on for up to one session timeout, which Close waits for.
+// closeWait bounds how long Close on a borrowed connection waits for the
+// removals still under way.
+const closeWait = time.Second
+
+// Close ends the driver within about a second. A connection Dial made is
+// closed, which ends the session and deletes its nodes. A connection given
+// to New is left open: removals of this driver's nodes still failing (a
+// release that got no answer) go on in the background for up to one
+// session timeout after Close, by when the session has either expired,
+// taking its nodes with it, or come back and let them through.
 func (d *zkDriver) Close() error {
 	first := false
 	d.closeOnce.Do(func() { first = true; close(d.closing) })
@@ -439,7 +446,7 @@ func (d *zkDriver) Close() error {
 	}
 	if d.owned {
 		d.stopBg()
-		d.conn.Close()
+		d.conn.Close() // waits at most a second for the server to end the session
 	}
 	d.mu.Lock()
 	d.sess.end()
@@ -448,17 +455,14 @@ func (d *zkDriver) Close() error {
 		d.bg.Wait()
 		return nil
 	}
-	// A borrowed connection may be partitioned; do not hang the caller for
-	// longer than the server takes to end a silent session. After that,
-	// either the session expired (and its nodes with it) or the removals
-	// got through.
 	done := make(chan struct{})
 	go func() { d.bg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(d.ttl()):
+		d.stopBg()
+	case <-time.After(closeWait):
+		time.AfterFunc(d.ttl(), d.stopBg)
 	}
-	d.stopBg()
 	return nil
 }
 
