@@ -114,7 +114,7 @@ func (q *quorumCheck) usable(maxAge time.Duration) bool {
 
 // reportLag bounds how long the leader may take to hear of a session's
 // activity at a follower (one ping period, tickTime/2; see above).
-func (d *zkDriver) reportLag() time.Duration { return d.timeout / 4 }
+func (d *zkDriver) reportLag() time.Duration { return d.ttl() / 4 }
 
 // activity keeps what renewed the current session at the leader: when it
 // was asked for (its creation is a transaction the leader applies later)
@@ -195,12 +195,13 @@ func (a *activity) base(sess int64, sent time.Time, lag time.Duration) (time.Tim
 // (re)connection renews the session at the leader itself. It records the
 // proof as activity.
 func (d *zkDriver) provenTTL(sess int64, sent time.Time) time.Duration {
-	base := sent.Add(-d.reportLag() - d.timeout/3 - d.timeout/12)
-	if t, ok := d.act.base(sess, sent, d.reportLag()); ok && t.After(base) {
+	timeout := d.ttl()
+	base := sent.Add(-timeout/4 - timeout/3 - timeout/12)
+	if t, ok := d.act.base(sess, sent, timeout/4); ok && t.After(base) {
 		base = t
 	}
 	d.act.add(sess, sent)
-	return d.timeout - sent.Sub(base)
+	return timeout - sent.Sub(base)
 }
 
 // heartbeat sends a read every timeout/8 while the driver is open, so that
@@ -209,24 +210,24 @@ func (d *zkDriver) provenTTL(sess int64, sent time.Time) time.Duration {
 // only has to reach the server.
 func (d *zkDriver) heartbeat() {
 	defer d.bg.Done()
-	t := time.NewTicker(max(d.timeout/8, time.Millisecond))
+	t := time.NewTimer(0)
 	defer t.Stop()
-	for first := true; ; first = false {
-		if !first {
-			select {
-			case <-d.closing:
-				return
-			case <-t.C:
-			}
+	for {
+		select {
+		case <-d.closing:
+			return
+		case <-d.connGone:
+			return
+		case <-t.C:
 		}
 		sess := d.conn.SessionID()
-		if d.conn.State() != zk.StateHasSession {
-			continue
+		if d.conn.State() == zk.StateHasSession {
+			sent := time.Now()
+			if _, _, err := d.conn.Exists(d.root); err == nil && d.conn.SessionID() == sess {
+				d.act.add(sess, sent)
+			}
 		}
-		sent := time.Now()
-		if _, _, err := d.conn.Exists(d.root); err == nil && d.conn.SessionID() == sess {
-			d.act.add(sess, sent)
-		}
+		t.Reset(max(d.ttl()/8, time.Millisecond))
 	}
 }
 

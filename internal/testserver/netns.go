@@ -543,7 +543,8 @@ func stalePid(name string) (int, bool) {
 type Option func(*options)
 
 type options struct {
-	net *Network
+	net          *Network
+	zkMaxSession time.Duration // ZooKeeper's maxSessionTimeout; 0: the default
 }
 
 // OnNetwork runs each server in a namespace of its own on nw, so that nw

@@ -11,6 +11,22 @@ import (
 	"time"
 )
 
+// ZKTickTime is the tickTime of the servers StartZooKeeper starts. The
+// servers grant session timeouts between 2 and 20 ticks (1 s to 10 s) unless
+// an option says otherwise.
+const ZKTickTime = 500 * time.Millisecond
+
+// ZKOption changes the configuration of the servers StartZooKeeper starts
+// (ZKMaxSessionTimeout, and OnNetwork as for etcd).
+type ZKOption = Option
+
+// ZKMaxSessionTimeout sets the servers' maxSessionTimeout: a client asking
+// for a longer session timeout is granted d. d must be a whole number of
+// milliseconds and at least 2 × ZKTickTime (the default minimum).
+func ZKMaxSessionTimeout(d time.Duration) ZKOption {
+	return func(o *options) { o.zkMaxSession = d }
+}
+
 // StartZooKeeper starts a dedicated ZooKeeper ensemble of n servers (n == 1
 // runs standalone) on free loopback ports, with tickTime=500 so sessions as
 // short as 1 s are allowed, and waits until every server has joined the
@@ -24,12 +40,15 @@ import (
 // With OnNetwork(nw), each server runs in a namespace of its own on nw
 // (quorum and election traffic over nw's peer bridge) and Addr is a relay
 // to its client port, still on 127.0.0.1.
-func StartZooKeeper(tb testing.TB, n int, opts ...Option) []*Proc {
+func StartZooKeeper(tb testing.TB, n int, opts ...ZKOption) []*Proc {
 	tb.Helper()
 	if n < 1 {
 		tb.Fatalf("testserver: StartZooKeeper needs n >= 1, got %d", n)
 	}
 	o := startOptions(opts)
+	if m := o.zkMaxSession; m != 0 && (m < 2*ZKTickTime || m%time.Millisecond != 0) {
+		tb.Fatalf("testserver: ZKMaxSessionTimeout(%v): want whole milliseconds, at least %v", m, 2*ZKTickTime)
+	}
 	java := binary(tb, EnvJava, "java")
 	cp := zkClasspath()
 	if cp == "" {
@@ -66,7 +85,7 @@ func StartZooKeeper(tb testing.TB, n int, opts ...Option) []*Proc {
 			tb.Fatalf("testserver: %v", err)
 		}
 		cfg := []string{
-			"tickTime=500",
+			fmt.Sprintf("tickTime=%d", ZKTickTime.Milliseconds()),
 			"initLimit=10",
 			"syncLimit=5",
 			"dataDir=" + dataDir,
@@ -75,6 +94,9 @@ func StartZooKeeper(tb testing.TB, n int, opts ...Option) []*Proc {
 			"maxClientCnxns=0",
 			"admin.enableServer=false",
 			"4lw.commands.whitelist=ruok,srvr,stat,mntr",
+		}
+		if o.zkMaxSession != 0 {
+			cfg = append(cfg, fmt.Sprintf("maxSessionTimeout=%d", o.zkMaxSession.Milliseconds()))
 		}
 		cfg = append(cfg, servers...)
 		cfgPath := filepath.Join(dir, "zoo.cfg")
