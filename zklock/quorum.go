@@ -212,6 +212,7 @@ func (d *zkDriver) heartbeat() {
 	defer d.bg.Done()
 	t := time.NewTimer(0)
 	defer t.Stop()
+	breaks := d.breaks.Load()
 	for {
 		select {
 		case <-d.closing:
@@ -220,13 +221,18 @@ func (d *zkDriver) heartbeat() {
 			return
 		case <-t.C:
 		}
+		// Not in the tick after a reconnect: go-zookeeper re-sends its
+		// watches then and reads the last zxid without a lock while answers
+		// come in (a data race the race detector reports).
+		b := d.breaks.Load()
 		sess := d.conn.SessionID()
-		if d.conn.State() == zk.StateHasSession {
+		if b == breaks && d.conn.State() == zk.StateHasSession {
 			sent := time.Now()
 			if _, _, err := d.conn.Exists(d.root); err == nil && d.conn.SessionID() == sess {
 				d.act.add(sess, sent)
 			}
 		}
+		breaks = b
 		t.Reset(max(d.ttl()/8, time.Millisecond))
 	}
 }
