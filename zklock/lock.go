@@ -265,9 +265,9 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 			}
 			l = &zkLock{
 				d: d, path: a.parent + "/" + a.node, token: uint64(token), sess: sess,
-				lost: make(chan struct{}), released: make(chan struct{}),
+				lost: make(chan struct{}), released: make(chan struct{}), floor: d.provenTTL(sess.id, since),
 			}
-			return l, driver.Validity{Since: since, TTL: d.provenTTL(sess.id, since)}, nil
+			return l, driver.Validity{Since: since, TTL: l.floor}, nil
 		}
 		if !wait {
 			return nil, driver.Validity{}, driver.ErrNotAcquired
@@ -324,10 +324,10 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 				}
 				l = &zkLock{
 					d: d, path: a.parent + "/" + a.node, token: uint64(token), sess: sess,
-					lost: make(chan struct{}), released: make(chan struct{}),
+					lost: make(chan struct{}), released: make(chan struct{}), floor: d.provenTTL(sess.id, since),
 				}
 				readlessGrants.Add(1)
-				return l, driver.Validity{Since: since, TTL: d.provenTTL(sess.id, since)}, nil
+				return l, driver.Validity{Since: since, TTL: l.floor}, nil
 			case errors.Is(err, errEntryGone), errors.Is(err, errSessionEnded), ctx.Err() != nil:
 				return nil, driver.Validity{}, err
 			}
@@ -675,9 +675,18 @@ type zkLock struct {
 	lostOnce     sync.Once
 	released     chan struct{}
 	releasedOnce sync.Once
+
+	// floor is the TTL of the grant: the portable layer sets its renew
+	// interval from it, so no renewal may report less (provenTTL).
+	floor time.Duration
 }
 
 var _ driver.Lock = (*zkLock)(nil)
+
+// errStaleActivity is a renewal's answer when the leader's last news of
+// the session is too old to support the lease's TTL (the heartbeat has
+// missed a beat): it may pass at the next try.
+var errStaleActivity = driver.Unavailable(errors.New("zklock: renewal: the leader's last news of the session is too old to renew the lease's TTL yet"))
 
 func (l *zkLock) Token() uint64 { return l.token }
 
@@ -745,7 +754,11 @@ func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
 	case err != nil:
 		return driver.Validity{}, l.d.wrapErr(ctx, "check "+l.path, err)
 	}
-	return driver.Validity{Since: since, TTL: l.d.provenTTL(l.sess.id, since)}, nil
+	ttl := l.d.provenTTL(l.sess.id, since)
+	if ttl < l.floor {
+		return driver.Validity{}, errStaleActivity
+	}
+	return driver.Validity{Since: since, TTL: ttl}, nil
 }
 
 // Release deletes our node. Its path carries a random guid and a sequence

@@ -56,10 +56,11 @@ import (
 // activity (tickTime/2 <= timeout/4 when the server's minSessionTimeout is
 // its default, 2 x tickTime), and the leader had renewed the session then.
 // A light heartbeat (a read every timeout/8) keeps such activity recent; a
-// proof reports a TTL of timeout minus its distance to that activity, most
-// often 5/8 to 3/4 of the timeout (a third at worst, on a connection given
-// to New in its first moments): the price of ZooKeeper telling the leader
-// of a follower's sessions only at its pings.
+// proof reports a TTL of timeout minus its distance to that activity,
+// capped at 5/8 of the timeout, which the heartbeat keeps it at (a third
+// at worst, on a connection given to New in its first moments): the price
+// of ZooKeeper telling the leader of a follower's sessions only at its
+// pings.
 
 // checkNode proves, by a transaction, that nodePath exists and the session
 // is alive at the leader (see above). It returns zk.ErrNoNode if the node
@@ -187,13 +188,15 @@ func (a *activity) base(sess int64, sent time.Time, lag time.Duration) (time.Tim
 	return base, ok
 }
 
-// provenTTL returns the TTL, counted from sent, of a proof of session sess
-// sent at sent: the timeout from activity.base. Where the record has
-// nothing that recent (a driver on a connection given to New, younger than
-// reportLag), go-zookeeper's own pings stand in: one every timeout/3 while
-// connected, taken a twelfth of the timeout late at worst, and a
-// (re)connection renews the session at the leader itself. It records the
-// proof as activity.
+// provenTTL returns the TTL, counted from sent, that a proof of session
+// sess sent at sent supports: the timeout from activity.base. Where the
+// record has nothing that recent (a driver on a connection given to New,
+// younger than reportLag), go-zookeeper's own pings stand in: one every
+// timeout/3 while connected, taken a twelfth of the timeout late at worst,
+// and a (re)connection renews the session at the leader itself. The result
+// is capped at steadyTTL, so that the TTLs a lease sees do not shrink when
+// its session grows old: the portable layer sets its renew interval from
+// the first. It records the proof as activity.
 func (d *zkDriver) provenTTL(sess int64, sent time.Time) time.Duration {
 	timeout := d.ttl()
 	base := sent.Add(-timeout/4 - timeout/3 - timeout/12)
@@ -201,7 +204,14 @@ func (d *zkDriver) provenTTL(sess int64, sent time.Time) time.Duration {
 		base = t
 	}
 	d.act.add(sess, sent)
-	return timeout - sent.Sub(base)
+	return min(timeout-sent.Sub(base), d.steadyTTL())
+}
+
+// steadyTTL is the TTL a proof supports while the heartbeat runs: the
+// timeout less reportLag less one heartbeat interval, 5/8 of the timeout.
+func (d *zkDriver) steadyTTL() time.Duration {
+	timeout := d.ttl()
+	return timeout - timeout/4 - timeout/8
 }
 
 // heartbeat sends a read every timeout/8 while the driver is open, so that

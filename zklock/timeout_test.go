@@ -147,11 +147,15 @@ func checkGranted(t *testing.T, h *harness, ttl, granted time.Duration) {
 		t.Fatalf("Acquire: %v", err)
 	}
 	defer l.Release(ctx)
-	if v.TTL != granted {
-		t.Errorf("TTL %v asked: grant's Validity.TTL = %v, want the granted session timeout %v", ttl, v.TTL, granted)
+	// The TTL reported derives from the granted timeout: 5/8 of it in the
+	// steady state, a third at least (the leader may hear of a follower's
+	// sessions late, see quorum.go); never the one asked.
+	okTTL := func(got time.Duration) bool { return got >= granted/3 && got <= granted-granted/4-granted/8 }
+	if !okTTL(v.TTL) {
+		t.Errorf("TTL %v asked: grant's Validity.TTL = %v, want 1/3 to 5/8 of the granted session timeout %v", ttl, v.TTL, granted)
 	}
-	if v, err := l.Renew(ctx); err != nil || v.TTL != granted {
-		t.Errorf("TTL %v asked: Renew = %v, %v; want Validity.TTL %v", ttl, v.TTL, err, granted)
+	if v, err := l.Renew(ctx); err != nil || !okTTL(v.TTL) {
+		t.Errorf("TTL %v asked: Renew = %v, %v; want Validity.TTL 1/3 to 5/8 of %v", ttl, v.TTL, err, granted)
 	}
 	notes := d.(driver.Capable).Capabilities().Notes
 	if !strings.Contains(notes, granted.String()+" granted") {

@@ -81,9 +81,9 @@
 // through the leader and one logged transaction. And since a follower
 // tells the leader of its sessions' activity only at the leader's pings,
 // the TTL reported counts from the session's latest activity the leader
-// must have heard of, timeout/4 or more before the proof: most often 5/8
-// to 3/4 of the timeout (a read every timeout/8 keeps such activity
-// recent).
+// must have heard of, timeout/4 or more before the proof: 5/8 of the
+// timeout while a read every timeout/8 keeps such activity recent (a third
+// at worst, on New's connection in its first moments).
 //
 // go-zookeeper declares the connection lost after ⅔ of the timeout without
 // a reply and spends the remaining third trying other servers, hoping to
