@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
@@ -143,4 +144,50 @@ func etcdRoles(t *testing.T, procs []*testserver.Proc) map[string]*testserver.Pr
 		t.Fatalf("want a leader and two followers, got %s", strings.Join(names, ", "))
 	}
 	return roles
+}
+
+// TestRenewAfterLeaderCut: once the holder's member (the leader) is cut off
+// from the others, no renewal sent after the cut succeeds. The keep-alive
+// alone does not ensure it: a cut-off leader goes on granting keep-alives
+// until it steps down (up to about two election timeouts), so the
+// renewal's check of the key must be a read the quorum confirms.
+func TestRenewAfterLeaderCut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts a cluster of its own")
+	}
+	nw := testserver.NewNetwork(t)
+	procs := testserver.StartEtcdCluster(t, 3, testserver.OnNetwork(nw))
+	leader := etcdRoles(t, procs)["leader"]
+	d, err := NewDriver(newClient(t, []string{leader.Addr()}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l, _, err := d.Acquire(ctx, driver.Request{Name: benchName(t), TTL: 2 * time.Second})
+	if err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	if _, err := l.Renew(ctx); err != nil {
+		t.Fatalf("Renew before the cut: %v", err)
+	}
+	nw.Isolate(leader)
+	cut := time.Now()
+	defer nw.Heal(leader)
+	var ok int
+	var last time.Duration
+	for time.Since(cut) < 3*time.Second {
+		sent := time.Now()
+		rctx, rcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		_, err := l.Renew(rctx)
+		rcancel()
+		if err == nil {
+			ok, last = ok+1, sent.Sub(cut)
+		}
+		time.Sleep(50 * time.Millisecond) // the pace of the probes, not a synchronisation
+	}
+	if ok > 0 {
+		t.Errorf("%d renewals sent after the cut succeeded, the last one sent %v after it", ok, last.Round(time.Millisecond))
+	}
 }
