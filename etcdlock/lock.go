@@ -165,7 +165,13 @@ func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
 	if err != nil {
 		return driver.Validity{}, l.d.engineErr(ctx, err)
 	}
-	resp, err := l.d.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).Commit()
+	// A Txn of compares alone counts as serializable (etcd's
+	// isTxnSerializable: every op a serializable range, vacuously), and the
+	// member answers it from its own state; a cut-off leader goes on
+	// granting keep-alives until it steps down. The range op makes the
+	// check a linearizable read, which the leader confirms with a quorum.
+	resp, err := l.d.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
+		Then(clientv3.OpGet(l.key, clientv3.WithCountOnly())).Commit()
 	if err != nil {
 		return driver.Validity{}, fmt.Errorf("etcdlock: renew %q: %w", l.key, l.d.engineErr(ctx, err))
 	}

@@ -22,9 +22,11 @@ import (
 // This is the question zklock had to answer with a transaction (see
 // zklock/quorum.go): etcd's renewal is a lease keep-alive, which a
 // follower forwards to the leader and a cut-off leader stops granting once
-// it steps down (CheckQuorum), plus a Txn compare, a linearizable read that
-// needs the leader to confirm its leadership with a quorum (ReadIndex). So
-// a cut-off member should not be able to renew; this shows it.
+// it steps down (CheckQuorum), plus a check of the key, a linearizable read
+// the leader confirms with a quorum (ReadIndex; it was a compare-only Txn,
+// which etcd serves from the member's own state: TestRenewAfterLeaderCut).
+// This test was green before that fix too: a follower cannot renew without
+// the leader, and a new leader extends every lease when it takes over.
 func TestMemberCutOff(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short: starts a cluster of its own")
