@@ -20,7 +20,8 @@ package testserver
 //	                                 ec 127.213.2.<i>/24  veth to bc (port c<i>)
 //
 // Servers listen for each other on their 127.213.1.<i> address and for
-// clients on 127.213.2.<i>. The test process reaches a server through a
+// clients on 127.213.2.<i>; the client bridge's ports are isolated, so a
+// server reaches the hub there but no other server. The test process reaches a server through a
 // relay: a listener on 127.0.0.1 in the test's own namespace whose upstream
 // connections are made from the hub namespace (a socket keeps the
 // namespace it was created in), so Proc.Addr stays a plain 127.0.0.1
@@ -150,6 +151,9 @@ func (nw *Network) addHost() *host {
 		"link add "+c+" type veth peer name ec netns "+h.ns,
 		"link set "+p+" master bp up",
 		"link set "+c+" master bc up",
+		// Isolated ports reach the bridge (the hub) but not each other:
+		// servers cannot talk over the client bridge, around a cut.
+		"link set "+c+" type bridge_slave isolated on",
 	))
 	nw.must(ipBatch(h.ns,
 		"addr add "+h.peerIP+"/24 dev ep",

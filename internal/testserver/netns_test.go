@@ -114,6 +114,9 @@ func TestNetworkLinks(t *testing.T) {
 	}
 	all()
 
+	// Servers do not reach each other over the client bridge.
+	wantCut(hosts[0].ns, hosts[1].clientIP+":7000")
+
 	// The same addresses seen from the test's namespace are plain loopback:
 	// nobody there listens on them.
 	for _, a := range []string{peer[0], hosts[0].clientIP + ":7000"} {
