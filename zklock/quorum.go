@@ -117,10 +117,12 @@ func (q *quorumCheck) usable(maxAge time.Duration) bool {
 // activity at a follower (one ping period, tickTime/2; see above).
 func (d *zkDriver) reportLag() time.Duration { return d.ttl() / 4 }
 
-// activity keeps what renewed the current session at the leader: when it
-// was asked for (its creation is a transaction the leader applies later)
-// and the send times of its answered requests (heartbeats and proofs),
-// oldest first, over about three timeouts.
+// activity keeps what renewed the current session at the leader: the
+// latest time the session was asked for or re-established on a connection
+// (the leader itself creates it, or renews it before the server accepts
+// the connection, after that time) and the send times of its answered
+// requests (heartbeats and proofs), oldest first, over about three
+// timeouts.
 type activity struct {
 	mu   sync.Mutex
 	sess int64
@@ -136,15 +138,18 @@ func (a *activity) switchTo(sess int64) {
 	}
 }
 
-// created records that session sess was asked for at t.
-func (a *activity) created(sess int64, t time.Time) {
-	if sess == 0 {
+// connected records that session sess was asked for, or re-established on
+// a new connection, by a connection attempt that began at t.
+func (a *activity) connected(sess int64, t time.Time) {
+	if sess == 0 || t.IsZero() {
 		return
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.switchTo(sess)
-	a.born = t
+	if t.After(a.born) {
+		a.born = t
+	}
 }
 
 // add records that session sess sent a request at t that was answered.
@@ -167,8 +172,8 @@ func (a *activity) add(sess int64, t time.Time) {
 
 // base returns the latest time from which the leader is known to have
 // renewed session sess by the time a proof sent at sent reached it: the
-// session's creation, or its latest request sent at least lag earlier
-// (the follower has reported it since; see above).
+// session's latest (re)connection, or its latest request sent at least lag
+// earlier (the follower has reported it since; see above).
 func (a *activity) base(sess int64, sent time.Time, lag time.Duration) (time.Time, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -251,9 +256,29 @@ func (d *zkDriver) heartbeat() {
 // start is when the session was asked for, if known (its creation at the
 // leader renews it from a later time).
 func (d *zkDriver) startHeartbeat(start time.Time) {
-	if !start.IsZero() {
-		d.act.created(d.conn.SessionID(), start)
-	}
+	d.act.connected(d.conn.SessionID(), start)
 	d.bg.Add(1)
 	go d.heartbeat()
+}
+
+// onConnectEvent follows go-zookeeper's connection attempts on a connection
+// the driver dialled, whose events it gets at once through the callback (a
+// borrowed connection's come late through a channel): a session that
+// reaches StateHasSession was renewed at the leader after the attempt began
+// (ZooKeeper revalidates a session at the leader before it accepts the
+// connection).
+func (d *zkDriver) onConnectEvent(ev zk.Event) {
+	if !d.owned {
+		return
+	}
+	switch ev.State {
+	case zk.StateConnecting:
+		d.attemptAt.Store(time.Now().UnixNano())
+	case zk.StateHasSession:
+		if c := d.connP.Load(); c != nil {
+			if at := d.attemptAt.Load(); at != 0 {
+				d.act.connected(c.SessionID(), time.Unix(0, at))
+			}
+		}
+	}
 }

@@ -46,6 +46,7 @@ func (d *zkDriver) onEvent(ev zk.Event) {
 	if ev.State != zk.StateHasSession {
 		d.breaks.Add(1)
 	}
+	d.onConnectEvent(ev)
 	switch ev.State {
 	case zk.StateConnecting:
 		// go-zookeeper starts each connection attempt with this event:

@@ -357,7 +357,8 @@ type zkDriver struct {
 
 	plainCreate atomic.Bool // the root's ACL refuses the multi's write to a lock's parent
 
-	act activity // the session's recent answered requests (quorum.go)
+	act       activity     // what renewed the session at the leader lately (quorum.go)
+	attemptAt atomic.Int64 // when go-zookeeper's current connection attempt began (unix ns)
 
 	// breaks counts the connection's session events other than
 	// StateHasSession. After a reconnect the server replays watches in no
