@@ -29,6 +29,9 @@ type lock struct {
 	// sent is when the last single-node attempt was sent: a grant by a
 	// release came after it, so the granted TTL runs from no earlier.
 	sent time.Time
+	// waited: Acquire queued for this lock on a single node, so a release
+	// may have granted it by a message that can still arrive.
+	waited bool
 }
 
 // attempt is the outcome of one try.
@@ -39,6 +42,10 @@ type attempt struct {
 	pause    time.Duration // Redlock split vote: try again after this, ignoring releases
 	retry    bool          // with err: a waiting Lock should try again later
 	err      error
+	// floor (single node, held): the fence counter when the attempt ran.
+	// A grant announced with a token no larger was made before the
+	// attempt, which found the lock with someone else: it is stale.
+	floor uint64
 }
 
 func (l *lock) Token() uint64 { return l.token }
@@ -61,7 +68,7 @@ func (l *lock) attempt(ctx context.Context, queued bool) attempt {
 		q = "1"
 	}
 	v, err := acquireScript.Run(ctx, n.rdb, []string{l.keys.lock, l.keys.fence, l.keys.queue}, l.owner, ttlMillis(l.ttl), q).Int64Slice()
-	if err == nil && len(v) != 2 {
+	if err == nil && (len(v) < 2 || v[0] == 0 && len(v) != 3) {
 		err = fmt.Errorf("unexpected reply %v", v)
 	}
 	if err != nil {
@@ -80,12 +87,14 @@ func (l *lock) attempt(ctx context.Context, queued bool) attempt {
 	}
 	// PTTL counts whole milliseconds, rounded down: add one so that the
 	// retry comes after the key is gone, not just before.
-	return attempt{wait: time.Duration(v[1]+1) * time.Millisecond}
+	return attempt{wait: time.Duration(v[1]+1) * time.Millisecond, floor: uint64(v[2])}
 }
 
 // granted takes over a lock that a release handed to this waiter. The TTL
 // ran from some moment after the last attempt was sent; if that is long ago
 // the validity is refreshed by a renewal rather than started nearly spent.
+//
+// g must be newer than the waiter's last failed attempt (g.token > floor).
 func (l *lock) granted(ctx context.Context, g *grant) (driver.Validity, error) {
 	l.token = g.token
 	v := driver.Validity{Since: l.sent, TTL: min(g.ttl, l.ttl)}
@@ -128,6 +137,11 @@ func (l *lock) Release(ctx context.Context) error {
 		ok, err := releaseScript.Run(ctx, n.rdb, []string{l.keys.lock, l.keys.queue, l.keys.fence}, l.owner, l.keys.channel, ttlMillis(l.ttl)).Int64()
 		if err != nil {
 			return n.errorf(l.keys.lock, err)
+		}
+		if l.waited {
+			// The key is no longer ours: a grant message for this owner
+			// still on its way now finds nothing to give back.
+			n.hub.forget(l.owner)
 		}
 		if ok != 1 {
 			return fmt.Errorf("%w: key %q is gone or has another owner", driver.ErrLockLost, l.keys.lock)

@@ -316,7 +316,7 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 		}
 		if w != nil && !granted {
 			l.dequeue(ctx)
-			if w.grant.Load() != nil {
+			if w.fresh() != nil {
 				// Granted by a release while giving up: give it back
 				// (the release passes it on to the next waiter).
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
@@ -325,10 +325,19 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 			}
 		}
 	}()
+	// took: the lock is ours; a waiter's grant message that is still on
+	// its way must find it recorded before the waiter leaves the hub.
+	took := func() {
+		granted = true
+		if w != nil && len(d.nodes) == 1 {
+			l.waited = true
+			d.nodes[0].hub.took(l.owner)
+		}
+	}
 	for {
 		res := l.attempt(ctx, w != nil)
 		if res.err == nil && res.granted {
-			granted = true
+			took()
 			if w != nil {
 				select {
 				case <-w.wake: // stale: the release it announced is ours now
@@ -336,6 +345,9 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 				}
 			}
 			return l, res.validity, nil
+		}
+		if w != nil && res.floor > 0 {
+			w.floor.Store(res.floor)
 		}
 		if !req.Wait {
 			if res.err != nil {
@@ -381,12 +393,12 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 			return nil, driver.Validity{}, ctx.Err()
 		}
 		t.Stop()
-		if g := w.grant.Load(); g != nil {
+		if g := w.fresh(); g != nil {
 			v, err := l.granted(ctx, g)
 			if err != nil {
 				return nil, driver.Validity{}, err // the deferred release gives it back
 			}
-			granted = true
+			took()
 			return l, v, nil
 		}
 	}

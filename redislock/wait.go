@@ -40,6 +40,11 @@ type hub struct {
 	closed   bool
 	topics   map[string]*topic
 	inflight map[string]int // SUBSCRIBEs sent and not yet confirmed, per channel
+	// held: owner ids of this driver's waiters that took their lock up
+	// and have not released it yet. A grant message for one of them that
+	// arrives late (the waiter's own attempt found the lock already its)
+	// must not be given back: that would delete a live lock.
+	held map[string]struct{}
 }
 
 type topic struct {
@@ -53,6 +58,10 @@ type waiter struct {
 	id    string        // the lock's owner id: releases name the waiter to wake
 	wake  chan struct{} // buffered 1: wake-ups coalesce, the hub never blocks
 	grant atomic.Pointer[grant]
+	// floor is the fence counter seen by the waiter's last failed attempt:
+	// a grant with a token no larger was made before that attempt, which
+	// found the lock with someone else, so the grant is stale.
+	floor atomic.Uint64
 }
 
 // grant is a single-node release that handed the lock to a waiter.
@@ -93,7 +102,33 @@ func (w *waiter) signal() bool {
 var errHubClosed = errors.New("redislock: driver closed")
 
 func newHub(rdb redis.UniversalClient, prefix string, named bool) *hub {
-	return &hub{rdb: rdb, prefix: prefix, named: named, topics: map[string]*topic{}, inflight: map[string]int{}}
+	return &hub{rdb: rdb, prefix: prefix, named: named, topics: map[string]*topic{}, inflight: map[string]int{},
+		held: map[string]struct{}{}}
+}
+
+// took records that the waiter owner took its lock up (single node).
+func (h *hub) took(owner string) {
+	h.mu.Lock()
+	h.held[owner] = struct{}{}
+	h.mu.Unlock()
+}
+
+// forget ends what took recorded, once the lock is no longer owner's.
+func (h *hub) forget(owner string) {
+	h.mu.Lock()
+	delete(h.held, owner)
+	h.mu.Unlock()
+}
+
+// fresh returns the waiter's grant if it is newer than its last failed
+// attempt, and drops a stale one.
+func (w *waiter) fresh() *grant {
+	g := w.grant.Load()
+	if g != nil && g.token <= w.floor.Load() {
+		w.grant.CompareAndSwap(g, nil)
+		return nil
+	}
+	return g
 }
 
 // join adds w to the waiters of channel and waits until the server has
@@ -156,7 +191,7 @@ func (h *hub) leave(channel string, w *waiter, passOn bool) {
 		passOn = true
 	default:
 	}
-	if h.named || w.grant.Load() != nil {
+	if h.named || w.fresh() != nil {
 		// A granted waiter that leaves releases its grant, which passes
 		// the lock on by itself.
 		passOn = false
@@ -200,15 +235,24 @@ func (h *hub) deliver(m *redis.Message) {
 		if t != nil {
 			for _, w := range t.waiters {
 				if w.id == owner {
-					w.grant.Store(g)
+					if g.token <= w.floor.Load() {
+						return // stale: the waiter has seen another holder since
+					}
+					if old := w.grant.Load(); old == nil || old.token < g.token {
+						w.grant.Store(g)
+					}
 					w.signal()
 					return
 				}
 			}
 		}
+		if _, ok := h.held[owner]; ok {
+			return // the waiter took the lock up by its own attempt
+		}
 		if strings.HasPrefix(owner, h.prefix) {
 			// Ours, but its waiter gave up: the lock must not stay with
-			// nobody until its TTL runs out.
+			// nobody until its TTL runs out. (If the grant is stale the
+			// owner-checked release finds another owner and does nothing.)
 			h.releaseGrant(m.Channel, owner, g)
 		}
 		return
@@ -320,6 +364,7 @@ func (h *hub) close() error {
 		return nil
 	}
 	h.closed = true
+	clear(h.held)
 	ps, done := h.ps, h.loopDone
 	h.mu.Unlock()
 	if ps == nil {
