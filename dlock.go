@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dlockio/dlock/driver"
 )
@@ -101,8 +102,16 @@ func (c *Client) Status(ctx context.Context, name string) (driver.Status, error)
 // Driver returns the driver behind the client, for optional interfaces.
 func (c *Client) Driver() driver.Driver { return c.drv }
 
-// Close releases every lease the client holds, makes waiting Lock calls
-// return ErrClosed, and closes the driver. Later calls return ErrClosed.
+// CloseTimeout bounds how long Close, and each Unlock, wait for the engine
+// to answer a release.
+const CloseTimeout = 5 * time.Second
+
+// Close ends every lease the client holds (their Done channels close at
+// once, before any round trip), makes waiting Lock calls return ErrClosed,
+// releases the leases' locks in parallel, and closes the driver. It waits
+// for the engine at most CloseTimeout (or a lease's TTL, if shorter): a lock
+// whose release was not answered is dropped by the engine when its TTL runs
+// out. Close reports releases that failed. Later calls return ErrClosed.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -115,17 +124,27 @@ func (c *Client) Close() error {
 		leases = append(leases, l)
 	}
 	c.mu.Unlock()
-	c.closeFn()
+	c.closeFn() // waits end, background releases stop
 
-	var errs []error
+	var ended []*Lease
 	for _, l := range leases {
-		if err := l.end(context.Background(), ErrClosed); err != nil && !isEnded(err) {
-			errs = append(errs, err)
+		if l.finish(stateEnded, ErrClosed) {
+			ended = append(ended, l)
 		}
 	}
+	errs := make([]error, len(ended)+1)
+	var wg sync.WaitGroup
+	for i, l := range ended {
+		wg.Go(func() {
+			if err := l.release(context.Background(), false); err != nil && !isEnded(err) {
+				errs[i] = err
+			}
+		})
+	}
+	wg.Wait()
 	c.calls.Wait()
 	if err := c.drv.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("dlock: close driver: %w", err))
+		errs[len(ended)] = fmt.Errorf("dlock: close driver: %w", err)
 	}
 	return errors.Join(errs...)
 }
@@ -197,7 +216,7 @@ func Schemes() []string {
 func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: URL %q: %v", ErrInvalidArgument, redact(rawURL), unwrapURLError(err))
+		return nil, fmt.Errorf("%w: URL %q: %s", ErrInvalidArgument, redact(rawURL), parseProblem(err))
 	}
 	if u.Scheme == "" {
 		return nil, invalid("URL", strconv.Quote(redact(rawURL)), "scheme://…, with a scheme among "+strings.Join(Schemes(), ", "))
@@ -211,7 +230,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 	}
 	drv, err := open(ctx, u)
 	if err != nil {
-		return nil, fmt.Errorf("dlock: open %s: %w", u.Redacted(), err)
+		return nil, scrub(fmt.Errorf("dlock: open %s: %w", redactURL(u), err), secrets(u))
 	}
 	c, err := NewClient(drv, opts...)
 	if err != nil {
