@@ -93,8 +93,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -188,12 +190,55 @@ type Driver struct {
 	id     string
 	seq    atomic.Uint64
 	closed atomic.Bool
+	bg     sync.WaitGroup // give-backs and stragglers running after their call returned
 }
 
 type node struct {
 	rdb  redis.UniversalClient
 	name string // for errors: the address, when known
 	hub  *hub
+	// aware: rdb bounds its requests by their context's deadline
+	// (ContextTimeoutEnabled); otherwise run does.
+	aware bool
+	bg    *sync.WaitGroup
+}
+
+// run runs script on the node and returns when it answers or ctx ends,
+// whichever comes first, even with a client that ignores contexts
+// (go-redis without ContextTimeoutEnabled waits out its read timeout): the
+// portable layer bounds Unlock and Close by the context it passes. A
+// request cut short this way may still reach the server; every caller
+// copes with that (owner-checked scripts, refused late attempts).
+func (n *node) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	if ctx.Done() == nil {
+		return script.Run(ctx, n.rdb, keys, args...)
+	}
+	if _, ok := ctx.Deadline(); ok && n.aware {
+		return script.Run(ctx, n.rdb, keys, args...)
+	}
+	done := make(chan *redis.Cmd, 1)
+	n.bg.Go(func() { done <- script.Run(ctx, n.rdb, keys, args...) })
+	select {
+	case cmd := <-done:
+		return cmd
+	case <-ctx.Done():
+		cmd := redis.NewCmd(ctx)
+		cmd.SetErr(ctx.Err())
+		return cmd
+	}
+}
+
+// honoursContext reports whether c bounds requests by their context.
+func honoursContext(c redis.UniversalClient) bool {
+	switch c := c.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return false
 }
 
 var (
@@ -222,7 +267,8 @@ func newDriver(clients []redis.UniversalClient, o Options, owned bool) (*Driver,
 		if c == nil {
 			return nil, fmt.Errorf("%w: redislock: client %d is nil", dlock.ErrInvalidArgument, i)
 		}
-		d.nodes = append(d.nodes, &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".", len(clients) > 1)})
+		d.nodes = append(d.nodes, &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".", len(clients) > 1, &d.bg),
+			aware: honoursContext(c), bg: &d.bg})
 	}
 	return d, nil
 }
@@ -236,17 +282,17 @@ func nodeName(c redis.UniversalClient, i int) string {
 
 // keys are the Redis names of one lock.
 type keys struct {
-	lock, fence, channel, queue, alive string
+	lock, fence, channel, queue, alive, gone string
 }
 
-// keysOf makes all five names as slices of one string: one allocation per
-// Acquire instead of five, on a path whose cost is measured in allocations.
+// keysOf makes all six names as slices of one string: one allocation per
+// Acquire instead of six, on a path whose cost is measured in allocations.
 func (d *Driver) keysOf(name string) keys {
 	tag := d.prefix + "{" + escape(name) + "}"
-	const fence, released, waiters, alive = ":fence", ":released", ":waiters", ":alive"
+	const fence, released, waiters, alive, gone = ":fence", ":released", ":waiters", ":alive", ":gone"
 	var b strings.Builder
-	b.Grow(4*len(tag) + len(fence) + len(released) + len(waiters) + len(alive))
-	for _, suffix := range []string{fence, released, waiters, alive} {
+	b.Grow(5*len(tag) + len(fence) + len(released) + len(waiters) + len(alive) + len(gone))
+	for _, suffix := range []string{fence, released, waiters, alive, gone} {
 		b.WriteString(tag)
 		b.WriteString(suffix)
 	}
@@ -256,7 +302,7 @@ func (d *Driver) keysOf(name string) keys {
 	for _, f := range []struct {
 		dst *string
 		n   int
-	}{{&k.fence, len(fence)}, {&k.channel, len(released)}, {&k.queue, len(waiters)}, {&k.alive, len(alive)}} {
+	}{{&k.fence, len(fence)}, {&k.channel, len(released)}, {&k.queue, len(waiters)}, {&k.alive, len(alive)}, {&k.gone, len(gone)}} {
 		*f.dst = all[i : i+len(tag)+f.n]
 		i += len(tag) + f.n
 	}
@@ -301,157 +347,15 @@ func (d *Driver) owner() string {
 
 func ttlMillis(ttl time.Duration) int64 { return max(ttl.Milliseconds(), 1) }
 
-// Acquire implements driver.Driver.
-func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
-	if d.closed.Load() {
-		return nil, driver.Validity{}, driver.ErrClosed
-	}
-	l := &lock{d: d, keys: d.keysOf(req.Name), owner: d.owner(), ttl: req.TTL}
-	var w *waiter
-	var joined []*node
-	granted := false
-	defer func() {
-		for _, n := range joined {
-			n.hub.leave(l.keys.channel, w, false)
-		}
-		if w != nil && !granted {
-			l.dequeue(ctx)
-			if w.fresh() != nil {
-				// Granted by a release while giving up: give it back
-				// (the release passes it on to the next waiter).
-				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-				l.release(rctx, true)
-				cancel()
-			}
-		}
-	}()
-	// took: the lock is ours; a waiter's grant message that is still on
-	// its way must find it recorded before the waiter leaves the hub.
-	took := func() {
-		granted = true
-		if w != nil && len(d.nodes) == 1 {
-			l.waited = true
-			d.nodes[0].hub.took(l.owner)
-		}
-	}
-	for {
-		res := l.attempt(ctx, w != nil)
-		if res.err == nil && res.granted {
-			took()
-			if w != nil {
-				select {
-				case <-w.wake: // stale: the release it announced is ours now
-				default:
-				}
-			}
-			return l, res.validity, nil
-		}
-		if w != nil && res.floor > 0 {
-			w.floor.Store(res.floor)
-		}
-		if !req.Wait {
-			if res.err != nil {
-				return nil, driver.Validity{}, res.err
-			}
-			return nil, driver.Validity{}, driver.ErrNotAcquired
-		}
-		if res.err != nil && !res.retry {
-			// This attempt may have consumed a wake-up: hand it on.
-			for _, n := range joined {
-				n.hub.leave(l.keys.channel, w, true)
-			}
-			joined = nil
-			return nil, driver.Validity{}, res.err
-		}
-		if w == nil {
-			// Subscribe, then look again: a release between the failed
-			// attempt and the subscription would otherwise go unseen.
-			w = newWaiter(l.owner)
-			l.ticket = time.Now().UnixMicro()
-			var err error
-			joined, err = d.join(ctx, l.keys.channel, w)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil, driver.Validity{}, ctx.Err()
-				}
-				return nil, driver.Validity{}, fmt.Errorf("redislock: subscribe to %q: %w", l.keys.channel, err)
-			}
-			continue
-		}
-		if !sleep(ctx, res.pause) {
-			return nil, driver.Validity{}, ctx.Err()
-		}
-		if res.pause > 0 {
-			continue
-		}
-		t := time.NewTimer(res.wait)
-		select {
-		case <-w.wake:
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, driver.Validity{}, ctx.Err()
-		}
-		t.Stop()
-		if g := w.fresh(); g != nil {
-			v, err := l.granted(ctx, g)
-			if err != nil {
-				return nil, driver.Validity{}, err // the deferred release gives it back
-			}
-			took()
-			return l, v, nil
-		}
-	}
-}
+// background runs fn, a bounded request whose outcome its caller does not
+// wait for; Close waits for it a moment.
+func (d *Driver) background(fn func()) { d.bg.Go(fn) }
 
-// sleep waits d, or returns false when ctx ends first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// join subscribes w on every node that answers; with Redlock a majority
-// must, or releases there could go unseen.
-func (d *Driver) join(ctx context.Context, channel string, w *waiter) ([]*node, error) {
-	if len(d.nodes) == 1 {
-		if err := d.nodes[0].hub.join(ctx, channel, w); err != nil {
-			return nil, err
-		}
-		return d.nodes, nil
-	}
-	errs := make([]error, len(d.nodes))
-	fanOut(len(d.nodes), func(i int) {
-		// A node that does not confirm soon is left out rather than
-		// holding up the wait on the others.
-		jctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		errs[i] = d.nodes[i].hub.join(jctx, channel, w)
-	})
-	var joined []*node
-	var failed []error
-	for i, err := range errs {
-		if err == nil {
-			joined = append(joined, d.nodes[i])
-		} else {
-			failed = append(failed, fmt.Errorf("%s: %w", d.nodes[i].name, err))
-		}
-	}
-	if len(joined) == 0 {
-		return nil, errors.Join(failed...)
-	}
-	// Fewer than all is fine: the unreachable nodes cannot be part of the
-	// next holder's majority, and the timer covers expiries.
-	return joined, nil
-}
+// closeWait bounds how long Close waits for background requests. Each is
+// bounded by its own timeout, or by the read timeout of a client that
+// ignores contexts; closing the clients (opened from a URL) ends them at
+// once.
+const closeWait = time.Second
 
 // Close implements driver.Driver.
 func (d *Driver) Close() error {
@@ -463,11 +367,22 @@ func (d *Driver) Close() error {
 		if err := n.hub.close(); err != nil && !errors.Is(err, redis.ErrClosed) {
 			errs = append(errs, err)
 		}
-		if d.owned {
+	}
+	if d.owned {
+		for _, n := range d.nodes {
 			if err := n.rdb.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
 				errs = append(errs, err)
 			}
 		}
+	}
+	idle := make(chan struct{})
+	go func() {
+		d.bg.Wait()
+		close(idle)
+	}()
+	select {
+	case <-idle:
+	case <-time.After(closeWait):
 	}
 	return errors.Join(errs...)
 }
@@ -494,31 +409,37 @@ func (d *Driver) Capabilities() driver.Capabilities {
 	}
 }
 
-// Status implements driver.Inspector. Waiters is -1: Redis does not queue
-// them.
+// Status implements driver.Inspector. Waiters counts the queued waiters
+// that are still trying (with Redlock, the most any answering node has
+// queued); a waiter woken by a release and trying at that moment is not
+// queued, and one that has just begun to wait is queued only once it has
+// subscribed and looked again.
 func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error) {
 	if d.closed.Load() {
 		return driver.Status{}, driver.ErrClosed
 	}
 	k := d.keysOf(name)
+	deadlines := k.queue
+	if len(d.nodes) > 1 {
+		deadlines = k.alive
+	}
 	type reply struct {
-		pttl, fence int64
-		err         error
+		pttl, fence, waiters int64
+		err                  error
 	}
 	rs := make([]reply, len(d.nodes))
 	fanOut(len(d.nodes), func(i int) {
-		v, err := statusScript.Run(ctx, d.nodes[i].rdb, []string{k.lock, k.fence}).Int64Slice()
-		if err == nil && len(v) != 2 {
+		v, err := d.nodes[i].run(ctx, statusScript, []string{k.lock, k.fence, deadlines}).Int64Slice()
+		if err == nil && len(v) != 3 {
 			err = fmt.Errorf("unexpected reply %v", v)
 		}
 		if err != nil {
 			rs[i].err = d.nodes[i].errorf(k.lock, err)
 			return
 		}
-		rs[i].pttl, rs[i].fence = v[0], v[1]
+		rs[i].pttl, rs[i].fence, rs[i].waiters = v[0], v[1], v[2]
 	})
 	var st driver.Status
-	st.Waiters = -1
 	var ttls []int64
 	var errs []error
 	for _, r := range rs {
@@ -526,13 +447,17 @@ func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error)
 			errs = append(errs, r.err)
 			continue
 		}
+		st.Waiters = max(st.Waiters, int(r.waiters))
 		st.Token = max(st.Token, uint64(r.fence))
 		if r.pttl > 0 {
 			ttls = append(ttls, r.pttl)
 		}
 	}
 	if len(errs) > len(d.nodes)-d.quorum {
-		return driver.Status{}, errors.Join(errs...)
+		if len(d.nodes) == 1 {
+			return driver.Status{}, errs[0]
+		}
+		return driver.Status{}, d.quorumError(fmt.Sprintf("status read from %d of %d nodes", len(d.nodes)-len(errs), len(d.nodes)), errs)
 	}
 	if len(ttls) >= d.quorum {
 		st.Held = true
@@ -546,16 +471,7 @@ func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error)
 	return st, nil
 }
 
-func (n *node) errorf(key string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("redislock: %s: %w", n.name, err)
-	}
-	var rerr redis.Error
-	if errors.As(err, &rerr) && strings.Contains(err.Error(), "WRONGTYPE") {
-		return fmt.Errorf("redislock: %s: key %q (or its fence counter) holds a value that is not a dlock lock: %w", n.name, key, err)
-	}
-	if strings.Contains(err.Error(), "DLOCK") {
-		return fmt.Errorf("redislock: %s: key %q: %w", n.name, key, err)
-	}
-	return fmt.Errorf("redislock: %s: %w", n.name, err)
-}
+func sortDesc(s []int64) { slices.SortFunc(s, func(a, b int64) int { return int(b - a) }) }
+
+// checkNodes is done once per node before its first lock (see eviction.go).
+func (d *Driver) checkNodes(ctx context.Context) error { return nil }

@@ -31,8 +31,10 @@ type hub struct {
 	// anonymously would wake every client's oldest waiter, a herd that
 	// splits the vote. A waiter that gives up wakes the next by name
 	// instead (dequeue).
-	named  bool
-	relays sync.WaitGroup
+	named bool
+	// bg tracks the hub's own requests (relays, give-backs of grants): the
+	// driver's Close waits for them a moment.
+	bg *sync.WaitGroup
 
 	mu       sync.Mutex
 	ps       *redis.PubSub
@@ -101,8 +103,8 @@ func (w *waiter) signal() bool {
 
 var errHubClosed = errors.New("redislock: driver closed")
 
-func newHub(rdb redis.UniversalClient, prefix string, named bool) *hub {
-	return &hub{rdb: rdb, prefix: prefix, named: named, topics: map[string]*topic{}, inflight: map[string]int{},
+func newHub(rdb redis.UniversalClient, prefix string, named bool, bg *sync.WaitGroup) *hub {
+	return &hub{rdb: rdb, prefix: prefix, named: named, bg: bg, topics: map[string]*topic{}, inflight: map[string]int{},
 		held: map[string]struct{}{}}
 }
 
@@ -131,14 +133,20 @@ func (w *waiter) fresh() *grant {
 	return g
 }
 
-// join adds w to the waiters of channel and waits until the server has
-// confirmed the subscription, ctx ends or the hub closes. On error w is not
-// joined.
-func (h *hub) join(ctx context.Context, channel string, w *waiter) error {
+// subscribeTimeout bounds a SUBSCRIBE or UNSUBSCRIBE write. It is not the
+// waiter's context: a write cut short by one waiter's deadline would make
+// go-redis drop and re-dial the connection every waiter of the driver
+// shares.
+const subscribeTimeout = 5 * time.Second
+
+// join adds w to the waiters of channel and returns a channel that is
+// closed once the server has confirmed the subscription; the hub also
+// signals w then. On error w is not joined.
+func (h *hub) join(ctx context.Context, channel string, w *waiter) (<-chan struct{}, error) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	if h.closed {
-		h.mu.Unlock()
-		return errHubClosed
+		return nil, errHubClosed
 	}
 	if h.ps == nil {
 		h.ps = h.rdb.Subscribe(context.WithoutCancel(ctx))
@@ -151,23 +159,19 @@ func (h *hub) join(ctx context.Context, channel string, w *waiter) error {
 		t = &topic{confirmed: make(chan struct{})}
 		h.inflight[channel]++
 		// Subscribe only writes the command; the confirmation comes to loop.
-		if err := h.ps.Subscribe(ctx, channel); err != nil {
-			h.inflight[channel]--
-			h.mu.Unlock()
-			return err
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), subscribeTimeout)
+		err := h.ps.Subscribe(sctx, channel)
+		cancel()
+		if err != nil {
+			if h.inflight[channel]--; h.inflight[channel] <= 0 {
+				delete(h.inflight, channel)
+			}
+			return nil, err
 		}
 		h.topics[channel] = t
 	}
 	t.waiters = append(t.waiters, w)
-	h.mu.Unlock()
-
-	select {
-	case <-t.confirmed:
-		return nil
-	case <-ctx.Done():
-		h.leave(channel, w, false)
-		return ctx.Err()
-	}
+	return t.confirmed, nil
 }
 
 // leave removes w. If w holds a wake-up it did not act on, or passOn says it
@@ -205,10 +209,22 @@ func (h *hub) leave(channel string, w *waiter, passOn bool) {
 	if passOn {
 		h.relay(channel)
 	}
+	h.drop(channel)
+}
+
+// drop unsubscribes from channel once nobody waits on it. While a
+// SUBSCRIBE is unconfirmed the topic stays (loop drops it at the
+// confirmation): an UNSUBSCRIBE and a second SUBSCRIBE behind it would
+// leave two confirmations due, of which a reconnect delivers only one, and
+// later waiters would wait for the other forever. h.mu held.
+func (h *hub) drop(channel string) {
+	if h.inflight[channel] > 0 {
+		return
+	}
 	delete(h.topics, channel)
 	if !h.closed {
 		// Best effort: a stale subscription only costs ignored messages.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), subscribeTimeout)
 		_ = h.ps.Unsubscribe(ctx, channel)
 		cancel()
 	}
@@ -287,13 +303,11 @@ func (h *hub) relay(channel string) {
 	if h.closed {
 		return
 	}
-	h.relays.Add(1)
-	go func() {
-		defer h.relays.Done()
+	h.bg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = h.rdb.Publish(ctx, channel, "").Err()
-	}()
+	})
 }
 
 // releaseGrant gives back a lock granted to a waiter of this driver that
@@ -306,14 +320,12 @@ func (h *hub) releaseGrant(channel, owner string, g *grant) {
 	if !ok {
 		return
 	}
-	h.relays.Add(1)
-	go func() {
-		defer h.relays.Done()
+	h.bg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		k := keys{lock: tag, fence: tag + ":fence", channel: channel, queue: tag + ":waiters"}
-		_ = releaseScript.Run(ctx, h.rdb, []string{k.lock, k.queue, k.fence}, owner, channel, ttlMillis(g.ttl)).Err()
-	}()
+		k := keys{lock: tag, fence: tag + ":fence", channel: channel, queue: tag + ":waiters", gone: tag + ":gone"}
+		_ = releaseScript.Run(ctx, h.rdb, []string{k.lock, k.queue, k.fence, k.gone}, owner, channel, ttlMillis(g.ttl), 0).Err()
+	})
 }
 
 func (h *hub) loop(ch <-chan interface{}, done chan struct{}) {
@@ -343,11 +355,14 @@ func (h *hub) loop(ch <-chan interface{}, done chan struct{}) {
 				case <-t.confirmed:
 					// A resubscription after a reconnect: releases may have
 					// been missed meanwhile, so everyone looks again.
-					for _, w := range t.waiters {
-						w.signal()
-					}
 				default:
 					close(t.confirmed)
+				}
+				for _, w := range t.waiters {
+					w.signal()
+				}
+				if len(t.waiters) == 0 {
+					h.drop(m.Channel)
 				}
 			}
 			h.mu.Unlock()
@@ -355,8 +370,7 @@ func (h *hub) loop(ch <-chan interface{}, done chan struct{}) {
 	}
 }
 
-// close stops the pub/sub connection; waiters in join return errHubClosed
-// through their context, which the portable layer cancels before Close.
+// close stops the pub/sub connection; later joins return errHubClosed.
 func (h *hub) close() error {
 	h.mu.Lock()
 	if h.closed {
@@ -372,6 +386,5 @@ func (h *hub) close() error {
 	}
 	err := ps.Close()
 	<-done
-	h.relays.Wait()
 	return err
 }
