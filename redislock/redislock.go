@@ -191,6 +191,11 @@ type Driver struct {
 	seq    atomic.Uint64
 	closed atomic.Bool
 	bg     sync.WaitGroup // give-backs and stragglers running after their call returned
+	// checked: every node's eviction policy has been checked (eviction.go).
+	checked atomic.Bool
+	// missing: nodes that did not answer when the driver was opened from a
+	// URL (a Redlock opens with a majority).
+	missing []string
 }
 
 type node struct {
@@ -199,8 +204,9 @@ type node struct {
 	hub  *hub
 	// aware: rdb bounds its requests by their context's deadline
 	// (ContextTimeoutEnabled); otherwise run does.
-	aware bool
-	bg    *sync.WaitGroup
+	aware    bool
+	bg       *sync.WaitGroup
+	eviction evictionCheck
 }
 
 // run runs script on the node and returns when it answers or ctx ends,
@@ -210,21 +216,27 @@ type node struct {
 // request cut short this way may still reach the server; every caller
 // copes with that (owner-checked scripts, refused late attempts).
 func (n *node) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	return await(ctx, n, func() *redis.Cmd { return script.Run(ctx, n.rdb, keys, args...) }, redis.NewCmd)
+}
+
+// await runs do on n, bounded by ctx as run says; empty makes the command
+// that carries ctx's error.
+func await[C redis.Cmder](ctx context.Context, n *node, do func() C, empty func(context.Context, ...any) C) C {
 	if ctx.Done() == nil {
-		return script.Run(ctx, n.rdb, keys, args...)
+		return do()
 	}
 	if _, ok := ctx.Deadline(); ok && n.aware {
-		return script.Run(ctx, n.rdb, keys, args...)
+		return do()
 	}
-	done := make(chan *redis.Cmd, 1)
-	n.bg.Go(func() { done <- script.Run(ctx, n.rdb, keys, args...) })
+	done := make(chan C, 1)
+	n.bg.Go(func() { done <- do() })
 	select {
-	case cmd := <-done:
-		return cmd
+	case c := <-done:
+		return c
 	case <-ctx.Done():
-		cmd := redis.NewCmd(ctx)
-		cmd.SetErr(ctx.Err())
-		return cmd
+		c := empty(ctx)
+		c.SetErr(ctx.Err())
+		return c
 	}
 }
 
@@ -256,9 +268,8 @@ func newDriver(clients []redis.UniversalClient, o Options, owned bool) (*Driver,
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	if strings.ContainsAny(prefix, "{}") {
-		return nil, fmt.Errorf("%w: redislock: prefix %q: want no '{' or '}' (they would change the hash tag)",
-			dlock.ErrInvalidArgument, prefix)
+	if err := checkPrefix(prefix); err != nil {
+		return nil, err
 	}
 	var b [12]byte
 	rand.Read(b[:])
@@ -271,6 +282,14 @@ func newDriver(clients []redis.UniversalClient, o Options, owned bool) (*Driver,
 			aware: honoursContext(c), bg: &d.bg})
 	}
 	return d, nil
+}
+
+func checkPrefix(prefix string) error {
+	if strings.ContainsAny(prefix, "{}") {
+		return fmt.Errorf("%w: redislock: prefix %q: want no '{' or '}' (they would change the hash tag)",
+			dlock.ErrInvalidArgument, prefix)
+	}
+	return nil
 }
 
 func nodeName(c redis.UniversalClient, i int) string {
@@ -387,26 +406,28 @@ func (d *Driver) Close() error {
 	return errors.Join(errs...)
 }
 
-// Capabilities implements driver.Capable.
+// Capabilities implements driver.Capable. Notes also say what the checks
+// of the nodes found: an eviction policy that weakens locks, one that could
+// not be read, nodes unreachable when the driver was opened.
 func (d *Driver) Capabilities() driver.Capabilities {
-	if len(d.nodes) == 1 {
-		return driver.Capabilities{
-			Fencing: driver.FencingNode,
-			Scope:   "cluster",
-			Notes: "single Redis node (or one Cluster slot / Sentinel master): tokens come from a counter on the node; " +
-				"a restart without persistence or a failover to a replica behind on asynchronous replication can repeat " +
-				"tokens and grant a lock twice",
-		}
-	}
-	return driver.Capabilities{
-		Fencing: driver.FencingNode,
-		Scope:   "cluster",
-		Notes: fmt.Sprintf("Redlock over %d independent masters, majority %d: assumes bounded clock drift "+
+	notes := []string{"single Redis node (or one Cluster slot / Sentinel master): tokens come from a counter on the node; " +
+		"a restart without persistence or a failover to a replica behind on asynchronous replication can repeat " +
+		"tokens and grant a lock twice; an eviction policy other than noeviction can drop lock keys " +
+		"(allkeys-* is refused: it can drop the counter too)"}
+	if len(d.nodes) > 1 {
+		notes = []string{fmt.Sprintf("Redlock over %d independent masters, majority %d: assumes bounded clock drift "+
 			"(allowance TTL/100+2ms) and that a crashed node keeps its data (AOF fsync=always) or stays down "+
 			"for a TTL before rejoining empty; tokens are written back to a majority before each grant so they "+
 			"strictly increase under that assumption. Safety rests on timing (Kleppmann, \"How to do distributed "+
-			"locking\"; Sanfilippo, \"Is Redlock safe?\"): use the fencing token", len(d.nodes), d.quorum),
+			"locking\"; Sanfilippo, \"Is Redlock safe?\"): use the fencing token; an eviction policy other than "+
+			"noeviction can drop lock keys (allkeys-* is refused)", len(d.nodes), d.quorum)}
 	}
+	if len(d.missing) > 0 {
+		notes = append(notes, fmt.Sprintf("unreachable when opened: %s (locks need %d of the %d nodes)",
+			strings.Join(d.missing, "; "), d.quorum, len(d.nodes)))
+	}
+	notes = append(notes, d.evictionNotes()...)
+	return driver.Capabilities{Fencing: driver.FencingNode, Scope: "cluster", Notes: strings.Join(notes, ". ")}
 }
 
 // Status implements driver.Inspector. Waiters counts the queued waiters
@@ -472,6 +493,3 @@ func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error)
 }
 
 func sortDesc(s []int64) { slices.SortFunc(s, func(a, b int64) int { return int(b - a) }) }
-
-// checkNodes is done once per node before its first lock (see eviction.go).
-func (d *Driver) checkNodes(ctx context.Context) error { return nil }

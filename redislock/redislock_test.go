@@ -21,6 +21,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(holderEnv) != "" {
 		os.Exit(holderMain())
 	}
+	if os.Getenv(openEnv) != "" {
+		os.Exit(openMain())
+	}
 	goleak.VerifyTestMain(m)
 }
 
