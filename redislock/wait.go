@@ -152,7 +152,7 @@ func (h *hub) join(ctx context.Context, channel string, w *waiter) (<-chan struc
 		h.ps = h.rdb.Subscribe(context.WithoutCancel(ctx))
 		ch := h.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
 		h.loopDone = make(chan struct{})
-		go h.loop(ch, h.loopDone)
+		go h.loop(h.ps, ch, h.loopDone)
 	}
 	t := h.topics[channel]
 	if t == nil {
@@ -328,8 +328,9 @@ func (h *hub) releaseGrant(channel, owner string, g *grant) {
 	})
 }
 
-func (h *hub) loop(ch <-chan interface{}, done chan struct{}) {
+func (h *hub) loop(ps *redis.PubSub, ch <-chan interface{}, done chan struct{}) {
 	defer close(done)
+	defer h.lost(ps)
 	for m := range ch {
 		switch m := m.(type) {
 		case *redis.Message:
@@ -368,6 +369,26 @@ func (h *hub) loop(ch <-chan interface{}, done chan struct{}) {
 			h.mu.Unlock()
 		}
 	}
+}
+
+// lost handles the end of ps's messages. Unless the hub closed it, go-redis
+// did: the user closed the client. Every waiter is woken to try again and
+// learn that, rather than sleep until its timer; a later join starts over.
+func (h *hub) lost(ps *redis.PubSub) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || h.ps != ps {
+		return
+	}
+	h.ps = nil
+	_ = ps.Close() // stops go-redis's health check
+	for _, t := range h.topics {
+		for _, w := range t.waiters {
+			w.signal()
+		}
+	}
+	clear(h.topics)
+	clear(h.inflight)
 }
 
 // close stops the pub/sub connection; later joins return errHubClosed.
