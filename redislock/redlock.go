@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dlockio/dlock/driver"
@@ -80,25 +81,50 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 		errs    []error
 	)
 	received := 0
-	drain := func() {
+	replied := make([]bool, nn)
+	// The replies the attempt does not wait for are read in the background:
+	// a node that answers after a grant gets the token too; one that
+	// answers after the attempt failed gets its give-back then, after its
+	// own request, so that the two cannot cross on the way.
+	var failed, wakeOnFail atomic.Bool
+	rest := func(token uint64) {
 		left := nn - received
 		d.background(func() {
 			defer cancel()
 			for range left {
-				<-replies
+				r := <-replies
+				switch {
+				case failed.Load():
+					l.giveBackOn(d.nodes[r.i], value, wakeOnFail.Load())
+				case r.got:
+					_ = d.nodes[r.i].run(nctx, fenceScript, []string{l.keys.lock, l.keys.fence}, value, token).Err()
+				}
 			}
 		})
+	}
+	// fail gives back what the attempt may hold on the nodes that have
+	// answered (all: every node), and has the others give it back when
+	// they answer. wake: waiters may sleep on what this attempt held.
+	fail := func(wake, all bool) {
+		wakeOnFail.Store(wake)
+		failed.Store(true)
+		for i, n := range d.nodes {
+			if all || replied[i] {
+				l.giveBackOn(n, value, wake)
+			}
+		}
 	}
 	for received < nn && len(got) < d.quorum && len(got)+nn-received >= d.quorum {
 		var r reply
 		select {
 		case r = <-replies:
 		case <-ctx.Done():
-			drain()
-			l.giveBackAttempt(value, false)
+			fail(false, false)
+			rest(0)
 			return attempt{err: ctx.Err()}
 		}
 		received++
+		replied[r.i] = true
 		switch {
 		case r.err != nil:
 			errs = append(errs, r.err)
@@ -119,15 +145,7 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 		// as well (best effort, not waited for), so that more than a
 		// bare majority carries it should one of the majority lose its
 		// data.
-		left := nn - received
-		d.background(func() {
-			defer cancel()
-			for range left {
-				if r := <-replies; r.got {
-					_ = d.nodes[r.i].run(nctx, fenceScript, []string{l.keys.lock, l.keys.fence}, value, token).Err()
-				}
-			}
-		})
+		rest(token)
 		fctx, fcancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 		err := l.writeFence(fctx, got, token, value)
 		fcancel()
@@ -139,18 +157,27 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 		// A majority was ours, but the fence token did not reach one in
 		// time: waiters may have seen it held and sleep until a release,
 		// so this give-back wakes the first in line.
-		l.giveBackAttempt(value, true)
+		fail(true, true)
 		if err != nil && !errors.Is(err, driver.ErrUnavailable) {
 			return attempt{err: err}
 		}
 		return attempt{pause: rand.N(5 * time.Millisecond), wait: rand.N(5 * time.Millisecond)}
 	}
-	drain()
+	top := 0
+	for _, c := range holders {
+		top = max(top, c)
+	}
+	held := len(pttls)
+	// Every outcome below gives back what the attempt took. It wakes the
+	// first in line only where waiters may sleep on this attempt's keys: a
+	// majority that came too late, or a split vote that made everyone see
+	// most nodes held.
+	wake := len(got) >= d.quorum || top < d.quorum && held > nn-d.quorum && len(errs) <= nn-d.quorum
+	fail(wake, false)
+	rest(0)
 	if len(got) >= d.quorum {
 		// A majority that came too late (the nodes or this process were
-		// slow) was ours for a moment: waiters may have seen it held and
-		// sleep until a release. Try again, as after a split vote.
-		l.giveBackAttempt(value, true)
+		// slow): try again, as after a split vote.
 		return attempt{pause: rand.N(5 * time.Millisecond), wait: rand.N(5 * time.Millisecond)}
 	}
 	for _, err := range errs {
@@ -158,40 +185,30 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 			// A node answered with an error that will not pass (a key of
 			// another type, a key without TTL): report it, as a single
 			// node would, rather than wait for it.
-			l.giveBackAttempt(value, false)
 			return attempt{err: err}
 		}
 	}
-	top := 0
-	for _, c := range holders {
-		top = max(top, c)
-	}
-	held := len(pttls)
 	switch {
 	case top >= d.quorum:
 		// One holder has a majority: sleep until its release wakes the
 		// first in line, or until enough keys expire that a majority
-		// could be free. What this attempt took wakes nobody.
-		l.giveBackAttempt(value, false)
+		// could be free.
 		return attempt{wait: expiryWait(pttls, nn, d.quorum)}
 	case len(errs) > nn-d.quorum:
-		l.giveBackAttempt(value, false)
 		return attempt{err: d.quorumError(fmt.Sprintf("key %q: %d of %d nodes unreachable, a majority of %d is needed",
 			l.keys.lock, len(errs), nn, d.quorum), errs)}
 	case held > nn-d.quorum:
 		// Busy, but nobody has a majority: contenders split the vote.
 		// Every contender that sees this sleeps like a queued waiter, so
-		// they do not all try again and split again; each wakes the first
-		// in line where it gives a key back, so that someone tries once
-		// the keys are gone, rather than everyone sleeping until they
-		// would have expired.
-		l.giveBackAttempt(value, true)
+		// they do not all try again and split again; each has woken the
+		// first in line where it gave a key back, so that someone tries
+		// once the keys are gone, rather than everyone sleeping until
+		// they would have expired.
 		return attempt{wait: expiryWait(pttls, nn, d.quorum)}
 	}
 	// Most nodes were free (a split with few contenders, or our own
 	// earlier attempt's keys still being given back): try again after a
 	// random moment, so that contenders do not split again.
-	l.giveBackAttempt(value, false)
 	return attempt{pause: rand.N(5 * time.Millisecond), wait: rand.N(5 * time.Millisecond)}
 }
 
@@ -220,24 +237,21 @@ func parseLockReply(v []any) (got bool, n int64, holder string, err error) {
 	return false, 0, "", fmt.Errorf("unexpected reply %v", v)
 }
 
-// giveBackAttempt deletes, in the background, the keys attempt value took, on
-// every node (a request that failed may have taken the key too), and has
-// every node refuse the attempt's requests from now on. wake says a
-// waiter may be waiting on this attempt's majority: the first in line is
-// woken where the key was ours. The waiter keeps its place in the queues.
-func (l *lock) giveBackAttempt(value string, wake bool) {
+// giveBackOn deletes, in the background, the key attempt value took on n,
+// if it did, and has n refuse the attempt's requests from now on. wake: the
+// first in line is woken there if the key was the attempt's. A waiter keeps
+// its place in the queue.
+func (l *lock) giveBackOn(n *node, value string, wake bool) {
 	channel := ""
 	if wake {
 		channel = l.keys.channel
 	}
 	ks := []string{l.keys.lock, l.keys.queue, l.keys.alive, l.keys.gone}
-	for _, n := range l.d.nodes {
-		l.d.background(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), giveBackTimeout)
-			defer cancel()
-			_ = n.run(ctx, rlReleaseScript, ks, value, channel, "", goneMillis(l.ttl)).Err()
-		})
-	}
+	l.d.background(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), giveBackTimeout)
+		defer cancel()
+		_ = n.run(ctx, rlReleaseScript, ks, value, channel, "", goneMillis(l.ttl)).Err()
+	})
 }
 
 // writeFence raises the fence counter to token on the nodes in got, where
