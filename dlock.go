@@ -108,10 +108,12 @@ const CloseTimeout = 5 * time.Second
 
 // Close ends every lease the client holds (their Done channels close at
 // once, before any round trip), makes waiting Lock calls return ErrClosed,
-// releases the leases' locks in parallel, and closes the driver. It waits
-// for the engine at most CloseTimeout (or a lease's TTL, if shorter): a lock
-// whose release was not answered is dropped by the engine when its TTL runs
-// out. Close reports releases that failed. Later calls return ErrClosed.
+// releases the leases' locks in parallel, and closes the driver. The
+// releases wait for the engine at most CloseTimeout (or a lease's TTL, if
+// shorter), and then the driver's own Close runs, which the drivers of this
+// module bound to about a second: a lock whose release was not answered is
+// dropped by the engine when its TTL runs out. Close reports releases that
+// failed. Later calls return ErrClosed.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -126,11 +128,17 @@ func (c *Client) Close() error {
 	c.mu.Unlock()
 	c.closeFn() // waits end, background releases stop
 
+	// A lease ended by a loss or an Unlock that raced with this Close has
+	// left its release to us (l.unreleased), as have the ones ended here.
 	var ended []*Lease
 	for _, l := range leases {
-		if l.finish(stateEnded, ErrClosed) {
+		l.finish(stateEnded, ErrClosed)
+		c.mu.Lock()
+		if l.unreleased {
+			l.unreleased = false
 			ended = append(ended, l)
 		}
+		c.mu.Unlock()
 	}
 	errs := make([]error, len(ended)+1)
 	var wg sync.WaitGroup
@@ -158,16 +166,6 @@ func (c *Client) begin() error {
 	}
 	c.calls.Add(1)
 	return nil
-}
-
-func (c *Client) track(l *Lease, on bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if on {
-		c.leases[l] = struct{}{}
-	} else {
-		delete(c.leases, l)
-	}
 }
 
 // OpenFunc opens a driver for a URL whose scheme it was registered for.

@@ -40,6 +40,8 @@ type Lease struct {
 	renewMu sync.Mutex      // held while a renewal runs; end waits out one in flight
 	v       driver.Validity // the last validity; renewMu
 
+	unreleased bool // ended while the client closed: Close releases it; c.mu
+
 	mu        sync.Mutex
 	state     leaseState
 	err       error // why the lease ended
@@ -143,34 +145,46 @@ func (l *Lease) Unlock(ctx context.Context) error {
 	if ctx == nil {
 		return wrap(l.name, "unlock", invalid("ctx", nil, "a non-nil context.Context"))
 	}
-	if !l.finish(stateEnded, ErrNotHeld) {
+	ended, slot := l.finish(stateEnded, ErrNotHeld)
+	if !ended {
 		return l.Err()
 	}
-	if l.c.begin() != nil {
-		return nil // Close is ending every lease, this one included
+	if !slot {
+		return nil // Close is running and releases it with the rest
 	}
 	defer l.c.calls.Done()
 	return l.release(ctx, true)
 }
 
 // finish ends a held lease (Done closed) as state with reason; only the
-// first of several concurrent endings does, and reports true. Renewal stops
-// and a renewal in flight is cut short.
-func (l *Lease) finish(state leaseState, reason error) bool {
+// first of several concurrent endings does, and reports ended. Renewal
+// stops and a renewal in flight is cut short. With slot, the caller holds a
+// c.calls slot for the release and must release; without it the client is
+// closing and Close releases the lock (l.unreleased).
+func (l *Lease) finish(state leaseState, reason error) (ended, slot bool) {
+	c := l.c
+	c.mu.Lock()
 	l.mu.Lock()
 	if l.state != stateHeld {
 		l.mu.Unlock()
-		return false
+		c.mu.Unlock()
+		return false, false
 	}
 	l.state = state
 	l.err = fmt.Errorf("lock %q: %w", l.name, reason)
 	err := l.err
 	l.mu.Unlock()
+	delete(c.leases, l)
+	if slot = !c.closed; slot {
+		c.calls.Add(1)
+	} else {
+		l.unreleased = true
+	}
+	c.mu.Unlock()
 	l.cancel(err)
 	l.stop()
 	l.stopTimers()
-	l.c.track(l, false)
-	return true
+	return true, slot
 }
 
 // releaseBound is how long one release waits for the engine.
@@ -242,8 +256,8 @@ func (l *Lease) stopTimers() {
 // lock. It waits out a renewal in flight, so renew, which is one, does not
 // call it.
 func (l *Lease) loseAndRelease(cause error) {
-	if !l.finish(stateLost, cause) || l.c.begin() != nil {
-		return
+	if ended, slot := l.finish(stateLost, cause); !ended || !slot {
+		return // someone else ended it, or Close releases it
 	}
 	defer l.c.calls.Done()
 	_ = l.release(l.c.closeCtx, true) // lost already: the outcome changes nothing for the holder
