@@ -209,27 +209,42 @@ type node struct {
 	eviction evictionCheck
 }
 
-// run runs script on the node and returns when it answers or ctx ends,
-// whichever comes first, even with a client that ignores contexts
-// (go-redis without ContextTimeoutEnabled waits out its read timeout): the
-// portable layer bounds Unlock and Close by the context it passes. A
-// request cut short this way may still reach the server; every caller
-// copes with that (owner-checked scripts, refused late attempts).
+// run runs script on the node and returns when it answers or ctx's
+// deadline passes, whichever comes first, even with a client that ignores
+// contexts (go-redis without ContextTimeoutEnabled waits out its read
+// timeout): the portable layer bounds Unlock and Close by the deadline of
+// the context it passes. A request cut short this way may still reach the
+// server; every caller copes with that (owner-checked scripts, refused late
+// attempts). Like go-redis, run does not abandon a request on a mere
+// cancellation.
 func (n *node) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
-	return await(ctx, n, func() *redis.Cmd { return script.Run(ctx, n.rdb, keys, args...) }, redis.NewCmd)
+	return await(ctx, n, func(c redis.UniversalClient) *redis.Cmd { return script.Run(ctx, c, keys, args...) }, redis.NewCmd)
 }
 
-// await runs do on n, bounded by ctx as run says; empty makes the command
-// that carries ctx's error.
-func await[C redis.Cmder](ctx context.Context, n *node, do func() C, empty func(context.Context, ...any) C) C {
-	if ctx.Done() == nil {
-		return do()
+// await runs do with a client of n whose requests end by ctx's deadline;
+// empty makes the command that carries the deadline's error.
+func await[C redis.Cmder](ctx context.Context, n *node, do func(redis.UniversalClient) C, empty func(context.Context, ...any) C) C {
+	dl, ok := ctx.Deadline()
+	if !ok || n.aware {
+		return do(n.rdb)
 	}
-	if _, ok := ctx.Deadline(); ok && n.aware {
-		return do()
+	left := time.Until(dl)
+	if left <= 0 {
+		c := empty(ctx)
+		c.SetErr(context.DeadlineExceeded)
+		return c
 	}
+	if c, ok := n.rdb.(*redis.Client); ok {
+		// A shallow clone on the same pool whose socket timeouts end at
+		// the deadline: far cheaper than a goroutine per request.
+		if t := c.Options().ReadTimeout; t > 0 && t <= left && c.Options().WriteTimeout <= left {
+			return do(c)
+		}
+		return do(c.WithTimeout(max(left, time.Millisecond)))
+	}
+	// Another kind of client (Cluster, Ring): wait for it in a goroutine.
 	done := make(chan C, 1)
-	n.bg.Go(func() { done <- do() })
+	n.bg.Go(func() { done <- do(n.rdb) })
 	select {
 	case c := <-done:
 		return c
