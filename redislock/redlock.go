@@ -81,7 +81,9 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 		errs    []error
 	)
 	received := 0
-	replied := make([]bool, nn)
+	// mayHold: nodes that answered that the attempt took the key, or whose
+	// answer was an error (it may have).
+	mayHold := make([]bool, nn)
 	// The replies the attempt does not wait for are read in the background:
 	// a node that answers after a grant gets the token too; one that
 	// answers after the attempt failed gets its give-back then, after its
@@ -95,7 +97,9 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 				r := <-replies
 				switch {
 				case failed.Load():
-					l.giveBackOn(d.nodes[r.i], value, wakeOnFail.Load())
+					if r.got || r.err != nil {
+						l.giveBackOn(d.nodes[r.i], value, wakeOnFail.Load())
+					}
 				case r.got:
 					_ = d.nodes[r.i].run(nctx, fenceScript, []string{l.keys.lock, l.keys.fence}, value, token).Err()
 				}
@@ -103,13 +107,14 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 		})
 	}
 	// fail gives back what the attempt may hold on the nodes that have
-	// answered (all: every node), and has the others give it back when
-	// they answer. wake: waiters may sleep on what this attempt held.
+	// answered (all: on every node), and has the others give it back when
+	// they answer. A node that answered that someone else holds the key
+	// needs nothing. wake: waiters may sleep on what this attempt held.
 	fail := func(wake, all bool) {
 		wakeOnFail.Store(wake)
 		failed.Store(true)
 		for i, n := range d.nodes {
-			if all || replied[i] {
+			if all || mayHold[i] {
 				l.giveBackOn(n, value, wake)
 			}
 		}
@@ -124,7 +129,7 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 			return attempt{err: ctx.Err()}
 		}
 		received++
-		replied[r.i] = true
+		mayHold[r.i] = r.got || r.err != nil
 		switch {
 		case r.err != nil:
 			errs = append(errs, r.err)
