@@ -77,7 +77,7 @@ func (n *node) checkEviction(ctx context.Context) error {
 
 // maxmemoryPolicy reads the node's maxmemory-policy.
 func maxmemoryPolicy(ctx context.Context, n *node) (string, error) {
-	m, err := await(ctx, n, func(c redis.UniversalClient) *redis.MapStringStringCmd { return c.ConfigGet(ctx, "maxmemory-policy") },
+	m, err := await(ctx, n, func() *redis.MapStringStringCmd { return n.rdb.ConfigGet(ctx, "maxmemory-policy") },
 		func(ctx context.Context, _ ...any) *redis.MapStringStringCmd { return redis.NewMapStringStringCmd(ctx) }).Result()
 	if err != nil {
 		return "", err

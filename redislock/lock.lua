@@ -2,7 +2,7 @@
 -- KEYS[3] waiter queue (waiter -> ticket), KEYS[4] waiter deadlines (waiter
 -- -> server time in ms after which the entry is dead), KEYS[5] given-up
 -- attempts (value -> server time in ms until which it is remembered).
--- ARGV[1] this attempt's key value (the waiter id and an attempt number),
+-- ARGV[1] this attempt's key value (the waiter id, '.', the attempt's number),
 -- ARGV[2] TTL in milliseconds, ARGV[3] the waiter's ticket ('' if the
 -- caller does not wait), ARGV[4] the waiter id.
 -- Returns {1, fence} when taken (fence: the node's last granted token, 0 if
@@ -21,6 +21,16 @@ local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then
 	-- A copy of this very request (a client-side retry).
 	redis.call('PEXPIRE', KEYS[1], ARGV[2])
+	return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}
+end
+if cur and string.sub(cur, 1, #ARGV[4] + 1) == ARGV[4] .. '.' and
+	tonumber(string.sub(cur, #ARGV[4] + 2)) < tonumber(string.sub(ARGV[1], #ARGV[4] + 2)) then
+	-- An earlier attempt of the same waiter, failed, whose give-back has
+	-- not arrived yet: the key is this attempt's to take over (the
+	-- give-back only ever deletes its own attempt's value). Never the
+	-- other way round: a late request of an earlier attempt must not take
+	-- a key from a later one, which may hold the lock.
+	redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 	return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}
 end
 if cur then

@@ -121,9 +121,12 @@
 // password and a go-redis client closed by its owner do not.
 //
 // Every request ends by its context's deadline, also on a go-redis client
-// without ContextTimeoutEnabled (it is then sent through a clone of the
-// client whose socket timeouts end at the deadline). As in go-redis, a
-// request is not abandoned on a cancellation without deadline.
+// without ContextTimeoutEnabled: when the deadline is shorter than the
+// client's own read and write timeouts, the driver stops waiting for the
+// request at the deadline (a goroutine waits it out). Clients with
+// ContextTimeoutEnabled (those made from URLs) need nothing of the kind. As
+// in go-redis, a request is not abandoned on a cancellation without
+// deadline.
 //
 // Clients made from a URL never write to go-redis's process-wide logger:
 // their failed dials come back as errors only. Clients passed to New or
@@ -249,46 +252,39 @@ type node struct {
 	// aware: rdb bounds its requests by their context's deadline
 	// (ContextTimeoutEnabled); otherwise run does.
 	aware    bool
+	timeouts time.Duration // the client's own bound on a request, 0 if none (clientTimeouts)
 	bg       *sync.WaitGroup
 	eviction evictionCheck
 }
 
 // run runs script on the node and returns when it answers or ctx's
 // deadline passes, whichever comes first, even with a client that ignores
-// contexts (go-redis without ContextTimeoutEnabled waits out its read
-// timeout): the portable layer bounds Unlock and Close by the deadline of
-// the context it passes. A request cut short this way may still reach the
-// server; every caller copes with that (owner-checked scripts, refused late
-// attempts). Like go-redis, run does not abandon a request on a mere
-// cancellation.
+// contexts (go-redis without ContextTimeoutEnabled waits out its own read
+// and write timeouts): the portable layer bounds Unlock and Close by the
+// deadline of the context it passes. A request cut short this way may still
+// reach the server; every caller copes with that (owner-checked scripts,
+// refused late attempts). Like go-redis, run does not abandon a request on
+// a mere cancellation.
 func (n *node) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
-	return await(ctx, n, func(c redis.UniversalClient) *redis.Cmd { return script.Run(ctx, c, keys, args...) }, redis.NewCmd)
+	return await(ctx, n, func() *redis.Cmd { return script.Run(ctx, n.rdb, keys, args...) }, redis.NewCmd)
 }
 
-// await runs do with a client of n whose requests end by ctx's deadline;
+// await runs do, a request to n, bounded by ctx's deadline as run says;
 // empty makes the command that carries the deadline's error.
-func await[C redis.Cmder](ctx context.Context, n *node, do func(redis.UniversalClient) C, empty func(context.Context, ...any) C) C {
+func await[C redis.Cmder](ctx context.Context, n *node, do func() C, empty func(context.Context, ...any) C) C {
 	dl, ok := ctx.Deadline()
-	if !ok || n.aware {
-		return do(n.rdb)
+	if !ok || n.aware || n.timeouts > 0 && n.timeouts <= time.Until(dl)+timeoutSlack {
+		// No deadline, or one the client keeps by itself.
+		return do()
 	}
-	left := time.Until(dl)
-	if left <= 0 {
-		c := empty(ctx)
-		c.SetErr(context.DeadlineExceeded)
-		return c
-	}
-	if c, ok := n.rdb.(*redis.Client); ok {
-		// A shallow clone on the same pool whose socket timeouts end at
-		// the deadline: far cheaper than a goroutine per request.
-		if t := c.Options().ReadTimeout; t > 0 && t <= left && c.Options().WriteTimeout <= left {
-			return do(c)
-		}
-		return do(c.WithTimeout(max(left, time.Millisecond)))
-	}
-	// Another kind of client (Cluster, Ring): wait for it in a goroutine.
+	// The client would wait longer than the deadline allows: wait for it
+	// in a goroutine. (Only for deadlines shorter than the client's own
+	// timeouts, e.g. the Unlock of a lock whose TTL is shorter: a
+	// goroutine per request costs more than the request on a loaded
+	// machine. go-redis's WithTimeout clone would be cheaper, but drops
+	// the hooks the application added to its client.)
 	done := make(chan C, 1)
-	n.bg.Go(func() { done <- do(n.rdb) })
+	n.bg.Go(func() { done <- do() })
 	select {
 	case c := <-done:
 		return c
@@ -297,6 +293,28 @@ func await[C redis.Cmder](ctx context.Context, n *node, do func(redis.UniversalC
 		c.SetErr(ctx.Err())
 		return c
 	}
+}
+
+// timeoutSlack is how far past a deadline a client's own timeout may end a
+// request for the deadline to count as kept.
+const timeoutSlack = 100 * time.Millisecond
+
+// clientTimeouts returns the longest a request on c waits on its socket
+// (the larger of its read and write timeouts), 0 if unbounded or unknown.
+func clientTimeouts(c redis.UniversalClient) time.Duration {
+	var r, w time.Duration
+	switch c := c.(type) {
+	case *redis.Client:
+		r, w = c.Options().ReadTimeout, c.Options().WriteTimeout
+	case *redis.ClusterClient:
+		r, w = c.Options().ReadTimeout, c.Options().WriteTimeout
+	case *redis.Ring:
+		r, w = c.Options().ReadTimeout, c.Options().WriteTimeout
+	}
+	if r <= 0 || w <= 0 {
+		return 0
+	}
+	return max(r, w)
 }
 
 // honoursContext reports whether c bounds requests by their context.
@@ -338,7 +356,7 @@ func newDriver(clients []redis.UniversalClient, o Options, owned bool) (*Driver,
 			return nil, fmt.Errorf("%w: redislock: client %d is nil", dlock.ErrInvalidArgument, i)
 		}
 		d.nodes = append(d.nodes, &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".", len(clients) > 1, &d.bg),
-			aware: honoursContext(c), bg: &d.bg})
+			aware: honoursContext(c), timeouts: clientTimeouts(c), bg: &d.bg})
 	}
 	return d, nil
 }

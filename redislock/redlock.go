@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,7 +38,6 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 	deadline := since.Add(valid)
 	l.tries++
 	value := l.owner + "." + strconv.Itoa(l.tries)
-	mine := l.owner + "."
 	// Past the deadline a node's answer is useless, so no request outlives
 	// it. The requests run without the caller's cancellation: the replies
 	// that come after the caller gave up are read in the background, and
@@ -77,7 +75,6 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 		fence   int64
 		pttls   []int64
 		holders = map[string]int{}
-		stale   int // keys of this acquisition's own earlier attempts, being given back
 		errs    []error
 	)
 	received := 0
@@ -136,8 +133,6 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 		case r.got:
 			got = append(got, r.i)
 			fence = max(fence, r.n)
-		case strings.HasPrefix(r.holder, mine):
-			stale++
 		default:
 			pttls = append(pttls, r.n)
 			holders[r.holder]++
@@ -211,8 +206,7 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 		// they would have expired.
 		return attempt{wait: expiryWait(pttls, nn, d.quorum)}
 	}
-	// Most nodes were free (a split with few contenders, or our own
-	// earlier attempt's keys still being given back): try again after a
+	// Most nodes were free (a split with few contenders): try again after a
 	// random moment, so that contenders do not split again.
 	return attempt{pause: rand.N(5 * time.Millisecond), wait: rand.N(5 * time.Millisecond)}
 }

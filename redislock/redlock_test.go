@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -311,5 +312,41 @@ func TestStatusWaiters(t *testing.T) {
 			})
 			lh.Unlock(ctx)
 		})
+	}
+}
+
+// TestRedlockTakeOverOrder: on a node, an attempt takes over a key left by
+// an earlier failed attempt of the same waiter (its give-back still on the
+// way), but a late request of an earlier attempt never takes a key from a
+// later one, which may be part of a held majority.
+func TestRedlockTakeOverOrder(t *testing.T) {
+	ctx := context.Background()
+	rdb := adminClient(t, testserver.Redis(t)[0])
+	k := (&Driver{prefix: DefaultPrefix}).keysOf(uniqueName(t))
+	ks := []string{k.lock, k.fence, k.queue, k.alive, k.gone}
+	t.Cleanup(func() { rdb.Del(ctx, ks...) })
+	lock := func(value string) []any {
+		t.Helper()
+		waiter, _, _ := strings.Cut(value, ".")
+		v, err := lockScript.Run(ctx, rdb, ks, value, 5000, "", waiter).Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if v := lock("w.2"); v[0] != int64(1) {
+		t.Fatalf("attempt 2 on a free node: %v", v)
+	}
+	if v := lock("w.1"); v[0] != int64(0) || v[2] != "w.2" {
+		t.Errorf("a late attempt 1 over attempt 2's key: %v, want {0, pttl, w.2}", v)
+	}
+	if v := lock("w.10"); v[0] != int64(1) {
+		t.Errorf("attempt 10 over attempt 2's key: %v, want it taken over", v)
+	}
+	if got := rdb.Get(ctx, k.lock).Val(); got != "w.10" {
+		t.Errorf("key = %q, want w.10", got)
+	}
+	if v := lock("x.11"); v[0] != int64(0) {
+		t.Errorf("another waiter's attempt over w's key: %v, want held", v)
 	}
 }
