@@ -134,6 +134,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--backend", b, "x", "sh", "-c", "true"}, "unknown shorthand flag"},
 		{[]string{"run", "--backend", b, "--ttl", "0", "x", "--", "true"}, "--ttl"},
 		{[]string{"run", "--backend", b, "--ttl", "soon", "x", "--", "true"}, "invalid argument"},
+		{[]string{"run", "--backend", b, "--ttl", "1ns", "x", "--", "true"}, "--ttl 1ns: want at least 1s"},
+		{[]string{"run", "--backend", b, "--ttl", "999ms", "x", "--", "true"}, "--ttl 999ms: want at least 1s"},
+		{[]string{"run", "--backend", b, "--wait", "-1s", "x", "--", "true"}, "0 tries once"},
+		{[]string{"run", "--backend", b, "--no-wait", "--wait", "0s", "x", "--", "true"}, "contradict"},
 		{[]string{"run", "--backend", b, "--grace", "-1s", "x", "--", "true"}, "--grace"},
 		{[]string{"run", "--backend", b, "--no-wait", "--wait", "1s", "x", "--", "true"}, "contradict"},
 		{[]string{"status"}, "one lock NAME"},
@@ -237,6 +241,34 @@ func TestNotAcquired(t *testing.T) {
 	if st := status(t, e, "busy"); st.Waiters != 0 {
 		t.Fatalf("a timed-out wait left %d waiters queued", st.Waiters)
 	}
+
+	// --wait 0 tries once, as its error for a negative value says.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	r = run(ctx, "run", "--backend", b, "--wait", "0s", "busy", "--", "echo", "ran")
+	wantCode(t, r, exitNotAcquired, "held elsewhere (--wait 0s)")
+	if r.stdout != "" {
+		t.Fatalf("the command ran without the lock: %v", r)
+	}
+	r = run(ctx, "run", "--backend", b, "--wait", "0s", "free", "--", "echo", "ran")
+	wantCode(t, r, exitOK)
+	if r.stdout != "ran\n" {
+		t.Fatalf("--wait 0s on a free lock: %v", r)
+	}
+}
+
+// TestRunRefusesMem: mem:// lives inside one dlock process and cannot keep
+// any other dlock out.
+func TestRunRefusesMem(t *testing.T) {
+	for _, backend := range []string{"mem://", "mem://x"} {
+		r := run(t.Context(), "run", "--backend", backend, "job", "--", "echo", "ran")
+		wantCode(t, r, exitUnavailable, "cannot keep another dlock process out", "file://")
+		if r.stdout != "" {
+			t.Fatalf("the command ran: %v", r)
+		}
+	}
+	t.Setenv(envBackend, "mem://")
+	wantCode(t, run(t.Context(), "run", "job", "--", "true"), exitUnavailable, "cannot keep another dlock process out")
 }
 
 // waitWaiters waits until n waiters are queued; memlock has no event for it.
