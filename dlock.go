@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dlockio/dlock/driver"
 )
@@ -101,8 +102,18 @@ func (c *Client) Status(ctx context.Context, name string) (driver.Status, error)
 // Driver returns the driver behind the client, for optional interfaces.
 func (c *Client) Driver() driver.Driver { return c.drv }
 
-// Close releases every lease the client holds, makes waiting Lock calls
-// return ErrClosed, and closes the driver. Later calls return ErrClosed.
+// CloseTimeout bounds how long Close, and each Unlock, wait for the engine
+// to answer a release.
+const CloseTimeout = 5 * time.Second
+
+// Close ends every lease the client holds (their Done channels close at
+// once, before any round trip), makes waiting Lock calls return ErrClosed,
+// releases the leases' locks in parallel, and closes the driver. The
+// releases wait for the engine at most CloseTimeout (or a lease's TTL, if
+// shorter), and then the driver's own Close runs, which the drivers of this
+// module bound to about a second: a lock whose release was not answered is
+// dropped by the engine when its TTL runs out. Close reports releases that
+// failed. Later calls return ErrClosed.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -115,17 +126,33 @@ func (c *Client) Close() error {
 		leases = append(leases, l)
 	}
 	c.mu.Unlock()
-	c.closeFn()
+	c.closeFn() // waits end, background releases stop
 
-	var errs []error
+	// A lease ended by a loss or an Unlock that raced with this Close has
+	// left its release to us (l.unreleased), as have the ones ended here.
+	var ended []*Lease
 	for _, l := range leases {
-		if err := l.end(context.Background(), ErrClosed); err != nil && !isEnded(err) {
-			errs = append(errs, err)
+		l.finish(stateEnded, ErrClosed)
+		c.mu.Lock()
+		if l.unreleased {
+			l.unreleased = false
+			ended = append(ended, l)
 		}
+		c.mu.Unlock()
 	}
+	errs := make([]error, len(ended)+1)
+	var wg sync.WaitGroup
+	for i, l := range ended {
+		wg.Go(func() {
+			if err := l.release(context.Background(), false); err != nil && !isEnded(err) {
+				errs[i] = err
+			}
+		})
+	}
+	wg.Wait()
 	c.calls.Wait()
 	if err := c.drv.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("dlock: close driver: %w", err))
+		errs[len(ended)] = fmt.Errorf("dlock: close driver: %w", err)
 	}
 	return errors.Join(errs...)
 }
@@ -139,16 +166,6 @@ func (c *Client) begin() error {
 	}
 	c.calls.Add(1)
 	return nil
-}
-
-func (c *Client) track(l *Lease, on bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if on {
-		c.leases[l] = struct{}{}
-	} else {
-		delete(c.leases, l)
-	}
 }
 
 // OpenFunc opens a driver for a URL whose scheme it was registered for.
@@ -197,7 +214,7 @@ func Schemes() []string {
 func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: URL %q: %v", ErrInvalidArgument, redact(rawURL), unwrapURLError(err))
+		return nil, fmt.Errorf("%w: URL %q: %s", ErrInvalidArgument, redact(rawURL), parseProblem(err))
 	}
 	if u.Scheme == "" {
 		return nil, invalid("URL", strconv.Quote(redact(rawURL)), "scheme://…, with a scheme among "+strings.Join(Schemes(), ", "))
@@ -211,7 +228,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 	}
 	drv, err := open(ctx, u)
 	if err != nil {
-		return nil, fmt.Errorf("dlock: open %s: %w", u.Redacted(), err)
+		return nil, scrub(fmt.Errorf("dlock: open %s: %w", redactURL(u), err), secrets(u))
 	}
 	c, err := NewClient(drv, opts...)
 	if err != nil {

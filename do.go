@@ -9,7 +9,8 @@ import (
 // fn's context is cancelled if the lease is lost (context.Cause tells why)
 // or ctx ends. Do returns fn's error joined with the lock's: an error
 // matching ErrLockLost if the lease was lost while fn ran, or the release's
-// error. If the lock cannot be taken fn does not run.
+// error. If the lock cannot be taken fn does not run. If fn panics, the lock
+// is released and the panic goes on.
 func Do(ctx context.Context, c *Client, name string, fn func(ctx context.Context, l *Lease) error, opts ...Option) error {
 	if c == nil {
 		return invalid("client", nil, "a non-nil *dlock.Client")
@@ -23,12 +24,16 @@ func Do(ctx context.Context, c *Client, name string, fn func(ctx context.Context
 	}
 	fctx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(l.Context(), func() { cancel(context.Cause(l.Context())) })
+	returned := false
+	defer func() {
+		stop()
+		cancel(nil)
+		if !returned { // fn panicked or called runtime.Goexit, which goes on
+			l.Unlock(context.WithoutCancel(ctx))
+		}
+	}()
 	ferr := fn(fctx, l)
-	stop()
-	cancel(nil)
-
-	// Release even if ctx has ended, but not forever.
-	uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.ttl)
-	defer ucancel()
-	return errors.Join(ferr, l.Unlock(uctx))
+	returned = true
+	// Release even if ctx has ended (Unlock bounds the wait).
+	return errors.Join(ferr, l.Unlock(context.WithoutCancel(ctx)))
 }

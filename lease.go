@@ -40,6 +40,8 @@ type Lease struct {
 	renewMu sync.Mutex      // held while a renewal runs; end waits out one in flight
 	v       driver.Validity // the last validity; renewMu
 
+	unreleased bool // ended while the client closed: Close releases it; c.mu
+
 	mu        sync.Mutex
 	state     leaseState
 	err       error // why the lease ended
@@ -83,7 +85,7 @@ func (c *Client) startLease(name string, cfg config, held driver.Lock, v driver.
 		c.mu.Unlock()
 		stop()
 		cancel(ErrClosed)
-		rctx, rcancel := context.WithTimeout(context.Background(), cfg.ttl)
+		rctx, rcancel := context.WithTimeout(context.Background(), min(cfg.ttl, CloseTimeout))
 		defer rcancel()
 		return nil, errors.Join(wrap(name, "lock", ErrClosed), wrap(name, "release", held.Release(rctx)))
 	}
@@ -126,46 +128,118 @@ func (l *Lease) Err() error {
 	return l.err
 }
 
-// Unlock releases the lock if the engine still holds it for this lease. It
-// returns an error matching ErrLockLost if the lease was lost (the engine is
-// left unchanged: another holder's lock is never touched), ErrNotHeld if it
-// was already released, or the engine's error if the release failed; in that
-// last case the lease has ended all the same and the engine drops the lock
-// when its TTL runs out.
+// Unlock gives the lock up. The lease ends at once, before any round trip
+// to the engine: Done is closed and Err matches ErrNotHeld when Unlock is
+// called. Unlock then releases the lock if the engine still holds it for
+// this lease, waiting for the engine until ctx ends or for at most the
+// lock's TTL (and never more than CloseTimeout), whichever comes first.
+//
+// It returns nil if the engine had the lock and gave it up, an error
+// matching ErrLockLost if the lease was lost (the engine is left unchanged:
+// another holder's lock is never touched), ErrNotHeld if it was already
+// released, or the engine's error if the release failed or was not answered
+// in time. In that last case the release is retried in the background until
+// the engine answers or the client is closed; a lock whose engine stays
+// unreachable is dropped by the engine when its TTL runs out.
 func (l *Lease) Unlock(ctx context.Context) error {
 	if ctx == nil {
 		return wrap(l.name, "unlock", invalid("ctx", nil, "a non-nil context.Context"))
 	}
-	return l.end(ctx, ErrNotHeld)
+	ended, slot := l.finish(stateEnded, ErrNotHeld)
+	if !ended {
+		return l.Err()
+	}
+	if !slot {
+		return nil // Close is running and releases it with the rest
+	}
+	defer l.c.calls.Done()
+	return l.release(ctx, true)
 }
 
-// end stops renewal and releases the lock, leaving Err = reason.
-func (l *Lease) end(ctx context.Context, reason error) error {
+// finish ends a held lease (Done closed) as state with reason; only the
+// first of several concurrent endings does, and reports ended. Renewal
+// stops and a renewal in flight is cut short. With slot, the caller holds a
+// c.calls slot for the release and must release; without it the client is
+// closing and Close releases the lock (l.unreleased).
+func (l *Lease) finish(state leaseState, reason error) (ended, slot bool) {
+	c := l.c
+	c.mu.Lock()
 	l.mu.Lock()
 	if l.state != stateHeld {
-		err := l.err
 		l.mu.Unlock()
-		return err
+		c.mu.Unlock()
+		return false, false
 	}
-	l.state = stateEnded
+	l.state = state
 	l.err = fmt.Errorf("lock %q: %w", l.name, reason)
+	err := l.err
 	l.mu.Unlock()
-
+	delete(c.leases, l)
+	if slot = !c.closed; slot {
+		c.calls.Add(1)
+	} else {
+		l.unreleased = true
+	}
+	c.mu.Unlock()
+	l.cancel(err)
 	l.stop()
-	l.renewMu.Lock() // wait out a renewal in flight (cut short by stop)
 	l.stopTimers()
+	return true, slot
+}
+
+// releaseBound is how long one release waits for the engine.
+func (l *Lease) releaseBound() time.Duration { return min(l.cfg.ttl, CloseTimeout) }
+
+// release gives the lock back to the engine after the lease has ended, once
+// any renewal in flight has returned (a driver never sees Release overlap
+// Renew). It waits for the engine until ctx ends or releaseBound passes. If
+// the release fails other than by finding the lock gone and retry is set,
+// it is retried in the background. The caller holds a c.calls slot.
+func (l *Lease) release(ctx context.Context, retry bool) error {
+	l.renewMu.Lock() // a renewal in flight was cut short by finish
 	l.renewMu.Unlock()
-	err := l.held.Release(ctx)
-	l.cancel(l.err)
-	l.c.track(l, false)
-	if errors.Is(err, ErrLockLost) {
+	bound := l.releaseBound()
+	rctx, cancel := context.WithTimeout(ctx, bound)
+	err := l.held.Release(rctx)
+	cancel()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrLockLost):
 		lost := fmt.Errorf("lock %q: %w: the engine no longer held it at release", l.name, ErrLockLost)
 		l.mu.Lock()
-		l.err = lost
+		if l.state == stateEnded {
+			l.err = lost
+		}
 		l.mu.Unlock()
 		return lost
 	}
+	if rctx.Err() != nil && ctx.Err() == nil {
+		err = driver.Unavailable(fmt.Errorf("no answer from the engine within %v: %w", bound, err))
+	}
+	if retry && l.c.begin() == nil {
+		go l.retryRelease()
+		err = fmt.Errorf("%w (retrying in the background)", err)
+	}
 	return wrap(l.name, "release", err)
+}
+
+// retryRelease repeats a failed release, with backoff, until the engine
+// answers it or the client closes. It owns a c.calls slot.
+func (l *Lease) retryRelease() {
+	defer l.c.calls.Done()
+	b := backoff{base: 50 * time.Millisecond, max: min(max(l.cfg.ttl/3, 100*time.Millisecond), 2*time.Second)}
+	for {
+		if !sleepCtx(l.c.closeCtx, b.next()) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(l.c.closeCtx, l.releaseBound())
+		err := l.held.Release(ctx)
+		cancel()
+		if err == nil || errors.Is(err, ErrLockLost) || l.c.closeCtx.Err() != nil {
+			return
+		}
+	}
 }
 
 func (l *Lease) stopTimers() {
@@ -176,35 +250,17 @@ func (l *Lease) stopTimers() {
 	}
 }
 
-// lose ends a held lease as lost. It reports whether it did: only the first
-// of several concurrent discoveries of a loss acts on it.
-func (l *Lease) lose(cause error) bool {
-	l.mu.Lock()
-	if l.state != stateHeld {
-		l.mu.Unlock()
-		return false
-	}
-	l.state = stateLost
-	l.err = fmt.Errorf("lock %q: %w", l.name, cause)
-	l.mu.Unlock()
-	l.cancel(l.err)
-	return true
-}
-
 // loseAndRelease declares the loss and then gives the lock back if, against
 // the odds, the engine still holds it for us (the loss was declared on the
 // clock): the release is owner-checked, so it never touches another holder's
-// lock.
+// lock. It waits out a renewal in flight, so renew, which is one, does not
+// call it.
 func (l *Lease) loseAndRelease(cause error) {
-	if !l.lose(cause) || l.c.begin() != nil {
-		return
+	if ended, slot := l.finish(stateLost, cause); !ended || !slot {
+		return // someone else ended it, or Close releases it
 	}
 	defer l.c.calls.Done()
-	l.stopTimers()
-	l.c.track(l, false)
-	ctx, cancel := context.WithTimeout(l.stopCtx, min(l.cfg.ttl, 5*time.Second))
-	defer cancel()
-	_ = l.held.Release(ctx) // the lease is lost already; the outcome changes nothing for the holder
+	_ = l.release(l.c.closeCtx, true) // lost already: the outcome changes nothing for the holder
 }
 
 func (l *Lease) deadlinePassed() {
@@ -248,16 +304,26 @@ func (l *Lease) renew() {
 		return // Close is ending every lease
 	}
 	defer l.c.calls.Done()
+	if lost := l.renewOnce(); lost != nil {
+		l.loseAndRelease(lost) // after renewMu is free again
+	}
+}
+
+// renewOnce renews the lock and rearms the timers; it returns the cause if
+// the engine reports the lock gone.
+func (l *Lease) renewOnce() (lost error) {
 	l.renewMu.Lock()
 	defer l.renewMu.Unlock()
 	if l.stopCtx.Err() != nil || l.ctx.Err() != nil {
-		return
+		return nil
 	}
 	dl := l.deadlineOf(l.v)
 	rctx, cancel := context.WithDeadline(l.stopCtx, dl)
 	nv, err := l.held.Renew(rctx)
 	cancel()
 	switch {
+	case l.stopCtx.Err() != nil:
+		// The lease ended meanwhile.
 	case err == nil:
 		if !nv.Since.IsZero() && nv.TTL > 0 {
 			l.v = nv
@@ -268,8 +334,7 @@ func (l *Lease) renew() {
 		l.deadlineT.Reset(time.Until(l.deadlineOf(l.v))) // if it fired already, the lease stays lost
 		l.renewT.Reset(time.Until(l.v.Since.Add(l.interval)))
 	case errors.Is(err, ErrLockLost):
-		l.loseAndRelease(fmt.Errorf("%w: renewal found it gone: %v", ErrLockLost, err))
-	case l.stopCtx.Err() != nil:
+		return fmt.Errorf("%w: renewal found it gone: %v", ErrLockLost, err)
 	default:
 		l.mu.Lock()
 		if l.renewFail == nil {
@@ -279,4 +344,5 @@ func (l *Lease) renew() {
 		// Retry soon, but leave the engine room to recover.
 		l.renewT.Reset(min(l.interval/4, max(time.Until(dl)/2, time.Millisecond)))
 	}
+	return nil
 }

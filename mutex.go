@@ -20,14 +20,24 @@ type Mutex struct {
 // Name returns the lock's name.
 func (m *Mutex) Name() string { return m.name }
 
-// Lock waits until the lock is granted, ctx is done (returning ctx.Err()) or
-// the client is closed (ErrClosed). A Lock that returns an error holds
-// nothing and leaves nothing queued on the engine.
+// Lock waits until the lock is granted, ctx is done or the client is closed
+// (ErrClosed). While the engine is unavailable (errors matching
+// ErrUnavailable: a refused or lost connection, no quorum) it keeps trying,
+// with capped, jittered backoff (RetryMaxBackoff at most between tries); if
+// ctx ends first it returns ctx's error, joined with the last engine error
+// if there was one (errors.Is matches both). Any other engine error is
+// returned at once. A Lock that returns an error holds nothing and leaves
+// nothing queued on the engine.
 func (m *Mutex) Lock(ctx context.Context) (*Lease, error) { return m.acquire(ctx, true) }
 
 // TryLock makes one attempt and returns an error matching ErrNotAcquired at
-// once if someone else holds the lock.
+// once if someone else holds the lock, or the engine's error (matching
+// ErrUnavailable if it may pass) if the engine could not answer.
 func (m *Mutex) TryLock(ctx context.Context) (*Lease, error) { return m.acquire(ctx, false) }
+
+// RetryMaxBackoff is the longest pause of a blocking Lock between tries
+// while the engine is unavailable.
+const RetryMaxBackoff = time.Second
 
 func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 	op := "lock"
@@ -58,21 +68,43 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 	stop := context.AfterFunc(m.c.closeCtx, cancel)
 	defer stop()
 
-	start := time.Now()
-	held, v, err := m.c.drv.Acquire(actx, driver.Request{Name: m.name, TTL: cfg.ttl, Wait: wait})
-	if err != nil {
-		switch {
-		case ctx.Err() != nil:
-			return nil, ctx.Err() // as itself, not wrapped
-		case m.c.closeCtx.Err() != nil:
+	var (
+		held    driver.Lock
+		v       driver.Validity
+		start   time.Time
+		lastErr error // the last engine error a blocking Lock rode out
+		b       = backoff{base: 20 * time.Millisecond, max: RetryMaxBackoff}
+	)
+	for {
+		start = time.Now()
+		held, v, err = m.c.drv.Acquire(actx, driver.Request{Name: m.name, TTL: cfg.ttl, Wait: wait})
+		if err == nil {
+			break
+		}
+		if m.c.closeCtx.Err() != nil && ctx.Err() == nil {
 			return nil, wrap(m.name, op, ErrClosed)
+		}
+		if ctx.Err() == nil && wait && errors.Is(err, ErrUnavailable) {
+			lastErr = err
+			if sleepCtx(actx, b.next()) {
+				continue
+			}
+			if ctx.Err() == nil {
+				return nil, wrap(m.name, op, ErrClosed)
+			}
+		}
+		if ctx.Err() != nil {
+			if lastErr != nil {
+				return nil, errors.Join(ctx.Err(), wrap(m.name, op, lastErr))
+			}
+			return nil, ctx.Err() // as itself, not wrapped
 		}
 		return nil, wrap(m.name, op, err) // an engine failure, even a driver's own timeout
 	}
 	if ctx.Err() != nil || m.c.closeCtx.Err() != nil {
 		// Granted as the caller gave up: give it back rather than return a
 		// lock the caller is not expecting.
-		rctx, rcancel := context.WithTimeout(context.Background(), cfg.ttl)
+		rctx, rcancel := context.WithTimeout(context.Background(), min(cfg.ttl, CloseTimeout))
 		rerr := held.Release(rctx)
 		rcancel()
 		if ctx.Err() != nil {

@@ -11,6 +11,13 @@ const (
 	// The renew interval defaults to TTL/3 and the safety margin to TTL/10.
 )
 
+// Lower bounds of the durations an Option may set: below them a lease would
+// spend its life renewing (engines count TTLs in milliseconds or seconds).
+const (
+	MinTTL           = 100 * time.Millisecond
+	MinRenewInterval = time.Millisecond
+)
+
 // An Option changes how a client's locks behave. Options given to Open or
 // NewClient apply to every mutex of the client; options given to
 // Client.Mutex override them for that mutex.
@@ -27,8 +34,9 @@ type config struct {
 
 func defaultConfig() config { return config{ttl: DefaultTTL} }
 
-// WithTTL sets how long the engine keeps a lock without renewal (default 15s).
-// A crashed holder's lock is free again after at most this long.
+// WithTTL sets how long the engine keeps a lock without renewal (default 15s,
+// at least MinTTL). A crashed holder's lock is free again after at most this
+// long. Engines that count TTLs in whole seconds (etcd) round it up.
 func WithTTL(d time.Duration) Option { return func(c *config) { c.ttl = d } }
 
 // WithRenewInterval sets how often a held lock is renewed (default TTL/3).
@@ -59,8 +67,8 @@ func (c config) with(opts []Option) config {
 
 // resolved fills in the derived defaults and checks the result.
 func (c config) resolved() (config, error) {
-	if c.ttl <= 0 {
-		return c, invalid("TTL", c.ttl, "a duration > 0")
+	if c.ttl < MinTTL {
+		return c, invalid("TTL", c.ttl, fmt.Sprintf("a duration >= %v", MinTTL))
 	}
 	if !c.marginSet {
 		c.margin = c.ttl / 10
@@ -71,8 +79,8 @@ func (c config) resolved() (config, error) {
 	if c.renew == 0 {
 		c.renew = c.ttl / 3
 	}
-	if c.renew < 0 || c.renew >= c.ttl-c.margin {
-		return c, invalid("renew interval", c.renew, fmt.Sprintf("0 < interval < TTL - margin (%v)", c.ttl-c.margin))
+	if c.renew < MinRenewInterval || c.renew >= c.ttl-c.margin {
+		return c, invalid("renew interval", c.renew, fmt.Sprintf("%v <= interval < TTL - margin (%v)", MinRenewInterval, c.ttl-c.margin))
 	}
 	if c.maxHold < 0 {
 		return c, invalid("max hold", c.maxHold, "a duration >= 0 (0 means no limit)")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 )
 
@@ -19,32 +20,108 @@ func wrap(name, op string, err error) error {
 	return fmt.Errorf("dlock: %s %q: %w", op, name, err)
 }
 
-// redact hides a password in a URL that url.Parse could not parse.
+// redact hides what may be a credential in a URL: the password (or the
+// whole user info of a URL that does not parse) and the values of query
+// parameters whose names suggest a secret.
 func redact(raw string) string {
 	if u, err := url.Parse(raw); err == nil {
-		return u.Redacted()
+		return redactURL(u)
 	}
-	// Fall back to dropping anything that looks like user info.
-	for i := 0; i+2 < len(raw); i++ {
-		if raw[i] == ':' && raw[i+1] == '/' && raw[i+2] == '/' {
-			rest := raw[i+3:]
-			for j := 0; j < len(rest) && rest[j] != '/'; j++ {
-				if rest[j] == '@' {
-					return raw[:i+3] + "xxxxx@" + rest[j+1:]
-				}
-			}
-			break
-		}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return "(a malformed URL)"
 	}
-	return raw
+	// The user info ends at the last '@': a password may hold '/' or '@'.
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		rest = "xxxxx@" + rest[i+1:]
+	}
+	if i := strings.IndexByte(rest, '?'); i >= 0 {
+		rest = rest[:i] + "?…"
+	}
+	return scheme + "://" + rest
 }
 
-func unwrapURLError(err error) error {
+func redactURL(u *url.URL) string {
+	q := u.Query()
+	masked := false
+	for k := range q {
+		if secretParam(k) {
+			q.Set(k, "xxxxx")
+			masked = true
+		}
+	}
+	if masked {
+		c := *u
+		c.RawQuery = q.Encode()
+		u = &c
+	}
+	return u.Redacted()
+}
+
+func secretParam(k string) bool {
+	k = strings.ToLower(k)
+	for _, s := range []string{"pass", "secret", "token", "auth", "key", "cred"} {
+		if strings.Contains(k, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// secrets lists the strings of u that must never appear in a message.
+func secrets(u *url.URL) []string {
+	var s []string
+	if pw, ok := u.User.Password(); ok && pw != "" {
+		s = append(s, pw, url.PathEscape(pw), url.QueryEscape(pw))
+	}
+	for k, vs := range u.Query() {
+		if secretParam(k) {
+			for _, v := range vs {
+				if v != "" {
+					s = append(s, v, url.QueryEscape(v))
+				}
+			}
+		}
+	}
+	return s
+}
+
+// scrubbed is an error whose message has the secrets of a URL masked; it
+// still matches what the original matches.
+type scrubbed struct {
+	msg string
+	err error
+}
+
+func (e *scrubbed) Error() string { return e.msg }
+func (e *scrubbed) Unwrap() error { return e.err }
+
+func scrub(err error, secrets []string) error {
+	if err == nil || len(secrets) == 0 {
+		return err
+	}
+	msg := err.Error()
+	for _, s := range secrets {
+		msg = strings.ReplaceAll(msg, s, "xxxxx")
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &scrubbed{msg, err}
+}
+
+// quoted matches the quoted fragments that url.Parse puts in its errors,
+// which may be pieces of a password.
+var quoted = regexp.MustCompile(`\s*"[^"]*"`)
+
+// parseProblem says what is wrong with a URL without quoting any of it.
+func parseProblem(err error) string {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return ue.Err
+		err = ue.Err
 	}
-	return err
+	return quoted.ReplaceAllString(err.Error(), "") +
+		" (percent-encode '/', '?', '#', '@' and '%' in a user name or password)"
 }
 
 func isEnded(err error) bool {

@@ -35,7 +35,8 @@ type Driver interface {
 
 	// Close releases the connection. Locks still held are left to expire or to
 	// be dropped by the engine with the session; the portable layer releases
-	// what it holds before calling Close.
+	// what it holds before calling Close. Close must return within about a
+	// second whatever the engine does, and leave no goroutine behind.
 	Close() error
 }
 
@@ -73,7 +74,10 @@ type Lock interface {
 
 	// Release gives the lock up if, and only if, it is still this owner's. It
 	// returns an error matching ErrLockLost if it was not, having changed
-	// nothing.
+	// nothing. After a failed Release the portable layer calls it again (in
+	// the background, until it succeeds or the client closes), so a repeat
+	// must be safe. If the engine is unreachable for good the driver must
+	// still see to it that the lock is freed within its TTL.
 	Release(ctx context.Context) error
 
 	// Lost returns a channel that is closed when the engine reports that the

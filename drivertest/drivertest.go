@@ -2,8 +2,8 @@
 //
 // A driver's test builds a Harness, which makes new driver connections to a
 // real engine, and calls RunConformanceTests. Optional interfaces on the
-// harness (LossForcer, Crasher, ShortTTLer) enable the tests that need the
-// engine's cooperation; tests a harness cannot support are skipped with a
+// harness (LossForcer, Crasher, ShortTTLer, Faulter) enable the tests that
+// need the engine's cooperation; tests a harness cannot support are skipped with a
 // message that says so.
 package drivertest
 
@@ -76,6 +76,12 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"BadInput", testBadInput},
 		{"Names", testNames},
 		{"Do", testDo},
+		{"ReleaseFailureFreesTheLock", testReleaseFailureFreesTheLock},
+		{"CancelledWaitCleanupFails", testCancelledWaitCleanupFails},
+		{"UnlockWithEngineDown", testUnlockWithEngineDown},
+		{"CloseWithEngineDown", testCloseWithEngineDown},
+		{"LockAcrossOutage", testLockAcrossOutage},
+		{"NoOverlapUnderFaults", testNoOverlapUnderFaults},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

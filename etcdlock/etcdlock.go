@@ -35,6 +35,46 @@
 // time, plus a read of the lock's key. While an Acquire waits, it keeps the
 // lease alive itself every TTL/3, since no held lock may be renewing it.
 //
+// # When a delete fails
+//
+// A key that outlived its purpose would sit on the shared lease, which the
+// driver's other locks and waiters keep alive, and block its name until the
+// driver closed. So a Release whose delete fails (a cancelled context, etcd
+// out of reach), and an Acquire that ends without the lock and cannot delete
+// its queue key, hand the key to a goroutine that deletes it, owner-checked,
+// retrying with backoff (50 ms doubling to 2 s; at once when another key is
+// handed over) until it is gone or found not ours. The lease that carries
+// it is retired: new keys go on a new lease, so the old one is renewed only
+// while the locks already on it live. Close revokes every lease, deleting
+// whatever is left, and after Close or the etcd client's closing nothing
+// renews a lease: no key outlives its lease's TTL past the driver. Release
+// may be called again after a failure: it returns nil once the key is
+// deleted, by itself or in the background, and never touches a later
+// holder's key.
+//
+// # Errors and time bounds
+//
+// Errors that may pass match dlock.ErrUnavailable, on which the portable
+// layer retries a blocking Lock: the connection lost under a request, no
+// leader, "request timed out", a leader change, too many requests, and one
+// of the driver's own time bounds running out. Permission denied, failed
+// authentication, invalid arguments, a full database, a closed client and
+// the caller's own context ending do not. A wait that fails so gives up its
+// place in the queue.
+//
+// Release returns within 5 s whatever context it is given, a lease grant
+// gives up after 5 s (clientv3 would retry it until the caller's context
+// ends), and Close within 1 s plus the closing of a client it owns; a lease
+// Close could not revoke expires within its TTL, and Close says so.
+//
+// # A closed etcd client
+//
+// When the owner of cli closes it under the driver, every held lock
+// reports itself lost at once (Lost closes, and Renew says ErrLockLost),
+// waits and new Acquires end at once with an error that is not
+// ErrUnavailable, and no loop of the driver calls the closed client again:
+// every watch or retry loop backs off, and stops on a closed client.
+//
 // # Handoff latency
 //
 // A waiter watches its predecessor from "now" (revision 0), waits for the
@@ -53,7 +93,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -64,9 +103,16 @@ import (
 // DefaultPrefix is the key prefix used when Options.Prefix is empty.
 const DefaultPrefix = "dlock"
 
-// cleanupTimeout bounds the requests that clean up after a cancelled wait
-// or a closed driver, which run on a context of their own.
-const cleanupTimeout = 5 * time.Second
+// grantTimeout bounds a lease grant. clientv3 retries a grant on its own
+// while the cluster cannot answer, so without a bound of ours a grant fails
+// only when the caller's context ends, and never says why.
+const grantTimeout = 5 * time.Second
+
+// closeTimeout bounds Close's lease revocations, made all at once. A
+// revocation only frees keys before their TTL: the portable layer has
+// released what it held before Close, with a bound of its own, and
+// dlock.Client.Close's bound is the sum of the two.
+const closeTimeout = time.Second
 
 // Options configure a driver. The zero value means the documented defaults.
 type Options struct {
@@ -105,11 +151,15 @@ type etcdDriver struct {
 	closeFn  context.CancelFunc
 	grant    chan struct{} // one lease grant at a time
 
-	mu     sync.Mutex
-	closed bool
-	leases map[int64]*lease // by TTL asked for, in seconds
-	warm   bool             // the idle watch that keeps the watch stream open is running
-	wg     sync.WaitGroup   // per-lock watch goroutines
+	mu      sync.Mutex
+	closed  bool
+	leases  map[int64]*lease    // the lease new keys go on, by TTL asked for, in seconds
+	all     map[*lease]struct{} // every lease granted and not known dead: Close revokes them
+	warm    bool                // the idle watch that keeps the watch stream open is running
+	orphans map[*lock]struct{}  // keys to delete in the background (orphans.go)
+	reaping bool                // the goroutine deleting orphans is running
+	kick    chan struct{}       // wakes it early
+	wg      sync.WaitGroup      // every goroutine the driver starts; Close waits for them
 }
 
 var (
@@ -118,8 +168,6 @@ var (
 	_ driver.Inspector = (*etcdDriver)(nil)
 	_ driver.Lock      = (*lock)(nil)
 )
-
-var errClosed = errors.New("etcdlock: driver closed")
 
 func newDriver(cli *clientv3.Client, o Options, owns bool) (*etcdDriver, error) {
 	p := strings.TrimSuffix(o.Prefix, "/")
@@ -130,8 +178,11 @@ func newDriver(cli *clientv3.Client, o Options, owns bool) (*etcdDriver, error) 
 	return &etcdDriver{
 		cli: cli, owns: owns, root: p + "/",
 		closeCtx: ctx, closeFn: cancel,
-		grant:  make(chan struct{}, 1),
-		leases: map[int64]*lease{},
+		grant:   make(chan struct{}, 1),
+		leases:  map[int64]*lease{},
+		all:     map[*lease]struct{}{},
+		orphans: map[*lock]struct{}{},
+		kick:    make(chan struct{}, 1),
 	}, nil
 }
 
@@ -168,6 +219,10 @@ func (d *etcdDriver) Capabilities() driver.Capabilities {
 	}
 }
 
+// Close stops every goroutine of the driver, then revokes its leases, which
+// deletes at once whatever keys are left on them. It returns within
+// closeTimeout whatever etcd does; a lease it could not revoke expires
+// within its TTL, since nothing renews it any more, and Close says so.
 func (d *etcdDriver) Close() error {
 	d.mu.Lock()
 	if d.closed {
@@ -175,30 +230,49 @@ func (d *etcdDriver) Close() error {
 		return errClosed
 	}
 	d.closed = true
-	leases := make([]*lease, 0, len(d.leases))
-	for _, l := range d.leases {
+	leases := make([]*lease, 0, len(d.all))
+	for l := range d.all {
 		leases = append(leases, l)
 	}
+	clear(d.orphans) // the revocations delete them
 	d.mu.Unlock()
 	d.closeFn()
 	d.wg.Wait()
-	// Revoking frees at once whatever is still queued or held on our leases;
-	// where it fails (the client is already gone) the leases simply expire.
-	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-	defer cancel()
-	for _, l := range leases {
-		_, _ = d.cli.Revoke(ctx, l.id)
-	}
+	err := d.revoke(leases)
 	if d.owns {
-		return d.cli.Close()
+		err = errors.Join(err, d.cli.Close())
 	}
-	return nil
+	return err
+}
+
+// revoke revokes leases all at once, within closeTimeout.
+func (d *etcdDriver) revoke(leases []*lease) error {
+	if len(leases) == 0 || d.cli.Ctx().Err() != nil {
+		return nil // a closed client renews nothing: the leases expire
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	errs := make([]error, len(leases))
+	var wg sync.WaitGroup
+	for i, l := range leases {
+		wg.Go(func() {
+			_, err := d.cli.Revoke(ctx, l.id)
+			if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) && d.cli.Ctx().Err() == nil {
+				errs[i] = fmt.Errorf("etcdlock: revoke lease %x (its keys expire within %v): %w", int64(l.id), l.ttl, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (d *etcdDriver) Status(ctx context.Context, name string) (driver.Status, error) {
+	if d.cli.Ctx().Err() != nil {
+		return driver.Status{}, fmt.Errorf("etcdlock: status of %q: %w", name, errClientClosed)
+	}
 	resp, err := d.cli.Get(ctx, d.namePrefix(name), append(clientv3.WithFirstCreate(), clientv3.WithPrefix(), clientv3.WithKeysOnly())...)
 	if err != nil {
-		return driver.Status{}, err
+		return driver.Status{}, fmt.Errorf("etcdlock: status of %q: %w", name, d.engineErr(ctx, err))
 	}
 	if len(resp.Kvs) == 0 {
 		return driver.Status{Waiters: 0}, nil
@@ -214,20 +288,28 @@ func (d *etcdDriver) Status(ctx context.Context, name string) (driver.Status, er
 }
 
 func (d *etcdDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
+	if d.cli.Ctx().Err() != nil { // clientv3 would retry until ctx ends
+		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, errClientClosed)
+	}
 	secs := int64((req.TTL + time.Second - 1) / time.Second)
 	for attempt := 0; ; attempt++ {
 		ls, err := d.leaseFor(ctx, secs)
 		if err != nil {
-			return nil, driver.Validity{}, err
+			return nil, driver.Validity{}, d.engineErr(ctx, err)
 		}
 		l, v, err := d.acquire(ctx, req, ls)
-		if attempt == 0 && errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			// Our lease expired unseen (we were idle past its TTL): not an
-			// engine failure, so make a new one and try once more.
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			// Our lease expired unseen (we were idle past its TTL, or
+			// paused): not an engine failure, so make a new one and try
+			// once more; twice in a row may pass as well.
 			ls.markDead()
-			continue
+			if attempt == 0 {
+				continue
+			}
+			err = driver.Unavailable(fmt.Errorf("etcdlock: lock %q: lease %x expired before it could be used: %w",
+				req.Name, int64(ls.id), err))
 		}
-		return l, v, err
+		return l, v, d.engineErr(ctx, err)
 	}
 }
 
@@ -243,8 +325,9 @@ func (d *etcdDriver) acquire(ctx context.Context, req driver.Request, ls *lease)
 			If(clientv3.Compare(clientv3.CreateRevision(pfx), "=", 0).WithPrefix()).
 			Then(put).Commit()
 		if err != nil {
-			d.cleanup(key) // the put may have happened before the reply was lost
-			return nil, driver.Validity{}, err
+			// The put may have happened before the reply was lost.
+			d.abandon(d.track(ls, req.Name, key, 0))
+			return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, err)
 		}
 		if !resp.Succeeded {
 			return nil, driver.Validity{}, driver.ErrNotAcquired
@@ -261,8 +344,8 @@ func (d *etcdDriver) acquire(ctx context.Context, req driver.Request, ls *lease)
 			clientv3.WithLimit(3), clientv3.WithKeysOnly())).
 		Commit()
 	if err != nil {
-		d.cleanup(key)
-		return nil, driver.Validity{}, err
+		d.abandon(d.track(ls, req.Name, key, 0))
+		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, err)
 	}
 	if !resp.Succeeded {
 		return nil, driver.Validity{}, fmt.Errorf("etcdlock: queue key %q already exists", key)
@@ -273,281 +356,8 @@ func (d *etcdDriver) acquire(ctx context.Context, req driver.Request, ls *lease)
 		return l.held(), ls.validity(), nil
 	}
 	if err := l.wait(ctx, string(kvs[1].Key), len(kvs) == 2); err != nil {
-		d.cleanupRev(key, l.rev)
+		d.abandon(l)
 		return nil, driver.Validity{}, err
 	}
 	return l.held(), ls.validity(), nil
-}
-
-// cleanup deletes a queue key whose creation is in doubt. Deleting by name
-// is safe here: the name carries our lease id and sequence number, so no one
-// else ever writes it.
-func (d *etcdDriver) cleanup(key string) {
-	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-	defer cancel()
-	_, _ = d.cli.Delete(ctx, key)
-}
-
-// cleanupRev deletes our queue key if it is still the one we created.
-func (d *etcdDriver) cleanupRev(key string, rev int64) {
-	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-	defer cancel()
-	_, _ = d.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
-		Then(clientv3.OpDelete(key)).Commit()
-}
-
-// lock is one queue key: a waiter's until it reaches the head, then a held
-// lock's.
-type lock struct {
-	d    *etcdDriver
-	ls   *lease
-	name string
-	key  string
-	pfx  string
-	rev  int64 // create revision of key: the fencing token
-	lost chan struct{}
-	stop context.CancelFunc // stops the watch on key
-	once sync.Once
-	gone atomic.Bool // lost was closed
-	why  atomic.Value
-}
-
-// track makes the lock for a new queue key.
-func (d *etcdDriver) track(ls *lease, name, key string, rev int64) *lock {
-	return &lock{d: d, ls: ls, name: name, key: key, pfx: d.namePrefix(name), rev: rev,
-		lost: make(chan struct{}), stop: func() {}}
-}
-
-// held starts watching a granted lock's key for deletion. A waiter does
-// without: it re-reads its key at every wake-up and keeps its lease alive,
-// which reports the lease's expiry, and its watch would cost a request and
-// a read per contended Lock.
-func (l *lock) held() *lock {
-	d := l.d
-	ctx, cancel := context.WithCancel(d.closeCtx)
-	l.stop = cancel
-	d.mu.Lock()
-	if !d.closed { // else closeCtx is done and there is nothing to watch for
-		if !d.warm {
-			d.warm = true
-			// clientv3 closes a watch stream when its last watch ends and
-			// opens a new one for the next: with a watch per lock that
-			// would cost a stream set-up per Lock. One idle watch on a key
-			// never written keeps the stream open for the driver's life.
-			d.cli.Watch(d.closeCtx, d.root)
-		}
-		d.wg.Add(1)
-		go l.watchOwn(ctx)
-	}
-	d.mu.Unlock()
-	return l
-}
-
-// untrack stops watching l's key.
-func (d *etcdDriver) untrack(l *lock) { l.stop() }
-
-// ownWatchDelay is how long a lock is held before its key gets a watch of
-// its own. Many locks are released sooner; creating and cancelling a watch per
-// lock costs ~0.5 ms of server and client CPU, 20% of an uncontended cycle.
-// A deletion in the meantime is reported when the watch starts.
-const ownWatchDelay = 10 * time.Millisecond
-
-// watchOwn closes l.lost when l's key is deleted, by anyone or by the lease
-// expiring. It watches from the current revision (a synced watcher, so the
-// deletion arrives at once), then reads the key once the watch exists, so
-// that a deletion before the watch is not missed.
-func (l *lock) watchOwn(ctx context.Context) {
-	defer l.d.wg.Done()
-	t := time.NewTimer(ownWatchDelay)
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-		t.Stop()
-		return
-	}
-	for ctx.Err() == nil {
-		wch := l.d.cli.Watch(ctx, l.key, clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
-		for wr := range wch {
-			for _, ev := range wr.Events {
-				if ev.Type == mvccpb.DELETE {
-					l.markLost("its key was deleted")
-					return
-				}
-			}
-			if wr.Err() != nil {
-				break // compacted or cancelled by the server: watch again
-			}
-			if wr.Created {
-				resp, err := l.d.cli.Get(ctx, l.key, clientv3.WithKeysOnly())
-				if err != nil {
-					return // client gone or ctx done; Renew and the clock take over
-				}
-				if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != l.rev {
-					l.markLost("its key was deleted")
-					return
-				}
-			}
-		}
-	}
-}
-
-func (l *lock) markLost(why string) {
-	l.once.Do(func() {
-		l.why.Store(why)
-		l.gone.Store(true)
-		close(l.lost)
-	})
-}
-
-func (l *lock) lostErr() error {
-	why, _ := l.why.Load().(string)
-	return fmt.Errorf("%w: queue key %q: %s", driver.ErrLockLost, l.key, why)
-}
-
-func (l *lock) Token() uint64         { return uint64(l.rev) }
-func (l *lock) Lost() <-chan struct{} { return l.lost }
-
-// Renew refreshes the shared lease (one KeepAliveOnce for all renewals in
-// flight) and checks that the key is still ours.
-func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
-	if l.gone.Load() {
-		return driver.Validity{}, l.lostErr()
-	}
-	v, err := l.ls.keepAlive(ctx)
-	if err != nil {
-		return driver.Validity{}, err
-	}
-	resp, err := l.d.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).Commit()
-	if err != nil {
-		return driver.Validity{}, err
-	}
-	if !resp.Succeeded {
-		l.markLost("its key was deleted")
-		return driver.Validity{}, l.lostErr()
-	}
-	return v, nil
-}
-
-// Release deletes the key if it is still the one this lock created.
-func (l *lock) Release(ctx context.Context) error {
-	resp, err := l.d.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
-		Then(clientv3.OpDelete(l.key)).Commit()
-	// Whatever the outcome, the watch is of no more use: the portable layer
-	// ends the lease, and a key left behind expires with the lease.
-	l.d.untrack(l)
-	if err != nil {
-		return err
-	}
-	if !resp.Succeeded {
-		return fmt.Errorf("%w: queue key %q was already gone", driver.ErrLockLost, l.key)
-	}
-	return nil
-}
-
-// wait blocks until l's key is the oldest of its name. pred is the key just
-// ahead, as last read, and sole says whether it was the only one ahead.
-//
-// Each predecessor is watched from the current revision, so the server puts
-// the watcher in its synced group and sends the delete at once (see
-// NOTES.md), and the queue is read again once the watch is created, so a
-// delete that happened before cannot be missed. When the predecessor was the
-// only key ahead, its deletion means we are at the head (no key can be
-// created with a lower revision than ours), and the lock is ours without
-// another read: the handoff costs the holder's delete and one watch event.
-// Our own key's deletion, from then on, is reported by its own watch (Lost).
-func (l *lock) wait(ctx context.Context, pred string, sole bool) error {
-	var (
-		wch     clientv3.WatchChan
-		wcancel context.CancelFunc = func() {}
-		watched string
-		recheck bool
-	)
-	defer func() { wcancel() }()
-	ka := time.NewTimer(l.ls.ttl / 3)
-	defer ka.Stop()
-
-	for {
-		if recheck {
-			recheck = false
-			next, alone, err := l.predecessor(ctx)
-			if err != nil {
-				return err
-			}
-			if next == "" {
-				return nil
-			}
-			pred, sole = next, alone
-		}
-		if pred != watched {
-			wcancel()
-			wch, wcancel = l.watchDelete(ctx, pred)
-			watched = pred
-		}
-		select {
-		case wr, ok := <-wch:
-			switch {
-			case !ok:
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return fmt.Errorf("etcdlock: watch on %q closed: %w", pred, context.Cause(l.d.closeCtx))
-			case wr.Err() != nil:
-				watched = "" // start a new watch after re-reading
-				recheck = true
-			case wr.Created:
-				recheck = true
-			}
-			for _, ev := range wr.Events {
-				if ev.Type == mvccpb.DELETE {
-					if sole {
-						return nil
-					}
-					recheck = true
-				}
-			}
-		case <-l.lost:
-			return l.lostErr()
-		case <-ka.C:
-			// Nobody else may be renewing the lease while we wait.
-			if _, err := l.ls.keepAlive(ctx); err != nil {
-				if errors.Is(err, driver.ErrLockLost) {
-					return err
-				}
-				ka.Reset(l.ls.ttl / 10) // transient: try again soon
-				continue
-			}
-			ka.Reset(l.ls.ttl / 3)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-// watchDelete watches key for deletion from the current revision on.
-func (l *lock) watchDelete(ctx context.Context, key string) (clientv3.WatchChan, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(ctx)
-	return l.d.cli.Watch(ctx, key, clientv3.WithCreatedNotify(), clientv3.WithFilterPut()), cancel
-}
-
-// predecessor re-reads l's key and returns the key just ahead of it, or ""
-// if l is at the head of the queue, and whether that key is the only one
-// ahead. It returns an error matching dlock.ErrLockLost if l's key is gone.
-func (l *lock) predecessor(ctx context.Context) (string, bool, error) {
-	resp, err := l.d.cli.Txn(ctx).Then(
-		clientv3.OpGet(l.key, clientv3.WithKeysOnly()),
-		clientv3.OpGet(l.pfx, clientv3.WithPrefix(), clientv3.WithMaxCreateRev(l.rev-1), clientv3.WithLimit(2),
-			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithKeysOnly()),
-	).Commit()
-	if err != nil {
-		return "", false, err
-	}
-	own := resp.Responses[0].GetResponseRange().Kvs
-	if len(own) == 0 || own[0].CreateRevision != l.rev {
-		l.markLost("it vanished while waiting (lease expired or key deleted)")
-		return "", false, l.lostErr()
-	}
-	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
-		return string(kvs[0].Key), len(kvs) == 1, nil
-	}
-	return "", false, nil
 }

@@ -77,22 +77,46 @@ func (d *etcdDriver) leaseFor(ctx context.Context, secs int64) (*lease, error) {
 		}
 	}
 	sent := time.Now()
-	resp, err := d.cli.Grant(ctx, secs)
+	gctx, cancel := context.WithTimeout(ctx, grantTimeout)
+	resp, err := d.cli.Grant(gctx, secs)
+	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("etcdlock: grant lease: %w", err)
+		if ctx.Err() == nil && gctx.Err() != nil {
+			err = fmt.Errorf("no answer within %v: %w", grantTimeout, err)
+		}
+		return nil, fmt.Errorf("etcdlock: grant lease: %w", d.engineErr(ctx, err))
 	}
 	nl := &lease{d: d, key: secs, id: resp.ID, ttl: time.Duration(resp.TTL) * time.Second, lastSent: sent}
+	d.forgetExpired()
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
 		rctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
-		_, _ = d.cli.Revoke(rctx, resp.ID)
+		_, _ = d.cli.Revoke(rctx, resp.ID) // best effort: nothing renews it, it expires
 		return nil, errClosed
 	}
 	d.leases[secs] = nl
+	d.all[nl] = struct{}{}
 	d.mu.Unlock()
 	return nl, nil
+}
+
+// forgetExpired drops from d.all the leases that must have expired by now
+// (nothing refreshed them for a whole TTL past their end), so that a driver
+// that retires many leases does not keep them all until Close.
+func (d *etcdDriver) forgetExpired() {
+	d.mu.Lock()
+	leases := make([]*lease, 0, len(d.all))
+	for l := range d.all {
+		leases = append(leases, l)
+	}
+	d.mu.Unlock()
+	for _, l := range leases {
+		if left, dead := l.left(); dead || left < -l.ttl {
+			l.markDead()
+		}
+	}
 }
 
 // left is how much of the lease is known to remain, on our clock.
@@ -117,6 +141,7 @@ func (l *lease) markDead() {
 	if l.d.leases[l.key] == l {
 		delete(l.d.leases, l.key)
 	}
+	delete(l.d.all, l)
 	l.d.mu.Unlock()
 }
 
@@ -155,7 +180,11 @@ func (l *lease) refresh(c *keepAliveCall) {
 	ctx, cancel := context.WithTimeout(l.d.closeCtx, l.ttl)
 	defer cancel()
 	sent := time.Now()
-	resp, err := l.d.cli.KeepAliveOnce(ctx, l.id)
+	var resp *clientv3.LeaseKeepAliveResponse
+	err := errClientClosed // clientv3 would retry on a closed client until ctx ends
+	if l.d.cli.Ctx().Err() == nil {
+		resp, err = l.d.cli.KeepAliveOnce(ctx, l.id)
+	}
 	l.mu.Lock()
 	switch {
 	case err == nil:

@@ -45,19 +45,34 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 		return nil, err
 	}
 	cfg.Context = context.WithoutCancel(ctx) // the client outlives Open's ctx
+	if dl, ok := ctx.Deadline(); ok {
+		// clientv3.New authenticates within DialTimeout on a context of
+		// its own: keep it within Open's deadline.
+		if cfg.DialTimeout = min(cfg.DialTimeout, time.Until(dl)); cfg.DialTimeout <= 0 {
+			return nil, fmt.Errorf("etcdlock: connect to %s: %w", strings.Join(cfg.Endpoints, ","), context.DeadlineExceeded)
+		}
+	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("etcdlock: connect to %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
+	d, err := newDriver(cli, Options{Prefix: prefix}, true)
+	if err != nil {
+		cli.Close()
+		return nil, err
+	}
 	// clientv3.New does not wait for a connection; check that the cluster
-	// answers, so that a wrong address fails here and not at the first lock.
+	// answers, so that a wrong address fails here and not at the first
+	// lock. The key read is the prefix itself (never written), which a user
+	// allowed only the prefix's keys may read.
 	sctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	if _, err := cli.Get(sctx, "health-check-by-dlock", clientv3.WithCountOnly()); err != nil {
+	if _, err := cli.Get(sctx, d.root, clientv3.WithCountOnly()); err != nil {
+		err = fmt.Errorf("etcdlock: reach %s: %w", strings.Join(cfg.Endpoints, ","), d.engineErr(ctx, err))
 		cli.Close()
-		return nil, fmt.Errorf("etcdlock: reach %s: %w", strings.Join(cfg.Endpoints, ","), err)
+		return nil, err
 	}
-	return newDriver(cli, Options{Prefix: prefix}, true)
+	return d, nil
 }
 
 func configFromURL(u *url.URL) (clientv3.Config, string, error) {

@@ -24,6 +24,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(child())
 	}
+	if os.Getenv(limitChildEnv) != "" {
+		os.Exit(limitChild())
+	}
 	goleak.VerifyTestMain(m)
 }
 
