@@ -410,7 +410,7 @@ func TestHeldLockFile(t *testing.T) {
 		t.Fatal("no descriptor for the held lock file")
 	}
 	defer f.Close()
-	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	files, _ := filepath.Glob(filepath.Join(dir, "*.lock"))
 	got, err := f.Stat()
 	if err != nil || len(files) != 1 {
 		t.Fatalf("stat: %v; files %v", err, files)

@@ -20,10 +20,19 @@ func main() {
 	relay := make(chan os.Signal, 32)
 	go func() {
 		for s := range sigs {
-			if s == syscall.SIGTSTP && !commandRunning.Load() {
+			switch {
+			case s == syscall.SIGTSTP && !commandRunning.Load():
 				// Ctrl-Z while waiting for the lock (or any time no command
 				// runs): stop, as any program would.
 				stopSelf()
+				continue
+			case s == syscall.SIGPIPE:
+				// dlock's own write to a closed pipe (the write fails with
+				// EPIPE). The supervisor of a command must not die of it;
+				// otherwise stop, as by default (`dlock demo | head`).
+				if !commandRunning.Load() {
+					cancel(signalCause{s})
+				}
 				continue
 			}
 			if endsProcess(s) {
@@ -49,7 +58,7 @@ func main() {
 //   - signals 32 and 33, which the C library keeps for itself.
 //
 // SIGPIPE is caught so that a write to a closed stderr fails with EPIPE
-// instead of killing dlock.
+// instead of killing dlock while it supervises a command.
 var caught = func() []os.Signal {
 	s := []os.Signal{
 		syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGILL, syscall.SIGTRAP,
@@ -79,7 +88,7 @@ func notifySignals(ch chan<- os.Signal) {
 func endsProcess(sig os.Signal) bool {
 	switch sig {
 	case syscall.SIGCONT, syscall.SIGTSTP, syscall.SIGWINCH, syscall.SIGPIPE:
-		return false // SIGPIPE: dlock's own write to a closed pipe fails instead
+		return false // SIGPIPE is main's business
 	}
 	return true
 }

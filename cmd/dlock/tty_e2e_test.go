@@ -9,8 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,12 +59,67 @@ func startTerm(t *testing.T, argv ...string) *term {
 		}
 	}()
 	t.Cleanup(func() {
-		tm.cmd.Process.Kill()
+		// Everything on the terminal is in the program's session (jobs,
+		// dlock's command and guard): the terminal reads EOF once all of
+		// it is gone.
+		killSession(tm.cmd.Process.Pid)
 		tm.cmd.Wait()
-		ptmx.Close()
 		<-tm.readEnd
+		ptmx.Close()
 	})
 	return tm
+}
+
+// sessionProcs describes the processes of session sid, for failures.
+func sessionProcs(sid int) string {
+	var b strings.Builder
+	for _, st := range sessionStats(sid) {
+		b.WriteString(st + "\n")
+	}
+	return b.String()
+}
+
+// sessionStats returns "pid ppid pgrp state comm" of the processes of
+// session sid.
+func sessionStats(sid int) []string {
+	var out []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp session ...
+		i := bytes.LastIndexByte(stat, ')')
+		j := bytes.IndexByte(stat, '(')
+		if f := strings.Fields(string(stat[i+1:])); i > 0 && j > 0 && len(f) > 3 && f[3] == strconv.Itoa(sid) {
+			out = append(out, strings.Join([]string{e.Name(), f[1], f[2], f[0], string(stat[j+1 : i])}, " "))
+		}
+	}
+	return out
+}
+
+// killSession kills every process of the session sid.
+func killSession(sid int) {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp session ...
+		i := bytes.LastIndexByte(stat, ')')
+		if f := strings.Fields(string(stat[i+1:])); i > 0 && len(f) > 3 && f[3] == strconv.Itoa(sid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // shell starts an interactive bash (job control on) on a terminal.
@@ -105,7 +162,8 @@ func (tm *term) expect(re string, from int, timeout time.Duration) int {
 		select {
 		case <-changed:
 		case <-deadline:
-			tm.t.Fatalf("terminal: no %q within %v in:\n%s", re, timeout, tm.output(from))
+			tm.t.Fatalf("terminal: no %q within %v in:\n%s\nprocesses on the terminal (pid ppid pgrp state comm):\n%s",
+				re, timeout, tm.output(from), sessionProcs(tm.cmd.Process.Pid))
 		}
 	}
 }
@@ -171,9 +229,14 @@ func TestE2ETTYGivesTerminalBack(t *testing.T) {
 }
 
 // tickLog returns a command that appends to a log every 50ms, and the log.
+// It is bash, not sh: dash starts commands with vfork, and a Ctrl-Z that
+// lands between a vfork and the exec stops the child while the parent waits
+// for it unstoppably (seen here under load: the sh in state D, its child
+// stopped before exec), so the command's first process never stops and
+// neither does dlock, which follows it.
 func tickLog(t *testing.T) ([]string, string) {
 	log := filepath.Join(t.TempDir(), "ticks")
-	return []string{"sh", "-c", `echo ready; while :; do echo tick >> "$1"; sleep 0.05; done`, "sh", log}, log
+	return []string{"bash", "-c", `echo ready; while :; do echo tick >> "$1"; sleep 0.05; done`, "bash", log}, log
 }
 
 // TestE2ETTYCtrlZFile: Ctrl-Z stops the command with dlock; the lock stays
