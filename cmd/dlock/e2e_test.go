@@ -227,7 +227,7 @@ func TestE2ELossOnFile(t *testing.T) {
 	h, pid := startLossHolder(t, bin, "$$", "--backend", "file://"+dir, "--ttl", "1s", "--grace", "5s", "e2e-loss")
 	childPid, _ := strconv.Atoi(pid)
 
-	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	files, _ := filepath.Glob(filepath.Join(dir, "*.lock"))
 	if len(files) == 0 {
 		t.Fatal("no lock file")
 	}

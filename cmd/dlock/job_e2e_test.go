@@ -314,7 +314,7 @@ func TestE2EBackgroundChildKeepsLock(t *testing.T) {
 // renewal, TTL/3).
 func removeLockFiles(t *testing.T, dir string) time.Time {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	files, _ := filepath.Glob(filepath.Join(dir, "*.lock"))
 	if len(files) == 0 {
 		t.Fatal("no lock file")
 	}

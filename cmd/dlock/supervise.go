@@ -49,6 +49,7 @@ type supervisor struct {
 
 	pgid int      // the command's process group (its first process's pid)
 	tty  *os.File // dlock's controlling terminal, lent to the command when dlock has it; or nil
+	lent bool     // the command's group was given the terminal at its start
 
 	lostErr   error            // why the lock is considered lost, once it is
 	killTimer *time.Timer      // SIGKILL after --grace, once lost
@@ -95,6 +96,7 @@ func supervise(ctx context.Context, c *dlock.Client, lease *dlock.Lease, o runOp
 		var fg bool
 		if s.tty, fg = controllingTTY(); fg {
 			sys.Foreground, sys.Ctty = true, int(s.tty.Fd())
+			s.lent = true
 		}
 	}
 	g, gerr := startGuard(o.lockFile)
@@ -113,7 +115,7 @@ func supervise(ctx context.Context, c *dlock.Client, lease *dlock.Lease, o runOp
 		if g != nil {
 			g.disarm()
 		}
-		s.closeTTY()
+		s.restoreTTY() // the child took the terminal before its exec failed
 		code := exitCannotExec
 		if errors.Is(err, syscall.ENOENT) {
 			code = exitNotFound
@@ -369,13 +371,14 @@ func (s *supervisor) stillHeld(d time.Duration) error {
 }
 
 // restoreTTY gives the terminal back to dlock's group if the command's
-// group still has it, for a caller that does no job control (sh -c, a
-// script): the next command it runs must be able to read the terminal.
+// group (or a group that has ended) still has it, for a caller that does
+// no job control (sh -c, a script): the next command it runs must be able
+// to read the terminal.
 func (s *supervisor) restoreTTY() {
 	if s.tty == nil {
 		return
 	}
-	if pg, err := foreground(s.tty); err == nil && pg == s.pgid {
+	if pg, err := foreground(s.tty); err == nil && s.lent && pg != syscall.Getpgrp() && (pg == s.pgid || !groupAlive(pg)) {
 		if err := setForeground(s.tty, syscall.Getpgrp()); err != nil {
 			fmt.Fprintf(s.stderr, "dlock: warning: giving the terminal back: %v\n", err)
 		}

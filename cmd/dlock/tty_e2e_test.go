@@ -219,13 +219,23 @@ func TestE2ETTYCtrlC(t *testing.T) {
 
 // TestE2ETTYGivesTerminalBack: a caller without job control (sh -c) can
 // read the terminal after dlock, whose command had it.
+// Also when the command's exec fails after it took the terminal.
 func TestE2ETTYGivesTerminalBack(t *testing.T) {
 	bin := dlockBinary(t)
-	tm := startTerm(t, "sh", "-c", runLine(bin, "run", "--backend", "file://"+t.TempDir(), "e2e-tty-back-"+randomID(), "--", "true")+
-		`echo ready; read y; echo "after:$y"`)
-	at := tm.expect(`rc=0\r?\nready`, 0, 10*time.Second)
-	tm.send("z\n")
-	tm.expect(`after:z`, at, 10*time.Second)
+	badInterpreter := filepath.Join(t.TempDir(), "bad")
+	if err := os.WriteFile(badInterpreter, []byte("#!/nonexistent/interpreter\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		command string
+		rc      int
+	}{{"true", 0}, {badInterpreter, exitNotFound}} {
+		tm := startTerm(t, "sh", "-c", runLine(bin, "run", "--backend", "file://"+t.TempDir(), "e2e-tty-back-"+randomID(), "--", tc.command)+
+			`echo ready; read y; echo "after:$y"`)
+		at := tm.expect(`rc=`+strconv.Itoa(tc.rc)+`\r?\nready`, 0, 10*time.Second)
+		tm.send("z\n")
+		tm.expect(`after:z`, at, 10*time.Second)
+	}
 }
 
 // tickLog returns a command that appends to a log every 50ms, and the log.
