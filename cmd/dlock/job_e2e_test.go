@@ -426,3 +426,39 @@ func TestHeldLockFile(t *testing.T) {
 		t.Fatal("a descriptor after Unlock")
 	}
 }
+
+// TestE2EDlockAsPID1: as a container's entry point dlock is PID 1, and the
+// orphans of its command's group become its children. It must reap them,
+// or their zombies keep the group, and the lock, alive forever.
+func TestE2EDlockAsPID1(t *testing.T) {
+	bin := dlockBinary(t)
+	if err := exec.Command("unshare", "--fork", "--pid", "--mount-proc", "--kill-child", "true").Run(); err != nil {
+		t.Skipf("no PID namespace for the test (unshare: %v)", err)
+	}
+	log := filepath.Join(t.TempDir(), "log")
+	name := "e2e-pid1-" + randomID()
+	cmd := exec.Command("unshare", "--fork", "--pid", "--mount-proc", "--kill-child", bin, "run", "--backend", "file://"+t.TempDir(), name, "--",
+		"sh", "-c", `(sleep 0.5; echo bg-done >> "$1") &`, "sh", log)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = time.Second // killing unshare kills the namespace; its output may lag
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); killStrays(name) })
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("dlock as PID 1: %v: %s", err, out.String())
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatal("dlock as PID 1 did not exit within 10s of its command's background process (zombies not reaped?)")
+	}
+	if got := readFile(t, log); got != "bg-done\n" {
+		t.Fatalf("log %q, want the background process's line: dlock exited before it", got)
+	}
+}

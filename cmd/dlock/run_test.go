@@ -163,7 +163,11 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	r := run(t.Context(), "run", "--help")
-	for _, code := range []string{"64", "69", "75", "76", "126", "127", "128+N", "DLOCK_TOKEN", "DLOCK_NAME"} {
+	for _, code := range []string{"64", "69", "75", "76", "126", "127", "128+N", "DLOCK_TOKEN", "DLOCK_NAME",
+		// What the lock covers (issue 12): processes, loss, signals, death,
+		// terminal, job control.
+		"process group", "setsid", "SIGKILL", "--grace", "QUIT", "USR1", "WINCH", "SIGPIPE",
+		"killed", "guard", "terminal", "Ctrl-C", "Ctrl-Z", "fg", "SIGSTOP", "--wait 0", "mem://"} {
 		if !strings.Contains(r.stdout, code) {
 			t.Errorf("run --help does not document %s", code)
 		}
