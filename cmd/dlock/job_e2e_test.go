@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/dlockio/dlock/filelock"
+	"github.com/dlockio/dlock/internal/testserver"
 )
 
 // strays returns the live processes (zombies aside) whose environment has
@@ -460,5 +461,52 @@ func TestE2EDlockAsPID1(t *testing.T) {
 	}
 	if got := readFile(t, log); got != "bg-done\n" {
 		t.Fatalf("log %q, want the background process's line: dlock exited before it", got)
+	}
+}
+
+// TestE2EStopWithoutTerminal: with no terminal (cron, a script) SIGTSTP to
+// dlock stops its command, and dlock goes on renewing the lock (nobody
+// would fg it); SIGCONT to dlock continues the command (issue 12, item 4).
+func TestE2EStopWithoutTerminal(t *testing.T) {
+	backend := "redis://" + testserver.Redis(t)[0]
+	log := filepath.Join(t.TempDir(), "ticks")
+	name := "e2e-tstp-" + randomID()
+	p := startDlock(t, name, "run", "--backend", backend, "--ttl", "1s", name, "--",
+		"bash", "-c", `echo started; while :; do echo tick >> "$1"; sleep 0.05; done`, "bash", log)
+	p.waitLine(t, "started", 10*time.Second)
+
+	p.cmd.Process.Signal(syscall.SIGTSTP)
+	// No event tells that the command has stopped: wait until the log
+	// stops growing, then for two TTLs.
+	stopped := readFile(t, log)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		time.Sleep(200 * time.Millisecond)
+		now := readFile(t, log)
+		if now == stopped {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the command did not stop on SIGTSTP to dlock")
+		}
+		stopped = now
+	}
+	time.Sleep(2 * time.Second)
+	if got := readFile(t, log); got != stopped {
+		t.Fatal("the command ran while it should be stopped")
+	}
+	probe := startDlock(t, name, "run", "--backend", backend, "--no-wait", name, "--", "true")
+	if code := probe.exit(t, 10*time.Second); code != exitNotAcquired {
+		t.Fatalf("while the command is stopped for 2 TTLs, another dlock: exit %d, want %d (the lock still held)", code, exitNotAcquired)
+	}
+
+	p.cmd.Process.Signal(syscall.SIGCONT)
+	for deadline := time.Now().Add(5 * time.Second); readFile(t, log) == stopped; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the command did not continue on SIGCONT to dlock")
+		}
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.exit(t, 10*time.Second); code != exitSignalBase+int(syscall.SIGTERM) {
+		t.Fatalf("exit %d, want %d; stderr: %s", code, exitSignalBase+int(syscall.SIGTERM), p.stderr)
 	}
 }

@@ -68,18 +68,21 @@ What the lock covers:
   Terminal   If dlock runs in the foreground of its terminal, CMD's group gets
              the terminal: CMD can read it, and Ctrl-C, Ctrl-\ and Ctrl-Z go to
              it. dlock takes the terminal back when the group has ended.
-  Ctrl-Z     When the terminal stops CMD (Ctrl-Z, or CMD reading it from the
-             background), dlock stops the rest of the group and then itself,
-             and the shell sees the job stopped; SIGTSTP sent to dlock is
-             forwarded the same way. Stopped, dlock does not renew the lock:
-             a TTL engine drops it after --ttl and another holder may run,
-             while CMD stands still. On fg or bg dlock continues CMD only if
-             the engine confirms it still holds the lock with CMD's token;
-             otherwise CMD is terminated as on a loss (exit 76). A file://
-             lock does not expire. SIGSTOP cannot be caught: a dlock stopped
-             with it leaves CMD running unrenewed, like any paused holder -
-             which is what the fencing token is for. Ctrl-Z while dlock
+  Ctrl-Z     On a terminal, when CMD is stopped (Ctrl-Z, CMD reading the
+             terminal from the background, or SIGTSTP sent to dlock and
+             forwarded), dlock stops the rest of the group and then itself,
+             and the shell sees the job stopped. A stopped dlock does not
+             renew the lock: a TTL engine drops it after --ttl and another
+             holder may run, while CMD stands still. On fg or bg dlock
+             continues CMD only if the engine confirms it still holds the
+             lock with CMD's token; otherwise CMD is terminated as on a loss
+             (exit 76). A file:// lock does not expire. Without a terminal
+             (cron, a script) dlock stays up and renews the lock while CMD
+             is stopped; SIGCONT to dlock continues CMD. Ctrl-Z while dlock
              waits for the lock stops dlock.
+  SIGSTOP    cannot be caught: a dlock stopped with it leaves CMD running
+             unrenewed, like any paused holder - which is what the fencing
+             token is for.
 
 Exit status:
   0-125  CMD's own exit status

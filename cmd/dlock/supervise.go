@@ -219,7 +219,11 @@ func (s *supervisor) loop(ctx context.Context, events <-chan childEvent) (int, e
 				childErr = exitf(exitFailure, "waiting for the command: %v", ev.err)
 			case ev.ws.Exited() || ev.ws.Signaled():
 				exited, code = true, exitStatus(ev.ws)
-			case ev.ws.Stopped() && s.sigs != nil && isJobControlStop(ev.ws.StopSignal()):
+			case ev.ws.Stopped() && s.tty != nil && isJobControlStop(ev.ws.StopSignal()):
+				// On a terminal a shell does job control: dlock stops too
+				// and is continued by fg or bg. Without one (cron, a script)
+				// nobody would continue it: it stays up and renewing, and a
+				// SIGCONT to it continues the command.
 				s.suspend()
 			}
 			if exited && poll == nil {
@@ -302,9 +306,9 @@ func isJobControlStop(sig syscall.Signal) bool {
 	return sig == syscall.SIGTSTP || sig == syscall.SIGTTIN || sig == syscall.SIGTTOU
 }
 
-// suspend follows the command into a job-control stop: the rest of its
-// group is stopped too, the terminal is taken back, and dlock stops itself,
-// so that the shell sees the job stopped. The lock is not renewed while
+// suspend follows the command into a job-control stop on a terminal: the
+// rest of its group is stopped too, the terminal is taken back, and dlock
+// stops itself, so that the shell sees the job stopped. The lock is not renewed while
 // dlock is stopped: once continued, dlock lets the command go on only after
 // the engine has confirmed that it still holds the lock with dlock's token;
 // otherwise the command is terminated as after a loss.
