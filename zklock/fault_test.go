@@ -15,22 +15,33 @@ import (
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
-// testClient opens a client through its own proxy, closed at cleanup.
-func testClient(t *testing.T, servers []string, session time.Duration) (*dlock.Client, *zkDriver, *proxy) {
+// testClient opens a client through its own proxies, closed at cleanup.
+func testClient(t *testing.T, servers []string, session time.Duration, opts ...dlock.Option) (*dlock.Client, *zkDriver, *link) {
 	t.Helper()
-	p := &proxy{}
+	k := testLink(t, servers)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := dialDriver(ctx, servers, Options{Root: testRoot, SessionTimeout: session, Dialer: p.dial})
+	d, err := dialDriver(ctx, k.addrs(), Options{Root: testRoot, SessionTimeout: session, Dialer: k.dial}, false)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	c, err := dlock.NewClient(d)
+	c, err := dlock.NewClient(d, opts...)
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return c, d, p
+	return c, d, k
+}
+
+// testLink starts a fault proxy per server, closed at cleanup.
+func testLink(t *testing.T, servers []string) *link {
+	t.Helper()
+	k, err := newLink(servers)
+	if err != nil {
+		t.Fatalf("fault proxies: %v", err)
+	}
+	t.Cleanup(k.close)
+	return k
 }
 
 func testAdmin(t *testing.T, servers []string) *zk.Conn {

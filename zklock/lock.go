@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"path"
 	"strings"
 	"sync"
@@ -19,10 +21,15 @@ import (
 // removed before returning; the removal goes on in the background.
 const cleanupWait = 2 * time.Second
 
-// removeTries bounds the background removal of an abandoned node. Each try
-// blocks until the connection answers; a node still there after the last
-// try goes with the session.
-const removeTries = 20
+// The background removal of a node whose delete failed retries with this
+// backoff until the node is gone. It never gives up while the driver lives:
+// a node left behind lives as long as its session, and a session that
+// rides out an outage (or one of no quorum, which freezes expiry) would
+// keep it, and block its queue, for as long as the driver runs.
+const (
+	removeBackoff    = 50 * time.Millisecond
+	removeBackoffMax = time.Second
+)
 
 var errEntryGone = errors.New("zklock: our queue node disappeared while waiting (deleted, or the session expired)")
 
@@ -34,7 +41,13 @@ func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lock
 	select {
 	case <-d.closing:
 		return nil, driver.Validity{}, driver.ErrClosed
+	case <-d.connGone:
+		return nil, driver.Validity{}, errConnClosed
 	default:
+	}
+	d.used.Store(true)
+	if err := d.awaitGrant(ctx); err != nil {
+		return nil, driver.Validity{}, d.wrapErr(ctx, "learn the session timeout granted", err)
 	}
 	parent := d.parent(req.Name)
 	if !req.Wait {
@@ -56,7 +69,9 @@ func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lock
 	return l, v, nil
 }
 
-// wrapErr returns ctx's error as itself and tags engine errors.
+// wrapErr returns ctx's error as itself and tags engine errors: those
+// that may pass are marked driver.Unavailable, so that a blocking Lock
+// retries them.
 func (d *zkDriver) wrapErr(ctx context.Context, what string, err error) error {
 	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return ctx.Err()
@@ -64,9 +79,39 @@ func (d *zkDriver) wrapErr(ctx context.Context, what string, err error) error {
 	select {
 	case <-d.closing:
 		return driver.ErrClosed
+	case <-d.connGone:
+		if !errors.Is(err, errConnClosed) {
+			return fmt.Errorf("zklock: %s: %w (%w)", what, errConnClosed, err)
+		}
 	default:
 	}
-	return fmt.Errorf("zklock: %s: %w", what, err)
+	if errors.Is(err, errConnClosed) {
+		return fmt.Errorf("zklock: %s: %w", what, err)
+	}
+	e := fmt.Errorf("zklock: %s: %w", what, err)
+	if transient(err) {
+		return driver.Unavailable(e)
+	}
+	return e
+}
+
+// transient reports whether err may pass with the connection: no server
+// reachable, the connection dropped (go-zookeeper reconnects), or the
+// session expired (go-zookeeper makes a new one, and Acquire works on it).
+// What the server decided (no auth, bad arguments, ...) is not.
+func transient(err error) bool {
+	for _, t := range []error{
+		zk.ErrNoServer, zk.ErrConnectionClosed, zk.ErrSessionExpired, zk.ErrSessionMoved,
+		errSessionEnded, errDisconnected, io.EOF, io.ErrUnexpectedEOF,
+	} {
+		if errors.Is(err, t) {
+			return true
+		}
+	}
+	// go-zookeeper hands a failed socket write to the request as it is
+	// ("write tcp ...: connection reset by peer").
+	var ne net.Error
+	return errors.As(err, &ne)
 }
 
 // attempt is one Acquire's node in one queue.
@@ -171,6 +216,10 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 		}
 		if idx < 0 {
 			if !pipelined {
+				if sid != d.conn.SessionID() {
+					// Gone with the session it was made in.
+					return nil, driver.Validity{}, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
+				}
 				return nil, driver.Validity{}, errEntryGone
 			}
 			// The listing overtook the create: read again.
@@ -195,7 +244,7 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 			}
 		}
 		if sess.ended() {
-			return nil, driver.Validity{}, errSessionEnded
+			return nil, driver.Validity{}, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
 		}
 		if idx == 0 {
 			token := a.czxid
@@ -210,7 +259,7 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 				d: d, path: a.parent + "/" + a.node, token: uint64(token), sess: sess,
 				lost: make(chan struct{}), released: make(chan struct{}),
 			}
-			return l, driver.Validity{Since: sent, TTL: d.timeout}, nil
+			return l, driver.Validity{Since: sent, TTL: d.ttl()}, nil
 		}
 		if !wait {
 			return nil, driver.Validity{}, driver.ErrNotAcquired
@@ -219,7 +268,7 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 			return nil, driver.Validity{}, d.wrapErr(ctx, "stat "+a.node, err)
 		}
 		if a.own.EphemeralOwner != sess.id {
-			return nil, driver.Validity{}, errSessionEnded
+			return nil, driver.Validity{}, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
 		}
 		pred := a.parent + "/" + q[idx-1].name
 		breaks := d.breaks.Load()
@@ -245,13 +294,13 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 			case <-ctx.Done():
 				return nil, driver.Validity{}, ctx.Err()
 			case <-sess.lost:
-				return nil, driver.Validity{}, errSessionEnded
+				return nil, driver.Validity{}, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
 			case <-d.closing:
 				return nil, driver.Validity{}, driver.ErrClosed
 			}
 		} // else gone between the two reads; the exists-watch stays armed harmlessly
 		if predGone && idx == 1 && a.ownIntact(ctx, &ownWatch, breaks) && !sess.ended() &&
-			time.Since(watchSent) < d.timeout/4 {
+			time.Since(watchSent) < d.ttl()/4 {
 			// The predecessor was the only node ahead at our last read, and
 			// no node can later be created with a lower sequence than ours:
 			// we are the head, and the token is known, so no read is needed.
@@ -264,7 +313,7 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 				lost: make(chan struct{}), released: make(chan struct{}),
 			}
 			readlessGrants.Add(1)
-			return l, driver.Validity{Since: watchSent, TTL: d.timeout}, nil
+			return l, driver.Validity{Since: watchSent, TTL: d.ttl()}, nil
 		}
 		sent = time.Now()
 		kids, kerr = a.list(ctx)
@@ -480,7 +529,7 @@ func (a *attempt) abandon() {
 		defer close(done)
 		select {
 		case <-a.created:
-		case <-d.closing:
+		case <-d.done.Done():
 			return
 		}
 		switch {
@@ -499,23 +548,34 @@ func (a *attempt) abandon() {
 	}
 }
 
+// removeAsync removes a node (by path, or by guid under parent) in the
+// background, once per path however often it is asked.
 func (d *zkDriver) removeAsync(parent, guid, nodePath string) {
+	key := nodePath
+	if key == "" {
+		key = parent + "/" + guid
+	}
+	if _, on := d.removing.LoadOrStore(key, struct{}{}); on {
+		return
+	}
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
+		defer d.removing.Delete(key)
 		d.remove(parent, guid, nodePath)
 	}()
 }
 
-// remove deletes nodePath, or every node under parent carrying guid,
-// retrying while the connection fails; it gives up when the session ends
-// (which removes the node anyway) or the driver closes.
+// remove deletes nodePath, or every node under parent carrying guid. It
+// retries, with backoff, while the connection fails (each try also waits
+// for go-zookeeper to find a server), until the node is gone, the server
+// refuses for a reason of its own (ACL ...), or the driver's background
+// work ends (see zkDriver.done).
 func (d *zkDriver) remove(parent, guid, nodePath string) {
-	for range removeTries {
-		select {
-		case <-d.closing:
+	wait := removeBackoff
+	for {
+		if d.done.Err() != nil {
 			return
-		default:
 		}
 		var err error
 		if nodePath != "" {
@@ -532,14 +592,20 @@ func (d *zkDriver) remove(parent, guid, nodePath string) {
 			}
 		}
 		switch {
-		case err == nil, errors.Is(err, zk.ErrNoNode), errors.Is(err, zk.ErrSessionExpired),
-			errors.Is(err, zk.ErrClosing), errors.Is(err, driver.ErrClosed):
+		case err == nil, errors.Is(err, zk.ErrNoNode), errors.Is(err, zk.ErrClosing):
 			return
-		case errors.Is(err, zk.ErrConnectionClosed), errors.Is(err, zk.ErrNoServer):
-			continue // each request waits for the connection; no extra pause needed
-		default:
+		case !transient(err):
 			return // an error the server decided (ACL, ...): retrying will not help
 		}
+		// Transient, including a session that expired: the next try runs
+		// on the new session, and finds the node gone if it was the old
+		// session's.
+		select {
+		case <-d.done.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, removeBackoffMax)
 	}
 }
 
@@ -612,7 +678,7 @@ func (l *zkLock) watch(w <-chan zk.Event) {
 	}
 }
 
-var errDisconnected = errors.New("zklock: disconnected from ZooKeeper; the session (and the lock) may still be alive")
+var errDisconnected = driver.Unavailable(errors.New("zklock: disconnected from ZooKeeper; the session (and the lock) may still be alive"))
 
 // Renew checks that our node still exists. ZooKeeper has nothing to extend:
 // the session keeps the node, and any answered request proves the session
@@ -636,12 +702,17 @@ func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
 	case st.EphemeralOwner != l.sess.id:
 		return driver.Validity{}, fmt.Errorf("%w: node %s belongs to session %#x", driver.ErrLockLost, l.path, st.EphemeralOwner)
 	}
-	return driver.Validity{Since: since, TTL: l.d.timeout}, nil
+	return driver.Validity{Since: since, TTL: l.d.ttl()}, nil
 }
 
 // Release deletes our node. Its path carries a random guid and a sequence
 // number, and only our session created it, so the node at that path is
-// ours or gone: the delete cannot touch anyone else's lock.
+// ours or gone: the delete cannot touch anyone else's lock. When the
+// delete's outcome is unknown (ctx ended, connection down) the node is
+// removed in the background, retried until it is gone: left behind, it
+// would hold the queue for as long as the session lives. Release may be
+// called again after a failure: it then deletes again, or reports the lock
+// lost once the node is gone.
 func (l *zkLock) Release(ctx context.Context) error {
 	l.releasedOnce.Do(func() { close(l.released) })
 	if l.sess.ended() {

@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/go-zookeeper/zk"
+
+	"github.com/dlockio/dlock/driver"
 )
 
 // session is one ZooKeeper session of the connection. Every lock taken in
@@ -30,7 +32,10 @@ func (s *session) ended() bool {
 	}
 }
 
-var errSessionEnded = errors.New("zklock: the ZooKeeper session that held the node has ended")
+var (
+	errSessionEnded = errors.New("zklock: the ZooKeeper session that held the node has ended")
+	errConnClosed   = errors.New("zklock: the *zk.Conn given to New was closed by its owner")
+)
 
 // onEvent follows the connection's session. go-zookeeper calls it from its
 // own goroutines: it must not block.
@@ -42,9 +47,18 @@ func (d *zkDriver) onEvent(ev zk.Event) {
 		d.breaks.Add(1)
 	}
 	switch ev.State {
+	case zk.StateConnecting:
+		// go-zookeeper starts each connection attempt with this event:
+		// one more than there are servers means a whole round failed.
+		if d.attempts.Add(1) > int64(d.nservers) {
+			d.noServerOnce.Do(func() { close(d.noServer) })
+		}
 	case zk.StateHasSession:
 		if c := d.connP.Load(); c != nil {
 			d.bind(c.SessionID())
+		}
+		if !d.owned {
+			d.probeAfterConnect() // another server may grant another timeout
 		}
 	case zk.StateExpired:
 		d.mu.Lock()
@@ -61,6 +75,9 @@ func (d *zkDriver) drain(events <-chan zk.Event) {
 		select {
 		case ev, ok := <-events:
 			if !ok {
+				// go-zookeeper closes the channel once the connection is
+				// closed: its session is over.
+				d.connClosed()
 				d.mu.Lock()
 				d.sess.end()
 				d.mu.Unlock()
@@ -110,11 +127,25 @@ func (d *zkDriver) sessionOf(owner int64) *session {
 	return d.bind(owner)
 }
 
-func (d *zkDriver) awaitSession(ctx context.Context) error {
+// awaitSession waits for the connection's first session. With failFast it
+// gives up, with a transient error, once every server has been tried and
+// none gave a session.
+func (d *zkDriver) awaitSession(ctx context.Context, failFast bool) error {
 	d.bind(d.conn.SessionID()) // the event may have come before d.conn was set
+	var noServer <-chan struct{}
+	if failFast {
+		noServer = d.noServer
+	}
 	select {
 	case <-d.connected:
 		return nil
+	case <-noServer:
+		select {
+		case <-d.connected: // both: the session won
+			return nil
+		default:
+		}
+		return driver.Unavailable(fmt.Errorf("zklock: waiting for a ZooKeeper session: %w", zk.ErrNoServer))
 	case <-ctx.Done():
 		return fmt.Errorf("zklock: waiting for a ZooKeeper session: %w", ctx.Err())
 	}

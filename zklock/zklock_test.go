@@ -16,6 +16,7 @@ import (
 	"github.com/dlockio/dlock"
 	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/drivertest"
+	"github.com/dlockio/dlock/internal/faultproxy"
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
@@ -31,21 +32,27 @@ const testRoot = "/dlocktest"
 type harness struct {
 	servers []string
 	admin   *zk.Conn
+	// session is the session timeout MakeDriver's drivers ask for; 0
+	// follows the TTL (Dial without Options.SessionTimeout, as zk:// does).
+	session  time.Duration
+	borrowed bool // drivers made by New on a connection the harness owns
 
-	mu      sync.Mutex
-	proxies map[*zkDriver]*proxy
+	mu    sync.Mutex
+	links map[driver.Driver]*link
 }
+
+var _ drivertest.Faulter = (*harness)(nil)
 
 func newHarness(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
-	return openHarness(t, testserver.ZooKeeper(t))
+	return openHarness(t, testserver.ZooKeeper(t), 0, false)
 }
 
-func openHarness(t testing.TB, servers []string) (*harness, error) {
+func openHarness(t testing.TB, servers []string, session time.Duration, borrowed bool) (*harness, error) {
 	admin, err := adminConn(servers)
 	if err != nil {
 		return nil, err
 	}
-	return &harness{servers: servers, admin: admin, proxies: map[*zkDriver]*proxy{}}, nil
+	return &harness{servers: servers, admin: admin, session: session, borrowed: borrowed, links: map[driver.Driver]*link{}}, nil
 }
 
 func adminConn(servers []string) (*zk.Conn, error) {
@@ -54,18 +61,43 @@ func adminConn(servers []string) (*zk.Conn, error) {
 }
 
 func (h *harness) MakeDriver(ctx context.Context) (driver.Driver, error) {
-	p := &proxy{}
-	d, err := dialDriver(ctx, h.servers, Options{Root: testRoot, SessionTimeout: testSession, Dialer: p.dial})
+	k, err := newLink(h.servers)
 	if err != nil {
 		return nil, err
 	}
+	o := Options{Root: testRoot, SessionTimeout: h.session, Dialer: k.dial}
+	var d driver.Driver
+	if h.borrowed {
+		conn, events, cerr := zk.Connect(k.addrs(), h.session, zk.WithLogger(quiet{}), zk.WithLogInfo(false), zk.WithDialer(k.dial))
+		if cerr != nil {
+			k.close()
+			return nil, cerr
+		}
+		k.conn = conn
+		d, err = newBorrowed(conn, events, o)
+	} else {
+		d, err = dialAny(ctx, k.addrs(), o)
+	}
+	if err != nil {
+		k.close()
+		return nil, err
+	}
 	h.mu.Lock()
-	h.proxies[d] = p
+	h.links[d] = k
 	h.mu.Unlock()
 	return d, nil
 }
 
-func (h *harness) Close() { h.admin.Close() }
+// Close closes the admin connection and every driver's proxies; the suite
+// closes its clients first.
+func (h *harness) Close() {
+	h.admin.Close()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, k := range h.links {
+		k.close()
+	}
+}
 
 func (h *harness) ShortTTL() time.Duration { return testSession }
 
@@ -83,86 +115,146 @@ func (h *harness) ForceLoss(_ context.Context, name string) error {
 	return h.admin.Delete(parent+"/"+q[0].name, -1)
 }
 
-// Crash cuts the driver's TCP connections and refuses new ones: the session
-// lives on at the server until its timeout, as after a process crash.
-func (h *harness) Crash(_ context.Context, d driver.Driver) (bool, error) {
+func (h *harness) link(d driver.Driver) (*link, error) {
 	h.mu.Lock()
-	p := h.proxies[d.(*zkDriver)]
-	h.mu.Unlock()
-	p.partition(true)
+	defer h.mu.Unlock()
+	k := h.links[d]
+	if k == nil {
+		return nil, fmt.Errorf("zklock harness: driver %T was not made by MakeDriver", d)
+	}
+	return k, nil
+}
+
+// Crash resets the driver's TCP connections and refuses new ones: the
+// session lives on at the server until its timeout, as after a process
+// crash.
+func (h *harness) Crash(_ context.Context, d driver.Driver) (bool, error) {
+	k, err := h.link(d)
+	if err != nil {
+		return false, err
+	}
+	k.partition(true)
 	return false, nil
+}
+
+// ConnKinds: a driver has one connection per session, so only the empty
+// kind (all of them) is offered.
+func (h *harness) ConnKinds() []string { return nil }
+
+func (h *harness) Fault(d driver.Driver, kind string, f drivertest.Fault) (func(), error) {
+	if kind != "" {
+		return nil, fmt.Errorf("zklock harness: connection kind %q: want \"\" (a ZooKeeper session has one connection)", kind)
+	}
+	k, err := h.link(d)
+	if err != nil {
+		return nil, err
+	}
+	return faultproxy.Apply(k.proxies, faultproxy.Any, f), nil
 }
 
 func TestConformance(t *testing.T) {
 	drivertest.RunConformanceTests(t, newHarness)
 }
 
-// proxy sits between a driver and the servers: a dialer that can cut every
-// connection it made (a partition) and drop a connection right after a
-// create request went out (a lost reply).
-type proxy struct {
+// link is one driver's way to the servers: a fault proxy per server, and a
+// dialer that can drop a connection right after a create request went out
+// (a lost reply).
+type link struct {
+	proxies []*faultproxy.Proxy
+	conn    *zk.Conn // a connection given to New, closed with the link
+
 	mu          sync.Mutex
-	cut         bool
-	conns       []net.Conn
-	dropOnReply bool // armed: lose the connection when the next create's reply comes
+	down        func() // undoes partition(true)
+	dropOnReply bool   // armed: lose the connection when the next create's reply comes
 }
 
-func (p *proxy) dial(network, addr string, timeout time.Duration) (net.Conn, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cut {
-		return nil, errors.New("proxy: partitioned")
+func newLink(servers []string) (*link, error) {
+	k := &link{}
+	for _, s := range servers {
+		p, err := faultproxy.Start(s)
+		if err != nil {
+			k.close()
+			return nil, err
+		}
+		k.proxies = append(k.proxies, p)
 	}
+	return k, nil
+}
+
+// addrs are the proxies' addresses, one per server, for zk.Connect.
+func (k *link) addrs() []string {
+	var a []string
+	for _, p := range k.proxies {
+		a = append(a, p.Addr())
+	}
+	return a
+}
+
+func (k *link) close() {
+	if k.conn != nil {
+		k.conn.Close()
+	}
+	for _, p := range k.proxies {
+		p.Close()
+	}
+}
+
+// partition cuts (on: connections reset, new ones refused) or heals (off)
+// the driver's link to the servers.
+func (k *link) partition(on bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case on && k.down == nil:
+		k.down = faultproxy.Apply(k.proxies, faultproxy.Any, drivertest.Fault{Down: true})
+	case !on && k.down != nil:
+		k.down()
+		k.down = nil
+	}
+}
+
+// stall holds all of the driver's traffic (on) until called with off: a
+// partition that TCP rides out.
+func (k *link) stall() (undo func()) {
+	return faultproxy.Apply(k.proxies, faultproxy.Any, drivertest.Fault{Stall: true})
+}
+
+func (k *link) dial(network, addr string, timeout time.Duration) (net.Conn, error) {
 	c, err := net.DialTimeout(network, addr, timeout)
 	if err != nil {
 		return nil, err
 	}
-	pc := &proxyConn{Conn: c, p: p}
-	p.conns = append(p.conns, pc)
-	return pc, nil
+	return &dropConn{Conn: c, k: k}, nil
 }
 
-// partition cuts (on) or heals (off) the driver's link to the servers.
-func (p *proxy) partition(on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = on
-	if on {
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.conns = nil
-	}
-}
-
-type proxyConn struct {
+type dropConn struct {
 	net.Conn
-	p          *proxy
+	k          *link
 	createSent bool
 }
 
 const opCreate = 1
 
-func (c *proxyConn) Write(b []byte) (int, error) {
+func (c *dropConn) Write(b []byte) (int, error) {
 	// One Write per request: length, xid, opcode.
 	if len(b) >= 12 && b[8] == 0 && b[9] == 0 && b[10] == 0 && b[11] == opCreate {
-		c.p.mu.Lock()
-		if c.p.dropOnReply {
+		c.k.mu.Lock()
+		if c.k.dropOnReply {
 			c.createSent = true
 		}
-		c.p.mu.Unlock()
+		c.k.mu.Unlock()
 	}
 	return c.Conn.Write(b)
 }
 
-func (c *proxyConn) Read(b []byte) (int, error) {
+func (c *dropConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	c.p.mu.Lock()
-	drop := c.createSent && c.p.dropOnReply
+	c.k.mu.Lock()
+	drop := c.createSent && c.k.dropOnReply
 	if drop {
-		c.p.dropOnReply = false
+		c.k.dropOnReply = false
 	}
-	c.p.mu.Unlock()
+	c.k.mu.Unlock()
 	if drop {
 		c.Conn.Close()
 		return 0, errors.New("proxy: connection dropped after create")

@@ -11,6 +11,25 @@ import (
 	"time"
 )
 
+// ZKTickTime is the tickTime of the servers StartZooKeeper starts. The
+// servers grant session timeouts between 2 and 20 ticks (1 s to 10 s) unless
+// an option says otherwise.
+const ZKTickTime = 500 * time.Millisecond
+
+// ZKOption changes the configuration of the servers StartZooKeeper starts.
+type ZKOption func(*zkConfig)
+
+type zkConfig struct {
+	maxSession time.Duration
+}
+
+// ZKMaxSessionTimeout sets the servers' maxSessionTimeout: a client asking
+// for a longer session timeout is granted d. d must be a whole number of
+// milliseconds and at least 2 × ZKTickTime (the default minimum).
+func ZKMaxSessionTimeout(d time.Duration) ZKOption {
+	return func(c *zkConfig) { c.maxSession = d }
+}
+
 // StartZooKeeper starts a dedicated ZooKeeper ensemble of n servers (n == 1
 // runs standalone) on free loopback ports, with tickTime=500 so sessions as
 // short as 1 s are allowed, and waits until every server has joined the
@@ -20,10 +39,17 @@ import (
 // Start on a single stopped server waits until it answers "ruok", which it
 // does even before it has rejoined a quorum; use [WaitZooKeeperServing] to
 // wait until servers serve again.
-func StartZooKeeper(tb testing.TB, n int) []*Proc {
+func StartZooKeeper(tb testing.TB, n int, opts ...ZKOption) []*Proc {
 	tb.Helper()
 	if n < 1 {
 		tb.Fatalf("testserver: StartZooKeeper needs n >= 1, got %d", n)
+	}
+	var conf zkConfig
+	for _, o := range opts {
+		o(&conf)
+	}
+	if m := conf.maxSession; m != 0 && (m < 2*ZKTickTime || m%time.Millisecond != 0) {
+		tb.Fatalf("testserver: ZKMaxSessionTimeout(%v): want whole milliseconds, at least %v", m, 2*ZKTickTime)
 	}
 	java := binary(tb, EnvJava, "java")
 	cp := zkClasspath()
@@ -48,7 +74,7 @@ func StartZooKeeper(tb testing.TB, n int) []*Proc {
 			tb.Fatalf("testserver: %v", err)
 		}
 		cfg := []string{
-			"tickTime=500",
+			fmt.Sprintf("tickTime=%d", ZKTickTime.Milliseconds()),
 			"initLimit=10",
 			"syncLimit=5",
 			"dataDir=" + dataDir,
@@ -57,6 +83,9 @@ func StartZooKeeper(tb testing.TB, n int) []*Proc {
 			"maxClientCnxns=0",
 			"admin.enableServer=false",
 			"4lw.commands.whitelist=ruok,srvr,stat,mntr",
+		}
+		if conf.maxSession != 0 {
+			cfg = append(cfg, fmt.Sprintf("maxSessionTimeout=%d", conf.maxSession.Milliseconds()))
 		}
 		cfg = append(cfg, servers...)
 		cfgPath := filepath.Join(dir, "zoo.cfg")
