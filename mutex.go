@@ -84,8 +84,10 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 		if m.c.closeCtx.Err() != nil && ctx.Err() == nil {
 			return nil, wrap(m.name, op, ErrClosed)
 		}
+		if wait && errors.Is(err, ErrUnavailable) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			lastErr = err // the engine's own failure, even if ctx ended meanwhile
+		}
 		if ctx.Err() == nil && wait && errors.Is(err, ErrUnavailable) {
-			lastErr = err
 			if sleepCtx(actx, b.next()) {
 				continue
 			}
