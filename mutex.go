@@ -48,7 +48,7 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 		return nil, wrap(m.name, op, invalid("ctx", nil, "a non-nil context.Context"))
 	}
 	if m.name == "" {
-		return nil, invalid("name", `""`, "a non-empty lock name (any bytes)")
+		return nil, wrap(m.name, op, invalid("name", `""`, "a non-empty lock name (any bytes)"))
 	}
 	cfg, err := m.cfg.resolved()
 	if err != nil {
