@@ -36,9 +36,8 @@ import (
 
 // Client is a connection to a lock engine. It is safe for concurrent use.
 type Client struct {
-	drv  driver.Driver
-	cfg  config
-	name string // scheme, for errors
+	drv driver.Driver
+	cfg config
 
 	closeCtx context.Context // cancelled by Close
 	closeFn  context.CancelFunc
@@ -54,12 +53,12 @@ type Client struct {
 // it. If the options are bad it closes drv and returns the error.
 func NewClient(drv driver.Driver, opts ...Option) (*Client, error) {
 	if drv == nil {
-		return nil, invalid("driver", nil, "a non-nil driver.Driver")
+		return nil, wrap("", "new client", invalid("driver", nil, "a non-nil driver.Driver"))
 	}
 	cfg := defaultConfig().with(opts)
 	if _, err := cfg.resolved(); err != nil {
 		drv.Close()
-		return nil, err
+		return nil, wrap("", "new client", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Client{drv: drv, cfg: cfg, closeCtx: ctx, closeFn: cancel, leases: map[*Lease]struct{}{}}, nil
@@ -74,23 +73,23 @@ func (c *Client) Mutex(name string, opts ...Option) *Mutex {
 
 // Capabilities reports what the driver promises (fencing strength, fairness).
 // The zero value means the driver does not say.
-func (c *Client) Capabilities() driver.Capabilities {
+func (c *Client) Capabilities() Capabilities {
 	if cp, ok := c.drv.(driver.Capable); ok {
 		return cp.Capabilities()
 	}
-	return driver.Capabilities{}
+	return Capabilities{}
 }
 
 // Status reports whether name is held, by which token, for how much longer
 // and how many wait, for drivers that can tell. Others return an error
 // matching errors.ErrUnsupported.
-func (c *Client) Status(ctx context.Context, name string) (driver.Status, error) {
+func (c *Client) Status(ctx context.Context, name string) (Status, error) {
 	if name == "" {
-		return driver.Status{}, invalid("name", `""`, "a non-empty lock name")
+		return Status{}, wrap(name, "status", invalid("name", `""`, "a non-empty lock name"))
 	}
 	in, ok := c.drv.(driver.Inspector)
 	if !ok {
-		return driver.Status{}, fmt.Errorf("dlock: status of %q: %w by the %s driver", name, errors.ErrUnsupported, c.name)
+		return Status{}, wrap(name, "status", fmt.Errorf("%w: the driver (%T) cannot report a lock's status", errors.ErrUnsupported, c.drv))
 	}
 	st, err := in.Status(ctx, name)
 	if err != nil {
@@ -152,7 +151,7 @@ func (c *Client) Close() error {
 	wg.Wait()
 	c.calls.Wait()
 	if err := c.drv.Close(); err != nil {
-		errs[len(ended)] = fmt.Errorf("dlock: close driver: %w", err)
+		errs[len(ended)] = wrap("", "close", err)
 	}
 	return errors.Join(errs...)
 }
@@ -214,26 +213,25 @@ func Schemes() []string {
 func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: URL %q: %s", ErrInvalidArgument, redact(rawURL), parseProblem(err))
+		return nil, wrap("", "open", fmt.Errorf("%w: URL %q: %s", ErrInvalidArgument, redact(rawURL), parseProblem(err)))
 	}
 	if u.Scheme == "" {
-		return nil, invalid("URL", strconv.Quote(redact(rawURL)), "scheme://…, with a scheme among "+strings.Join(Schemes(), ", "))
+		return nil, wrap("", "open", invalid("URL", strconv.Quote(redact(rawURL)), "scheme://…, with a scheme among "+strings.Join(Schemes(), ", ")))
 	}
 	registryMu.RLock()
 	open := registry[u.Scheme]
 	registryMu.RUnlock()
 	if open == nil {
-		return nil, fmt.Errorf("%w: unknown URL scheme %q (registered: %s; forgotten import of its driver package?)",
-			ErrInvalidArgument, u.Scheme, strings.Join(Schemes(), ", "))
+		return nil, wrap("", "open", fmt.Errorf("%w: unknown URL scheme %q (registered: %s; forgotten import of its driver package?)",
+			ErrInvalidArgument, u.Scheme, strings.Join(Schemes(), ", ")))
 	}
 	drv, err := open(ctx, u)
 	if err != nil {
-		return nil, scrub(fmt.Errorf("dlock: open %s: %w", redactURL(u), err), secrets(u))
+		return nil, scrub(&Error{Op: "open", Name: redactURL(u), Err: err}, secrets(u))
 	}
 	c, err := NewClient(drv, opts...)
 	if err != nil {
 		return nil, err
 	}
-	c.name = u.Scheme
 	return c, nil
 }

@@ -13,10 +13,10 @@ import (
 // is released and the panic goes on.
 func Do(ctx context.Context, c *Client, name string, fn func(ctx context.Context, l *Lease) error, opts ...Option) error {
 	if c == nil {
-		return invalid("client", nil, "a non-nil *dlock.Client")
+		return wrap(name, "do", invalid("client", nil, "a non-nil *dlock.Client"))
 	}
 	if fn == nil {
-		return invalid("fn", nil, "a non-nil function")
+		return wrap(name, "do", invalid("fn", nil, "a non-nil function"))
 	}
 	l, err := c.Mutex(name, opts...).Lock(ctx)
 	if err != nil {

@@ -1,7 +1,7 @@
 package dlock
 
 import (
-	"fmt"
+	"strconv"
 
 	"github.com/dlockio/dlock/driver"
 )
@@ -30,7 +30,50 @@ var (
 	ErrUnavailable = driver.ErrUnavailable
 )
 
-// invalid reports a bad argument: which one, what it was, and what was expected.
-func invalid(arg string, got any, want string) error {
-	return fmt.Errorf("%w: %s = %v: want %s", ErrInvalidArgument, arg, got, want)
+// Status is what an engine can tell about a lock without taking it
+// (Client.Status).
+type Status = driver.Status
+
+// Capabilities describes what a client's driver promises: fencing strength,
+// fairness, scope and what its engine assumes (Client.Capabilities).
+type Capabilities = driver.Capabilities
+
+// Fencing says how strong a driver's fencing tokens are.
+type Fencing = driver.Fencing
+
+// The fencing strengths, weakest first.
+const (
+	FencingNone    = driver.FencingNone    // no usable token
+	FencingProcess = driver.FencingProcess // tokens increase while the process lives
+	FencingNode    = driver.FencingNode    // while the engine node keeps its data
+	FencingStrong  = driver.FencingStrong  // from a replicated, linearizable log; survive failover
+)
+
+// Error is what a failed call on a lock returns, after fs.PathError: the
+// operation, the lock's name and the cause. errors.Is and errors.As look
+// through it, to the sentinels above and to the engine's own error.
+type Error struct {
+	Op   string // "lock", "trylock", "unlock", "release", "status", "lease" (why a lease ended), "open", "new client"
+	Name string // the lock's name; "" for Open and NewClient
+	Err  error
 }
+
+func (e *Error) Error() string {
+	if e.Name == "" {
+		return "dlock: " + e.Op + ": " + e.Err.Error()
+	}
+	return "dlock: " + e.Op + " " + strconv.Quote(e.Name) + ": " + e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// wrap puts an error of op on the lock name in an *Error; nil stays nil.
+func wrap(name, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Op: op, Name: name, Err: err}
+}
+
+// invalid reports a bad argument: which one, what it was, and what was expected.
+func invalid(arg string, got any, want string) error { return driver.InvalidArgument(arg, got, want) }

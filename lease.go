@@ -171,7 +171,7 @@ func (l *Lease) finish(state leaseState, reason error) (ended, slot bool) {
 		return false, false
 	}
 	l.state = state
-	l.err = fmt.Errorf("lock %q: %w", l.name, reason)
+	l.err = wrap(l.name, "lease", reason)
 	err := l.err
 	l.mu.Unlock()
 	delete(c.leases, l)
@@ -206,7 +206,7 @@ func (l *Lease) release(ctx context.Context, retry bool) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, ErrLockLost):
-		lost := fmt.Errorf("lock %q: %w: the engine no longer held it at release", l.name, ErrLockLost)
+		lost := wrap(l.name, "release", fmt.Errorf("%w: the engine no longer held it", ErrLockLost))
 		l.mu.Lock()
 		if l.state == stateEnded {
 			l.err = lost
@@ -265,12 +265,13 @@ func (l *Lease) loseAndRelease(cause error) {
 
 func (l *Lease) deadlinePassed() {
 	l.mu.Lock()
-	why := "the last renewal had not answered"
-	if l.renewFail != nil {
-		why = "last error: " + l.renewFail.Error()
-	}
+	last := l.renewFail
 	l.mu.Unlock()
-	l.loseAndRelease(fmt.Errorf("%w: no successful renewal before the safety deadline (%s)", ErrLockLost, why))
+	if last == nil {
+		l.loseAndRelease(fmt.Errorf("%w: no successful renewal before the safety deadline (the last renewal had not answered)", ErrLockLost))
+		return
+	}
+	l.loseAndRelease(fmt.Errorf("%w: no successful renewal before the safety deadline (last error: %w)", ErrLockLost, last))
 }
 
 // margin is the safety margin for a validity window: the configured one,
@@ -334,7 +335,7 @@ func (l *Lease) renewOnce() (lost error) {
 		l.deadlineT.Reset(time.Until(l.deadlineOf(l.v))) // if it fired already, the lease stays lost
 		l.renewT.Reset(time.Until(l.v.Since.Add(l.interval)))
 	case errors.Is(err, ErrLockLost):
-		return fmt.Errorf("%w: renewal found it gone: %v", ErrLockLost, err)
+		return fmt.Errorf("renewal found it gone: %w", err) // err matches ErrLockLost
 	default:
 		l.mu.Lock()
 		if l.renewFail == nil {

@@ -48,7 +48,7 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 		return nil, wrap(m.name, op, invalid("ctx", nil, "a non-nil context.Context"))
 	}
 	if m.name == "" {
-		return nil, invalid("name", `""`, "a non-empty lock name (any bytes)")
+		return nil, wrap(m.name, op, invalid("name", `""`, "a non-empty lock name (any bytes)"))
 	}
 	cfg, err := m.cfg.resolved()
 	if err != nil {
@@ -84,8 +84,10 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 		if m.c.closeCtx.Err() != nil && ctx.Err() == nil {
 			return nil, wrap(m.name, op, ErrClosed)
 		}
+		if wait && errors.Is(err, ErrUnavailable) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			lastErr = err // the engine's own failure, even if ctx ended meanwhile
+		}
 		if ctx.Err() == nil && wait && errors.Is(err, ErrUnavailable) {
-			lastErr = err
 			if sleepCtx(actx, b.next()) {
 				continue
 			}

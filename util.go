@@ -2,23 +2,10 @@ package dlock
 
 import (
 	"errors"
-	"fmt"
 	"net/url"
 	"regexp"
 	"strings"
 )
-
-// wrap adds the lock name and the operation to an engine error, leaving
-// sentinel and context errors matchable.
-func wrap(name, op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	if strings.HasPrefix(err.Error(), "dlock: ") || strings.HasPrefix(err.Error(), "lock ") {
-		return fmt.Errorf("%s %q: %w", op, name, err)
-	}
-	return fmt.Errorf("dlock: %s %q: %w", op, name, err)
-}
 
 // redact hides what may be a credential in a URL: the password (or the
 // whole user info of a URL that does not parse) and the values of query

@@ -45,8 +45,49 @@ func dlockRedlock(e *Engines) []Contender {
 	for i, c := range e.Redis.Clients {
 		nodes[i] = c
 	}
-	return []Contender{dlockContender("dlock-redlock", "redlock", "redislock.NewRedlock(5 nodes) per worker, defaults",
-		func() (*dlock.Client, error) { return redislock.NewRedlock(nodes) })}
+	return []Contender{
+		dlockContender("dlock-redlock", "redlock", "redislock.NewRedlock(5 nodes) per worker on the shared go-redis clients, defaults",
+			func() (*dlock.Client, error) { return redislock.NewRedlock(nodes) }),
+		dlockRedlockPerWorker(e),
+	}
+}
+
+// dlockRedlockPerWorker gives every worker go-redis clients of its own to
+// the five nodes, as separate processes would have: every worker then has
+// its own pub/sub connections and its own pool per node, and wake-ups
+// travel between clients rather than within one (the setting in which
+// issue 12 saw Redlock waiters stall for a whole TTL).
+func dlockRedlockPerWorker(e *Engines) Contender {
+	return Contender{
+		Name: "dlock-redlock-cpw", Family: "redlock", Kind: Dlock,
+		Note: "redislock.NewRedlock per worker over go-redis clients of its own to the 5 nodes, defaults",
+		NewWorker: func(ctx context.Context) (Worker, error) {
+			var rdbs []*redis.Client
+			var nodes []redis.UniversalClient
+			closeAll := func() {
+				for _, c := range rdbs {
+					c.Close()
+				}
+			}
+			for _, shared := range e.Redis.Clients {
+				c := redis.NewClient(&redis.Options{Addr: shared.Options().Addr})
+				c.AddHook(countHook{&e.Redis.sent})
+				rdbs, nodes = append(rdbs, c), append(nodes, c)
+			}
+			c, err := redislock.NewRedlock(nodes)
+			if err != nil {
+				closeAll()
+				return nil, err
+			}
+			w := DlockWorker(c).(WorkerFunc)
+			w.CloseFunc = func() error {
+				err := c.Close()
+				closeAll()
+				return err
+			}
+			return w, nil
+		},
+	}
 }
 
 // dlockShared is one dlock client shared by every worker, the way one

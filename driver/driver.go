@@ -14,6 +14,20 @@ import (
 	"time"
 )
 
+// CleanupTimeout bounds one engine request that cleans up after a failure or
+// a cancelled wait (a queue entry, a half-taken key). Such a request runs
+// without the caller's cancellation, which is often what failed: see
+// CleanupContext. A driver that cannot clean up within it retries in the
+// background until it can, or until it is closed.
+const CleanupTimeout = 2 * time.Second
+
+// CleanupContext returns the context for a cleanup request made on behalf
+// of a call whose context is ctx: ctx's values, not its cancellation, and
+// CleanupTimeout.
+func CleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
+}
+
 // Driver is one connection (or session) to an engine. The portable layer calls
 // its methods from many goroutines at once.
 type Driver interface {

@@ -1,27 +1,32 @@
 package driver
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // The sentinel errors shared by drivers and the portable package, which
-// re-exports them. Match them with errors.Is.
+// re-exports them. Match them with errors.Is. Their texts carry no package
+// prefix: the error that wraps one says where it came from (dlock.Error
+// does: "dlock: lock \"jobs/nightly\": lock not acquired").
 var (
 	// ErrNotAcquired: the lock is held by someone else (TryLock).
-	ErrNotAcquired = errors.New("dlock: lock not acquired")
+	ErrNotAcquired = errors.New("lock not acquired")
 	// ErrLockLost: the lock is no longer held by this owner, or may not be.
-	ErrLockLost = errors.New("dlock: lock lost")
+	ErrLockLost = errors.New("lock lost")
 	// ErrNotHeld: the lease was already released.
-	ErrNotHeld = errors.New("dlock: lock not held")
+	ErrNotHeld = errors.New("lock not held")
 	// ErrClosed: the client was closed.
-	ErrClosed = errors.New("dlock: client closed")
+	ErrClosed = errors.New("client closed")
 	// ErrInvalidArgument: an argument was out of range or malformed; the
 	// wrapping error names it and says what was expected.
-	ErrInvalidArgument = errors.New("dlock: invalid argument")
+	ErrInvalidArgument = errors.New("invalid argument")
 	// ErrUnavailable: the engine could not be reached or could not answer
 	// now, and may later: a refused, reset or timed-out connection, no
 	// quorum, a session being re-established. A blocking Lock retries such
 	// errors (with backoff) until its context ends; every other engine error
 	// is reported at once. Drivers mark errors with Unavailable.
-	ErrUnavailable = errors.New("dlock: engine unavailable")
+	ErrUnavailable = errors.New("engine unavailable")
 )
 
 // Unavailable marks err as transient (errors.Is(err, ErrUnavailable)),
@@ -38,3 +43,10 @@ type unavailableError struct{ err error }
 
 func (e unavailableError) Error() string   { return e.err.Error() }
 func (e unavailableError) Unwrap() []error { return []error{e.err, ErrUnavailable} }
+
+// InvalidArgument reports a bad argument, naming it, what it was and what
+// was expected: "invalid argument: TTL = 1ns: want a duration >= 100ms". It
+// matches ErrInvalidArgument.
+func InvalidArgument(arg string, got any, want string) error {
+	return fmt.Errorf("%w: %s = %v: want %s", ErrInvalidArgument, arg, got, want)
+}

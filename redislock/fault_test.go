@@ -114,10 +114,14 @@ func TestRedlockMinorityDown(t *testing.T) {
 		t.Errorf("TryLock with 3 of 5 down took %v", d)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 700*time.Millisecond)
+	start = time.Now()
 	_, err = a.Mutex(name).Lock(wctx)
 	cancel()
-	if err != context.DeadlineExceeded {
-		t.Fatalf("Lock with 3 of 5 down = %v, want context.DeadlineExceeded", err)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Lock with 3 of 5 down = %v, want context.DeadlineExceeded (waiting for the majority)", err)
+	}
+	if d := time.Since(start); d < 700*time.Millisecond || d > 700*time.Millisecond+time.Second {
+		t.Errorf("Lock with 3 of 5 down returned after %v, want at its context's deadline (700ms)", d)
 	}
 
 	for _, p := range procs[:3] {

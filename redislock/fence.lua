@@ -1,5 +1,5 @@
 -- Redlock fence write-back on one node. KEYS[1] lock key, KEYS[2] fence
--- counter. ARGV[1] owner id, ARGV[2] token.
+-- counter. ARGV[1] the attempt's key value, ARGV[2] token.
 -- Raises the counter to the token if we still hold the lock here; returns 1
 -- if we do, 0 if not.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then

@@ -12,6 +12,7 @@ func TestKeysOf(t *testing.T) {
 		channel: "dlock:{a%20b%7Bc%7D}:released",
 		queue:   "dlock:{a%20b%7Bc%7D}:waiters",
 		alive:   "dlock:{a%20b%7Bc%7D}:alive",
+		gone:    "dlock:{a%20b%7Bc%7D}:gone",
 	}
 	if k != want {
 		t.Errorf("keysOf = %+v, want %+v", k, want)

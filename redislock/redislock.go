@@ -10,14 +10,16 @@
 //
 // # Single node
 //
-// A lock is three names sharing one hash tag, so that they live in one slot
+// A lock is a few names sharing one hash tag, so that they live in one slot
 // of a Redis Cluster: the lock key PREFIX{NAME} holding the owner's random id
-// with the TTL, the fence counter PREFIX{NAME}:fence and the release channel
-// PREFIX{NAME}:released. NAME is the lock's name with every byte other than
-// letters, digits, '-', '.', '_' and '/' written as %XX, so names of any
-// bytes map to distinct keys and cannot break the hash tag. The fence counter
-// has no TTL: it must outlive the lock for tokens to keep increasing, so it
-// stays behind (a few bytes per lock name ever used).
+// with the TTL, the fence counter PREFIX{NAME}:fence, the release channel
+// PREFIX{NAME}:released, the waiter queue PREFIX{NAME}:waiters and the set of
+// given-up attempts PREFIX{NAME}:gone. NAME is the lock's name with every
+// byte other than letters, digits, '-', '.', '_' and '/' written as %XX, so
+// names of any bytes map to distinct keys and cannot break the hash tag. The
+// fence counter has no TTL: it must outlive the lock for tokens to keep
+// increasing, so it stays behind (a few bytes per lock name ever used); the
+// other keys expire.
 //
 // Taking the lock is one Lua script: if the key is absent it increments the
 // fence counter, sets the key and returns the counter as the fencing token;
@@ -25,33 +27,55 @@
 // scripts that compare the owner id before PEXPIRE or DEL.
 //
 // A waiter subscribes to the release channel (all waiters of a client share
-// one pub/sub connection), then tries again; that second try, failing, puts
-// it in the lock's waiter queue PREFIX{NAME}:waiters. A release that finds a
-// queued waiter does not free the lock: the same script hands it over,
-// taking the next token, setting the key to the waiter's owner id with the
-// TTL, and publishing "OWNER TOKEN TTL", so that the waiter holds the lock
-// when the message arrives, with no further round trip. A waiter that gave
-// up meanwhile releases such a grant when the message reaches its client
-// (which passes the lock on to the next); one whose process died leaves it
-// to expire after the TTL, and its queue entry expires 2 TTL + 1 s after its
-// last try, so it is skipped after that. A waiter also tries again when the
-// holder's key would expire, so a crashed holder is replaced at its expiry,
-// not at some poll tick. With nobody queued, a release is a plain
+// one pub/sub connection) and, once the server has confirmed that, tries
+// again; that try, failing, puts it in the waiter queue. A release that
+// finds a queued waiter does not free the lock: the same script hands it
+// over, taking the next token, setting the key to the waiter's owner id with
+// the TTL, and publishing "OWNER TOKEN TTL", so that the waiter holds the
+// lock when the message arrives, with no further round trip. The waiter may
+// also find the lock already its by its own attempt, before the message
+// arrives (a pub/sub connection can lag the command connection): the client
+// then remembers that the grant was taken up, so that the late message is
+// not taken for a grant to a waiter that gave up, which would be given back.
+// A grant message older than the waiter's last look at the lock (its token
+// no higher than the fence counter that look saw) is ignored. A waiter that
+// gave up releases a grant when the message reaches its client (which passes
+// the lock on to the next); one whose process died leaves it to expire after
+// the TTL, and its queue entry expires 2 x the longer of its own TTL and the
+// holder's remaining TTL, + 1 s, after its last try. A waiter also tries
+// again when the holder's key would expire, so a crashed holder is replaced
+// at its expiry, not at some poll tick; and a waiter whose subscription
+// cannot be made or is not confirmed waits that way too, and subscribes
+// again, rather than fail or hang. With nobody queued, a release is a plain
 // compare-and-delete that publishes nothing.
+//
+// An attempt whose reply was lost is given back, and the server then
+// refuses that owner's attempts for a while (the :gone set), so that a copy
+// arriving late cannot take the lock for nobody.
 //
 // Fencing tokens come from the node's counter (driver.FencingNode): they
 // increase as long as the node keeps its data. A restart without
 // persistence, or a failover to a replica that had not yet received the last
 // increments (replication is asynchronous), can repeat tokens and can grant
-// a lock twice.
+// a lock twice. So can eviction: a node whose maxmemory-policy is allkeys-*
+// (any key, the fence counter too, may be evicted) is refused, at Open or
+// before the first lock of a client made with New; under volatile-* a lock
+// key may be evicted before its TTL (the counter is kept), which
+// Capabilities notes, as it notes a policy the server will not show.
 //
 // # Redlock
 //
 // With several independent masters (NewRedlock, redlock://) a lock is taken
 // on each node in parallel and held if a majority granted it within its
 // validity time: TTL minus the time the attempt took minus a drift allowance
-// of TTL/100 + 2 ms. A failed attempt releases whatever it took. Renewal
-// must succeed on a majority; release goes to every node.
+// of TTL/100 + 2 ms. Renewal must succeed on a majority; release goes to
+// every node. Each attempt writes a key value of its own (the owner id and
+// the attempt's number); a failed one gives back what it took on each node
+// once that node has answered, and every give-back and release records the
+// attempt as over on the node, which then refuses its requests: a request
+// that reaches a node late (a straggler) cannot leave a key there that
+// nobody will release. A Redlock opened from a URL needs a majority of its
+// nodes to answer; the others are named in Capabilities' notes.
 //
 // Redlock waiters queue on every node under a ticket of their own (the time
 // they began to wait), the same on each node, so the nodes' queues agree on
@@ -59,9 +83,12 @@
 // and publishes its owner id: one client tries, rather than every waiting
 // client at once, which split the vote so that all backed off. The woken
 // waiter, if it fails, queues again with its ticket, keeping its place; if
-// it gives up it wakes the next in line. Contenders that still split the
-// vote (waiters that barge in on their first try) each pause a random
-// moment before trying again.
+// it gives up it wakes the next in line. A holder's release takes its own
+// entries out of every node's queue, so that no stale entry absorbs a
+// wake-up. Contenders that split the vote so that each finds most nodes held
+// but nobody a majority sleep like waiters, and the give-back of each wakes
+// the first in line, so that someone tries as soon as the keys are gone;
+// contenders that find most nodes free pause a random moment and try again.
 //
 // Tokens stay strictly increasing across grants: after locking a majority,
 // the client reads the fence counters of the nodes it holds, takes the
@@ -84,6 +111,26 @@
 // lease up on the client's monotonic clock before the nodes could expire it,
 // which addresses the client-side half of (3) but not a pause of the whole
 // process.
+//
+// # Errors, contexts and logging
+//
+// Errors that may pass (a refused, reset or timed-out connection, a pool
+// timeout, LOADING, TRYAGAIN, CLUSTERDOWN, MASTERDOWN, READONLY, BUSY, OOM,
+// a Redlock majority out of reach) match driver.ErrUnavailable, so that a
+// blocking Lock rides them out; WRONGTYPE, a key without TTL, a refused
+// password and a go-redis client closed by its owner do not.
+//
+// Every request ends by its context's deadline, also on a go-redis client
+// without ContextTimeoutEnabled: when the deadline is shorter than the
+// client's own read and write timeouts, the driver stops waiting for the
+// request at the deadline (a goroutine waits it out). Clients with
+// ContextTimeoutEnabled (those made from URLs) need nothing of the kind. As
+// in go-redis, a request is not abandoned on a cancellation without
+// deadline.
+//
+// Clients made from a URL never write to go-redis's process-wide logger:
+// their failed dials come back as errors only. Clients passed to New or
+// NewRedlock log as their owner configured go-redis (redis.SetLogger).
 package redislock
 
 import (
@@ -93,8 +140,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -188,12 +237,97 @@ type Driver struct {
 	id     string
 	seq    atomic.Uint64
 	closed atomic.Bool
+	bg     sync.WaitGroup // give-backs and stragglers running after their call returned
+	// checked: every node's eviction policy has been checked (eviction.go).
+	checked atomic.Bool
+	// missing: nodes that did not answer when the driver was opened from a
+	// URL (a Redlock opens with a majority).
+	missing []string
 }
 
 type node struct {
 	rdb  redis.UniversalClient
 	name string // for errors: the address, when known
 	hub  *hub
+	// aware: rdb bounds its requests by their context's deadline
+	// (ContextTimeoutEnabled); otherwise run does.
+	aware    bool
+	timeouts time.Duration // the client's own bound on a request, 0 if none (clientTimeouts)
+	bg       *sync.WaitGroup
+	eviction evictionCheck
+}
+
+// run runs script on the node and returns when it answers or ctx's
+// deadline passes, whichever comes first, even with a client that ignores
+// contexts (go-redis without ContextTimeoutEnabled waits out its own read
+// and write timeouts): the portable layer bounds Unlock and Close by the
+// deadline of the context it passes. A request cut short this way may still
+// reach the server; every caller copes with that (owner-checked scripts,
+// refused late attempts). Like go-redis, run does not abandon a request on
+// a mere cancellation.
+func (n *node) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	return await(ctx, n, func() *redis.Cmd { return script.Run(ctx, n.rdb, keys, args...) }, redis.NewCmd)
+}
+
+// await runs do, a request to n, bounded by ctx's deadline as run says;
+// empty makes the command that carries the deadline's error.
+func await[C redis.Cmder](ctx context.Context, n *node, do func() C, empty func(context.Context, ...any) C) C {
+	dl, ok := ctx.Deadline()
+	if !ok || n.aware || n.timeouts > 0 && n.timeouts <= time.Until(dl)+timeoutSlack {
+		// No deadline, or one the client keeps by itself.
+		return do()
+	}
+	// The client would wait longer than the deadline allows: wait for it
+	// in a goroutine. (Only for deadlines shorter than the client's own
+	// timeouts, e.g. the Unlock of a lock whose TTL is shorter: a
+	// goroutine per request costs more than the request on a loaded
+	// machine. go-redis's WithTimeout clone would be cheaper, but drops
+	// the hooks the application added to its client.)
+	done := make(chan C, 1)
+	n.bg.Go(func() { done <- do() })
+	select {
+	case c := <-done:
+		return c
+	case <-ctx.Done():
+		c := empty(ctx)
+		c.SetErr(ctx.Err())
+		return c
+	}
+}
+
+// timeoutSlack is how far past a deadline a client's own timeout may end a
+// request for the deadline to count as kept.
+const timeoutSlack = 100 * time.Millisecond
+
+// clientTimeouts returns the longest a request on c waits on its socket
+// (the larger of its read and write timeouts), 0 if unbounded or unknown.
+func clientTimeouts(c redis.UniversalClient) time.Duration {
+	var r, w time.Duration
+	switch c := c.(type) {
+	case *redis.Client:
+		r, w = c.Options().ReadTimeout, c.Options().WriteTimeout
+	case *redis.ClusterClient:
+		r, w = c.Options().ReadTimeout, c.Options().WriteTimeout
+	case *redis.Ring:
+		r, w = c.Options().ReadTimeout, c.Options().WriteTimeout
+	}
+	if r <= 0 || w <= 0 {
+		return 0
+	}
+	return max(r, w)
+}
+
+// honoursContext reports whether c bounds requests by their context.
+func honoursContext(c redis.UniversalClient) bool {
+	switch c := c.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return false
 }
 
 var (
@@ -211,9 +345,8 @@ func newDriver(clients []redis.UniversalClient, o Options, owned bool) (*Driver,
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	if strings.ContainsAny(prefix, "{}") {
-		return nil, fmt.Errorf("%w: redislock: prefix %q: want no '{' or '}' (they would change the hash tag)",
-			dlock.ErrInvalidArgument, prefix)
+	if err := checkPrefix(prefix); err != nil {
+		return nil, err
 	}
 	var b [12]byte
 	rand.Read(b[:])
@@ -222,9 +355,18 @@ func newDriver(clients []redis.UniversalClient, o Options, owned bool) (*Driver,
 		if c == nil {
 			return nil, fmt.Errorf("%w: redislock: client %d is nil", dlock.ErrInvalidArgument, i)
 		}
-		d.nodes = append(d.nodes, &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".", len(clients) > 1)})
+		d.nodes = append(d.nodes, &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".", len(clients) > 1, &d.bg),
+			aware: honoursContext(c), timeouts: clientTimeouts(c), bg: &d.bg})
 	}
 	return d, nil
+}
+
+func checkPrefix(prefix string) error {
+	if strings.ContainsAny(prefix, "{}") {
+		return fmt.Errorf("%w: redislock: prefix %q: want no '{' or '}' (they would change the hash tag)",
+			dlock.ErrInvalidArgument, prefix)
+	}
+	return nil
 }
 
 func nodeName(c redis.UniversalClient, i int) string {
@@ -236,17 +378,17 @@ func nodeName(c redis.UniversalClient, i int) string {
 
 // keys are the Redis names of one lock.
 type keys struct {
-	lock, fence, channel, queue, alive string
+	lock, fence, channel, queue, alive, gone string
 }
 
-// keysOf makes all five names as slices of one string: one allocation per
-// Acquire instead of five, on a path whose cost is measured in allocations.
+// keysOf makes all six names as slices of one string: one allocation per
+// Acquire instead of six, on a path whose cost is measured in allocations.
 func (d *Driver) keysOf(name string) keys {
 	tag := d.prefix + "{" + escape(name) + "}"
-	const fence, released, waiters, alive = ":fence", ":released", ":waiters", ":alive"
+	const fence, released, waiters, alive, gone = ":fence", ":released", ":waiters", ":alive", ":gone"
 	var b strings.Builder
-	b.Grow(4*len(tag) + len(fence) + len(released) + len(waiters) + len(alive))
-	for _, suffix := range []string{fence, released, waiters, alive} {
+	b.Grow(5*len(tag) + len(fence) + len(released) + len(waiters) + len(alive) + len(gone))
+	for _, suffix := range []string{fence, released, waiters, alive, gone} {
 		b.WriteString(tag)
 		b.WriteString(suffix)
 	}
@@ -256,7 +398,7 @@ func (d *Driver) keysOf(name string) keys {
 	for _, f := range []struct {
 		dst *string
 		n   int
-	}{{&k.fence, len(fence)}, {&k.channel, len(released)}, {&k.queue, len(waiters)}, {&k.alive, len(alive)}} {
+	}{{&k.fence, len(fence)}, {&k.channel, len(released)}, {&k.queue, len(waiters)}, {&k.alive, len(alive)}, {&k.gone, len(gone)}} {
 		*f.dst = all[i : i+len(tag)+f.n]
 		i += len(tag) + f.n
 	}
@@ -301,145 +443,15 @@ func (d *Driver) owner() string {
 
 func ttlMillis(ttl time.Duration) int64 { return max(ttl.Milliseconds(), 1) }
 
-// Acquire implements driver.Driver.
-func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
-	if d.closed.Load() {
-		return nil, driver.Validity{}, driver.ErrClosed
-	}
-	l := &lock{d: d, keys: d.keysOf(req.Name), owner: d.owner(), ttl: req.TTL}
-	var w *waiter
-	var joined []*node
-	granted := false
-	defer func() {
-		for _, n := range joined {
-			n.hub.leave(l.keys.channel, w, false)
-		}
-		if w != nil && !granted {
-			l.dequeue(ctx)
-			if w.grant.Load() != nil {
-				// Granted by a release while giving up: give it back
-				// (the release passes it on to the next waiter).
-				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-				l.release(rctx, true)
-				cancel()
-			}
-		}
-	}()
-	for {
-		res := l.attempt(ctx, w != nil)
-		if res.err == nil && res.granted {
-			granted = true
-			if w != nil {
-				select {
-				case <-w.wake: // stale: the release it announced is ours now
-				default:
-				}
-			}
-			return l, res.validity, nil
-		}
-		if !req.Wait {
-			if res.err != nil {
-				return nil, driver.Validity{}, res.err
-			}
-			return nil, driver.Validity{}, driver.ErrNotAcquired
-		}
-		if res.err != nil && !res.retry {
-			// This attempt may have consumed a wake-up: hand it on.
-			for _, n := range joined {
-				n.hub.leave(l.keys.channel, w, true)
-			}
-			joined = nil
-			return nil, driver.Validity{}, res.err
-		}
-		if w == nil {
-			// Subscribe, then look again: a release between the failed
-			// attempt and the subscription would otherwise go unseen.
-			w = newWaiter(l.owner)
-			l.ticket = time.Now().UnixMicro()
-			var err error
-			joined, err = d.join(ctx, l.keys.channel, w)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil, driver.Validity{}, ctx.Err()
-				}
-				return nil, driver.Validity{}, fmt.Errorf("redislock: subscribe to %q: %w", l.keys.channel, err)
-			}
-			continue
-		}
-		if !sleep(ctx, res.pause) {
-			return nil, driver.Validity{}, ctx.Err()
-		}
-		if res.pause > 0 {
-			continue
-		}
-		t := time.NewTimer(res.wait)
-		select {
-		case <-w.wake:
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, driver.Validity{}, ctx.Err()
-		}
-		t.Stop()
-		if g := w.grant.Load(); g != nil {
-			v, err := l.granted(ctx, g)
-			if err != nil {
-				return nil, driver.Validity{}, err // the deferred release gives it back
-			}
-			granted = true
-			return l, v, nil
-		}
-	}
-}
+// background runs fn, a bounded request whose outcome its caller does not
+// wait for; Close waits for it a moment.
+func (d *Driver) background(fn func()) { d.bg.Go(fn) }
 
-// sleep waits d, or returns false when ctx ends first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// join subscribes w on every node that answers; with Redlock a majority
-// must, or releases there could go unseen.
-func (d *Driver) join(ctx context.Context, channel string, w *waiter) ([]*node, error) {
-	if len(d.nodes) == 1 {
-		if err := d.nodes[0].hub.join(ctx, channel, w); err != nil {
-			return nil, err
-		}
-		return d.nodes, nil
-	}
-	errs := make([]error, len(d.nodes))
-	fanOut(len(d.nodes), func(i int) {
-		// A node that does not confirm soon is left out rather than
-		// holding up the wait on the others.
-		jctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		errs[i] = d.nodes[i].hub.join(jctx, channel, w)
-	})
-	var joined []*node
-	var failed []error
-	for i, err := range errs {
-		if err == nil {
-			joined = append(joined, d.nodes[i])
-		} else {
-			failed = append(failed, fmt.Errorf("%s: %w", d.nodes[i].name, err))
-		}
-	}
-	if len(joined) == 0 {
-		return nil, errors.Join(failed...)
-	}
-	// Fewer than all is fine: the unreachable nodes cannot be part of the
-	// next holder's majority, and the timer covers expiries.
-	return joined, nil
-}
+// closeWait bounds how long Close waits for background requests. Each is
+// bounded by its own timeout, or by the read timeout of a client that
+// ignores contexts; closing the clients (opened from a URL) ends them at
+// once.
+const closeWait = time.Second
 
 // Close implements driver.Driver.
 func (d *Driver) Close() error {
@@ -451,62 +463,81 @@ func (d *Driver) Close() error {
 		if err := n.hub.close(); err != nil && !errors.Is(err, redis.ErrClosed) {
 			errs = append(errs, err)
 		}
-		if d.owned {
+	}
+	if d.owned {
+		for _, n := range d.nodes {
 			if err := n.rdb.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
 				errs = append(errs, err)
 			}
 		}
 	}
+	idle := make(chan struct{})
+	go func() {
+		d.bg.Wait()
+		close(idle)
+	}()
+	select {
+	case <-idle:
+	case <-time.After(closeWait):
+	}
 	return errors.Join(errs...)
 }
 
-// Capabilities implements driver.Capable.
+// Capabilities implements driver.Capable. Notes also say what the checks
+// of the nodes found: an eviction policy that weakens locks, one that could
+// not be read, nodes unreachable when the driver was opened.
 func (d *Driver) Capabilities() driver.Capabilities {
-	if len(d.nodes) == 1 {
-		return driver.Capabilities{
-			Fencing: driver.FencingNode,
-			Scope:   "cluster",
-			Notes: "single Redis node (or one Cluster slot / Sentinel master): tokens come from a counter on the node; " +
-				"a restart without persistence or a failover to a replica behind on asynchronous replication can repeat " +
-				"tokens and grant a lock twice",
-		}
-	}
-	return driver.Capabilities{
-		Fencing: driver.FencingNode,
-		Scope:   "cluster",
-		Notes: fmt.Sprintf("Redlock over %d independent masters, majority %d: assumes bounded clock drift "+
+	notes := []string{"single Redis node (or one Cluster slot / Sentinel master): tokens come from a counter on the node; " +
+		"a restart without persistence or a failover to a replica behind on asynchronous replication can repeat " +
+		"tokens and grant a lock twice; an eviction policy other than noeviction can drop lock keys " +
+		"(allkeys-* is refused: it can drop the counter too)"}
+	if len(d.nodes) > 1 {
+		notes = []string{fmt.Sprintf("Redlock over %d independent masters, majority %d: assumes bounded clock drift "+
 			"(allowance TTL/100+2ms) and that a crashed node keeps its data (AOF fsync=always) or stays down "+
 			"for a TTL before rejoining empty; tokens are written back to a majority before each grant so they "+
 			"strictly increase under that assumption. Safety rests on timing (Kleppmann, \"How to do distributed "+
-			"locking\"; Sanfilippo, \"Is Redlock safe?\"): use the fencing token", len(d.nodes), d.quorum),
+			"locking\"; Sanfilippo, \"Is Redlock safe?\"): use the fencing token; an eviction policy other than "+
+			"noeviction can drop lock keys (allkeys-* is refused)", len(d.nodes), d.quorum)}
 	}
+	if len(d.missing) > 0 {
+		notes = append(notes, fmt.Sprintf("unreachable when opened: %s (locks need %d of the %d nodes)",
+			strings.Join(d.missing, "; "), d.quorum, len(d.nodes)))
+	}
+	notes = append(notes, d.evictionNotes()...)
+	return driver.Capabilities{Fencing: driver.FencingNode, Scope: "cluster", Notes: strings.Join(notes, ". ")}
 }
 
-// Status implements driver.Inspector. Waiters is -1: Redis does not queue
-// them.
+// Status implements driver.Inspector. Waiters counts the queued waiters
+// that are still trying (with Redlock, the most any answering node has
+// queued); a waiter woken by a release and trying at that moment is not
+// queued, and one that has just begun to wait is queued only once it has
+// subscribed and looked again.
 func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error) {
 	if d.closed.Load() {
 		return driver.Status{}, driver.ErrClosed
 	}
 	k := d.keysOf(name)
+	deadlines := k.queue
+	if len(d.nodes) > 1 {
+		deadlines = k.alive
+	}
 	type reply struct {
-		pttl, fence int64
-		err         error
+		pttl, fence, waiters int64
+		err                  error
 	}
 	rs := make([]reply, len(d.nodes))
 	fanOut(len(d.nodes), func(i int) {
-		v, err := statusScript.Run(ctx, d.nodes[i].rdb, []string{k.lock, k.fence}).Int64Slice()
-		if err == nil && len(v) != 2 {
+		v, err := d.nodes[i].run(ctx, statusScript, []string{k.lock, k.fence, deadlines}).Int64Slice()
+		if err == nil && len(v) != 3 {
 			err = fmt.Errorf("unexpected reply %v", v)
 		}
 		if err != nil {
 			rs[i].err = d.nodes[i].errorf(k.lock, err)
 			return
 		}
-		rs[i].pttl, rs[i].fence = v[0], v[1]
+		rs[i].pttl, rs[i].fence, rs[i].waiters = v[0], v[1], v[2]
 	})
 	var st driver.Status
-	st.Waiters = -1
 	var ttls []int64
 	var errs []error
 	for _, r := range rs {
@@ -514,13 +545,17 @@ func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error)
 			errs = append(errs, r.err)
 			continue
 		}
+		st.Waiters = max(st.Waiters, int(r.waiters))
 		st.Token = max(st.Token, uint64(r.fence))
 		if r.pttl > 0 {
 			ttls = append(ttls, r.pttl)
 		}
 	}
 	if len(errs) > len(d.nodes)-d.quorum {
-		return driver.Status{}, errors.Join(errs...)
+		if len(d.nodes) == 1 {
+			return driver.Status{}, errs[0]
+		}
+		return driver.Status{}, d.quorumError(fmt.Sprintf("status read from %d of %d nodes", len(d.nodes)-len(errs), len(d.nodes)), errs)
 	}
 	if len(ttls) >= d.quorum {
 		st.Held = true
@@ -534,16 +569,4 @@ func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error)
 	return st, nil
 }
 
-func (n *node) errorf(key string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("redislock: %s: %w", n.name, err)
-	}
-	var rerr redis.Error
-	if errors.As(err, &rerr) && strings.Contains(err.Error(), "WRONGTYPE") {
-		return fmt.Errorf("redislock: %s: key %q (or its fence counter) holds a value that is not a dlock lock: %w", n.name, key, err)
-	}
-	if strings.Contains(err.Error(), "DLOCK") {
-		return fmt.Errorf("redislock: %s: key %q: %w", n.name, key, err)
-	}
-	return fmt.Errorf("redislock: %s: %w", n.name, err)
-}
+func sortDesc(s []int64) { slices.SortFunc(s, func(a, b int64) int { return int(b - a) }) }

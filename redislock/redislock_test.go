@@ -2,6 +2,7 @@ package redislock
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/drivertest"
+	"github.com/dlockio/dlock/internal/faultproxy"
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
@@ -19,21 +21,33 @@ func TestMain(m *testing.M) {
 	if os.Getenv(holderEnv) != "" {
 		os.Exit(holderMain())
 	}
+	if os.Getenv(openEnv) != "" {
+		os.Exit(openMain())
+	}
 	goleak.VerifyTestMain(m)
 }
 
 // harness gives each driver clients of its own to addrs (one address: a
-// single node; several: Redlock), as separate processes would have.
+// single node; several: Redlock), as separate processes would have, each
+// through a fault proxy of its own (drivertest.Faulter).
 type harness struct {
 	addrs []string
 	admin []*redis.Client
 
 	mu      sync.Mutex
 	clients map[driver.Driver][]*redis.Client
+	proxies map[driver.Driver][]*faultproxy.Proxy
 }
 
+var _ drivertest.Faulter = (*harness)(nil)
+
+// pubsubConn matches a go-redis client's pub/sub connections once they have
+// subscribed: go-redis writes the command name in lower case, as the bulk
+// string matched here, which no script text sent by EVAL contains.
+var pubsubConn = faultproxy.Sent("$9\r\nsubscribe\r\n")
+
 func newHarness(addrs []string) *harness {
-	h := &harness{addrs: addrs, clients: map[driver.Driver][]*redis.Client{}}
+	h := &harness{addrs: addrs, clients: map[driver.Driver][]*redis.Client{}, proxies: map[driver.Driver][]*faultproxy.Proxy{}}
 	for _, a := range addrs {
 		h.admin = append(h.admin, redis.NewClient(&redis.Options{Addr: a}))
 	}
@@ -43,18 +57,62 @@ func newHarness(addrs []string) *harness {
 func (h *harness) MakeDriver(context.Context) (driver.Driver, error) {
 	var cs []*redis.Client
 	var ucs []redis.UniversalClient
+	var ps []*faultproxy.Proxy
+	undo := func() {
+		for _, c := range cs {
+			c.Close()
+		}
+		for _, p := range ps {
+			p.Close()
+		}
+	}
 	for _, a := range h.addrs {
-		c := redis.NewClient(&redis.Options{Addr: a})
-		cs, ucs = append(cs, c), append(ucs, c)
+		p, err := faultproxy.Start(a)
+		if err != nil {
+			undo()
+			return nil, err
+		}
+		c := redis.NewClient(&redis.Options{Addr: p.Addr()})
+		cs, ucs, ps = append(cs, c), append(ucs, c), append(ps, p)
 	}
 	d, err := newDriver(ucs, Options{}, true)
 	if err != nil {
+		undo()
 		return nil, err
 	}
 	h.mu.Lock()
 	h.clients[d] = cs
+	h.proxies[d] = ps
 	h.mu.Unlock()
 	return d, nil
+}
+
+// ConnKinds implements drivertest.Faulter: "command" is the connection
+// pool of each node's client, "pubsub" the connection the driver's waiters
+// share for release messages (a connection counts as pubsub once it has
+// sent SUBSCRIBE).
+func (h *harness) ConnKinds() []string { return []string{"command", "pubsub"} }
+
+// Fault implements drivertest.Faulter.
+func (h *harness) Fault(d driver.Driver, kind string, f drivertest.Fault) (func(), error) {
+	var m faultproxy.Match
+	switch kind {
+	case "":
+		m = faultproxy.Any
+	case "command":
+		m = faultproxy.Not(pubsubConn)
+	case "pubsub":
+		m = pubsubConn
+	default:
+		return nil, fmt.Errorf("redislock harness: connection kind %q: want one of %q", kind, h.ConnKinds())
+	}
+	h.mu.Lock()
+	ps := h.proxies[d]
+	h.mu.Unlock()
+	if ps == nil {
+		return nil, fmt.Errorf("redislock harness: driver %p was not made by this harness", d)
+	}
+	return faultproxy.Apply(ps, m, f), nil
 }
 
 // ShortTTL leaves a renewal round trip to five nodes room on a loaded
@@ -65,6 +123,13 @@ func (h *harness) ShortTTL() time.Duration { return 2 * time.Second }
 func (h *harness) Close() {
 	for _, c := range h.admin {
 		c.Close()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ps := range h.proxies {
+		for _, p := range ps {
+			p.Close()
+		}
 	}
 }
 
@@ -103,4 +168,44 @@ func TestConformanceRedlock(t *testing.T) {
 	drivertest.RunConformanceTests(t, func(context.Context, *testing.T) (drivertest.Harness, error) {
 		return newHarness(addrs), nil
 	})
+}
+
+// TestHarnessFaulter: the harness's faults reach the connections of the
+// kind asked for, and only those.
+func TestHarnessFaulter(t *testing.T) {
+	h := newHarness(testserver.Redis(t)[:1])
+	defer h.Close()
+	ctx := context.Background()
+	d, err := h.MakeDriver(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	dd := d.(*Driver)
+	// A waiter subscribes, so that the driver has a pub/sub connection.
+	if _, err := dd.nodes[0].hub.join(ctx, dd.keysOf(uniqueName(t)).channel, newWaiter("probe")); err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct {
+		kind    string
+		blocked bool
+	}{{"pubsub", false}, {"command", true}, {"", true}} {
+		undo, err := h.Fault(d, tc.kind, drivertest.Fault{Stall: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		l, _, err := d.Acquire(tctx, driver.Request{Name: fmt.Sprintf("%s/%d", uniqueName(t), i), TTL: time.Second})
+		cancel()
+		undo()
+		if err == nil {
+			err = l.Release(ctx)
+		}
+		if blocked := err != nil; blocked != tc.blocked {
+			t.Errorf("stall on %q connections: TryLock error %v, want blocked=%v", tc.kind, err, tc.blocked)
+		}
+	}
+	if _, err := h.Fault(d, "watch", drivertest.Fault{}); err == nil {
+		t.Error("Fault with an unknown kind succeeded")
+	}
 }

@@ -1,4 +1,8 @@
--- KEYS[1] lock key, KEYS[2] fence counter.
--- Returns {pttl, fence}: pttl -2 if the lock is free.
+-- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] the waiters' deadlines
+-- (single node: the queue itself; Redlock: its deadline set).
+-- Returns {pttl, fence, waiters}: pttl -2 if the lock is free; waiters
+-- counts the queued waiters that are still trying.
 local pttl = redis.call('PTTL', KEYS[1])
-return {pttl, tonumber(redis.call('GET', KEYS[2]) or '0')}
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+return {pttl, tonumber(redis.call('GET', KEYS[2]) or '0'), redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf')}

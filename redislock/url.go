@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strconv"
@@ -42,6 +43,9 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	q := u.Query()
 	o := Options{Prefix: q.Get("prefix")}
 	q.Del("prefix")
+	if err := checkPrefix(o.Prefix); err != nil {
+		return nil, err
+	}
 	var clients []redis.UniversalClient
 	closeAll := func() {
 		for _, c := range clients {
@@ -51,35 +55,37 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	switch u.Scheme {
 	case "redis", "rediss":
 		if strings.Contains(u.Host, ",") {
-			return nil, fmt.Errorf("%w: %s: several hosts: use redlock:// for independent masters", dlock.ErrInvalidArgument, u.Redacted())
+			return nil, fmt.Errorf("%w: redislock: several hosts: use redlock:// for independent masters", dlock.ErrInvalidArgument)
 		}
 		v := *u
 		v.RawQuery = q.Encode()
 		opt, err := redis.ParseURL(v.String())
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", dlock.ErrInvalidArgument, u.Redacted(), redactErr(err, u))
+			return nil, fmt.Errorf("%w: redislock: %v", dlock.ErrInvalidArgument, redactErr(err, u))
 		}
 		tune(opt, q)
 		clients = append(clients, redis.NewClient(opt))
 	case "redlock":
 		hosts := strings.Split(u.Host, ",")
 		if len(hosts) < 3 {
-			return nil, fmt.Errorf("%w: %s: %d hosts: want at least 3 independent masters (redis:// for one)",
-				dlock.ErrInvalidArgument, u.Redacted(), len(hosts))
+			return nil, fmt.Errorf("%w: redislock: %d hosts: want at least 3 independent masters (redis:// for one)",
+				dlock.ErrInvalidArgument, len(hosts))
 		}
 		db := 0
 		if p := strings.Trim(u.Path, "/"); p != "" {
 			n, err := strconv.Atoi(p)
 			if err != nil || n < 0 {
-				return nil, fmt.Errorf("%w: %s: database %q: want a number >= 0", dlock.ErrInvalidArgument, u.Redacted(), p)
+				return nil, fmt.Errorf("%w: redislock: database %q: want a number >= 0", dlock.ErrInvalidArgument, p)
 			}
 			db = n
 		}
 		useTLS := q.Get("tls") == "true"
 		for _, h := range hosts {
 			if h == "" || !strings.Contains(h, ":") {
-				return nil, fmt.Errorf("%w: %s: host %q: want host:port", dlock.ErrInvalidArgument, u.Redacted(), h)
+				return nil, fmt.Errorf("%w: redislock: host %q: want host:port", dlock.ErrInvalidArgument, h)
 			}
+		}
+		for _, h := range hosts {
 			opt := &redis.Options{Addr: h, DB: db}
 			if u.User != nil {
 				opt.Username = u.User.Username()
@@ -94,19 +100,7 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	default:
 		return nil, fmt.Errorf("%w: redislock: scheme %q", dlock.ErrInvalidArgument, u.Scheme)
 	}
-	// Check now that each node answers, accepts the password and has the
-	// database, so that a bad URL fails at Open with a clear error.
-	errs := make([]error, len(clients))
-	fanOut(len(clients), func(i int) {
-		if err := clients[i].Ping(ctx).Err(); err != nil {
-			errs[i] = fmt.Errorf("%s: %w", clients[i].(*redis.Client).Options().Addr, explain(err))
-		}
-	})
-	if err := errors.Join(errs...); err != nil {
-		closeAll()
-		return nil, err
-	}
-	d, err := newDriver(clients, o, true)
+	d, err := open(ctx, clients, o)
 	if err != nil {
 		closeAll()
 		return nil, err
@@ -114,9 +108,59 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	return d, nil
 }
 
+// open checks that each node answers, accepts the password and has the
+// database, so that a bad URL fails at Open with a clear error, and that
+// its eviction policy keeps locks. A Redlock opens with a majority of its
+// nodes answering (a minority outage is what it survives); the others are
+// named in Capabilities' notes.
+func open(ctx context.Context, clients []redis.UniversalClient, o Options) (*Driver, error) {
+	errs := make([]error, len(clients))
+	fanOut(len(clients), func(i int) {
+		if err := clients[i].Ping(ctx).Err(); err != nil {
+			e := fmt.Errorf("%s: %w", clients[i].(*redis.Client).Options().Addr, explain(err))
+			if transient(err) {
+				e = driver.Unavailable(e)
+			}
+			errs[i] = e
+		}
+	})
+	var missing []string
+	var down []error
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case !errors.Is(err, driver.ErrUnavailable):
+			return nil, err // a wrong password or database will not pass
+		default:
+			missing = append(missing, err.Error())
+			down = append(down, err)
+		}
+	}
+	quorum := len(clients)/2 + 1
+	switch {
+	case len(clients) == 1 && len(down) == 1:
+		return nil, down[0]
+	case len(down) > len(clients)-quorum:
+		return nil, driver.Unavailable(fmt.Errorf("%d of %d nodes unreachable, a majority of %d is needed: %w",
+			len(down), len(clients), quorum, errors.Join(down...)))
+	}
+	d, err := newDriver(clients, o, true)
+	if err != nil {
+		return nil, err
+	}
+	d.missing = missing
+	if err := d.checkNodes(ctx); err != nil {
+		d.owned = false // the caller closes the clients
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
 // tune applies what a lock needs to a client made from a URL: the password
-// from the environment if the URL has none, bounded timeouts, and no
-// retries inside go-redis (the portable layer decides what to retry).
+// from the environment if the URL has none, bounded timeouts, no retries
+// inside go-redis (the portable layer decides what to retry), and a dialer
+// that never makes go-redis log.
 func tune(opt *redis.Options, q url.Values) {
 	if opt.Password == "" {
 		opt.Password = os.Getenv(EnvPassword)
@@ -134,7 +178,36 @@ func tune(opt *redis.Options, q url.Values) {
 		opt.MaxRetries = -1
 	}
 	opt.ContextTimeoutEnabled = true
+	opt.Dialer = quietDialer(opt)
 }
+
+// quietDialer dials as go-redis does, but returns a failed dial as a
+// connection whose every use fails with the dial's error. go-redis's pool
+// reports a failed dial through its process-wide logger (stderr unless the
+// application set another), which a library must neither write to nor
+// replace; this way the error reaches the caller only, as the command's.
+func quietDialer(opt *redis.Options) func(context.Context, string, string) (net.Conn, error) {
+	dial := redis.NewDialer(opt)
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return failedConn{err}, nil
+		}
+		return c, nil
+	}
+}
+
+// failedConn is a connection that could not be made.
+type failedConn struct{ err error }
+
+func (c failedConn) Read([]byte) (int, error)         { return 0, c.err }
+func (c failedConn) Write([]byte) (int, error)        { return 0, c.err }
+func (c failedConn) Close() error                     { return nil }
+func (c failedConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c failedConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c failedConn) SetDeadline(time.Time) error      { return nil }
+func (c failedConn) SetReadDeadline(time.Time) error  { return nil }
+func (c failedConn) SetWriteDeadline(time.Time) error { return nil }
 
 // explain adds what to check to the errors a wrong URL typically causes.
 func explain(err error) error {
@@ -149,11 +222,14 @@ func explain(err error) error {
 }
 
 // redactErr keeps a password that go-redis quotes in a parse error out of
-// the message.
+// the message, as written in the URL or decoded.
 func redactErr(err error, u *url.URL) string {
 	s := err.Error()
 	if u.User != nil {
 		if p, ok := u.User.Password(); ok && p != "" {
+			s = strings.ReplaceAll(s, p, "xxxxx")
+		}
+		if _, p, ok := strings.Cut(u.User.String(), ":"); ok && p != "" {
 			s = strings.ReplaceAll(s, p, "xxxxx")
 		}
 	}

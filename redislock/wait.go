@@ -31,8 +31,10 @@ type hub struct {
 	// anonymously would wake every client's oldest waiter, a herd that
 	// splits the vote. A waiter that gives up wakes the next by name
 	// instead (dequeue).
-	named  bool
-	relays sync.WaitGroup
+	named bool
+	// bg tracks the hub's own requests (relays, give-backs of grants): the
+	// driver's Close waits for them a moment.
+	bg *sync.WaitGroup
 
 	mu       sync.Mutex
 	ps       *redis.PubSub
@@ -40,6 +42,11 @@ type hub struct {
 	closed   bool
 	topics   map[string]*topic
 	inflight map[string]int // SUBSCRIBEs sent and not yet confirmed, per channel
+	// held: owner ids of this driver's waiters that took their lock up
+	// and have not released it yet. A grant message for one of them that
+	// arrives late (the waiter's own attempt found the lock already its)
+	// must not be given back: that would delete a live lock.
+	held map[string]struct{}
 }
 
 type topic struct {
@@ -53,6 +60,10 @@ type waiter struct {
 	id    string        // the lock's owner id: releases name the waiter to wake
 	wake  chan struct{} // buffered 1: wake-ups coalesce, the hub never blocks
 	grant atomic.Pointer[grant]
+	// floor is the fence counter seen by the waiter's last failed attempt:
+	// a grant with a token no larger was made before that attempt, which
+	// found the lock with someone else, so the grant is stale.
+	floor atomic.Uint64
 }
 
 // grant is a single-node release that handed the lock to a waiter.
@@ -92,47 +103,75 @@ func (w *waiter) signal() bool {
 
 var errHubClosed = errors.New("redislock: driver closed")
 
-func newHub(rdb redis.UniversalClient, prefix string, named bool) *hub {
-	return &hub{rdb: rdb, prefix: prefix, named: named, topics: map[string]*topic{}, inflight: map[string]int{}}
+func newHub(rdb redis.UniversalClient, prefix string, named bool, bg *sync.WaitGroup) *hub {
+	return &hub{rdb: rdb, prefix: prefix, named: named, bg: bg, topics: map[string]*topic{}, inflight: map[string]int{},
+		held: map[string]struct{}{}}
 }
 
-// join adds w to the waiters of channel and waits until the server has
-// confirmed the subscription, ctx ends or the hub closes. On error w is not
-// joined.
-func (h *hub) join(ctx context.Context, channel string, w *waiter) error {
+// took records that the waiter owner took its lock up (single node).
+func (h *hub) took(owner string) {
 	h.mu.Lock()
+	h.held[owner] = struct{}{}
+	h.mu.Unlock()
+}
+
+// forget ends what took recorded, once the lock is no longer owner's.
+func (h *hub) forget(owner string) {
+	h.mu.Lock()
+	delete(h.held, owner)
+	h.mu.Unlock()
+}
+
+// fresh returns the waiter's grant if it is newer than its last failed
+// attempt, and drops a stale one.
+func (w *waiter) fresh() *grant {
+	g := w.grant.Load()
+	if g != nil && g.token <= w.floor.Load() {
+		w.grant.CompareAndSwap(g, nil)
+		return nil
+	}
+	return g
+}
+
+// subscribeTimeout bounds a SUBSCRIBE or UNSUBSCRIBE write. It is not the
+// waiter's context: a write cut short by one waiter's deadline would make
+// go-redis drop and re-dial the connection every waiter of the driver
+// shares.
+const subscribeTimeout = 5 * time.Second
+
+// join adds w to the waiters of channel and returns a channel that is
+// closed once the server has confirmed the subscription; the hub also
+// signals w then. On error w is not joined.
+func (h *hub) join(ctx context.Context, channel string, w *waiter) (<-chan struct{}, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if h.closed {
-		h.mu.Unlock()
-		return errHubClosed
+		return nil, errHubClosed
 	}
 	if h.ps == nil {
 		h.ps = h.rdb.Subscribe(context.WithoutCancel(ctx))
 		ch := h.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
 		h.loopDone = make(chan struct{})
-		go h.loop(ch, h.loopDone)
+		go h.loop(h.ps, ch, h.loopDone)
 	}
 	t := h.topics[channel]
 	if t == nil {
 		t = &topic{confirmed: make(chan struct{})}
 		h.inflight[channel]++
 		// Subscribe only writes the command; the confirmation comes to loop.
-		if err := h.ps.Subscribe(ctx, channel); err != nil {
-			h.inflight[channel]--
-			h.mu.Unlock()
-			return err
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), subscribeTimeout)
+		err := h.ps.Subscribe(sctx, channel)
+		cancel()
+		if err != nil {
+			if h.inflight[channel]--; h.inflight[channel] <= 0 {
+				delete(h.inflight, channel)
+			}
+			return nil, err
 		}
 		h.topics[channel] = t
 	}
 	t.waiters = append(t.waiters, w)
-	h.mu.Unlock()
-
-	select {
-	case <-t.confirmed:
-		return nil
-	case <-ctx.Done():
-		h.leave(channel, w, false)
-		return ctx.Err()
-	}
+	return t.confirmed, nil
 }
 
 // leave removes w. If w holds a wake-up it did not act on, or passOn says it
@@ -156,7 +195,7 @@ func (h *hub) leave(channel string, w *waiter, passOn bool) {
 		passOn = true
 	default:
 	}
-	if h.named || w.grant.Load() != nil {
+	if h.named || w.fresh() != nil {
 		// A granted waiter that leaves releases its grant, which passes
 		// the lock on by itself.
 		passOn = false
@@ -170,10 +209,22 @@ func (h *hub) leave(channel string, w *waiter, passOn bool) {
 	if passOn {
 		h.relay(channel)
 	}
+	h.drop(channel)
+}
+
+// drop unsubscribes from channel once nobody waits on it. While a
+// SUBSCRIBE is unconfirmed the topic stays (loop drops it at the
+// confirmation): an UNSUBSCRIBE and a second SUBSCRIBE behind it would
+// leave two confirmations due, of which a reconnect delivers only one, and
+// later waiters would wait for the other forever. h.mu held.
+func (h *hub) drop(channel string) {
+	if h.inflight[channel] > 0 {
+		return
+	}
 	delete(h.topics, channel)
 	if !h.closed {
 		// Best effort: a stale subscription only costs ignored messages.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), subscribeTimeout)
 		_ = h.ps.Unsubscribe(ctx, channel)
 		cancel()
 	}
@@ -200,15 +251,24 @@ func (h *hub) deliver(m *redis.Message) {
 		if t != nil {
 			for _, w := range t.waiters {
 				if w.id == owner {
-					w.grant.Store(g)
+					if g.token <= w.floor.Load() {
+						return // stale: the waiter has seen another holder since
+					}
+					if old := w.grant.Load(); old == nil || old.token < g.token {
+						w.grant.Store(g)
+					}
 					w.signal()
 					return
 				}
 			}
 		}
+		if _, ok := h.held[owner]; ok {
+			return // the waiter took the lock up by its own attempt
+		}
 		if strings.HasPrefix(owner, h.prefix) {
 			// Ours, but its waiter gave up: the lock must not stay with
-			// nobody until its TTL runs out.
+			// nobody until its TTL runs out. (If the grant is stale the
+			// owner-checked release finds another owner and does nothing.)
 			h.releaseGrant(m.Channel, owner, g)
 		}
 		return
@@ -243,13 +303,11 @@ func (h *hub) relay(channel string) {
 	if h.closed {
 		return
 	}
-	h.relays.Add(1)
-	go func() {
-		defer h.relays.Done()
+	h.bg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = h.rdb.Publish(ctx, channel, "").Err()
-	}()
+	})
 }
 
 // releaseGrant gives back a lock granted to a waiter of this driver that
@@ -262,18 +320,17 @@ func (h *hub) releaseGrant(channel, owner string, g *grant) {
 	if !ok {
 		return
 	}
-	h.relays.Add(1)
-	go func() {
-		defer h.relays.Done()
+	h.bg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		k := keys{lock: tag, fence: tag + ":fence", channel: channel, queue: tag + ":waiters"}
-		_ = releaseScript.Run(ctx, h.rdb, []string{k.lock, k.queue, k.fence}, owner, channel, ttlMillis(g.ttl)).Err()
-	}()
+		k := keys{lock: tag, fence: tag + ":fence", channel: channel, queue: tag + ":waiters", gone: tag + ":gone"}
+		_ = releaseScript.Run(ctx, h.rdb, []string{k.lock, k.queue, k.fence, k.gone}, owner, channel, ttlMillis(g.ttl), 0).Err()
+	})
 }
 
-func (h *hub) loop(ch <-chan interface{}, done chan struct{}) {
+func (h *hub) loop(ps *redis.PubSub, ch <-chan interface{}, done chan struct{}) {
 	defer close(done)
+	defer h.lost(ps)
 	for m := range ch {
 		switch m := m.(type) {
 		case *redis.Message:
@@ -299,11 +356,14 @@ func (h *hub) loop(ch <-chan interface{}, done chan struct{}) {
 				case <-t.confirmed:
 					// A resubscription after a reconnect: releases may have
 					// been missed meanwhile, so everyone looks again.
-					for _, w := range t.waiters {
-						w.signal()
-					}
 				default:
 					close(t.confirmed)
+				}
+				for _, w := range t.waiters {
+					w.signal()
+				}
+				if len(t.waiters) == 0 {
+					h.drop(m.Channel)
 				}
 			}
 			h.mu.Unlock()
@@ -311,8 +371,27 @@ func (h *hub) loop(ch <-chan interface{}, done chan struct{}) {
 	}
 }
 
-// close stops the pub/sub connection; waiters in join return errHubClosed
-// through their context, which the portable layer cancels before Close.
+// lost handles the end of ps's messages. Unless the hub closed it, go-redis
+// did: the user closed the client. Every waiter is woken to try again and
+// learn that, rather than sleep until its timer; a later join starts over.
+func (h *hub) lost(ps *redis.PubSub) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || h.ps != ps {
+		return
+	}
+	h.ps = nil
+	_ = ps.Close() // stops go-redis's health check
+	for _, t := range h.topics {
+		for _, w := range t.waiters {
+			w.signal()
+		}
+	}
+	clear(h.topics)
+	clear(h.inflight)
+}
+
+// close stops the pub/sub connection; later joins return errHubClosed.
 func (h *hub) close() error {
 	h.mu.Lock()
 	if h.closed {
@@ -320,6 +399,7 @@ func (h *hub) close() error {
 		return nil
 	}
 	h.closed = true
+	clear(h.held)
 	ps, done := h.ps, h.loopDone
 	h.mu.Unlock()
 	if ps == nil {
@@ -327,6 +407,5 @@ func (h *hub) close() error {
 	}
 	err := ps.Close()
 	<-done
-	h.relays.Wait()
 	return err
 }

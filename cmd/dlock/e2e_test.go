@@ -173,7 +173,7 @@ func stopHolder(cmd *exec.Cmd) { cmd.Process.Signal(syscall.SIGTERM) }
 type lossHolder struct {
 	cmd    *exec.Cmd
 	sc     *bufio.Scanner
-	stderr strings.Builder
+	stderr syncBuffer // written by exec's copying goroutine
 }
 
 // startLossHolder starts `dlock run ARGS -- sh -c 'echo started VALUE; …'`
@@ -224,10 +224,10 @@ func (h *lossHolder) expectStoppedByLoss(t *testing.T, lost time.Time) time.Dura
 func TestE2ELossOnFile(t *testing.T) {
 	bin := dlockBinary(t)
 	dir := t.TempDir()
-	h, pid := startLossHolder(t, bin, "$$", "--backend", "file://"+dir, "--ttl", "900ms", "--grace", "5s", "e2e-loss")
+	h, pid := startLossHolder(t, bin, "$$", "--backend", "file://"+dir, "--ttl", "1s", "--grace", "5s", "e2e-loss")
 	childPid, _ := strconv.Atoi(pid)
 
-	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	files, _ := filepath.Glob(filepath.Join(dir, "*.lock"))
 	if len(files) == 0 {
 		t.Fatal("no lock file")
 	}
@@ -235,7 +235,7 @@ func TestE2ELossOnFile(t *testing.T) {
 	for _, f := range files {
 		os.Remove(f)
 	}
-	// Noticed at the next renewal (every TTL/3 = 300ms), then SIGTERM obeyed.
+	// Noticed at the next renewal (every TTL/3 = 333ms), then SIGTERM obeyed.
 	took := h.expectStoppedByLoss(t, lost)
 	if err := syscall.Kill(childPid, 0); err == nil {
 		t.Fatalf("the command (pid %d) is still alive", childPid)

@@ -7,22 +7,30 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/filelock"
 )
+
+// minRunTTL is the shortest --ttl `dlock run` accepts: below it, renewals
+// (every TTL/3) and the safety margin (TTL/10) shrink to the scale of a
+// process start or a network round trip, and the engines' own granularity
+// (etcd leases count whole seconds).
+const minRunTTL = time.Second
 
 type runOpts struct {
 	backend string
 	ttl     time.Duration
 	wait    time.Duration
 	noWait  bool
-	grace   time.Duration
+	once    string // the flag that asked for a single try: --no-wait or --wait 0s; "" to wait
+
+	lockFile *os.File // file://: the held lock file, for the guard to keep (see heldLockFile)
+	grace    time.Duration
 }
 
 func newRunCmd() *cobra.Command {
@@ -30,24 +38,59 @@ func newRunCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run [flags] NAME -- CMD [ARGS...]",
 		Short: "Run a command while holding a lock",
-		Long: `Run takes the lock NAME, runs CMD with it held, releases it when CMD exits and
-exits with CMD's status.
+		Long: `Run takes the lock NAME, runs CMD with it held, and releases it when CMD and
+every process of CMD's process group have ended; it exits with CMD's status.
 
 CMD gets DLOCK_TOKEN (the fencing token, a decimal number that strictly
 increases for NAME in the order the lock is granted) and DLOCK_NAME in its
 environment. Pass the token to whatever CMD writes to, and have it refuse
 tokens older than the last it saw.
 
-CMD runs in its own process group. SIGINT, SIGTERM and SIGHUP received by
-dlock are forwarded to that group. The lock is renewed while CMD runs; if it
-is lost (the engine dropped it, or renewals failed until shortly before the
-engine would), the group gets SIGTERM at once and SIGKILL after --grace.
+What the lock covers:
+  Processes  CMD runs in a process group of its own; the lock is held until
+             no process of that group is left, so a background process CMD
+             started (sh -c 'work &') keeps it held after CMD exits. A process
+             that leaves the group (setsid, a daemon) is neither waited for
+             nor signalled.
+  Loss       The lock is renewed every TTL/3. If it is lost (the engine
+             dropped it, or renewals failed until shortly before the engine
+             would), the group gets SIGTERM (and SIGCONT) at once and SIGKILL
+             after --grace, even if CMD itself has exited; exit 76.
+  Signals    Every signal dlock can catch is forwarded to the group (HUP,
+             INT, QUIT, TERM, USR1, USR2, WINCH, ALRM, ...), and dlock keeps
+             the lock until the group has ended. A SIGPIPE from dlock's own
+             stderr is ignored.
+  dlock dies If dlock is killed (SIGKILL, the OOM killer, a crash), the group
+             is killed with SIGKILL: CMD by the kernel (parent-death signal),
+             the rest by a guard process (/bin/sh). TTL engines free the lock
+             only after --ttl; file:// keeps it, through the guard, until the
+             group has gone.
+  Terminal   If dlock runs in the foreground of its terminal, CMD's group gets
+             the terminal: CMD can read it, and Ctrl-C, Ctrl-\ and Ctrl-Z go to
+             it. dlock takes the terminal back when the group has ended.
+  Ctrl-Z     On a terminal, when CMD is stopped (Ctrl-Z, CMD reading the
+             terminal from the background, or SIGTSTP sent to dlock and
+             forwarded), dlock stops the rest of the group and then itself,
+             and the shell sees the job stopped. A stopped dlock does not
+             renew the lock: a TTL engine drops it after --ttl and another
+             holder may run, while CMD stands still. On fg or bg dlock
+             continues CMD only if the engine confirms it still holds the
+             lock with CMD's token; otherwise CMD is terminated as on a loss
+             (exit 76). A file:// lock does not expire. Without a terminal
+             (cron, a script) dlock stays up and renews the lock while CMD
+             is stopped; SIGCONT to dlock continues CMD. Ctrl-Z while dlock
+             waits for the lock stops dlock.
+  SIGSTOP    cannot be caught: a dlock stopped with it leaves CMD running
+             unrenewed, like any paused holder - which is what the fencing
+             token is for.
 
 Exit status:
   0-125  CMD's own exit status
   64     bad usage (flags, arguments)
-  69     the engine is unreachable or misconfigured (--backend, DLOCK_BACKEND)
-  75     lock not acquired: held elsewhere with --no-wait, or --wait elapsed
+  69     the engine is unreachable or misconfigured (--backend, DLOCK_BACKEND;
+         mem:// is refused: it cannot keep another dlock process out)
+  75     lock not acquired: held elsewhere with --no-wait or --wait 0, or
+         --wait elapsed
   76     the lock was lost while CMD ran; CMD was terminated
   126    CMD could not be executed
   127    CMD was not found
@@ -62,25 +105,31 @@ Exit status:
 			if err != nil {
 				return err
 			}
-			if o.ttl <= 0 {
-				return usagef(cmd, "--ttl %v: want a duration > 0, such as 15s", o.ttl)
+			if o.ttl < minRunTTL {
+				return usagef(cmd, "--ttl %v: want at least %v, such as 15s (renewals run every TTL/3)", o.ttl, minRunTTL)
 			}
 			if o.grace < 0 {
 				return usagef(cmd, "--grace %v: want a duration >= 0", o.grace)
 			}
 			if o.wait < 0 {
-				return usagef(cmd, "--wait %v: want a duration > 0 (omit it to wait forever)", o.wait)
+				return usagef(cmd, "--wait %v: want a duration >= 0 (0 tries once; omit it to wait forever)", o.wait)
 			}
 			if o.noWait && cmd.Flags().Changed("wait") {
 				return usagef(cmd, "--wait and --no-wait contradict each other: give one")
+			}
+			switch {
+			case o.noWait:
+				o.once = "--no-wait"
+			case cmd.Flags().Changed("wait") && o.wait == 0:
+				o.once = "--wait " + o.wait.String()
 			}
 			return runLocked(cmd.Context(), o, name, argv, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.backend, "backend", "", "engine URL (default $"+envBackend+", else "+defaultBackend+")")
-	f.DurationVar(&o.ttl, "ttl", dlock.DefaultTTL, "how long the engine keeps the lock if dlock stops renewing it (a crashed dlock's lock frees after this)")
-	f.DurationVar(&o.wait, "wait", 0, "give up (exit 75) if the lock is not granted within this long (default: wait forever)")
+	f.DurationVar(&o.ttl, "ttl", dlock.DefaultTTL, "how long the engine keeps the lock if dlock stops renewing it (a crashed dlock's lock frees after this); at least 1s")
+	f.DurationVar(&o.wait, "wait", 0, "give up (exit 75) if the lock is not granted within this long; 0 tries once, like --no-wait (default: wait forever)")
 	f.BoolVar(&o.noWait, "no-wait", false, "exit 75 at once if the lock is held elsewhere")
 	f.DurationVar(&o.grace, "grace", 5*time.Second, "after a lost lock, time between SIGTERM and SIGKILL to CMD")
 	return cmd
@@ -110,6 +159,9 @@ func splitRunArgs(cmd *cobra.Command, args []string) (string, []string, error) {
 // exit code.
 func runLocked(ctx context.Context, o runOpts, name string, argv []string, stdout, stderr io.Writer) error {
 	url := backendURL(o.backend)
+	if u, err := parseURL(url); err == nil && u.Scheme == "mem" {
+		return exitf(exitUnavailable, "backend %s: an in-process engine cannot keep another dlock process out: use file:// on one host, or a shared engine (--backend or %s)", url, envBackend)
+	}
 	c, err := openBackend(ctx, url, dlock.WithTTL(o.ttl))
 	if err != nil {
 		return err
@@ -120,19 +172,28 @@ func runLocked(ctx context.Context, o runOpts, name string, argv []string, stdou
 	if err != nil {
 		return err
 	}
-	code, childErr := supervise(ctx, lease, o.grace, argv, stdout, stderr)
+	if dir, ok := fileLockDir(url); ok {
+		if o.lockFile = heldLockFile(dir); o.lockFile != nil {
+			defer o.lockFile.Close()
+		}
+	}
+	code, lost, childErr := supervise(ctx, c, lease, o, argv, stdout, stderr)
 
 	// Release even if dlock was interrupted: the lock is ours to give back.
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.ttl)
 	defer cancel()
 	uerr := lease.Unlock(uctx)
 	switch {
-	case errors.Is(lease.Err(), dlock.ErrLockLost) || errors.Is(uerr, dlock.ErrLockLost):
+	case lost != nil || errors.Is(lease.Err(), dlock.ErrLockLost) || errors.Is(uerr, dlock.ErrLockLost):
 		// Either we saw the loss and stopped the command, or the engine had
 		// already dropped the lock when the command finished: in both cases
 		// the command may have run without the lock.
-		why := lease.Err()
-		if !errors.Is(why, dlock.ErrLockLost) {
+		why := lost
+		switch {
+		case why != nil:
+		case errors.Is(lease.Err(), dlock.ErrLockLost):
+			why = lease.Err()
+		default:
 			why = uerr
 		}
 		return exitf(exitLost, "lock %q (token %d) lost while the command ran (its own status was %d): %v",
@@ -156,7 +217,7 @@ func acquire(ctx context.Context, c *dlock.Client, o runOpts, name string) (*dlo
 		err   error
 	)
 	switch {
-	case o.noWait:
+	case o.once != "":
 		lease, err = m.TryLock(ctx)
 	case o.wait > 0:
 		wctx, cancel := context.WithTimeout(ctx, o.wait)
@@ -171,7 +232,7 @@ func acquire(ctx context.Context, c *dlock.Client, o runOpts, name string) (*dlo
 	case ctx.Err() != nil:
 		return nil, interrupted(ctx, fmt.Sprintf("while waiting for lock %q (nothing left queued)", name))
 	case errors.Is(err, dlock.ErrNotAcquired):
-		return nil, exitf(exitNotAcquired, "lock %q is held elsewhere (--no-wait)", name)
+		return nil, exitf(exitNotAcquired, "lock %q is held elsewhere (%s)", name, o.once)
 	case errors.Is(err, context.DeadlineExceeded) && o.wait > 0:
 		return nil, exitf(exitNotAcquired, "lock %q not acquired within --wait %v", name, o.wait)
 	case errors.Is(err, dlock.ErrInvalidArgument):
@@ -180,85 +241,29 @@ func acquire(ctx context.Context, c *dlock.Client, o runOpts, name string) (*dlo
 	return nil, exitf(exitUnavailable, "acquiring %q on %s: %v\ncheck that the engine is running and reachable", name, redactURL(backendURL(o.backend)), err)
 }
 
-// supervise runs argv while lease is held: it forwards signals, and stops
-// the command when the lease is lost. It returns the command's exit code, or
-// an error for a command that could not start.
-func supervise(ctx context.Context, lease *dlock.Lease, grace time.Duration, argv []string, stdout, stderr io.Writer) (int, error) {
-	path, err := exec.LookPath(argv[0])
+// fileLockDir returns the lock directory of a file:// URL.
+func fileLockDir(url string) (string, bool) {
+	u, err := parseURL(url)
+	if err != nil || u.Scheme != "file" {
+		return "", false
+	}
+	if u.Path == "" {
+		return filelock.DefaultDir(), true
+	}
+	return u.Path, true
+}
+
+// lookPath finds CMD, mapping failures to exit codes 127 and 126.
+func lookPath(file string) (string, error) {
+	path, err := exec.LookPath(file)
 	if err != nil {
 		code := exitNotFound
 		if errors.Is(err, os.ErrPermission) {
 			code = exitCannotExec
 		}
-		return 0, exitf(code, "cannot run %q: %v", argv[0], err)
+		return "", exitf(code, "cannot run %q: %v", file, err)
 	}
-	cmd := exec.Command(path, argv[1:]...)
-	cmd.Args[0] = argv[0]
-	cmd.Env = append(withoutDlockVars(os.Environ()),
-		"DLOCK_TOKEN="+strconv.FormatUint(lease.Token(), 10),
-		"DLOCK_NAME="+lease.Name())
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
-	// A group of its own lets a loss stop the whole tree (sh -c 'a | b'),
-	// not just its first process.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// Output copying must not hang on a grandchild that escaped the group.
-	cmd.WaitDelay = grace + time.Second
-	if err := cmd.Start(); err != nil {
-		return 0, exitf(exitCannotExec, "cannot run %q: %v", argv[0], err)
-	}
-	pgid := cmd.Process.Pid
-
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-
-	sigs := signalsFrom(ctx)
-	var ctxDone <-chan struct{}
-	if sigs == nil {
-		ctxDone = ctx.Done() // no relay (tests): forward the one cancellation
-	}
-	lost := lease.Done()
-	var kill <-chan time.Time
-	for {
-		select {
-		case err := <-exited:
-			return childCode(cmd, err)
-		case s := <-sigs:
-			if sig, ok := s.(syscall.Signal); ok {
-				_ = syscall.Kill(-pgid, sig)
-			}
-		case <-ctxDone:
-			ctxDone = nil
-			sig := syscall.SIGINT
-			var sc signalCause
-			if errors.As(context.Cause(ctx), &sc) {
-				sig, _ = sc.sig.(syscall.Signal)
-			}
-			_ = syscall.Kill(-pgid, sig)
-		case <-lost:
-			lost = nil
-			fmt.Fprintf(stderr, "dlock: lock %q lost (%v): sending SIGTERM to the command, SIGKILL in %v\n",
-				lease.Name(), lease.Err(), grace)
-			_ = syscall.Kill(-pgid, syscall.SIGTERM)
-			t := time.NewTimer(grace)
-			defer t.Stop()
-			kill = t.C
-		case <-kill:
-			kill = nil
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		}
-	}
-}
-
-// childCode returns the shell-style status of a finished command.
-func childCode(cmd *exec.Cmd, err error) (int, error) {
-	ps := cmd.ProcessState
-	if ps == nil { // Wait failed before the process was reaped
-		return exitFailure, exitf(exitFailure, "waiting for %q: %v", cmd.Args[0], err)
-	}
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return exitSignalBase + int(ws.Signal()), nil
-	}
-	return ps.ExitCode(), nil
+	return path, nil
 }
 
 func withoutDlockVars(env []string) []string {

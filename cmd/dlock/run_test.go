@@ -134,6 +134,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--backend", b, "x", "sh", "-c", "true"}, "unknown shorthand flag"},
 		{[]string{"run", "--backend", b, "--ttl", "0", "x", "--", "true"}, "--ttl"},
 		{[]string{"run", "--backend", b, "--ttl", "soon", "x", "--", "true"}, "invalid argument"},
+		{[]string{"run", "--backend", b, "--ttl", "1ns", "x", "--", "true"}, "--ttl 1ns: want at least 1s"},
+		{[]string{"run", "--backend", b, "--ttl", "999ms", "x", "--", "true"}, "--ttl 999ms: want at least 1s"},
+		{[]string{"run", "--backend", b, "--wait", "-1s", "x", "--", "true"}, "0 tries once"},
+		{[]string{"run", "--backend", b, "--no-wait", "--wait", "0s", "x", "--", "true"}, "contradict"},
 		{[]string{"run", "--backend", b, "--grace", "-1s", "x", "--", "true"}, "--grace"},
 		{[]string{"run", "--backend", b, "--no-wait", "--wait", "1s", "x", "--", "true"}, "contradict"},
 		{[]string{"status"}, "one lock NAME"},
@@ -159,7 +163,11 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	r := run(t.Context(), "run", "--help")
-	for _, code := range []string{"64", "69", "75", "76", "126", "127", "128+N", "DLOCK_TOKEN", "DLOCK_NAME"} {
+	for _, code := range []string{"64", "69", "75", "76", "126", "127", "128+N", "DLOCK_TOKEN", "DLOCK_NAME",
+		// What the lock covers (issue 12): processes, loss, signals, death,
+		// terminal, job control.
+		"process group", "setsid", "SIGKILL", "--grace", "QUIT", "USR1", "WINCH", "SIGPIPE",
+		"killed", "guard", "terminal", "Ctrl-C", "Ctrl-Z", "fg", "SIGSTOP", "--wait 0", "mem://"} {
 		if !strings.Contains(r.stdout, code) {
 			t.Errorf("run --help does not document %s", code)
 		}
@@ -237,6 +245,34 @@ func TestNotAcquired(t *testing.T) {
 	if st := status(t, e, "busy"); st.Waiters != 0 {
 		t.Fatalf("a timed-out wait left %d waiters queued", st.Waiters)
 	}
+
+	// --wait 0 tries once, as its error for a negative value says.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	r = run(ctx, "run", "--backend", b, "--wait", "0s", "busy", "--", "echo", "ran")
+	wantCode(t, r, exitNotAcquired, "held elsewhere (--wait 0s)")
+	if r.stdout != "" {
+		t.Fatalf("the command ran without the lock: %v", r)
+	}
+	r = run(ctx, "run", "--backend", b, "--wait", "0s", "free", "--", "echo", "ran")
+	wantCode(t, r, exitOK)
+	if r.stdout != "ran\n" {
+		t.Fatalf("--wait 0s on a free lock: %v", r)
+	}
+}
+
+// TestRunRefusesMem: mem:// lives inside one dlock process and cannot keep
+// any other dlock out.
+func TestRunRefusesMem(t *testing.T) {
+	for _, backend := range []string{"mem://", "mem://x"} {
+		r := run(t.Context(), "run", "--backend", backend, "job", "--", "echo", "ran")
+		wantCode(t, r, exitUnavailable, "cannot keep another dlock process out", "file://")
+		if r.stdout != "" {
+			t.Fatalf("the command ran: %v", r)
+		}
+	}
+	t.Setenv(envBackend, "mem://")
+	wantCode(t, run(t.Context(), "run", "job", "--", "true"), exitUnavailable, "cannot keep another dlock process out")
 }
 
 // waitWaiters waits until n waiters are queued; memlock has no event for it.

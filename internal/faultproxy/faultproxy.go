@@ -40,10 +40,11 @@ type Match func(c *Conn) bool
 // Any matches every connection.
 func Any(*Conn) bool { return true }
 
-// Sent matches connections on which the client has sent s (looked for in
-// the first 64 KiB the client sent). A connection matches from the moment
-// the bytes that contain s have been read; those bytes are the first the
-// fault acts on.
+// Sent matches connections on which the client has sent s, in any case
+// (go-redis writes "subscribe", redis-cli "SUBSCRIBE"), looked for in the
+// first 64 KiB the client sent. A connection matches from the moment the
+// bytes that contain s have been read; those bytes are the first the fault
+// acts on.
 func Sent(s string) Match {
 	return func(c *Conn) bool { return c.sent(s) }
 }
@@ -77,7 +78,7 @@ type Conn struct {
 	client, upstream net.Conn
 
 	mu     sync.Mutex
-	prefix []byte // what the client sent, up to prefixMax
+	prefix []byte // what the client sent, up to prefixMax, in lower case
 }
 
 const prefixMax = 64 << 10
@@ -85,7 +86,7 @@ const prefixMax = 64 << 10
 func (c *Conn) sent(s string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return bytes.Contains(c.prefix, []byte(s))
+	return bytes.Contains(c.prefix, bytes.ToLower([]byte(s)))
 }
 
 // Start listens on a free port of 127.0.0.1 and forwards to upstream.
@@ -248,7 +249,7 @@ func (p *Proxy) pipe(c *Conn, dir Direction) {
 				if dir == Up {
 					c.mu.Lock()
 					if room := prefixMax - len(c.prefix); room > 0 {
-						c.prefix = append(c.prefix, buf[:min(n, room)]...)
+						c.prefix = append(c.prefix, bytes.ToLower(buf[:min(n, room)])...)
 					}
 					c.mu.Unlock()
 				}

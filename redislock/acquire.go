@@ -1,0 +1,248 @@
+package redislock
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/dlockio/dlock/driver"
+)
+
+// Acquire implements driver.Driver.
+func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
+	if d.closed.Load() {
+		return nil, driver.Validity{}, driver.ErrClosed
+	}
+	if err := d.checkNodes(ctx); err != nil {
+		return nil, driver.Validity{}, err
+	}
+	owner := d.owner()
+	a := &acquirer{d: d, l: &lock{d: d, keys: d.keysOf(req.Name), owner: owner, value: owner, ttl: req.TTL}}
+	defer a.cleanup(ctx)
+	return a.run(ctx, req.Wait)
+}
+
+// acquirer is one Acquire call: its attempts, and its place among the
+// waiters.
+//
+// A waiter subscribes to the lock's release channel and, once the server
+// has confirmed that, looks again: a release between the failed attempt and
+// the subscription would otherwise go unseen. Only a subscribed waiter is
+// queued (a release wakes, or on a single node grants, the first in the
+// queue). A waiter whose subscription cannot be made or is not yet confirmed
+// still waits, on the holder's expiry, and tries to subscribe again: a
+// blocking Lock does not fail because of its own notification plumbing.
+type acquirer struct {
+	d *Driver
+	l *lock
+	w *waiter // nil until the first failed attempt of a waiting Acquire
+
+	joined    []*node           // the hubs w joined
+	confirmed []<-chan struct{} // per joined hub: closed once subscribed
+	// subscribed: releases on the nodes reach w (every joined hub
+	// confirmed, or with Redlock joinBy passed and at least one did), so
+	// attempts queue it.
+	subscribed bool
+	joinBy     time.Time
+	joinFails  int // consecutive failures to subscribe anywhere
+
+	granted bool
+	passOn  bool // an attempt failed after a wake-up it may have consumed
+}
+
+func (a *acquirer) run(ctx context.Context, wait bool) (driver.Lock, driver.Validity, error) {
+	l := a.l
+	for {
+		res := l.attempt(ctx, a.subscribed)
+		if res.err == nil && res.granted {
+			a.took()
+			return l, res.validity, nil
+		}
+		if res.err != nil || !wait {
+			a.passOn = true
+			if res.err != nil {
+				return nil, driver.Validity{}, res.err
+			}
+			return nil, driver.Validity{}, driver.ErrNotAcquired
+		}
+		if a.w == nil {
+			a.w = newWaiter(l.owner)
+			l.ticket = time.Now().UnixMicro()
+		}
+		if res.floor > 0 {
+			a.w.floor.Store(res.floor)
+		}
+		if len(a.joined) == 0 {
+			if err := a.join(ctx); err != nil {
+				return nil, driver.Validity{}, err
+			}
+		}
+		if !sleep(ctx, res.pause) {
+			return nil, driver.Validity{}, ctx.Err()
+		}
+		if res.pause > 0 {
+			continue
+		}
+		d := res.wait
+		switch {
+		case a.subscribed:
+		case len(a.joined) == 0:
+			d = min(d, a.joinBackoff()) // subscribe again soon
+		case len(a.d.nodes) > 1:
+			d = min(d, max(time.Until(a.joinBy), 0))
+		}
+		g, err := a.wait(ctx, d)
+		if err != nil {
+			return nil, driver.Validity{}, err
+		}
+		if g != nil {
+			v, err := l.granted(ctx, g)
+			if err != nil {
+				return nil, driver.Validity{}, err // cleanup gives the grant back
+			}
+			a.took()
+			return l, v, nil
+		}
+	}
+}
+
+// wait sleeps until a release wakes the waiter, the subscription is made,
+// d passes or ctx ends. It returns the grant if a release handed the lock
+// over (single node).
+func (a *acquirer) wait(ctx context.Context, d time.Duration) (*grant, error) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.w.wake:
+		case <-t.C:
+			a.checkSubscribed()
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if g := a.w.fresh(); g != nil {
+			return g, nil
+		}
+		if a.subscribed || a.checkSubscribed() {
+			return nil, nil // a release, or now subscribed: look again
+		}
+		// Some hubs confirmed, not enough yet: keep waiting.
+	}
+}
+
+// join subscribes w on every node that takes the SUBSCRIBE. Failing
+// everywhere is not an error unless it will not pass (the driver or the
+// user's client closed): the waiter waits on the holder's expiry and tries
+// again.
+func (a *acquirer) join(ctx context.Context) error {
+	nodes := a.d.nodes
+	chans := make([]<-chan struct{}, len(nodes))
+	errs := make([]error, len(nodes))
+	fanOut(len(nodes), func(i int) {
+		chans[i], errs[i] = nodes[i].hub.join(ctx, a.l.keys.channel, a.w)
+	})
+	for i, n := range nodes {
+		if errs[i] == nil {
+			a.joined = append(a.joined, n)
+			a.confirmed = append(a.confirmed, chans[i])
+		}
+	}
+	if len(a.joined) > 0 {
+		// A node that does not confirm soon is left out rather than
+		// holding up the wait on the others: the unreachable nodes cannot
+		// be part of the next holder's majority, and the timer covers
+		// expiries.
+		a.joinFails = 0
+		a.joinBy = time.Now().Add(time.Second)
+		a.checkSubscribed()
+		return nil
+	}
+	for _, err := range errs {
+		if errors.Is(err, errHubClosed) {
+			return driver.ErrClosed
+		}
+		if permanent(err) {
+			return nodes[0].errorf(a.l.keys.channel, err)
+		}
+	}
+	a.joinFails++
+	return nil
+}
+
+// joinBackoff is the pause before subscribing again after a failure.
+func (a *acquirer) joinBackoff() time.Duration {
+	d := min(50*time.Millisecond<<min(a.joinFails, 6), 2*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
+
+// checkSubscribed updates subscribed from the hubs' confirmations.
+func (a *acquirer) checkSubscribed() bool {
+	if a.subscribed || len(a.confirmed) == 0 {
+		return a.subscribed
+	}
+	n := 0
+	for _, c := range a.confirmed {
+		select {
+		case <-c:
+			n++
+		default:
+		}
+	}
+	a.subscribed = n == len(a.confirmed) || n > 0 && !time.Now().Before(a.joinBy)
+	return a.subscribed
+}
+
+// took marks the lock ours. A single-node waiter's grant message may still
+// be on its way: the hub records the owner before the waiter leaves it, so
+// that the message is not taken for a grant to a waiter that gave up.
+func (a *acquirer) took() {
+	a.granted = true
+	if a.w == nil {
+		return
+	}
+	select {
+	case <-a.w.wake: // stale: the release it announced is ours now
+	default:
+	}
+	if len(a.d.nodes) == 1 {
+		a.l.waited = true
+		a.d.nodes[0].hub.took(a.l.owner)
+	}
+}
+
+// cleanup leaves the hubs and, if the lock was not granted, takes the
+// waiter out of the queues and gives back a grant made to it meanwhile.
+func (a *acquirer) cleanup(ctx context.Context) {
+	if a.w == nil {
+		return
+	}
+	for _, n := range a.joined {
+		n.hub.leave(a.l.keys.channel, a.w, a.passOn && !a.granted)
+	}
+	if a.granted {
+		return
+	}
+	a.l.dequeue(ctx)
+	if a.w.fresh() != nil {
+		// Granted by a release while giving up: give it back (which
+		// passes it on to the next waiter).
+		a.d.background(func() { a.l.giveBack(false) })
+	}
+}
+
+// sleep waits d, or returns false when ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
