@@ -19,12 +19,11 @@ import (
 // if the holder's own clock and scheduler keep running. Pass Token to the
 // protected resource and have it refuse older tokens.
 type Lease struct {
-	c        *Client
-	name     string
-	token    uint64
-	held     driver.Lock
-	cfg      config
-	interval time.Duration // between renewals
+	c     *Client
+	name  string
+	token uint64
+	held  driver.Lock
+	cfg   config
 
 	ctx    context.Context // cancelled on loss or end
 	cancel context.CancelCauseFunc
@@ -62,10 +61,6 @@ func (c *Client) startLease(name string, cfg config, held driver.Lock, v driver.
 	l := &Lease{
 		c: c, name: name, token: held.Token(), held: held, cfg: cfg, v: v,
 		ctx: ctx, cancel: cancel, stopCtx: stopCtx, stop: stop,
-		interval: cfg.renew,
-	}
-	if usable := v.TTL - l.margin(v); l.interval >= usable {
-		l.interval = usable / 3 // the engine granted a shorter TTL than asked
 	}
 	// Timers are made stopped and armed once all of them exist, so that no
 	// callback sees a half-built lease.
@@ -97,7 +92,7 @@ func (c *Client) startLease(name string, cfg config, held driver.Lock, v driver.
 	c.mu.Unlock()
 
 	l.deadlineT.Reset(time.Until(l.deadlineOf(v)))
-	l.renewT.Reset(time.Until(v.Since.Add(l.interval)))
+	l.renewT.Reset(time.Until(v.Since.Add(l.intervalFor(v))))
 	if l.maxHoldT != nil {
 		l.maxHoldT.Reset(cfg.maxHold)
 	}
@@ -284,6 +279,18 @@ func (l *Lease) margin(v driver.Validity) time.Duration {
 	return l.cfg.margin
 }
 
+// intervalFor is the renew interval for the validity v: the configured one,
+// unless the engine granted a shorter TTL than was asked (a ZooKeeper
+// session timeout capped by the server, Redlock's drift allowance); then at
+// most half of the window before the deadline, so that a renewal that fails
+// once still leaves time for another. It follows each renewal's validity.
+func (l *Lease) intervalFor(v driver.Validity) time.Duration {
+	if v.TTL >= l.cfg.ttl {
+		return l.cfg.renew
+	}
+	return max(min(l.cfg.renew, (v.TTL-l.margin(v))/2), MinRenewInterval)
+}
+
 func (l *Lease) deadlineOf(v driver.Validity) time.Time {
 	return v.Since.Add(v.TTL - l.margin(v))
 }
@@ -333,7 +340,7 @@ func (l *Lease) renewOnce() (lost error) {
 		l.renewFail = nil
 		l.mu.Unlock()
 		l.deadlineT.Reset(time.Until(l.deadlineOf(l.v))) // if it fired already, the lease stays lost
-		l.renewT.Reset(time.Until(l.v.Since.Add(l.interval)))
+		l.renewT.Reset(time.Until(l.v.Since.Add(l.intervalFor(l.v))))
 	case errors.Is(err, ErrLockLost):
 		return fmt.Errorf("renewal found it gone: %w", err) // err matches ErrLockLost
 	default:
@@ -343,7 +350,7 @@ func (l *Lease) renewOnce() (lost error) {
 		}
 		l.mu.Unlock()
 		// Retry soon, but leave the engine room to recover.
-		l.renewT.Reset(min(l.interval/4, max(time.Until(dl)/2, time.Millisecond)))
+		l.renewT.Reset(min(l.intervalFor(l.v)/4, max(time.Until(dl)/2, time.Millisecond)))
 	}
 	return nil
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/dlockio/dlock/memlock"
 )
 
-func newStubClient(t *testing.T, s *stub, opts ...dlock.Option) *dlock.Client {
+func newStubClient(t *testing.T, s driver.Driver, opts ...dlock.Option) *dlock.Client {
 	t.Helper()
 	c, err := dlock.NewClient(s, opts...)
 	if err != nil {
@@ -307,5 +307,70 @@ func TestOpenNeverShowsACredential(t *testing.T) {
 				t.Errorf("Open(%s…) error shows the password: %v", scheme, err)
 			}
 		}
+	}
+}
+
+// TestRenewIntervalFollowsAShorterGrant: when the engine grants less than
+// the TTL asked (a capped session timeout), renewals come at most half the
+// usable window apart, so one failed renewal leaves time for another.
+func TestRenewIntervalFollowsAShorterGrant(t *testing.T) {
+	granted := 1200 * time.Millisecond
+	s := &stub{}
+	renewed := make(chan time.Time, 16)
+	s.renew = func(ctx context.Context) error {
+		select {
+		case renewed <- time.Now():
+		default:
+		}
+		return nil
+	}
+	c := newStubClient(t, &shortGrant{stub: s, ttl: granted}, dlock.WithTTL(3*time.Second))
+	start := time.Now()
+	l, err := c.Mutex("x").Lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock(context.Background())
+	select {
+	case at := <-renewed:
+		// The configured interval is 1s (TTL/3); usable = 1.2s - margin
+		// scaled to 120ms = 1.08s, of which half is 540ms.
+		if d := at.Sub(start); d > 800*time.Millisecond {
+			t.Errorf("first renewal %v after the grant of a %v TTL (asked 3s), want about 540ms", d, granted)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no renewal")
+	}
+	mustHoldLease(t, l)
+}
+
+// shortGrant grants a fixed TTL whatever was asked, as a capped ZooKeeper
+// session timeout does.
+type shortGrant struct {
+	*stub
+	ttl time.Duration
+}
+
+func (g *shortGrant) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
+	l, v, err := g.stub.Acquire(ctx, req)
+	v.TTL = g.ttl
+	return &shortLock{l.(*stubLock), g.ttl}, v, err
+}
+
+type shortLock struct {
+	*stubLock
+	ttl time.Duration
+}
+
+func (l *shortLock) Renew(ctx context.Context) (driver.Validity, error) {
+	v, err := l.stubLock.Renew(ctx)
+	v.TTL = l.ttl
+	return v, err
+}
+
+func mustHoldLease(t *testing.T, l *dlock.Lease) {
+	t.Helper()
+	if err := l.Err(); err != nil {
+		t.Fatalf("lease ended: %v", err)
 	}
 }
