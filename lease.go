@@ -107,6 +107,10 @@ func (l *Lease) Name() string { return l.name }
 // (Client.Capabilities).
 func (l *Lease) Token() uint64 { return l.token }
 
+// Driver returns the driver's lock behind the lease, for optional
+// interfaces a driver documents (filelock's held file, for one).
+func (l *Lease) Driver() driver.Lock { return l.held }
+
 // Done returns a channel that is closed when the lease ends: lost, unlocked,
 // or its client closed.
 func (l *Lease) Done() <-chan struct{} { return l.ctx.Done() }
