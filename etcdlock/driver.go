@@ -1,0 +1,182 @@
+package etcdlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
+)
+
+// DefaultPrefix is the key prefix used when Options.Prefix is empty.
+const DefaultPrefix = "dlock"
+
+// grantTimeout bounds a lease grant. clientv3 retries a grant on its own
+// while the cluster cannot answer, so without a bound of ours a grant fails
+// only when the caller's context ends, and never says why.
+const grantTimeout = 5 * time.Second
+
+// closeTimeout bounds Close's lease revocations, made all at once. A
+// revocation only frees keys before their TTL: the portable layer has
+// released what it held before Close, with a bound of its own, and
+// dlock.Client.Close's bound is the sum of the two.
+const closeTimeout = time.Second
+
+// Options configure a driver. The zero value means the documented defaults.
+type Options struct {
+	// Prefix is prepended to every key (DefaultPrefix if empty). Clients
+	// that contend for the same locks must use the same prefix.
+	Prefix string
+}
+
+// New returns a dlock client whose locks live in etcd under DefaultPrefix.
+// It uses cli but does not own it: closing the dlock client leaves cli open.
+func New(cli *clientv3.Client, opts ...dlock.Option) (*dlock.Client, error) {
+	d, err := NewDriver(cli, Options{})
+	if err != nil {
+		return nil, err
+	}
+	return dlock.NewClient(d, opts...)
+}
+
+// NewDriver returns the etcd driver itself, for dlock.NewClient, when the
+// Options need to differ from the defaults. It does not own cli.
+func NewDriver(cli *clientv3.Client, o Options) (driver.Driver, error) {
+	if cli == nil {
+		return nil, fmt.Errorf("%w: etcd client = nil: want a *clientv3.Client", dlock.ErrInvalidArgument)
+	}
+	return newDriver(cli, o, false)
+}
+
+// Driver is an etcd connection used as a dlock driver.
+type etcdDriver struct {
+	cli  *clientv3.Client
+	owns bool   // close cli on Close (made by the URL opener)
+	root string // Prefix + "/"
+	seq  atomic.Uint64
+
+	closeCtx context.Context // cancelled by Close: stops watches and keep-alives
+	closeFn  context.CancelFunc
+	grant    chan struct{} // one lease grant at a time
+
+	mu      sync.Mutex
+	closed  bool
+	leases  map[int64]*lease    // the lease new keys go on, by TTL asked for, in seconds
+	all     map[*lease]struct{} // every lease granted and not known dead: Close revokes them
+	warm    bool                // the idle watch that keeps the watch stream open is running
+	orphans map[*lock]struct{}  // keys to delete in the background (orphans.go)
+	reaping bool                // the goroutine deleting orphans is running
+	kick    chan struct{}       // wakes it early
+	wg      sync.WaitGroup      // every goroutine the driver starts; Close waits for them
+}
+
+var (
+	_ driver.Driver    = (*etcdDriver)(nil)
+	_ driver.Capable   = (*etcdDriver)(nil)
+	_ driver.Inspector = (*etcdDriver)(nil)
+	_ driver.Lock      = (*lock)(nil)
+)
+
+func newDriver(cli *clientv3.Client, o Options, owns bool) (*etcdDriver, error) {
+	p := strings.TrimSuffix(o.Prefix, "/")
+	if p == "" {
+		p = DefaultPrefix
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &etcdDriver{
+		cli: cli, owns: owns, root: p + "/",
+		closeCtx: ctx, closeFn: cancel,
+		grant:   make(chan struct{}, 1),
+		leases:  map[int64]*lease{},
+		all:     map[*lease]struct{}{},
+		orphans: map[*lock]struct{}{},
+		kick:    make(chan struct{}, 1),
+	}, nil
+}
+
+func (d *etcdDriver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{
+		Fencing: driver.FencingStrong,
+		FIFO:    true,
+		Scope:   "cluster",
+		Notes: "tokens are etcd create revisions (linearizable, survive leader failover); " +
+			"lease TTLs are whole seconds, at least the server minimum (1.5 x election timeout); " +
+			"a leader change extends leases, never shortens them",
+	}
+}
+
+// Close stops every goroutine of the driver, then revokes its leases, which
+// deletes at once whatever keys are left on them. It returns within
+// closeTimeout whatever etcd does; a lease it could not revoke expires
+// within its TTL, since nothing renews it any more, and Close says so.
+func (d *etcdDriver) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return errClosed
+	}
+	d.closed = true
+	leases := make([]*lease, 0, len(d.all))
+	for l := range d.all {
+		leases = append(leases, l)
+	}
+	clear(d.orphans) // the revocations delete them
+	d.mu.Unlock()
+	d.closeFn()
+	d.wg.Wait()
+	err := d.revoke(leases)
+	if d.owns {
+		err = errors.Join(err, d.cli.Close())
+	}
+	return err
+}
+
+// revoke revokes leases all at once, within closeTimeout.
+func (d *etcdDriver) revoke(leases []*lease) error {
+	if len(leases) == 0 || d.cli.Ctx().Err() != nil {
+		return nil // a closed client renews nothing: the leases expire
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	errs := make([]error, len(leases))
+	var wg sync.WaitGroup
+	for i, l := range leases {
+		wg.Go(func() {
+			_, err := d.cli.Revoke(ctx, l.id)
+			if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) && d.cli.Ctx().Err() == nil {
+				errs[i] = fmt.Errorf("etcdlock: revoke lease %x (its keys expire within %v): %w", int64(l.id), l.ttl, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (d *etcdDriver) Status(ctx context.Context, name string) (driver.Status, error) {
+	if d.cli.Ctx().Err() != nil {
+		return driver.Status{}, fmt.Errorf("etcdlock: status of %q: %w", name, errClientClosed)
+	}
+	resp, err := d.cli.Get(ctx, d.namePrefix(name), append(clientv3.WithFirstCreate(), clientv3.WithPrefix(), clientv3.WithKeysOnly())...)
+	if err != nil {
+		return driver.Status{}, fmt.Errorf("etcdlock: status of %q: %w", name, d.engineErr(ctx, err))
+	}
+	if len(resp.Kvs) == 0 {
+		return driver.Status{Waiters: 0}, nil
+	}
+	kv := resp.Kvs[0]
+	st := driver.Status{Held: true, Token: uint64(kv.CreateRevision), Waiters: int(resp.Count) - 1}
+	if kv.Lease != 0 {
+		if ttl, err := d.cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease)); err == nil && ttl.TTL > 0 {
+			st.TTLLeft = time.Duration(ttl.TTL) * time.Second
+		}
+	}
+	return st, nil
+}
