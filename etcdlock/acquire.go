@@ -13,7 +13,7 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
-func (d *etcdDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
+func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
 	if d.cli.Ctx().Err() != nil { // clientv3 would retry until ctx ends
 		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, errClientClosed)
 	}
@@ -39,7 +39,7 @@ func (d *etcdDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lo
 	}
 }
 
-func (d *etcdDriver) acquire(ctx context.Context, req driver.Request, ls *lease) (driver.Lock, driver.Validity, error) {
+func (d *Driver) acquire(ctx context.Context, req driver.Request, ls *lease) (driver.Lock, driver.Validity, error) {
 	pfx := d.namePrefix(req.Name)
 	key := fmt.Sprintf("%s%x-%d", pfx, int64(ls.id), d.seq.Add(1))
 	put := clientv3.OpPut(key, "", clientv3.WithLease(ls.id))

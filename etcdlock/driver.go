@@ -30,34 +30,43 @@ const grantTimeout = 5 * time.Second
 // dlock.Client.Close's bound is the sum of the two.
 const closeTimeout = time.Second
 
-// Options configure a driver. The zero value means the documented defaults.
+// Options configure a driver. The zero value (or a nil *Options) means the
+// documented defaults.
 type Options struct {
-	// Prefix is prepended to every key (DefaultPrefix if empty). Clients
-	// that contend for the same locks must use the same prefix.
+	// Prefix is prepended, with a "/", to every key (DefaultPrefix if
+	// empty; a trailing "/" is dropped). Clients that contend for the same
+	// locks must use the same prefix.
 	Prefix string
 }
 
-// New returns a dlock client whose locks live in etcd under DefaultPrefix.
-// It uses cli but does not own it: closing the dlock client leaves cli open.
-func New(cli *clientv3.Client, opts ...dlock.Option) (*dlock.Client, error) {
-	d, err := NewDriver(cli, Options{})
-	if err != nil {
-		return nil, err
-	}
-	return dlock.NewClient(d, opts...)
-}
-
-// NewDriver returns the etcd driver itself, for dlock.NewClient, when the
-// Options need to differ from the defaults. It does not own cli.
-func NewDriver(cli *clientv3.Client, o Options) (driver.Driver, error) {
+// New returns a dlock client whose locks live in etcd, configured by o (nil
+// for the defaults) and opts. It uses cli but does not own it: closing the
+// dlock client leaves cli open.
+func New(cli *clientv3.Client, o *Options, opts ...dlock.Option) (*dlock.Client, error) {
 	if cli == nil {
-		return nil, fmt.Errorf("%w: etcd client = nil: want a *clientv3.Client", dlock.ErrInvalidArgument)
+		return nil, nilClient("etcdlock.New")
 	}
-	return newDriver(cli, o, false)
+	return dlock.NewClient(newDriver(cli, o, false), opts...)
 }
 
-// Driver is an etcd connection used as a dlock driver.
-type etcdDriver struct {
+// NewDriver returns the etcd driver itself, configured by o (nil for the
+// defaults), for dlock.NewClient or a wrapper of the driver. It uses cli but
+// does not own it: closing the driver leaves cli open.
+func NewDriver(cli *clientv3.Client, o *Options) (*Driver, error) {
+	if cli == nil {
+		return nil, nilClient("etcdlock.NewDriver")
+	}
+	return newDriver(cli, o, false), nil
+}
+
+func nilClient(fn string) error {
+	return driver.InvalidArgument(fn+": cli", "<nil>", "a *clientv3.Client")
+}
+
+// Driver is the etcd driver: one etcd client, the leases it keeps and the
+// locks and waiters on them. Its methods are called by the portable layer
+// (dlock.Client), not by applications.
+type Driver struct {
 	cli  *clientv3.Client
 	owns bool   // close cli on Close (made by the URL opener)
 	root string // Prefix + "/"
@@ -78,20 +87,25 @@ type etcdDriver struct {
 	wg      sync.WaitGroup      // every goroutine the driver starts; Close waits for them
 }
 
+// The portable layer probes for Capable and Inspector; a driver that lost
+// one of them would silently lose Client.Capabilities or Client.Status.
 var (
-	_ driver.Driver    = (*etcdDriver)(nil)
-	_ driver.Capable   = (*etcdDriver)(nil)
-	_ driver.Inspector = (*etcdDriver)(nil)
+	_ driver.Driver    = (*Driver)(nil)
+	_ driver.Capable   = (*Driver)(nil)
+	_ driver.Inspector = (*Driver)(nil)
 	_ driver.Lock      = (*lock)(nil)
 )
 
-func newDriver(cli *clientv3.Client, o Options, owns bool) (*etcdDriver, error) {
+func newDriver(cli *clientv3.Client, o *Options, owns bool) *Driver {
+	if o == nil {
+		o = &Options{}
+	}
 	p := strings.TrimSuffix(o.Prefix, "/")
 	if p == "" {
 		p = DefaultPrefix
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &etcdDriver{
+	return &Driver{
 		cli: cli, owns: owns, root: p + "/",
 		closeCtx: ctx, closeFn: cancel,
 		grant:   make(chan struct{}, 1),
@@ -99,10 +113,10 @@ func newDriver(cli *clientv3.Client, o Options, owns bool) (*etcdDriver, error) 
 		all:     map[*lease]struct{}{},
 		orphans: map[*lock]struct{}{},
 		kick:    make(chan struct{}, 1),
-	}, nil
+	}
 }
 
-func (d *etcdDriver) Capabilities() driver.Capabilities {
+func (d *Driver) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
 		Fencing: driver.FencingStrong,
 		FIFO:    true,
@@ -117,7 +131,7 @@ func (d *etcdDriver) Capabilities() driver.Capabilities {
 // deletes at once whatever keys are left on them. It returns within
 // closeTimeout whatever etcd does; a lease it could not revoke expires
 // within its TTL, since nothing renews it any more, and Close says so.
-func (d *etcdDriver) Close() error {
+func (d *Driver) Close() error {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
@@ -140,7 +154,7 @@ func (d *etcdDriver) Close() error {
 }
 
 // revoke revokes leases all at once, within closeTimeout.
-func (d *etcdDriver) revoke(leases []*lease) error {
+func (d *Driver) revoke(leases []*lease) error {
 	if len(leases) == 0 || d.cli.Ctx().Err() != nil {
 		return nil // a closed client renews nothing: the leases expire
 	}
@@ -160,7 +174,7 @@ func (d *etcdDriver) revoke(leases []*lease) error {
 	return errors.Join(errs...)
 }
 
-func (d *etcdDriver) Status(ctx context.Context, name string) (driver.Status, error) {
+func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error) {
 	if d.cli.Ctx().Err() != nil {
 		return driver.Status{}, fmt.Errorf("etcdlock: status of %q: %w", name, errClientClosed)
 	}

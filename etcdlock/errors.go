@@ -30,7 +30,7 @@ var (
 // permission denied, authentication failed, invalid arguments, a full
 // database, a closed client or driver; and the caller's own ctx ending,
 // which is the caller's doing.
-func (d *etcdDriver) engineErr(ctx context.Context, err error) error {
+func (d *Driver) engineErr(ctx context.Context, err error) error {
 	switch {
 	case err == nil:
 		return nil

@@ -4,7 +4,7 @@ import "strings"
 
 // namePrefix is the key range of one lock name. The escaping never produces
 // '/', so no name's range contains another name's keys ("a" vs "a/b").
-func (d *etcdDriver) namePrefix(name string) string { return d.root + escape(name) + "/" }
+func (d *Driver) namePrefix(name string) string { return d.root + escape(name) + "/" }
 
 // escape keeps unreserved URL characters and percent-encodes every other byte.
 func escape(name string) string {

@@ -17,7 +17,7 @@ import (
 // lock's. A key whose creation is in doubt (the request failed without an
 // answer) is a lock with rev 0 that only ever gets removed.
 type lock struct {
-	d    *etcdDriver
+	d    *Driver
 	ls   *lease
 	name string
 	key  string
@@ -36,7 +36,7 @@ type lock struct {
 }
 
 // track makes the lock for a new queue key.
-func (d *etcdDriver) track(ls *lease, name, key string, rev int64) *lock {
+func (d *Driver) track(ls *lease, name, key string, rev int64) *lock {
 	return &lock{d: d, ls: ls, name: name, key: key, pfx: d.namePrefix(name), rev: rev,
 		lost: make(chan struct{}), stop: func() {}, del: make(chan struct{}, 1)}
 }

@@ -33,7 +33,7 @@ const cleanupTimeout = time.Second
 
 // abandon removes the key of a lock an Acquire gives up on (l is not
 // returned to anyone, so l.del is free).
-func (d *etcdDriver) abandon(l *lock) {
+func (d *Driver) abandon(l *lock) {
 	l.del <- struct{}{}
 	ctx, cancel := context.WithTimeout(d.closeCtx, cleanupTimeout)
 	_, err := l.remove(ctx)
@@ -48,7 +48,7 @@ func (d *etcdDriver) abandon(l *lock) {
 // lease. It reports false, queueing nothing, when the driver or the etcd
 // client is closed: nothing renews the lease any more, so the key expires
 // with it (Close also revokes it).
-func (d *etcdDriver) orphan(l *lock) bool {
+func (d *Driver) orphan(l *lock) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed || d.cli.Ctx().Err() != nil {
@@ -72,7 +72,7 @@ func (d *etcdDriver) orphan(l *lock) bool {
 }
 
 // unorphan forgets l's key: Release deleted it, or found it gone.
-func (d *etcdDriver) unorphan(l *lock) {
+func (d *Driver) unorphan(l *lock) {
 	d.mu.Lock()
 	delete(d.orphans, l)
 	d.mu.Unlock()
@@ -80,7 +80,7 @@ func (d *etcdDriver) unorphan(l *lock) {
 
 // reap deletes orphans until there are none left, backing off while the
 // deletes fail.
-func (d *etcdDriver) reap() {
+func (d *Driver) reap() {
 	defer d.wg.Done()
 	var bo backoff
 	for {
@@ -129,7 +129,7 @@ func (d *etcdDriver) reap() {
 
 // reapOne tries once to delete an orphan; it reports whether it is done
 // with it (deleted, or not ours any more).
-func (d *etcdDriver) reapOne(l *lock) bool {
+func (d *Driver) reapOne(l *lock) bool {
 	select {
 	case l.del <- struct{}{}:
 	default:

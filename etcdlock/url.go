@@ -56,11 +56,7 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcdlock: connect to %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
-	d, err := newDriver(cli, Options{Prefix: prefix}, true)
-	if err != nil {
-		cli.Close()
-		return nil, err
-	}
+	d := newDriver(cli, &Options{Prefix: prefix}, true)
 	// clientv3.New does not wait for a connection; check that the cluster
 	// answers, so that a wrong address fails here and not at the first
 	// lock. The key read is the prefix itself (never written), which a user
