@@ -41,7 +41,7 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 
 func (d *Driver) acquire(ctx context.Context, req driver.Request, ls *lease) (driver.Lock, driver.Validity, error) {
 	pfx := d.namePrefix(req.Name)
-	key := fmt.Sprintf("%s%x-%d", pfx, int64(ls.id), d.seq.Add(1))
+	key := d.queueKey(pfx, ls)
 	put := clientv3.OpPut(key, "", clientv3.WithLease(ls.id))
 
 	if !req.Wait {
