@@ -52,7 +52,7 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, ls *lease) (dr
 			Then(put).Commit()
 		if err != nil {
 			// The put may have happened before the reply was lost.
-			d.abandon(d.track(ls, req.Name, key, 0))
+			d.abandon(ctx, d.track(ls, req.Name, key, 0))
 			return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, err)
 		}
 		if !resp.Succeeded {
@@ -70,7 +70,7 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, ls *lease) (dr
 			clientv3.WithLimit(3), clientv3.WithKeysOnly())).
 		Commit()
 	if err != nil {
-		d.abandon(d.track(ls, req.Name, key, 0))
+		d.abandon(ctx, d.track(ls, req.Name, key, 0))
 		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, err)
 	}
 	if !resp.Succeeded {
@@ -82,7 +82,7 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, ls *lease) (dr
 		return l.held(), ls.validity(), nil
 	}
 	if err := l.wait(ctx, string(kvs[1].Key), len(kvs) == 2); err != nil {
-		d.abandon(l)
+		d.abandon(ctx, l)
 		return nil, driver.Validity{}, err
 	}
 	return l.held(), ls.validity(), nil

@@ -13,7 +13,8 @@ import (
 )
 
 var (
-	errClosed = errors.New("etcdlock: driver closed")
+	// errClosed: this driver was closed.
+	errClosed = fmt.Errorf("etcdlock: %w", driver.ErrClosed)
 	// errClientClosed: the *clientv3.Client was closed under the driver by
 	// its owner. Nothing will work again, so it is never ErrUnavailable.
 	errClientClosed = errors.New("etcd client closed")
@@ -35,7 +36,7 @@ func (d *Driver) engineErr(ctx context.Context, err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, driver.ErrUnavailable), errors.Is(err, driver.ErrLockLost),
-		errors.Is(err, errClosed), errors.Is(err, errClientClosed):
+		errors.Is(err, driver.ErrClosed), errors.Is(err, errClientClosed):
 		return err
 	case d.cli.Ctx().Err() != nil:
 		return fmt.Errorf("%w: %w", errClientClosed, err)

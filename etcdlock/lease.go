@@ -91,7 +91,7 @@ func (d *Driver) leaseFor(ctx context.Context, secs int64) (*lease, error) {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		rctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		rctx, cancel := driver.CleanupContext(ctx)
 		defer cancel()
 		_, _ = d.cli.Revoke(rctx, resp.ID) // best effort: nothing renews it, it expires
 		return nil, errClosed

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -74,8 +75,8 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 func configFromURL(u *url.URL) (clientv3.Config, string, error) {
 	var cfg clientv3.Config
 	bad := func(why string) error {
-		return fmt.Errorf("%w: etcd URL %q: %s; want etcd://host:port[,host:port...][/prefix]",
-			dlock.ErrInvalidArgument, u.Redacted(), why)
+		return driver.InvalidArgument("etcdlock: URL", strconv.Quote(u.Redacted()),
+			"etcd[s]://[user[:password]@]host[:port][,host[:port]...][/prefix] ("+why+")")
 	}
 	if u.Host == "" {
 		return cfg, "", bad("no hosts")
@@ -94,7 +95,7 @@ func configFromURL(u *url.URL) (clientv3.Config, string, error) {
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
-				return cfg, "", fmt.Errorf("%w: %s=%s: no PEM certificates", dlock.ErrInvalidArgument, EnvCACert, f)
+				return cfg, "", driver.InvalidArgument("etcdlock: "+EnvCACert, f, "a file of PEM certificates")
 			}
 			tc.RootCAs = pool
 		}
