@@ -13,6 +13,9 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
+// Acquire creates req.Name's key for this driver and, with req.Wait, waits
+// until it is the oldest of the name (driver.Driver). A key it leaves
+// without the lock is deleted before it returns, or in the background.
 func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
 	if d.cli.Ctx().Err() != nil { // clientv3 would retry until ctx ends
 		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, errClientClosed)

@@ -116,6 +116,7 @@ func newDriver(cli *clientv3.Client, o *Options, owns bool) *Driver {
 	}
 }
 
+// Capabilities describes what the engine guarantees (driver.Capable).
 func (d *Driver) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
 		Fencing: driver.FencingStrong,
@@ -128,9 +129,12 @@ func (d *Driver) Capabilities() driver.Capabilities {
 }
 
 // Close stops every goroutine of the driver, then revokes its leases, which
-// deletes at once whatever keys are left on them. It returns within
-// closeTimeout whatever etcd does; a lease it could not revoke expires
-// within its TTL, since nothing renews it any more, and Close says so.
+// deletes at once whatever keys are left on them, and closes the etcd
+// client if the driver made it (dlock.Open). It returns within
+// closeTimeout whatever etcd does, plus the client's closing; a lease it
+// could not revoke expires within its TTL, since nothing renews it any
+// more, and Close says so. A second Close returns an error matching
+// driver.ErrClosed.
 func (d *Driver) Close() error {
 	d.mu.Lock()
 	if d.closed {
@@ -174,6 +178,9 @@ func (d *Driver) revoke(leases []*lease) error {
 	return errors.Join(errs...)
 }
 
+// Status reports name's oldest key as the holder (driver.Inspector): its
+// create revision as the token, its lease's time to live in whole seconds,
+// and the other keys of the name as waiters.
 func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error) {
 	if d.cli.Ctx().Err() != nil {
 		return driver.Status{}, fmt.Errorf("etcdlock: status of %q: %w", name, errClientClosed)
