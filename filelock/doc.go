@@ -1,0 +1,70 @@
+// Package filelock is a dlock driver for processes on one host, built on
+// flock(2). The kernel releases a lock the moment its holder's process dies,
+// so a crashed holder never blocks anyone; a waiter wakes on an inotify event
+// when the holder closes the lock file, not on a timer.
+//
+// # Files
+//
+// Each lock is a file in one directory, named after an encoding of the lock's
+// name (n-NAME.lock, or h-HASH.lock for long names), opened without following
+// symbolic links: a symlink where a lock file goes is an error. Lock files
+// are never removed: removing one while it is held would let a second
+// process lock a new file of the same name. Holders watch the directory,
+// and the moment a held file is removed, renamed or replaced, or the
+// directory itself is moved, the lease is reported lost (driver.Lock.Lost
+// closes); anything else that makes the path lead elsewhere (a parent
+// moved) is noticed at the next renewal.
+//
+// # Fencing tokens
+//
+// A grant's token is one above both the number in its lock file and the
+// count in the directory's file dlock-tokens (the highest token granted
+// there); both are rewritten under the lock. dlock-tokens is synced to disk
+// (fdatasync) once per 1024 grants, ahead of them, and a count written in an
+// earlier boot continues above what was synced, so that a system crash
+// cannot make a token repeat. Tokens so keep increasing across processes,
+// crashes and reboots, and across a lock file that was removed, replaced or
+// found holding stray text (which counts as 0). They start again only if
+// both files are lost: a runtime directory on tmpfs empties at reboot, as
+// does `rm -r` of the directory.
+//
+// # The directory
+//
+// URLs: "file:///path/to/dir", or "file://" for DefaultDir,
+// $XDG_RUNTIME_DIR/dlock (else $TMPDIR/dlock-EUID, /tmp/dlock-EUID without
+// $TMPDIR). The default directory must belong to the effective user and be
+// writable by nobody else, and it must not be a symbolic link; its parent
+// must be owned by root or that user and, if others may write to it, sticky
+// (see DefaultDir). Otherwise opening fails, naming the directory and what
+// was expected. A directory given in the URL is the caller's choice and is not
+// checked that way: anyone who can write to it can break its locks (remove or
+// replace a held lock file), so give one that only the users sharing the
+// locks can write to. Lock files are made with mode 0600, so a directory
+// serves one user (and root).
+//
+// The directory must be on a local file system (a disk, tmpfs, overlayfs,
+// FUSE other than a network one). Opening refuses NFS, SMB/CIFS, 9p, AFS,
+// CephFS, Coda, NCP and network FUSE file systems such as sshfs: there
+// flock(2) is emulated with per-process byte-range locks or covers one client
+// only, and inotify sees no other host's changes.
+//
+// # Waiting and inotify
+//
+// One inotify instance per driver (per Client) serves all its waiters and
+// holders. If the kernel's queue overflows, every waiter wakes and retries
+// and every holder checks its file. A process whose user has reached
+// fs.inotify.max_user_instances (or max_user_watches) cannot wait on events:
+// a waiting Acquire then fails at once with an error that matches
+// driver.ErrUnavailable and names the limit (a blocking Lock retries it with
+// backoff, so it still gets the lock, up to dlock.RetryMaxBackoff after it
+// is freed instead of at once), and a holder goes without the watch,
+// learning of a removed or replaced file at its next renewal instead
+// (TTL/3).
+//
+// Errors of this host that may clear by themselves (a full disk or quota,
+// open-file or memory limits) match driver.ErrUnavailable, so a blocking
+// Lock retries them; everything else (a bad or untrusted directory, a
+// symlink where a lock file goes, an I/O error) is reported at once.
+//
+// Linux only: inotify is what makes waiting event-driven.
+package filelock
