@@ -117,7 +117,7 @@ func (d *fileDriver) grant(ctx context.Context, f *os.File, name string) (*fileL
 	if d.closed {
 		d.mu.Unlock()
 		l.abandon()
-		return nil, errClosed
+		return nil, driver.ErrClosed
 	}
 	d.open[l] = struct{}{}
 	d.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -30,7 +31,7 @@ func open(dir string) (*fileDriver, error) {
 		dir = DefaultDir()
 	}
 	if !filepath.IsAbs(dir) {
-		return nil, fmt.Errorf("%w: lock directory %q: want an absolute path", dlock.ErrInvalidArgument, dir)
+		return nil, driver.InvalidArgument("filelock: lock directory", strconv.Quote(dir), "an absolute path")
 	}
 	dir = filepath.Clean(dir)
 	dirf, err := openDir(dir, isDefault)
@@ -65,8 +66,6 @@ var (
 	_ driver.Lock      = (*fileLock)(nil)
 )
 
-var errClosed = fmt.Errorf("filelock: %w", driver.ErrClosed)
-
 // mayPass marks the errors of this host that may clear by themselves (a
 // full disk or quota, the process's or the system's open-file or memory
 // limits) as driver.ErrUnavailable, so that a blocking Lock retries them.
@@ -90,7 +89,7 @@ func (d *fileDriver) begin() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return errClosed
+		return driver.ErrClosed
 	}
 	d.calls.Add(1)
 	return nil
@@ -110,7 +109,7 @@ func (d *fileDriver) Close() error {
 	clear(d.open)
 	d.mu.Unlock()
 	if was {
-		return errClosed
+		return driver.ErrClosed
 	}
 	for _, l := range held {
 		l.drop()

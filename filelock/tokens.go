@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dlockio/dlock/driver"
 )
 
 // tokensName is the directory's token file. It keeps the highest token
@@ -235,7 +237,7 @@ func flockCtx(ctx context.Context, fd int, closed func() bool) error {
 			return err
 		}
 		if closed() {
-			return errClosed
+			return driver.ErrClosed
 		}
 		t := time.NewTimer(delay)
 		select {

@@ -2,24 +2,27 @@ package filelock
 
 import (
 	"context"
-	"fmt"
 	"net/url"
+	"strconv"
 
 	"github.com/dlockio/dlock"
 	"github.com/dlockio/dlock/driver"
 )
 
 func init() {
-	dlock.Register("file", func(_ context.Context, u *url.URL) (driver.Driver, error) {
-		if u.Host != "" && u.Host != "localhost" {
-			return nil, fmt.Errorf("%w: file URL %q: host %q: want file:///absolute/dir or file://", dlock.ErrInvalidArgument, u.Redacted(), u.Host)
-		}
-		if u.Opaque != "" {
-			return nil, fmt.Errorf("%w: file URL %q: want file:///absolute/dir or file://", dlock.ErrInvalidArgument, u.Redacted())
-		}
-		if u.RawQuery != "" {
-			return nil, fmt.Errorf("%w: file URL %q: takes no query parameters", dlock.ErrInvalidArgument, u.Redacted())
-		}
-		return open(u.Path)
-	})
+	dlock.Register("file", openURL)
+}
+
+// openURL opens "file:///dir", or "file://" for DefaultDir.
+func openURL(_ context.Context, u *url.URL) (driver.Driver, error) {
+	const want = "file:///absolute/dir, or file:// for the default directory"
+	switch {
+	case u.Host != "" && u.Host != "localhost":
+		return nil, driver.InvalidArgument("filelock: URL host", strconv.Quote(u.Host), `none or "localhost": `+want)
+	case u.Opaque != "":
+		return nil, driver.InvalidArgument("filelock: URL path", strconv.Quote(u.Opaque), "an absolute path: "+want)
+	case u.RawQuery != "":
+		return nil, driver.InvalidArgument("filelock: URL query", strconv.Quote(u.RawQuery), "none: "+want)
+	}
+	return open(u.Path)
 }
