@@ -5,8 +5,13 @@
 //
 // # Files
 //
-// Each lock is a file in one directory, named after an encoding of the lock's
-// name (n-NAME.lock, or h-HASH.lock for long names), opened without following
+// Each lock is a file in one directory, named NAME.lock, where NAME is the
+// lock's name with every byte but [A-Za-z0-9_-] written as %XX ("jobs/nightly"
+// is jobs%2Fnightly.lock), or "~" and the hex SHA-256 of the name when that
+// is longer than 200 bytes. Versions of dlock before this naming called the
+// files n-NAME.lock and h-HASH.lock: a lock they hold is not seen by this
+// one, so do not use both on one directory at once (tokens still increase
+// across the change: see below). Lock files are opened without following
 // symbolic links: a symlink where a lock file goes is an error. Lock files
 // are never removed: removing one while it is held would let a second
 // process lock a new file of the same name. Holders watch the directory,

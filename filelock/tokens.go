@@ -21,7 +21,7 @@ import (
 // granted for any lock in the directory, so that a lock file removed or
 // replaced (or holding stray text) does not make tokens start again: each
 // grant takes one above both the lock file's count and this file's. Lock
-// file names start with "n-" or "h-", so no lock can be called this.
+// file names end in ".lock" (fileName), so no lock can be called this.
 //
 // Its text is "LAST RESERVED BOOT": the last token granted; a ceiling,
 // synced to disk before any token above it is granted; and the boot it was
