@@ -3,6 +3,33 @@
 // so a crashed holder never blocks anyone; a waiter wakes on an inotify event
 // when the holder closes the lock file, not on a timer.
 //
+//	c, err := filelock.New("/run/myapp/locks") // or dlock.Open(ctx, "file:///run/myapp/locks")
+//
+// # URLs
+//
+// The scheme is "file" (Scheme):
+//
+//   - file:///absolute/dir keeps the locks in dir, made (mode 0700, with
+//     any missing parents) if missing. file://localhost/absolute/dir is
+//     the same.
+//   - file:// keeps them in DefaultDir: $XDG_RUNTIME_DIR/dlock, else
+//     $TMPDIR/dlock-EUID (/tmp/dlock-EUID without $TMPDIR), checked before
+//     use as described under "The directory".
+//
+// There are no query parameters and no environment variables of the
+// driver's own; XDG_RUNTIME_DIR and TMPDIR choose the default directory. Any
+// other host, a relative path (file:dir) or a query is an invalid argument.
+// New(dir) is the same as the URL file://dir ("" for file://).
+//
+// The engine is the kernel of one host: processes sharing the locks must
+// share the host and a directory on a local file system, and only they may
+// be able to write to it (see "The directory"). There is no TTL on the
+// engine's side: a lock is held until its holder releases it or its file
+// is closed (the holder's death closes it). The dlock TTL only sets how
+// often a holder checks that its file is still the lock's (every TTL/3):
+// the watch described under "Files" reports most changes at once, and the
+// check catches the rest.
+//
 // # Files
 //
 // Each lock is a file in one directory, named NAME.lock, where NAME is the
@@ -35,17 +62,15 @@
 //
 // # The directory
 //
-// URLs: "file:///path/to/dir", or "file://" for DefaultDir,
-// $XDG_RUNTIME_DIR/dlock (else $TMPDIR/dlock-EUID, /tmp/dlock-EUID without
-// $TMPDIR). The default directory must belong to the effective user and be
+// The default directory must belong to the effective user and be
 // writable by nobody else, and it must not be a symbolic link; its parent
 // must be owned by root or that user and, if others may write to it, sticky
 // (see DefaultDir). Otherwise opening fails, naming the directory and what
-// was expected. A directory given in the URL is the caller's choice and is not
-// checked that way: anyone who can write to it can break its locks (remove or
-// replace a held lock file), so give one that only the users sharing the
-// locks can write to. Lock files are made with mode 0600, so a directory
-// serves one user (and root).
+// was expected. A directory given in the URL or to New is the caller's
+// choice and is not checked that way: anyone who can write to it can break
+// its locks (remove or replace a held lock file), so give one that only the
+// users sharing the locks can write to. Lock files are made with mode 0600,
+// so a directory serves one user (and root).
 //
 // The directory must be on a local file system (a disk, tmpfs, overlayfs,
 // FUSE other than a network one). Opening refuses NFS, SMB/CIFS, 9p, AFS,

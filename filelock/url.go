@@ -9,8 +9,12 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
+// Scheme is the URL scheme of this driver: file:///dir, or file:// for
+// DefaultDir.
+const Scheme = "file"
+
 func init() {
-	dlock.Register("file", openURL)
+	dlock.Register(Scheme, openURL)
 }
 
 // openURL opens "file:///dir", or "file://" for DefaultDir.
