@@ -10,9 +10,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/dlockio/dlock"
 	"github.com/dlockio/dlock/driver"
 )
 
+// fileLock is a held lock: the lock file, open and flocked.
 type fileLock struct {
 	d     *fileDriver
 	name  string // file name in d's directory
@@ -23,6 +25,48 @@ type fileLock struct {
 
 	mu sync.Mutex
 	f  *os.File // nil once released
+}
+
+// HeldFile returns the open file that carries the flock(2) of l, a lease of
+// this driver, and true; nil and false if l is another driver's lease, or
+// has ended.
+//
+// The file belongs to the driver: do not close it, unlock it or write to it,
+// and do not use it once the lease has ended (Unlock closes it). It is there
+// to share the lock with another process: a flock belongs to the open file,
+// not to a descriptor or a process, so a copy of the descriptor (dup(2), a
+// child's copy through os/exec's Cmd.ExtraFiles) keeps the lock held until
+// every copy is closed, even after this process has died. `dlock run` gives
+// one to a helper process that kills the command should dlock be killed,
+// so that the lock is not free before the command is gone. Unlock still
+// frees the lock at once, for every copy: it unlocks the file before closing
+// it.
+//
+// HeldFile calls the method File() *os.File of the lease's driver lock
+// (Lease.Driver), which returns the file, or nil once the lock is released.
+func HeldFile(l *dlock.Lease) (*os.File, bool) {
+	if l == nil {
+		return nil, false
+	}
+	select {
+	case <-l.Done():
+		return nil, false
+	default:
+	}
+	fl, ok := l.Driver().(*fileLock)
+	if !ok {
+		return nil, false
+	}
+	f := fl.File()
+	return f, f != nil
+}
+
+// File returns the open file that carries the lock's flock, or nil once the
+// lock is released: see HeldFile.
+func (l *fileLock) File() *os.File {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.f
 }
 
 func (l *fileLock) Token() uint64 { return l.token }
