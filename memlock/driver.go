@@ -2,7 +2,6 @@ package memlock
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -35,15 +34,14 @@ var (
 	_ driver.Lock      = (*hold)(nil)
 )
 
-var errConnClosed = errors.New("memlock: connection closed")
-
 func (e *Engine) newConn() *conn { return &conn{e: e} }
 
+// check fails calls on a closed or crashed connection.
 func (c *conn) check() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.crashed {
-		return errConnClosed
+		return driver.ErrClosed
 	}
 	return nil
 }
@@ -59,7 +57,7 @@ func (c *conn) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return errConnClosed
+		return driver.ErrClosed
 	}
 	c.closed = true
 	return nil

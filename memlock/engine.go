@@ -13,11 +13,13 @@ type Engine struct {
 	fence uint64 // one counter for all names: strictly increasing per name too
 }
 
+// entry is one lock name's state: its holder and its FIFO queue.
 type entry struct {
 	holder *hold
 	queue  []*waiter
 }
 
+// waiter is a blocked Acquire in an entry's queue.
 type waiter struct {
 	c     *conn
 	ttl   time.Duration

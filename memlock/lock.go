@@ -7,6 +7,7 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
+// hold is a granted lock, the driver.Lock of this driver.
 type hold struct {
 	e      *Engine
 	c      *conn
