@@ -177,7 +177,7 @@ func TestFailedCleanupOnLiveSession(t *testing.T) {
 	bcancel()
 	select {
 	case r := <-chB:
-		if r.err != context.Canceled {
+		if !errors.Is(r.err, context.Canceled) {
 			t.Fatalf("cancelled Lock = %v, %v; want context.Canceled", r.l, r.err)
 		}
 	case <-time.After(5 * time.Second):
