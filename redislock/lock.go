@@ -235,12 +235,3 @@ func (d *Driver) quorumError(what string, errs []error) error {
 	}
 	return driver.Unavailable(err)
 }
-
-// fanOut runs fn(0..n-1) in parallel and waits for all.
-func fanOut(n int, fn func(i int)) {
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() { fn(i) })
-	}
-	wg.Wait()
-}

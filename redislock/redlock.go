@@ -60,7 +60,7 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 	for i, n := range d.nodes {
 		d.background(func() {
 			r := reply{i: i}
-			v, err := n.run(nctx, lockScript, ks, value, ttlMillis(l.ttl), ticket, l.owner).Slice()
+			v, err := n.run(nctx, rlLockScript, ks, value, ttlMillis(l.ttl), ticket, l.owner).Slice()
 			if err == nil {
 				r.got, r.n, r.holder, err = parseLockReply(v)
 			}
@@ -98,7 +98,7 @@ func (l *lock) redlock(ctx context.Context, queued bool) attempt {
 						l.giveBackOn(d.nodes[r.i], value, wakeOnFail.Load())
 					}
 				case r.got:
-					_ = d.nodes[r.i].run(nctx, fenceScript, []string{l.keys.lock, l.keys.fence}, value, token).Err()
+					_ = d.nodes[r.i].run(nctx, rlFenceScript, []string{l.keys.lock, l.keys.fence}, value, token).Err()
 				}
 			}
 		})
@@ -219,7 +219,7 @@ func expiryWait(pttls []int64, nn, quorum int) time.Duration {
 	return time.Duration(pttls[k-1]+1) * time.Millisecond
 }
 
-// parseLockReply reads lock.lua's {1, fence} or {0, pttl, holder}.
+// parseLockReply reads rllock.lua's {1, fence} or {0, pttl, holder}.
 func parseLockReply(v []any) (got bool, n int64, holder string, err error) {
 	if len(v) >= 2 {
 		flag, ok1 := v[0].(int64)
@@ -261,7 +261,7 @@ func (l *lock) writeFence(ctx context.Context, got []int, token uint64, value st
 	var errs []error
 	fanOut(len(got), func(j int) {
 		n := l.d.nodes[got[j]]
-		v, err := n.run(ctx, fenceScript, []string{l.keys.lock, l.keys.fence}, value, token).Int64()
+		v, err := n.run(ctx, rlFenceScript, []string{l.keys.lock, l.keys.fence}, value, token).Int64()
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {

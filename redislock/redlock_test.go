@@ -351,7 +351,7 @@ func TestRedlockTakeOverOrder(t *testing.T) {
 	lock := func(value string) []any {
 		t.Helper()
 		waiter, _, _ := strings.Cut(value, ".")
-		v, err := lockScript.Run(ctx, rdb, ks, value, 5000, "", waiter).Slice()
+		v, err := rlLockScript.Run(ctx, rdb, ks, value, 5000, "", waiter).Slice()
 		if err != nil {
 			t.Fatal(err)
 		}
