@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,14 +62,19 @@ func NewRedlock(nodes []redis.UniversalClient, opts ...dlock.Option) (*dlock.Cli
 // (several), for use with dlock.NewClient when Options are needed. The
 // driver does not close the clients.
 func NewDriver(nodes []redis.UniversalClient, o Options) (*Driver, error) {
-	return newDriver(nodes, o, false)
+	if len(nodes) == 1 {
+		return newSingle(nodes[0], o, false)
+	}
+	return newRedlock(nodes, o, false, nil)
 }
 
 // Driver is the redislock driver.Driver. Applications use it through a
 // *dlock.Client.
 type Driver struct {
-	nodes  []*node
-	quorum int
+	// topo is a single node (lock.go) or a Redlock (redlock.go): how a lock
+	// is tried, held, given back and read.
+	topo   topology
+	nodes  []*node // every node, for what is the same on each (Close, checks, the waiters' hubs)
 	prefix string
 	owned  bool // close the clients on Close (opened from a URL)
 	id     string
@@ -79,19 +83,48 @@ type Driver struct {
 	bg     sync.WaitGroup // give-backs and stragglers running after their call returned
 	// checked: every node's eviction policy has been checked (eviction.go).
 	checked atomic.Bool
-	// missing: nodes that did not answer when the driver was opened from a
-	// URL (a Redlock opens with a majority).
-	missing []string
+}
+
+// topology is what differs between a single node and a Redlock. Each has
+// an implementation of its own, so that no code asks how many nodes there
+// are.
+type topology interface {
+	// newLock starts one acquisition: its attempts, then the lock it holds.
+	newLock(k keys, owner string, ttl time.Duration) candidate
+	status(ctx context.Context, k keys) (driver.Status, error)
+	// notes says what the topology assumes, for Capabilities.
+	notes() []string
 }
 
 var (
 	_ driver.Driver    = (*Driver)(nil)
 	_ driver.Capable   = (*Driver)(nil)
 	_ driver.Inspector = (*Driver)(nil)
-	_ driver.Lock      = (*lock)(nil)
 )
 
-func newDriver(clients []redis.UniversalClient, o Options, owned bool) (*Driver, error) {
+func newSingle(c redis.UniversalClient, o Options, owned bool) (*Driver, error) {
+	d, err := newDriver([]redis.UniversalClient{c}, o, owned, false)
+	if err != nil {
+		return nil, err
+	}
+	d.topo = &single{d: d, n: d.nodes[0]}
+	return d, nil
+}
+
+// newRedlock makes a Redlock driver; missing are the nodes that did not
+// answer when it was opened from a URL.
+func newRedlock(clients []redis.UniversalClient, o Options, owned bool, missing []string) (*Driver, error) {
+	// named: every node names the same waiter (hub.go).
+	d, err := newDriver(clients, o, owned, true)
+	if err != nil {
+		return nil, err
+	}
+	d.topo = &redlock{d: d, nodes: d.nodes, quorum: len(d.nodes)/2 + 1, missing: missing}
+	return d, nil
+}
+
+// newDriver makes what both topologies share; named is the hubs' (hub.go).
+func newDriver(clients []redis.UniversalClient, o Options, owned, named bool) (*Driver, error) {
 	if len(clients) == 0 {
 		return nil, fmt.Errorf("%w: redislock: no Redis clients: want one, or several for Redlock", dlock.ErrInvalidArgument)
 	}
@@ -104,12 +137,12 @@ func newDriver(clients []redis.UniversalClient, o Options, owned bool) (*Driver,
 	}
 	var b [12]byte
 	rand.Read(b[:])
-	d := &Driver{quorum: len(clients)/2 + 1, prefix: prefix, owned: owned, id: hex.EncodeToString(b[:])}
+	d := &Driver{prefix: prefix, owned: owned, id: hex.EncodeToString(b[:])}
 	for i, c := range clients {
 		if c == nil {
 			return nil, fmt.Errorf("%w: redislock: client %d is nil", dlock.ErrInvalidArgument, i)
 		}
-		d.nodes = append(d.nodes, &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".", len(clients) > 1, &d.bg),
+		d.nodes = append(d.nodes, &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".", named, &d.bg),
 			aware: honoursContext(c), timeouts: clientTimeouts(c), bg: &d.bg})
 	}
 	return d, nil
@@ -174,23 +207,7 @@ func (d *Driver) Close() error {
 // of the nodes found: an eviction policy that weakens locks, one that could
 // not be read, nodes unreachable when the driver was opened.
 func (d *Driver) Capabilities() driver.Capabilities {
-	notes := []string{"single Redis node (or one Cluster slot / Sentinel master): tokens come from a counter on the node; " +
-		"a restart without persistence or a failover to a replica behind on asynchronous replication can repeat " +
-		"tokens and grant a lock twice; an eviction policy other than noeviction can drop lock keys " +
-		"(allkeys-* is refused: it can drop the counter too)"}
-	if len(d.nodes) > 1 {
-		notes = []string{fmt.Sprintf("Redlock over %d independent masters, majority %d: assumes bounded clock drift "+
-			"(allowance TTL/100+2ms) and that a crashed node keeps its data (AOF fsync=always) or stays down "+
-			"for a TTL before rejoining empty; tokens are written back to a majority before each grant so they "+
-			"strictly increase under that assumption. Safety rests on timing (Kleppmann, \"How to do distributed "+
-			"locking\"; Sanfilippo, \"Is Redlock safe?\"): use the fencing token; an eviction policy other than "+
-			"noeviction can drop lock keys (allkeys-* is refused)", len(d.nodes), d.quorum)}
-	}
-	if len(d.missing) > 0 {
-		notes = append(notes, fmt.Sprintf("unreachable when opened: %s (locks need %d of the %d nodes)",
-			strings.Join(d.missing, "; "), d.quorum, len(d.nodes)))
-	}
-	notes = append(notes, d.evictionNotes()...)
+	notes := append(d.topo.notes(), d.evictionNotes()...)
 	return driver.Capabilities{Fencing: driver.FencingNode, Scope: "cluster", Notes: strings.Join(notes, ". ")}
 }
 
@@ -203,57 +220,5 @@ func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error)
 	if d.closed.Load() {
 		return driver.Status{}, driver.ErrClosed
 	}
-	k := d.keysOf(name)
-	deadlines := k.queue
-	if len(d.nodes) > 1 {
-		deadlines = k.alive
-	}
-	type reply struct {
-		pttl, fence, waiters int64
-		err                  error
-	}
-	rs := make([]reply, len(d.nodes))
-	fanOut(len(d.nodes), func(i int) {
-		v, err := d.nodes[i].run(ctx, statusScript, []string{k.lock, k.fence, deadlines}).Int64Slice()
-		if err == nil && len(v) != 3 {
-			err = fmt.Errorf("unexpected reply %v", v)
-		}
-		if err != nil {
-			rs[i].err = d.nodes[i].errorf(k.lock, err)
-			return
-		}
-		rs[i].pttl, rs[i].fence, rs[i].waiters = v[0], v[1], v[2]
-	})
-	var st driver.Status
-	var ttls []int64
-	var errs []error
-	for _, r := range rs {
-		if r.err != nil {
-			errs = append(errs, r.err)
-			continue
-		}
-		st.Waiters = max(st.Waiters, int(r.waiters))
-		st.Token = max(st.Token, uint64(r.fence))
-		if r.pttl > 0 {
-			ttls = append(ttls, r.pttl)
-		}
-	}
-	if len(errs) > len(d.nodes)-d.quorum {
-		if len(d.nodes) == 1 {
-			return driver.Status{}, errs[0]
-		}
-		return driver.Status{}, d.quorumError(fmt.Sprintf("status read from %d of %d nodes", len(d.nodes)-len(errs), len(d.nodes)), errs)
-	}
-	if len(ttls) >= d.quorum {
-		st.Held = true
-		// The lock is held while a majority keeps it: until the
-		// quorum-th longest TTL runs out.
-		sortDesc(ttls)
-		st.TTLLeft = time.Duration(ttls[d.quorum-1]) * time.Millisecond
-	} else {
-		st.Token = 0
-	}
-	return st, nil
+	return d.topo.status(ctx, d.keysOf(name))
 }
-
-func sortDesc(s []int64) { slices.SortFunc(s, func(a, b int64) int { return int(b - a) }) }

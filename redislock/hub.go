@@ -64,6 +64,9 @@ type waiter struct {
 	// a grant with a token no larger was made before that attempt, which
 	// found the lock with someone else, so the grant is stale.
 	floor atomic.Uint64
+	// ticket is a Redlock waiter's place in the nodes' queues: the time it
+	// began to wait, the same on every node.
+	ticket int64
 }
 
 // grant is a single-node release that handed the lock to a waiter.
@@ -90,7 +93,9 @@ func parseGrant(payload string) (owner string, g *grant, ok bool) {
 	return owner, &grant{token: t, ttl: time.Duration(ms) * time.Millisecond}, true
 }
 
-func newWaiter(id string) *waiter { return &waiter{id: id, wake: make(chan struct{}, 1)} }
+func newWaiter(id string) *waiter {
+	return &waiter{id: id, wake: make(chan struct{}, 1), ticket: time.Now().UnixMicro()}
+}
 
 func (w *waiter) signal() bool {
 	select {

@@ -3,7 +3,6 @@ package redislock
 import (
 	"strconv"
 	"strings"
-	"time"
 )
 
 // keys are the Redis names of one lock.
@@ -70,5 +69,3 @@ func (d *Driver) owner() string {
 	var b [64]byte
 	return string(strconv.AppendUint(append(append(b[:0], d.id...), '.'), d.seq.Add(1), 36))
 }
-
-func ttlMillis(ttl time.Duration) int64 { return max(ttl.Milliseconds(), 1) }

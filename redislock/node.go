@@ -2,6 +2,7 @@ package redislock
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -102,4 +103,18 @@ func fanOut(n int, fn func(i int)) {
 		wg.Go(func() { fn(i) })
 	}
 	wg.Wait()
+}
+
+// status runs status.lua on n: the lock's PTTL (-2 if free), its fence
+// counter, and how many waiters whose deadlines are in the sorted set
+// deadlines are still trying.
+func (n *node) status(ctx context.Context, k keys, deadlines string) (pttl, fence, waiters int64, err error) {
+	v, err := n.run(ctx, statusScript, []string{k.lock, k.fence, deadlines}).Int64Slice()
+	if err == nil && len(v) != 3 {
+		err = fmt.Errorf("unexpected reply %v", v)
+	}
+	if err != nil {
+		return 0, 0, 0, n.errorf(k.lock, err)
+	}
+	return v[0], v[1], v[2], nil
 }

@@ -2,6 +2,7 @@ package redislock
 
 import (
 	_ "embed"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -43,3 +44,10 @@ var (
 	statusLua    string
 	statusScript = redis.NewScript(statusLua)
 )
+
+// ttlMillis is a TTL as the scripts take it.
+func ttlMillis(ttl time.Duration) int64 { return max(ttl.Milliseconds(), 1) }
+
+// goneMillis is how long a given-up attempt is refused: a request that
+// reaches the server later than this can still take the lock, for one TTL.
+func goneMillis(ttl time.Duration) int64 { return max(2*ttlMillis(ttl), 30_000) }

@@ -46,7 +46,7 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	if err := checkPrefix(o.Prefix); err != nil {
 		return nil, err
 	}
-	var clients []redis.UniversalClient
+	var clients []*redis.Client
 	closeAll := func() {
 		for _, c := range clients {
 			c.Close()
@@ -65,6 +65,12 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 		}
 		tune(opt, q)
 		clients = append(clients, redis.NewClient(opt))
+		d, err := openSingle(ctx, clients[0], o)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		return d, nil
 	case "redlock":
 		hosts := strings.Split(u.Host, ",")
 		if len(hosts) < 3 {
@@ -97,64 +103,103 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 			tune(opt, q)
 			clients = append(clients, redis.NewClient(opt))
 		}
-	default:
-		return nil, fmt.Errorf("%w: redislock: scheme %q", dlock.ErrInvalidArgument, u.Scheme)
+		d, err := openRedlock(ctx, clients, o)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		return d, nil
 	}
-	d, err := open(ctx, clients, o)
+	return nil, fmt.Errorf("%w: redislock: scheme %q", dlock.ErrInvalidArgument, u.Scheme)
+}
+
+// openSingle opens a driver on c if the node answers (see ping).
+func openSingle(ctx context.Context, c *redis.Client, o Options) (*Driver, error) {
+	down, err := ping(ctx, []*redis.Client{c})
+	if err == nil && len(down) > 0 {
+		err = down[0]
+	}
 	if err != nil {
-		closeAll()
+		return nil, err
+	}
+	d, err := newSingle(c, o, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.checkOpened(ctx); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
-// open checks that each node answers, accepts the password and has the
-// database, so that a bad URL fails at Open with a clear error, and that
-// its eviction policy keeps locks. A Redlock opens with a majority of its
-// nodes answering (a minority outage is what it survives); the others are
-// named in Capabilities' notes.
-func open(ctx context.Context, clients []redis.UniversalClient, o Options) (*Driver, error) {
+// openRedlock opens a Redlock on clients if a majority of them answers (a
+// minority outage is what it survives); the others are named in
+// Capabilities' notes.
+func openRedlock(ctx context.Context, clients []*redis.Client, o Options) (*Driver, error) {
+	down, err := ping(ctx, clients)
+	if err != nil {
+		return nil, err
+	}
+	quorum := len(clients)/2 + 1
+	if len(down) > len(clients)-quorum {
+		return nil, driver.Unavailable(fmt.Errorf("%d of %d nodes unreachable, a majority of %d is needed: %w",
+			len(down), len(clients), quorum, errors.Join(down...)))
+	}
+	ucs := make([]redis.UniversalClient, len(clients))
+	for i, c := range clients {
+		ucs[i] = c
+	}
+	var missing []string
+	for _, err := range down {
+		missing = append(missing, err.Error())
+	}
+	d, err := newRedlock(ucs, o, true, missing)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.checkOpened(ctx); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// ping checks that each node answers, accepts the password and has the
+// database, so that a bad URL fails at Open with a clear error. It returns
+// the errors of the nodes that did not answer, which may pass; err is a
+// failure that will not (a wrong password or database).
+func ping(ctx context.Context, clients []*redis.Client) (down []error, err error) {
 	errs := make([]error, len(clients))
 	fanOut(len(clients), func(i int) {
 		if err := clients[i].Ping(ctx).Err(); err != nil {
-			e := fmt.Errorf("%s: %w", clients[i].(*redis.Client).Options().Addr, explain(err))
+			e := fmt.Errorf("%s: %w", clients[i].Options().Addr, explain(err))
 			if transient(err) {
 				e = driver.Unavailable(e)
 			}
 			errs[i] = e
 		}
 	})
-	var missing []string
-	var down []error
 	for _, err := range errs {
 		switch {
 		case err == nil:
 		case !errors.Is(err, driver.ErrUnavailable):
-			return nil, err // a wrong password or database will not pass
+			return nil, err
 		default:
-			missing = append(missing, err.Error())
 			down = append(down, err)
 		}
 	}
-	quorum := len(clients)/2 + 1
-	switch {
-	case len(clients) == 1 && len(down) == 1:
-		return nil, down[0]
-	case len(down) > len(clients)-quorum:
-		return nil, driver.Unavailable(fmt.Errorf("%d of %d nodes unreachable, a majority of %d is needed: %w",
-			len(down), len(clients), quorum, errors.Join(down...)))
-	}
-	d, err := newDriver(clients, o, true)
-	if err != nil {
-		return nil, err
-	}
-	d.missing = missing
+	return down, nil
+}
+
+// checkOpened checks the nodes' eviction policies of a driver opened from a
+// URL. If that fails, the driver is closed, but not its clients: the caller
+// closes them.
+func (d *Driver) checkOpened(ctx context.Context) error {
 	if err := d.checkNodes(ctx); err != nil {
-		d.owned = false // the caller closes the clients
+		d.owned = false
 		d.Close()
-		return nil, err
+		return err
 	}
-	return d, nil
+	return nil
 }
 
 // tune applies what a lock needs to a client made from a URL: the password
