@@ -14,9 +14,13 @@
 // of a Redis Cluster: the lock key PREFIX{NAME} holding the owner's random id
 // with the TTL, the fence counter PREFIX{NAME}:fence, the release channel
 // PREFIX{NAME}:released, the waiter queue PREFIX{NAME}:waiters and the set of
-// given-up attempts PREFIX{NAME}:gone. NAME is the lock's name with every
-// byte other than letters, digits, '-', '.', '_' and '/' written as %XX, so
-// names of any bytes map to distinct keys and cannot break the hash tag. The
+// given-up attempts PREFIX{NAME}:gone. NAME is the lock's name escaped
+// as every dlock driver escapes names (internal/lockname): every byte other
+// than letters, digits, '-' and '_' written as %XX, so names of any bytes
+// map to distinct keys and cannot break the hash tag. Versions before that
+// escaper was shared kept '.' and '/' as they were: a lock whose name holds
+// either, taken by such a version, is not seen by this one (run one version
+// at a time for those names). The
 // fence counter has no TTL: it must outlive the lock for tokens to keep
 // increasing, so it stays behind (a few bytes per lock name ever used); the
 // other keys expire.

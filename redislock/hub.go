@@ -321,14 +321,14 @@ func (h *hub) releaseGrant(channel, owner string, g *grant) {
 	if h.closed {
 		return
 	}
-	tag, ok := strings.CutSuffix(channel, ":released")
+	tag, ok := strings.CutSuffix(channel, releasedSuffix)
 	if !ok {
 		return
 	}
 	h.bg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		k := keys{lock: tag, fence: tag + ":fence", channel: channel, queue: tag + ":waiters", gone: tag + ":gone"}
+		k := keysOfTag(tag)
 		_ = releaseScript.Run(ctx, h.rdb, []string{k.lock, k.queue, k.fence, k.gone}, owner, channel, ttlMillis(g.ttl), 0).Err()
 	})
 }

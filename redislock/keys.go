@@ -3,21 +3,34 @@ package redislock
 import (
 	"strconv"
 	"strings"
+
+	"github.com/dlockio/dlock/internal/lockname"
 )
 
-// keys are the Redis names of one lock.
+// keys are the Redis names of one lock (the layout is in the package doc).
 type keys struct {
 	lock, fence, channel, queue, alive, gone string
 }
 
-// keysOf makes all six names as slices of one string: one allocation per
-// Acquire instead of six, on a path whose cost is measured in allocations.
+// keysOf returns the names of the lock name: its hash tag is name escaped
+// by lockname (no limit: Redis keys may be megabytes long), which never
+// holds '{' or '}'.
 func (d *Driver) keysOf(name string) keys {
-	tag := d.prefix + "{" + escape(name) + "}"
-	const fence, released, waiters, alive, gone = ":fence", ":released", ":waiters", ":alive", ":gone"
+	return keysOfTag(d.prefix + "{" + lockname.Escape(name, 0) + "}")
+}
+
+const (
+	fenceSuffix, releasedSuffix, waitersSuffix = ":fence", ":released", ":waiters"
+	aliveSuffix, goneSuffix                    = ":alive", ":gone"
+)
+
+// keysOfTag makes the names of the lock whose key is tag (PREFIX{NAME}),
+// all six as slices of one string: one allocation per Acquire instead of
+// six, on a path whose cost is measured in allocations.
+func keysOfTag(tag string) keys {
 	var b strings.Builder
-	b.Grow(5*len(tag) + len(fence) + len(released) + len(waiters) + len(alive) + len(gone))
-	for _, suffix := range []string{fence, released, waiters, alive, gone} {
+	b.Grow(5*len(tag) + len(fenceSuffix) + len(releasedSuffix) + len(waitersSuffix) + len(aliveSuffix) + len(goneSuffix))
+	for _, suffix := range []string{fenceSuffix, releasedSuffix, waitersSuffix, aliveSuffix, goneSuffix} {
 		b.WriteString(tag)
 		b.WriteString(suffix)
 	}
@@ -27,40 +40,12 @@ func (d *Driver) keysOf(name string) keys {
 	for _, f := range []struct {
 		dst *string
 		n   int
-	}{{&k.fence, len(fence)}, {&k.channel, len(released)}, {&k.queue, len(waiters)}, {&k.alive, len(alive)}, {&k.gone, len(gone)}} {
+	}{{&k.fence, len(fenceSuffix)}, {&k.channel, len(releasedSuffix)}, {&k.queue, len(waitersSuffix)},
+		{&k.alive, len(aliveSuffix)}, {&k.gone, len(goneSuffix)}} {
 		*f.dst = all[i : i+len(tag)+f.n]
 		i += len(tag) + f.n
 	}
 	return k
-}
-
-// escape writes name with every byte outside [A-Za-z0-9._/-] as %XX: a
-// bijection, and '{' and '}' never appear.
-func escape(name string) string {
-	n := 0
-	for i := 0; i < len(name); i++ {
-		if !plain(name[i]) {
-			n++
-		}
-	}
-	if n == 0 {
-		return name
-	}
-	const hexd = "0123456789ABCDEF"
-	b := make([]byte, 0, len(name)+2*n)
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if plain(c) {
-			b = append(b, c)
-		} else {
-			b = append(b, '%', hexd[c>>4], hexd[c&15])
-		}
-	}
-	return string(b)
-}
-
-func plain(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '/'
 }
 
 // owner returns an id no other acquisition, here or in any other process,
