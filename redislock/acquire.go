@@ -197,7 +197,7 @@ func (a *acquirer) join(ctx context.Context) error {
 		return nil
 	}
 	for _, err := range errs {
-		if errors.Is(err, errHubClosed) {
+		if errors.Is(err, driver.ErrClosed) {
 			return driver.ErrClosed
 		}
 		if permanent(err) {

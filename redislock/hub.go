@@ -2,7 +2,6 @@ package redislock
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/dlockio/dlock/driver"
 )
 
 // hub multiplexes the release channels of every waiter of one driver on a
@@ -106,8 +107,6 @@ func (w *waiter) signal() bool {
 	}
 }
 
-var errHubClosed = errors.New("redislock: driver closed")
-
 func newHub(rdb redis.UniversalClient, prefix string, named bool, bg *sync.WaitGroup) *hub {
 	return &hub{rdb: rdb, prefix: prefix, named: named, bg: bg, topics: map[string]*topic{}, inflight: map[string]int{},
 		held: map[string]struct{}{}}
@@ -151,7 +150,7 @@ func (h *hub) join(ctx context.Context, channel string, w *waiter) (<-chan struc
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return nil, errHubClosed
+		return nil, driver.ErrClosed
 	}
 	if h.ps == nil {
 		h.ps = h.rdb.Subscribe(context.WithoutCancel(ctx))
@@ -309,7 +308,7 @@ func (h *hub) relay(channel string) {
 		return
 	}
 	h.bg.Go(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := driver.CleanupContext(context.Background())
 		defer cancel()
 		_ = h.rdb.Publish(ctx, channel, "").Err()
 	})
@@ -326,7 +325,7 @@ func (h *hub) releaseGrant(channel, owner string, g *grant) {
 		return
 	}
 	h.bg.Go(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := driver.CleanupContext(context.Background())
 		defer cancel()
 		k := keysOfTag(tag)
 		_ = releaseScript.Run(ctx, h.rdb, []string{k.lock, k.queue, k.fence, k.gone}, owner, channel, ttlMillis(g.ttl), 0).Err()
@@ -396,7 +395,7 @@ func (h *hub) lost(ps *redis.PubSub) {
 	clear(h.inflight)
 }
 
-// close stops the pub/sub connection; later joins return errHubClosed.
+// close stops the pub/sub connection; later joins return driver.ErrClosed.
 func (h *hub) close() error {
 	h.mu.Lock()
 	if h.closed {

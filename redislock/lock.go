@@ -122,7 +122,7 @@ func (l *singleLock) release(ctx context.Context, refuse int64) (int64, error) {
 // it on to the next waiter. With late set, later copies of this owner's
 // attempts are refused.
 func (l *singleLock) giveBack(late bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), giveBackTimeout)
+	ctx, cancel := driver.CleanupContext(context.Background())
 	defer cancel()
 	refuse := int64(0)
 	if late {
@@ -130,9 +130,6 @@ func (l *singleLock) giveBack(late bool) {
 	}
 	_, _ = l.release(ctx, refuse)
 }
-
-// giveBackTimeout bounds a give-back made in the background.
-const giveBackTimeout = 2 * time.Second
 
 // granted takes over a lock that a release handed to this waiter. The TTL
 // ran from some moment after the last attempt was sent; if that is long ago
@@ -160,7 +157,7 @@ func (l *singleLock) tookAfterWait() {
 // abandon takes the waiter out of the queue, so that no release grants it
 // the lock in vain, and gives back a grant made to it meanwhile.
 func (l *singleLock) abandon(ctx context.Context, w *waiter) {
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	dctx, cancel := driver.CleanupContext(ctx)
 	_ = l.n.run(dctx, dequeueScript, []string{l.keys.queue}, l.owner).Err()
 	cancel()
 	if w.fresh() != nil {

@@ -114,7 +114,7 @@ func (l *redlockLock) tookAfterWait() {}
 // a release took out to wake it wakes the next in line in its place
 // (dequeue.lua).
 func (l *redlockLock) abandon(ctx context.Context, _ *waiter) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	ctx, cancel := driver.CleanupContext(ctx)
 	defer cancel()
 	ks := []string{l.keys.queue, l.keys.alive, l.keys.lock}
 	fanOut(len(l.r.nodes), func(i int) {

@@ -32,8 +32,7 @@ func (l *redlockLock) attempt(ctx context.Context, w *waiter) attempt {
 	since := time.Now()
 	valid := l.ttl - drift(l.ttl)
 	if valid <= 0 {
-		return attempt{err: fmt.Errorf("%w: TTL %v is too short for Redlock's drift allowance %v",
-			driver.ErrInvalidArgument, l.ttl, drift(l.ttl))}
+		return attempt{err: driver.InvalidArgument("TTL", l.ttl, fmt.Sprintf("more than Redlock's drift allowance %v", drift(l.ttl)))}
 	}
 	deadline := since.Add(valid)
 	l.tries++
@@ -247,7 +246,7 @@ func (l *redlockLock) giveBackOn(n *node, value string, wake bool) {
 	}
 	ks := []string{l.keys.lock, l.keys.queue, l.keys.alive, l.keys.gone}
 	l.r.d.background(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), giveBackTimeout)
+		ctx, cancel := driver.CleanupContext(context.Background())
 		defer cancel()
 		_ = n.run(ctx, rlReleaseScript, ks, value, channel, "", goneMillis(l.ttl)).Err()
 	})
