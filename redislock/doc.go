@@ -3,7 +3,7 @@
 // independent Redis masters.
 //
 //	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
-//	c, err := redislock.New(rdb, dlock.WithTTL(10*time.Second))
+//	c, err := redislock.New(rdb, nil, dlock.WithTTL(10*time.Second))
 //
 //	c, err := dlock.Open(ctx, "redis://:password@localhost:6379/0")
 //	c, err := dlock.Open(ctx, "redlock://h1:6379,h2:6379,h3:6379")

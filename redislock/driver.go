@@ -18,10 +18,19 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
+// The URL schemes this package registers with dlock.Open (see the
+// package doc's URLs section).
+const (
+	Scheme        = "redis"   // one node
+	TLSScheme     = "rediss"  // one node, over TLS
+	RedlockScheme = "redlock" // a majority of independent masters
+)
+
 // DefaultPrefix starts every key and channel this driver makes.
 const DefaultPrefix = "dlock:"
 
-// Options tunes a Driver. The zero value means the documented defaults.
+// Options tunes a Driver. The zero value, like a nil *Options, means the
+// documented defaults.
 type Options struct {
 	// Prefix starts every key and channel name (default DefaultPrefix). It
 	// must not contain '{' or '}', which would change the hash tag.
@@ -29,13 +38,10 @@ type Options struct {
 }
 
 // New returns a client that keeps its locks on one Redis server, or on a
-// Redis Cluster or Sentinel-managed master through rdb. The client does not
-// close rdb.
-func New(rdb redis.UniversalClient, opts ...dlock.Option) (*dlock.Client, error) {
-	if rdb == nil {
-		return nil, fmt.Errorf("%w: redislock.New: rdb = nil: want a go-redis client", dlock.ErrInvalidArgument)
-	}
-	d, err := NewDriver([]redis.UniversalClient{rdb}, Options{})
+// Redis Cluster or Sentinel-managed master through rdb. o may be nil. The
+// client does not close rdb.
+func New(rdb redis.UniversalClient, o *Options, opts ...dlock.Option) (*dlock.Client, error) {
+	d, err := newSingle("redislock.New", rdb, o, false)
 	if err != nil {
 		return nil, err
 	}
@@ -44,28 +50,28 @@ func New(rdb redis.UniversalClient, opts ...dlock.Option) (*dlock.Client, error)
 
 // NewRedlock returns a client that keeps its locks on a majority of the
 // independent Redis masters nodes (Redlock; read the package documentation
-// for what that assumes). Use an odd number of nodes, at least 3. The
-// client does not close the nodes' clients.
-func NewRedlock(nodes []redis.UniversalClient, opts ...dlock.Option) (*dlock.Client, error) {
-	if len(nodes) < 2 {
-		return nil, fmt.Errorf("%w: redislock.NewRedlock: %d nodes: want at least 3 independent masters (use New for one)",
-			dlock.ErrInvalidArgument, len(nodes))
-	}
-	d, err := NewDriver(nodes, Options{})
+// for what that assumes). o may be nil. Use an odd number of nodes, 3 or
+// more: two work, but their majority is both, so neither may fail;
+// NewRedlock refuses fewer than two. The client does not close the nodes'
+// clients.
+func NewRedlock(nodes []redis.UniversalClient, o *Options, opts ...dlock.Option) (*dlock.Client, error) {
+	d, err := newRedlock("redislock.NewRedlock", nodes, o, false, nil)
 	if err != nil {
 		return nil, err
 	}
 	return dlock.NewClient(d, opts...)
 }
 
-// NewDriver returns the driver behind New (one node) and NewRedlock
-// (several), for use with dlock.NewClient when Options are needed. The
-// driver does not close the clients.
-func NewDriver(nodes []redis.UniversalClient, o Options) (*Driver, error) {
-	if len(nodes) == 1 {
-		return newSingle(nodes[0], o, false)
-	}
-	return newRedlock(nodes, o, false, nil)
+// NewDriver returns the driver behind New, for dlock.NewClient. The driver
+// does not close rdb.
+func NewDriver(rdb redis.UniversalClient, o *Options) (*Driver, error) {
+	return newSingle("redislock.NewDriver", rdb, o, false)
+}
+
+// NewRedlockDriver returns the driver behind NewRedlock, for
+// dlock.NewClient. The driver does not close the nodes' clients.
+func NewRedlockDriver(nodes []redis.UniversalClient, o *Options) (*Driver, error) {
+	return newRedlock("redislock.NewRedlockDriver", nodes, o, false, nil)
 }
 
 // Driver is the redislock driver.Driver. Applications use it through a
@@ -102,8 +108,12 @@ var (
 	_ driver.Inspector = (*Driver)(nil)
 )
 
-func newSingle(c redis.UniversalClient, o Options, owned bool) (*Driver, error) {
-	d, err := newDriver([]redis.UniversalClient{c}, o, owned, false)
+// newSingle makes a driver on one node; fn names the caller in errors.
+func newSingle(fn string, c redis.UniversalClient, o *Options, owned bool) (*Driver, error) {
+	if c == nil {
+		return nil, driver.InvalidArgument(fn+": rdb", nil, "a go-redis client")
+	}
+	d, err := newDriver(fn, []redis.UniversalClient{c}, o, owned, false)
 	if err != nil {
 		return nil, err
 	}
@@ -113,9 +123,18 @@ func newSingle(c redis.UniversalClient, o Options, owned bool) (*Driver, error) 
 
 // newRedlock makes a Redlock driver; missing are the nodes that did not
 // answer when it was opened from a URL.
-func newRedlock(clients []redis.UniversalClient, o Options, owned bool, missing []string) (*Driver, error) {
+func newRedlock(fn string, clients []redis.UniversalClient, o *Options, owned bool, missing []string) (*Driver, error) {
+	if len(clients) < 2 {
+		return nil, driver.InvalidArgument(fn+": nodes", fmt.Sprintf("%d clients", len(clients)),
+			"at least 2 independent masters, better an odd number from 3 up (New for one)")
+	}
+	for i, c := range clients {
+		if c == nil {
+			return nil, driver.InvalidArgument(fmt.Sprintf("%s: nodes[%d]", fn, i), nil, "a go-redis client")
+		}
+	}
 	// named: every node names the same waiter (hub.go).
-	d, err := newDriver(clients, o, owned, true)
+	d, err := newDriver(fn, clients, o, owned, true)
 	if err != nil {
 		return nil, err
 	}
@@ -124,34 +143,32 @@ func newRedlock(clients []redis.UniversalClient, o Options, owned bool, missing 
 }
 
 // newDriver makes what both topologies share; named is the hubs' (hub.go).
-func newDriver(clients []redis.UniversalClient, o Options, owned, named bool) (*Driver, error) {
-	if len(clients) == 0 {
-		return nil, fmt.Errorf("%w: redislock: no Redis clients: want one, or several for Redlock", dlock.ErrInvalidArgument)
+func newDriver(fn string, clients []redis.UniversalClient, o *Options, owned, named bool) (*Driver, error) {
+	var opt Options
+	if o != nil {
+		opt = *o
 	}
-	prefix := o.Prefix
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	if err := checkPrefix(prefix); err != nil {
+	if err := checkPrefix(fn+": Options.Prefix", opt.Prefix); err != nil {
 		return nil, err
+	}
+	if opt.Prefix == "" {
+		opt.Prefix = DefaultPrefix
 	}
 	var b [12]byte
 	rand.Read(b[:])
-	d := &Driver{prefix: prefix, owned: owned, id: hex.EncodeToString(b[:])}
+	d := &Driver{prefix: opt.Prefix, owned: owned, id: hex.EncodeToString(b[:])}
 	for i, c := range clients {
-		if c == nil {
-			return nil, fmt.Errorf("%w: redislock: client %d is nil", dlock.ErrInvalidArgument, i)
-		}
 		d.nodes = append(d.nodes, &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".", named, &d.bg),
 			aware: honoursContext(c), timeouts: clientTimeouts(c), bg: &d.bg})
 	}
 	return d, nil
 }
 
-func checkPrefix(prefix string) error {
+// checkPrefix refuses a prefix that would change the hash tag; arg names
+// where it came from.
+func checkPrefix(arg, prefix string) error {
 	if strings.ContainsAny(prefix, "{}") {
-		return fmt.Errorf("%w: redislock: prefix %q: want no '{' or '}' (they would change the hash tag)",
-			dlock.ErrInvalidArgument, prefix)
+		return driver.InvalidArgument(arg, strconv.Quote(prefix), "no '{' or '}' (they would change the hash tag)")
 	}
 	return nil
 }

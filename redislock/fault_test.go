@@ -28,7 +28,7 @@ func redlockClient(t *testing.T, addrs []string, opts ...dlock.Option) *dlock.Cl
 			Addr: a, MaxRetries: -1, DialTimeout: time.Second, ContextTimeoutEnabled: true,
 		}))
 	}
-	c, err := NewRedlock(nodes, opts...)
+	c, err := NewRedlock(nodes, nil, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestWrongTypeKey(t *testing.T) {
 	addr := testserver.Redis(t)[0]
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { rdb.Close() })
-	c, err := New(rdb)
+	c, err := New(rdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,9 +78,9 @@ func (h *harness) MakeDriver(context.Context) (driver.Driver, error) {
 	var d *Driver
 	var err error
 	if len(ucs) == 1 {
-		d, err = newSingle(ucs[0], Options{}, true)
+		d, err = newSingle("harness", ucs[0], nil, true)
 	} else {
-		d, err = newRedlock(ucs, Options{}, true, nil)
+		d, err = newRedlock("harness", ucs, nil, true, nil)
 	}
 	if err != nil {
 		undo()

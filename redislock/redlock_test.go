@@ -30,7 +30,7 @@ func redlockVia(t *testing.T, addrs []string, opts ...dlock.Option) (*dlock.Clie
 	}
 	last, p := proxied(t, addrs[len(addrs)-1])
 	nodes = append(nodes, last)
-	c, err := NewRedlock(nodes, opts...)
+	c, err := NewRedlock(nodes, nil, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

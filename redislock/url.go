@@ -30,9 +30,9 @@ const (
 )
 
 func init() {
-	dlock.Register("redis", openURL)
-	dlock.Register("rediss", openURL)
-	dlock.Register("redlock", openURL)
+	dlock.Register(Scheme, openURL)
+	dlock.Register(TLSScheme, openURL)
+	dlock.Register(RedlockScheme, openURL)
 }
 
 // openURL opens redis://[:password@]host:port[/db][?prefix=P&...],
@@ -41,9 +41,9 @@ func init() {
 // The driver owns the clients it makes and closes them on Close.
 func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	q := u.Query()
-	o := Options{Prefix: q.Get("prefix")}
+	o := &Options{Prefix: q.Get("prefix")}
 	q.Del("prefix")
-	if err := checkPrefix(o.Prefix); err != nil {
+	if err := checkPrefix("redislock: URL prefix", o.Prefix); err != nil {
 		return nil, err
 	}
 	var clients []*redis.Client
@@ -53,15 +53,16 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 		}
 	}
 	switch u.Scheme {
-	case "redis", "rediss":
+	case Scheme, TLSScheme:
 		if strings.Contains(u.Host, ",") {
-			return nil, fmt.Errorf("%w: redislock: several hosts: use redlock:// for independent masters", dlock.ErrInvalidArgument)
+			return nil, driver.InvalidArgument("redislock: "+u.Scheme+":// host", strconv.Quote(u.Host),
+				"one host:port (redlock:// for independent masters)")
 		}
 		v := *u
 		v.RawQuery = q.Encode()
 		opt, err := redis.ParseURL(v.String())
 		if err != nil {
-			return nil, fmt.Errorf("%w: redislock: %v", dlock.ErrInvalidArgument, redactErr(err, u))
+			return nil, driver.InvalidArgument("redislock: URL", redactErr(err, u), "a URL go-redis can parse")
 		}
 		tune(opt, q)
 		clients = append(clients, redis.NewClient(opt))
@@ -71,24 +72,24 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 			return nil, err
 		}
 		return d, nil
-	case "redlock":
+	case RedlockScheme:
 		hosts := strings.Split(u.Host, ",")
 		if len(hosts) < 3 {
-			return nil, fmt.Errorf("%w: redislock: %d hosts: want at least 3 independent masters (redis:// for one)",
-				dlock.ErrInvalidArgument, len(hosts))
+			return nil, driver.InvalidArgument("redislock: redlock:// hosts", len(hosts),
+				"at least 3 independent masters (redis:// for one)")
 		}
 		db := 0
 		if p := strings.Trim(u.Path, "/"); p != "" {
 			n, err := strconv.Atoi(p)
 			if err != nil || n < 0 {
-				return nil, fmt.Errorf("%w: redislock: database %q: want a number >= 0", dlock.ErrInvalidArgument, p)
+				return nil, driver.InvalidArgument("redislock: redlock:// database", strconv.Quote(p), "a number >= 0")
 			}
 			db = n
 		}
 		useTLS := q.Get("tls") == "true"
 		for _, h := range hosts {
 			if h == "" || !strings.Contains(h, ":") {
-				return nil, fmt.Errorf("%w: redislock: host %q: want host:port", dlock.ErrInvalidArgument, h)
+				return nil, driver.InvalidArgument("redislock: redlock:// host", strconv.Quote(h), "host:port")
 			}
 		}
 		for _, h := range hosts {
@@ -110,11 +111,11 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 		}
 		return d, nil
 	}
-	return nil, fmt.Errorf("%w: redislock: scheme %q", dlock.ErrInvalidArgument, u.Scheme)
+	return nil, driver.InvalidArgument("redislock: scheme", strconv.Quote(u.Scheme), "redis, rediss or redlock")
 }
 
 // openSingle opens a driver on c if the node answers (see ping).
-func openSingle(ctx context.Context, c *redis.Client, o Options) (*Driver, error) {
+func openSingle(ctx context.Context, c *redis.Client, o *Options) (*Driver, error) {
 	down, err := ping(ctx, []*redis.Client{c})
 	if err == nil && len(down) > 0 {
 		err = down[0]
@@ -122,7 +123,7 @@ func openSingle(ctx context.Context, c *redis.Client, o Options) (*Driver, error
 	if err != nil {
 		return nil, err
 	}
-	d, err := newSingle(c, o, true)
+	d, err := newSingle("redislock", c, o, true)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +136,7 @@ func openSingle(ctx context.Context, c *redis.Client, o Options) (*Driver, error
 // openRedlock opens a Redlock on clients if a majority of them answers (a
 // minority outage is what it survives); the others are named in
 // Capabilities' notes.
-func openRedlock(ctx context.Context, clients []*redis.Client, o Options) (*Driver, error) {
+func openRedlock(ctx context.Context, clients []*redis.Client, o *Options) (*Driver, error) {
 	down, err := ping(ctx, clients)
 	if err != nil {
 		return nil, err
@@ -153,7 +154,7 @@ func openRedlock(ctx context.Context, clients []*redis.Client, o Options) (*Driv
 	for _, err := range down {
 		missing = append(missing, err.Error())
 	}
-	d, err := newRedlock(ucs, o, true, missing)
+	d, err := newRedlock("redislock", ucs, o, true, missing)
 	if err != nil {
 		return nil, err
 	}
