@@ -284,6 +284,15 @@ func TestOpenURL(t *testing.T) {
 	}
 	c.Close()
 	t.Setenv(EnvPassword, "")
+	// The name read before DLOCK_REDIS_PASSWORD still works, when that is
+	// unset or empty.
+	t.Setenv(envPasswordDeprecated, pw)
+	c, err = dlock.Open(ctx, "redis://"+p.Addr())
+	if err != nil {
+		t.Fatalf("Open with the password from $%s: %v", envPasswordDeprecated, err)
+	}
+	c.Close()
+	t.Setenv(envPasswordDeprecated, "")
 
 	bad := []struct{ url, want string }{
 		{"redis://:wrong-pw@" + p.Addr() + "/0", "authentication failed"},

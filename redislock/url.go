@@ -20,7 +20,12 @@ import (
 
 // EnvPassword names the environment variable that supplies the password
 // when a URL has none.
-const EnvPassword = "REDIS_PASSWORD"
+const EnvPassword = "DLOCK_REDIS_PASSWORD"
+
+// envPasswordDeprecated is read when EnvPassword is unset or empty: the
+// name this package read before every driver's variables were named
+// DLOCK_<ENGINE>_<SETTING>.
+const envPasswordDeprecated = "REDIS_PASSWORD"
 
 // Timeouts of the clients made from URLs: a dead or silent server is an
 // error within seconds, never a hang.
@@ -210,6 +215,9 @@ func (d *Driver) checkOpened(ctx context.Context) error {
 func tune(opt *redis.Options, q url.Values) {
 	if opt.Password == "" {
 		opt.Password = os.Getenv(EnvPassword)
+	}
+	if opt.Password == "" {
+		opt.Password = os.Getenv(envPasswordDeprecated)
 	}
 	if !q.Has("dial_timeout") {
 		opt.DialTimeout = dialTimeout
