@@ -8,22 +8,57 @@
 //	c, err := dlock.Open(ctx, "redis://:password@localhost:6379/0")
 //	c, err := dlock.Open(ctx, "redlock://h1:6379,h2:6379,h3:6379")
 //
+// # URLs
+//
+// Importing the package registers three schemes with dlock.Open:
+//
+//	redis://[[USER]:PASSWORD@]HOST:PORT[/DB][?PARAMS]
+//	rediss://[[USER]:PASSWORD@]HOST:PORT[/DB][?PARAMS]
+//	redlock://[[USER]:PASSWORD@]H1:P1,H2:P2,H3:P3[/DB][?PARAMS]
+//
+// redis:// (Scheme) is one node, rediss:// (TLSScheme) one node over TLS,
+// redlock:// (RedlockScheme) a Redlock over at least 3 independent masters
+// (an odd number is best), which share the user, password and database. DB
+// is the database number, 0 by default. Query parameters:
+//
+//   - prefix=P: Options.Prefix, what every key and channel name starts
+//     with (default "dlock:"); it must not hold '{' or '}'.
+//   - tls=true (redlock:// only): TLS to every node, checking each host's
+//     certificate against the system's roots.
+//   - redis:// and rediss:// also take go-redis's own URL parameters
+//     (redis.ParseURL: dial_timeout, read_timeout, write_timeout,
+//     pool_size, max_retries, client_name, protocol, …); an unknown one is
+//     an error. redlock:// takes prefix and tls only and ignores the rest.
+//
+// Environment: DLOCK_REDIS_PASSWORD (EnvPassword) is the password of a URL
+// that has none. REDIS_PASSWORD, the name read before, is deprecated; it is
+// read when DLOCK_REDIS_PASSWORD is unset or empty.
+//
+// A client made from a URL dials within 5 s and waits at most 3 s for a
+// reply (unless the URL sets dial_timeout, read_timeout or write_timeout),
+// never retries inside go-redis (the portable layer decides what to retry),
+// ends every request by its context's deadline, and is closed by the
+// driver's Close. Open checks every node before it returns: that it answers
+// (a Redlock needs a majority; the others are named in Capabilities'
+// notes), accepts the password and has the database, so that a bad URL
+// fails at Open with a clear error; and that its maxmemory-policy keeps
+// locks (see below).
+//
 // # Single node
 //
 // A lock is a few names sharing one hash tag, so that they live in one slot
 // of a Redis Cluster: the lock key PREFIX{NAME} holding the owner's random id
 // with the TTL, the fence counter PREFIX{NAME}:fence, the release channel
 // PREFIX{NAME}:released, the waiter queue PREFIX{NAME}:waiters and the set of
-// given-up attempts PREFIX{NAME}:gone. NAME is the lock's name escaped
-// as every dlock driver escapes names (internal/lockname): every byte other
-// than letters, digits, '-' and '_' written as %XX, so names of any bytes
-// map to distinct keys and cannot break the hash tag. Versions before that
-// escaper was shared kept '.' and '/' as they were: a lock whose name holds
-// either, taken by such a version, is not seen by this one (run one version
-// at a time for those names). The
-// fence counter has no TTL: it must outlive the lock for tokens to keep
-// increasing, so it stays behind (a few bytes per lock name ever used); the
-// other keys expire.
+// given-up attempts PREFIX{NAME}:gone. NAME is the lock's name escaped as by
+// every dlock driver (internal/lockname): every byte other than letters,
+// digits, '-' and '_' written as %XX, so that names of any bytes map to
+// distinct keys and cannot break the hash tag. Earlier versions of this
+// package kept '.' and '/' as they were: a lock whose name holds either,
+// taken by such a version, is not seen by this one, so do not run both on
+// such names at once. The fence counter has no TTL: it must outlive the
+// lock for tokens to keep increasing, so it stays behind (a few bytes per
+// lock name ever used); the other keys expire.
 //
 // Taking the lock is one Lua script: if the key is absent it increments the
 // fence counter, sets the key and returns the counter as the fencing token;
@@ -69,30 +104,32 @@
 //
 // # Redlock
 //
-// With several independent masters (NewRedlock, redlock://) a lock is taken
-// on each node in parallel and held if a majority granted it within its
-// validity time: TTL minus the time the attempt took minus a drift allowance
-// of TTL/100 + 2 ms. Renewal must succeed on a majority; release goes to
-// every node. Each attempt writes a key value of its own (the owner id and
-// the attempt's number); a failed one gives back what it took on each node
-// once that node has answered, and every give-back and release records the
-// attempt as over on the node, which then refuses its requests: a request
-// that reaches a node late (a straggler) cannot leave a key there that
-// nobody will release. A Redlock opened from a URL needs a majority of its
-// nodes to answer; the others are named in Capabilities' notes.
+// With several independent masters (NewRedlock, redlock://; use an odd
+// number, 3 or more) a lock is taken on each node in parallel and held if a
+// majority granted it within its validity time: TTL minus the time the
+// attempt took minus a drift allowance of TTL/100 + 2 ms. Renewal must
+// succeed on a majority; release goes to every node. Each attempt writes a
+// key value of its own (the owner id and the attempt's number); a failed one
+// gives back what it took on each node once that node has answered, and
+// every give-back and release records the attempt as over on the node, which
+// then refuses its requests: a request that reaches a node late (a
+// straggler) cannot leave a key there that nobody will release. A Redlock
+// opened from a URL needs a majority of its nodes to answer; the others are
+// named in Capabilities' notes.
 //
 // Redlock waiters queue on every node under a ticket of their own (the time
 // they began to wait), the same on each node, so the nodes' queues agree on
-// who is first. A release takes the first waiter out of each node's queue
-// and publishes its owner id: one client tries, rather than every waiting
-// client at once, which split the vote so that all backed off. The woken
-// waiter, if it fails, queues again with its ticket, keeping its place; if
-// it gives up it wakes the next in line. A holder's release takes its own
-// entries out of every node's queue, so that no stale entry absorbs a
-// wake-up. Contenders that split the vote so that each finds most nodes held
-// but nobody a majority sleep like waiters, and the give-back of each wakes
-// the first in line, so that someone tries as soon as the keys are gone;
-// contenders that find most nodes free pause a random moment and try again.
+// who is first; PREFIX{NAME}:alive holds each queued waiter's deadline. A
+// release takes the first waiter out of each node's queue and publishes its
+// owner id: one client tries, rather than every waiting client at once,
+// which split the vote so that all backed off. The woken waiter, if it
+// fails, queues again with its ticket, keeping its place; if it gives up it
+// wakes the next in line. A holder's release takes its own entries out of
+// every node's queue, so that no stale entry absorbs a wake-up. Contenders
+// that split the vote so that each finds most nodes held but nobody a
+// majority sleep like waiters, and the give-back of each wakes the first in
+// line, so that someone tries as soon as the keys are gone; contenders that
+// find most nodes free pause a random moment and try again.
 //
 // Tokens stay strictly increasing across grants: after locking a majority,
 // the client reads the fence counters of the nodes it holds, takes the

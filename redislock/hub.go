@@ -31,7 +31,7 @@ type hub struct {
 	// node, and took the lock or queued again) and is dropped: passing it on
 	// anonymously would wake every client's oldest waiter, a herd that
 	// splits the vote. A waiter that gives up wakes the next by name
-	// instead (dequeue).
+	// instead (dequeue.lua, run when it abandons).
 	named bool
 	// bg tracks the hub's own requests (relays, give-backs of grants): the
 	// driver's Close waits for them a moment.

@@ -20,7 +20,7 @@ var (
 	releaseLua    string
 	releaseScript = redis.NewScript(releaseLua)
 
-	// Redlock, on each node (redlock.go).
+	// Redlock, on each node (redlock.go, redlock_attempt.go).
 
 	//go:embed scripts/rllock.lua
 	rlLockLua    string
