@@ -102,6 +102,8 @@ type topology interface {
 	notes() []string
 }
 
+// The root probes a driver for Capable (Client.Capabilities) and Inspector
+// (Client.Status); these lines keep them from going missing unnoticed.
 var (
 	_ driver.Driver    = (*Driver)(nil)
 	_ driver.Capable   = (*Driver)(nil)
@@ -173,6 +175,7 @@ func checkPrefix(arg, prefix string) error {
 	return nil
 }
 
+// nodeName names node i in errors and notes: its address when known.
 func nodeName(c redis.UniversalClient, i int) string {
 	if cl, ok := c.(*redis.Client); ok {
 		return cl.Options().Addr
