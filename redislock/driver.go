@@ -140,7 +140,7 @@ func newRedlock(fn string, clients []redis.UniversalClient, o *Options, owned bo
 	if err != nil {
 		return nil, err
 	}
-	d.topo = &redlock{d: d, nodes: d.nodes, quorum: len(d.nodes)/2 + 1, missing: missing}
+	d.topo = &redlock{d: d, nodes: d.nodes, quorum: majority(len(d.nodes)), missing: missing}
 	return d, nil
 }
 

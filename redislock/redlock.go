@@ -32,6 +32,9 @@ type redlock struct {
 	missing []string
 }
 
+// majority is how many of n nodes a Redlock needs.
+func majority(n int) int { return n/2 + 1 }
+
 func (r *redlock) newLock(k keys, owner string, ttl time.Duration) candidate {
 	return &redlockLock{lockBase: lockBase{keys: k, owner: owner, ttl: ttl}, r: r, value: owner}
 }

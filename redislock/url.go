@@ -146,7 +146,7 @@ func openRedlock(ctx context.Context, clients []*redis.Client, o *Options) (*Dri
 	if err != nil {
 		return nil, err
 	}
-	quorum := len(clients)/2 + 1
+	quorum := majority(len(clients))
 	if len(down) > len(clients)-quorum {
 		return nil, driver.Unavailable(fmt.Errorf("%d of %d nodes unreachable, a majority of %d is needed: %w",
 			len(down), len(clients), quorum, errors.Join(down...)))
