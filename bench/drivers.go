@@ -33,7 +33,7 @@ func dlockFile(e *Engines) []Contender {
 }
 
 func dlockRedis(e *Engines) []Contender {
-	open := func() (*dlock.Client, error) { return redislock.New(e.Redis.Clients[0]) }
+	open := func() (*dlock.Client, error) { return redislock.New(e.Redis.Clients[0], nil) }
 	return []Contender{
 		dlockContender("dlock-redis", "redis", "redislock.New(rdb) per worker on the shared go-redis client, defaults", open),
 		dlockShared("dlock-redis-1c", "redis", "one redislock client shared by all workers (one process)", open),
@@ -47,7 +47,7 @@ func dlockRedlock(e *Engines) []Contender {
 	}
 	return []Contender{
 		dlockContender("dlock-redlock", "redlock", "redislock.NewRedlock(5 nodes) per worker on the shared go-redis clients, defaults",
-			func() (*dlock.Client, error) { return redislock.NewRedlock(nodes) }),
+			func() (*dlock.Client, error) { return redislock.NewRedlock(nodes, nil) }),
 		dlockRedlockPerWorker(e),
 	}
 }
@@ -74,7 +74,7 @@ func dlockRedlockPerWorker(e *Engines) Contender {
 				c.AddHook(countHook{&e.Redis.sent})
 				rdbs, nodes = append(rdbs, c), append(nodes, c)
 			}
-			c, err := redislock.NewRedlock(nodes)
+			c, err := redislock.NewRedlock(nodes, nil)
 			if err != nil {
 				closeAll()
 				return nil, err

@@ -17,10 +17,44 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 	if err := d.checkNodes(ctx); err != nil {
 		return nil, driver.Validity{}, err
 	}
-	owner := d.owner()
-	a := &acquirer{d: d, l: &lock{d: d, keys: d.keysOf(req.Name), owner: owner, value: owner, ttl: req.TTL}}
+	a := &acquirer{d: d, l: d.topo.newLock(d.keysOf(req.Name), d.owner(), req.TTL)}
 	defer a.cleanup(ctx)
 	return a.run(ctx, req.Wait)
+}
+
+// candidate is one acquisition, from its first attempt to the lock it
+// holds: a singleLock (lock.go) or a redlockLock (redlock.go). The acquirer
+// drives it and does the waiting, which is the same for both.
+type candidate interface {
+	driver.Lock
+	base() *lockBase
+	// attempt tries once. w is the waiter once it is subscribed (the
+	// attempt queues it if the lock is held), nil before.
+	attempt(ctx context.Context, w *waiter) attempt
+	// granted takes over a lock that a release handed to the waiter.
+	granted(ctx context.Context, g *grant) (driver.Validity, error)
+	// tookAfterWait is told that the lock was taken after waiting.
+	tookAfterWait()
+	// abandon takes a waiter that gives up out of the queues, and gives
+	// back a lock a release handed to it meanwhile.
+	abandon(ctx context.Context, w *waiter)
+	// partialJoin: the waiter counts as subscribed once some of the hubs
+	// it joined have confirmed and a moment has passed (Redlock: a node
+	// that does not confirm cannot be part of the next holder's majority).
+	partialJoin() bool
+}
+
+// attempt is the outcome of one try.
+type attempt struct {
+	granted  bool
+	validity driver.Validity
+	wait     time.Duration // held: try again after this, or on a release
+	pause    time.Duration // Redlock split vote: try again after this, ignoring releases
+	err      error
+	// floor (single node, held): the fence counter when the attempt ran.
+	// A grant announced with a token no larger was made before the
+	// attempt, which found the lock with someone else: it is stale.
+	floor uint64
 }
 
 // acquirer is one Acquire call: its attempts, and its place among the
@@ -35,7 +69,7 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 // blocking Lock does not fail because of its own notification plumbing.
 type acquirer struct {
 	d *Driver
-	l *lock
+	l candidate
 	w *waiter // nil until the first failed attempt of a waiting Acquire
 
 	joined    []*node           // the hubs w joined
@@ -54,7 +88,11 @@ type acquirer struct {
 func (a *acquirer) run(ctx context.Context, wait bool) (driver.Lock, driver.Validity, error) {
 	l := a.l
 	for {
-		res := l.attempt(ctx, a.subscribed)
+		var queued *waiter
+		if a.subscribed {
+			queued = a.w
+		}
+		res := l.attempt(ctx, queued)
 		if res.err == nil && res.granted {
 			a.took()
 			return l, res.validity, nil
@@ -67,8 +105,7 @@ func (a *acquirer) run(ctx context.Context, wait bool) (driver.Lock, driver.Vali
 			return nil, driver.Validity{}, driver.ErrNotAcquired
 		}
 		if a.w == nil {
-			a.w = newWaiter(l.owner)
-			l.ticket = time.Now().UnixMicro()
+			a.w = newWaiter(l.base().owner)
 		}
 		if res.floor > 0 {
 			a.w.floor.Store(res.floor)
@@ -89,7 +126,7 @@ func (a *acquirer) run(ctx context.Context, wait bool) (driver.Lock, driver.Vali
 		case a.subscribed:
 		case len(a.joined) == 0:
 			d = min(d, a.joinBackoff()) // subscribe again soon
-		case len(a.d.nodes) > 1:
+		case l.partialJoin():
 			d = min(d, max(time.Until(a.joinBy), 0))
 		}
 		g, err := a.wait(ctx, d)
@@ -141,7 +178,7 @@ func (a *acquirer) join(ctx context.Context) error {
 	chans := make([]<-chan struct{}, len(nodes))
 	errs := make([]error, len(nodes))
 	fanOut(len(nodes), func(i int) {
-		chans[i], errs[i] = nodes[i].hub.join(ctx, a.l.keys.channel, a.w)
+		chans[i], errs[i] = nodes[i].hub.join(ctx, a.l.base().keys.channel, a.w)
 	})
 	for i, n := range nodes {
 		if errs[i] == nil {
@@ -160,11 +197,11 @@ func (a *acquirer) join(ctx context.Context) error {
 		return nil
 	}
 	for _, err := range errs {
-		if errors.Is(err, errHubClosed) {
+		if errors.Is(err, driver.ErrClosed) {
 			return driver.ErrClosed
 		}
 		if permanent(err) {
-			return nodes[0].errorf(a.l.keys.channel, err)
+			return nodes[0].errorf(a.l.base().keys.channel, err)
 		}
 	}
 	a.joinFails++
@@ -194,9 +231,7 @@ func (a *acquirer) checkSubscribed() bool {
 	return a.subscribed
 }
 
-// took marks the lock ours. A single-node waiter's grant message may still
-// be on its way: the hub records the owner before the waiter leaves it, so
-// that the message is not taken for a grant to a waiter that gave up.
+// took marks the lock ours, before the waiter leaves the hubs (cleanup).
 func (a *acquirer) took() {
 	a.granted = true
 	if a.w == nil {
@@ -206,10 +241,7 @@ func (a *acquirer) took() {
 	case <-a.w.wake: // stale: the release it announced is ours now
 	default:
 	}
-	if len(a.d.nodes) == 1 {
-		a.l.waited = true
-		a.d.nodes[0].hub.took(a.l.owner)
-	}
+	a.l.tookAfterWait()
 }
 
 // cleanup leaves the hubs and, if the lock was not granted, takes the
@@ -219,16 +251,10 @@ func (a *acquirer) cleanup(ctx context.Context) {
 		return
 	}
 	for _, n := range a.joined {
-		n.hub.leave(a.l.keys.channel, a.w, a.passOn && !a.granted)
+		n.hub.leave(a.l.base().keys.channel, a.w, a.passOn && !a.granted)
 	}
-	if a.granted {
-		return
-	}
-	a.l.dequeue(ctx)
-	if a.w.fresh() != nil {
-		// Granted by a release while giving up: give it back (which
-		// passes it on to the next waiter).
-		a.d.background(func() { a.l.giveBack(false) })
+	if !a.granted {
+		a.l.abandon(ctx, a.w)
 	}
 }
 

@@ -54,7 +54,7 @@ func BenchmarkUncontended(b *testing.B) {
 		}
 	})
 	b.Run("redislock", func(b *testing.B) {
-		c, err := New(benchClient(b, addr))
+		c, err := New(benchClient(b, addr), nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -112,12 +112,12 @@ func BenchmarkHandoff(b *testing.B) {
 		b.ReportMetric(float64(percentile(lat, .99).Microseconds()), "p99-µs")
 	})
 	b.Run("redislock", func(b *testing.B) {
-		ca, err := New(benchClient(b, addr))
+		ca, err := New(benchClient(b, addr), nil)
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer ca.Close()
-		cb, err := New(benchClient(b, addr))
+		cb, err := New(benchClient(b, addr), nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -158,7 +158,7 @@ func BenchmarkHandoff(b *testing.B) {
 // kept in Redis (GET, then SET) under the lock. One op is the whole run.
 func BenchmarkCounter(b *testing.B) {
 	addr := benchServer(b)
-	benchCounter(b, []string{addr}, func(rdbs []*redis.Client) (*dlock.Client, error) { return New(rdbs[0]) })
+	benchCounter(b, []string{addr}, func(rdbs []*redis.Client) (*dlock.Client, error) { return New(rdbs[0], nil) })
 }
 
 // BenchmarkCounterRedlock: the same over a 5-node Redlock; the counter
@@ -173,7 +173,7 @@ func BenchmarkCounterRedlock(b *testing.B) {
 		for i, r := range rdbs {
 			nodes[i] = r
 		}
-		return NewRedlock(nodes)
+		return NewRedlock(nodes, nil)
 	})
 }
 
@@ -291,7 +291,7 @@ func BenchmarkUncontendedPaired(b *testing.B) {
 	addr := benchServer(b)
 	ctx := context.Background()
 	rdb := benchClient(b, addr)
-	c, err := New(benchClient(b, addr))
+	c, err := New(benchClient(b, addr), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

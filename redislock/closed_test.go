@@ -41,9 +41,9 @@ func userClients(t *testing.T, addrs []string, opts ...dlock.Option) ([]*redis.C
 	var c *dlock.Client
 	var err error
 	if len(nodes) == 1 {
-		c, err = New(nodes[0], opts...)
+		c, err = New(nodes[0], nil, opts...)
 	} else {
-		c, err = NewRedlock(nodes, opts...)
+		c, err = NewRedlock(nodes, nil, opts...)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -28,7 +28,7 @@ func redlockClient(t *testing.T, addrs []string, opts ...dlock.Option) *dlock.Cl
 			Addr: a, MaxRetries: -1, DialTimeout: time.Second, ContextTimeoutEnabled: true,
 		}))
 	}
-	c, err := NewRedlock(nodes, opts...)
+	c, err := NewRedlock(nodes, nil, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestWrongTypeKey(t *testing.T) {
 	addr := testserver.Redis(t)[0]
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { rdb.Close() })
-	c, err := New(rdb)
+	c, err := New(rdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,6 +284,15 @@ func TestOpenURL(t *testing.T) {
 	}
 	c.Close()
 	t.Setenv(EnvPassword, "")
+	// The name read before DLOCK_REDIS_PASSWORD still works, when that is
+	// unset or empty.
+	t.Setenv(envPasswordDeprecated, pw)
+	c, err = dlock.Open(ctx, "redis://"+p.Addr())
+	if err != nil {
+		t.Fatalf("Open with the password from $%s: %v", envPasswordDeprecated, err)
+	}
+	c.Close()
+	t.Setenv(envPasswordDeprecated, "")
 
 	bad := []struct{ url, want string }{
 		{"redis://:wrong-pw@" + p.Addr() + "/0", "authentication failed"},

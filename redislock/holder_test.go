@@ -28,7 +28,7 @@ func holderMain() int {
 	f := strings.Fields(os.Getenv(holderEnv))
 	ttl, _ := time.ParseDuration(f[2])
 	rdb := redis.NewClient(&redis.Options{Addr: f[0]})
-	c, err := New(rdb, dlock.WithTTL(ttl))
+	c, err := New(rdb, nil, dlock.WithTTL(ttl))
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
@@ -93,7 +93,7 @@ func TestKilledHolderProcess(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	count := &commandCounter{}
 	rdb.AddHook(count)
-	c, err := New(rdb, dlock.WithTTL(ttl))
+	c, err := New(rdb, nil, dlock.WithTTL(ttl))
 	if err != nil {
 		t.Fatal(err)
 	}

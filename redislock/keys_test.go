@@ -17,6 +17,11 @@ func TestKeysOf(t *testing.T) {
 	if k != want {
 		t.Errorf("keysOf = %+v, want %+v", k, want)
 	}
+	// Every byte but [A-Za-z0-9_-] is escaped (internal/lockname), '.' and
+	// '/' too since the escaper was shared by every driver.
+	if k := (&Driver{prefix: "p:"}).keysOf("jobs/nightly.v2"); k.lock != "p:{jobs%2Fnightly%2Ev2}" || k.gone != k.lock+":gone" {
+		t.Errorf("keysOf(jobs/nightly.v2) = %+v", k)
+	}
 	d := &Driver{id: "abc"}
 	if o1, o2 := d.owner(), d.owner(); o1 != "abc.1" || o2 != "abc.2" {
 		t.Errorf("owner ids %q, %q; want abc.1, abc.2", o1, o2)

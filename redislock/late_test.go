@@ -36,7 +36,7 @@ func proxied(t *testing.T, addr string) (*redis.Client, *faultproxy.Proxy) {
 
 func newClient(t *testing.T, rdb redis.UniversalClient, opts ...dlock.Option) *dlock.Client {
 	t.Helper()
-	c, err := New(rdb, opts...)
+	c, err := New(rdb, nil, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

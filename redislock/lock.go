@@ -2,71 +2,90 @@ package redislock
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/dlockio/dlock/driver"
 )
 
-// lock is one acquisition: granted, or still being tried by Acquire.
-type lock struct {
-	d     *Driver
+// This file is the lock on a single node (a server, or one Cluster slot or
+// Sentinel master): its attempts, the hand-over by a release, renewal and
+// release. redlock.go is the same for a majority of independent masters.
+
+var (
+	_ topology    = (*single)(nil)
+	_ candidate   = (*singleLock)(nil)
+	_ driver.Lock = (*singleLock)(nil)
+)
+
+// lockBase is what the two kinds of lock share.
+type lockBase struct {
 	keys  keys
 	owner string // the acquisition's id; a waiter's id in queues and wake-ups
-	// value is what the lock key holds while this acquisition owns it: the
-	// owner id on a single node; with Redlock the owner id and the number
-	// of the attempt that won (owner.N), so that giving back a failed
-	// attempt can never delete a later attempt's key.
-	value string
 	ttl   time.Duration
 	token uint64
-	// ticket is a Redlock waiter's place in the nodes' queues: the time it
-	// began to wait, the same on every node.
-	ticket int64
-	tries  int // Redlock attempts made
-	// sent is when the last single-node attempt was sent: a grant by a
-	// release came after it, so the granted TTL runs from no earlier.
-	sent time.Time
-	// waited: Acquire queued for this lock on a single node, so a release
-	// may have granted it by a message that can still arrive.
-	waited bool
 }
 
-// attempt is the outcome of one try.
-type attempt struct {
-	granted  bool
-	validity driver.Validity
-	wait     time.Duration // held: try again after this, or on a release
-	pause    time.Duration // Redlock split vote: try again after this, ignoring releases
-	err      error
-	// floor (single node, held): the fence counter when the attempt ran.
-	// A grant announced with a token no larger was made before the
-	// attempt, which found the lock with someone else: it is stale.
-	floor uint64
-}
+func (l *lockBase) base() *lockBase { return l }
 
-func (l *lock) Token() uint64 { return l.token }
+func (l *lockBase) Token() uint64 { return l.token }
 
 // Lost returns nil: Redis does not tell a holder that its key went away;
 // renewal and the portable layer's deadline do.
-func (l *lock) Lost() <-chan struct{} { return nil }
+func (l *lockBase) Lost() <-chan struct{} { return nil }
 
-// attempt tries once; queued says the caller is subscribed and should be
-// queued for a wake-up if the lock is held.
-func (l *lock) attempt(ctx context.Context, queued bool) attempt {
-	if len(l.d.nodes) > 1 {
-		return l.redlock(ctx, queued)
+// single is the topology of a driver on one node.
+type single struct {
+	d *Driver
+	n *node
+}
+
+func (s *single) newLock(k keys, owner string, ttl time.Duration) candidate {
+	return &singleLock{lockBase: lockBase{keys: k, owner: owner, ttl: ttl}, d: s.d, n: s.n}
+}
+
+func (s *single) notes() []string {
+	return []string{"single Redis node (or one Cluster slot / Sentinel master): tokens come from a counter on the node; " +
+		"a restart without persistence or a failover to a replica behind on asynchronous replication can repeat " +
+		"tokens and grant a lock twice; an eviction policy other than noeviction can drop lock keys " +
+		"(allkeys-* is refused: it can drop the counter too)"}
+}
+
+// status reads the lock; the queue itself holds the waiters' deadlines.
+func (s *single) status(ctx context.Context, k keys) (driver.Status, error) {
+	pttl, fence, waiters, err := s.n.status(ctx, k, k.queue)
+	if err != nil {
+		return driver.Status{}, err
 	}
-	n := l.d.nodes[0]
+	st := driver.Status{Waiters: int(max(waiters, 0))}
+	if pttl > 0 {
+		st.Held, st.Token, st.TTLLeft = true, uint64(max(fence, 0)), time.Duration(pttl)*time.Millisecond
+	}
+	return st, nil
+}
+
+// singleLock is one acquisition on a single node. The lock key holds its
+// owner id.
+type singleLock struct {
+	lockBase
+	d *Driver
+	n *node
+	// sent is when the last attempt was sent: a grant by a release came
+	// after it, so the granted TTL runs from no earlier.
+	sent time.Time
+	// waited: Acquire queued for this lock, so a release may have granted
+	// it by a message that can still arrive.
+	waited bool
+}
+
+func (l *singleLock) attempt(ctx context.Context, w *waiter) attempt {
 	since := time.Now()
 	l.sent = since
 	q := ""
-	if queued {
+	if w != nil {
 		q = "1"
 	}
-	v, err := n.run(ctx, acquireScript, []string{l.keys.lock, l.keys.fence, l.keys.queue, l.keys.gone},
+	v, err := l.n.run(ctx, acquireScript, []string{l.keys.lock, l.keys.fence, l.keys.queue, l.keys.gone},
 		l.owner, ttlMillis(l.ttl), q).Int64Slice()
 	if err == nil && (len(v) < 2 || v[0] == 0 && len(v) != 3) {
 		err = fmt.Errorf("unexpected reply %v", v)
@@ -79,7 +98,7 @@ func (l *lock) attempt(ctx context.Context, queued bool) attempt {
 			// nobody until its TTL runs out.
 			l.d.background(func() { l.giveBack(true) })
 		}
-		return attempt{err: n.errorf(l.keys.lock, err)}
+		return attempt{err: l.n.errorf(l.keys.lock, err)}
 	}
 	if v[0] == 1 {
 		l.token = uint64(v[1])
@@ -90,35 +109,34 @@ func (l *lock) attempt(ctx context.Context, queued bool) attempt {
 	return attempt{wait: time.Duration(v[1]+1) * time.Millisecond, floor: uint64(v[2])}
 }
 
-// giveBack releases a single-node lock this acquisition may hold but will
-// not use (a grant to a waiter that gave up, an attempt whose reply was
-// lost), passing it on to the next waiter. With late set, later copies of
-// this owner's attempts are refused.
-func (l *lock) giveBack(late bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), giveBackTimeout)
+// release runs release.lua for this owner: the lock is deleted, or handed
+// to the first live waiter, if it is ours. refuse > 0 has the server refuse
+// this owner's attempts for that many milliseconds if it is not.
+func (l *singleLock) release(ctx context.Context, refuse int64) (int64, error) {
+	return l.n.run(ctx, releaseScript, []string{l.keys.lock, l.keys.queue, l.keys.fence, l.keys.gone},
+		l.owner, l.keys.channel, ttlMillis(l.ttl), refuse).Int64()
+}
+
+// giveBack releases a lock this acquisition may hold but will not use (a
+// grant to a waiter that gave up, an attempt whose reply was lost), passing
+// it on to the next waiter. With late set, later copies of this owner's
+// attempts are refused.
+func (l *singleLock) giveBack(late bool) {
+	ctx, cancel := driver.CleanupContext(context.Background())
 	defer cancel()
-	n := l.d.nodes[0]
 	refuse := int64(0)
 	if late {
 		refuse = goneMillis(l.ttl)
 	}
-	_ = n.run(ctx, releaseScript, []string{l.keys.lock, l.keys.queue, l.keys.fence, l.keys.gone},
-		l.owner, l.keys.channel, ttlMillis(l.ttl), refuse).Err()
+	_, _ = l.release(ctx, refuse)
 }
-
-// giveBackTimeout bounds a give-back made in the background.
-const giveBackTimeout = 2 * time.Second
-
-// goneMillis is how long a given-up attempt is refused: a request that
-// reaches the server later than this can still take the lock, for one TTL.
-func goneMillis(ttl time.Duration) int64 { return max(2*ttlMillis(ttl), 30_000) }
 
 // granted takes over a lock that a release handed to this waiter. The TTL
 // ran from some moment after the last attempt was sent; if that is long ago
 // the validity is refreshed by a renewal rather than started nearly spent.
 //
 // g must be newer than the waiter's last failed attempt (g.token > floor).
-func (l *lock) granted(ctx context.Context, g *grant) (driver.Validity, error) {
+func (l *singleLock) granted(ctx context.Context, g *grant) (driver.Validity, error) {
 	l.token = g.token
 	v := driver.Validity{Since: l.sent, TTL: min(g.ttl, l.ttl)}
 	if time.Since(l.sent) < v.TTL/4 {
@@ -127,120 +145,58 @@ func (l *lock) granted(ctx context.Context, g *grant) (driver.Validity, error) {
 	return l.Renew(ctx)
 }
 
-func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
+// tookAfterWait: a grant message for this waiter may still be on its way.
+// The hub records the owner before the waiter leaves it, so that the
+// message is not taken for a grant to a waiter that gave up (which would be
+// given back).
+func (l *singleLock) tookAfterWait() {
+	l.waited = true
+	l.n.hub.took(l.owner)
+}
+
+// abandon takes the waiter out of the queue, so that no release grants it
+// the lock in vain, and gives back a grant made to it meanwhile.
+func (l *singleLock) abandon(ctx context.Context, w *waiter) {
+	dctx, cancel := driver.CleanupContext(ctx)
+	_ = l.n.run(dctx, dequeueScript, []string{l.keys.queue}, l.owner).Err()
+	cancel()
+	if w.fresh() != nil {
+		// Granted by a release while giving up: give it back (which
+		// passes it on to the next waiter).
+		l.d.background(func() { l.giveBack(false) })
+	}
+}
+
+// partialJoin: one node, one hub.
+func (l *singleLock) partialJoin() bool { return false }
+
+func (l *singleLock) Renew(ctx context.Context) (driver.Validity, error) {
 	since := time.Now()
-	if len(l.d.nodes) == 1 {
-		n := l.d.nodes[0]
-		ok, err := n.run(ctx, renewScript, []string{l.keys.lock}, l.value, ttlMillis(l.ttl)).Int64()
-		if err != nil {
-			return driver.Validity{}, n.errorf(l.keys.lock, err)
-		}
-		if ok != 1 {
-			return driver.Validity{}, fmt.Errorf("%w: key %q is gone or has another owner", driver.ErrLockLost, l.keys.lock)
-		}
-		return driver.Validity{Since: since, TTL: l.ttl}, nil
+	ok, err := l.n.run(ctx, renewScript, []string{l.keys.lock}, l.owner, ttlMillis(l.ttl)).Int64()
+	if err != nil {
+		return driver.Validity{}, l.n.errorf(l.keys.lock, err)
 	}
-	owned, notOwned, errs := l.d.each(ctx, l.keys.lock, func(ctx context.Context, n *node) (int64, error) {
-		return n.run(ctx, renewScript, []string{l.keys.lock}, l.value, ttlMillis(l.ttl)).Int64()
-	})
-	switch {
-	case owned >= l.d.quorum:
-		return driver.Validity{Since: since, TTL: l.ttl - drift(l.ttl)}, nil
-	case notOwned > len(l.d.nodes)-l.d.quorum:
-		return driver.Validity{}, fmt.Errorf("%w: key %q is held on %d of %d nodes, want %d",
-			driver.ErrLockLost, l.keys.lock, owned, len(l.d.nodes), l.d.quorum)
+	if ok != 1 {
+		return driver.Validity{}, fmt.Errorf("%w: key %q is gone or has another owner", driver.ErrLockLost, l.keys.lock)
 	}
-	return driver.Validity{}, l.d.quorumError(fmt.Sprintf("renewed on %d of %d nodes, want %d", owned, len(l.d.nodes), l.d.quorum), errs)
+	return driver.Validity{Since: since, TTL: l.ttl}, nil
 }
 
-// Release implements driver.Lock. It is owner-checked on every node, so a
-// second call (the portable layer retries a failed release) changes nothing
-// that is not this lock's.
-func (l *lock) Release(ctx context.Context) error {
-	if len(l.d.nodes) == 1 {
-		n := l.d.nodes[0]
-		ok, err := n.run(ctx, releaseScript, []string{l.keys.lock, l.keys.queue, l.keys.fence, l.keys.gone},
-			l.value, l.keys.channel, ttlMillis(l.ttl), 0).Int64()
-		if err != nil {
-			return n.errorf(l.keys.lock, err)
-		}
-		if l.waited {
-			// The key is no longer ours: a grant message for this owner
-			// still on its way now finds nothing to give back.
-			n.hub.forget(l.owner)
-		}
-		if ok != 1 {
-			return fmt.Errorf("%w: key %q is gone or has another owner", driver.ErrLockLost, l.keys.lock)
-		}
-		return nil
+// Release implements driver.Lock. It is owner-checked, so a second call
+// (the portable layer retries a failed release) changes nothing that is not
+// this lock's.
+func (l *singleLock) Release(ctx context.Context) error {
+	ok, err := l.release(ctx, 0)
+	if err != nil {
+		return l.n.errorf(l.keys.lock, err)
 	}
-	ks := []string{l.keys.lock, l.keys.queue, l.keys.alive, l.keys.gone}
-	owned, notOwned, errs := l.d.each(ctx, l.keys.lock, func(ctx context.Context, n *node) (int64, error) {
-		return n.run(ctx, rlReleaseScript, ks, l.value, l.keys.channel, l.owner, goneMillis(l.ttl)).Int64()
-	})
-	switch {
-	case owned >= l.d.quorum:
-		return nil
-	case notOwned > len(l.d.nodes)-l.d.quorum:
-		return fmt.Errorf("%w: key %q was held on %d of %d nodes at release, want %d",
-			driver.ErrLockLost, l.keys.lock, owned, len(l.d.nodes), l.d.quorum)
+	if l.waited {
+		// The key is no longer ours: a grant message for this owner
+		// still on its way now finds nothing to give back.
+		l.n.hub.forget(l.owner)
 	}
-	return l.d.quorumError(fmt.Sprintf("released on %d of %d nodes", owned, len(l.d.nodes)), errs)
-}
-
-// dequeue takes a waiter that gives up out of the queue, so that no
-// release wakes it in vain.
-func (l *lock) dequeue(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	defer cancel()
-	if len(l.d.nodes) == 1 {
-		_ = l.d.nodes[0].run(ctx, dequeueScript, []string{l.keys.queue}, l.owner).Err()
-		return
+	if ok != 1 {
+		return fmt.Errorf("%w: key %q is gone or has another owner", driver.ErrLockLost, l.keys.lock)
 	}
-	ks := []string{l.keys.queue, l.keys.alive, l.keys.lock}
-	fanOut(len(l.d.nodes), func(i int) {
-		_ = l.d.nodes[i].run(ctx, dequeueScript, ks, l.owner, l.keys.channel).Err()
-	})
-}
-
-// each runs fn on every node in parallel and counts the replies 1 (owned)
-// and 0 (not owned).
-func (d *Driver) each(ctx context.Context, key string, fn func(context.Context, *node) (int64, error)) (owned, notOwned int, errs []error) {
-	var mu sync.Mutex
-	fanOut(len(d.nodes), func(i int) {
-		n := d.nodes[i]
-		v, err := fn(ctx, n)
-		mu.Lock()
-		defer mu.Unlock()
-		switch {
-		case err != nil:
-			errs = append(errs, n.errorf(key, err))
-		case v == 1:
-			owned++
-		default:
-			notOwned++
-		}
-	})
-	return owned, notOwned, errs
-}
-
-// quorumError reports that too few nodes answered: unavailable if every
-// failure may pass, otherwise the permanent failures come first.
-func (d *Driver) quorumError(what string, errs []error) error {
-	err := fmt.Errorf("redislock: %s: %w", what, errors.Join(errs...))
-	for _, e := range errs {
-		if !errors.Is(e, driver.ErrUnavailable) {
-			return err
-		}
-	}
-	return driver.Unavailable(err)
-}
-
-// fanOut runs fn(0..n-1) in parallel and waits for all.
-func fanOut(n int, fn func(i int)) {
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() { fn(i) })
-	}
-	wg.Wait()
+	return nil
 }

@@ -75,7 +75,13 @@ func (h *harness) MakeDriver(context.Context) (driver.Driver, error) {
 		c := redis.NewClient(&redis.Options{Addr: p.Addr()})
 		cs, ucs, ps = append(cs, c), append(ucs, c), append(ps, p)
 	}
-	d, err := newDriver(ucs, Options{}, true)
+	var d *Driver
+	var err error
+	if len(ucs) == 1 {
+		d, err = newSingle("harness", ucs[0], nil, true)
+	} else {
+		d, err = newRedlock("harness", ucs, nil, true, nil)
+	}
 	if err != nil {
 		undo()
 		return nil, err

@@ -4,283 +4,194 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
-	"strconv"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dlockio/dlock/driver"
 )
 
-// drift is Redlock's allowance for the nodes' clocks running faster than
-// ours.
-func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecond }
+// This file is the lock on a majority of independent masters (Redlock):
+// the topology, renewal, release and status; redlock_attempt.go makes the
+// attempts. lock.go is the same for a single node.
 
-// redlock makes one Redlock attempt: lock on a majority within the validity
-// time, then raise the fence counters of a majority to the new token.
-//
-// Each attempt writes a value of its own (owner.N) and gives back whatever
-// it took when it fails, without waiting: the give-back only ever deletes
-// this attempt's keys, and marks the attempt given up on the node so that
-// a request of it still on its way (a straggler, a client-side retry) is
-// refused there rather than leaving a key to nobody for a whole TTL.
-func (l *lock) redlock(ctx context.Context, queued bool) attempt {
-	d := l.d
-	nn := len(d.nodes)
-	since := time.Now()
-	valid := l.ttl - drift(l.ttl)
-	if valid <= 0 {
-		return attempt{err: fmt.Errorf("%w: TTL %v is too short for Redlock's drift allowance %v",
-			driver.ErrInvalidArgument, l.ttl, drift(l.ttl))}
+var (
+	_ topology    = (*redlock)(nil)
+	_ candidate   = (*redlockLock)(nil)
+	_ driver.Lock = (*redlockLock)(nil)
+)
+
+// redlock is the topology of a driver on several independent masters.
+type redlock struct {
+	d      *Driver
+	nodes  []*node
+	quorum int
+	// missing: nodes that did not answer when the driver was opened from a
+	// URL (a Redlock opens with a majority).
+	missing []string
+}
+
+// majority is how many of n nodes a Redlock needs.
+func majority(n int) int { return n/2 + 1 }
+
+func (r *redlock) newLock(k keys, owner string, ttl time.Duration) candidate {
+	return &redlockLock{lockBase: lockBase{keys: k, owner: owner, ttl: ttl}, r: r, value: owner}
+}
+
+func (r *redlock) notes() []string {
+	notes := []string{fmt.Sprintf("Redlock over %d independent masters, majority %d: assumes bounded clock drift "+
+		"(allowance TTL/100+2ms) and that a crashed node keeps its data (AOF fsync=always) or stays down "+
+		"for a TTL before rejoining empty; tokens are written back to a majority before each grant so they "+
+		"strictly increase under that assumption. Safety rests on timing (Kleppmann, \"How to do distributed "+
+		"locking\"; Sanfilippo, \"Is Redlock safe?\"): use the fencing token; an eviction policy other than "+
+		"noeviction can drop lock keys (allkeys-* is refused)", len(r.nodes), r.quorum)}
+	if len(r.missing) > 0 {
+		notes = append(notes, fmt.Sprintf("unreachable when opened: %s (locks need %d of the %d nodes)",
+			strings.Join(r.missing, "; "), r.quorum, len(r.nodes)))
 	}
-	deadline := since.Add(valid)
-	l.tries++
-	value := l.owner + "." + strconv.Itoa(l.tries)
-	// Past the deadline a node's answer is useless, so no request outlives
-	// it. The requests run without the caller's cancellation: the replies
-	// that come after the caller gave up are read in the background, and
-	// what they took is given back.
-	nctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	return notes
+}
 
+// status reads the lock on every node: it is held while a majority keeps
+// it, and Waiters is the most any answering node has queued.
+func (r *redlock) status(ctx context.Context, k keys) (driver.Status, error) {
 	type reply struct {
-		i      int
-		got    bool
-		n      int64  // fence if got, else PTTL
-		holder string // the key's value where held
-		err    error
+		pttl, fence, waiters int64
+		err                  error
 	}
-	replies := make(chan reply, nn)
-	ticket := ""
-	if queued {
-		ticket = strconv.FormatInt(l.ticket, 10)
-	}
-	ks := []string{l.keys.lock, l.keys.fence, l.keys.queue, l.keys.alive, l.keys.gone}
-	for i, n := range d.nodes {
-		d.background(func() {
-			r := reply{i: i}
-			v, err := n.run(nctx, lockScript, ks, value, ttlMillis(l.ttl), ticket, l.owner).Slice()
-			if err == nil {
-				r.got, r.n, r.holder, err = parseLockReply(v)
-			}
-			if err != nil {
-				r.err = n.errorf(l.keys.lock, err)
-			}
-			replies <- r
-		})
-	}
-	var (
-		got     []int
-		fence   int64
-		pttls   []int64
-		holders = map[string]int{}
-		errs    []error
-	)
-	received := 0
-	// mayHold: nodes that answered that the attempt took the key, or whose
-	// answer was an error (it may have).
-	mayHold := make([]bool, nn)
-	// The replies the attempt does not wait for are read in the background:
-	// a node that answers after a grant gets the token too; one that
-	// answers after the attempt failed gets its give-back then, after its
-	// own request, so that the two cannot cross on the way.
-	var failed, wakeOnFail atomic.Bool
-	rest := func(token uint64) {
-		left := nn - received
-		d.background(func() {
-			defer cancel()
-			for range left {
-				r := <-replies
-				switch {
-				case failed.Load():
-					if r.got || r.err != nil {
-						l.giveBackOn(d.nodes[r.i], value, wakeOnFail.Load())
-					}
-				case r.got:
-					_ = d.nodes[r.i].run(nctx, fenceScript, []string{l.keys.lock, l.keys.fence}, value, token).Err()
-				}
-			}
-		})
-	}
-	// fail gives back what the attempt may hold on the nodes that have
-	// answered (all: on every node), and has the others give it back when
-	// they answer. A node that answered that someone else holds the key
-	// needs nothing. wake: waiters may sleep on what this attempt held.
-	fail := func(wake, all bool) {
-		wakeOnFail.Store(wake)
-		failed.Store(true)
-		for i, n := range d.nodes {
-			if all || mayHold[i] {
-				l.giveBackOn(n, value, wake)
-			}
+	rs := make([]reply, len(r.nodes))
+	fanOut(len(r.nodes), func(i int) {
+		rs[i].pttl, rs[i].fence, rs[i].waiters, rs[i].err = r.nodes[i].status(ctx, k, k.alive)
+	})
+	var st driver.Status
+	var ttls []int64
+	var errs []error
+	for _, rp := range rs {
+		if rp.err != nil {
+			errs = append(errs, rp.err)
+			continue
+		}
+		st.Waiters = max(st.Waiters, int(rp.waiters))
+		st.Token = max(st.Token, uint64(rp.fence))
+		if rp.pttl > 0 {
+			ttls = append(ttls, rp.pttl)
 		}
 	}
-	for received < nn && len(got) < d.quorum && len(got)+nn-received >= d.quorum {
-		var r reply
-		select {
-		case r = <-replies:
-		case <-ctx.Done():
-			fail(false, false)
-			rest(0)
-			return attempt{err: ctx.Err()}
-		}
-		received++
-		mayHold[r.i] = r.got || r.err != nil
-		switch {
-		case r.err != nil:
-			errs = append(errs, r.err)
-		case r.got:
-			got = append(got, r.i)
-			fence = max(fence, r.n)
-		default:
-			pttls = append(pttls, r.n)
-			holders[r.holder]++
-		}
+	if len(errs) > len(r.nodes)-r.quorum {
+		return driver.Status{}, r.quorumError(fmt.Sprintf("status read from %d of %d nodes", len(r.nodes)-len(errs), len(r.nodes)), errs)
 	}
-	if len(got) >= d.quorum && time.Now().Before(deadline) {
-		token := uint64(fence) + 1
-		// Stragglers may still take the key on their node: that is ours
-		// too, renewed and released with the rest, and it gets the token
-		// as well (best effort, not waited for), so that more than a
-		// bare majority carries it should one of the majority lose its
-		// data.
-		rest(token)
-		fctx, fcancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-		err := l.writeFence(fctx, got, token, value)
-		fcancel()
-		if err == nil && time.Now().Before(deadline) {
-			l.token = token
-			l.value = value
-			return attempt{granted: true, validity: driver.Validity{Since: since, TTL: valid}}
-		}
-		// A majority was ours, but the fence token did not reach one in
-		// time: waiters may have seen it held and sleep until a release,
-		// so this give-back wakes the first in line.
-		fail(true, true)
-		if err != nil && !errors.Is(err, driver.ErrUnavailable) {
-			return attempt{err: err}
-		}
-		return attempt{pause: rand.N(5 * time.Millisecond), wait: rand.N(5 * time.Millisecond)}
+	if len(ttls) < r.quorum {
+		st.Token = 0
+		return st, nil
 	}
-	top := 0
-	for _, c := range holders {
-		top = max(top, c)
-	}
-	held := len(pttls)
-	// Every outcome below gives back what the attempt took. It wakes the
-	// first in line only where waiters may sleep on this attempt's keys: a
-	// majority that came too late, or a split vote that made everyone see
-	// most nodes held.
-	wake := len(got) >= d.quorum || top < d.quorum && held > nn-d.quorum && len(errs) <= nn-d.quorum
-	fail(wake, false)
-	rest(0)
-	if len(got) >= d.quorum {
-		// A majority that came too late (the nodes or this process were
-		// slow): try again, as after a split vote.
-		return attempt{pause: rand.N(5 * time.Millisecond), wait: rand.N(5 * time.Millisecond)}
-	}
-	for _, err := range errs {
-		if !errors.Is(err, driver.ErrUnavailable) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-			// A node answered with an error that will not pass (a key of
-			// another type, a key without TTL): report it, as a single
-			// node would, rather than wait for it.
-			return attempt{err: err}
-		}
-	}
-	switch {
-	case top >= d.quorum:
-		// One holder has a majority: sleep until its release wakes the
-		// first in line, or until enough keys expire that a majority
-		// could be free.
-		return attempt{wait: expiryWait(pttls, nn, d.quorum)}
-	case len(errs) > nn-d.quorum:
-		return attempt{err: d.quorumError(fmt.Sprintf("key %q: %d of %d nodes unreachable, a majority of %d is needed",
-			l.keys.lock, len(errs), nn, d.quorum), errs)}
-	case held > nn-d.quorum:
-		// Busy, but nobody has a majority: contenders split the vote.
-		// Every contender that sees this sleeps like a queued waiter, so
-		// they do not all try again and split again; each has woken the
-		// first in line where it gave a key back, so that someone tries
-		// once the keys are gone, rather than everyone sleeping until
-		// they would have expired.
-		return attempt{wait: expiryWait(pttls, nn, d.quorum)}
-	}
-	// Most nodes were free (a split with few contenders): try again after a
-	// random moment, so that contenders do not split again.
-	return attempt{pause: rand.N(5 * time.Millisecond), wait: rand.N(5 * time.Millisecond)}
+	st.Held = true
+	// The lock is held while a majority keeps it: until the quorum-th
+	// longest TTL runs out.
+	slices.SortFunc(ttls, func(a, b int64) int { return int(b - a) })
+	st.TTLLeft = time.Duration(ttls[r.quorum-1]) * time.Millisecond
+	return st, nil
 }
 
-// expiryWait is how long until enough of the keys held by others (pttls,
-// in milliseconds) have expired that a majority could be free.
-func expiryWait(pttls []int64, nn, quorum int) time.Duration {
-	slices.Sort(pttls)
-	k := len(pttls) - (nn - quorum) // that many keys must go
-	return time.Duration(pttls[k-1]+1) * time.Millisecond
+// redlockLock is one Redlock acquisition.
+type redlockLock struct {
+	lockBase
+	r *redlock
+	// value is what the lock key holds while this acquisition owns it: the
+	// owner id and the number of the attempt that won (owner.N), so that
+	// giving back a failed attempt can never delete a later attempt's key.
+	value string
+	tries int // attempts made
 }
 
-// parseLockReply reads lock.lua's {1, fence} or {0, pttl, holder}.
-func parseLockReply(v []any) (got bool, n int64, holder string, err error) {
-	if len(v) >= 2 {
-		flag, ok1 := v[0].(int64)
-		n, ok2 := v[1].(int64)
-		switch {
-		case ok1 && ok2 && flag == 1 && len(v) == 2:
-			return true, n, "", nil
-		case ok1 && ok2 && flag == 0 && len(v) == 3:
-			if h, ok := v[2].(string); ok {
-				return false, n, h, nil
-			}
-		}
-	}
-	return false, 0, "", fmt.Errorf("unexpected reply %v", v)
+// granted is never called: a Redlock release wakes the first waiter in
+// line (rlrelease.lua publishes its id), it never hands the lock over.
+func (l *redlockLock) granted(context.Context, *grant) (driver.Validity, error) {
+	return driver.Validity{}, errors.New("redislock: a Redlock release handed a lock over")
 }
 
-// giveBackOn deletes, in the background, the key attempt value took on n,
-// if it did, and has n refuse the attempt's requests from now on. wake: the
-// first in line is woken there if the key was the attempt's. A waiter keeps
-// its place in the queue.
-func (l *lock) giveBackOn(n *node, value string, wake bool) {
-	channel := ""
-	if wake {
-		channel = l.keys.channel
-	}
-	ks := []string{l.keys.lock, l.keys.queue, l.keys.alive, l.keys.gone}
-	l.d.background(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), giveBackTimeout)
-		defer cancel()
-		_ = n.run(ctx, rlReleaseScript, ks, value, channel, "", goneMillis(l.ttl)).Err()
+// tookAfterWait has nothing to do: no grant message can be on its way.
+func (l *redlockLock) tookAfterWait() {}
+
+// abandon takes a waiter that gives up out of every node's queue. One that
+// a release took out to wake it wakes the next in line in its place
+// (dequeue.lua).
+func (l *redlockLock) abandon(ctx context.Context, _ *waiter) {
+	ctx, cancel := driver.CleanupContext(ctx)
+	defer cancel()
+	ks := []string{l.keys.queue, l.keys.alive, l.keys.lock}
+	fanOut(len(l.r.nodes), func(i int) {
+		_ = l.r.nodes[i].run(ctx, dequeueScript, ks, l.owner, l.keys.channel).Err()
 	})
 }
 
-// writeFence raises the fence counter to token on the nodes in got, where
-// the key is still this attempt's; a majority must confirm.
-func (l *lock) writeFence(ctx context.Context, got []int, token uint64, value string) error {
+// partialJoin: a node whose subscription is not confirmed soon is left out
+// rather than holding up the wait on the others.
+func (l *redlockLock) partialJoin() bool { return true }
+
+// Renew implements driver.Lock: renewal must succeed on a majority.
+func (l *redlockLock) Renew(ctx context.Context) (driver.Validity, error) {
+	since := time.Now()
+	owned, notOwned, errs := l.r.each(ctx, l.keys.lock, func(ctx context.Context, n *node) (int64, error) {
+		return n.run(ctx, renewScript, []string{l.keys.lock}, l.value, ttlMillis(l.ttl)).Int64()
+	})
+	switch {
+	case owned >= l.r.quorum:
+		return driver.Validity{Since: since, TTL: l.ttl - drift(l.ttl)}, nil
+	case notOwned > len(l.r.nodes)-l.r.quorum:
+		return driver.Validity{}, fmt.Errorf("%w: key %q is held on %d of %d nodes, want %d",
+			driver.ErrLockLost, l.keys.lock, owned, len(l.r.nodes), l.r.quorum)
+	}
+	return driver.Validity{}, l.r.quorumError(fmt.Sprintf("renewed on %d of %d nodes, want %d", owned, len(l.r.nodes), l.r.quorum), errs)
+}
+
+// Release implements driver.Lock. It goes to every node and is
+// owner-checked on each, so a second call (the portable layer retries a
+// failed release) changes nothing that is not this lock's.
+func (l *redlockLock) Release(ctx context.Context) error {
+	ks := []string{l.keys.lock, l.keys.queue, l.keys.alive, l.keys.gone}
+	owned, notOwned, errs := l.r.each(ctx, l.keys.lock, func(ctx context.Context, n *node) (int64, error) {
+		return n.run(ctx, rlReleaseScript, ks, l.value, l.keys.channel, l.owner, goneMillis(l.ttl)).Int64()
+	})
+	switch {
+	case owned >= l.r.quorum:
+		return nil
+	case notOwned > len(l.r.nodes)-l.r.quorum:
+		return fmt.Errorf("%w: key %q was held on %d of %d nodes at release, want %d",
+			driver.ErrLockLost, l.keys.lock, owned, len(l.r.nodes), l.r.quorum)
+	}
+	return l.r.quorumError(fmt.Sprintf("released on %d of %d nodes", owned, len(l.r.nodes)), errs)
+}
+
+// each runs fn on every node in parallel and counts the replies 1 (owned)
+// and 0 (not owned).
+func (r *redlock) each(ctx context.Context, key string, fn func(context.Context, *node) (int64, error)) (owned, notOwned int, errs []error) {
 	var mu sync.Mutex
-	ok := 0
-	var errs []error
-	fanOut(len(got), func(j int) {
-		n := l.d.nodes[got[j]]
-		v, err := n.run(ctx, fenceScript, []string{l.keys.lock, l.keys.fence}, value, token).Int64()
+	fanOut(len(r.nodes), func(i int) {
+		n := r.nodes[i]
+		v, err := fn(ctx, n)
 		mu.Lock()
 		defer mu.Unlock()
-		if err != nil {
-			errs = append(errs, n.errorf(l.keys.fence, err))
-		} else if v == 1 {
-			ok++
+		switch {
+		case err != nil:
+			errs = append(errs, n.errorf(key, err))
+		case v == 1:
+			owned++
+		default:
+			notOwned++
 		}
 	})
-	if ok < l.d.quorum {
-		// Keys that expired meanwhile, or nodes that did not answer: worth
-		// another attempt, unless a node answered with an error that will
-		// not pass.
-		err := fmt.Errorf("redislock: fence token written on %d nodes, want %d: %w", ok, l.d.quorum, errors.Join(errs...))
-		for _, e := range errs {
-			if !errors.Is(e, driver.ErrUnavailable) && !errors.Is(e, context.Canceled) {
-				return err
-			}
+	return owned, notOwned, errs
+}
+
+// quorumError reports that too few nodes answered: unavailable if every
+// failure may pass, otherwise the permanent failures come first.
+func (r *redlock) quorumError(what string, errs []error) error {
+	err := fmt.Errorf("redislock: %s: %w", what, errors.Join(errs...))
+	for _, e := range errs {
+		if !errors.Is(e, driver.ErrUnavailable) {
+			return err
 		}
-		return driver.Unavailable(err)
 	}
-	return nil
+	return driver.Unavailable(err)
 }

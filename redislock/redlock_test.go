@@ -30,7 +30,7 @@ func redlockVia(t *testing.T, addrs []string, opts ...dlock.Option) (*dlock.Clie
 	}
 	last, p := proxied(t, addrs[len(addrs)-1])
 	nodes = append(nodes, last)
-	c, err := NewRedlock(nodes, opts...)
+	c, err := NewRedlock(nodes, nil, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +351,7 @@ func TestRedlockTakeOverOrder(t *testing.T) {
 	lock := func(value string) []any {
 		t.Helper()
 		waiter, _, _ := strings.Cut(value, ".")
-		v, err := lockScript.Run(ctx, rdb, ks, value, 5000, "", waiter).Slice()
+		v, err := rlLockScript.Run(ctx, rdb, ks, value, 5000, "", waiter).Slice()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/dlockio/dlock/driver"
 )
 
@@ -30,7 +28,7 @@ func BenchmarkCostSplit(b *testing.B) {
 			releaseScript.Run(ctx, rdb, []string{k.lock, k.queue, k.fence, k.gone}, "o", k.channel, 15000, 0)
 		}
 	})
-	d, _ := NewDriver([]redis.UniversalClient{rdb}, Options{})
+	d, _ := NewDriver(rdb, nil)
 	defer d.Close()
 	b.Run("driver", func(b *testing.B) {
 		for b.Loop() {

@@ -20,7 +20,12 @@ import (
 
 // EnvPassword names the environment variable that supplies the password
 // when a URL has none.
-const EnvPassword = "REDIS_PASSWORD"
+const EnvPassword = "DLOCK_REDIS_PASSWORD"
+
+// envPasswordDeprecated is read when EnvPassword is unset or empty: the
+// name this package read before every driver's variables were named
+// DLOCK_<ENGINE>_<SETTING>.
+const envPasswordDeprecated = "REDIS_PASSWORD"
 
 // Timeouts of the clients made from URLs: a dead or silent server is an
 // error within seconds, never a hang.
@@ -30,9 +35,9 @@ const (
 )
 
 func init() {
-	dlock.Register("redis", openURL)
-	dlock.Register("rediss", openURL)
-	dlock.Register("redlock", openURL)
+	dlock.Register(Scheme, openURL)
+	dlock.Register(TLSScheme, openURL)
+	dlock.Register(RedlockScheme, openURL)
 }
 
 // openURL opens redis://[:password@]host:port[/db][?prefix=P&...],
@@ -41,48 +46,55 @@ func init() {
 // The driver owns the clients it makes and closes them on Close.
 func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	q := u.Query()
-	o := Options{Prefix: q.Get("prefix")}
+	o := &Options{Prefix: q.Get("prefix")}
 	q.Del("prefix")
-	if err := checkPrefix(o.Prefix); err != nil {
+	if err := checkPrefix("redislock: URL prefix", o.Prefix); err != nil {
 		return nil, err
 	}
-	var clients []redis.UniversalClient
+	var clients []*redis.Client
 	closeAll := func() {
 		for _, c := range clients {
 			c.Close()
 		}
 	}
 	switch u.Scheme {
-	case "redis", "rediss":
+	case Scheme, TLSScheme:
 		if strings.Contains(u.Host, ",") {
-			return nil, fmt.Errorf("%w: redislock: several hosts: use redlock:// for independent masters", dlock.ErrInvalidArgument)
+			return nil, driver.InvalidArgument("redislock: "+u.Scheme+":// host", strconv.Quote(u.Host),
+				"one host:port (redlock:// for independent masters)")
 		}
 		v := *u
 		v.RawQuery = q.Encode()
 		opt, err := redis.ParseURL(v.String())
 		if err != nil {
-			return nil, fmt.Errorf("%w: redislock: %v", dlock.ErrInvalidArgument, redactErr(err, u))
+			return nil, driver.InvalidArgument("redislock: URL", redactErr(err, u), "a URL go-redis can parse")
 		}
 		tune(opt, q)
 		clients = append(clients, redis.NewClient(opt))
-	case "redlock":
+		d, err := openSingle(ctx, clients[0], o)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		return d, nil
+	case RedlockScheme:
 		hosts := strings.Split(u.Host, ",")
 		if len(hosts) < 3 {
-			return nil, fmt.Errorf("%w: redislock: %d hosts: want at least 3 independent masters (redis:// for one)",
-				dlock.ErrInvalidArgument, len(hosts))
+			return nil, driver.InvalidArgument("redislock: redlock:// hosts", len(hosts),
+				"at least 3 independent masters (redis:// for one)")
 		}
 		db := 0
 		if p := strings.Trim(u.Path, "/"); p != "" {
 			n, err := strconv.Atoi(p)
 			if err != nil || n < 0 {
-				return nil, fmt.Errorf("%w: redislock: database %q: want a number >= 0", dlock.ErrInvalidArgument, p)
+				return nil, driver.InvalidArgument("redislock: redlock:// database", strconv.Quote(p), "a number >= 0")
 			}
 			db = n
 		}
 		useTLS := q.Get("tls") == "true"
 		for _, h := range hosts {
 			if h == "" || !strings.Contains(h, ":") {
-				return nil, fmt.Errorf("%w: redislock: host %q: want host:port", dlock.ErrInvalidArgument, h)
+				return nil, driver.InvalidArgument("redislock: redlock:// host", strconv.Quote(h), "host:port")
 			}
 		}
 		for _, h := range hosts {
@@ -97,64 +109,103 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 			tune(opt, q)
 			clients = append(clients, redis.NewClient(opt))
 		}
-	default:
-		return nil, fmt.Errorf("%w: redislock: scheme %q", dlock.ErrInvalidArgument, u.Scheme)
+		d, err := openRedlock(ctx, clients, o)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		return d, nil
 	}
-	d, err := open(ctx, clients, o)
+	return nil, driver.InvalidArgument("redislock: scheme", strconv.Quote(u.Scheme), "redis, rediss or redlock")
+}
+
+// openSingle opens a driver on c if the node answers (see ping).
+func openSingle(ctx context.Context, c *redis.Client, o *Options) (*Driver, error) {
+	down, err := ping(ctx, []*redis.Client{c})
+	if err == nil && len(down) > 0 {
+		err = down[0]
+	}
 	if err != nil {
-		closeAll()
+		return nil, err
+	}
+	d, err := newSingle("redislock", c, o, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.checkOpened(ctx); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
-// open checks that each node answers, accepts the password and has the
-// database, so that a bad URL fails at Open with a clear error, and that
-// its eviction policy keeps locks. A Redlock opens with a majority of its
-// nodes answering (a minority outage is what it survives); the others are
-// named in Capabilities' notes.
-func open(ctx context.Context, clients []redis.UniversalClient, o Options) (*Driver, error) {
+// openRedlock opens a Redlock on clients if a majority of them answers (a
+// minority outage is what it survives); the others are named in
+// Capabilities' notes.
+func openRedlock(ctx context.Context, clients []*redis.Client, o *Options) (*Driver, error) {
+	down, err := ping(ctx, clients)
+	if err != nil {
+		return nil, err
+	}
+	quorum := majority(len(clients))
+	if len(down) > len(clients)-quorum {
+		return nil, driver.Unavailable(fmt.Errorf("%d of %d nodes unreachable, a majority of %d is needed: %w",
+			len(down), len(clients), quorum, errors.Join(down...)))
+	}
+	ucs := make([]redis.UniversalClient, len(clients))
+	for i, c := range clients {
+		ucs[i] = c
+	}
+	var missing []string
+	for _, err := range down {
+		missing = append(missing, err.Error())
+	}
+	d, err := newRedlock("redislock", ucs, o, true, missing)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.checkOpened(ctx); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// ping checks that each node answers, accepts the password and has the
+// database, so that a bad URL fails at Open with a clear error. It returns
+// the errors of the nodes that did not answer, which may pass; err is a
+// failure that will not (a wrong password or database).
+func ping(ctx context.Context, clients []*redis.Client) (down []error, err error) {
 	errs := make([]error, len(clients))
 	fanOut(len(clients), func(i int) {
 		if err := clients[i].Ping(ctx).Err(); err != nil {
-			e := fmt.Errorf("%s: %w", clients[i].(*redis.Client).Options().Addr, explain(err))
+			e := fmt.Errorf("%s: %w", clients[i].Options().Addr, explain(err))
 			if transient(err) {
 				e = driver.Unavailable(e)
 			}
 			errs[i] = e
 		}
 	})
-	var missing []string
-	var down []error
 	for _, err := range errs {
 		switch {
 		case err == nil:
 		case !errors.Is(err, driver.ErrUnavailable):
-			return nil, err // a wrong password or database will not pass
+			return nil, err
 		default:
-			missing = append(missing, err.Error())
 			down = append(down, err)
 		}
 	}
-	quorum := len(clients)/2 + 1
-	switch {
-	case len(clients) == 1 && len(down) == 1:
-		return nil, down[0]
-	case len(down) > len(clients)-quorum:
-		return nil, driver.Unavailable(fmt.Errorf("%d of %d nodes unreachable, a majority of %d is needed: %w",
-			len(down), len(clients), quorum, errors.Join(down...)))
-	}
-	d, err := newDriver(clients, o, true)
-	if err != nil {
-		return nil, err
-	}
-	d.missing = missing
+	return down, nil
+}
+
+// checkOpened checks the nodes' eviction policies of a driver opened from a
+// URL. If that fails, the driver is closed, but not its clients: the caller
+// closes them.
+func (d *Driver) checkOpened(ctx context.Context) error {
 	if err := d.checkNodes(ctx); err != nil {
-		d.owned = false // the caller closes the clients
+		d.owned = false
 		d.Close()
-		return nil, err
+		return err
 	}
-	return d, nil
+	return nil
 }
 
 // tune applies what a lock needs to a client made from a URL: the password
@@ -164,6 +215,9 @@ func open(ctx context.Context, clients []redis.UniversalClient, o Options) (*Dri
 func tune(opt *redis.Options, q url.Values) {
 	if opt.Password == "" {
 		opt.Password = os.Getenv(EnvPassword)
+	}
+	if opt.Password == "" {
+		opt.Password = os.Getenv(envPasswordDeprecated)
 	}
 	if !q.Has("dial_timeout") {
 		opt.DialTimeout = dialTimeout

@@ -147,7 +147,7 @@ func TestOpenURLCredentials(t *testing.T) {
 	// And go-redis's own errors, from a client the user made.
 	rdb := redis.NewClient(&redis.Options{Addr: locked.Addr(), Password: pw})
 	defer rdb.Close()
-	c, err := New(rdb)
+	c, err := New(rdb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/dlockio/dlock/driver"
 	_ "github.com/dlockio/dlock/etcdlock" // etcd:// for workers
 	_ "github.com/dlockio/dlock/filelock" // file:// for workers
+	"github.com/dlockio/dlock/internal/lockname"
 	"github.com/dlockio/dlock/internal/testserver"
 	"github.com/dlockio/dlock/memlock"
 	"github.com/dlockio/dlock/redislock"
@@ -172,7 +173,7 @@ func redisEngine(t *testing.T, n int) *engine {
 	e.drop = func(name string) {
 		for _, p := range e.servers {
 			c := redis.NewClient(&redis.Options{Addr: p.Addr()})
-			_ = c.Del(context.Background(), redislock.DefaultPrefix+"{"+name+"}").Err()
+			_ = c.Del(context.Background(), redislock.DefaultPrefix+"{"+lockname.Escape(name, 0)+"}").Err()
 			c.Close()
 		}
 	}

@@ -2,14 +2,13 @@ package redislock
 
 import (
 	"context"
-	"errors"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/dlockio/dlock/driver"
 )
 
 // hub multiplexes the release channels of every waiter of one driver on a
@@ -30,7 +29,7 @@ type hub struct {
 	// node, and took the lock or queued again) and is dropped: passing it on
 	// anonymously would wake every client's oldest waiter, a herd that
 	// splits the vote. A waiter that gives up wakes the next by name
-	// instead (dequeue).
+	// instead (dequeue.lua, run when it abandons).
 	named bool
 	// bg tracks the hub's own requests (relays, give-backs of grants): the
 	// driver's Close waits for them a moment.
@@ -54,55 +53,6 @@ type topic struct {
 	confirmed chan struct{} // closed when the server has confirmed the subscription
 }
 
-// waiter is one Acquire waiting on one lock; with Redlock the same waiter
-// joins the hub of every node.
-type waiter struct {
-	id    string        // the lock's owner id: releases name the waiter to wake
-	wake  chan struct{} // buffered 1: wake-ups coalesce, the hub never blocks
-	grant atomic.Pointer[grant]
-	// floor is the fence counter seen by the waiter's last failed attempt:
-	// a grant with a token no larger was made before that attempt, which
-	// found the lock with someone else, so the grant is stale.
-	floor atomic.Uint64
-}
-
-// grant is a single-node release that handed the lock to a waiter.
-type grant struct {
-	token uint64
-	ttl   time.Duration
-}
-
-// parseGrant reads "OWNER TOKEN TTL" (release.lua).
-func parseGrant(payload string) (owner string, g *grant, ok bool) {
-	owner, rest, ok := strings.Cut(payload, " ")
-	if !ok {
-		return "", nil, false
-	}
-	tok, ttl, ok := strings.Cut(rest, " ")
-	if !ok {
-		return "", nil, false
-	}
-	t, err1 := strconv.ParseUint(tok, 10, 64)
-	ms, err2 := strconv.ParseInt(ttl, 10, 64)
-	if err1 != nil || err2 != nil {
-		return "", nil, false
-	}
-	return owner, &grant{token: t, ttl: time.Duration(ms) * time.Millisecond}, true
-}
-
-func newWaiter(id string) *waiter { return &waiter{id: id, wake: make(chan struct{}, 1)} }
-
-func (w *waiter) signal() bool {
-	select {
-	case w.wake <- struct{}{}:
-		return true
-	default:
-		return false
-	}
-}
-
-var errHubClosed = errors.New("redislock: driver closed")
-
 func newHub(rdb redis.UniversalClient, prefix string, named bool, bg *sync.WaitGroup) *hub {
 	return &hub{rdb: rdb, prefix: prefix, named: named, bg: bg, topics: map[string]*topic{}, inflight: map[string]int{},
 		held: map[string]struct{}{}}
@@ -122,17 +72,6 @@ func (h *hub) forget(owner string) {
 	h.mu.Unlock()
 }
 
-// fresh returns the waiter's grant if it is newer than its last failed
-// attempt, and drops a stale one.
-func (w *waiter) fresh() *grant {
-	g := w.grant.Load()
-	if g != nil && g.token <= w.floor.Load() {
-		w.grant.CompareAndSwap(g, nil)
-		return nil
-	}
-	return g
-}
-
 // subscribeTimeout bounds a SUBSCRIBE or UNSUBSCRIBE write. It is not the
 // waiter's context: a write cut short by one waiter's deadline would make
 // go-redis drop and re-dial the connection every waiter of the driver
@@ -146,7 +85,7 @@ func (h *hub) join(ctx context.Context, channel string, w *waiter) (<-chan struc
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return nil, errHubClosed
+		return nil, driver.ErrClosed
 	}
 	if h.ps == nil {
 		h.ps = h.rdb.Subscribe(context.WithoutCancel(ctx))
@@ -304,7 +243,7 @@ func (h *hub) relay(channel string) {
 		return
 	}
 	h.bg.Go(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := driver.CleanupContext(context.Background())
 		defer cancel()
 		_ = h.rdb.Publish(ctx, channel, "").Err()
 	})
@@ -316,14 +255,14 @@ func (h *hub) releaseGrant(channel, owner string, g *grant) {
 	if h.closed {
 		return
 	}
-	tag, ok := strings.CutSuffix(channel, ":released")
+	tag, ok := strings.CutSuffix(channel, releasedSuffix)
 	if !ok {
 		return
 	}
 	h.bg.Go(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := driver.CleanupContext(context.Background())
 		defer cancel()
-		k := keys{lock: tag, fence: tag + ":fence", channel: channel, queue: tag + ":waiters", gone: tag + ":gone"}
+		k := keysOfTag(tag)
 		_ = releaseScript.Run(ctx, h.rdb, []string{k.lock, k.queue, k.fence, k.gone}, owner, channel, ttlMillis(g.ttl), 0).Err()
 	})
 }
@@ -391,7 +330,7 @@ func (h *hub) lost(ps *redis.PubSub) {
 	clear(h.inflight)
 }
 
-// close stops the pub/sub connection; later joins return errHubClosed.
+// close stops the pub/sub connection; later joins return driver.ErrClosed.
 func (h *hub) close() error {
 	h.mu.Lock()
 	if h.closed {

@@ -21,7 +21,7 @@ if not ok or cur ~= ARGV[1] then
 	-- The attempt is over, but its request has not taken the key here:
 	-- it may still be on its way (a straggler behind the release, a
 	-- request whose answer was lost), and must not take it afterwards
-	-- (lock.lua).
+	-- (rllock.lua).
 	local keep, t = tonumber(ARGV[4]), now()
 	redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', t)
 	redis.call('ZADD', KEYS[4], t + keep, ARGV[1])

@@ -1,0 +1,175 @@
+// Package redislock is the Redis driver of dlock: a lock on a single Redis
+// node (or a Redis Cluster / Sentinel client), or a Redlock over several
+// independent Redis masters.
+//
+//	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
+//	c, err := redislock.New(rdb, nil, dlock.WithTTL(10*time.Second))
+//
+//	c, err := dlock.Open(ctx, "redis://:password@localhost:6379/0")
+//	c, err := dlock.Open(ctx, "redlock://h1:6379,h2:6379,h3:6379")
+//
+// # URLs
+//
+// Importing the package registers three schemes with dlock.Open:
+//
+//	redis://[[USER]:PASSWORD@]HOST:PORT[/DB][?PARAMS]
+//	rediss://[[USER]:PASSWORD@]HOST:PORT[/DB][?PARAMS]
+//	redlock://[[USER]:PASSWORD@]H1:P1,H2:P2,H3:P3[/DB][?PARAMS]
+//
+// redis:// (Scheme) is one node, rediss:// (TLSScheme) one node over TLS,
+// redlock:// (RedlockScheme) a Redlock over at least 3 independent masters
+// (an odd number is best), which share the user, password and database. DB
+// is the database number, 0 by default. Query parameters:
+//
+//   - prefix=P: Options.Prefix, what every key and channel name starts
+//     with (default "dlock:"); it must not hold '{' or '}'.
+//   - tls=true (redlock:// only): TLS to every node, checking each host's
+//     certificate against the system's roots.
+//   - redis:// and rediss:// also take go-redis's own URL parameters
+//     (redis.ParseURL: dial_timeout, read_timeout, write_timeout,
+//     pool_size, max_retries, client_name, protocol, …); an unknown one is
+//     an error. redlock:// takes prefix and tls only and ignores the rest.
+//
+// Environment: DLOCK_REDIS_PASSWORD (EnvPassword) is the password of a URL
+// that has none. REDIS_PASSWORD, the name read before, is deprecated; it is
+// read when DLOCK_REDIS_PASSWORD is unset or empty.
+//
+// A client made from a URL dials within 5 s and waits at most 3 s for a
+// reply (unless the URL sets dial_timeout, read_timeout or write_timeout),
+// never retries inside go-redis (the portable layer decides what to retry),
+// ends every request by its context's deadline, and is closed by the
+// driver's Close. Open checks every node before it returns: that it answers
+// (a Redlock needs a majority; the others are named in Capabilities'
+// notes), accepts the password and has the database, so that a bad URL
+// fails at Open with a clear error; and that its maxmemory-policy keeps
+// locks (see below).
+//
+// # Single node
+//
+// A lock is a few names sharing one hash tag, so that they live in one slot
+// of a Redis Cluster: the lock key PREFIX{NAME} holding the owner's random id
+// with the TTL, the fence counter PREFIX{NAME}:fence, the release channel
+// PREFIX{NAME}:released, the waiter queue PREFIX{NAME}:waiters and the set of
+// given-up attempts PREFIX{NAME}:gone. NAME is the lock's name escaped as by
+// every dlock driver (internal/lockname): every byte other than letters,
+// digits, '-' and '_' written as %XX, so that names of any bytes map to
+// distinct keys and cannot break the hash tag. Earlier versions of this
+// package kept '.' and '/' as they were: a lock whose name holds either,
+// taken by such a version, is not seen by this one, so do not run both on
+// such names at once. The fence counter has no TTL: it must outlive the
+// lock for tokens to keep increasing, so it stays behind (a few bytes per
+// lock name ever used); the other keys expire.
+//
+// Taking the lock is one Lua script: if the key is absent it increments the
+// fence counter, sets the key and returns the counter as the fencing token;
+// otherwise it returns the key's remaining TTL. Renew and release are
+// scripts that compare the owner id before PEXPIRE or DEL.
+//
+// A waiter subscribes to the release channel (all waiters of a client share
+// one pub/sub connection) and, once the server has confirmed that, tries
+// again; that try, failing, puts it in the waiter queue. A release that
+// finds a queued waiter does not free the lock: the same script hands it
+// over, taking the next token, setting the key to the waiter's owner id with
+// the TTL, and publishing "OWNER TOKEN TTL", so that the waiter holds the
+// lock when the message arrives, with no further round trip. The waiter may
+// also find the lock already its by its own attempt, before the message
+// arrives (a pub/sub connection can lag the command connection): the client
+// then remembers that the grant was taken up, so that the late message is
+// not taken for a grant to a waiter that gave up, which would be given back.
+// A grant message older than the waiter's last look at the lock (its token
+// no higher than the fence counter that look saw) is ignored. A waiter that
+// gave up releases a grant when the message reaches its client (which passes
+// the lock on to the next); one whose process died leaves it to expire after
+// the TTL, and its queue entry expires 2 x the longer of its own TTL and the
+// holder's remaining TTL, + 1 s, after its last try. A waiter also tries
+// again when the holder's key would expire, so a crashed holder is replaced
+// at its expiry, not at some poll tick; and a waiter whose subscription
+// cannot be made or is not confirmed waits that way too, and subscribes
+// again, rather than fail or hang. With nobody queued, a release is a plain
+// compare-and-delete that publishes nothing.
+//
+// An attempt whose reply was lost is given back, and the server then
+// refuses that owner's attempts for a while (the :gone set), so that a copy
+// arriving late cannot take the lock for nobody.
+//
+// Fencing tokens come from the node's counter (driver.FencingNode): they
+// increase as long as the node keeps its data. A restart without
+// persistence, or a failover to a replica that had not yet received the last
+// increments (replication is asynchronous), can repeat tokens and can grant
+// a lock twice. So can eviction: a node whose maxmemory-policy is allkeys-*
+// (any key, the fence counter too, may be evicted) is refused, at Open or
+// before the first lock of a client made with New; under volatile-* a lock
+// key may be evicted before its TTL (the counter is kept), which
+// Capabilities notes, as it notes a policy the server will not show.
+//
+// # Redlock
+//
+// With several independent masters (NewRedlock, redlock://; use an odd
+// number, 3 or more) a lock is taken on each node in parallel and held if a
+// majority granted it within its validity time: TTL minus the time the
+// attempt took minus a drift allowance of TTL/100 + 2 ms. Renewal must
+// succeed on a majority; release goes to every node. Each attempt writes a
+// key value of its own (the owner id and the attempt's number); a failed one
+// gives back what it took on each node once that node has answered, and
+// every give-back and release records the attempt as over on the node, which
+// then refuses its requests: a request that reaches a node late (a
+// straggler) cannot leave a key there that nobody will release. A Redlock
+// opened from a URL needs a majority of its nodes to answer; the others are
+// named in Capabilities' notes.
+//
+// Redlock waiters queue on every node under a ticket of their own (the time
+// they began to wait), the same on each node, so the nodes' queues agree on
+// who is first; PREFIX{NAME}:alive holds each queued waiter's deadline. A
+// release takes the first waiter out of each node's queue and publishes its
+// owner id: one client tries, rather than every waiting client at once,
+// which split the vote so that all backed off. The woken waiter, if it
+// fails, queues again with its ticket, keeping its place; if it gives up it
+// wakes the next in line. A holder's release takes its own entries out of
+// every node's queue, so that no stale entry absorbs a wake-up. Contenders
+// that split the vote so that each finds most nodes held but nobody a
+// majority sleep like waiters, and the give-back of each wakes the first in
+// line, so that someone tries as soon as the keys are gone; contenders that
+// find most nodes free pause a random moment and try again.
+//
+// Tokens stay strictly increasing across grants: after locking a majority,
+// the client reads the fence counters of the nodes it holds, takes the
+// largest plus one, and writes it back to a majority (each node only raises
+// its counter) before the grant returns. Any later majority shares a node
+// with that one, reads at least that token, and goes higher.
+//
+// What Redlock assumes, stated plainly (see Martin Kleppmann, "How to do
+// distributed locking", 2016, and Salvatore Sanfilippo, "Is Redlock safe?",
+// 2016): (1) clocks on the nodes and the client advance at nearly the same
+// rate (bounded drift; no large jumps of the nodes' clocks, which Redis uses
+// to expire keys); (2) a node that crashes either keeps its data (AOF with
+// fsync=always) or stays down for at least a TTL before rejoining empty:
+// a node that returns at once with no data lets a second client form a
+// majority while the first still holds one in its own view; (3) a client
+// paused longer than the validity time (GC, swapping) may act after its
+// lock expired. Kleppmann's point stands: Redlock's safety rests on timing,
+// so protect the resource with the fencing token, which this driver makes
+// strictly increasing under assumption (2). The portable layer gives a
+// lease up on the client's monotonic clock before the nodes could expire it,
+// which addresses the client-side half of (3) but not a pause of the whole
+// process.
+//
+// # Errors, contexts and logging
+//
+// Errors that may pass (a refused, reset or timed-out connection, a pool
+// timeout, LOADING, TRYAGAIN, CLUSTERDOWN, MASTERDOWN, READONLY, BUSY, OOM,
+// a Redlock majority out of reach) match driver.ErrUnavailable, so that a
+// blocking Lock rides them out; WRONGTYPE, a key without TTL, a refused
+// password and a go-redis client closed by its owner do not.
+//
+// Every request ends by its context's deadline, also on a go-redis client
+// without ContextTimeoutEnabled: when the deadline is shorter than the
+// client's own read and write timeouts, the driver stops waiting for the
+// request at the deadline (a goroutine waits it out). Clients with
+// ContextTimeoutEnabled (those made from URLs) need nothing of the kind. As
+// in go-redis, a request is not abandoned on a cancellation without
+// deadline.
+//
+// Clients made from a URL never write to go-redis's process-wide logger:
+// their failed dials come back as errors only. Clients passed to New or
+// NewRedlock log as their owner configured go-redis (redis.SetLogger).
+package redislock

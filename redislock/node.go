@@ -1,0 +1,120 @@
+package redislock
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// node is one Redis endpoint the driver locks on (a server, or a Cluster or
+// Sentinel client): its client, its pub/sub hub and its eviction check.
+type node struct {
+	rdb  redis.UniversalClient
+	name string // for errors: the address, when known
+	hub  *hub
+	// aware: rdb bounds its requests by their context's deadline
+	// (ContextTimeoutEnabled); otherwise run does.
+	aware    bool
+	timeouts time.Duration // the client's own bound on a request, 0 if none (clientTimeouts)
+	bg       *sync.WaitGroup
+	eviction evictionCheck
+}
+
+// run runs script on the node and returns when it answers or ctx's
+// deadline passes, whichever comes first, even with a client that ignores
+// contexts (go-redis without ContextTimeoutEnabled waits out its own read
+// and write timeouts): the portable layer bounds Unlock and Close by the
+// deadline of the context it passes. A request cut short this way may still
+// reach the server; every caller copes with that (owner-checked scripts,
+// refused late attempts). Like go-redis, run does not abandon a request on
+// a mere cancellation.
+func (n *node) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	return await(ctx, n, func() *redis.Cmd { return script.Run(ctx, n.rdb, keys, args...) }, redis.NewCmd)
+}
+
+// await runs do, a request to n, bounded by ctx's deadline as run says;
+// empty makes the command that carries the deadline's error.
+func await[C redis.Cmder](ctx context.Context, n *node, do func() C, empty func(context.Context, ...any) C) C {
+	dl, ok := ctx.Deadline()
+	if !ok || n.aware || n.timeouts > 0 && n.timeouts <= time.Until(dl)+timeoutSlack {
+		// No deadline, or one the client keeps by itself.
+		return do()
+	}
+	// The client would wait longer than the deadline allows: wait for it
+	// in a goroutine. (Only for deadlines shorter than the client's own
+	// timeouts, e.g. the Unlock of a lock whose TTL is shorter: a
+	// goroutine per request costs more than the request on a loaded
+	// machine. go-redis's WithTimeout clone would be cheaper, but drops
+	// the hooks the application added to its client.)
+	done := make(chan C, 1)
+	n.bg.Go(func() { done <- do() })
+	select {
+	case c := <-done:
+		return c
+	case <-ctx.Done():
+		c := empty(ctx)
+		c.SetErr(ctx.Err())
+		return c
+	}
+}
+
+// timeoutSlack is how far past a deadline a client's own timeout may end a
+// request for the deadline to count as kept.
+const timeoutSlack = 100 * time.Millisecond
+
+// clientTimeouts returns the longest a request on c waits on its socket
+// (the larger of its read and write timeouts), 0 if unbounded or unknown.
+func clientTimeouts(c redis.UniversalClient) time.Duration {
+	var r, w time.Duration
+	switch c := c.(type) {
+	case *redis.Client:
+		r, w = c.Options().ReadTimeout, c.Options().WriteTimeout
+	case *redis.ClusterClient:
+		r, w = c.Options().ReadTimeout, c.Options().WriteTimeout
+	case *redis.Ring:
+		r, w = c.Options().ReadTimeout, c.Options().WriteTimeout
+	}
+	if r <= 0 || w <= 0 {
+		return 0
+	}
+	return max(r, w)
+}
+
+// honoursContext reports whether c bounds requests by their context.
+func honoursContext(c redis.UniversalClient) bool {
+	switch c := c.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return false
+}
+
+// fanOut runs fn(0..n-1) in parallel and waits for all.
+func fanOut(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { fn(i) })
+	}
+	wg.Wait()
+}
+
+// status runs status.lua on n: the lock's PTTL (-2 if free), its fence
+// counter, and how many waiters whose deadlines are in the sorted set
+// deadlines are still trying.
+func (n *node) status(ctx context.Context, k keys, deadlines string) (pttl, fence, waiters int64, err error) {
+	v, err := n.run(ctx, statusScript, []string{k.lock, k.fence, deadlines}).Int64Slice()
+	if err == nil && len(v) != 3 {
+		err = fmt.Errorf("unexpected reply %v", v)
+	}
+	if err != nil {
+		return 0, 0, 0, n.errorf(k.lock, err)
+	}
+	return v[0], v[1], v[2], nil
+}
