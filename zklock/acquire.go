@@ -28,7 +28,7 @@ func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lock
 	parent := d.parent(req.Name)
 	if !req.Wait {
 		// A read answers most failed TryLocks without a write.
-		kids, err := call(ctx, d, func() ([]string, error) { k, _, err := d.conn.Children(parent); return k, err })
+		kids, err := d.children(ctx, parent)
 		switch {
 		case err == nil && len(queue(kids)) > 0:
 			return nil, driver.Validity{}, driver.ErrNotAcquired
@@ -104,7 +104,7 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 	// the server answers a session's requests in order, so it normally sees
 	// our node, and Lock costs the create's round trip alone.
 	<-a.sending
-	kids, kerr := a.list(ctx)
+	kids, kerr := d.children(ctx, a.parent)
 	select {
 	case <-a.created:
 	case <-ctx.Done():
@@ -161,7 +161,7 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 			// The listing overtook the create: read again.
 			pipelineMisses.Add(1)
 			pipelined = false
-			kids, kerr = a.list(ctx)
+			kids, kerr = d.children(ctx, a.parent)
 			continue
 		}
 		pipelined = false
@@ -215,14 +215,14 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 		// off the hand-off's path.
 		proof = d.startCheck(a.parent + "/" + a.node)
 		watchSent := proof.sent
-		ok, _, predWatch, err := call3(ctx, d, func() (bool, *zk.Stat, <-chan zk.Event, error) { return d.conn.ExistsW(pred) })
+		p, err := d.exists(ctx, pred, true)
 		if err != nil {
 			return nil, driver.Validity{}, d.wrapErr(ctx, "watch "+pred, err)
 		}
-		predGone := !ok
-		if ok {
+		predGone := !p.exists
+		if p.exists {
 			select {
-			case ev, open := <-predWatch:
+			case ev, open := <-p.watch:
 				// Only a deletion is a grant: a session event or a data
 				// change of the predecessor means re-read.
 				predGone = open && ev.Type == zk.EventNodeDeleted
@@ -270,7 +270,7 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 		if !proof.usable(d.reportLag()) {
 			proof = d.startCheck(a.parent + "/" + a.node)
 		}
-		kids, kerr = a.list(ctx)
+		kids, kerr = d.children(ctx, a.parent)
 	}
 }
 
@@ -314,18 +314,12 @@ func (a *attempt) ownIntact(ctx context.Context, ownWatch *<-chan zk.Event, brea
 	}
 }
 
-func (a *attempt) list(ctx context.Context) ([]string, error) {
-	return call(ctx, a.d, func() ([]string, error) { k, _, err := a.d.conn.Children(a.parent); return k, err })
-}
-
 func (a *attempt) rewatch(ctx context.Context) <-chan zk.Event {
-	ok, _, w, err := call3(ctx, a.d, func() (bool, *zk.Stat, <-chan zk.Event, error) {
-		return a.d.conn.ExistsW(a.parent + "/" + a.node)
-	})
-	if err != nil || !ok {
+	n, err := a.d.exists(ctx, a.parent+"/"+a.node, true)
+	if err != nil || !n.exists {
 		return nil
 	}
-	return w
+	return n.watch
 }
 
 // start launches runOwn. The create runs on even if the caller gives up, so

@@ -95,28 +95,31 @@ func call[T any](ctx context.Context, d *zkDriver, fn func() (T, error)) (T, err
 	}
 }
 
-// call2 is call for the (bool, *zk.Stat, error) calls.
-func call2(ctx context.Context, d *zkDriver, fn func() (bool, *zk.Stat, error)) (bool, *zk.Stat, error) {
-	type pair struct {
-		ok bool
-		st *zk.Stat
-	}
-	p, err := call(ctx, d, func() (pair, error) {
-		ok, st, err := fn()
-		return pair{ok, st}, err
+// children lists parent's children, honouring ctx.
+func (d *zkDriver) children(ctx context.Context, parent string) ([]string, error) {
+	return call(ctx, d, func() ([]string, error) {
+		kids, _, err := d.conn.Children(parent)
+		return kids, err
 	})
-	return p.ok, p.st, err
 }
 
-func call3(ctx context.Context, d *zkDriver, fn func() (bool, *zk.Stat, <-chan zk.Event, error)) (bool, *zk.Stat, <-chan zk.Event, error) {
-	type r struct {
-		ok bool
-		st *zk.Stat
-		w  <-chan zk.Event
-	}
-	v, err := call(ctx, d, func() (r, error) {
-		ok, st, w, err := fn()
-		return r{ok, st, w}, err
+// nodeStat is what Exists and ExistsW tell of a node, as the one value
+// call returns.
+type nodeStat struct {
+	exists bool
+	stat   *zk.Stat
+	watch  <-chan zk.Event // ExistsW's; nil from Exists
+}
+
+// exists stats nodePath, honouring ctx; with watch it also arms a watch on
+// the node (ExistsW), whether or not the node exists.
+func (d *zkDriver) exists(ctx context.Context, nodePath string, watch bool) (nodeStat, error) {
+	return call(ctx, d, func() (n nodeStat, err error) {
+		if watch {
+			n.exists, n.stat, n.watch, err = d.conn.ExistsW(nodePath)
+		} else {
+			n.exists, n.stat, err = d.conn.Exists(nodePath)
+		}
+		return n, err
 	})
-	return v.ok, v.st, v.w, err
 }

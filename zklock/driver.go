@@ -323,10 +323,7 @@ func (d *zkDriver) connClosed() {
 // Status reports the holder's token and the number of waiters.
 func (d *zkDriver) Status(ctx context.Context, name string) (driver.Status, error) {
 	parent := d.parent(name)
-	kids, err := call(ctx, d, func() ([]string, error) {
-		k, _, err := d.conn.Children(parent)
-		return k, err
-	})
+	kids, err := d.children(ctx, parent)
 	if errors.Is(err, zk.ErrNoNode) {
 		return driver.Status{}, nil
 	}
@@ -338,12 +335,12 @@ func (d *zkDriver) Status(ctx context.Context, name string) (driver.Status, erro
 		return driver.Status{}, nil
 	}
 	st := driver.Status{Held: true, Waiters: len(q) - 1}
-	ok, stat, err := call2(ctx, d, func() (bool, *zk.Stat, error) { return d.conn.Exists(parent + "/" + q[0].name) })
+	holder, err := d.exists(ctx, parent+"/"+q[0].name, false)
 	if err != nil {
 		return driver.Status{}, d.wrapErr(ctx, "stat holder of "+parent, err)
 	}
-	if ok {
-		st.Token = uint64(stat.Czxid)
+	if holder.exists {
+		st.Token = uint64(holder.stat.Czxid)
 	}
 	return st, nil
 }
