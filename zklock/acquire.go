@@ -3,7 +3,6 @@ package zklock
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -74,15 +73,6 @@ type attempt struct {
 	tookWatch bool // run consumed ownWatch while waiting; heldWatch replaces it
 	heldWatch <-chan zk.Event
 }
-
-// pipelineMisses counts first queue reads the server answered before the
-// create (the send order of two goroutines is not guaranteed), which cost
-// one more read (for tests and BENCH_NOTES.md).
-var pipelineMisses atomic.Int64
-
-// readlessGrants counts grants taken on the sole predecessor's deletion
-// without reading the queue (for tests).
-var readlessGrants atomic.Int64
 
 func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Validity, err error) {
 	d := a.d
@@ -159,7 +149,7 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 				return nil, driver.Validity{}, errEntryGone
 			}
 			// The listing overtook the create: read again.
-			pipelineMisses.Add(1)
+			hook(testHooks.pipelineMiss)
 			pipelined = false
 			kids, kerr = d.children(ctx, a.parent)
 			continue
@@ -257,7 +247,7 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 					d: d, path: a.parent + "/" + a.node, token: uint64(token), sess: sess,
 					lost: make(chan struct{}), released: make(chan struct{}), floor: d.provenTTL(sess.id, since),
 				}
-				readlessGrants.Add(1)
+				hook(testHooks.readlessGrant)
 				return l, driver.Validity{Since: since, TTL: l.floor}, nil
 			case errors.Is(err, errEntryGone), errors.Is(err, errSessionEnded), ctx.Err() != nil:
 				return nil, driver.Validity{}, err

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -26,10 +25,6 @@ const (
 	removeBackoff    = 50 * time.Millisecond
 	removeBackoffMax = time.Second
 )
-
-// recovered counts creates whose reply was lost and whose node was found
-// again by its guid (for tests).
-var recovered atomic.Int64
 
 // createNode creates a protected ephemeral-sequential node and returns its
 // name and czxid (0 if unknown). clean is false when a reply was lost on
@@ -56,7 +51,7 @@ func (d *zkDriver) createNode(parent, guid string) (name string, czxid int64, cl
 			// for our guid before creating again (samuel/go-zookeeper#229).
 			clean = false
 			if found, ferr := d.findOwn(parent, guid); ferr == nil && found != "" {
-				recovered.Add(1)
+				hook(testHooks.recovered)
 				return found, 0, clean, nil
 			}
 		default:
