@@ -48,207 +48,99 @@ func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lock
 //
 // One goroutine per attempt (runOwn) sends the create, then stats and watches
 // the node, and, if the lock is granted, goes on watching it for loss: the
-// create, the stat and the watch of a held lock share it.
+// create, the stat and the watch of a held lock share it. The caller's
+// goroutine runs run, which reads the queue and waits for its turn.
 type attempt struct {
 	d      *zkDriver
 	parent string
 	guid   string
 
+	// Set by runOwn before it closes the channel above them.
 	sending   chan struct{} // closed just before the create is sent
 	sendAt    time.Time     // taken before sending is closed: no later than the create's send
 	created   chan struct{} // closed when the create has an outcome
 	node      string        // our node's name under parent, once created
 	czxid     int64         // our node's czxid from the create's reply; 0 if that reply was lost
 	createErr error
-	clean     bool // created by one answered request: exactly one node has our guid
+	clean     bool          // created by one answered request: exactly one node has our guid
+	statDone  chan struct{} // closed when the stat and watch of our node have an outcome
+	own       *zk.Stat
+	ownWatch  <-chan zk.Event
+	ownErr    error
 
-	statDone chan struct{} // closed when the stat and watch of our node have an outcome
-	own      *zk.Stat
-	ownWatch <-chan zk.Event
-	ownErr   error
-
-	// Set by run before it closes decided.
-	decided   chan struct{}
-	held      *zkLock
-	tookWatch bool // run consumed ownWatch while waiting; heldWatch replaces it
-	heldWatch <-chan zk.Event
+	// run's state: its goroutine alone touches it until decided is closed,
+	// after which runOwn reads it.
+	sid      int64    // the connection's session before the create was sent
+	sess     *session // the session our node lives in, once known
+	haveStat bool     // run has taken own and ownWatch (awaitStat)
+	// watch is our node's watch as run holds it: ownWatch, then the watch
+	// re-armed after a data change, nil once it fired otherwise or failed.
+	watch <-chan zk.Event
+	// proof is the transaction that shows our node and session alive at the
+	// leader after its send time, which a grant's validity counts from (see
+	// quorum.go): nil for the create itself, until we have waited; then a
+	// check of our node sent alongside each read that may grant.
+	proof   *quorumCheck
+	held    *zkLock       // the lock granted, if any
+	decided chan struct{} // closed when run returns
 }
 
-func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Validity, err error) {
-	d := a.d
-	sid := d.conn.SessionID()
+// run waits until our node heads the queue, and returns the lock; or until
+// it cannot (an error, a TryLock behind someone, ctx done). Each round reads
+// the queue, finds our node in it, and either takes the lock or waits for
+// the node just ahead of ours to go.
+func (a *attempt) run(ctx context.Context, wait bool) (l *zkLock, v driver.Validity, err error) {
+	a.sid = a.d.conn.SessionID()
 	a.start()
-	var (
-		l        *zkLock
-		ownWatch <-chan zk.Event
-		haveStat bool
-	)
 	defer func() {
-		if err == nil {
-			a.held = l
-			a.tookWatch, a.heldWatch = haveStat, ownWatch
-		}
+		a.held = l
 		close(a.decided)
 	}()
 	// The listing is sent right behind the create, on the same connection:
 	// the server answers a session's requests in order, so it normally sees
 	// our node, and Lock costs the create's round trip alone.
 	<-a.sending
-	kids, kerr := d.children(ctx, a.parent)
-	select {
-	case <-a.created:
-	case <-ctx.Done():
-		return nil, driver.Validity{}, ctx.Err()
+	kids, kerr := a.d.children(ctx, a.parent)
+	if err := a.awaitCreate(ctx); err != nil {
+		return nil, driver.Validity{}, err
 	}
-	if a.createErr != nil {
-		return nil, driver.Validity{}, d.wrapErr(ctx, "create queue node under "+a.parent, a.createErr)
-	}
-	awaitStat := func() error {
-		if !haveStat {
-			select {
-			case <-a.statDone:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			if a.ownErr != nil {
-				return a.ownErr
-			}
-			haveStat, ownWatch = true, a.ownWatch
-		}
-		return nil
-	}
-	var sess *session
-	// proof is the transaction that shows our node and session alive at the
-	// leader after its send time, which a grant's validity counts from (see
-	// quorum.go): the create itself until we have waited, then a check of
-	// our node sent alongside each read that may grant.
-	var proof *quorumCheck
 	pipelined := true
 	for {
-		if kerr != nil && !(pipelined && errors.Is(kerr, zk.ErrNoNode)) {
-			return nil, driver.Validity{}, d.wrapErr(ctx, "read queue "+a.parent, kerr)
-		}
-		q := queue(kids)
-		idx := -1
-		for i, e := range q {
-			switch {
-			case e.name == a.node:
-				idx = i
-			case e.guid == a.guid:
-				// A create applied after its connection dropped and
-				// found by neither lookup: ours, so remove it.
-				d.removeAsync(a.parent, "", a.parent+"/"+e.name)
-			}
+		q, idx, err := a.position(ctx, kids, kerr, pipelined)
+		if err != nil {
+			return nil, driver.Validity{}, err
 		}
 		if idx < 0 {
-			if !pipelined {
-				if sid != d.conn.SessionID() {
-					// Gone with the session it was made in.
-					return nil, driver.Validity{}, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
-				}
-				return nil, driver.Validity{}, errEntryGone
-			}
-			// The listing overtook the create: read again.
+			// The pipelined listing overtook the create: read again.
 			hook(testHooks.pipelineMiss)
 			pipelined = false
-			kids, kerr = d.children(ctx, a.parent)
+			kids, kerr = a.d.children(ctx, a.parent)
 			continue
 		}
 		pipelined = false
-		if sess == nil {
-			if sid != 0 && d.conn.SessionID() == sid {
-				// The connection had session sid before the create was
-				// sent and still has it after both replies, and a
-				// session id never comes back: the node is sid's.
-				sess = d.bind(sid)
-			} else {
-				if err := awaitStat(); err != nil {
-					return nil, driver.Validity{}, d.wrapErr(ctx, "stat "+a.node, err)
-				}
-				sess = d.sessionOf(a.own.EphemeralOwner)
-			}
-		}
-		if sess.ended() {
-			return nil, driver.Validity{}, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
+		if err := a.bindSession(ctx); err != nil {
+			return nil, driver.Validity{}, err
 		}
 		if idx == 0 {
-			since, err := a.proven(ctx, proof)
-			if err != nil {
-				return nil, driver.Validity{}, err
-			}
-			token := a.czxid
-			if token == 0 {
-				// The create's reply was lost: the stat has the czxid.
-				if err := awaitStat(); err != nil {
-					return nil, driver.Validity{}, d.wrapErr(ctx, "stat "+a.node, err)
-				}
-				token = a.own.Czxid
-			}
-			l = &zkLock{
-				d: d, path: a.parent + "/" + a.node, token: uint64(token), sess: sess,
-				lost: make(chan struct{}), released: make(chan struct{}), floor: d.provenTTL(sess.id, since),
-			}
-			return l, driver.Validity{Since: since, TTL: l.floor}, nil
+			return a.grant(ctx)
 		}
 		if !wait {
 			return nil, driver.Validity{}, driver.ErrNotAcquired
 		}
-		if err := awaitStat(); err != nil {
-			return nil, driver.Validity{}, d.wrapErr(ctx, "stat "+a.node, err)
-		}
-		if a.own.EphemeralOwner != sess.id {
-			return nil, driver.Validity{}, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
-		}
-		pred := a.parent + "/" + q[idx-1].name
-		breaks := d.breaks.Load()
-		// The check goes out with the watch and is answered while we wait,
-		// off the hand-off's path.
-		proof = d.startCheck(a.parent + "/" + a.node)
-		watchSent := proof.sent
-		p, err := d.exists(ctx, pred, true)
+		gone, breaks, err := a.awaitAhead(ctx, a.parent+"/"+q[idx-1].name)
 		if err != nil {
-			return nil, driver.Validity{}, d.wrapErr(ctx, "watch "+pred, err)
+			return nil, driver.Validity{}, err
 		}
-		predGone := !p.exists
-		if p.exists {
-			select {
-			case ev, open := <-p.watch:
-				// Only a deletion is a grant: a session event or a data
-				// change of the predecessor means re-read.
-				predGone = open && ev.Type == zk.EventNodeDeleted
-			case ev, ok := <-ownWatch:
-				// Our node changed or went: re-read the queue to find out.
-				if !ok || ev.Type != zk.EventNodeDataChanged {
-					ownWatch = nil
-				} else {
-					ownWatch = a.rewatch(ctx)
-				}
-			case <-ctx.Done():
-				return nil, driver.Validity{}, ctx.Err()
-			case <-sess.lost:
-				return nil, driver.Validity{}, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
-			case <-d.closing:
-				return nil, driver.Validity{}, driver.ErrClosed
-			}
-		} // else gone between the two reads; the exists-watch stays armed harmlessly
-		if predGone && idx == 1 && a.ownIntact(ctx, &ownWatch, breaks) && !sess.ended() &&
-			time.Since(watchSent) < d.ttl()/4 {
+		if gone && idx == 1 && a.ownIntact(ctx, breaks) && !a.sess.ended() &&
+			time.Since(a.proof.sent) < a.d.ttl()/4 {
 			// The predecessor was the only node ahead at our last read, and
 			// no node can later be created with a lower sequence than ours:
 			// we are the head, and the token is known, so no read is needed.
-			since, err := a.proven(ctx, proof)
+			l, v, err := a.grant(ctx)
 			switch {
 			case err == nil:
-				token := a.czxid
-				if token == 0 {
-					token = a.own.Czxid
-				}
-				l = &zkLock{
-					d: d, path: a.parent + "/" + a.node, token: uint64(token), sess: sess,
-					lost: make(chan struct{}), released: make(chan struct{}), floor: d.provenTTL(sess.id, since),
-				}
 				hook(testHooks.readlessGrant)
-				return l, driver.Validity{Since: since, TTL: l.floor}, nil
+				return l, v, nil
 			case errors.Is(err, errEntryGone), errors.Is(err, errSessionEnded), ctx.Err() != nil:
 				return nil, driver.Validity{}, err
 			}
@@ -257,16 +149,169 @@ func (a *attempt) run(ctx context.Context, wait bool) (_ *zkLock, _ driver.Valid
 		}
 		// The check sent with the watch proves a grant by this read too, if
 		// it is recent and has not failed.
-		if !proof.usable(d.reportLag()) {
-			proof = d.startCheck(a.parent + "/" + a.node)
+		if !a.proof.usable(a.d.reportLag()) {
+			a.proof = a.d.startCheck(a.nodePath())
 		}
-		kids, kerr = d.children(ctx, a.parent)
+		kids, kerr = a.d.children(ctx, a.parent)
 	}
 }
 
-// proven waits for the proof of a grant (nil: the create) and returns the
-// time the grant's validity counts from.
-func (a *attempt) proven(ctx context.Context, proof *quorumCheck) (time.Time, error) {
+// awaitCreate waits for the create's outcome.
+func (a *attempt) awaitCreate(ctx context.Context) error {
+	select {
+	case <-a.created:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if a.createErr != nil {
+		return a.d.wrapErr(ctx, "create queue node under "+a.parent, a.createErr)
+	}
+	return nil
+}
+
+// position finds our node in a listing of the queue (kids, or the
+// listing's error kerr) and returns the queue and our index in it. Another
+// node with our guid, a create applied after its connection dropped and
+// found by neither lookup, is removed. Only the first listing, sent
+// pipelined behind the create, may miss our node without an error (idx
+// -1): it may have overtaken the create.
+func (a *attempt) position(ctx context.Context, kids []string, kerr error, pipelined bool) ([]entry, int, error) {
+	d := a.d
+	if kerr != nil && !(pipelined && errors.Is(kerr, zk.ErrNoNode)) {
+		return nil, -1, d.wrapErr(ctx, "read queue "+a.parent, kerr)
+	}
+	q := queue(kids)
+	idx := -1
+	for i, e := range q {
+		switch {
+		case e.name == a.node:
+			idx = i
+		case e.guid == a.guid:
+			d.removeAsync(a.parent, "", a.parent+"/"+e.name)
+		}
+	}
+	if idx < 0 && !pipelined {
+		if a.sid != d.conn.SessionID() {
+			// Gone with the session it was made in.
+			return nil, -1, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
+		}
+		return nil, -1, errEntryGone
+	}
+	return q, idx, nil
+}
+
+// bindSession learns, once, which session our node lives in, and fails if
+// that session has ended.
+func (a *attempt) bindSession(ctx context.Context) error {
+	d := a.d
+	if a.sess == nil {
+		if a.sid != 0 && d.conn.SessionID() == a.sid {
+			// The connection had session sid before the create was
+			// sent and still has it after both replies, and a
+			// session id never comes back: the node is sid's.
+			a.sess = d.bind(a.sid)
+		} else {
+			if err := a.awaitStat(ctx); err != nil {
+				return d.wrapErr(ctx, "stat "+a.node, err)
+			}
+			a.sess = d.sessionOf(a.own.EphemeralOwner)
+		}
+	}
+	if a.sess.ended() {
+		return d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
+	}
+	return nil
+}
+
+// grant takes the lock, our node heading the queue, once a.proof has
+// proven it (see proven). The token is our node's czxid.
+func (a *attempt) grant(ctx context.Context) (*zkLock, driver.Validity, error) {
+	since, err := a.proven(ctx)
+	if err != nil {
+		return nil, driver.Validity{}, err
+	}
+	token := a.czxid
+	if token == 0 {
+		// The create's reply was lost: the stat has the czxid.
+		if err := a.awaitStat(ctx); err != nil {
+			return nil, driver.Validity{}, a.d.wrapErr(ctx, "stat "+a.node, err)
+		}
+		token = a.own.Czxid
+	}
+	l := &zkLock{
+		d: a.d, path: a.nodePath(), token: uint64(token), sess: a.sess,
+		lost: make(chan struct{}), released: make(chan struct{}), floor: a.d.provenTTL(a.sess.id, since),
+	}
+	return l, driver.Validity{Since: since, TTL: l.floor}, nil
+}
+
+// awaitAhead waits for the node just ahead of ours (pred) to change and
+// reports whether it was deleted. breaks is the connection's count of
+// session events when the watch on pred was armed (see ownIntact). A check
+// of our node (the next a.proof) goes out with the watch and is answered
+// while we wait, off the hand-off's path.
+func (a *attempt) awaitAhead(ctx context.Context, pred string) (gone bool, breaks int64, err error) {
+	d := a.d
+	if err := a.awaitStat(ctx); err != nil {
+		return false, 0, d.wrapErr(ctx, "stat "+a.node, err)
+	}
+	if a.own.EphemeralOwner != a.sess.id {
+		return false, 0, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
+	}
+	breaks = d.breaks.Load()
+	a.proof = d.startCheck(a.nodePath())
+	p, err := d.exists(ctx, pred, true)
+	if err != nil {
+		return false, 0, d.wrapErr(ctx, "watch "+pred, err)
+	}
+	if !p.exists {
+		// Gone between the two reads; the exists-watch stays armed
+		// harmlessly.
+		return true, breaks, nil
+	}
+	select {
+	case ev, open := <-p.watch:
+		// Only a deletion is a grant: a session event or a data change of
+		// the predecessor means re-read.
+		return open && ev.Type == zk.EventNodeDeleted, breaks, nil
+	case ev, ok := <-a.watch:
+		// Our node changed or went: re-read the queue to find out.
+		if !ok || ev.Type != zk.EventNodeDataChanged {
+			a.watch = nil
+		} else {
+			a.watch = a.rewatch(ctx)
+		}
+		return false, breaks, nil
+	case <-ctx.Done():
+		return false, 0, ctx.Err()
+	case <-a.sess.lost:
+		return false, 0, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
+	case <-d.closing:
+		return false, 0, driver.ErrClosed
+	}
+}
+
+// awaitStat takes the stat and watch of our node from runOwn, once.
+func (a *attempt) awaitStat(ctx context.Context) error {
+	if a.haveStat {
+		return nil
+	}
+	select {
+	case <-a.statDone:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if a.ownErr != nil {
+		return a.ownErr
+	}
+	a.haveStat, a.watch = true, a.ownWatch
+	return nil
+}
+
+// proven waits for the proof of a grant (a.proof; nil: the create) and
+// returns the time the grant's validity counts from.
+func (a *attempt) proven(ctx context.Context) (time.Time, error) {
+	proof := a.proof
 	if proof == nil {
 		return a.sendAt, nil
 	}
@@ -287,16 +332,16 @@ func (a *attempt) proven(ctx context.Context, proof *quorumCheck) (time.Time, er
 // has not fired. The server sends a session's events in zxid order, so a
 // deletion of our node before the predecessor's would already be in the
 // channel; that order holds only within one connection, hence breaks. A
-// fired own watch is consumed here as run's select would.
-func (a *attempt) ownIntact(ctx context.Context, ownWatch *<-chan zk.Event, breaks int64) bool {
-	if *ownWatch == nil || a.d.breaks.Load() != breaks || a.d.conn.State() != zk.StateHasSession {
+// fired own watch is consumed here as awaitAhead would.
+func (a *attempt) ownIntact(ctx context.Context, breaks int64) bool {
+	if a.watch == nil || a.d.breaks.Load() != breaks || a.d.conn.State() != zk.StateHasSession {
 		return false
 	}
 	select {
-	case ev, ok := <-*ownWatch:
-		*ownWatch = nil
+	case ev, ok := <-a.watch:
+		a.watch = nil
 		if ok && ev.Type == zk.EventNodeDataChanged {
-			*ownWatch = a.rewatch(ctx)
+			a.watch = a.rewatch(ctx)
 		}
 		return false
 	default:
@@ -305,12 +350,15 @@ func (a *attempt) ownIntact(ctx context.Context, ownWatch *<-chan zk.Event, brea
 }
 
 func (a *attempt) rewatch(ctx context.Context) <-chan zk.Event {
-	n, err := a.d.exists(ctx, a.parent+"/"+a.node, true)
+	n, err := a.d.exists(ctx, a.nodePath(), true)
 	if err != nil || !n.exists {
 		return nil
 	}
 	return n.watch
 }
+
+// nodePath is our node's path, once created.
+func (a *attempt) nodePath() string { return a.parent + "/" + a.node }
 
 // start launches runOwn. The create runs on even if the caller gives up, so
 // that abandon knows what to remove.
@@ -338,7 +386,7 @@ func (a *attempt) runOwn() {
 		close(a.statDone)
 		return
 	}
-	ok, st, w, err := d.conn.ExistsW(a.parent + "/" + a.node)
+	ok, st, w, err := d.conn.ExistsW(a.nodePath())
 	switch {
 	case err != nil:
 		a.ownErr = err
@@ -364,8 +412,8 @@ func (a *attempt) runOwn() {
 	// After a connection error the watch is nil: Renew and the session
 	// decide.
 	w = a.ownWatch
-	if a.tookWatch {
-		w = a.heldWatch
+	if a.haveStat {
+		w = a.watch
 	}
 	l.watch(w)
 }
