@@ -38,7 +38,7 @@ func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lock
 	a := &attempt{d: d, parent: parent, guid: newGUID()}
 	l, v, err := a.run(ctx, req.Wait)
 	if err != nil {
-		a.abandon()
+		a.abandon(ctx)
 		return nil, driver.Validity{}, err
 	}
 	return l, v, nil

@@ -1,6 +1,7 @@
 package zklock
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path"
@@ -11,10 +12,6 @@ import (
 
 	"github.com/dlockio/dlock/driver"
 )
-
-// cleanupWait bounds how long a failed Acquire waits for its node to be
-// removed before returning; the removal goes on in the background.
-const cleanupWait = 2 * time.Second
 
 // The background removal of a node whose delete failed retries with this
 // backoff until the node is gone. It never gives up while the driver lives:
@@ -128,9 +125,11 @@ func (d *zkDriver) ensure(parent string) error {
 	return err
 }
 
-// abandon removes what a failed attempt left, waiting a little for it so
-// that the common case is clean on return.
-func (a *attempt) abandon() {
+// abandon removes what a failed attempt left. Acquire waits for the removal
+// as for one cleanup request (driver.CleanupContext of its ctx), so that
+// the common case is clean on return; past that the removal goes on in the
+// background, retried until the node is gone (see remove).
+func (a *attempt) abandon(ctx context.Context) {
 	if a.created == nil {
 		return
 	}
@@ -154,9 +153,11 @@ func (a *attempt) abandon() {
 			d.remove(a.parent, a.guid, "")
 		}
 	}()
+	cctx, cancel := driver.CleanupContext(ctx)
+	defer cancel()
 	select {
 	case <-done:
-	case <-time.After(cleanupWait):
+	case <-cctx.Done():
 	case <-d.closing:
 	}
 }
