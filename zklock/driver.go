@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,10 +80,10 @@ func New(conn *zk.Conn, events <-chan zk.Event, o Options, opts ...dlock.Option)
 
 func newBorrowed(conn *zk.Conn, events <-chan zk.Event, o Options) (*zkDriver, error) {
 	if conn == nil {
-		return nil, fmt.Errorf("%w: zklock.New: conn = nil: want a *zk.Conn", dlock.ErrInvalidArgument)
+		return nil, driver.InvalidArgument("zklock.New: conn", "<nil>", "a *zk.Conn")
 	}
 	if o.SessionTimeout <= 0 {
-		return nil, fmt.Errorf("%w: zklock.New: Options.SessionTimeout = %v: want the session timeout given to zk.Connect", dlock.ErrInvalidArgument, o.SessionTimeout)
+		return nil, driver.InvalidArgument("zklock.New: Options.SessionTimeout", o.SessionTimeout, "the session timeout given to zk.Connect")
 	}
 	d, err := newDriver(o)
 	if err != nil {
@@ -124,15 +125,15 @@ func Dial(ctx context.Context, servers []string, o Options, opts ...dlock.Option
 // given timeout, or sessions that follow the TTL.
 func dialAny(ctx context.Context, servers []string, o Options) (driver.Driver, error) {
 	if len(servers) == 0 {
-		return nil, fmt.Errorf("%w: zklock: servers: want at least one host:port", dlock.ErrInvalidArgument)
+		return nil, driver.InvalidArgument("zklock.Dial: servers", "[]", "at least one host:port")
 	}
 	for i, s := range servers {
 		if strings.TrimSpace(s) == "" {
-			return nil, fmt.Errorf("%w: zklock: servers[%d] is empty: want host:port", dlock.ErrInvalidArgument, i)
+			return nil, driver.InvalidArgument(fmt.Sprintf("zklock.Dial: servers[%d]", i), strconv.Quote(s), "host:port")
 		}
 	}
 	if o.SessionTimeout < 0 {
-		return nil, fmt.Errorf("%w: zklock: Options.SessionTimeout = %v: want 0 (follow the TTL) or a duration > 0", dlock.ErrInvalidArgument, o.SessionTimeout)
+		return nil, driver.InvalidArgument("zklock.Dial: Options.SessionTimeout", o.SessionTimeout, "0 (follow the TTL) or a duration > 0")
 	}
 	if o.SessionTimeout > 0 {
 		return dialDriver(ctx, servers, o, false)
@@ -258,7 +259,7 @@ func newDriver(o Options) (*zkDriver, error) {
 		root = DefaultRoot
 	}
 	if !strings.HasPrefix(root, "/") || path.Clean(root) != root || root == "/" || strings.ContainsRune(root, 0) {
-		return nil, fmt.Errorf("%w: zklock: Root = %q: want an absolute, clean znode path other than /", dlock.ErrInvalidArgument, root)
+		return nil, driver.InvalidArgument("zklock: Options.Root", strconv.Quote(root), "an absolute, clean znode path other than /")
 	}
 	acl := o.ACL
 	if len(acl) == 0 {
@@ -310,7 +311,7 @@ func (d *zkDriver) Close() error {
 	first := false
 	d.closeOnce.Do(func() { first = true; close(d.closing) })
 	if !first {
-		return dlock.ErrClosed
+		return driver.ErrClosed
 	}
 	if d.owned {
 		d.stopBg()

@@ -91,9 +91,9 @@ func (p *perTTL) session(ctx context.Context, ttl time.Duration) (*zkDriver, err
 			if len(p.sessions) >= maxSessions {
 				ttls := slices.Sorted(maps.Keys(p.sessions))
 				p.mu.Unlock()
-				return nil, fmt.Errorf("%w: zklock: TTL %v: a client keeps one ZooKeeper session per distinct TTL "+
-					"and has %d already (TTLs %v): use fewer distinct TTLs, or set one session timeout for all "+
-					"(Options.SessionTimeout, ?session_timeout=)", dlock.ErrInvalidArgument, ttl, len(ttls), ttls)
+				return nil, driver.InvalidArgument("zklock: TTL", ttl, fmt.Sprintf("one of the %d TTLs %v: a client keeps "+
+					"one ZooKeeper session per distinct TTL, at most %d; use fewer distinct TTLs, or one session timeout for all "+
+					"(Options.SessionTimeout, ?session_timeout=)", len(ttls), ttls, maxSessions))
 			}
 			s = &ttlSession{ready: make(chan struct{})}
 			p.sessions[ttl] = s
@@ -198,7 +198,7 @@ func (p *perTTL) Close() error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return dlock.ErrClosed
+		return driver.ErrClosed
 	}
 	p.closed = true
 	p.mu.Unlock()

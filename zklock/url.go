@@ -2,8 +2,8 @@ package zklock
 
 import (
 	"context"
-	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,12 +19,12 @@ func init() {
 func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	var o Options
 	if u.Host == "" {
-		return nil, fmt.Errorf("%w: zk URL %q: want zk://host:port[,host:port...][/root]", dlock.ErrInvalidArgument, u.Redacted())
+		return nil, driver.InvalidArgument("zk URL host", `""`, "host:port[,host:port...]")
 	}
 	servers := strings.Split(u.Host, ",")
 	for _, s := range servers {
 		if s == "" {
-			return nil, fmt.Errorf("%w: zk URL %q: an empty server in the host list: want zk://host:port[,host:port...][/root]", dlock.ErrInvalidArgument, u.Redacted())
+			return nil, driver.InvalidArgument("zk URL host", strconv.Quote(u.Host), "host:port[,host:port...], no entry empty")
 		}
 	}
 	if u.User != nil {
@@ -37,13 +37,13 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	q := u.Query()
 	for k := range q {
 		if k != "session_timeout" {
-			return nil, fmt.Errorf("%w: zk URL %q: unknown parameter %q (known: session_timeout)", dlock.ErrInvalidArgument, u.Redacted(), k)
+			return nil, driver.InvalidArgument("zk URL parameter", strconv.Quote(k), "session_timeout")
 		}
 	}
 	if v := q.Get("session_timeout"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			return nil, fmt.Errorf("%w: zk URL %q: session_timeout = %q: want a duration > 0 such as 10s", dlock.ErrInvalidArgument, u.Redacted(), v)
+			return nil, driver.InvalidArgument("zk URL session_timeout", strconv.Quote(v), "a duration > 0 such as 10s")
 		}
 		o.SessionTimeout = d
 	}
