@@ -12,7 +12,10 @@ import (
 
 var errEntryGone = errors.New("zklock: our queue node disappeared while waiting (deleted, or the session expired)")
 
-func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
+// Acquire queues a node for req.Name and returns the lock once the node
+// heads the queue (see the package doc); with req.Wait false it gives up,
+// removing the node, if another node is ahead.
+func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
 	select {
 	case <-d.closing:
 		return nil, driver.Validity{}, driver.ErrClosed
@@ -51,7 +54,7 @@ func (d *zkDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lock
 // create, the stat and the watch of a held lock share it. The caller's
 // goroutine runs run, which reads the queue and waits for its turn.
 type attempt struct {
-	d      *zkDriver
+	d      *Driver
 	parent string
 	guid   string
 

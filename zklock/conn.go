@@ -22,7 +22,7 @@ func (quiet) Printf(string, ...any) {}
 // wrapErr returns ctx's error as itself and tags engine errors: those
 // that may pass are marked driver.Unavailable, so that a blocking Lock
 // retries them.
-func (d *zkDriver) wrapErr(ctx context.Context, what string, err error) error {
+func (d *Driver) wrapErr(ctx context.Context, what string, err error) error {
 	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return ctx.Err()
 	}
@@ -68,7 +68,7 @@ func transient(err error) bool {
 // when it completes or ctx is done, whichever is first. An abandoned call
 // completes in the background: go-zookeeper answers every request, with
 // ErrConnectionClosed at the latest when the connection drops or closes.
-func call[T any](ctx context.Context, d *zkDriver, fn func() (T, error)) (T, error) {
+func call[T any](ctx context.Context, d *Driver, fn func() (T, error)) (T, error) {
 	type result struct {
 		v   T
 		err error
@@ -96,7 +96,7 @@ func call[T any](ctx context.Context, d *zkDriver, fn func() (T, error)) (T, err
 }
 
 // children lists parent's children, honouring ctx.
-func (d *zkDriver) children(ctx context.Context, parent string) ([]string, error) {
+func (d *Driver) children(ctx context.Context, parent string) ([]string, error) {
 	return call(ctx, d, func() ([]string, error) {
 		kids, _, err := d.conn.Children(parent)
 		return kids, err
@@ -113,7 +113,7 @@ type nodeStat struct {
 
 // exists stats nodePath, honouring ctx; with watch it also arms a watch on
 // the node (ExistsW), whether or not the node exists.
-func (d *zkDriver) exists(ctx context.Context, nodePath string, watch bool) (nodeStat, error) {
+func (d *Driver) exists(ctx context.Context, nodePath string, watch bool) (nodeStat, error) {
 	return call(ctx, d, func() (n nodeStat, err error) {
 		if watch {
 			n.exists, n.stat, n.watch, err = d.conn.ExistsW(nodePath)

@@ -18,18 +18,20 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
-// DefaultRoot is the znode under which lock queues live.
-const DefaultRoot = "/dlock"
+// DefaultPrefix is the znode under which lock queues live by default.
+const DefaultPrefix = "/dlock"
 
 // maxSessions bounds the sessions of a driver that follows the TTL: one per
 // distinct TTL asked.
 const maxSessions = 8
 
-// Options configure the driver. The zero value means the defaults.
+// Options configure the driver. The zero value, like a nil *Options, means
+// the defaults.
 type Options struct {
-	// Root is the znode under which the lock queues live (DefaultRoot).
-	// It is created if missing.
-	Root string
+	// Prefix is the znode path under which the lock queues live
+	// (DefaultPrefix): an absolute, clean path other than "/", created if
+	// missing. zk:// sets it from the URL's path.
+	Prefix string
 	// SessionTimeout is the session timeout asked of the server.
 	//
 	// With Dial, zero (the default) means: follow the TTL. Each lock lives
@@ -70,20 +72,35 @@ type Options struct {
 // dials with o.Dialer (net.DialTimeout if nil).
 //
 // Closing the client leaves conn open.
-func New(conn *zk.Conn, events <-chan zk.Event, o Options, opts ...dlock.Option) (*dlock.Client, error) {
-	d, err := newBorrowed(conn, events, o)
+func New(conn *zk.Conn, events <-chan zk.Event, o *Options, opts ...dlock.Option) (*dlock.Client, error) {
+	d, err := newBorrowed("zklock.New", conn, events, o.value())
 	if err != nil {
 		return nil, err
 	}
 	return dlock.NewClient(d, opts...)
 }
 
-func newBorrowed(conn *zk.Conn, events <-chan zk.Event, o Options) (*zkDriver, error) {
+// NewDriver is New's driver, for dlock.NewClient.
+func NewDriver(conn *zk.Conn, events <-chan zk.Event, o *Options) (*Driver, error) {
+	return newBorrowed("zklock.NewDriver", conn, events, o.value())
+}
+
+// value returns the options o points to, or the defaults for nil; the
+// driver keeps a copy.
+func (o *Options) value() Options {
+	if o == nil {
+		return Options{}
+	}
+	return *o
+}
+
+// newBorrowed makes the driver of New and NewDriver (named fn, for errors).
+func newBorrowed(fn string, conn *zk.Conn, events <-chan zk.Event, o Options) (*Driver, error) {
 	if conn == nil {
-		return nil, driver.InvalidArgument("zklock.New: conn", "<nil>", "a *zk.Conn")
+		return nil, driver.InvalidArgument(fn+": conn", "<nil>", "a *zk.Conn")
 	}
 	if o.SessionTimeout <= 0 {
-		return nil, driver.InvalidArgument("zklock.New: Options.SessionTimeout", o.SessionTimeout, "the session timeout given to zk.Connect")
+		return nil, driver.InvalidArgument(fn+": Options.SessionTimeout", o.SessionTimeout, "the session timeout given to zk.Connect")
 	}
 	d, err := newDriver(o)
 	if err != nil {
@@ -113,8 +130,8 @@ func newBorrowed(conn *zk.Conn, events <-chan zk.Event, o Options) (*zkDriver, e
 // Options); Dial then opens the first session with dlock.DefaultTTL, the
 // TTL of a client given none, and closes it unused once a lock asks for
 // another TTL.
-func Dial(ctx context.Context, servers []string, o Options, opts ...dlock.Option) (*dlock.Client, error) {
-	d, err := dialAny(ctx, servers, o)
+func Dial(ctx context.Context, servers []string, o *Options, opts ...dlock.Option) (*dlock.Client, error) {
+	d, err := dialAny(ctx, servers, o.value())
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +161,7 @@ func dialAny(ctx context.Context, servers []string, o Options) (driver.Driver, e
 // dialDriver makes a driver on one session, asking o.SessionTimeout. It
 // waits for the session until ctx is done or, with failFast, until every
 // server has been tried once.
-func dialDriver(ctx context.Context, servers []string, o Options, failFast bool) (*zkDriver, error) {
+func dialDriver(ctx context.Context, servers []string, o Options, failFast bool) (*Driver, error) {
 	if o.Auth != "" && len(o.ACL) == 0 {
 		o.ACL = zk.AuthACL(zk.PermAll)
 	}
@@ -201,12 +218,15 @@ func hook(f func()) {
 	}
 }
 
-// zkDriver is one ZooKeeper session's view of the locks.
-type zkDriver struct {
+// Driver is the driver of one ZooKeeper session: New's and NewDriver's, on
+// a connection of yours, and Dial's (or zk://'s) with a session timeout
+// set. Dial without one keeps a Driver per distinct TTL. Applications use
+// it through a *dlock.Client.
+type Driver struct {
 	conn  *zk.Conn
 	connP atomic.Pointer[zk.Conn] // conn, for onEvent, which may run before conn is set
 	owned bool
-	root  string
+	root  string // Options.Prefix
 	acl   []zk.ACL
 	grant *grantState
 
@@ -247,26 +267,28 @@ type zkDriver struct {
 	connected chan struct{} // closed once the first session is established
 }
 
+// The portable layer probes for Capable and Inspector (Client.Capabilities,
+// Client.Status).
 var (
-	_ driver.Driver    = (*zkDriver)(nil)
-	_ driver.Capable   = (*zkDriver)(nil)
-	_ driver.Inspector = (*zkDriver)(nil)
+	_ driver.Driver    = (*Driver)(nil)
+	_ driver.Capable   = (*Driver)(nil)
+	_ driver.Inspector = (*Driver)(nil)
 )
 
-func newDriver(o Options) (*zkDriver, error) {
-	root := o.Root
+func newDriver(o Options) (*Driver, error) {
+	root := o.Prefix
 	if root == "" {
-		root = DefaultRoot
+		root = DefaultPrefix
 	}
 	if !strings.HasPrefix(root, "/") || path.Clean(root) != root || root == "/" || strings.ContainsRune(root, 0) {
-		return nil, driver.InvalidArgument("zklock: Options.Root", strconv.Quote(root), "an absolute, clean znode path other than /")
+		return nil, driver.InvalidArgument("zklock: Options.Prefix", strconv.Quote(root), "an absolute, clean znode path other than /")
 	}
 	acl := o.ACL
 	if len(acl) == 0 {
 		acl = zk.WorldACL(zk.PermAll)
 	}
 	done, stop := context.WithCancel(context.Background())
-	return &zkDriver{
+	return &Driver{
 		root: root, acl: acl,
 		grant:     &grantState{asked: o.SessionTimeout, known: make(chan struct{}), probeFailed: make(chan struct{})},
 		closing:   make(chan struct{}),
@@ -279,9 +301,11 @@ func newDriver(o Options) (*zkDriver, error) {
 	}, nil
 }
 
-func (d *zkDriver) parent(name string) string { return d.root + "/" + encodeName(name) }
+func (d *Driver) parent(name string) string { return d.root + "/" + encodeName(name) }
 
-func (d *zkDriver) Capabilities() driver.Capabilities {
+// Capabilities reports strong fencing (the czxid), FIFO grants, and in its
+// notes the session timeout in force.
+func (d *Driver) Capabilities() driver.Capabilities {
 	return capabilities(d.timeoutNote())
 }
 
@@ -307,7 +331,7 @@ const closeWait = time.Second
 // release that got no answer) go on in the background for up to one
 // session timeout after Close, by when the session has either expired,
 // taking its nodes with it, or come back and let them through.
-func (d *zkDriver) Close() error {
+func (d *Driver) Close() error {
 	first := false
 	d.closeOnce.Do(func() { first = true; close(d.closing) })
 	if !first {
@@ -336,13 +360,13 @@ func (d *zkDriver) Close() error {
 }
 
 // connClosed records that the owner of a borrowed connection closed it.
-func (d *zkDriver) connClosed() {
+func (d *Driver) connClosed() {
 	d.goneOnce.Do(func() { close(d.connGone) })
 	d.stopBg()
 }
 
 // Status reports the holder's token and the number of waiters.
-func (d *zkDriver) Status(ctx context.Context, name string) (driver.Status, error) {
+func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error) {
 	parent := d.parent(name)
 	kids, err := d.children(ctx, parent)
 	if errors.Is(err, zk.ErrNoNode) {

@@ -14,7 +14,7 @@ import (
 
 // zkLock is a granted lock: our node is the lowest of its queue.
 type zkLock struct {
-	d     *zkDriver
+	d     *Driver
 	path  string
 	token uint64
 	sess  *session

@@ -31,7 +31,7 @@ const (
 // parent's data: go-zookeeper has no create2, and the parent's stat in the
 // multi's reply carries mzxid = the transaction's zxid = our node's czxid,
 // the token, with no read after the create.
-func (d *zkDriver) createNode(parent, guid string) (name string, czxid int64, clean bool, err error) {
+func (d *Driver) createNode(parent, guid string) (name string, czxid int64, clean bool, err error) {
 	prefix := parent + "/" + nodePrefix(guid)
 	clean = true
 	for range 5 {
@@ -63,7 +63,7 @@ func (d *zkDriver) createNode(parent, guid string) (name string, czxid int64, cl
 	return "", 0, clean, err
 }
 
-func (d *zkDriver) createOnce(parent, prefix string) (string, int64, error) {
+func (d *Driver) createOnce(parent, prefix string) (string, int64, error) {
 	if !d.plainCreate.Load() {
 		res, err := d.conn.Multi(
 			&zk.CreateRequest{Path: prefix, Acl: d.acl, Flags: zk.FlagEphemeralSequential},
@@ -90,7 +90,7 @@ func (d *zkDriver) createOnce(parent, prefix string) (string, int64, error) {
 }
 
 // findOwn returns the earliest node under parent that carries guid, or "".
-func (d *zkDriver) findOwn(parent, guid string) (string, error) {
+func (d *Driver) findOwn(parent, guid string) (string, error) {
 	kids, _, err := d.conn.Children(parent)
 	if err != nil {
 		return "", err
@@ -105,7 +105,7 @@ func (d *zkDriver) findOwn(parent, guid string) (string, error) {
 
 // ensure creates the root (persistent) and a lock's parent (a container,
 // which the server deletes once its last child goes).
-func (d *zkDriver) ensure(parent string) error {
+func (d *Driver) ensure(parent string) error {
 	parts := strings.Split(strings.TrimPrefix(d.root, "/"), "/")
 	p := ""
 	for _, part := range parts {
@@ -164,7 +164,7 @@ func (a *attempt) abandon(ctx context.Context) {
 
 // removeAsync removes a node (by path, or by guid under parent) in the
 // background, once per path however often it is asked.
-func (d *zkDriver) removeAsync(parent, guid, nodePath string) {
+func (d *Driver) removeAsync(parent, guid, nodePath string) {
 	key := nodePath
 	if key == "" {
 		key = parent + "/" + guid
@@ -184,8 +184,8 @@ func (d *zkDriver) removeAsync(parent, guid, nodePath string) {
 // retries, with backoff, while the connection fails (each try also waits
 // for go-zookeeper to find a server), until the node is gone, the server
 // refuses for a reason of its own (ACL ...), or the driver's background
-// work ends (see zkDriver.done).
-func (d *zkDriver) remove(parent, guid, nodePath string) {
+// work ends (see Driver.done).
+func (d *Driver) remove(parent, guid, nodePath string) {
 	wait := removeBackoff
 	for {
 		if d.done.Err() != nil {

@@ -34,14 +34,14 @@ type perTTL struct {
 
 	mu       sync.Mutex
 	sessions map[time.Duration]*ttlSession
-	first    *zkDriver // Dial's session (dlock.DefaultTTL), closed once unused and another exists
-	latest   *zkDriver // the newest session, for Status
+	first    *Driver // Dial's session (dlock.DefaultTTL), closed once unused and another exists
+	latest   *Driver // the newest session, for Status
 	closed   bool
 }
 
 type ttlSession struct {
 	ready chan struct{} // closed when d or err is set
-	d     *zkDriver
+	d     *Driver
 	err   error
 }
 
@@ -79,7 +79,7 @@ func (p *perTTL) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 }
 
 // session returns the session whose timeout is ttl, dialling it if needed.
-func (p *perTTL) session(ctx context.Context, ttl time.Duration) (*zkDriver, error) {
+func (p *perTTL) session(ctx context.Context, ttl time.Duration) (*Driver, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -130,7 +130,7 @@ func (p *perTTL) dial(ttl time.Duration, s *ttlSession) {
 	ctx, cancel := context.WithTimeout(p.closeCtx, sessionDialWait)
 	d, err := dialDriver(ctx, p.servers, o, true)
 	cancel()
-	var unused *zkDriver
+	var unused *Driver
 	p.mu.Lock()
 	switch {
 	case err != nil:
@@ -205,7 +205,7 @@ func (p *perTTL) Close() error {
 	p.closeFn()
 	p.dials.Wait()
 	p.mu.Lock()
-	var ds []*zkDriver
+	var ds []*Driver
 	for _, s := range p.sessions {
 		if s.d != nil {
 			ds = append(ds, s.d)

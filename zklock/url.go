@@ -3,6 +3,7 @@ package zklock
 import (
 	"context"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -11,11 +12,22 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
+// Scheme is the URL scheme of ZooKeeper (see the package doc's URLs).
+const Scheme = "zk"
+
+// Environment variables read by the URL opener for digest authentication
+// when the URL has no user info. Neither is ever logged or put in an error.
+const (
+	EnvUser     = "DLOCK_ZK_USER"
+	EnvPassword = "DLOCK_ZK_PASSWORD"
+)
+
 func init() {
-	dlock.Register("zk", openURL)
+	dlock.Register(Scheme, openURL)
 }
 
-// openURL opens zk://[user:password@]h1:2181,h2:2181[/root][?session_timeout=10s].
+// openURL opens zk://[user:password@]h1:2181,h2:2181[/prefix][?session_timeout=10s],
+// as the package doc's URLs section describes.
 func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	var o Options
 	if u.Host == "" {
@@ -30,9 +42,11 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	if u.User != nil {
 		pw, _ := u.User.Password()
 		o.Auth = u.User.Username() + ":" + pw
+	} else if user, pw := os.Getenv(EnvUser), os.Getenv(EnvPassword); user != "" || pw != "" {
+		o.Auth = user + ":" + pw
 	}
 	if p := strings.TrimSuffix(u.Path, "/"); p != "" {
-		o.Root = p
+		o.Prefix = p
 	}
 	q := u.Query()
 	for k := range q {
