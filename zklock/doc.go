@@ -3,17 +3,56 @@
 // each waiter watches only its predecessor.
 //
 //	c, err := dlock.Open(ctx, "zk://user:secret@h1:2181,h2:2181/myapp/locks", dlock.WithTTL(5*time.Second))
-//	c, err := zklock.Dial(ctx, []string{"h1:2181", "h2:2181"}, zklock.Options{}, dlock.WithTTL(5*time.Second))
+//	c, err := zklock.Dial(ctx, []string{"h1:2181", "h2:2181"}, nil, dlock.WithTTL(5*time.Second))
 //
 // or, on a connection of your own,
 //
 //	conn, events, err := zk.Connect(servers, 10*time.Second)
-//	c, err := zklock.New(conn, events, zklock.Options{SessionTimeout: 10 * time.Second})
+//	c, err := zklock.New(conn, events, &zklock.Options{SessionTimeout: 10 * time.Second})
+//
+// # URLs
+//
+//	zk://[user:password@]host[:port][,host[:port]...][/prefix][?session_timeout=DURATION]
+//
+// The scheme is "zk" (Scheme), registered when the package is imported.
+//
+//   - host:port, comma-separated: the ensemble's servers; the port defaults
+//     to 2181. go-zookeeper connects to one at a time and moves to another
+//     when it fails. Open waits for a session until its context ends.
+//   - user:password: ZooKeeper digest authentication (Options.Auth), added
+//     to every connection; the nodes the driver creates then give that user
+//     alone every permission. Without user info in the URL, the environment
+//     variables DLOCK_ZK_USER and DLOCK_ZK_PASSWORD supply them when either
+//     is set (EnvUser, EnvPassword). Neither is ever logged or put in an
+//     error.
+//   - /prefix: the znode under which the lock queues live (Options.Prefix),
+//     an absolute, clean path, created if missing; default /dlock
+//     (DefaultPrefix). A trailing slash is ignored.
+//   - session_timeout: one session with this timeout (time.ParseDuration
+//     syntax, > 0) for every lock, whatever TTL it asks
+//     (Options.SessionTimeout). Without it, the default, each lock lives in
+//     a session whose timeout is its TTL, one session per distinct TTL (see
+//     Sessions below).
+//
+// No other parameter is accepted. Open's other settings are dlock's
+// options (dlock.WithTTL, ...).
+//
+// What the driver assumes of the engine: ZooKeeper 3.5 or later for
+// container parents (older servers get persistent ones, never removed);
+// multi transactions (3.4 or later); the server's minSessionTimeout at its
+// default of 2 × tickTime or above, so that a follower reports its
+// sessions' activity to the leader within a quarter of any session
+// timeout (see quorum.go). It assumes no synchronised clocks: validity is
+// measured on the client's monotonic clock from the send time of requests.
+//
+// The layout of the nodes (see names.go) is the one earlier versions used:
+// lock names are escaped by internal/lockname as zklock escaped them
+// before, so locks taken by earlier versions are seen by this one.
 //
 // # How a lock is held
 //
-// Lock name N lives at <Root>/<encoded N>, a container node the server
-// removes once empty. Acquire creates <Root>/<N>/_c_<guid>-lock-<seq>, an
+// Lock name N lives at <prefix>/<escaped N>, a container node the server
+// removes once empty. Acquire creates <prefix>/<N>/_c_<guid>-lock-<seq>, an
 // ephemeral sequential node whose name carries a fresh guid (Curator's
 // "protected" mode): if the connection drops before the create's reply
 // arrives, the driver lists the queue and finds its node by the guid rather

@@ -34,13 +34,14 @@ type Options struct {
 	Prefix string
 	// SessionTimeout is the session timeout asked of the server.
 	//
-	// With Dial, zero (the default) means: follow the TTL. Each lock lives
+	// With Dial (and zk://), zero (the default) means: follow the TTL. Each lock lives
 	// in a session whose timeout is the TTL it was asked with
 	// (dlock.WithTTL, on the client or on the mutex); the driver opens one
 	// session per distinct TTL, on first use, up to 8. A value > 0 makes
 	// one session with that timeout for every lock, whatever their TTL.
 	//
-	// With New it is required and must be the value given to zk.Connect.
+	// With New and NewDriver it is required and must be the value given to
+	// zk.Connect.
 	//
 	// Either way the server may grant another timeout (it clamps the asked
 	// one to its [minSessionTimeout, maxSessionTimeout], 2 and 20 ticks by
@@ -48,13 +49,15 @@ type Options struct {
 	// when it differs.
 	SessionTimeout time.Duration
 	// Auth is "user:password" for ZooKeeper digest authentication; Dial
-	// adds it to the connection. It is never logged.
+	// adds it to its connections (New's connection is yours to
+	// authenticate). It is never logged.
 	Auth string
 	// ACL of the nodes the driver creates: by default open to all, or to
 	// the authenticated user alone when Auth is set.
 	ACL []zk.ACL
 	// Dialer replaces net.DialTimeout for Dial's connections, and for the
-	// probe by which New learns the session timeout the server grants.
+	// probe by which New and NewDriver learn the session timeout the server
+	// grants.
 	Dialer zk.Dialer
 }
 
