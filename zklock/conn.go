@@ -12,6 +12,9 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
+// Talking to go-zookeeper: its calls with a context, and what its errors
+// mean for a caller.
+
 // quiet drops go-zookeeper's log lines: connection churn is reported through
 // errors and lease state, and the library would print server addresses and
 // session ids on every reconnect.

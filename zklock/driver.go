@@ -304,8 +304,6 @@ func newDriver(o Options) (*Driver, error) {
 	}, nil
 }
 
-func (d *Driver) parent(name string) string { return d.root + "/" + encodeName(name) }
-
 // Capabilities reports strong fencing (the czxid), FIFO grants, and in its
 // notes the session timeout in force.
 func (d *Driver) Capabilities() driver.Capabilities {

@@ -34,6 +34,9 @@ const (
 // encodeName is the node name of lock name under the root.
 func encodeName(name string) string { return lockname.Escape(name, maxEncodedName) }
 
+// parent is the path of lock name's queue: a container under the root.
+func (d *Driver) parent(name string) string { return d.root + "/" + encodeName(name) }
+
 func newGUID() string {
 	var g [guidLen / 2]byte
 	rand.Read(g[:])

@@ -13,6 +13,10 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
+// A queue node's life on the server: the attempt's goroutine that creates
+// and watches it (runOwn), the protected create, and its removal, retried
+// in the background until done.
+
 // The background removal of a node whose delete failed retries with this
 // backoff until the node is gone. It never gives up while the driver lives:
 // a node left behind lives as long as its session, and a session that
@@ -22,6 +26,64 @@ const (
 	removeBackoff    = 50 * time.Millisecond
 	removeBackoffMax = time.Second
 )
+
+// start launches runOwn. The create runs on even if the caller gives up, so
+// that abandon knows what to remove.
+func (a *attempt) start() {
+	a.sending = make(chan struct{})
+	a.created = make(chan struct{})
+	a.statDone = make(chan struct{})
+	a.decided = make(chan struct{})
+	a.d.bg.Add(1)
+	go a.runOwn()
+}
+
+// runOwn creates our node, stats and watches it (pipelined behind the queue
+// listing, off the caller's path), and, once run has decided, watches the
+// granted lock for loss.
+func (a *attempt) runOwn() {
+	d := a.d
+	defer d.bg.Done()
+	a.sendAt = time.Now()
+	close(a.sending)
+	a.node, a.czxid, a.clean, a.createErr = d.createNode(a.parent, a.guid)
+	close(a.created)
+	if a.createErr != nil {
+		a.ownErr = a.createErr
+		close(a.statDone)
+		return
+	}
+	ok, st, w, err := d.conn.ExistsW(a.nodePath())
+	switch {
+	case err != nil:
+		a.ownErr = err
+	case !ok:
+		a.ownErr = errEntryGone
+	default:
+		a.own, a.ownWatch = st, w
+	}
+	close(a.statDone)
+	<-a.decided
+	l := a.held
+	if l == nil {
+		return
+	}
+	switch {
+	case errors.Is(a.ownErr, errEntryGone):
+		l.markLost()
+		return
+	case a.ownErr == nil && a.own.EphemeralOwner != l.sess.id:
+		l.markLost()
+		return
+	}
+	// After a connection error the watch is nil: Renew and the session
+	// decide.
+	w = a.ownWatch
+	if a.haveStat {
+		w = a.watch
+	}
+	l.watch(w)
+}
 
 // createNode creates a protected ephemeral-sequential node and returns its
 // name and czxid (0 if unknown). clean is false when a reply was lost on
