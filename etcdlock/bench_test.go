@@ -72,7 +72,7 @@ func BenchmarkCycle(b *testing.B) {
 		reportLatencies(b, ds, time.Since(start))
 	})
 	b.Run("dlock", func(b *testing.B) {
-		c, err := New(newClient(b, eps))
+		c, err := New(newClient(b, eps), nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -167,12 +167,12 @@ type kind struct {
 func kinds(eps []string) []kind {
 	return []kind{
 		{"dlock", func(b *testing.B, name string) locker {
-			c, err := New(newClient(b, eps))
+			c, err := New(newClient(b, eps), nil)
 			if err != nil {
 				b.Fatal(err)
 			}
 			return &dlockLocker{c: c, m: c.Mutex(name)}
-		}, func(name string) string { return (&etcdDriver{root: DefaultPrefix + "/"}).namePrefix(name) }},
+		}, func(name string) string { return (&Driver{root: DefaultPrefix + "/"}).namePrefix(name) }},
 		{"concurrency.Mutex", func(b *testing.B, name string) locker {
 			s, err := concurrency.NewSession(newClient(b, eps), concurrency.WithTTL(15))
 			if err != nil {

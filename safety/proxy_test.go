@@ -1,49 +1,42 @@
 package safety
 
 import (
-	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dlockio/dlock/internal/faultproxy"
 )
 
-// proxy is a tiny TCP proxy between the clients and one engine server that
-// can cut, slow or stall the traffic: toxiproxy's three faults we need, in
-// a hundred lines and no new module.
+// proxy stands between one worker and one engine server: internal/
+// faultproxy with the faults the scenarios use, on all of the worker's
+// connections or on one kind of them.
 type proxy struct {
-	ln       net.Listener
-	upstream string
+	*faultproxy.Proxy
 
-	mu      sync.Mutex
-	latency time.Duration
-	stalled chan struct{} // non-nil during a partition: bytes wait until it closes
-	conns   map[net.Conn]struct{}
-	wg      sync.WaitGroup
+	mu        sync.Mutex
+	partition func() // undoes the current partition
+	latency   func() // undoes the current latency
 }
 
 func newProxy(tb testing.TB, upstream string) *proxy {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := faultproxy.Start(upstream)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p := &proxy{ln: ln, upstream: upstream, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.accept()
-	tb.Cleanup(p.close)
-	return p
+	px := &proxy{Proxy: p}
+	tb.Cleanup(px.close)
+	return px
 }
 
-// Addr is where clients connect.
-func (p *proxy) Addr() string { return p.ln.Addr().String() }
-
 // Partition stalls all traffic, both ways, until Heal: a partition that TCP
-// rides out by retransmitting, so clients see timeouts, not resets.
+// rides out, so clients see timeouts, not resets.
 func (p *proxy) Partition() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.stalled == nil {
-		p.stalled = make(chan struct{})
+	if p.partition == nil {
+		p.partition = p.Add(faultproxy.Any, faultproxy.Fault{Stall: true})
 	}
 }
 
@@ -51,86 +44,26 @@ func (p *proxy) Partition() {
 func (p *proxy) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.stalled != nil {
-		close(p.stalled)
-		p.stalled = nil
+	if p.partition != nil {
+		p.partition()
+		p.partition = nil
 	}
 }
 
-// SetLatency delays every chunk of data by d, each way.
+// SetLatency delays every byte by d, each way (0 removes the delay).
 func (p *proxy) SetLatency(d time.Duration) {
 	p.mu.Lock()
-	p.latency = d
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	if p.latency != nil {
+		p.latency()
+		p.latency = nil
+	}
+	if d > 0 {
+		p.latency = p.Add(faultproxy.Any, faultproxy.Fault{Delay: d})
+	}
 }
 
 // Reset closes every open connection (the clients reconnect).
-func (p *proxy) Reset() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c := range p.conns {
-		c.Close()
-	}
-}
+func (p *proxy) Reset() { p.Proxy.Reset(faultproxy.Any) }
 
-func (p *proxy) close() {
-	p.ln.Close()
-	p.Heal()
-	p.Reset()
-	p.wg.Wait()
-}
-
-func (p *proxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		u, err := net.DialTimeout("tcp", p.upstream, time.Second)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[c], p.conns[u] = struct{}{}, struct{}{}
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(c, u)
-		go p.pipe(u, c)
-	}
-}
-
-// pipe copies from src to dst through the faults; either side's end closes both.
-func (p *proxy) pipe(src, dst net.Conn) {
-	defer p.wg.Done()
-	defer func() {
-		src.Close()
-		dst.Close()
-		p.mu.Lock()
-		delete(p.conns, src)
-		delete(p.conns, dst)
-		p.mu.Unlock()
-	}()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			stalled, lat := p.stalled, p.latency
-			p.mu.Unlock()
-			if stalled != nil {
-				<-stalled
-			}
-			if lat > 0 {
-				time.Sleep(lat) // the injected latency itself
-			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil { // EOF or closed: either way this direction is over
-			return
-		}
-	}
-}
+func (p *proxy) close() { p.Proxy.Close() }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"flag"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/dlockio/dlock/internal/faultproxy"
 	"github.com/dlockio/dlock/internal/testserver"
 	"github.com/dlockio/dlock/safety/internal/check"
 )
@@ -49,9 +51,9 @@ const (
 type scenarioSpec struct {
 	name   string
 	fenced bool
-	procs  bool   // needs worker processes (SIGSTOP/SIGKILL)
-	net    bool   // needs network servers (restart, proxies)
-	only   string // run on this engine only
+	procs  bool     // needs worker processes (SIGSTOP/SIGKILL)
+	net    bool     // needs network servers (restart, proxies)
+	only   []string // run on these engines only
 	gc     bool
 	// partition: cuts servers apart (needs the engine's servers in network
 	// namespaces); each worker reaches one server only, and holds the lock
@@ -74,7 +76,8 @@ var scenarios = []scenarioSpec{
 	{name: "reset-holder", fenced: true, net: true, inject: injectProxy("reset")},
 	{name: "isolate-leader", fenced: true, net: true, partition: true, inject: injectIsolation(true)},
 	{name: "isolate-follower", fenced: true, net: true, partition: true, inject: injectIsolation(false)},
-	{name: "unsafe-release", fenced: true, only: "memlock", inject: injectPauses, expect: expectLockViolation},
+	{name: "slow-notifications", fenced: true, net: true, only: []string{"redis", "redlock"}, inject: injectSlowNotifications},
+	{name: "unsafe-release", fenced: true, only: []string{"memlock"}, inject: injectPauses, expect: expectLockViolation},
 }
 
 // TestSafety runs every scenario on every engine. Engines run side by side
@@ -100,8 +103,8 @@ func TestSafety(t *testing.T) {
 }
 
 func runScenario(t *testing.T, e *engine, sc scenarioSpec) {
-	if sc.only != "" && sc.only != e.name {
-		t.Skipf("%s only", sc.only)
+	if sc.only != nil && !slices.Contains(sc.only, e.name) {
+		t.Skipf("%v only", sc.only)
 	}
 	if sc.procs && e.url == "" && e.urlFor == nil {
 		t.Skipf("%s lives in the test process: there is no holder process to stop or kill", e.name)
@@ -296,6 +299,28 @@ func injectIsolation(leader bool) func(ctx context.Context, s *scenario) {
 			s.eng.settle(srv)
 		}
 	}
+}
+
+// injectSlowNotifications delays what the server sends on every worker's
+// pub/sub connection (a Redis client's one connection for all of its
+// waiters' release notifications) by half a TTL, for the whole run, so that
+// grants and wake-ups arrive after the waiters' own attempts: the class of
+// a late message acting on a lock that has moved on.
+func injectSlowNotifications(ctx context.Context, s *scenario) {
+	s.mu.Lock()
+	var pxs []*proxy
+	for _, p := range s.procs {
+		pxs = append(pxs, p.proxies...)
+	}
+	for _, ps := range s.inProxies {
+		pxs = append(pxs, ps...)
+	}
+	s.mu.Unlock()
+	s.fault("slow-notifications")
+	for _, px := range pxs {
+		defer px.Add(faultproxy.Sent("subscribe"), faultproxy.Fault{Delay: s.ttl / 2, Dir: faultproxy.Down})()
+	}
+	<-ctx.Done()
 }
 
 // injectProxy cuts off, slows down or resets the current holder's
