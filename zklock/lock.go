@@ -29,6 +29,7 @@ type zkLock struct {
 	floor time.Duration
 }
 
+// The portable layer holds a granted lock as a driver.Lock.
 var _ driver.Lock = (*zkLock)(nil)
 
 // errStaleActivity is a renewal's answer when the leader's last news of
@@ -36,8 +37,10 @@ var _ driver.Lock = (*zkLock)(nil)
 // missed a beat): it may pass at the next try.
 var errStaleActivity = driver.Unavailable(errors.New("zklock: renewal: the leader's last news of the session is too old to renew the lease's TTL yet"))
 
+// Token is our node's czxid.
 func (l *zkLock) Token() uint64 { return l.token }
 
+// Lost is closed when our node is deleted or its session ends (watch).
 func (l *zkLock) Lost() <-chan struct{} { return l.lost }
 
 func (l *zkLock) markLost() { l.lostOnce.Do(func() { close(l.lost) }) }
