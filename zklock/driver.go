@@ -34,11 +34,12 @@ type Options struct {
 	Prefix string
 	// SessionTimeout is the session timeout asked of the server.
 	//
-	// With Dial (and zk://), zero (the default) means: follow the TTL. Each lock lives
-	// in a session whose timeout is the TTL it was asked with
-	// (dlock.WithTTL, on the client or on the mutex); the driver opens one
-	// session per distinct TTL, on first use, up to 8. A value > 0 makes
-	// one session with that timeout for every lock, whatever their TTL.
+	// With Dial (and zk://), zero (the default) means: follow the TTL.
+	// Each lock lives in a session whose timeout is the TTL it was asked
+	// with (dlock.WithTTL, on the client or on the mutex); the driver opens
+	// one session per distinct TTL, on first use, up to 8. A value > 0
+	// makes one session with that timeout for every lock, whatever their
+	// TTL.
 	//
 	// With New and NewDriver it is required and must be the value given to
 	// zk.Connect.
@@ -52,8 +53,8 @@ type Options struct {
 	// adds it to its connections (New's connection is yours to
 	// authenticate). It is never logged.
 	Auth string
-	// ACL of the nodes the driver creates: by default open to all, or to
-	// the authenticated user alone when Auth is set.
+	// ACL of the nodes the driver creates: by default open to all, or, with
+	// Dial and Auth set, to the authenticated user alone.
 	ACL []zk.ACL
 	// Dialer replaces net.DialTimeout for Dial's connections, and for the
 	// probe by which New and NewDriver learn the session timeout the server
