@@ -40,7 +40,7 @@ func benchConn(b *testing.B, servers []string) (*zk.Conn, <-chan zk.Event) {
 func benchClient(b *testing.B, servers []string) (*dlock.Client, *zk.Conn) {
 	b.Helper()
 	conn, events := benchConn(b, servers)
-	c, err := New(conn, events, Options{Root: testRoot, SessionTimeout: benchSession})
+	c, err := New(conn, events, &Options{Prefix: testRoot, SessionTimeout: benchSession})
 	if err != nil {
 		b.Fatal(err)
 	}

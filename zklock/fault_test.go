@@ -16,12 +16,12 @@ import (
 )
 
 // testClient opens a client through its own proxies, closed at cleanup.
-func testClient(t *testing.T, servers []string, session time.Duration, opts ...dlock.Option) (*dlock.Client, *zkDriver, *link) {
+func testClient(t *testing.T, servers []string, session time.Duration, opts ...dlock.Option) (*dlock.Client, *Driver, *link) {
 	t.Helper()
 	k := testLink(t, servers)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := dialDriver(ctx, k.addrs(), Options{Root: testRoot, SessionTimeout: session, Dialer: k.dial}, false)
+	d, err := dialDriver(ctx, k.addrs(), Options{Prefix: testRoot, SessionTimeout: session, Dialer: k.dial}, false)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}

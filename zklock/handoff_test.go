@@ -17,7 +17,7 @@ type acquired struct {
 	err error
 }
 
-func acquireAsync(ctx context.Context, d *zkDriver, name string) <-chan acquired {
+func acquireAsync(ctx context.Context, d *Driver, name string) <-chan acquired {
 	ch := make(chan acquired, 1)
 	go func() {
 		l, _, err := d.Acquire(ctx, driver.Request{Name: name, TTL: testSession, Wait: true})
@@ -53,7 +53,7 @@ func awaitQueue(t *testing.T, admin *zk.Conn, name string, n int) []entry {
 	}
 }
 
-func lockOf(t *testing.T, ctx context.Context, d *zkDriver, name string) driver.Lock {
+func lockOf(t *testing.T, ctx context.Context, d *Driver, name string) driver.Lock {
 	t.Helper()
 	l, _, err := d.Acquire(ctx, driver.Request{Name: name, TTL: testSession, Wait: true})
 	if err != nil {

@@ -2,51 +2,40 @@ package zklock
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/dlockio/dlock/internal/lockname"
 )
 
-// Layout: <root>/<encoded name>/_c_<guid>-lock-<sequence>. The "_c_<guid>-"
-// prefix is Curator's "protected" marker: a create whose reply was lost is
-// found again by its guid instead of being left behind as an orphan that
-// would block the queue until the session ends (samuel/go-zookeeper#229).
+// Layout: <root>/<escaped name>/_c_<guid>-lock-<sequence>.
+//
+// The name is escaped by internal/lockname with a limit of 200 bytes: every
+// byte but [A-Za-z0-9_-] as %XX, so "/", ".", NUL and control characters
+// never appear raw and distinct names stay distinct ("a/b" is a%2Fb, "a%2Fb"
+// is a%252Fb); a name whose escaped form is longer becomes "~" + its hex
+// SHA-256, keeping the node's path well below ZooKeeper's limits. That is,
+// byte for byte, what this package wrote before lockname was shared by the
+// drivers: locks taken by earlier versions are seen by this one.
+//
+// The "_c_<guid>-" prefix is Curator's "protected" marker: a create whose
+// reply was lost is found again by its guid instead of being left behind as
+// an orphan that would block the queue until the session ends
+// (samuel/go-zookeeper#229).
 const (
 	protectedPrefix = "_c_"
 	lockInfix       = "-lock-"
 	guidLen         = 32
-	maxEncodedName  = 200 // longer encodings are hashed
+	maxEncodedName  = 200 // longer escaped names are hashed
 )
 
-// encodeName turns any bytes into one valid znode name. Bytes outside
-// [A-Za-z0-9_-] become %XX, so "/", ".", NUL and control characters never
-// appear raw and distinct names stay distinct ("a/b" is a%2Fb, "a%2Fb" is
-// a%252Fb). Long names become "~" + SHA-256: "~" is always escaped in the
-// first form, so the two forms cannot collide.
-func encodeName(name string) string {
-	var b strings.Builder
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' {
-			b.WriteByte(c)
-			continue
-		}
-		const hexDigits = "0123456789ABCDEF"
-		b.WriteByte('%')
-		b.WriteByte(hexDigits[c>>4])
-		b.WriteByte(hexDigits[c&15])
-		if b.Len() > maxEncodedName {
-			break
-		}
-	}
-	if b.Len() > maxEncodedName {
-		sum := sha256.Sum256([]byte(name))
-		return "~" + hex.EncodeToString(sum[:])
-	}
-	return b.String()
-}
+// encodeName is the node name of lock name under the root.
+func encodeName(name string) string { return lockname.Escape(name, maxEncodedName) }
+
+// parent is the path of lock name's queue: a container under the root.
+func (d *Driver) parent(name string) string { return d.root + "/" + encodeName(name) }
 
 func newGUID() string {
 	var g [guidLen / 2]byte

@@ -191,7 +191,7 @@ func TestFailedCleanupOnLiveSession(t *testing.T) {
 	// Each client reconnects on its own schedule; c's Lock would fail at
 	// once while c has no session (a blocking Lock rides that out in the
 	// portable layer; this test is about a's and b's nodes).
-	for _, d := range []*zkDriver{da, db, dc} {
+	for _, d := range []*Driver{da, db, dc} {
 		awaitState(t, d.conn, zk.StateHasSession, 30*time.Second)
 	}
 
@@ -248,7 +248,7 @@ func TestNoSpinAfterUserClosesConn(t *testing.T) {
 		t.Fatalf("connect: %v", err)
 	}
 	defer conn.Close()
-	c, err := New(conn, events, Options{Root: testRoot, SessionTimeout: testSession})
+	c, err := New(conn, events, &Options{Prefix: testRoot, SessionTimeout: testSession})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -287,7 +287,7 @@ func TestNoSpinAfterUserClosesConn(t *testing.T) {
 		t.Fatalf("waiting Lock still blocked %v after its connection was closed", testSession)
 	}
 	select {
-	case <-c.Driver().(*zkDriver).connGone:
+	case <-c.Driver().(*Driver).connGone:
 	case <-time.After(testSession):
 		t.Fatalf("the driver did not notice the connection closed")
 	}
@@ -398,7 +398,7 @@ func TestDriverCloseBounded(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			k := testLink(t, servers)
-			d, err := dialAny(ctx, k.addrs(), Options{Root: testRoot})
+			d, err := dialAny(ctx, k.addrs(), Options{Prefix: testRoot})
 			if err != nil {
 				t.Fatalf("dial: %v", err)
 			}
@@ -439,7 +439,7 @@ func TestBorrowedCloseLeavesNoNode(t *testing.T) {
 		t.Fatalf("connect: %v", err)
 	}
 	defer conn.Close()
-	d, err := newBorrowed(conn, events, Options{Root: testRoot, SessionTimeout: testSession, Dialer: k.dial})
+	d, err := NewDriver(conn, events, &Options{Prefix: testRoot, SessionTimeout: testSession, Dialer: k.dial})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

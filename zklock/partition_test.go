@@ -141,7 +141,7 @@ func TestServerCutOffRightAfter(t *testing.T) {
 		roles := zkRoles(t, procs)
 		hs, ws := roles["follower"], roles["leader"]
 		_, d, _ := testClient(t, []string{hs.Addr()}, holderSession)
-		hd := &renewSignal{zkDriver: d, renewed: make(chan struct{}, 1)}
+		hd := &renewSignal{Driver: d, renewed: make(chan struct{}, 1)}
 		hc, err := dlock.NewClient(hd)
 		if err != nil {
 			t.Fatal(err)
@@ -215,12 +215,12 @@ func TestServerCutOffRightAfter(t *testing.T) {
 
 // renewSignal is the driver with a signal after each successful renewal.
 type renewSignal struct {
-	*zkDriver
+	*Driver
 	renewed chan struct{}
 }
 
 func (d *renewSignal) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
-	l, v, err := d.zkDriver.Acquire(ctx, req)
+	l, v, err := d.Driver.Acquire(ctx, req)
 	if err != nil {
 		return l, v, err
 	}

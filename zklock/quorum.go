@@ -65,7 +65,7 @@ import (
 // checkNode proves, by a transaction, that nodePath exists and the session
 // is alive at the leader (see above). It returns zk.ErrNoNode if the node
 // is gone and zk.ErrSessionExpired if the session is.
-func (d *zkDriver) checkNode(nodePath string) error {
+func (d *Driver) checkNode(nodePath string) error {
 	_, err := d.conn.Multi(&zk.CheckVersionRequest{Path: nodePath, Version: -1})
 	return err
 }
@@ -78,7 +78,7 @@ type quorumCheck struct {
 }
 
 // startCheck sends a checkNode of nodePath without waiting for its answer.
-func (d *zkDriver) startCheck(nodePath string) *quorumCheck {
+func (d *Driver) startCheck(nodePath string) *quorumCheck {
 	q := &quorumCheck{sent: time.Now(), done: make(chan struct{})}
 	d.bg.Add(1)
 	go func() {
@@ -115,7 +115,7 @@ func (q *quorumCheck) usable(maxAge time.Duration) bool {
 
 // reportLag bounds how long the leader may take to hear of a session's
 // activity at a follower (one ping period, tickTime/2; see above).
-func (d *zkDriver) reportLag() time.Duration { return d.ttl() / 4 }
+func (d *Driver) reportLag() time.Duration { return d.ttl() / 4 }
 
 // activity keeps what renewed the current session at the leader: the
 // latest time the session was asked for or re-established on a connection
@@ -202,7 +202,7 @@ func (a *activity) base(sess int64, sent time.Time, lag time.Duration) (time.Tim
 // is capped at steadyTTL, so that the TTLs a lease sees do not shrink when
 // its session grows old: the portable layer sets its renew interval from
 // the first. It records the proof as activity.
-func (d *zkDriver) provenTTL(sess int64, sent time.Time) time.Duration {
+func (d *Driver) provenTTL(sess int64, sent time.Time) time.Duration {
 	timeout := d.ttl()
 	base := sent.Add(-timeout/4 - timeout/3 - timeout/12)
 	if t, ok := d.act.base(sess, sent, timeout/4); ok && t.After(base) {
@@ -214,7 +214,7 @@ func (d *zkDriver) provenTTL(sess int64, sent time.Time) time.Duration {
 
 // steadyTTL is the TTL a proof supports while the heartbeat runs: the
 // timeout less reportLag less one heartbeat interval, 5/8 of the timeout.
-func (d *zkDriver) steadyTTL() time.Duration {
+func (d *Driver) steadyTTL() time.Duration {
 	timeout := d.ttl()
 	return timeout - timeout/4 - timeout/8
 }
@@ -223,7 +223,7 @@ func (d *zkDriver) steadyTTL() time.Duration {
 // the session always has recent activity the leader must have heard of.
 // The read is answered by the connected server alone; that is enough, it
 // only has to reach the server.
-func (d *zkDriver) heartbeat() {
+func (d *Driver) heartbeat() {
 	defer d.bg.Done()
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -255,7 +255,7 @@ func (d *zkDriver) heartbeat() {
 // startHeartbeat starts the heartbeat once the connection has a session;
 // start is when the session was asked for, if known (its creation at the
 // leader renews it from a later time).
-func (d *zkDriver) startHeartbeat(start time.Time) {
+func (d *Driver) startHeartbeat(start time.Time) {
 	d.act.connected(d.conn.SessionID(), start)
 	d.bg.Add(1)
 	go d.heartbeat()
@@ -267,7 +267,7 @@ func (d *zkDriver) startHeartbeat(start time.Time) {
 // reaches StateHasSession was renewed at the leader after the attempt began
 // (ZooKeeper revalidates a session at the leader before it accepts the
 // connection).
-func (d *zkDriver) onConnectEvent(ev zk.Event) {
+func (d *Driver) onConnectEvent(ev zk.Event) {
 	if !d.owned {
 		return
 	}

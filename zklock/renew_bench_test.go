@@ -19,7 +19,7 @@ import (
 func BenchmarkRenew(b *testing.B) {
 	servers := testserver.ZooKeeper(b)
 	ctx := context.Background()
-	d, err := dialDriver(ctx, servers, Options{Root: testRoot, SessionTimeout: benchSession}, false)
+	d, err := dialDriver(ctx, servers, Options{Prefix: testRoot, SessionTimeout: benchSession}, false)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -39,7 +39,7 @@ var (
 
 // onEvent follows the connection's session. go-zookeeper calls it from its
 // own goroutines: it must not block.
-func (d *zkDriver) onEvent(ev zk.Event) {
+func (d *Driver) onEvent(ev zk.Event) {
 	if ev.Type != zk.EventSession {
 		return
 	}
@@ -70,7 +70,7 @@ func (d *zkDriver) onEvent(ev zk.Event) {
 }
 
 // drain feeds a borrowed connection's event channel to onEvent.
-func (d *zkDriver) drain(events <-chan zk.Event) {
+func (d *Driver) drain(events <-chan zk.Event) {
 	defer d.bg.Done()
 	for {
 		select {
@@ -94,7 +94,7 @@ func (d *zkDriver) drain(events <-chan zk.Event) {
 // bind records that the connection has session id. A different id than the
 // current one means the old session is gone (go-zookeeper silently opens a
 // new session after an expiry), whether or not the expiry event was seen.
-func (d *zkDriver) bind(id int64) *session {
+func (d *Driver) bind(id int64) *session {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if id == 0 {
@@ -119,7 +119,7 @@ func (d *zkDriver) bind(id int64) *session {
 // sessionOf returns the session that owns a node, given the node's
 // ephemeralOwner; a session that is no longer the connection's comes back
 // already ended.
-func (d *zkDriver) sessionOf(owner int64) *session {
+func (d *Driver) sessionOf(owner int64) *session {
 	if owner == 0 || owner != d.conn.SessionID() {
 		s := newSession(owner)
 		s.end()
@@ -131,7 +131,7 @@ func (d *zkDriver) sessionOf(owner int64) *session {
 // awaitSession waits for the connection's first session. With failFast it
 // gives up, with a transient error, once every server has been tried and
 // none gave a session.
-func (d *zkDriver) awaitSession(ctx context.Context, failFast bool) error {
+func (d *Driver) awaitSession(ctx context.Context, failFast bool) error {
 	d.bind(d.conn.SessionID()) // the event may have come before d.conn was set
 	var noServer <-chan struct{}
 	if failFast {
@@ -150,48 +150,4 @@ func (d *zkDriver) awaitSession(ctx context.Context, failFast bool) error {
 	case <-ctx.Done():
 		return fmt.Errorf("zklock: waiting for a ZooKeeper session: %w", ctx.Err())
 	}
-}
-
-// call runs fn, a go-zookeeper call (which takes no context), and returns
-// when it completes or ctx is done, whichever is first. An abandoned call
-// completes in the background: go-zookeeper answers every request, with
-// ErrConnectionClosed at the latest when the connection drops or closes.
-func call[T any](ctx context.Context, d *zkDriver, fn func() (T, error)) (T, error) {
-	type result struct {
-		v   T
-		err error
-	}
-	var zero T
-	if err := ctx.Err(); err != nil {
-		return zero, err
-	}
-	if ctx.Done() == nil {
-		return fn() // nothing to honour: spare the goroutine
-	}
-	ch := make(chan result, 1)
-	d.bg.Add(1)
-	go func() {
-		defer d.bg.Done()
-		v, err := fn()
-		ch <- result{v, err}
-	}()
-	select {
-	case r := <-ch:
-		return r.v, r.err
-	case <-ctx.Done():
-		return zero, ctx.Err()
-	}
-}
-
-// call2 is call for the (bool, *zk.Stat, error) calls.
-func call2(ctx context.Context, d *zkDriver, fn func() (bool, *zk.Stat, error)) (bool, *zk.Stat, error) {
-	type pair struct {
-		ok bool
-		st *zk.Stat
-	}
-	p, err := call(ctx, d, func() (pair, error) {
-		ok, st, err := fn()
-		return pair{ok, st}, err
-	})
-	return p.ok, p.st, err
 }

@@ -93,12 +93,12 @@ type grantState struct {
 // setGranted records a granted timeout. On a dialed connection each value
 // is the current one; a probe's value counts only if smaller, as the
 // connection asks for its last granted value on a reconnect.
-func (d *zkDriver) setGranted(g time.Duration) {
+func (d *Driver) setGranted(g time.Duration) {
 	d.grant.granted.Store(int64(g))
 	d.grant.once.Do(func() { close(d.grant.known) })
 }
 
-func (d *zkDriver) lowerGranted(g time.Duration) {
+func (d *Driver) lowerGranted(g time.Duration) {
 	for {
 		old := d.grant.granted.Load()
 		if old != 0 && old <= int64(g) {
@@ -112,7 +112,7 @@ func (d *zkDriver) lowerGranted(g time.Duration) {
 }
 
 // ttl is the session timeout in force: the granted one once known.
-func (d *zkDriver) ttl() time.Duration {
+func (d *Driver) ttl() time.Duration {
 	if g := d.grant.granted.Load(); g > 0 {
 		return time.Duration(g)
 	}
@@ -127,7 +127,7 @@ const probeWait = 5 * time.Second
 // with a validity the server may not honour. While it is not known (a
 // borrowed connection whose probe fails), Acquire fails with a transient
 // error, at once if a probe has failed already.
-func (d *zkDriver) awaitGrant(ctx context.Context) error {
+func (d *Driver) awaitGrant(ctx context.Context) error {
 	select {
 	case <-d.grant.known:
 		return nil
@@ -168,7 +168,7 @@ func (d *zkDriver) awaitGrant(ctx context.Context) error {
 }
 
 // timeoutNote says, for Capabilities, which session timeout is in force.
-func (d *zkDriver) timeoutNote() string {
+func (d *Driver) timeoutNote() string {
 	asked, granted := d.grant.asked, time.Duration(d.grant.granted.Load())
 	switch {
 	case granted == 0:
@@ -186,7 +186,7 @@ func (d *zkDriver) timeoutNote() string {
 // probeAfterConnect starts a probe of the server a borrowed connection now
 // uses, unless that server was probed already. It must not block: it runs
 // from the connection's event handling.
-func (d *zkDriver) probeAfterConnect() {
+func (d *Driver) probeAfterConnect() {
 	c := d.connP.Load()
 	if c == nil {
 		return
@@ -215,7 +215,7 @@ func (d *zkDriver) probeAfterConnect() {
 
 // probe learns the timeout server grants to d.grant.asked, retrying with
 // backoff until it does, or the driver closes, or the connection is gone.
-func (d *zkDriver) probe(server string) {
+func (d *Driver) probe(server string) {
 	wait := 100 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), probeWait)

@@ -34,14 +34,14 @@ type perTTL struct {
 
 	mu       sync.Mutex
 	sessions map[time.Duration]*ttlSession
-	first    *zkDriver // Dial's session (dlock.DefaultTTL), closed once unused and another exists
-	latest   *zkDriver // the newest session, for Status
+	first    *Driver // Dial's session (dlock.DefaultTTL), closed once unused and another exists
+	latest   *Driver // the newest session, for Status
 	closed   bool
 }
 
 type ttlSession struct {
 	ready chan struct{} // closed when d or err is set
-	d     *zkDriver
+	d     *Driver
 	err   error
 }
 
@@ -79,7 +79,7 @@ func (p *perTTL) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 }
 
 // session returns the session whose timeout is ttl, dialling it if needed.
-func (p *perTTL) session(ctx context.Context, ttl time.Duration) (*zkDriver, error) {
+func (p *perTTL) session(ctx context.Context, ttl time.Duration) (*Driver, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -91,9 +91,9 @@ func (p *perTTL) session(ctx context.Context, ttl time.Duration) (*zkDriver, err
 			if len(p.sessions) >= maxSessions {
 				ttls := slices.Sorted(maps.Keys(p.sessions))
 				p.mu.Unlock()
-				return nil, fmt.Errorf("%w: zklock: TTL %v: a client keeps one ZooKeeper session per distinct TTL "+
-					"and has %d already (TTLs %v): use fewer distinct TTLs, or set one session timeout for all "+
-					"(Options.SessionTimeout, ?session_timeout=)", dlock.ErrInvalidArgument, ttl, len(ttls), ttls)
+				return nil, driver.InvalidArgument("zklock: TTL", ttl, fmt.Sprintf("one of the %d TTLs %v: a client keeps "+
+					"one ZooKeeper session per distinct TTL, at most %d; use fewer distinct TTLs, or one session timeout for all "+
+					"(Options.SessionTimeout, ?session_timeout=)", len(ttls), ttls, maxSessions))
 			}
 			s = &ttlSession{ready: make(chan struct{})}
 			p.sessions[ttl] = s
@@ -130,7 +130,7 @@ func (p *perTTL) dial(ttl time.Duration, s *ttlSession) {
 	ctx, cancel := context.WithTimeout(p.closeCtx, sessionDialWait)
 	d, err := dialDriver(ctx, p.servers, o, true)
 	cancel()
-	var unused *zkDriver
+	var unused *Driver
 	p.mu.Lock()
 	switch {
 	case err != nil:
@@ -198,14 +198,14 @@ func (p *perTTL) Close() error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return dlock.ErrClosed
+		return driver.ErrClosed
 	}
 	p.closed = true
 	p.mu.Unlock()
 	p.closeFn()
 	p.dials.Wait()
 	p.mu.Lock()
-	var ds []*zkDriver
+	var ds []*Driver
 	for _, s := range p.sessions {
 		if s.d != nil {
 			ds = append(ds, s.d)

@@ -65,7 +65,7 @@ func (h *harness) MakeDriver(ctx context.Context) (driver.Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := Options{Root: testRoot, SessionTimeout: h.session, Dialer: k.dial}
+	o := Options{Prefix: testRoot, SessionTimeout: h.session, Dialer: k.dial}
 	var d driver.Driver
 	if h.borrowed {
 		conn, events, cerr := zk.Connect(k.addrs(), h.session, zk.WithLogger(quiet{}), zk.WithLogInfo(false), zk.WithDialer(k.dial))
@@ -74,7 +74,7 @@ func (h *harness) MakeDriver(ctx context.Context) (driver.Driver, error) {
 			return nil, cerr
 		}
 		k.conn = conn
-		d, err = newBorrowed(conn, events, o)
+		d, err = NewDriver(conn, events, &o)
 	} else {
 		d, err = dialAny(ctx, k.addrs(), o)
 	}

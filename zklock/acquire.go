@@ -1,0 +1,364 @@
+package zklock
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/dlockio/dlock/driver"
+)
+
+var errEntryGone = errors.New("zklock: our queue node disappeared while waiting (deleted, or the session expired)")
+
+// Acquire queues a node for req.Name and returns the lock once the node
+// heads the queue (see the package doc); with req.Wait false it gives up,
+// removing the node, if another node is ahead.
+func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
+	select {
+	case <-d.closing:
+		return nil, driver.Validity{}, driver.ErrClosed
+	case <-d.connGone:
+		return nil, driver.Validity{}, errConnClosed
+	default:
+	}
+	d.used.Store(true)
+	if err := d.awaitGrant(ctx); err != nil {
+		return nil, driver.Validity{}, d.wrapErr(ctx, "learn the session timeout granted", err)
+	}
+	parent := d.parent(req.Name)
+	if !req.Wait {
+		// A read answers most failed TryLocks without a write.
+		kids, err := d.children(ctx, parent)
+		switch {
+		case err == nil && len(queue(kids)) > 0:
+			return nil, driver.Validity{}, driver.ErrNotAcquired
+		case err != nil && !errors.Is(err, zk.ErrNoNode):
+			return nil, driver.Validity{}, d.wrapErr(ctx, "list "+parent, err)
+		}
+	}
+	a := &attempt{d: d, parent: parent, guid: newGUID()}
+	l, v, err := a.run(ctx, req.Wait)
+	if err != nil {
+		a.abandon(ctx)
+		return nil, driver.Validity{}, err
+	}
+	return l, v, nil
+}
+
+// attempt is one Acquire's node in one queue.
+//
+// One goroutine per attempt (runOwn) sends the create, then stats and watches
+// the node, and, if the lock is granted, goes on watching it for loss: the
+// create, the stat and the watch of a held lock share it. The caller's
+// goroutine runs run, which reads the queue and waits for its turn.
+type attempt struct {
+	d      *Driver
+	parent string
+	guid   string
+
+	// Set by runOwn before it closes the channel above them.
+	sending   chan struct{} // closed just before the create is sent
+	sendAt    time.Time     // taken before sending is closed: no later than the create's send
+	created   chan struct{} // closed when the create has an outcome
+	node      string        // our node's name under parent, once created
+	czxid     int64         // our node's czxid from the create's reply; 0 if that reply was lost
+	createErr error
+	clean     bool          // created by one answered request: exactly one node has our guid
+	statDone  chan struct{} // closed when the stat and watch of our node have an outcome
+	own       *zk.Stat
+	ownWatch  <-chan zk.Event
+	ownErr    error
+
+	// run's state: its goroutine alone touches it until decided is closed,
+	// after which runOwn reads it.
+	sid      int64    // the connection's session before the create was sent
+	sess     *session // the session our node lives in, once known
+	haveStat bool     // run has taken own and ownWatch (awaitStat)
+	// watch is our node's watch as run holds it: ownWatch, then the watch
+	// re-armed after a data change, nil once it fired otherwise or failed.
+	watch <-chan zk.Event
+	// proof is the transaction that shows our node and session alive at the
+	// leader after its send time, which a grant's validity counts from (see
+	// quorum.go): nil for the create itself, until we have waited; then a
+	// check of our node sent alongside each read that may grant.
+	proof   *quorumCheck
+	held    *zkLock       // the lock granted, if any
+	decided chan struct{} // closed when run returns
+}
+
+// run waits until our node heads the queue, and returns the lock; or until
+// it cannot (an error, a TryLock behind someone, ctx done). Each round reads
+// the queue, finds our node in it, and either takes the lock or waits for
+// the node just ahead of ours to go.
+func (a *attempt) run(ctx context.Context, wait bool) (l *zkLock, v driver.Validity, err error) {
+	a.sid = a.d.conn.SessionID()
+	a.start()
+	defer func() {
+		a.held = l
+		close(a.decided)
+	}()
+	// The listing is sent right behind the create, on the same connection:
+	// the server answers a session's requests in order, so it normally sees
+	// our node, and Lock costs the create's round trip alone.
+	<-a.sending
+	kids, kerr := a.d.children(ctx, a.parent)
+	if err := a.awaitCreate(ctx); err != nil {
+		return nil, driver.Validity{}, err
+	}
+	pipelined := true
+	for {
+		q, idx, err := a.position(ctx, kids, kerr, pipelined)
+		if err != nil {
+			return nil, driver.Validity{}, err
+		}
+		if idx < 0 {
+			// The pipelined listing overtook the create: read again.
+			hook(testHooks.pipelineMiss)
+			pipelined = false
+			kids, kerr = a.d.children(ctx, a.parent)
+			continue
+		}
+		pipelined = false
+		if err := a.bindSession(ctx); err != nil {
+			return nil, driver.Validity{}, err
+		}
+		if idx == 0 {
+			return a.grant(ctx)
+		}
+		if !wait {
+			return nil, driver.Validity{}, driver.ErrNotAcquired
+		}
+		gone, breaks, err := a.awaitAhead(ctx, a.parent+"/"+q[idx-1].name)
+		if err != nil {
+			return nil, driver.Validity{}, err
+		}
+		if gone && idx == 1 && a.ownIntact(ctx, breaks) && !a.sess.ended() &&
+			time.Since(a.proof.sent) < a.d.ttl()/4 {
+			// The predecessor was the only node ahead at our last read, and
+			// no node can later be created with a lower sequence than ours:
+			// we are the head, and the token is known, so no read is needed.
+			l, v, err := a.grant(ctx)
+			switch {
+			case err == nil:
+				hook(testHooks.readlessGrant)
+				return l, v, nil
+			case errors.Is(err, errEntryGone), errors.Is(err, errSessionEnded), ctx.Err() != nil:
+				return nil, driver.Validity{}, err
+			}
+			// The check failed on the way (a dropped connection): read and
+			// check again.
+		}
+		// The check sent with the watch proves a grant by this read too, if
+		// it is recent and has not failed.
+		if !a.proof.usable(a.d.reportLag()) {
+			a.proof = a.d.startCheck(a.nodePath())
+		}
+		kids, kerr = a.d.children(ctx, a.parent)
+	}
+}
+
+// awaitCreate waits for the create's outcome.
+func (a *attempt) awaitCreate(ctx context.Context) error {
+	select {
+	case <-a.created:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if a.createErr != nil {
+		return a.d.wrapErr(ctx, "create queue node under "+a.parent, a.createErr)
+	}
+	return nil
+}
+
+// position finds our node in a listing of the queue (kids, or the
+// listing's error kerr) and returns the queue and our index in it. Another
+// node with our guid, a create applied after its connection dropped and
+// found by neither lookup, is removed. Only the first listing, sent
+// pipelined behind the create, may miss our node without an error (idx
+// -1): it may have overtaken the create.
+func (a *attempt) position(ctx context.Context, kids []string, kerr error, pipelined bool) ([]entry, int, error) {
+	d := a.d
+	if kerr != nil && !(pipelined && errors.Is(kerr, zk.ErrNoNode)) {
+		return nil, -1, d.wrapErr(ctx, "read queue "+a.parent, kerr)
+	}
+	q := queue(kids)
+	idx := -1
+	for i, e := range q {
+		switch {
+		case e.name == a.node:
+			idx = i
+		case e.guid == a.guid:
+			d.removeAsync(a.parent, "", a.parent+"/"+e.name)
+		}
+	}
+	if idx < 0 && !pipelined {
+		if a.sid != d.conn.SessionID() {
+			// Gone with the session it was made in.
+			return nil, -1, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
+		}
+		return nil, -1, errEntryGone
+	}
+	return q, idx, nil
+}
+
+// bindSession learns, once, which session our node lives in, and fails if
+// that session has ended.
+func (a *attempt) bindSession(ctx context.Context) error {
+	d := a.d
+	if a.sess == nil {
+		if a.sid != 0 && d.conn.SessionID() == a.sid {
+			// The connection had session sid before the create was
+			// sent and still has it after both replies, and a
+			// session id never comes back: the node is sid's.
+			a.sess = d.bind(a.sid)
+		} else {
+			if err := a.awaitStat(ctx); err != nil {
+				return d.wrapErr(ctx, "stat "+a.node, err)
+			}
+			a.sess = d.sessionOf(a.own.EphemeralOwner)
+		}
+	}
+	if a.sess.ended() {
+		return d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
+	}
+	return nil
+}
+
+// grant takes the lock, our node heading the queue, once a.proof has
+// proven it (see proven). The token is our node's czxid.
+func (a *attempt) grant(ctx context.Context) (*zkLock, driver.Validity, error) {
+	since, err := a.proven(ctx)
+	if err != nil {
+		return nil, driver.Validity{}, err
+	}
+	token := a.czxid
+	if token == 0 {
+		// The create's reply was lost: the stat has the czxid.
+		if err := a.awaitStat(ctx); err != nil {
+			return nil, driver.Validity{}, a.d.wrapErr(ctx, "stat "+a.node, err)
+		}
+		token = a.own.Czxid
+	}
+	l := &zkLock{
+		d: a.d, path: a.nodePath(), token: uint64(token), sess: a.sess,
+		lost: make(chan struct{}), released: make(chan struct{}), floor: a.d.provenTTL(a.sess.id, since),
+	}
+	return l, driver.Validity{Since: since, TTL: l.floor}, nil
+}
+
+// awaitAhead waits for the node just ahead of ours (pred) to change and
+// reports whether it was deleted. breaks is the connection's count of
+// session events when the watch on pred was armed (see ownIntact). A check
+// of our node (the next a.proof) goes out with the watch and is answered
+// while we wait, off the hand-off's path.
+func (a *attempt) awaitAhead(ctx context.Context, pred string) (gone bool, breaks int64, err error) {
+	d := a.d
+	if err := a.awaitStat(ctx); err != nil {
+		return false, 0, d.wrapErr(ctx, "stat "+a.node, err)
+	}
+	if a.own.EphemeralOwner != a.sess.id {
+		return false, 0, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
+	}
+	breaks = d.breaks.Load()
+	a.proof = d.startCheck(a.nodePath())
+	p, err := d.exists(ctx, pred, true)
+	if err != nil {
+		return false, 0, d.wrapErr(ctx, "watch "+pred, err)
+	}
+	if !p.exists {
+		// Gone between the two reads; the exists-watch stays armed
+		// harmlessly.
+		return true, breaks, nil
+	}
+	select {
+	case ev, open := <-p.watch:
+		// Only a deletion is a grant: a session event or a data change of
+		// the predecessor means re-read.
+		return open && ev.Type == zk.EventNodeDeleted, breaks, nil
+	case ev, ok := <-a.watch:
+		// Our node changed or went: re-read the queue to find out.
+		if !ok || ev.Type != zk.EventNodeDataChanged {
+			a.watch = nil
+		} else {
+			a.watch = a.rewatch(ctx)
+		}
+		return false, breaks, nil
+	case <-ctx.Done():
+		return false, 0, ctx.Err()
+	case <-a.sess.lost:
+		return false, 0, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
+	case <-d.closing:
+		return false, 0, driver.ErrClosed
+	}
+}
+
+// awaitStat takes the stat and watch of our node from runOwn, once.
+func (a *attempt) awaitStat(ctx context.Context) error {
+	if a.haveStat {
+		return nil
+	}
+	select {
+	case <-a.statDone:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if a.ownErr != nil {
+		return a.ownErr
+	}
+	a.haveStat, a.watch = true, a.ownWatch
+	return nil
+}
+
+// proven waits for the proof of a grant (a.proof; nil: the create) and
+// returns the time the grant's validity counts from.
+func (a *attempt) proven(ctx context.Context) (time.Time, error) {
+	proof := a.proof
+	if proof == nil {
+		return a.sendAt, nil
+	}
+	err := proof.wait(ctx)
+	switch {
+	case err == nil:
+		return proof.sent, nil
+	case errors.Is(err, zk.ErrNoNode):
+		return time.Time{}, errEntryGone
+	case errors.Is(err, zk.ErrSessionExpired):
+		return time.Time{}, a.d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
+	}
+	return time.Time{}, a.d.wrapErr(ctx, "check "+a.node, err)
+}
+
+// ownIntact reports whether our node is known to be there and ours when
+// the predecessor's deletion is seen, with no read: its watch is armed and
+// has not fired. The server sends a session's events in zxid order, so a
+// deletion of our node before the predecessor's would already be in the
+// channel; that order holds only within one connection, hence breaks. A
+// fired own watch is consumed here as awaitAhead would.
+func (a *attempt) ownIntact(ctx context.Context, breaks int64) bool {
+	if a.watch == nil || a.d.breaks.Load() != breaks || a.d.conn.State() != zk.StateHasSession {
+		return false
+	}
+	select {
+	case ev, ok := <-a.watch:
+		a.watch = nil
+		if ok && ev.Type == zk.EventNodeDataChanged {
+			a.watch = a.rewatch(ctx)
+		}
+		return false
+	default:
+		return true
+	}
+}
+
+func (a *attempt) rewatch(ctx context.Context) <-chan zk.Event {
+	n, err := a.d.exists(ctx, a.nodePath(), true)
+	if err != nil || !n.exists {
+		return nil
+	}
+	return n.watch
+}
+
+// nodePath is our node's path, once created.
+func (a *attempt) nodePath() string { return a.parent + "/" + a.node }

@@ -1,0 +1,159 @@
+// Package zklock is the ZooKeeper driver of dlock: a FIFO queue of
+// protected ephemeral-sequential znodes, one queue per lock name, where
+// each waiter watches only its predecessor.
+//
+//	c, err := dlock.Open(ctx, "zk://user:secret@h1:2181,h2:2181/myapp/locks", dlock.WithTTL(5*time.Second))
+//	c, err := zklock.Dial(ctx, []string{"h1:2181", "h2:2181"}, nil, dlock.WithTTL(5*time.Second))
+//
+// or, on a connection of your own,
+//
+//	conn, events, err := zk.Connect(servers, 10*time.Second)
+//	c, err := zklock.New(conn, events, &zklock.Options{SessionTimeout: 10 * time.Second})
+//
+// # URLs
+//
+//	zk://[user:password@]host[:port][,host[:port]...][/prefix][?session_timeout=DURATION]
+//
+// The scheme is "zk" (Scheme), registered when the package is imported.
+//
+//   - host:port, comma-separated: the ensemble's servers; the port defaults
+//     to 2181. go-zookeeper connects to one at a time and moves to another
+//     when it fails. Open waits for a session until its context ends.
+//   - user:password: ZooKeeper digest authentication (Options.Auth), added
+//     to every connection; the nodes the driver creates then give that user
+//     alone every permission. Without user info in the URL, the environment
+//     variables DLOCK_ZK_USER and DLOCK_ZK_PASSWORD supply them when either
+//     is set (EnvUser, EnvPassword). Neither is ever logged or put in an
+//     error.
+//   - /prefix: the znode under which the lock queues live (Options.Prefix),
+//     an absolute, clean path, created if missing; default /dlock
+//     (DefaultPrefix). A trailing slash is ignored.
+//   - session_timeout: one session with this timeout (time.ParseDuration
+//     syntax, > 0) for every lock, whatever TTL it asks
+//     (Options.SessionTimeout). Without it, the default, each lock lives in
+//     a session whose timeout is its TTL, one session per distinct TTL (see
+//     Sessions below).
+//
+// No other parameter is accepted. Open's other settings are dlock's
+// options (dlock.WithTTL, ...).
+//
+// What the driver assumes of the engine: ZooKeeper 3.5 or later for
+// container parents (older servers get persistent ones, never removed);
+// multi transactions (3.4 or later); the server's minSessionTimeout at its
+// default of 2 × tickTime or above, so that a follower reports its
+// sessions' activity to the leader within a quarter of any session
+// timeout (see quorum.go). It assumes no synchronised clocks: validity is
+// measured on the client's monotonic clock from the send time of requests.
+//
+// The layout of the nodes (see names.go) is the one earlier versions used:
+// lock names are escaped by internal/lockname as zklock escaped them
+// before, so locks taken by earlier versions are seen by this one.
+//
+// # How a lock is held
+//
+// Lock name N lives at <prefix>/<escaped N>, a container node the server
+// removes once empty. Acquire creates <prefix>/<N>/_c_<guid>-lock-<seq>, an
+// ephemeral sequential node whose name carries a fresh guid (Curator's
+// "protected" mode): if the connection drops before the create's reply
+// arrives, the driver lists the queue and finds its node by the guid rather
+// than leaving an orphan that would block everyone until the session ends.
+// The node with the lowest sequence holds the lock; every other node
+// watches the one just before it, so a release wakes one waiter, not the
+// herd. The fencing token is the holder node's czxid: the zxid of the
+// transaction that created it, which increases across the whole ensemble
+// and survives leader failover. Grant order is queue order, which is
+// creation order, so tokens increase in grant order.
+//
+// # One round trip for an uncontended Lock
+//
+// go-zookeeper has no create2 (a create that returns the new node's stat),
+// so the create is a multi that also writes the parent's data
+// unconditionally: the parent's stat in the reply has mzxid = the multi's
+// zxid = our node's czxid. The queue listing is sent right behind it on the
+// same connection; the server answers a session's requests in order, so the
+// listing sees our node and an uncontended Lock waits for the create's
+// round trip alone. (When the listing happens to be sent first, the driver
+// reads again.) The stat and watch of our own node (session check, loss
+// watch) go out as soon as the create's reply is in, and nobody waits for
+// them on a grant. A parent whose ACL refuses the write makes the driver
+// fall back to a plain create and read the czxid after it.
+//
+// # Sessions, and why the lease TTL is the session timeout
+//
+// A ZooKeeper lock lives as long as its session: the leader deletes the
+// session's ephemeral nodes when it has heard nothing from the client for
+// the session timeout it granted. So the session timeout is the only TTL
+// the engine has, and the driver uses the TTL asked for as the session
+// timeout:
+//
+//   - Open (zk:// without session_timeout) and Dial (Options.SessionTimeout
+//     zero) put each lock in a session whose timeout is the lock's TTL
+//     (dlock.WithTTL, given to the client or to one mutex; dlock.DefaultTTL
+//     otherwise). They keep one session per distinct TTL, made when a lock
+//     first asks for it, up to 8; a ninth distinct TTL is refused with
+//     ErrInvalidArgument. The first session, which Dial makes to check the
+//     servers, has dlock.DefaultTTL and is closed once a lock asks for
+//     another TTL if no lock used it.
+//   - ?session_timeout= (Options.SessionTimeout > 0), and New, use one
+//     session with that timeout for every lock, whatever TTL the lock asks
+//     for: the lease's TTL is the session timeout, and the portable layer
+//     scales its safety margin and renew interval to it.
+//
+// The server clamps the timeout asked to its [minSessionTimeout,
+// maxSessionTimeout] (2 and 20 × tickTime by default: 4 s to 40 s with the
+// sample configuration's tickTime of 2 s). The driver uses the timeout granted, read from
+// the server's connect response on every connection it makes (go-zookeeper
+// does not expose it; on New's borrowed connection a probe session learns
+// it), so a lease never outlives what the server enforces. When the grant
+// differs from the request, Client.Capabilities().Notes says so: a lock
+// asking a TTL above maxSessionTimeout lives (and renews) on the shorter
+// window; one below minSessionTimeout is freed only after the longer one
+// when its holder vanishes.
+//
+// Validity counts the granted session timeout from the send time of the
+// last transaction that proved the session and our node alive at the
+// leader: the create, or a check of our node in a multi, which a grant
+// after a wait and every renewal send. A read would not do: the connected
+// server answers it alone, and a server cut off from the quorum goes on
+// answering reads for up to syncLimit × tickTime while the leader expires
+// the session (see quorum.go). A renewal therefore costs one round trip
+// through the leader and one logged transaction. And since a follower
+// tells the leader of its sessions' activity only at the leader's pings,
+// the TTL reported counts from the session's latest activity the leader
+// must have heard of, timeout/4 or more before the proof: 5/8 of the
+// timeout while a read every timeout/8 keeps such activity recent (a third
+// at worst, on New's connection in its first moments).
+//
+// go-zookeeper declares the connection lost after ⅔ of the timeout without
+// a reply and spends the remaining third trying other servers, hoping to
+// resume the session before the server expires it. While disconnected
+// (Curator calls it SUSPENDED) the lock may or may not still be held;
+// Renew then fails with an error that is not ErrLockLost, so the portable
+// layer keeps the lease only until lastAnswer + timeout − margin and then
+// declares it lost, which is before the server could have expired the
+// session and granted the lock to the next node. If the connection comes
+// back in time with the same session the next renewal succeeds and nothing
+// was lost. When the server reports the session expired, every lock of the
+// session reports lost at once (Lost); a node deleted by someone else is
+// noticed through a watch on it. go-zookeeper then opens a new session on
+// its own, and new locks are taken on it.
+//
+// # Errors, outages and clean-up
+//
+// Errors that may pass with the connection — no server reachable, the
+// connection dropped, the session expired or moved — are marked
+// driver.Unavailable, so a blocking Lock waits them out; what the server
+// decided (no auth, bad ACL, ...) is reported as it is. A *zk.Conn given to
+// New and closed by its owner makes every call fail at once with an
+// unmarked error.
+//
+// A node the driver could not delete (a Release whose context ended or
+// whose connection was down, a Lock cancelled while queued) is removed in
+// the background, retried with backoff until it is gone: left behind, it
+// would block its queue for as long as its session lives, and a session
+// can ride out an outage (or a loss of quorum, which stops expiry). The
+// retries end when the driver closes: a connection the driver owns is then
+// closed, which ends the session and its nodes; on New's connection they go
+// on in the background for up to one session timeout after Close, which
+// itself returns within about a second.
+package zklock

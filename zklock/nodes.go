@@ -1,0 +1,286 @@
+package zklock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/dlockio/dlock/driver"
+)
+
+// A queue node's life on the server: the attempt's goroutine that creates
+// and watches it (runOwn), the protected create, and its removal, retried
+// in the background until done.
+
+// The background removal of a node whose delete failed retries with this
+// backoff until the node is gone. It never gives up while the driver lives:
+// a node left behind lives as long as its session, and a session that
+// rides out an outage (or one of no quorum, which freezes expiry) would
+// keep it, and block its queue, for as long as the driver runs.
+const (
+	removeBackoff    = 50 * time.Millisecond
+	removeBackoffMax = time.Second
+)
+
+// start launches runOwn. The create runs on even if the caller gives up, so
+// that abandon knows what to remove.
+func (a *attempt) start() {
+	a.sending = make(chan struct{})
+	a.created = make(chan struct{})
+	a.statDone = make(chan struct{})
+	a.decided = make(chan struct{})
+	a.d.bg.Add(1)
+	go a.runOwn()
+}
+
+// runOwn creates our node, stats and watches it (pipelined behind the queue
+// listing, off the caller's path), and, once run has decided, watches the
+// granted lock for loss.
+func (a *attempt) runOwn() {
+	d := a.d
+	defer d.bg.Done()
+	a.sendAt = time.Now()
+	close(a.sending)
+	a.node, a.czxid, a.clean, a.createErr = d.createNode(a.parent, a.guid)
+	close(a.created)
+	if a.createErr != nil {
+		a.ownErr = a.createErr
+		close(a.statDone)
+		return
+	}
+	ok, st, w, err := d.conn.ExistsW(a.nodePath())
+	switch {
+	case err != nil:
+		a.ownErr = err
+	case !ok:
+		a.ownErr = errEntryGone
+	default:
+		a.own, a.ownWatch = st, w
+	}
+	close(a.statDone)
+	<-a.decided
+	l := a.held
+	if l == nil {
+		return
+	}
+	switch {
+	case errors.Is(a.ownErr, errEntryGone):
+		l.markLost()
+		return
+	case a.ownErr == nil && a.own.EphemeralOwner != l.sess.id:
+		l.markLost()
+		return
+	}
+	// After a connection error the watch is nil: Renew and the session
+	// decide.
+	w = a.ownWatch
+	if a.haveStat {
+		w = a.watch
+	}
+	l.watch(w)
+}
+
+// createNode creates a protected ephemeral-sequential node and returns its
+// name and czxid (0 if unknown). clean is false when a reply was lost on
+// the way.
+//
+// The create goes in a multi with an unconditional empty write to the
+// parent's data: go-zookeeper has no create2, and the parent's stat in the
+// multi's reply carries mzxid = the transaction's zxid = our node's czxid,
+// the token, with no read after the create.
+func (d *Driver) createNode(parent, guid string) (name string, czxid int64, clean bool, err error) {
+	prefix := parent + "/" + nodePrefix(guid)
+	clean = true
+	for range 5 {
+		name, czxid, err = d.createOnce(parent, prefix)
+		switch {
+		case err == nil:
+			return name, czxid, clean, nil
+		case errors.Is(err, zk.ErrNoNode):
+			if err = d.ensure(parent); err != nil {
+				return "", 0, clean, fmt.Errorf("create %s: %w", parent, err)
+			}
+		case errors.Is(err, zk.ErrConnectionClosed):
+			// The request may have been applied with its reply lost: look
+			// for our guid before creating again (samuel/go-zookeeper#229).
+			clean = false
+			if found, ferr := d.findOwn(parent, guid); ferr == nil && found != "" {
+				hook(testHooks.recovered)
+				return found, 0, clean, nil
+			}
+		default:
+			return "", 0, clean, err
+		}
+		select {
+		case <-d.closing:
+			return "", 0, clean, driver.ErrClosed
+		default:
+		}
+	}
+	return "", 0, clean, err
+}
+
+func (d *Driver) createOnce(parent, prefix string) (string, int64, error) {
+	if !d.plainCreate.Load() {
+		res, err := d.conn.Multi(
+			&zk.CreateRequest{Path: prefix, Acl: d.acl, Flags: zk.FlagEphemeralSequential},
+			&zk.SetDataRequest{Path: parent, Version: -1},
+		)
+		switch {
+		case err == nil && len(res) == 2 && res[1].Stat != nil:
+			return path.Base(res[0].String), res[1].Stat.Mzxid, nil
+		case errors.Is(err, zk.ErrNoAuth):
+			// The parent's ACL lets us add children but not write it:
+			// create alone, and read the czxid after.
+			d.plainCreate.Store(true)
+		case err == nil:
+			return "", 0, fmt.Errorf("multi create: unexpected reply %+v", res)
+		default:
+			return "", 0, err
+		}
+	}
+	got, err := d.conn.Create(prefix, nil, zk.FlagEphemeralSequential, d.acl)
+	if err != nil {
+		return "", 0, err
+	}
+	return path.Base(got), 0, nil
+}
+
+// findOwn returns the earliest node under parent that carries guid, or "".
+func (d *Driver) findOwn(parent, guid string) (string, error) {
+	kids, _, err := d.conn.Children(parent)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range queue(kids) {
+		if e.guid == guid {
+			return e.name, nil
+		}
+	}
+	return "", nil
+}
+
+// ensure creates the root (persistent) and a lock's parent (a container,
+// which the server deletes once its last child goes).
+func (d *Driver) ensure(parent string) error {
+	parts := strings.Split(strings.TrimPrefix(d.root, "/"), "/")
+	p := ""
+	for _, part := range parts {
+		p += "/" + part
+		if _, err := d.conn.Create(p, nil, zk.FlagPersistent, d.acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			return fmt.Errorf("create %s: %w", p, err)
+		}
+	}
+	_, err := d.conn.CreateContainer(parent, nil, zk.FlagContainer, d.acl)
+	if err != nil && !errors.Is(err, zk.ErrNodeExists) {
+		// Servers before 3.5 have no containers.
+		_, err = d.conn.Create(parent, nil, zk.FlagPersistent, d.acl)
+	}
+	if errors.Is(err, zk.ErrNodeExists) {
+		return nil
+	}
+	return err
+}
+
+// abandon removes what a failed attempt left. Acquire waits for the removal
+// as for one cleanup request (driver.CleanupContext of its ctx), so that
+// the common case is clean on return; past that the removal goes on in the
+// background, retried until the node is gone (see remove).
+func (a *attempt) abandon(ctx context.Context) {
+	if a.created == nil {
+		return
+	}
+	d := a.d
+	done := make(chan struct{})
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		defer close(done)
+		select {
+		case <-a.created:
+		case <-d.done.Done():
+			return
+		}
+		switch {
+		case a.createErr == nil && a.clean:
+			d.remove(a.parent, "", a.parent+"/"+a.node)
+		case errors.Is(a.createErr, zk.ErrSessionExpired):
+			// An ephemeral node of an expired session is gone.
+		default:
+			d.remove(a.parent, a.guid, "")
+		}
+	}()
+	cctx, cancel := driver.CleanupContext(ctx)
+	defer cancel()
+	select {
+	case <-done:
+	case <-cctx.Done():
+	case <-d.closing:
+	}
+}
+
+// removeAsync removes a node (by path, or by guid under parent) in the
+// background, once per path however often it is asked.
+func (d *Driver) removeAsync(parent, guid, nodePath string) {
+	key := nodePath
+	if key == "" {
+		key = parent + "/" + guid
+	}
+	if _, on := d.removing.LoadOrStore(key, struct{}{}); on {
+		return
+	}
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		defer d.removing.Delete(key)
+		d.remove(parent, guid, nodePath)
+	}()
+}
+
+// remove deletes nodePath, or every node under parent carrying guid. It
+// retries, with backoff, while the connection fails (each try also waits
+// for go-zookeeper to find a server), until the node is gone, the server
+// refuses for a reason of its own (ACL ...), or the driver's background
+// work ends (see Driver.done).
+func (d *Driver) remove(parent, guid, nodePath string) {
+	wait := removeBackoff
+	for {
+		if d.done.Err() != nil {
+			return
+		}
+		var err error
+		if nodePath != "" {
+			err = d.conn.Delete(nodePath, -1)
+		} else {
+			var kids []string
+			kids, _, err = d.conn.Children(parent)
+			for _, e := range queue(kids) {
+				if e.guid == guid && err == nil {
+					if derr := d.conn.Delete(parent+"/"+e.name, -1); derr != nil && !errors.Is(derr, zk.ErrNoNode) {
+						err = derr
+					}
+				}
+			}
+		}
+		switch {
+		case err == nil, errors.Is(err, zk.ErrNoNode), errors.Is(err, zk.ErrClosing):
+			return
+		case !transient(err):
+			return // an error the server decided (ACL, ...): retrying will not help
+		}
+		// Transient, including a session that expired: the next try runs
+		// on the new session, and finds the node gone if it was the old
+		// session's.
+		select {
+		case <-d.done.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, removeBackoffMax)
+	}
+}
