@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"syscall"
@@ -177,6 +178,8 @@ func openBackend(ctx context.Context, url string, opts ...dlock.Option) (*dlock.
 	}
 	return nil, exitf(exitUnavailable, "backend %s: %v\n%s", redactURL(url), err, hint)
 }
+
+func parseURL(raw string) (*url.URL, error) { return url.Parse(raw) }
 
 // redactURL hides a password in a backend URL for messages.
 func redactURL(raw string) string {
