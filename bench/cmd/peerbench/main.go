@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dlockio/dlock/bench"
+	"github.com/dlockio/dlock/internal/scenario"
 )
 
 func main() {
@@ -54,7 +55,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *quick {
 		s.Config.Uncontended.Max = 100 * time.Millisecond
 		s.Config.CounterMax = 500 * time.Millisecond
-		s.Config.Handoff = bench.Budget{N: 5, Max: 500 * time.Millisecond}
+		s.Config.Handoff = scenario.Budget{N: 5, Max: 500 * time.Millisecond}
 		s.Config.NamesBudget.Max = 200 * time.Millisecond
 	}
 	s.Scenarios = strings.Split(*scen, ",")
