@@ -93,4 +93,3 @@ func BenchmarkUncontended(b *testing.B) {
 		}
 	})
 }
-
