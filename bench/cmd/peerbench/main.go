@@ -38,7 +38,6 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "", "markdown report to write (docs/BENCHMARKS.md)")
 	jsonOut := fs.String("json", "", "raw samples to write as JSON")
 	command := fs.String("command", "", "the command line to print in the report")
-	notes := fs.String("notes", "", "markdown file whose text follows the goals (why a goal is missed)")
 	took := fs.Duration("took", 0, "with -replay: how long the measured run took, for the report")
 	replay := fs.String("replay", "", "re-render the report from a -json file instead of measuring")
 	quick := fs.Bool("quick", false, "short budgets, for development")
@@ -90,17 +89,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *replay != "" {
 		rep.Took = *took
 	}
-	if *notes != "" {
-		b, err := os.ReadFile(*notes)
-		if err != nil {
-			return err
-		}
-		rep.Notes = string(b)
-	}
 	md := rep.Markdown(ctx)
 	if *out == "" {
 		_, err = io.WriteString(stdout, md)
 		return err
 	}
-	return os.WriteFile(*out, []byte(md), 0o644)
+	if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "peerbench: wrote %s\n", *out)
+	return nil
 }
