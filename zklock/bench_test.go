@@ -56,35 +56,23 @@ func benchClient(b *testing.B, servers []string) (*dlock.Client, *zk.Conn) {
 type benchHarness struct {
 	b       *testing.B
 	servers []string
-	mu      sync.Mutex
-	conns   map[driver.Driver]*zk.Conn
 }
 
-var _ drivertest.Counterer = (*benchHarness)(nil)
-
-func (h *benchHarness) MakeDriver(context.Context) (driver.Driver, error) {
+func (h benchHarness) MakeDriver(context.Context) (driver.Driver, error) {
 	conn, events := benchConn(h.b, h.servers)
-	d, err := newBorrowed(conn, events, Options{Root: testRoot, SessionTimeout: benchSession})
-	if err != nil {
-		return nil, err
-	}
-	h.mu.Lock()
-	h.conns[d] = conn
-	h.mu.Unlock()
-	return d, nil
+	return newBorrowed(conn, events, Options{Root: testRoot, SessionTimeout: benchSession})
 }
 
-func (h *benchHarness) Close() {}
+func (h benchHarness) Close() {}
 
-func (h *benchHarness) Counter(d driver.Driver) drivertest.Counter {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return engines.ZK(h.conns[d])
+func (h benchHarness) Counter(d driver.Driver) drivertest.Counter {
+	c, _ := engines.OfDriver(d)
+	return c
 }
 
 // BenchmarkDriver runs dlock's scenarios (drivertest.RunBenchmarks).
 func BenchmarkDriver(b *testing.B) {
-	drivertest.RunBenchmarks(b, &benchHarness{b: b, servers: testserver.ZooKeeper(b), conns: map[driver.Driver]*zk.Conn{}})
+	drivertest.RunBenchmarks(b, benchHarness{b, testserver.ZooKeeper(b)})
 }
 
 func benchPath(b *testing.B) string {

@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/internal/scenario"
 )
 
@@ -33,22 +34,31 @@ type (
 // Of returns a counter kept in c's engine, on c's own connection: each
 // worker of a scenario has a counter as it has a client.
 func Of(c *dlock.Client) (scenario.Counter, error) {
-	switch d := c.Driver().(type) {
-	case etcdDriver:
-		return Etcd(d.Client()), nil
-	case redisDriver:
-		// A Redlock's nodes are independent: the counter, the protected
-		// resource and not part of the lock, lives on the first.
-		return Redis(d.Clients()[0]), nil
-	case zkDriver:
-		return zkCounter{d.Conn}, nil
-	case fileDriver:
-		return scenario.FileCounter(d.Dir()), nil
+	if counter, ok := OfDriver(c.Driver()); ok {
+		return counter, nil
 	}
 	if c.Capabilities().Scope == "process" {
 		return scenario.MemCounter(), nil
 	}
 	return nil, fmt.Errorf("no shared counter for the engine of %T (there is one for mem, file, etcd, redis, redlock and zk)", c.Driver())
+}
+
+// OfDriver returns a counter on d's own connection, for the drivers that
+// expose it (etcd, redis, redlock, zk, file).
+func OfDriver(d driver.Driver) (scenario.Counter, bool) {
+	switch d := d.(type) {
+	case etcdDriver:
+		return Etcd(d.Client()), true
+	case redisDriver:
+		// A Redlock's nodes are independent: the counter, the protected
+		// resource and not part of the lock, lives on the first.
+		return Redis(d.Clients()[0]), true
+	case zkDriver:
+		return zkCounter{d.Conn}, true
+	case fileDriver:
+		return scenario.FileCounter(d.Dir()), true
+	}
+	return nil, false
 }
 
 // Redis keeps counters in keys "dlock-counter:KEY", which expire after an
