@@ -49,7 +49,7 @@ type benchHarness struct {
 }
 
 func (h benchHarness) MakeDriver(context.Context) (driver.Driver, error) {
-	return NewDriver(newClient(h.b, h.endpoints), Options{})
+	return NewDriver(newClient(h.b, h.endpoints), nil)
 }
 
 func (h benchHarness) Close() {}

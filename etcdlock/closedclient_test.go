@@ -46,7 +46,7 @@ func TestOwnClientClosedUnderHeldLock(t *testing.T) {
 	cli := newClient(t, eps)
 	w := &countingWatcher{Watcher: cli.Watcher}
 	cli.Watcher = w
-	c, err := New(cli, dlock.WithTTL(longTTL))
+	c, err := New(cli, nil, dlock.WithTTL(longTTL))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestOwnClientClosedUnderWait(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	name := benchName(t)
-	a, err := New(newClient(t, eps), dlock.WithTTL(longTTL))
+	a, err := New(newClient(t, eps), nil, dlock.WithTTL(longTTL))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestOwnClientClosedUnderWait(t *testing.T) {
 	cli := newClient(t, eps)
 	w := &countingWatcher{Watcher: cli.Watcher}
 	cli.Watcher = w
-	b, err := New(cli, dlock.WithTTL(longTTL))
+	b, err := New(cli, nil, dlock.WithTTL(longTTL))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,4 +7,4 @@ import clientv3 "go.etcd.io/etcd/client/v3"
 // (TLS and credentials included), which the driver closes on Close. It lets
 // a program keep its own data in the same cluster on the same connection
 // (`dlock demo` keeps its counter there). Do not close it.
-func (d *etcdDriver) Client() *clientv3.Client { return d.cli }
+func (d *Driver) Client() *clientv3.Client { return d.cli }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/codes"
@@ -15,7 +13,8 @@ import (
 )
 
 var (
-	errClosed = errors.New("etcdlock: driver closed")
+	// errClosed: this driver was closed.
+	errClosed = fmt.Errorf("etcdlock: %w", driver.ErrClosed)
 	// errClientClosed: the *clientv3.Client was closed under the driver by
 	// its owner. Nothing will work again, so it is never ErrUnavailable.
 	errClientClosed = errors.New("etcd client closed")
@@ -32,12 +31,12 @@ var (
 // permission denied, authentication failed, invalid arguments, a full
 // database, a closed client or driver; and the caller's own ctx ending,
 // which is the caller's doing.
-func (d *etcdDriver) engineErr(ctx context.Context, err error) error {
+func (d *Driver) engineErr(ctx context.Context, err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, driver.ErrUnavailable), errors.Is(err, driver.ErrLockLost),
-		errors.Is(err, errClosed), errors.Is(err, errClientClosed):
+		errors.Is(err, driver.ErrClosed), errors.Is(err, errClientClosed):
 		return err
 	case d.cli.Ctx().Err() != nil:
 		return fmt.Errorf("%w: %w", errClientClosed, err)
@@ -81,37 +80,4 @@ func transient(err error) bool {
 		return errors.Is(err, rpctypes.ErrNotLeader)
 	}
 	return false
-}
-
-// backoff spaces out the restarts of a loop whose engine call may fail or
-// end at once (a watch on a closed client, a cancelled watch, a delete that
-// keeps failing): from backoffMin doubling to backoffMax, with jitter.
-type backoff struct{ next time.Duration }
-
-const (
-	backoffMin = 50 * time.Millisecond
-	backoffMax = 2 * time.Second
-)
-
-func (b *backoff) reset() { b.next = 0 }
-
-// step returns the next backoff.
-func (b *backoff) step() time.Duration {
-	b.next = min(max(2*b.next, backoffMin), backoffMax)
-	return b.next/2 + rand.N(b.next/2+1)
-}
-
-// wait sleeps for the next backoff, or until ctx ends (its error).
-func (b *backoff) wait(ctx context.Context) error { return sleep(ctx, b.step()) }
-
-// sleep waits d, or until ctx ends (its error).
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -114,7 +114,7 @@ func TestPermanentErrorsNotMarked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	d, err := NewDriver(cli, Options{Prefix: "not-granted"})
+	d, err := NewDriver(cli, &Options{Prefix: "not-granted"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestPermanentErrorsNotMarked(t *testing.T) {
 // ones no test above can make a server produce on demand.
 func TestEngineErrClasses(t *testing.T) {
 	// engineErr reads only the client's Ctx.
-	d := &etcdDriver{cli: clientv3.NewCtxClient(context.Background()), closeCtx: context.Background()}
+	d := &Driver{cli: clientv3.NewCtxClient(context.Background()), closeCtx: context.Background()}
 	live := context.Background()
 	ended, cancel := context.WithCancel(context.Background())
 	cancel()

@@ -95,7 +95,7 @@ func newHarness(t *testing.T, endpoints []string) *harness {
 // proxies of its own.
 func (h *harness) MakeDriver(context.Context) (driver.Driver, error) {
 	c := newConn(h.t, h.endpoints)
-	d, err := NewDriver(c.cli, Options{Prefix: "dlocktest"})
+	d, err := NewDriver(c.cli, &Options{Prefix: "dlocktest"})
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +133,7 @@ func (h *harness) ShortTTL() time.Duration { return 2 * time.Second }
 
 // ForceLoss deletes the holder's key, as `etcdctl del` would.
 func (h *harness) ForceLoss(ctx context.Context, name string) error {
-	pfx := (&etcdDriver{root: "dlocktest/"}).namePrefix(name)
+	pfx := (&Driver{root: "dlocktest/"}).namePrefix(name)
 	resp, err := h.admin.Get(ctx, pfx, append(clientv3.WithFirstCreate(), clientv3.WithPrefix())...)
 	if err != nil {
 		return err

@@ -22,12 +22,12 @@ func TestWaiterLeaseExpires(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	name := benchName(t)
-	a, err := New(newClient(t, eps), dlock.WithTTL(30*time.Second))
+	a, err := New(newClient(t, eps), nil, dlock.WithTTL(30*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	b, err := New(newClient(t, eps), dlock.WithTTL(2*time.Second))
+	b, err := New(newClient(t, eps), nil, dlock.WithTTL(2*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestWaiterLeaseExpires(t *testing.T) {
 		}
 		done <- err
 	}()
-	pfx := (&etcdDriver{root: DefaultPrefix + "/"}).namePrefix(name)
+	pfx := (&Driver{root: DefaultPrefix + "/"}).namePrefix(name)
 	var waiterKey *clientv3.GetResponse
 	for {
 		waiterKey, err = admin.Get(ctx, pfx, append(clientv3.WithLastCreate(), clientv3.WithPrefix())...)
@@ -104,7 +104,7 @@ func TestLeaderFailover(t *testing.T) {
 	)
 	stop := make(chan struct{})
 	for range 3 {
-		c, err := New(newClient(t, eps), dlock.WithTTL(5*time.Second))
+		c, err := New(newClient(t, eps), nil, dlock.WithTTL(5*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,7 +16,7 @@ import (
 // lease is an etcd lease shared by all of a driver's keys that asked for the
 // same TTL.
 type lease struct {
-	d   *etcdDriver
+	d   *Driver
 	key int64 // TTL asked for, in seconds: the driver's map key
 	id  clientv3.LeaseID
 	ttl time.Duration // as granted by the server
@@ -37,7 +37,7 @@ type keepAliveCall struct {
 // if there is none or the last one died, and refreshing it first if less
 // than half its TTL is known to be left, so that a new lock starts with a
 // useful validity.
-func (d *etcdDriver) leaseFor(ctx context.Context, secs int64) (*lease, error) {
+func (d *Driver) leaseFor(ctx context.Context, secs int64) (*lease, error) {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
@@ -91,7 +91,7 @@ func (d *etcdDriver) leaseFor(ctx context.Context, secs int64) (*lease, error) {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		rctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		rctx, cancel := driver.CleanupContext(ctx)
 		defer cancel()
 		_, _ = d.cli.Revoke(rctx, resp.ID) // best effort: nothing renews it, it expires
 		return nil, errClosed
@@ -105,7 +105,7 @@ func (d *etcdDriver) leaseFor(ctx context.Context, secs int64) (*lease, error) {
 // forgetExpired drops from d.all the leases that must have expired by now
 // (nothing refreshed them for a whole TTL past their end), so that a driver
 // that retires many leases does not keep them all until Close.
-func (d *etcdDriver) forgetExpired() {
+func (d *Driver) forgetExpired() {
 	d.mu.Lock()
 	leases := make([]*lease, 0, len(d.all))
 	for l := range d.all {

@@ -2,7 +2,6 @@ package etcdlock
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -18,7 +17,7 @@ import (
 // lock's. A key whose creation is in doubt (the request failed without an
 // answer) is a lock with rev 0 that only ever gets removed.
 type lock struct {
-	d    *etcdDriver
+	d    *Driver
 	ls   *lease
 	name string
 	key  string
@@ -37,7 +36,7 @@ type lock struct {
 }
 
 // track makes the lock for a new queue key.
-func (d *etcdDriver) track(ls *lease, name, key string, rev int64) *lock {
+func (d *Driver) track(ls *lease, name, key string, rev int64) *lock {
 	return &lock{d: d, ls: ls, name: name, key: key, pfx: d.namePrefix(name), rev: rev,
 		lost: make(chan struct{}), stop: func() {}, del: make(chan struct{}, 1)}
 }
@@ -254,137 +253,4 @@ func (l *lock) remove(ctx context.Context) (bool, error) {
 	}
 	l.removed = resp.Succeeded
 	return resp.Succeeded, nil
-}
-
-// wait blocks until l's key is the oldest of its name. pred is the key just
-// ahead, as last read, and sole says whether it was the only one ahead.
-//
-// Each predecessor is watched from the current revision, so the server puts
-// the watcher in its synced group and sends the delete at once (see
-// NOTES.md), and the queue is read again once the watch is created, so a
-// delete that happened before cannot be missed. When the predecessor was the
-// only key ahead, its deletion means we are at the head (no key can be
-// created with a lower revision than ours), and the lock is ours without
-// another read: the handoff costs the holder's delete and one watch event.
-// Our own key's deletion, from then on, is reported by its own watch (Lost).
-//
-// A watch the server ends is started again after a backoff, and a closed
-// client ends the wait: neither may turn the loop into a spin.
-func (l *lock) wait(ctx context.Context, pred string, sole bool) error {
-	var (
-		wch     clientv3.WatchChan
-		wcancel context.CancelFunc = func() {}
-		watched string
-		since   time.Time // when the current watch started
-		recheck bool
-		bo      backoff
-	)
-	defer func() { wcancel() }()
-	ka := time.NewTimer(l.ls.ttl / 3)
-	defer ka.Stop()
-
-	for {
-		if recheck {
-			recheck = false
-			next, alone, err := l.predecessor(ctx)
-			if err != nil {
-				return err
-			}
-			if next == "" {
-				return nil
-			}
-			pred, sole = next, alone
-		}
-		if pred != watched {
-			wcancel()
-			wch, wcancel = l.watchDelete(ctx, pred)
-			watched, since = pred, time.Now()
-		}
-		select {
-		case wr, ok := <-wch:
-			switch {
-			case !ok:
-				return l.watchEnded(ctx)
-			case wr.Err() != nil:
-				if time.Since(since) > backoffMax {
-					bo.reset()
-				}
-				if err := bo.wait(ctx); err != nil {
-					return err
-				}
-				watched = "" // start a new watch after re-reading
-				recheck = true
-			case wr.Created:
-				recheck = true
-			}
-			for _, ev := range wr.Events {
-				if ev.Type == mvccpb.DELETE {
-					if sole {
-						return nil
-					}
-					recheck = true
-				}
-			}
-		case <-l.lost:
-			return l.lostErr()
-		case <-ka.C:
-			// Nobody else may be renewing the lease while we wait.
-			if _, err := l.ls.keepAlive(ctx); err != nil {
-				if errors.Is(err, driver.ErrLockLost) || ctx.Err() != nil || l.d.cli.Ctx().Err() != nil {
-					return l.d.engineErr(ctx, err)
-				}
-				ka.Reset(l.ls.ttl / 10) // transient: try again soon
-				continue
-			}
-			ka.Reset(l.ls.ttl / 3)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-// watchEnded says why a wait's watch channel closed: clientv3 closes it only
-// when the watch's context ends or the client is closed.
-func (l *lock) watchEnded(ctx context.Context) error {
-	switch {
-	case ctx.Err() != nil:
-		return ctx.Err()
-	case l.d.cli.Ctx().Err() != nil:
-		return fmt.Errorf("etcdlock: wait for %q: %w", l.name, errClientClosed)
-	case l.d.closeCtx.Err() != nil:
-		return errClosed
-	}
-	return driver.Unavailable(fmt.Errorf("etcdlock: wait for %q: the watch ended unasked", l.name))
-}
-
-// watchDelete watches key for deletion from the current revision on.
-func (l *lock) watchDelete(ctx context.Context, key string) (clientv3.WatchChan, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(ctx)
-	return l.d.cli.Watch(ctx, key, clientv3.WithCreatedNotify(), clientv3.WithFilterPut()), cancel
-}
-
-// predecessor re-reads l's key and returns the key just ahead of it, or ""
-// if l is at the head of the queue, and whether that key is the only one
-// ahead. It returns an error matching dlock.ErrLockLost if l's key is gone.
-func (l *lock) predecessor(ctx context.Context) (string, bool, error) {
-	if l.d.cli.Ctx().Err() != nil { // clientv3 would retry until ctx ends
-		return "", false, fmt.Errorf("etcdlock: wait for %q: %w", l.name, errClientClosed)
-	}
-	resp, err := l.d.cli.Txn(ctx).Then(
-		clientv3.OpGet(l.key, clientv3.WithKeysOnly()),
-		clientv3.OpGet(l.pfx, clientv3.WithPrefix(), clientv3.WithMaxCreateRev(l.rev-1), clientv3.WithLimit(2),
-			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithKeysOnly()),
-	).Commit()
-	if err != nil {
-		return "", false, fmt.Errorf("etcdlock: read the queue of %q: %w", l.name, l.d.engineErr(ctx, err))
-	}
-	own := resp.Responses[0].GetResponseRange().Kvs
-	if len(own) == 0 || own[0].CreateRevision != l.rev {
-		l.markLost("it vanished while waiting (lease expired or key deleted)")
-		return "", false, l.lostErr()
-	}
-	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
-		return string(kvs[0].Key), len(kvs) == 1, nil
-	}
-	return "", false, nil
 }

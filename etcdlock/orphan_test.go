@@ -24,7 +24,7 @@ const longTTL = 30 * time.Second
 
 func mustDriver(tb testing.TB, cli *clientv3.Client) driver.Driver {
 	tb.Helper()
-	d, err := NewDriver(cli, Options{Prefix: "dlocktest"})
+	d, err := NewDriver(cli, &Options{Prefix: "dlocktest"})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func keepRenewing(t *testing.T, l driver.Lock) {
 // queueKeys returns the keys queued for name, oldest first.
 func queueKeys(t *testing.T, ctx context.Context, admin *clientv3.Client, name string) []string {
 	t.Helper()
-	pfx := (&etcdDriver{root: "dlocktest/"}).namePrefix(name)
+	pfx := (&Driver{root: "dlocktest/"}).namePrefix(name)
 	resp, err := admin.Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,8 @@ package etcdlock
 import (
 	"context"
 	"time"
+
+	"github.com/dlockio/dlock/driver"
 )
 
 // Orphans: keys of this driver that outlived their purpose. A Release whose
@@ -24,18 +26,20 @@ import (
 // refuses this user the delete (its permissions changed); even then the
 // orphan expires one TTL after the last of those locks ends.
 
-// reapTimeout bounds one background delete.
-const reapTimeout = 5 * time.Second
+// cleanupContext is driver.CleanupContext(ctx), also cancelled by Close,
+// whose lease revocations delete whatever the cleanup would have.
+func (d *Driver) cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := driver.CleanupContext(ctx)
+	stop := context.AfterFunc(d.closeCtx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
 
-// cleanupTimeout bounds the delete an Acquire makes before it returns
-// without the lock; if it fails, the key becomes an orphan.
-const cleanupTimeout = time.Second
-
-// abandon removes the key of a lock an Acquire gives up on (l is not
-// returned to anyone, so l.del is free).
-func (d *etcdDriver) abandon(l *lock) {
+// abandon removes the key of a lock an Acquire called with ctx gives up on
+// (l is not returned to anyone, so l.del is free). If the delete fails
+// within driver.CleanupTimeout, the key becomes an orphan.
+func (d *Driver) abandon(ctx context.Context, l *lock) {
 	l.del <- struct{}{}
-	ctx, cancel := context.WithTimeout(d.closeCtx, cleanupTimeout)
+	ctx, cancel := d.cleanupContext(ctx)
 	_, err := l.remove(ctx)
 	cancel()
 	<-l.del
@@ -48,7 +52,7 @@ func (d *etcdDriver) abandon(l *lock) {
 // lease. It reports false, queueing nothing, when the driver or the etcd
 // client is closed: nothing renews the lease any more, so the key expires
 // with it (Close also revokes it).
-func (d *etcdDriver) orphan(l *lock) bool {
+func (d *Driver) orphan(l *lock) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed || d.cli.Ctx().Err() != nil {
@@ -72,7 +76,7 @@ func (d *etcdDriver) orphan(l *lock) bool {
 }
 
 // unorphan forgets l's key: Release deleted it, or found it gone.
-func (d *etcdDriver) unorphan(l *lock) {
+func (d *Driver) unorphan(l *lock) {
 	d.mu.Lock()
 	delete(d.orphans, l)
 	d.mu.Unlock()
@@ -80,7 +84,7 @@ func (d *etcdDriver) unorphan(l *lock) {
 
 // reap deletes orphans until there are none left, backing off while the
 // deletes fail.
-func (d *etcdDriver) reap() {
+func (d *Driver) reap() {
 	defer d.wg.Done()
 	var bo backoff
 	for {
@@ -127,16 +131,16 @@ func (d *etcdDriver) reap() {
 	}
 }
 
-// reapOne tries once to delete an orphan; it reports whether it is done
-// with it (deleted, or not ours any more).
-func (d *etcdDriver) reapOne(l *lock) bool {
+// reapOne tries once, for up to driver.CleanupTimeout, to delete an orphan;
+// it reports whether it is done with it (deleted, or not ours any more).
+func (d *Driver) reapOne(l *lock) bool {
 	select {
 	case l.del <- struct{}{}:
 	default:
 		return false // a Release is at it; look again next round
 	}
 	defer func() { <-l.del }()
-	ctx, cancel := context.WithTimeout(d.closeCtx, reapTimeout)
+	ctx, cancel := d.cleanupContext(context.Background())
 	defer cancel()
 	_, err := l.remove(ctx)
 	return err == nil

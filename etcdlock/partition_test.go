@@ -47,12 +47,12 @@ func TestMemberCutOff(t *testing.T) {
 			roles := etcdRoles(t, procs)
 			hs, ws := roles[tc.holder], roles[tc.waiter]
 			const ttl = 2 * time.Second // the cluster's smallest lease TTL
-			hc, err := New(newClient(t, []string{hs.Addr()}), dlock.WithTTL(ttl))
+			hc, err := New(newClient(t, []string{hs.Addr()}), nil, dlock.WithTTL(ttl))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer hc.Close()
-			wc, err := New(newClient(t, []string{ws.Addr()}), dlock.WithTTL(ttl))
+			wc, err := New(newClient(t, []string{ws.Addr()}), nil, dlock.WithTTL(ttl))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -74,7 +74,7 @@ func TestMemberCutOff(t *testing.T) {
 				}
 				got <- l
 			}()
-			pfx := (&etcdDriver{root: DefaultPrefix + "/"}).namePrefix(name)
+			pfx := (&Driver{root: DefaultPrefix + "/"}).namePrefix(name)
 			for {
 				r, err := admin.Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithCountOnly())
 				if err != nil {
@@ -160,7 +160,7 @@ func TestRenewAfterLeaderCut(t *testing.T) {
 	nw := testserver.NewNetwork(t)
 	procs := testserver.StartEtcdCluster(t, 3, testserver.OnNetwork(nw))
 	leader := etcdRoles(t, procs)["leader"]
-	d, err := NewDriver(newClient(t, []string{leader.Addr()}), Options{})
+	d, err := NewDriver(newClient(t, []string{leader.Addr()}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

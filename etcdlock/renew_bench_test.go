@@ -19,7 +19,7 @@ import (
 func BenchmarkRenew(b *testing.B) {
 	cli := newClient(b, testserver.Etcd(b))
 	ctx := context.Background()
-	d, err := NewDriver(cli, Options{Prefix: "dlockbench"})
+	d, err := NewDriver(cli, &Options{Prefix: "dlockbench"})
 	if err != nil {
 		b.Fatal(err)
 	}

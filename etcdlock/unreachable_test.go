@@ -34,7 +34,7 @@ func TestUnreachableBounded(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := goleak.IgnoreCurrent()
-			d, err := NewDriver(c.cli, Options{Prefix: "dlocktest"})
+			d, err := NewDriver(c.cli, &Options{Prefix: "dlocktest"})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,12 +18,26 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
+// The URL schemes this package registers with dlock.Open (see the package
+// doc's URLs section).
+const (
+	Scheme    = "etcd"  // plain TCP
+	TLSScheme = "etcds" // TLS
+)
+
 // Environment variables read by the URL opener. Credentials in the URL's
 // user info take precedence; neither is ever logged or put in an error.
 const (
-	EnvUser     = "DLOCK_ETCD_USER"
+	EnvUsername = "DLOCK_ETCD_USERNAME"
 	EnvPassword = "DLOCK_ETCD_PASSWORD"
 	EnvCACert   = "DLOCK_ETCD_CACERT" // PEM file of CAs to trust for etcds:// (default: the system's)
+
+	// EnvUser is read when EnvUsername is not set.
+	//
+	// Deprecated: set EnvUsername, which follows the naming rule of every
+	// driver (DLOCK_<ENGINE>_<SETTING>, with the setting named as in the
+	// engine's client: clientv3.Config.Username).
+	EnvUser = "DLOCK_ETCD_USER"
 )
 
 // DefaultPort is used for URL hosts given without a port.
@@ -32,13 +47,12 @@ const DefaultPort = "2379"
 const dialTimeout = 5 * time.Second
 
 func init() {
-	dlock.Register("etcd", openURL)
-	dlock.Register("etcds", openURL)
+	dlock.Register(Scheme, openURL)
+	dlock.Register(TLSScheme, openURL)
 }
 
-// openURL opens etcd://[user[:password]@]host[:port][,host[:port]...][/prefix]
-// (etcds:// for TLS). The driver owns the client it makes and closes it on
-// Close.
+// openURL opens an etcd:// or etcds:// URL as the package doc describes.
+// The driver owns the client it makes and closes it on Close.
 func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	cfg, prefix, err := configFromURL(u)
 	if err != nil {
@@ -56,11 +70,7 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcdlock: connect to %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
-	d, err := newDriver(cli, Options{Prefix: prefix}, true)
-	if err != nil {
-		cli.Close()
-		return nil, err
-	}
+	d := newDriver(cli, &Options{Prefix: prefix}, true)
 	// clientv3.New does not wait for a connection; check that the cluster
 	// answers, so that a wrong address fails here and not at the first
 	// lock. The key read is the prefix itself (never written), which a user
@@ -78,8 +88,8 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 func configFromURL(u *url.URL) (clientv3.Config, string, error) {
 	var cfg clientv3.Config
 	bad := func(why string) error {
-		return fmt.Errorf("%w: etcd URL %q: %s; want etcd://host:port[,host:port...][/prefix]",
-			dlock.ErrInvalidArgument, u.Redacted(), why)
+		return driver.InvalidArgument("etcdlock: URL", strconv.Quote(u.Redacted()),
+			"etcd[s]://[user[:password]@]host[:port][,host[:port]...][/prefix] ("+why+")")
 	}
 	if u.Host == "" {
 		return cfg, "", bad("no hosts")
@@ -88,7 +98,7 @@ func configFromURL(u *url.URL) (clientv3.Config, string, error) {
 		return cfg, "", bad("query and fragment are not supported")
 	}
 	scheme := "http://"
-	if u.Scheme == "etcds" {
+	if u.Scheme == TLSScheme {
 		scheme = "https://"
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if f := os.Getenv(EnvCACert); f != "" {
@@ -98,7 +108,7 @@ func configFromURL(u *url.URL) (clientv3.Config, string, error) {
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
-				return cfg, "", fmt.Errorf("%w: %s=%s: no PEM certificates", dlock.ErrInvalidArgument, EnvCACert, f)
+				return cfg, "", driver.InvalidArgument("etcdlock: "+EnvCACert, f, "a file of PEM certificates")
 			}
 			tc.RootCAs = pool
 		}
@@ -114,7 +124,10 @@ func configFromURL(u *url.URL) (clientv3.Config, string, error) {
 		}
 		cfg.Endpoints = append(cfg.Endpoints, scheme+h)
 	}
-	cfg.Username, cfg.Password = os.Getenv(EnvUser), os.Getenv(EnvPassword)
+	cfg.Username, cfg.Password = os.Getenv(EnvUsername), os.Getenv(EnvPassword)
+	if cfg.Username == "" {
+		cfg.Username = os.Getenv(EnvUser)
+	}
 	if u.User != nil {
 		cfg.Username = u.User.Username()
 		cfg.Password, _ = u.User.Password()

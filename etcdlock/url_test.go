@@ -3,7 +3,9 @@ package etcdlock
 import (
 	"context"
 	"errors"
+	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -134,7 +136,7 @@ func TestAuthFailureNeverLeaksPassword(t *testing.T) {
 		t.Errorf("wrong password marked ErrUnavailable: %v", err)
 	}
 
-	t.Setenv(EnvUser, "locker")
+	t.Setenv(EnvUsername, "locker")
 	t.Setenv(EnvPassword, wrong)
 	err = open("etcd://" + host + "/dlocktest")
 	t.Logf("wrong password in %s: %v", EnvPassword, err)
@@ -173,6 +175,62 @@ func TestOpenHonoursDeadline(t *testing.T) {
 		t.Logf("Open: %v after %v", err, took)
 		if took > 2*time.Second {
 			t.Errorf("Open(%q) with a 1 s deadline took %v", raw, took)
+		}
+	}
+}
+
+// TestConfigFromURL: what the URL opener makes of a URL and the
+// environment, as the package doc's URLs section says.
+func TestConfigFromURL(t *testing.T) {
+	parse := func(raw string) (clientv3.Config, string) {
+		t.Helper()
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, prefix, err := configFromURL(u)
+		if err != nil {
+			t.Fatalf("configFromURL(%q): %v", raw, err)
+		}
+		return cfg, prefix
+	}
+	t.Setenv(EnvUsername, "")
+	t.Setenv(EnvUser, "")
+	t.Setenv(EnvPassword, "")
+
+	cfg, prefix := parse("etcd://h1,h2:2479/app/locks/")
+	if want := []string{"http://h1:2379", "http://h2:2479"}; !slices.Equal(cfg.Endpoints, want) {
+		t.Errorf("endpoints %q, want %q", cfg.Endpoints, want)
+	}
+	if prefix != "app/locks" || cfg.TLS != nil || cfg.Username != "" || cfg.DialTimeout != dialTimeout {
+		t.Errorf("prefix %q, TLS %v, username %q, dial timeout %v", prefix, cfg.TLS != nil, cfg.Username, cfg.DialTimeout)
+	}
+	for raw, want := range map[string]string{"etcd://[::1]": "http://[::1]:2379", "etcd://[::1]:2579": "http://[::1]:2579"} {
+		if cfg, _ := parse(raw); !slices.Equal(cfg.Endpoints, []string{want}) {
+			t.Errorf("%s: endpoints %q, want %q", raw, cfg.Endpoints, want)
+		}
+	}
+	if cfg, prefix := parse(TLSScheme + "://h1"); cfg.TLS == nil || cfg.Endpoints[0] != "https://h1:2379" || prefix != "" {
+		t.Errorf("etcds: TLS %v, endpoints %q, prefix %q", cfg.TLS != nil, cfg.Endpoints, prefix)
+	}
+
+	t.Setenv(EnvUser, "old")
+	if cfg, _ := parse("etcd://h1"); cfg.Username != "old" {
+		t.Errorf("with only the deprecated %s set: username %q, want old", EnvUser, cfg.Username)
+	}
+	t.Setenv(EnvUsername, "new")
+	t.Setenv(EnvPassword, "envpw")
+	if cfg, _ := parse("etcd://h1"); cfg.Username != "new" || cfg.Password != "envpw" {
+		t.Errorf("from the environment: %q/%q, want new/envpw", cfg.Username, cfg.Password)
+	}
+	if cfg, _ := parse("etcd://url:urlpw@h1"); cfg.Username != "url" || cfg.Password != "urlpw" {
+		t.Errorf("URL user info over the environment: %q/%q, want url/urlpw", cfg.Username, cfg.Password)
+	}
+
+	for _, raw := range []string{"etcd:///p", "etcd://h1,,h2", "etcd://h1?prefix=x", "etcd://h1#x"} {
+		u, _ := url.Parse(raw)
+		if _, _, err := configFromURL(u); !errors.Is(err, dlock.ErrInvalidArgument) {
+			t.Errorf("configFromURL(%q) = %v, want ErrInvalidArgument", raw, err)
 		}
 	}
 }

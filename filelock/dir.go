@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
 )
 
 // DefaultDir is the directory used when none is given: $XDG_RUNTIME_DIR/dlock,
@@ -62,7 +62,7 @@ func openGivenDir(dir string) (int, error) {
 	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOTDIR) {
-		return -1, fmt.Errorf("%w: lock directory %s is not a directory", dlock.ErrInvalidArgument, dir)
+		return -1, driver.InvalidArgument("filelock: lock directory", dir, "a directory")
 	}
 	if err != nil {
 		return -1, fmt.Errorf("filelock: lock directory %s: %w", dir, err)
@@ -74,14 +74,15 @@ func openGivenDir(dir string) (int, error) {
 // another user could have made or could change.
 func openDefaultDir(dir string) (int, error) {
 	euid := os.Geteuid()
-	untrusted := func(path, format string, args ...any) error {
-		what := "default lock directory " + dir
+	// untrusted says what of path (dir or its parent) is wrong: got, want.
+	untrusted := func(path, what string, got any, want string) error {
+		arg := "filelock: default lock directory " + dir
 		if path != dir {
-			what += ": its parent " + path
+			arg += ": its parent " + path
 		}
-		return fmt.Errorf("%w: %s %s: another user could remove or replace its lock files; "+
-			"fix or remove it, or name a lock directory of your own (file:///dir)",
-			dlock.ErrInvalidArgument, what, fmt.Sprintf(format, args...))
+		return driver.InvalidArgument(arg+": "+what, got, want+
+			"; else another user could remove or replace its lock files: "+
+			"fix or remove it, or name a lock directory of your own (file:///dir)")
 	}
 
 	// The parent decides who can rename our directory away and put theirs
@@ -92,10 +93,10 @@ func openDefaultDir(dir string) (int, error) {
 		return -1, fmt.Errorf("filelock: default lock directory %s: %w", dir, &os.PathError{Op: "stat", Path: parent, Err: err})
 	}
 	if st.Uid != 0 && int(st.Uid) != euid {
-		return -1, untrusted(parent, "is owned by uid %d, want root or uid %d (the effective user)", st.Uid, euid)
+		return -1, untrusted(parent, "owner", fmt.Sprintf("uid %d", st.Uid), fmt.Sprintf("root or uid %d (the effective user)", euid))
 	}
 	if st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0 {
-		return -1, untrusted(parent, "is writable by group or others (mode %04o) and not sticky", st.Mode&0o7777)
+		return -1, untrusted(parent, "mode", fmt.Sprintf("%04o", st.Mode&0o7777), "not writable by group or others, or sticky (as /tmp is)")
 	}
 
 	// Make it, or find it; then judge what we opened, not what a path
@@ -107,9 +108,9 @@ func openDefaultDir(dir string) (int, error) {
 	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
 		var lst unix.Stat_t
 		if unix.Lstat(dir, &lst) == nil && lst.Mode&unix.S_IFMT == unix.S_IFLNK {
-			return -1, untrusted(dir, "is a symbolic link, want a directory")
+			return -1, untrusted(dir, "type", "symbolic link", "a directory")
 		}
-		return -1, untrusted(dir, "is not a directory")
+		return -1, untrusted(dir, "type", "not a directory", "a directory")
 	}
 	if err != nil {
 		return -1, fmt.Errorf("filelock: default lock directory: %w", &os.PathError{Op: "open", Path: dir, Err: err})
@@ -120,9 +121,9 @@ func openDefaultDir(dir string) (int, error) {
 	}
 	switch {
 	case int(st.Uid) != euid:
-		err = untrusted(dir, "is owned by uid %d, want uid %d (the effective user)", st.Uid, euid)
+		err = untrusted(dir, "owner", fmt.Sprintf("uid %d", st.Uid), fmt.Sprintf("uid %d (the effective user)", euid))
 	case st.Mode&0o022 != 0:
-		err = untrusted(dir, "is writable by group or others (mode %04o), want 0700", st.Mode&0o7777)
+		err = untrusted(dir, "mode", fmt.Sprintf("%04o", st.Mode&0o7777), "not writable by group or others (0700)")
 	}
 	if err != nil {
 		unix.Close(fd)
@@ -145,9 +146,9 @@ func checkLocalFS(fd int, dir string) error {
 		subtype = fuseSubtype(fd)
 	}
 	if name := networkFS(int64(sfs.Type), subtype); name != "" {
-		return fmt.Errorf("%w: lock directory %s is on %s, a network file system: flock(2) there does not exclude "+
-			"as it does on a local disk or tmpfs; use a local directory (file:///run/lock/NAME, /dev/shm, or the default file://)",
-			dlock.ErrInvalidArgument, dir, name)
+		return driver.InvalidArgument("filelock: lock directory "+dir+": file system", name+", a network file system",
+			"a local one: flock(2) on a network file system does not exclude as it does on a local disk or tmpfs; "+
+				"use a local directory (file:///run/lock/NAME, /dev/shm, or the default file://)")
 	}
 	return nil
 }

@@ -208,25 +208,3 @@ func TestDeadProcessFreesLock(t *testing.T) {
 		t.Fatal("waiter never got the lock after the holder died")
 	}
 }
-
-func TestFileName(t *testing.T) {
-	seen := map[string]string{}
-	for _, n := range []string{"a", "A", "a/b", "a%2Fb", "%", ".", "..", ".x", "h-", strings.Repeat("z", 300), "\x00"} {
-		f := fileName(n)
-		if len(f) > 255 || strings.ContainsAny(f, "/\x00") || f == "." || f == ".." {
-			t.Errorf("fileName(%q) = %q: not a valid file name", n, f)
-		}
-		if prev, dup := seen[f]; dup {
-			t.Errorf("fileName(%q) = fileName(%q) = %q", n, prev, f)
-		}
-		seen[f] = n
-	}
-}
-
-func TestBadURL(t *testing.T) {
-	for _, u := range []string{"file://host/x", "file:///x?ttl=1", "file:relative"} {
-		if _, err := dlock.Open(context.Background(), u); err == nil {
-			t.Errorf("Open(%q) succeeded, want an error", u)
-		}
-	}
-}

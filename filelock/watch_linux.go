@@ -250,7 +250,7 @@ func (n *notifier) stopped() error {
 func (n *notifier) close() {
 	n.mu.Lock()
 	f, done := n.f, n.done
-	n.err = errClosed
+	n.err = driver.ErrClosed
 	n.mu.Unlock()
 	if f != nil {
 		f.Close()

@@ -1,3 +1,5 @@
+//go:build !dlock_noembed
+
 package main
 
 import (

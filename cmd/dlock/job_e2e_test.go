@@ -19,6 +19,7 @@ import (
 
 	"github.com/dlockio/dlock/filelock"
 	"github.com/dlockio/dlock/internal/testserver"
+	"github.com/dlockio/dlock/memlock"
 )
 
 // strays returns the live processes (zombies aside) whose environment has
@@ -389,14 +390,30 @@ func TestE2ELossWithClosedStderr(t *testing.T) {
 	}
 }
 
-// TestHeldLockFile: the guard gets the descriptor of the held lock file,
-// and nothing when no lock file is held.
+// TestHeldLockFile: the guard gets a descriptor of the held lock file, and
+// nothing when no file lock is held (no lease, another engine's lease, a
+// lease unlocked).
 func TestHeldLockFile(t *testing.T) {
-	dir := t.TempDir()
-	if f := heldLockFile(dir); f != nil {
+	if f := heldLockFile(nil); f != nil {
 		f.Close()
-		t.Fatal("a descriptor while no lock is held")
+		t.Fatal("a descriptor without a lease")
 	}
+	mc, err := memlock.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	ml, err := mc.Mutex("held").Lock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ml.Unlock(t.Context())
+	if f := heldLockFile(ml); f != nil {
+		f.Close()
+		t.Fatal("a descriptor while no file lock is held")
+	}
+
+	dir := t.TempDir()
 	c, err := filelock.New(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -406,7 +423,7 @@ func TestHeldLockFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := heldLockFile(dir)
+	f := heldLockFile(l)
 	if f == nil {
 		t.Fatal("no descriptor for the held lock file")
 	}
@@ -422,7 +439,7 @@ func TestHeldLockFile(t *testing.T) {
 	if err := l.Unlock(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if f2 := heldLockFile(dir); f2 != nil {
+	if f2 := heldLockFile(l); f2 != nil {
 		f2.Close()
 		t.Fatal("a descriptor after Unlock")
 	}

@@ -6,13 +6,14 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/filelock"
 )
 
 // groupAlive reports whether any process of the process group pgid is left
@@ -130,60 +131,28 @@ func (g *guard) disarm() error {
 	return nil
 }
 
-// heldLockFile returns a new descriptor of the lock file this process holds
-// an exclusive flock(2) (or OFD lock) on in dir, if there is exactly one,
-// else nil. A lock of this kind belongs to the open file, not to the
-// process: while the guard keeps a copy of the descriptor, the lock
-// survives dlock's death until the guard has killed the command's group.
-//
-// The file engine does not hand out its descriptor; /proc tells which one
-// it is (a descriptor's fdinfo lists the locks held through it).
-func heldLockFile(dir string) *os.File {
-	dir, err := filepath.EvalSymlinks(dir)
+// heldLockFile returns a new descriptor of the file that carries the
+// lease's flock(2) (file://), or nil for another engine or an ended lease. A
+// lock of this kind belongs to the open file, not to the process: while the
+// guard keeps a copy of the descriptor, the lock survives dlock's death until
+// the guard has killed the command's group.
+func heldLockFile(l *dlock.Lease) *os.File {
+	f, ok := filelock.HeldFile(l)
+	if !ok {
+		return nil
+	}
+	rc, err := f.SyscallConn()
 	if err != nil {
 		return nil
 	}
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
+	dup, derr := -1, error(nil)
+	// Control keeps the descriptor open while it runs: a release of the
+	// lock (on a loss) cannot close it, nor its number be reused, under the
+	// dup. If it was closed already, there is nothing to keep.
+	if err := rc.Control(func(fd uintptr) { dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil {
 		return nil
 	}
-	found := -1
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		path, err := os.Readlink("/proc/self/fd/" + e.Name())
-		if err != nil || filepath.Dir(path) != dir {
-			continue
-		}
-		info, err := os.ReadFile("/proc/self/fdinfo/" + e.Name())
-		if err != nil || !exclusivelyLocked(string(info)) {
-			continue
-		}
-		if found >= 0 {
-			return nil // more than one: do not guess
-		}
-		found = fd
-	}
-	if found < 0 {
-		return nil
-	}
-	dup, err := unix.FcntlInt(uintptr(found), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil
-	}
-	return os.NewFile(uintptr(dup), "lock file")
-}
-
-// exclusivelyLocked reads an fdinfo: "lock:\t1: FLOCK  ADVISORY  WRITE …".
-func exclusivelyLocked(fdinfo string) bool {
-	for _, l := range strings.Split(fdinfo, "\n") {
-		if strings.HasPrefix(l, "lock:") && (strings.Contains(l, "FLOCK") || strings.Contains(l, "OFDLCK")) && strings.Contains(l, "WRITE") {
-			return true
-		}
-	}
-	return false
+	return os.NewFile(uintptr(dup), f.Name())
 }
 
 // reapGroup reaps the exited children of dlock in process group pgid: when

@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dlockio/dlock"
-	"github.com/dlockio/dlock/filelock"
 )
 
 // minRunTTL is the shortest --ttl `dlock run` accepts: below it, renewals
@@ -172,10 +171,8 @@ func runLocked(ctx context.Context, o runOpts, name string, argv []string, stdou
 	if err != nil {
 		return err
 	}
-	if dir, ok := fileLockDir(url); ok {
-		if o.lockFile = heldLockFile(dir); o.lockFile != nil {
-			defer o.lockFile.Close()
-		}
+	if o.lockFile = heldLockFile(lease); o.lockFile != nil {
+		defer o.lockFile.Close()
 	}
 	code, lost, childErr := supervise(ctx, c, lease, o, argv, stdout, stderr)
 
@@ -239,18 +236,6 @@ func acquire(ctx context.Context, c *dlock.Client, o runOpts, name string) (*dlo
 		return nil, exitf(exitUsage, "%v", err)
 	}
 	return nil, exitf(exitUnavailable, "acquiring %q on %s: %v\ncheck that the engine is running and reachable", name, redactURL(backendURL(o.backend)), err)
-}
-
-// fileLockDir returns the lock directory of a file:// URL.
-func fileLockDir(url string) (string, bool) {
-	u, err := parseURL(url)
-	if err != nil || u.Scheme != "file" {
-		return "", false
-	}
-	if u.Path == "" {
-		return filelock.DefaultDir(), true
-	}
-	return u.Path, true
 }
 
 // lookPath finds CMD, mapping failures to exit codes 127 and 126.

@@ -4,7 +4,7 @@
 //	srv, err := embedded.Start(ctx, "")
 //	defer srv.Close()
 //	cli, _ := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints()})
-//	c, _ := etcdlock.New(cli)
+//	c, _ := etcdlock.New(cli, nil)
 //
 // It is a separate package so that programs using only etcdlock do not link
 // the etcd server.

@@ -30,7 +30,7 @@ func TestStartLockClose(t *testing.T) {
 	if err != nil {
 		t.Fatalf("client: %v", err)
 	}
-	c, err := etcdlock.New(cli)
+	c, err := etcdlock.New(cli, nil)
 	if err != nil {
 		t.Fatalf("etcdlock.New: %v", err)
 	}

@@ -13,13 +13,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dlockio/dlock/driver"
 )
 
 // tokensName is the directory's token file. It keeps the highest token
 // granted for any lock in the directory, so that a lock file removed or
 // replaced (or holding stray text) does not make tokens start again: each
 // grant takes one above both the lock file's count and this file's. Lock
-// file names start with "n-" or "h-", so no lock can be called this.
+// file names end in ".lock" (fileName), so no lock can be called this.
 //
 // Its text is "LAST RESERVED BOOT": the last token granted; a ceiling,
 // synced to disk before any token above it is granted; and the boot it was
@@ -235,7 +237,7 @@ func flockCtx(ctx context.Context, fd int, closed func() bool) error {
 			return err
 		}
 		if closed() {
-			return errClosed
+			return driver.ErrClosed
 		}
 		t := time.NewTimer(delay)
 		select {

@@ -1,0 +1,146 @@
+// Package etcdlock is the etcd driver of dlock: a fair (FIFO) queue of keys
+// ordered by create revision, bound to a lease, with the revision as a
+// strong fencing token.
+//
+// With an etcd client of your own, which the dlock client uses and leaves
+// open:
+//
+//	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"10.0.0.1:2379"}})
+//	…
+//	c, err := etcdlock.New(cli, &etcdlock.Options{Prefix: "myapp/locks"}, dlock.WithTTL(10*time.Second))
+//
+// or by URL, with a client the driver makes and closes, after importing this
+// package:
+//
+//	c, err := dlock.Open(ctx, "etcd://10.0.0.1:2379,10.0.0.2:2379/myapp/locks")
+//
+// # URLs
+//
+//	etcd://[user[:password]@]host[:port][,host[:port]...][/prefix]
+//	etcds://[user[:password]@]host[:port][,host[:port]...][/prefix]
+//
+// The parts:
+//
+//   - Scheme: [Scheme] ("etcd") speaks plain gRPC, [TLSScheme] ("etcds")
+//     gRPC over TLS 1.2 or later, checking the servers' certificates against
+//     the system's CAs, or those of DLOCK_ETCD_CACERT.
+//   - Hosts: the client endpoints of the cluster's members, separated by
+//     commas; a host without a port gets [DefaultPort] (2379). The etcd
+//     client balances requests over them and fails over between them.
+//   - Path: the key prefix ([Options].Prefix) without its leading and
+//     trailing slashes; [DefaultPrefix] ("dlock") if empty.
+//   - User info: the user and password of etcd's authentication. They take
+//     precedence over the environment.
+//   - No query parameters and no fragment: a URL with either is refused
+//     (dlock.ErrInvalidArgument).
+//
+// Environment variables, read when the URL is opened:
+//
+//   - DLOCK_ETCD_USERNAME, DLOCK_ETCD_PASSWORD: the credentials, when the
+//     URL has no user info. DLOCK_ETCD_USER, their former name, is still
+//     read when DLOCK_ETCD_USERNAME is not set (deprecated).
+//   - DLOCK_ETCD_CACERT: a PEM file of the CAs to trust for etcds://.
+//
+// No credential is ever logged or put in an error. dlock.Open connects
+// (authenticating, if there are credentials) and reads one key, the prefix
+// itself, so that a wrong address or password fails Open rather than the
+// first lock; each of the two steps gives up by Open's deadline, or after
+// 5 s.
+//
+// What the driver assumes of etcd: a quorum of members (the keys, their
+// revisions and the leases are the cluster's, and only a majority grants
+// or renews them), and, with authentication on, a user who may read and
+// write the keys under <prefix>/, which is all the driver needs (the
+// package's tests lock and unlock as such a user).
+//
+// # Keys
+//
+// A lock name N owns the key range <prefix>/<escaped N>/, in which each
+// waiter and the holder have one key with an empty value, bound to a lease
+// of the driver: <prefix>/<escaped N>/<lease id, hex>-<sequence number>.
+// Names are escaped by the escaper every driver shares: every byte but
+// [A-Za-z0-9_-] becomes %XX, so that "a" and "a/b" own separate ranges; etcd
+// keys need no length limit. Builds of dlock from before this escaper kept
+// '.' and '~' as they are: a lock whose name holds either, taken by such a
+// build, lives under another key and is not seen by this one (nor this
+// one's by it). Other names map to the same keys as before.
+//
+// # How a lock is kept in etcd
+//
+// A waiter creates its key in one transaction that also reads the two
+// newest keys of N. It holds the lock when its key has the lowest create
+// revision among N's keys; otherwise it watches only the key just ahead of
+// it (no thundering herd) and, after every wake-up, re-reads its own key and
+// its new predecessor: a waiter whose key vanished (its lease expired, an
+// operator deleted it) returns an error matching dlock.ErrLockLost instead of
+// waiting forever (unlike concurrency.Mutex, etcd#19597). The token is the
+// holder key's create revision, linearizable and monotonic cluster-wide.
+// Release and renewal compare that create revision, so they never touch a
+// later holder's key (unlike concurrency.Mutex.Unlock, etcd#22082). Each
+// lock watches its own key, so loss is reported per lock, not per session
+// (etcd#6127).
+//
+// # Leases
+//
+// A driver keeps one etcd lease per distinct TTL (in practice one), shared by
+// all its locks and queue entries, created on first use. etcd counts lease
+// TTLs in whole seconds and raises them to a server minimum (1.5 ×
+// election timeout, 2 s with the defaults of a test cluster), so the TTL
+// asked for is rounded up, and the TTL granted is the one the portable
+// layer renews by. A renewal is one KeepAliveOnce, shared by all renewals
+// in flight at the time, plus a linearizable read of the lock's key. While
+// a Lock waits, the driver keeps the lease alive itself every TTL/3, since
+// no held lock may be renewing it.
+//
+// # When a delete fails
+//
+// A key that outlived its purpose would sit on the shared lease, which the
+// driver's other locks and waiters keep alive, and block its name until the
+// driver closed. So an Unlock whose delete fails (a cancelled context, etcd
+// out of reach), and a Lock that ends without the lock and cannot delete
+// its queue key within driver.CleanupTimeout, hand the key to a goroutine
+// that deletes it, owner-checked, retrying with backoff (50 ms doubling to
+// 2 s; at once when another key is handed over) until it is gone or found
+// not ours. The lease that carries it is retired: new keys go on a new
+// lease, so the old one is renewed only while the locks already on it live.
+// Close revokes every lease, deleting whatever is left, and after Close or
+// the etcd client's closing nothing renews a lease: no key outlives its
+// lease's TTL past the driver. Unlock may be called again after a failure:
+// it returns nil once the key is deleted, by itself or in the background,
+// and never touches a later holder's key.
+//
+// # Errors and time bounds
+//
+// Errors that may pass match dlock.ErrUnavailable, on which the portable
+// layer retries a blocking Lock: the connection lost under a request, no
+// leader, "request timed out", a leader change, too many requests, and one
+// of the driver's own time bounds running out. Permission denied, failed
+// authentication, invalid arguments, a full database, a closed client and
+// the caller's own context ending do not. A wait that fails so gives up its
+// place in the queue.
+//
+// Releasing a lock returns within 5 s whatever context it is given, a lease
+// grant gives up after 5 s (clientv3 would retry it until the caller's
+// context ends), and the driver's Close within 1 s plus the closing of a
+// client it owns; a lease Close could not revoke expires within its TTL,
+// and Close says so.
+//
+// # A closed etcd client
+//
+// When the owner of cli closes it under the driver, every held lock
+// reports itself lost at once (its Lease's Done closes, with an error
+// matching dlock.ErrLockLost), waits and new Locks end at once with an
+// error that is not ErrUnavailable, and no loop of the driver calls the
+// closed client again: every watch or retry loop backs off, and stops on a
+// closed client.
+//
+// # Handoff latency
+//
+// A waiter watches its predecessor from "now" (revision 0), waits for the
+// watch to be created and only then re-reads the queue, so a release
+// reaches the next waiter as one watch event. etcd serves a watch that
+// starts at a past revision from its "unsynced" group, which a loop
+// catches up only every 100 ms; concurrency.Mutex watches from a past
+// revision and so hands off in ~50-100 ms. NOTES.md, next to this file,
+// gives the design notes: why each of these choices, and what was weighed.
+package etcdlock

@@ -1,0 +1,100 @@
+// Package filelock is a dlock driver for processes on one host, built on
+// flock(2). The kernel releases a lock the moment its holder's process dies,
+// so a crashed holder never blocks anyone; a waiter wakes on an inotify event
+// when the holder closes the lock file, not on a timer.
+//
+//	c, err := filelock.New("/run/myapp/locks") // or dlock.Open(ctx, "file:///run/myapp/locks")
+//
+// # URLs
+//
+// The scheme is "file" (Scheme):
+//
+//   - file:///absolute/dir keeps the locks in dir, made (mode 0700, with
+//     any missing parents) if missing. file://localhost/absolute/dir is
+//     the same.
+//   - file:// keeps them in DefaultDir: $XDG_RUNTIME_DIR/dlock, else
+//     $TMPDIR/dlock-EUID (/tmp/dlock-EUID without $TMPDIR), checked before
+//     use as described under "The directory".
+//
+// There are no query parameters and no environment variables of the
+// driver's own; XDG_RUNTIME_DIR and TMPDIR choose the default directory. Any
+// other host, a relative path (file:dir) or a query is an invalid argument.
+// New(dir) is the same as the URL file://dir ("" for file://).
+//
+// The engine is the kernel of one host: processes sharing the locks must
+// share the host and a directory on a local file system, and only they may
+// be able to write to it (see "The directory"). There is no TTL on the
+// engine's side: a lock is held until its holder releases it or its file
+// is closed (the holder's death closes it). The dlock TTL only sets how
+// often a holder checks that its file is still the lock's (every TTL/3):
+// the watch described under "Files" reports most changes at once, and the
+// check catches the rest.
+//
+// # Files
+//
+// Each lock is a file in one directory, named NAME.lock, where NAME is the
+// lock's name with every byte but [A-Za-z0-9_-] written as %XX ("jobs/nightly"
+// is jobs%2Fnightly.lock), or "~" and the hex SHA-256 of the name when that
+// is longer than 200 bytes. Versions of dlock before this naming called the
+// files n-NAME.lock and h-HASH.lock: a lock they hold is not seen by this
+// one, so do not use both on one directory at once (tokens still increase
+// across the change: see below). Lock files are opened without following
+// symbolic links: a symlink where a lock file goes is an error. Lock files
+// are never removed: removing one while it is held would let a second
+// process lock a new file of the same name. Holders watch the directory,
+// and the moment a held file is removed, renamed or replaced, or the
+// directory itself is moved, the lease is reported lost (driver.Lock.Lost
+// closes); anything else that makes the path lead elsewhere (a parent
+// moved) is noticed at the next renewal.
+//
+// # Fencing tokens
+//
+// A grant's token is one above both the number in its lock file and the
+// count in the directory's file dlock-tokens (the highest token granted
+// there); both are rewritten under the lock. dlock-tokens is synced to disk
+// (fdatasync) once per 1024 grants, ahead of them, and a count written in an
+// earlier boot continues above what was synced, so that a system crash
+// cannot make a token repeat. Tokens so keep increasing across processes,
+// crashes and reboots, and across a lock file that was removed, replaced or
+// found holding stray text (which counts as 0). They start again only if
+// both files are lost: a runtime directory on tmpfs empties at reboot, as
+// does `rm -r` of the directory.
+//
+// # The directory
+//
+// The default directory must belong to the effective user and be
+// writable by nobody else, and it must not be a symbolic link; its parent
+// must be owned by root or that user and, if others may write to it, sticky
+// (see DefaultDir). Otherwise opening fails, naming the directory and what
+// was expected. A directory given in the URL or to New is the caller's
+// choice and is not checked that way: anyone who can write to it can break
+// its locks (remove or replace a held lock file), so give one that only the
+// users sharing the locks can write to. Lock files are made with mode 0600,
+// so a directory serves one user (and root).
+//
+// The directory must be on a local file system (a disk, tmpfs, overlayfs,
+// FUSE other than a network one). Opening refuses NFS, SMB/CIFS, 9p, AFS,
+// CephFS, Coda, NCP and network FUSE file systems such as sshfs: there
+// flock(2) is emulated with per-process byte-range locks or covers one client
+// only, and inotify sees no other host's changes.
+//
+// # Waiting and inotify
+//
+// One inotify instance per driver (per Client) serves all its waiters and
+// holders. If the kernel's queue overflows, every waiter wakes and retries
+// and every holder checks its file. A process whose user has reached
+// fs.inotify.max_user_instances (or max_user_watches) cannot wait on events:
+// a waiting Acquire then fails at once with an error that matches
+// driver.ErrUnavailable and names the limit (a blocking Lock retries it with
+// backoff, so it still gets the lock, up to dlock.RetryMaxBackoff after it
+// is freed instead of at once), and a holder goes without the watch,
+// learning of a removed or replaced file at its next renewal instead
+// (TTL/3).
+//
+// Errors of this host that may clear by themselves (a full disk or quota,
+// open-file or memory limits) match driver.ErrUnavailable, so a blocking
+// Lock retries them; everything else (a bad or untrusted directory, a
+// symlink where a lock file goes, an I/O error) is reported at once.
+//
+// Linux only: inotify is what makes waiting event-driven.
+package filelock

@@ -1,0 +1,189 @@
+package filelock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
+)
+
+// New returns a client whose locks are files in dir ("" for DefaultDir,
+// checked as DefaultDir says). The directory is created (0700) if missing.
+func New(dir string, opts ...dlock.Option) (*dlock.Client, error) {
+	d, err := open(dir)
+	if err != nil {
+		return nil, err
+	}
+	return dlock.NewClient(d, opts...)
+}
+
+func open(dir string) (*fileDriver, error) {
+	isDefault := dir == ""
+	if isDefault {
+		dir = DefaultDir()
+	}
+	if !filepath.IsAbs(dir) {
+		return nil, driver.InvalidArgument("filelock: lock directory", strconv.Quote(dir), "an absolute path")
+	}
+	dir = filepath.Clean(dir)
+	dirf, err := openDir(dir, isDefault)
+	if err != nil {
+		return nil, err
+	}
+	return &fileDriver{dir: dir, dirf: dirf, open: map[*fileLock]struct{}{}}, nil
+}
+
+// fileDriver is one "connection": the set of lock files this client holds.
+type fileDriver struct {
+	dir  string   // the directory's path, for messages and to notice it moved
+	dirf *os.File // the directory itself: lock files are opened relative to it
+
+	ino notifier // wakes waiters, tells holders of a tampered file
+
+	tokMu sync.Mutex
+	tokF  *os.File // the directory's tokens file, once opened; tokMu
+
+	mu       sync.Mutex
+	closed   bool                   // by Close, or by crash (tests)
+	shut     bool                   // Close was called
+	open     map[*fileLock]struct{} // held locks
+	watching bool                   // the directory is watched for holders
+	calls    sync.WaitGroup         // Acquire and Status calls in flight: Close waits for them
+}
+
+var (
+	_ driver.Driver    = (*fileDriver)(nil)
+	_ driver.Capable   = (*fileDriver)(nil)
+	_ driver.Inspector = (*fileDriver)(nil)
+	_ driver.Lock      = (*fileLock)(nil)
+)
+
+// mayPass marks the errors of this host that may clear by themselves (a
+// full disk or quota, the process's or the system's open-file or memory
+// limits) as driver.ErrUnavailable, so that a blocking Lock retries them.
+func mayPass(err error) error {
+	for _, e := range []error{unix.ENOSPC, unix.EDQUOT, unix.EMFILE, unix.ENFILE, unix.ENOMEM} {
+		if errors.Is(err, e) {
+			return driver.Unavailable(err)
+		}
+	}
+	return err
+}
+
+func (d *fileDriver) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}
+
+// begin registers a call that uses the directory; Close waits for it.
+func (d *fileDriver) begin() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return driver.ErrClosed
+	}
+	d.calls.Add(1)
+	return nil
+}
+
+// Close drops every lock still held (closing a lock file frees its flock,
+// as the end of a session would), and stops the notifier: waiting Acquires
+// return ErrClosed. It returns once no call is left running.
+func (d *fileDriver) Close() error {
+	d.mu.Lock()
+	was := d.shut
+	d.shut, d.closed = true, true
+	held := make([]*fileLock, 0, len(d.open))
+	for l := range d.open {
+		held = append(held, l)
+	}
+	clear(d.open)
+	d.mu.Unlock()
+	if was {
+		return driver.ErrClosed
+	}
+	for _, l := range held {
+		l.drop()
+	}
+	d.ino.close()
+	d.calls.Wait()
+	d.tokMu.Lock()
+	if d.tokF != nil {
+		d.tokF.Close()
+		d.tokF = nil
+	}
+	d.tokMu.Unlock()
+	return d.dirf.Close()
+}
+
+// crash closes every lock file without unlocking, as a dying process would.
+// Close still stops the notifier.
+func (d *fileDriver) crash() {
+	d.mu.Lock()
+	d.closed = true
+	held := make([]*fileLock, 0, len(d.open))
+	for l := range d.open {
+		held = append(held, l)
+	}
+	clear(d.open)
+	d.mu.Unlock()
+	for _, l := range held {
+		l.mu.Lock()
+		l.f.Close()
+		l.f = nil
+		l.mu.Unlock()
+	}
+}
+
+func (d *fileDriver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{
+		Fencing: driver.FencingNode,
+		FIFO:    false,
+		Scope:   "host",
+		Notes: "flock(2) on one host, local file systems only; the kernel frees a dead holder's lock at once, " +
+			"and a holder learns at once that its lock file was removed or replaced. " +
+			"Tokens are kept in the lock file and in the directory's dlock-tokens file (crash-safe): they keep increasing " +
+			"across a removed or replaced lock file, crashes and reboots, and restart only if both files are lost " +
+			"(a tmpfs runtime directory empties at reboot).",
+	}
+}
+
+// Status tells whether name is held by trying it; waiters cannot be counted.
+// The token is 0 if the holder has not written one (or the file holds stray
+// text).
+func (d *fileDriver) Status(ctx context.Context, name string) (driver.Status, error) {
+	st := driver.Status{Waiters: -1}
+	if err := d.begin(); err != nil {
+		return st, err
+	}
+	defer d.calls.Done()
+	f, err := d.openAt(fileName(name), unix.O_RDONLY)
+	if errors.Is(err, unix.ENOENT) {
+		return st, nil
+	}
+	if err != nil {
+		return st, mayPass(err)
+	}
+	defer f.Close()
+	switch err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); {
+	case err == nil:
+		unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	case errors.Is(err, unix.EWOULDBLOCK):
+		st.Held = true
+		if st.Token, _, err = readToken(f); err != nil {
+			return st, fmt.Errorf("filelock: fencing token in %s: %w", f.Name(), err)
+		}
+	default:
+		return st, fmt.Errorf("filelock: flock %s: %w", f.Name(), err)
+	}
+	return st, nil
+}

@@ -1,0 +1,219 @@
+package filelock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
+)
+
+// fileLock is a held lock: the lock file, open and flocked.
+type fileLock struct {
+	d     *fileDriver
+	name  string // file name in d's directory
+	token uint64
+
+	lost     chan struct{} // closed when the file stops being the lock's; nil if not watched
+	lostOnce sync.Once
+
+	mu sync.Mutex
+	f  *os.File // nil once released
+}
+
+// HeldFile returns the open file that carries the flock(2) of l, a lease of
+// this driver, and true; nil and false if l is another driver's lease, or
+// has ended.
+//
+// The file belongs to the driver: do not close it, unlock it or write to it,
+// and do not use it once the lease has ended (Unlock closes it). It is there
+// to share the lock with another process: a flock belongs to the open file,
+// not to a descriptor or a process, so a copy of the descriptor (dup(2), a
+// child's copy through os/exec's Cmd.ExtraFiles) keeps the lock held until
+// every copy is closed, even after this process has died. `dlock run` gives
+// one to a helper process that kills the command should dlock be killed,
+// so that the lock is not free before the command is gone. Unlock still
+// frees the lock at once, for every copy: it unlocks the file before closing
+// it.
+//
+// HeldFile calls the method File() *os.File of the lease's driver lock
+// (Lease.Driver), which returns the file, or nil once the lock is released.
+func HeldFile(l *dlock.Lease) (*os.File, bool) {
+	if l == nil {
+		return nil, false
+	}
+	select {
+	case <-l.Done():
+		return nil, false
+	default:
+	}
+	fl, ok := l.Driver().(*fileLock)
+	if !ok {
+		return nil, false
+	}
+	f := fl.File()
+	return f, f != nil
+}
+
+// File returns the open file that carries the lock's flock, or nil once the
+// lock is released: see HeldFile.
+func (l *fileLock) File() *os.File {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.f
+}
+
+func (l *fileLock) Token() uint64 { return l.token }
+
+// Lost is closed the moment the lock file is found removed, renamed or
+// replaced, or its directory moved. It is nil if inotify could not watch
+// the directory (see the package doc): Renew still notices.
+func (l *fileLock) Lost() <-chan struct{} {
+	if l.lost == nil {
+		return nil
+	}
+	return l.lost
+}
+
+// watch makes l's loss known at once; l.mu is held. The driver's one watch
+// on the directory serves all its holders. If the user's inotify limits
+// refuse it, l goes without: Renew still checks.
+//
+// Lock order: fileLock.mu, then fileDriver.mu, then notifier.mu.
+func (l *fileLock) watch() error {
+	switch err := l.d.watchDir(); {
+	case isLimit(err):
+		return nil
+	case errors.Is(err, driver.ErrClosed):
+		return err
+	case err != nil:
+		return fmt.Errorf("filelock: cannot watch %s: %w", l.d.dir, err)
+	}
+	l.lost = make(chan struct{})
+	return nil
+}
+
+// watchDir watches the lock directory once, for all holders.
+func (d *fileDriver) watchDir() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.watching {
+		return nil
+	}
+	if _, err := d.ino.watchFile(d.dirf, &sub{mask: dirMask, fn: d.checkHeld}); err != nil {
+		return err
+	}
+	d.watching = true // until Close stops the notifier
+	return nil
+}
+
+// checkHeld checks the held locks whose file is called name (all of them
+// for "").
+func (d *fileDriver) checkHeld(name string) {
+	d.mu.Lock()
+	held := make([]*fileLock, 0, len(d.open))
+	for l := range d.open {
+		if name == "" || l.name == name {
+			held = append(held, l)
+		}
+	}
+	d.mu.Unlock()
+	for _, l := range held {
+		l.check()
+	}
+}
+
+// check ends the lease if the file is no longer the lock's.
+func (l *fileLock) check() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil || l.lost == nil {
+		return
+	}
+	if same, err := l.d.sameFile(l.f, l.name); err == nil && !same {
+		l.lostOnce.Do(func() { close(l.lost) })
+	}
+}
+
+// Renew checks that the file we hold locked is still the lock's file.
+func (l *fileLock) Renew(context.Context) (driver.Validity, error) {
+	since := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return driver.Validity{}, driver.ErrLockLost
+	}
+	same, err := l.d.sameFile(l.f, l.name)
+	if err != nil {
+		return driver.Validity{}, fmt.Errorf("filelock: %w", err)
+	}
+	if !same {
+		return driver.Validity{}, fmt.Errorf("%w: lock file %s was removed or replaced", driver.ErrLockLost, l.f.Name())
+	}
+	return driver.Validity{Since: since, TTL: 24 * time.Hour}, nil
+}
+
+// Release unlocks and closes the file; closing it is what wakes waiters.
+// Whatever it returns, the lock is free afterwards: close(2) frees the
+// descriptor, and so the flock, even when it reports an error. Called again
+// it returns ErrLockLost.
+func (l *fileLock) Release(context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return driver.ErrLockLost
+	}
+	path := l.f.Name()
+	var (
+		same bool
+		err  error
+	)
+	if l.lost != nil {
+		// The watch covers the directory: a moved one has closed lost.
+		same, err = l.d.fileAt(l.f, l.name)
+		select {
+		case <-l.lost:
+			same = false
+		default:
+		}
+	} else {
+		same, err = l.d.sameFile(l.f, l.name)
+	}
+	cerr := l.closeLocked()
+	l.d.mu.Lock()
+	delete(l.d.open, l)
+	l.d.mu.Unlock()
+	if err == nil && !same {
+		return fmt.Errorf("%w: lock file %s was removed or replaced", driver.ErrLockLost, path)
+	}
+	if cerr != nil {
+		return fmt.Errorf("filelock: close %s (the lock is free all the same): %w", path, cerr)
+	}
+	return nil
+}
+
+func (l *fileLock) closeLocked() error {
+	unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+	err := l.f.Close()
+	l.f = nil
+	return err
+}
+
+// drop is Close's release: the lock is gone, and Lost says so.
+func (l *fileLock) drop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return
+	}
+	l.closeLocked()
+	if l.lost != nil {
+		l.lostOnce.Do(func() { close(l.lost) })
+	}
+}

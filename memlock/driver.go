@@ -1,0 +1,92 @@
+package memlock
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
+)
+
+// New returns a client on a new private engine. It fails only on bad options.
+func New(opts ...dlock.Option) (*dlock.Client, error) { return NewEngine().NewClient(opts...) }
+
+// NewClient returns a new client (a new connection) on e. It fails only on
+// bad options.
+func (e *Engine) NewClient(opts ...dlock.Option) (*dlock.Client, error) {
+	return dlock.NewClient(e.newConn(), opts...)
+}
+
+// conn is one client's connection to the engine.
+type conn struct {
+	e *Engine
+
+	mu      sync.Mutex
+	closed  bool
+	crashed bool // cut off: calls fail, held locks are left to expire
+}
+
+var (
+	_ driver.Driver    = (*conn)(nil)
+	_ driver.Capable   = (*conn)(nil)
+	_ driver.Inspector = (*conn)(nil)
+	_ driver.Lock      = (*hold)(nil)
+)
+
+func (e *Engine) newConn() *conn { return &conn{e: e} }
+
+// check fails calls on a closed or crashed connection.
+func (c *conn) check() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.crashed {
+		return driver.ErrClosed
+	}
+	return nil
+}
+
+// crash cuts the connection without releasing anything, as a dying process.
+func (c *conn) crash() {
+	c.mu.Lock()
+	c.crashed = true
+	c.mu.Unlock()
+}
+
+func (c *conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return driver.ErrClosed
+	}
+	c.closed = true
+	return nil
+}
+
+func (c *conn) Capabilities() driver.Capabilities {
+	return driver.Capabilities{
+		Fencing: driver.FencingProcess,
+		FIFO:    true,
+		Scope:   "process",
+		Notes:   "in-process engine: locks and tokens live as long as the process",
+	}
+}
+
+func (c *conn) Status(_ context.Context, name string) (driver.Status, error) {
+	if err := c.check(); err != nil {
+		return driver.Status{}, err
+	}
+	e := c.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ent := e.locks[name]
+	if ent == nil {
+		return driver.Status{}, nil
+	}
+	st := driver.Status{Waiters: len(ent.queue)}
+	if h := ent.holder; h != nil {
+		st.Held, st.Token = true, h.token
+		st.TTLLeft = time.Until(h.until)
+	}
+	return st, nil
+}

@@ -1,0 +1,67 @@
+package memlock
+
+import (
+	"context"
+	"time"
+
+	"github.com/dlockio/dlock/driver"
+)
+
+// hold is a granted lock, the driver.Lock of this driver.
+type hold struct {
+	e      *Engine
+	c      *conn
+	name   string
+	token  uint64
+	expiry *time.Timer
+	ttl    time.Duration
+	until  time.Time     // when expiry fires; e.mu
+	lost   chan struct{} // closed when the engine drops the hold (expiry, Drop)
+}
+
+func (h *hold) Token() uint64 { return h.token }
+
+func (h *hold) Lost() <-chan struct{} { return h.lost }
+
+// owned reports whether h is still the holder of its lock; e.mu held.
+func (h *hold) owned() bool {
+	ent := h.e.locks[h.name]
+	return ent != nil && ent.holder == h
+}
+
+func (h *hold) Renew(ctx context.Context) (driver.Validity, error) {
+	since := time.Now()
+	if err := h.c.check(); err != nil {
+		return driver.Validity{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return driver.Validity{}, err
+	}
+	h.e.mu.Lock()
+	defer h.e.mu.Unlock()
+	if !h.owned() {
+		return driver.Validity{}, driver.ErrLockLost
+	}
+	h.expiry.Reset(h.ttl)
+	h.until = time.Now().Add(h.ttl)
+	return driver.Validity{Since: since, TTL: h.ttl}, nil
+}
+
+func (h *hold) Release(ctx context.Context) error {
+	if err := h.c.check(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	h.e.mu.Lock()
+	defer h.e.mu.Unlock()
+	if !h.owned() {
+		return driver.ErrLockLost
+	}
+	h.expiry.Stop()
+	ent := h.e.locks[h.name]
+	ent.holder = nil
+	h.e.grantNext(h.name, ent)
+	return nil
+}
