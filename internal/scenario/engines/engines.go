@@ -21,7 +21,8 @@ import (
 	"github.com/dlockio/dlock/internal/scenario"
 )
 
-// What the drivers expose of their engine (each driver's engine.go).
+// What the drivers expose of their engine (their Client, Clients, Conn and
+// Dir methods).
 type (
 	etcdDriver  interface{ Client() *clientv3.Client }
 	redisDriver interface {
