@@ -117,7 +117,7 @@ func lockers(cs []*dlock.Client) []scenario.Locker {
 func benchName(b *testing.B) string {
 	r := make([]byte, 4)
 	rand.Read(r)
-	return strings.NewReplacer("/", "-", "=", "-").Replace("dlockbench-"+b.Name()) + "-" + hex.EncodeToString(r)
+	return strings.NewReplacer("/", "-", "=", "-", "#", "-").Replace("dlockbench-"+b.Name()) + "-" + hex.EncodeToString(r)
 }
 
 func benchUncontended(b *testing.B, h Harness) {
