@@ -29,14 +29,23 @@ lint:
 	if [[ -n "$$out" ]]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# The Go benchmarks of every package: each driver's BenchmarkDriver (dlock's
+# scenarios, drivertest.RunBenchmarks) and the benchmarks only it has (its
+# engine's floor, its peer library). Narrow them with BENCH (a -bench regexp)
+# and BENCHTIME, e.g. make bench BENCH=Driver/Handoff BENCHTIME=100x.
+BENCH ?= .
+BENCHTIME ?= 1s
 bench: services-up
 	set -a; . "$(DLOCK_SERVICES_DIR)/env"; set +a; \
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./...
 
 # dlock against redsync, bsm/redislock, etcd's concurrency.Mutex and
 # go-zookeeper's Lock, side by side; rewrites docs/BENCHMARKS.md (< 10 min).
+# PEERBENCH_FLAGS go to bench/run.sh, e.g. "-runs 1 -quick -out /tmp/b.md"
+# for a quick look that leaves docs/ alone.
+PEERBENCH_FLAGS ?=
 bench-peers: services-up
-	bench/run.sh
+	bench/run.sh $(PEERBENCH_FLAGS)
 
 # The whole fault-injection suite (the short form runs inside make test).
 safety: services-up

@@ -5,73 +5,16 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+
+	urlredact "github.com/dlockio/dlock/internal/redact"
 )
 
-// redact hides what may be a credential in a URL: the password (or the
-// whole user info of a URL that does not parse) and the values of query
-// parameters whose names suggest a secret.
-func redact(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		return redactURL(u)
-	}
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok {
-		return "(a malformed URL)"
-	}
-	// The user info ends at the last '@': a password may hold '/' or '@'.
-	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
-		rest = "xxxxx@" + rest[i+1:]
-	}
-	if i := strings.IndexByte(rest, '?'); i >= 0 {
-		rest = rest[:i] + "?…"
-	}
-	return scheme + "://" + rest
-}
-
-func redactURL(u *url.URL) string {
-	q := u.Query()
-	masked := false
-	for k := range q {
-		if secretParam(k) {
-			q.Set(k, "xxxxx")
-			masked = true
-		}
-	}
-	if masked {
-		c := *u
-		c.RawQuery = q.Encode()
-		u = &c
-	}
-	return u.Redacted()
-}
-
-func secretParam(k string) bool {
-	k = strings.ToLower(k)
-	for _, s := range []string{"pass", "secret", "token", "auth", "key", "cred"} {
-		if strings.Contains(k, s) {
-			return true
-		}
-	}
-	return false
-}
-
-// secrets lists the strings of u that must never appear in a message.
-func secrets(u *url.URL) []string {
-	var s []string
-	if pw, ok := u.User.Password(); ok && pw != "" {
-		s = append(s, pw, url.PathEscape(pw), url.QueryEscape(pw))
-	}
-	for k, vs := range u.Query() {
-		if secretParam(k) {
-			for _, v := range vs {
-				if v != "" {
-					s = append(s, v, url.QueryEscape(v))
-				}
-			}
-		}
-	}
-	return s
-}
+// The URL redaction is shared with the dlock command (internal/redact).
+var (
+	redact    = urlredact.String
+	redactURL = urlredact.URL
+	secrets   = urlredact.Secrets
+)
 
 // scrubbed is an error whose message has the secrets of a URL masked; it
 // still matches what the original matches.

@@ -1,14 +1,18 @@
 // Package bench measures dlock's drivers against the best Go lock libraries
 // and against the raw engine round trips ("floors") on the same servers, in
-// the same run, interleaved. cmd/peerbench is its command; run.sh runs it all
-// and rewrites docs/BENCHMARKS.md.
+// the same run, interleaved. The scenarios are dlock's own
+// (internal/scenario, which `dlock bench` and the drivers' benchmarks run
+// too); this package adds the peers, the floors, the runs and the report.
+// cmd/peerbench is its command; run.sh runs it all and rewrites
+// docs/BENCHMARKS.md.
 //
 // It is its own module so that the peer libraries never enter dlock's go.mod.
 package bench
 
 import (
 	"context"
-	"time"
+
+	"github.com/dlockio/dlock/internal/scenario"
 )
 
 // Kind says what a contender is for the ratios: ours, a peer library, or the
@@ -32,7 +36,7 @@ type Contender struct {
 	// NewWorker makes the lock object one worker (one would-be process)
 	// uses. Workers of one contender share the engine connection but nothing
 	// else, as separate clients of one library would.
-	NewWorker func(ctx context.Context) (Worker, error)
+	NewWorker func(ctx context.Context) (scenario.Locker, error)
 
 	// NoWait marks contenders without a waiting primitive (the floors): they
 	// spin, so the contended scenarios would only measure how hard they can
@@ -40,52 +44,34 @@ type Contender struct {
 	NoWait bool
 }
 
-// Worker takes locks by name for one worker.
-type Worker interface {
-	// Lock blocks until name is held or ctx is done, and returns the
-	// function that releases it.
-	Lock(ctx context.Context, name string) (unlock func(context.Context) error, err error)
-	Close() error
-}
-
-// Counter is the shared counter of scenario (b), kept in the engine itself so
-// that a lock that lets two workers in loses increments for real.
-type Counter interface {
-	Get(ctx context.Context, key string) (int64, error)
-	Set(ctx context.Context, key string, v int64) error
-}
-
 // Family is one engine: its counter and how to count its commands.
 type Family struct {
 	Name    string
-	Counter Counter
+	Counter scenario.Counter
 	// Commands returns how many requests this process has sent to the
 	// engine so far (client-side count, so the other users of the shared
 	// servers do not blur it); nil if it cannot be counted.
 	Commands func() int64
 }
 
-// WorkerFunc adapts a pair of functions to Worker.
-type WorkerFunc struct {
-	LockFunc  func(ctx context.Context, name string) (func(context.Context) error, error)
-	CloseFunc func() error
+// peer adapts the lock of a library that has neither tokens nor loss
+// notification: its lock function returns the unlock alone.
+type peer struct {
+	lock  func(ctx context.Context, name string) (func(context.Context) error, error)
+	close func() error
 }
 
-// Lock calls LockFunc.
-func (w WorkerFunc) Lock(ctx context.Context, name string) (func(context.Context) error, error) {
-	return w.LockFunc(ctx, name)
+func (p peer) Lock(ctx context.Context, name string) (scenario.Held, error) {
+	unlock, err := p.lock(ctx, name)
+	if err != nil {
+		return scenario.Held{}, err
+	}
+	return scenario.Held{Unlock: unlock}, nil
 }
 
-// Close calls CloseFunc if set.
-func (w WorkerFunc) Close() error {
-	if w.CloseFunc == nil {
+func (p peer) Close() error {
+	if p.close == nil {
 		return nil
 	}
-	return w.CloseFunc()
-}
-
-// Budget bounds one measurement in count and in time.
-type Budget struct {
-	N   int
-	Max time.Duration
+	return p.close()
 }

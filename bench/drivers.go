@@ -8,6 +8,7 @@ import (
 
 	"github.com/dlockio/dlock"
 	"github.com/dlockio/dlock/filelock"
+	"github.com/dlockio/dlock/internal/scenario"
 	"github.com/dlockio/dlock/redislock"
 	"github.com/dlockio/dlock/zklock"
 )
@@ -17,12 +18,12 @@ import (
 func dlockContender(name, family, note string, open func() (*dlock.Client, error)) Contender {
 	return Contender{
 		Name: name, Family: family, Kind: Dlock, Note: note,
-		NewWorker: func(context.Context) (Worker, error) {
+		NewWorker: func(context.Context) (scenario.Locker, error) {
 			c, err := open()
 			if err != nil {
 				return nil, err
 			}
-			return DlockWorker(c), nil
+			return scenario.Client(c), nil
 		},
 	}
 }
@@ -56,12 +57,13 @@ func dlockRedlock(e *Engines) []Contender {
 // the five nodes, as separate processes would have: every worker then has
 // its own pub/sub connections and its own pool per node, and wake-ups
 // travel between clients rather than within one (the setting in which
-// issue 12 saw Redlock waiters stall for a whole TTL).
+// Redlock waiters were once seen to stall for a whole TTL: a wake-up lost
+// between clients left a waiter asleep until the holder's key expired).
 func dlockRedlockPerWorker(e *Engines) Contender {
 	return Contender{
 		Name: "dlock-redlock-cpw", Family: "redlock", Kind: Dlock,
 		Note: "redislock.NewRedlock per worker over go-redis clients of its own to the 5 nodes, defaults",
-		NewWorker: func(ctx context.Context) (Worker, error) {
+		NewWorker: func(ctx context.Context) (scenario.Locker, error) {
 			var rdbs []*redis.Client
 			var nodes []redis.UniversalClient
 			closeAll := func() {
@@ -79,7 +81,7 @@ func dlockRedlockPerWorker(e *Engines) Contender {
 				closeAll()
 				return nil, err
 			}
-			w := DlockWorker(c).(WorkerFunc)
+			w := scenario.Client(c)
 			w.CloseFunc = func() error {
 				err := c.Close()
 				closeAll()
@@ -101,12 +103,12 @@ func dlockShared(name, family, note string, open func() (*dlock.Client, error)) 
 	)
 	return Contender{
 		Name: name, Family: family, Kind: Dlock, Note: note,
-		NewWorker: func(context.Context) (Worker, error) {
+		NewWorker: func(context.Context) (scenario.Locker, error) {
 			once.Do(func() { shared, err = open() })
 			if err != nil {
 				return nil, err
 			}
-			w := DlockWorker(shared).(WorkerFunc)
+			w := scenario.Client(shared)
 			w.CloseFunc = nil // the client outlives every scenario
 			return w, nil
 		},

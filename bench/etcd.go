@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -10,6 +9,9 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+
+	"github.com/dlockio/dlock/internal/scenario"
+	"github.com/dlockio/dlock/internal/scenario/engines"
 )
 
 // EtcdEngine is one shared etcd client whose interceptors count every
@@ -67,22 +69,7 @@ func (e *EtcdEngine) Close() error { return e.Client.Close() }
 
 // Family returns the etcd family; the counter is a plain key.
 func (e *EtcdEngine) Family() Family {
-	return Family{Name: "etcd", Counter: etcdCounter{e.Client}, Commands: e.sent.Load}
-}
-
-type etcdCounter struct{ c *clientv3.Client }
-
-func (c etcdCounter) Get(ctx context.Context, key string) (int64, error) {
-	r, err := c.c.Get(ctx, key)
-	if err != nil || len(r.Kvs) == 0 {
-		return 0, err
-	}
-	return strconv.ParseInt(string(r.Kvs[0].Value), 10, 64)
-}
-
-func (c etcdCounter) Set(ctx context.Context, key string, v int64) error {
-	_, err := c.c.Put(ctx, key, strconv.FormatInt(v, 10))
-	return err
+	return Family{Name: "etcd", Counter: engines.Etcd(e.Client), Commands: e.sent.Load}
 }
 
 // Floor is one Txn put-if-absent and one Delete: the least any etcd lock can
@@ -92,8 +79,8 @@ func (e *EtcdEngine) Floor() Contender {
 	return Contender{
 		Name: "floor-etcd", Family: "etcd", Kind: Floor, NoWait: true,
 		Note: "Txn(create_revision==0 → Put), spin; Delete",
-		NewWorker: func(context.Context) (Worker, error) {
-			return WorkerFunc{LockFunc: func(ctx context.Context, name string) (func(context.Context) error, error) {
+		NewWorker: func(context.Context) (scenario.Locker, error) {
+			return peer{lock: func(ctx context.Context, name string) (func(context.Context) error, error) {
 				v := randomValue()
 				for {
 					r, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(name), "=", 0)).
@@ -117,20 +104,20 @@ func (e *EtcdEngine) Mutex() Contender {
 	return Contender{
 		Name: "etcd-mutex", Family: "etcd", Kind: Peer,
 		Note: "concurrency.NewSession(TTL 10s) per worker, NewMutex per lock",
-		NewWorker: func(ctx context.Context) (Worker, error) {
+		NewWorker: func(ctx context.Context) (scenario.Locker, error) {
 			s, err := concurrency.NewSession(cli, concurrency.WithTTL(int(LockTTL/time.Second)), concurrency.WithContext(context.WithoutCancel(ctx)))
 			if err != nil {
 				return nil, err
 			}
-			return WorkerFunc{
-				LockFunc: func(ctx context.Context, name string) (func(context.Context) error, error) {
+			return peer{
+				lock: func(ctx context.Context, name string) (func(context.Context) error, error) {
 					m := concurrency.NewMutex(s, name)
 					if err := m.Lock(ctx); err != nil {
 						return nil, err
 					}
 					return m.Unlock, nil
 				},
-				CloseFunc: s.Close,
+				close: s.Close,
 			}, nil
 		},
 	}

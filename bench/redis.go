@@ -15,6 +15,9 @@ import (
 	rsredis "github.com/go-redsync/redsync/v4/redis"
 	rsgoredis "github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/dlockio/dlock/internal/scenario"
+	"github.com/dlockio/dlock/internal/scenario/engines"
 )
 
 // LockTTL is the lease every contender asks for: long enough that nothing
@@ -76,21 +79,7 @@ func (h countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // quorum true, the Redlock family (counter on node 1 too: the counter is the
 // protected resource, not part of the lock).
 func (e *RedisEngine) Family(name string) Family {
-	return Family{Name: name, Counter: redisCounter{e.Clients[0]}, Commands: e.sent.Load}
-}
-
-type redisCounter struct{ c *redis.Client }
-
-func (r redisCounter) Get(ctx context.Context, key string) (int64, error) {
-	v, err := r.c.Get(ctx, key).Int64()
-	if errors.Is(err, redis.Nil) {
-		return 0, nil
-	}
-	return v, err
-}
-
-func (r redisCounter) Set(ctx context.Context, key string, v int64) error {
-	return r.c.Set(ctx, key, v, time.Hour).Err()
+	return Family{Name: name, Counter: engines.Redis(e.Clients[0]), Commands: e.sent.Load}
 }
 
 func randomValue() string {
@@ -106,8 +95,8 @@ func (e *RedisEngine) RedisFloor() Contender {
 	return Contender{
 		Name: "floor-redis", Family: "redis", Kind: Floor, NoWait: true,
 		Note: "SET NX PX, spin; DEL",
-		NewWorker: func(context.Context) (Worker, error) {
-			return WorkerFunc{LockFunc: func(ctx context.Context, name string) (func(context.Context) error, error) {
+		NewWorker: func(context.Context) (scenario.Locker, error) {
+			return peer{lock: func(ctx context.Context, name string) (func(context.Context) error, error) {
 				v := randomValue()
 				for {
 					ok, err := c.SetNX(ctx, name, v, LockTTL).Result()
@@ -129,8 +118,8 @@ func (e *RedisEngine) RedlockFloor() Contender {
 	return Contender{
 		Name: "floor-redlock", Family: "redlock", Kind: Floor, NoWait: true,
 		Note: "parallel SET NX PX on 5 nodes, majority, spin; parallel DEL",
-		NewWorker: func(context.Context) (Worker, error) {
-			return WorkerFunc{LockFunc: func(ctx context.Context, name string) (func(context.Context) error, error) {
+		NewWorker: func(context.Context) (scenario.Locker, error) {
+			return peer{lock: func(ctx context.Context, name string) (func(context.Context) error, error) {
 				v := randomValue()
 				for {
 					got := make([]bool, len(e.Clients))
@@ -184,10 +173,10 @@ func (e *RedisEngine) Bsm(name string, retry time.Duration, note string) Contend
 	c := e.Clients[0]
 	return Contender{
 		Name: name, Family: "redis", Kind: Peer, Note: note,
-		NewWorker: func(context.Context) (Worker, error) {
+		NewWorker: func(context.Context) (scenario.Locker, error) {
 			locker := redislock.New(c)
 			opt := &redislock.Options{RetryStrategy: redislock.LinearBackoff(retry)}
-			return WorkerFunc{LockFunc: func(ctx context.Context, name string) (func(context.Context) error, error) {
+			return peer{lock: func(ctx context.Context, name string) (func(context.Context) error, error) {
 				for {
 					// Without a deadline Obtain gives up after one TTL; the
 					// harness's contexts always have one, but keep waiting
@@ -211,14 +200,14 @@ func (e *RedisEngine) Bsm(name string, retry time.Duration, note string) Contend
 func (e *RedisEngine) Redsync(name, family string, n int, note string, opts ...redsync.Option) Contender {
 	return Contender{
 		Name: name, Family: family, Kind: Peer, Note: note,
-		NewWorker: func(context.Context) (Worker, error) {
+		NewWorker: func(context.Context) (scenario.Locker, error) {
 			var pools []rsredis.Pool
 			for _, c := range e.Clients[:n] {
 				pools = append(pools, rsgoredis.NewPool(c))
 			}
 			rs := redsync.New(pools...)
 			opts := append([]redsync.Option{redsync.WithExpiry(LockTTL)}, opts...)
-			return WorkerFunc{LockFunc: func(ctx context.Context, name string) (func(context.Context) error, error) {
+			return peer{lock: func(ctx context.Context, name string) (func(context.Context) error, error) {
 				m := rs.NewMutex(name, opts...)
 				for {
 					err := m.LockContext(ctx)

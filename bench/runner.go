@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/dlockio/dlock/internal/scenario"
 )
 
 // Scenario names, as given to -scenarios.
@@ -75,7 +77,7 @@ func (s *Suite) Run(ctx context.Context) []Sample {
 				t := time.Now()
 				m, err := s.one(ctx, c, sc, name)
 				smp := Sample{Run: run, Scenario: sc, Contender: c.Name, Metrics: m}
-				var part Partial
+				var part scenario.Partial
 				if errors.As(err, &part) {
 					smp.Note = err.Error()
 				} else if err != nil {

@@ -5,15 +5,17 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
+
+	"github.com/dlockio/dlock/internal/scenario"
+	"github.com/dlockio/dlock/internal/scenario/engines"
 )
 
-// ZKRoot is the parent of every node the benchmark makes.
+// ZKRoot is the parent of the nodes the floor and zk.Lock make.
 const ZKRoot = "/peerbench"
 
 // ZKEngine is one shared ZooKeeper session; its dialer counts the requests
@@ -33,10 +35,6 @@ func (c countingConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-type quietLogger struct{}
-
-func (quietLogger) Printf(string, ...any) {}
-
 // dial counts every request written on the connections it makes.
 func (e *ZKEngine) dial(network, address string, timeout time.Duration) (net.Conn, error) {
 	c, err := net.DialTimeout(network, address, timeout)
@@ -49,7 +47,7 @@ func (e *ZKEngine) dial(network, address string, timeout time.Duration) (net.Con
 // NewZKEngine connects to the ensemble at servers.
 func NewZKEngine(ctx context.Context, servers []string) (*ZKEngine, error) {
 	e := &ZKEngine{}
-	conn, events, err := zk.Connect(servers, 10*time.Second, zk.WithDialer(e.dial), zk.WithLogger(quietLogger{}))
+	conn, events, err := zk.Connect(servers, 10*time.Second, zk.WithDialer(e.dial), zk.WithLogger(engines.QuietLogger{}))
 	if err != nil {
 		return nil, err
 	}
@@ -63,11 +61,9 @@ func NewZKEngine(ctx context.Context, servers []string) (*ZKEngine, error) {
 			return nil, ctx.Err()
 		}
 	}
-	for _, p := range []string{ZKRoot, ZKRoot + "-counters"} {
-		if _, err := conn.Create(p, nil, 0, zk.WorldACL(zk.PermAll)); err != nil && !errors.Is(err, zk.ErrNodeExists) {
-			conn.Close()
-			return nil, err
-		}
+	if _, err := conn.Create(ZKRoot, nil, 0, zk.WorldACL(zk.PermAll)); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+		conn.Close()
+		return nil, err
 	}
 	return e, nil
 }
@@ -77,30 +73,7 @@ func (e *ZKEngine) Close() error { e.Conn.Close(); return nil }
 
 // Family returns the ZooKeeper family; the counter is a node's data.
 func (e *ZKEngine) Family() Family {
-	return Family{Name: "zk", Counter: zkCounter{e.Conn}, Commands: e.sent.Load}
-}
-
-type zkCounter struct{ c *zk.Conn }
-
-func (c zkCounter) Get(_ context.Context, key string) (int64, error) {
-	b, _, err := c.c.Get(ZKRoot + "-counters/" + key)
-	if errors.Is(err, zk.ErrNoNode) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseInt(string(b), 10, 64)
-}
-
-func (c zkCounter) Set(_ context.Context, key string, v int64) error {
-	p := ZKRoot + "-counters/" + key
-	b := []byte(strconv.FormatInt(v, 10))
-	_, err := c.c.Set(p, b, -1)
-	if errors.Is(err, zk.ErrNoNode) {
-		_, err = c.c.Create(p, b, 0, zk.WorldACL(zk.PermAll))
-	}
-	return err
+	return Family{Name: "zk", Counter: engines.ZK(e.Conn), Commands: e.sent.Load}
 }
 
 // Floor is one create of an ephemeral node and one delete: the least any
@@ -110,8 +83,8 @@ func (e *ZKEngine) Floor() Contender {
 	return Contender{
 		Name: "floor-zk", Family: "zk", Kind: Floor, NoWait: true,
 		Note: "create ephemeral, spin; delete",
-		NewWorker: func(context.Context) (Worker, error) {
-			return WorkerFunc{LockFunc: func(ctx context.Context, name string) (func(context.Context) error, error) {
+		NewWorker: func(context.Context) (scenario.Locker, error) {
+			return peer{lock: func(ctx context.Context, name string) (func(context.Context) error, error) {
 				p := ZKRoot + "/" + name
 				for {
 					_, err := c.Create(p, nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
@@ -139,8 +112,8 @@ func (e *ZKEngine) Lock() Contender {
 	return Contender{
 		Name: "zk-lock", Family: "zk", Kind: Peer,
 		Note: "zk.NewLock per lock, one shared session",
-		NewWorker: func(context.Context) (Worker, error) {
-			return WorkerFunc{LockFunc: func(ctx context.Context, name string) (func(context.Context) error, error) {
+		NewWorker: func(context.Context) (scenario.Locker, error) {
+			return peer{lock: func(ctx context.Context, name string) (func(context.Context) error, error) {
 				l := zk.NewLock(c, ZKRoot+"/"+name, zk.WorldACL(zk.PermAll))
 				if err := l.Lock(); err != nil {
 					return nil, err

@@ -8,6 +8,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dlockio/dlock/driver"
+	"github.com/dlockio/dlock/internal/scenario"
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
@@ -45,10 +46,9 @@ func BenchmarkRenew(b *testing.B) {
 		t3 := time.Now()
 		renew, compare, get = append(renew, t1.Sub(t0)), append(compare, t2.Sub(t1)), append(get, t3.Sub(t2))
 	}
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	b.ReportMetric(ms(pct(renew, 0.5)), "renew-p50-ms")
-	b.ReportMetric(ms(pct(compare, 0.5)), "compare-txn-p50-ms")
-	b.ReportMetric(ms(pct(get, 0.5)), "linearizable-get-p50-ms")
+	b.ReportMetric(scenario.Ms(scenario.Median(renew)), "renew-p50-ms")
+	b.ReportMetric(scenario.Ms(scenario.Median(compare)), "compare-txn-p50-ms")
+	b.ReportMetric(scenario.Ms(scenario.Median(get)), "linearizable-get-p50-ms")
 	if err := l.Release(ctx); err != nil {
 		b.Fatal(err)
 	}

@@ -8,12 +8,33 @@ import (
 	"time"
 
 	"github.com/dlockio/dlock/driver"
+	"github.com/dlockio/dlock/drivertest"
+	"github.com/dlockio/dlock/internal/scenario"
 
 	"golang.org/x/sys/unix"
 )
 
-// BenchmarkUncontended: Lock+Unlock through the portable API against the
-// floor, a bare open+flock+unlock+close of the same file.
+// BenchmarkDriver runs dlock's scenarios (drivertest.RunBenchmarks); the
+// counter is a file next to the lock files.
+//
+//	go test -run '^$' -bench . -benchmem ./filelock
+func BenchmarkDriver(b *testing.B) {
+	drivertest.RunBenchmarks(b, benchHarness{b.TempDir()})
+}
+
+type benchHarness struct{ dir string }
+
+func (h benchHarness) MakeDriver(context.Context) (driver.Driver, error) { return open(h.dir) }
+func (h benchHarness) Close()                                            {}
+
+func (h benchHarness) Counter(driver.Driver) drivertest.Counter {
+	return scenario.FileCounter(h.dir)
+}
+
+// BenchmarkUncontended: what Lock+Unlock through the portable API
+// (BenchmarkDriver/Uncontended) is made of: the floor, a bare
+// open+flock+unlock+close of the same file; the floor plus a token; the
+// driver without the portable lease around it.
 func BenchmarkUncontended(b *testing.B) {
 	dir := b.TempDir()
 	ctx := context.Background()
@@ -71,54 +92,4 @@ func BenchmarkUncontended(b *testing.B) {
 			}
 		}
 	})
-	b.Run("filelock", func(b *testing.B) {
-		c, err := New(dir)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		m := c.Mutex("bench")
-		b.ReportAllocs()
-		for b.Loop() {
-			l, err := m.Lock(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := l.Unlock(ctx); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-}
-
-// BenchmarkHandoff: one op = a holder releases and a blocked waiter (another
-// client) takes the lock, then gives it back.
-func BenchmarkHandoff(b *testing.B) {
-	dir := b.TempDir()
-	ctx := context.Background()
-	a, _ := New(dir)
-	w, _ := New(dir)
-	defer a.Close()
-	defer w.Close()
-	b.ReportAllocs()
-	for b.Loop() {
-		la, err := a.Mutex("h").Lock(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		got := make(chan error, 1)
-		go func() {
-			lw, err := w.Mutex("h").Lock(ctx)
-			if err == nil {
-				err = lw.Unlock(ctx)
-			}
-			got <- err
-		}()
-		if err := la.Unlock(ctx); err != nil {
-			b.Fatal(err)
-		}
-		if err := <-got; err != nil {
-			b.Fatal(err)
-		}
-	}
 }

@@ -3,7 +3,6 @@ package zklock
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -12,6 +11,10 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
+	"github.com/dlockio/dlock/drivertest"
+	"github.com/dlockio/dlock/internal/scenario"
+	"github.com/dlockio/dlock/internal/scenario/engines"
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
@@ -48,6 +51,30 @@ func benchClient(b *testing.B, servers []string) (*dlock.Client, *zk.Conn) {
 	return c, conn
 }
 
+// benchHarness gives each driver a session of its own on a connection
+// the harness owns; the counter is a znode, on the driver's connection.
+type benchHarness struct {
+	b       *testing.B
+	servers []string
+}
+
+func (h benchHarness) MakeDriver(context.Context) (driver.Driver, error) {
+	conn, events := benchConn(h.b, h.servers)
+	return NewDriver(conn, events, &Options{Prefix: testRoot, SessionTimeout: benchSession})
+}
+
+func (h benchHarness) Close() {}
+
+func (h benchHarness) Counter(d driver.Driver) drivertest.Counter {
+	c, _ := engines.OfDriver(d)
+	return c
+}
+
+// BenchmarkDriver runs dlock's scenarios (drivertest.RunBenchmarks).
+func BenchmarkDriver(b *testing.B) {
+	drivertest.RunBenchmarks(b, benchHarness{b, testserver.ZooKeeper(b)})
+}
+
 func benchPath(b *testing.B) string {
 	p := "/dlockbench/" + strconv.FormatInt(time.Now().UnixNano(), 36) + newGUID()[:6]
 	return p
@@ -76,7 +103,6 @@ func splitPath(p string) []string {
 	return out
 }
 
-// BenchmarkUncontended: Lock + Unlock with nobody else around.
 // BenchmarkUncontended times, in each iteration and so under the same
 // machine load, the floor (one ephemeral-sequential create and one delete:
 // the two writes any queue lock needs), a zklock Lock+Unlock and a zk.Lock
@@ -120,192 +146,93 @@ func BenchmarkUncontended(b *testing.B) {
 		t3 := time.Now()
 		floor, ours, theirs = append(floor, t1.Sub(t0)), append(ours, t2.Sub(t1)), append(theirs, t3.Sub(t2))
 	}
-	f, o, th := median(floor), median(ours), median(theirs)
-	b.ReportMetric(ms(f), "floor-p50-ms")
-	b.ReportMetric(ms(o), "zklock-p50-ms")
-	b.ReportMetric(ms(th), "zk.Lock-p50-ms")
+	f, o, th := scenario.Median(floor), scenario.Median(ours), scenario.Median(theirs)
+	b.ReportMetric(scenario.Ms(f), "floor-p50-ms")
+	b.ReportMetric(scenario.Ms(o), "zklock-p50-ms")
+	b.ReportMetric(scenario.Ms(th), "zk.Lock-p50-ms")
 	b.ReportMetric(float64(f)/float64(o), "floor/zklock")
 	b.ReportMetric(float64(pipelineMisses.Load()-misses0)/float64(len(ours)), "rereads/op")
 }
 
-func median(d []time.Duration) time.Duration {
-	d = slices.Clone(d)
-	slices.Sort(d)
-	return d[len(d)/2]
+// peerLock is go-zookeeper's own zk.Lock on a session of its own, one lock
+// object per name as its docs show. It takes no context.
+func peerLock(b *testing.B, servers []string, dir string) scenario.Locker {
+	conn, _ := benchConn(b, servers)
+	var mu sync.Mutex
+	locks := map[string]*zk.Lock{}
+	return scenario.LockerFunc{LockFunc: func(_ context.Context, name string) (scenario.Held, error) {
+		mu.Lock()
+		l := locks[name]
+		if l == nil {
+			l = zk.NewLock(conn, dir+"/"+name, worldACL)
+			locks[name] = l
+		}
+		mu.Unlock()
+		if err := l.Lock(); err != nil {
+			return scenario.Held{}, err
+		}
+		return scenario.Held{Unlock: func(context.Context) error { return l.Unlock() }}, nil
+	}}
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// handoff measures, per iteration, the time from the holder's unlock call
-// to the waiter's lock returning.
-func handoff(b *testing.B, lockA, lockB func() (func(), error), queued func() bool) {
-	b.Helper()
-	var samples []time.Duration
-	for b.Loop() {
-		unlockA, err := lockA()
-		if err != nil {
-			b.Fatal(err)
-		}
-		got := make(chan func(), 1)
-		var at time.Time
-		go func() {
-			u, err := lockB()
-			at = time.Now()
-			if err != nil {
-				b.Error(err)
-			}
-			got <- u
-		}()
-		for !queued() {
-			time.Sleep(time.Millisecond) // no event says the waiter is queued
-		}
-		start := time.Now()
-		unlockA()
-		u := <-got
-		if u == nil {
-			b.FailNow()
-		}
-		samples = append(samples, at.Sub(start))
-		u()
-	}
-	slices.Sort(samples)
-	b.ReportMetric(float64(samples[len(samples)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(samples[len(samples)*9/10].Microseconds())/1000, "p90-ms")
-}
-
+// BenchmarkHandoff: zk.Lock's handoff, to set against
+// BenchmarkDriver/Handoff: the time from the holder's unlock call to the
+// waiter's lock returning, released once the waiter's node is queued.
 func BenchmarkHandoff(b *testing.B) {
 	servers := testserver.ZooKeeper(b)
-	b.Run("zklock", func(b *testing.B) {
-		ca, admin := benchClient(b, servers)
-		cb, _ := benchClient(b, servers)
-		name := "bench/handoff/" + newGUID()
-		ctx := context.Background()
-		lock := func(c *dlock.Client) func() (func(), error) {
-			return func() (func(), error) {
-				l, err := c.Mutex(name).Lock(ctx)
-				if err != nil {
-					return nil, err
-				}
-				return func() { l.Unlock(ctx) }, nil
-			}
-		}
-		parent := testRoot + "/" + encodeName(name)
-		handoff(b, lock(ca), lock(cb), func() bool {
-			k, _, _ := admin.Children(parent)
-			return len(k) >= 2
-		})
-	})
 	b.Run("zk.Lock", func(b *testing.B) {
-		connA, _ := benchConn(b, servers)
-		connB, _ := benchConn(b, servers)
-		p := benchPath(b)
-		la, lb := zk.NewLock(connA, p, worldACL), zk.NewLock(connB, p, worldACL)
-		lock := func(l *zk.Lock) func() (func(), error) {
-			return func() (func(), error) {
-				if err := l.Lock(); err != nil {
-					return nil, err
-				}
-				return func() { l.Unlock() }, nil
-			}
-		}
-		handoff(b, lock(la), lock(lb), func() bool {
-			k, _, _ := connA.Children(p)
-			return len(k) >= 2
+		admin, _ := benchConn(b, servers)
+		dir := benchPath(b)
+		h := scenario.NewHandoff(peerLock(b, servers, dir), peerLock(b, servers, dir), "lock", scenario.HandoffConfig{
+			Queued: func(context.Context) (bool, error) {
+				k, _, err := admin.Children(dir + "/lock")
+				return len(k) >= 2, err
+			},
 		})
+		var samples []time.Duration
+		for b.Loop() {
+			d, err := h.Round(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			samples = append(samples, d)
+		}
+		b.ReportMetric(scenario.Ms(scenario.Median(samples)), "p50-ms")
+		b.ReportMetric(scenario.Ms(scenario.Percentile(samples, .9)), "p90-ms")
 	})
 }
 
-// BenchmarkCounter: W workers, each with its own session, do 100
-// increments each of a counter kept in a znode (Get, then Set) under the
-// lock. The count must come out exact.
+// BenchmarkCounter: zk.Lock in the shared-counter scenario, to set against
+// BenchmarkDriver/Counter: W workers, each with its own session, do 100
+// increments each of a counter kept in a znode under the lock. The count
+// must come out exact.
 func BenchmarkCounter(b *testing.B) {
 	servers := testserver.ZooKeeper(b)
 	for _, workers := range []int{10, 50} {
-		for _, impl := range []string{"zklock", "zk.Lock"} {
-			b.Run(fmt.Sprintf("%s/workers=%d", impl, workers), func(b *testing.B) {
-				for b.Loop() {
-					counter(b, servers, impl, workers, 100)
+		b.Run(fmt.Sprintf("zk.Lock/workers=%d", workers), func(b *testing.B) {
+			admin, _ := benchConn(b, servers)
+			counter := engines.ZK(admin)
+			var incr, secs float64
+			for b.Loop() {
+				b.StopTimer()
+				dir := benchPath(b)
+				mkdirs(b, admin, dir)
+				ls := make([]scenario.Locker, workers)
+				for i := range ls {
+					ls[i] = peerLock(b, servers, dir)
 				}
-			})
-		}
-	}
-}
-
-func counter(b *testing.B, servers []string, impl string, workers, each int) {
-	b.Helper()
-	b.StopTimer()
-	dir := benchPath(b)
-	admin, _ := benchConn(b, servers)
-	mkdirs(b, admin, dir)
-	counterPath := dir + "/counter"
-	if _, err := admin.Create(counterPath, []byte("0"), zk.FlagPersistent, worldACL); err != nil {
-		b.Fatal(err)
-	}
-	type worker struct {
-		conn *zk.Conn
-		lock func() (func(), error)
-	}
-	ws := make([]worker, workers)
-	ctx := context.Background()
-	for i := range ws {
-		switch impl {
-		case "zklock":
-			c, conn := benchClient(b, servers)
-			m := c.Mutex(dir)
-			ws[i] = worker{conn, func() (func(), error) {
-				l, err := m.Lock(ctx)
+				b.StartTimer()
+				r, err := scenario.SharedCounter(context.Background(), ls, []scenario.Counter{counter},
+					scenario.CounterConfig{Name: "lock", Key: "bench-" + newGUID()[:12], Increments: 100, FailFast: true})
 				if err != nil {
-					return nil, err
+					b.Fatal(err)
 				}
-				return func() { l.Unlock(ctx) }, nil
-			}}
-		default:
-			conn, _ := benchConn(b, servers)
-			l := zk.NewLock(conn, dir+"/lock", worldACL)
-			ws[i] = worker{conn, func() (func(), error) {
-				if err := l.Lock(); err != nil {
-					return nil, err
+				if r.Final != r.Want {
+					b.Errorf("counter = %d, want %d", r.Final, r.Want)
 				}
-				return func() { l.Unlock() }, nil
-			}}
-		}
-	}
-	b.StartTimer()
-	start := time.Now()
-	var wg sync.WaitGroup
-	for _, w := range ws {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range each {
-				unlock, err := w.lock()
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				data, _, err := w.conn.Get(counterPath)
-				if err == nil {
-					n, _ := strconv.Atoi(string(data))
-					_, err = w.conn.Set(counterPath, []byte(strconv.Itoa(n+1)), -1)
-				}
-				unlock()
-				if err != nil {
-					b.Error(err)
-					return
-				}
+				incr, secs = incr+float64(r.Done()), secs+r.Elapsed.Seconds()
 			}
-		}()
+			b.ReportMetric(incr/secs, "incr/s")
+		})
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	data, _, err := admin.Get(counterPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if got := string(data); got != strconv.Itoa(workers*each) {
-		b.Errorf("counter = %s, want %d", got, workers*each)
-	}
-	b.ReportMetric(float64(workers*each)/elapsed.Seconds(), "incr/s")
-	b.StartTimer()
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/dlockio/dlock/driver"
+	"github.com/dlockio/dlock/internal/scenario"
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
@@ -46,9 +47,9 @@ func BenchmarkRenew(b *testing.B) {
 		t3 := time.Now()
 		renew, read, check = append(renew, t1.Sub(t0)), append(read, t2.Sub(t1)), append(check, t3.Sub(t2))
 	}
-	b.ReportMetric(ms(median(renew)), "renew-p50-ms")
-	b.ReportMetric(ms(median(read)), "read-p50-ms")
-	b.ReportMetric(ms(median(check)), "check-write-p50-ms")
+	b.ReportMetric(scenario.Ms(scenario.Median(renew)), "renew-p50-ms")
+	b.ReportMetric(scenario.Ms(scenario.Median(read)), "read-p50-ms")
+	b.ReportMetric(scenario.Ms(scenario.Median(check)), "check-write-p50-ms")
 	if err := l.Release(ctx); err != nil {
 		b.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/internal/scenario"
 )
 
 type benchOpts struct {
@@ -67,9 +68,12 @@ engine unreachable or misconfigured.`,
 }
 
 type benchResult struct {
-	cyclesPerSec float64
-	cycle        []time.Duration // sorted
-	counter      *counterResult
+	cycles  scenario.Cycles
+	counter *scenario.CounterRun
+}
+
+func (r benchResult) exact() bool {
+	return r.counter.Final == r.counter.Want && r.counter.OrderErr() == nil
 }
 
 func bench(ctx context.Context, o benchOpts, stdout, stderr io.Writer) error {
@@ -80,9 +84,8 @@ func bench(ctx context.Context, o benchOpts, stdout, stderr io.Writer) error {
 		if err != nil {
 			return scenarioExit(ctx, b, err)
 		}
-		results[i] = cyc
-		r := &counterRun{backend: b, workers: o.workers, increments: o.increments, ttl: dlock.DefaultTTL}
-		res, err := r.run(ctx)
+		results[i].cycles = cyc
+		res, err := runCounter(ctx, b, o.workers, o.increments, dlock.DefaultTTL, nil)
 		if err != nil {
 			return scenarioExit(ctx, b, err)
 		}
@@ -97,31 +100,37 @@ func bench(ctx context.Context, o benchOpts, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(tw)
 	}
+	pct := func(ds func(benchResult) []time.Duration, q float64) func(benchResult) string {
+		return func(r benchResult) string { return fmtDur(scenario.Percentile(ds(r), q)) }
+	}
+	cycles := func(r benchResult) []time.Duration { return r.cycles.Latencies }
+	waits := func(r benchResult) []time.Duration { return r.counter.Waits() }
+	handoffs := func(r benchResult) []time.Duration { return r.counter.Handoffs() }
 	fmt.Fprintf(tw, "\t")
 	for _, b := range o.backends {
 		fmt.Fprintf(tw, "%s\t", shortLabel(b))
 	}
 	fmt.Fprintln(tw)
-	row(fmt.Sprintf("uncontended cycles/s (%d)", o.cycles), func(r benchResult) string { return fmt.Sprintf("%.0f", r.cyclesPerSec) })
-	row("uncontended cycle p50", func(r benchResult) string { return fmtDur(percentile(r.cycle, 50)) })
-	row("uncontended cycle p99", func(r benchResult) string { return fmtDur(percentile(r.cycle, 99)) })
-	row(fmt.Sprintf("counter grants/s (%dx%d)", o.workers, o.increments), func(r benchResult) string { return fmt.Sprintf("%.0f", r.counter.grantsPerSec()) })
-	row("counter wait p50", func(r benchResult) string { return fmtDur(percentile(r.counter.wait, 50)) })
-	row("counter wait p99", func(r benchResult) string { return fmtDur(percentile(r.counter.wait, 99)) })
-	row("handoff p50", func(r benchResult) string { return fmtDur(percentile(r.counter.handoff, 50)) })
-	row("handoff p99", func(r benchResult) string { return fmtDur(percentile(r.counter.handoff, 99)) })
+	row(fmt.Sprintf("uncontended cycles/s (%d)", o.cycles), func(r benchResult) string { return fmt.Sprintf("%.0f", r.cycles.PerSec()) })
+	row("uncontended cycle p50", pct(cycles, .5))
+	row("uncontended cycle p99", pct(cycles, .99))
+	row(fmt.Sprintf("counter grants/s (%dx%d)", o.workers, o.increments), func(r benchResult) string { return fmt.Sprintf("%.0f", r.counter.PerSec()) })
+	row("counter wait p50", pct(waits, .5))
+	row("counter wait p99", pct(waits, .99))
+	row("handoff p50", pct(handoffs, .5))
+	row("handoff p99", pct(handoffs, .99))
 	row("counter", func(r benchResult) string {
-		if r.counter.counter != r.counter.want || r.counter.orderErr != nil {
-			return fmt.Sprintf("WRONG %d/%d", r.counter.counter, r.counter.want)
+		if !r.exact() {
+			return fmt.Sprintf("WRONG %d/%d", r.counter.Final, r.counter.Want)
 		}
-		return fmt.Sprintf("exact %d", r.counter.counter)
+		return fmt.Sprintf("exact %d", r.counter.Final)
 	})
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	for i, r := range results {
-		if r.counter.counter != r.counter.want || r.counter.orderErr != nil {
-			return exitf(exitFailure, "counter on %s came out %d, want %d (order: %v)", redactURL(o.backends[i]), r.counter.counter, r.counter.want, r.counter.orderErr)
+		if !r.exact() {
+			return exitf(exitFailure, "counter on %s came out %d, want %d (order: %v)", redactURL(o.backends[i]), r.counter.Final, r.counter.Want, r.counter.OrderErr())
 		}
 	}
 	return nil
@@ -129,29 +138,14 @@ func bench(ctx context.Context, o benchOpts, stdout, stderr io.Writer) error {
 
 // uncontended times lock/unlock cycles of one client on a lock nobody else
 // wants: the engine's round trips plus the portable layer's overhead.
-func uncontended(ctx context.Context, backend string, cycles int) (benchResult, error) {
+func uncontended(ctx context.Context, backend string, cycles int) (scenario.Cycles, error) {
 	c, err := dlock.Open(ctx, backend)
 	if err != nil {
-		return benchResult{}, &engineError{err}
+		return scenario.Cycles{}, &engineError{err}
 	}
-	defer c.Close()
-	m := c.Mutex("dlock-bench/" + randomID())
-	lat := make([]time.Duration, 0, cycles)
-	start := time.Now()
-	for range cycles {
-		t0 := time.Now()
-		l, err := m.Lock(ctx)
-		if err != nil {
-			return benchResult{}, err
-		}
-		if err := l.Unlock(ctx); err != nil {
-			return benchResult{}, err
-		}
-		lat = append(lat, time.Since(t0))
-	}
-	elapsed := time.Since(start)
-	slices.Sort(lat)
-	return benchResult{cyclesPerSec: float64(cycles) / elapsed.Seconds(), cycle: lat}, nil
+	l := scenario.Client(c)
+	defer l.Close()
+	return scenario.Uncontended(ctx, l, "dlock-bench/"+randomID(), scenario.Budget{N: cycles})
 }
 
 // shortLabel names a backend in a table column: scheme and first host.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"syscall"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/internal/redact"
 	// Drivers register their URL schemes in init.
 	_ "github.com/dlockio/dlock/etcdlock"
 	_ "github.com/dlockio/dlock/filelock"
@@ -178,16 +180,11 @@ func openBackend(ctx context.Context, url string, opts ...dlock.Option) (*dlock.
 	return nil, exitf(exitUnavailable, "backend %s: %v\n%s", redactURL(url), err, hint)
 }
 
-// redactURL hides a password in a backend URL for messages.
-func redactURL(raw string) string {
-	if u, err := parseURL(raw); err == nil {
-		if u.User == nil {
-			return raw // Redacted would turn "file://" into "file:"
-		}
-		return u.Redacted()
-	}
-	return "(unparsable URL)"
-}
+func parseURL(raw string) (*url.URL, error) { return url.Parse(raw) }
+
+// redactURL hides credentials in a backend URL for messages, as the
+// library's own errors do.
+func redactURL(raw string) string { return redact.String(raw) }
 
 // usagef reports bad usage (exit 64), naming the command's help.
 func usagef(cmd *cobra.Command, format string, args ...any) *exitError {

@@ -7,12 +7,14 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/internal/scenario"
 )
 
 type demoOpts struct {
@@ -89,19 +91,19 @@ func demo(ctx context.Context, o demoOpts, out io.Writer) error {
 	fmt.Fprintf(out, "dlock demo: %d workers x %d increments of a counter kept in %s, each under the lock\n",
 		o.workers, o.increments, label)
 
-	r := &counterRun{backend: backend, workers: o.workers, increments: o.increments, ttl: o.ttl}
-	stopProgress := showProgress(out, &r.done, int64(o.workers*o.increments))
-	res, err := r.run(ctx)
+	var done atomic.Int64
+	stopProgress := showProgress(out, &done, int64(o.workers*o.increments))
+	res, err := runCounter(ctx, backend, o.workers, o.increments, o.ttl, &done)
 	stopProgress()
 	if err != nil {
 		return scenarioExit(ctx, backend, err)
 	}
 	printSummary(out, res)
-	if res.counter != res.want {
-		return exitf(exitFailure, "counter is %d, want %d: increments were lost, so the lock did not exclude", res.counter, res.want)
+	if res.Final != res.Want {
+		return exitf(exitFailure, "counter is %d, want %d: increments were lost, so the lock did not exclude", res.Final, res.Want)
 	}
-	if res.orderErr != nil {
-		return exitf(exitFailure, "fencing tokens out of step with the counter: %v", res.orderErr)
+	if err := res.OrderErr(); err != nil {
+		return exitf(exitFailure, "fencing tokens out of step with the counter: %v", err)
 	}
 	return nil
 }
@@ -120,27 +122,31 @@ func scenarioExit(ctx context.Context, backend string, err error) error {
 	return exitf(exitFailure, "on %s: %v", redactURL(backend), err)
 }
 
-func printSummary(out io.Writer, res *counterResult) {
+func printSummary(out io.Writer, res *scenario.CounterRun) {
 	verdict := "exact"
-	if res.counter != res.want {
-		verdict = fmt.Sprintf("WRONG: %d increments lost", res.want-res.counter)
+	if res.Final != res.Want {
+		verdict = fmt.Sprintf("WRONG: %d increments lost", res.Want-res.Final)
 	}
-	fmt.Fprintf(out, "counter        %d (want %d): %s\n", res.counter, res.want, verdict)
-	fmt.Fprintf(out, "grants/s       %.0f (%d grants in %v)\n", res.grantsPerSec(), len(res.grants), res.elapsed.Round(time.Millisecond))
-	fmt.Fprintf(out, "wait           p50 %s  p99 %s\n", fmtDur(percentile(res.wait, 50)), fmtDur(percentile(res.wait, 99)))
+	fmt.Fprintf(out, "counter        %d (want %d): %s\n", res.Final, res.Want, verdict)
+	fmt.Fprintf(out, "grants/s       %.0f (%d grants in %v)\n", res.PerSec(), len(res.Grants), res.Elapsed.Round(time.Millisecond))
+	wait, handoff := res.Waits(), res.Handoffs()
+	fmt.Fprintf(out, "wait           p50 %s  p99 %s\n", fmtDur(scenario.Percentile(wait, .5)), fmtDur(scenario.Percentile(wait, .99)))
 	fmt.Fprintf(out, "handoff        p50 %s  p99 %s  (%d handoffs to a waiting worker)\n",
-		fmtDur(percentile(res.handoff, 50)), fmtDur(percentile(res.handoff, 99)), len(res.handoff))
-	if n := len(res.grants); n > 0 {
+		fmtDur(scenario.Percentile(handoff, .5)), fmtDur(scenario.Percentile(handoff, .99)), len(handoff))
+	if n := len(res.Grants); n > 0 {
 		order := "strictly increasing in the order the counter grew"
-		if res.orderErr != nil {
-			order = "OUT OF ORDER: " + res.orderErr.Error()
+		if err := res.OrderErr(); err != nil {
+			order = "OUT OF ORDER: " + err.Error()
 		}
-		fmt.Fprintf(out, "tokens         %d..%d, %s\n", res.grants[0].token, res.grants[n-1].token, order)
+		fmt.Fprintf(out, "tokens         %d..%d, %s\n", res.Grants[0].Token, res.Grants[n-1].Token, order)
 		if n > 1 {
-			fmt.Fprintf(out, "owner changes  %.0f%% of grants went to another worker\n", 100*float64(res.ownerChanges)/float64(n-1))
+			fmt.Fprintf(out, "owner changes  %.0f%% of grants went to another worker\n", 100*float64(res.OwnerChanges())/float64(n-1))
 		}
 	}
 }
+
+// fmtDur prints latencies with three significant digits.
+var fmtDur = scenario.FormatDuration
 
 // showProgress reports done/total until the returned stop is called: a bar
 // redrawn in place on a terminal, a line a second otherwise.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/dlockio/dlock/internal/testserver"
 )
@@ -30,7 +31,7 @@ func TestE2EEtcdCounter(t *testing.T) {
 func TestE2ELossOnEtcd(t *testing.T) {
 	bin := dlockBinary(t)
 	backend, endpoints, prefix := etcdBackend(t)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: quietZap()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}

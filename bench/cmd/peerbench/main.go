@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dlockio/dlock/bench"
+	"github.com/dlockio/dlock/internal/scenario"
 )
 
 func main() {
@@ -37,7 +38,6 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "", "markdown report to write (docs/BENCHMARKS.md)")
 	jsonOut := fs.String("json", "", "raw samples to write as JSON")
 	command := fs.String("command", "", "the command line to print in the report")
-	notes := fs.String("notes", "", "markdown file whose text follows the goals (why a goal is missed)")
 	took := fs.Duration("took", 0, "with -replay: how long the measured run took, for the report")
 	replay := fs.String("replay", "", "re-render the report from a -json file instead of measuring")
 	quick := fs.Bool("quick", false, "short budgets, for development")
@@ -54,7 +54,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *quick {
 		s.Config.Uncontended.Max = 100 * time.Millisecond
 		s.Config.CounterMax = 500 * time.Millisecond
-		s.Config.Handoff = bench.Budget{N: 5, Max: 500 * time.Millisecond}
+		s.Config.Handoff = scenario.Budget{N: 5, Max: 500 * time.Millisecond}
 		s.Config.NamesBudget.Max = 200 * time.Millisecond
 	}
 	s.Scenarios = strings.Split(*scen, ",")
@@ -89,17 +89,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *replay != "" {
 		rep.Took = *took
 	}
-	if *notes != "" {
-		b, err := os.ReadFile(*notes)
-		if err != nil {
-			return err
-		}
-		rep.Notes = string(b)
-	}
 	md := rep.Markdown(ctx)
 	if *out == "" {
 		_, err = io.WriteString(stdout, md)
 		return err
 	}
-	return os.WriteFile(*out, []byte(md), 0o644)
+	if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "peerbench: wrote %s\n", *out)
+	return nil
 }
