@@ -28,6 +28,9 @@ var (
 	// context ends and then returns the context's error joined with the last
 	// of them; TryLock, Unlock and Status return them at once.
 	ErrUnavailable = driver.ErrUnavailable
+	// ErrNotSupported is returned for a primitive the client's engine does
+	// not offer (Capabilities says which it does).
+	ErrNotSupported = driver.ErrNotSupported
 )
 
 // Status is what an engine can tell about a lock without taking it

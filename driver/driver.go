@@ -11,6 +11,7 @@ package driver
 
 import (
 	"context"
+	"strconv"
 	"time"
 )
 
@@ -54,11 +55,47 @@ type Driver interface {
 	Close() error
 }
 
-// Request says what to acquire.
+// Request says what to acquire: a lock (Limit 0) in a Mode, or one of
+// Limit permits of a semaphore.
 type Request struct {
 	Name string        // any bytes; the driver encodes it for its engine
 	TTL  time.Duration // how long the engine keeps the lock without renewal
 	Wait bool          // wait for the lock (Lock) or try once (TryLock)
+
+	// Mode is Exclusive (the zero value: a mutex, or a read-write lock's
+	// writer) or Shared (a read-write lock's reader). An Exclusive request
+	// and a Shared one for the same name contend as writer and reader: a
+	// Mutex is the exclusive side of the read-write lock of its name.
+	Mode Mode
+
+	// Limit, when above 0, asks for one of Limit permits of the semaphore
+	// Name (Mode is then Exclusive): at most Limit holders at once. 0 asks
+	// for a lock. A driver that sees the name held or awaited under another
+	// Limit (or as a lock) must refuse with an error matching
+	// ErrInvalidArgument that names both limits, never mix them.
+	Limit int
+}
+
+// Mode says how a lock is wanted.
+type Mode int
+
+const (
+	// Exclusive: one holder, and no Shared holder.
+	Exclusive Mode = iota
+	// Shared: any number of Shared holders, and no Exclusive holder. Once an
+	// Exclusive request waits, Shared requests that come after it queue
+	// behind it (no writer starvation).
+	Shared
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Exclusive:
+		return "exclusive"
+	case Shared:
+		return "shared"
+	}
+	return "Mode(" + strconv.Itoa(int(m)) + ")"
 }
 
 // Validity is the window in which the engine promises the lock to its holder:
@@ -76,7 +113,9 @@ type Validity struct {
 // has returned.
 type Lock interface {
 	// Token is the fencing token: for one lock name it strictly increases in
-	// the order the engine granted the lock. It is never 0.
+	// the order the engine granted the lock, across modes and permits (a
+	// reader's, a writer's and a permit's tokens are one sequence per
+	// name). It is never 0.
 	Token() uint64
 
 	// Renew extends the lock by another TTL. It returns an error matching
@@ -139,6 +178,14 @@ type Capabilities struct {
 	FIFO    bool   // waiters are granted the lock in the order they asked
 	Scope   string // who can share the lock: "process", "host", "cluster"
 	Notes   string // what the engine assumes and what failover can break
+
+	// Shared: the driver grants Mode Shared requests (read-write locks).
+	// Semaphore: the driver grants requests with a Limit (semaphores).
+	// The portable layer refuses what a driver does not say it supports
+	// with ErrNotSupported; a driver given such a request anyway must
+	// return ErrNotSupported too, never treat it as a mutex.
+	Shared    bool
+	Semaphore bool
 }
 
 // Capable is implemented by drivers that describe their guarantees.
@@ -149,9 +196,12 @@ type Capable interface {
 // Status is what an engine can tell about a lock without taking it.
 type Status struct {
 	Held    bool
-	Token   uint64        // the holder's token, if Held
+	Token   uint64        // the holder's token, if Held (the newest holder's, if several)
 	TTLLeft time.Duration // time until the engine drops the holder's lock; 0 if unknown
 	Waiters int           // -1 if the engine cannot tell
+	Holders int           // how many hold it: readers or permits in use, 1 for one exclusive holder; 0 if unknown
+	Mode    Mode          // how the holders hold it, if Held
+	Limit   int           // the semaphore's number of permits, if it is one and the engine can tell
 }
 
 // Inspector is implemented by drivers that can report a lock's status.

@@ -27,6 +27,10 @@ var (
 	// errors (with backoff) until its context ends; every other engine error
 	// is reported at once. Drivers mark errors with Unavailable.
 	ErrUnavailable = errors.New("engine unavailable")
+	// ErrNotSupported: the engine's driver does not offer this primitive
+	// (a read-write lock or a semaphore on Redlock); its Capabilities say
+	// what it offers.
+	ErrNotSupported = errors.New("not supported by this engine")
 )
 
 // Unavailable marks err as transient (errors.Is(err, ErrUnavailable)),

@@ -18,14 +18,6 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
-// The URL schemes this package registers with dlock.Open (see the
-// package doc's URLs section).
-const (
-	Scheme        = "redis"   // one node
-	TLSScheme     = "rediss"  // one node, over TLS
-	RedlockScheme = "redlock" // a majority of independent masters
-)
-
 // DefaultPrefix starts every key and channel this driver makes.
 const DefaultPrefix = "dlock:"
 

@@ -18,6 +18,14 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
+// The URL schemes this package registers with dlock.Open (see the
+// package doc's URLs section).
+const (
+	Scheme        = "redis"   // one node
+	TLSScheme     = "rediss"  // one node, over TLS
+	RedlockScheme = "redlock" // a majority of independent masters
+)
+
 // EnvPassword names the environment variable that supplies the password
 // when a URL has none.
 const EnvPassword = "DLOCK_REDIS_PASSWORD"

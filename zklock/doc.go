@@ -22,8 +22,8 @@
 //   - user:password: ZooKeeper digest authentication (Options.Auth), added
 //     to every connection; the nodes the driver creates then give that user
 //     alone every permission. Without user info in the URL, the environment
-//     variables DLOCK_ZK_USER and DLOCK_ZK_PASSWORD supply them when either
-//     is set (EnvUser, EnvPassword). Neither is ever logged or put in an
+//     variables DLOCK_ZK_USERNAME and DLOCK_ZK_PASSWORD supply them when either
+//     is set (EnvUsername, EnvPassword). Neither is ever logged or put in an
 //     error.
 //   - /prefix: the znode under which the lock queues live (Options.Prefix),
 //     an absolute, clean path, created if missing; default /dlock

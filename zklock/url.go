@@ -18,7 +18,7 @@ const Scheme = "zk"
 // Environment variables read by the URL opener for digest authentication
 // when the URL has no user info. Neither is ever logged or put in an error.
 const (
-	EnvUser     = "DLOCK_ZK_USER"
+	EnvUsername = "DLOCK_ZK_USERNAME"
 	EnvPassword = "DLOCK_ZK_PASSWORD"
 )
 
@@ -42,7 +42,7 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	if u.User != nil {
 		pw, _ := u.User.Password()
 		o.Auth = u.User.Username() + ":" + pw
-	} else if user, pw := os.Getenv(EnvUser), os.Getenv(EnvPassword); user != "" || pw != "" {
+	} else if user, pw := os.Getenv(EnvUsername), os.Getenv(EnvPassword); user != "" || pw != "" {
 		o.Auth = user + ":" + pw
 	}
 	if p := strings.TrimSuffix(u.Path, "/"); p != "" {

@@ -54,14 +54,14 @@ func TestURLErrorsHideCredentials(t *testing.T) {
 }
 
 // TestURLCredentialsFromEnv: a zk:// URL without user info authenticates
-// with DLOCK_ZK_USER and DLOCK_ZK_PASSWORD, so the nodes it creates are
+// with DLOCK_ZK_USERNAME and DLOCK_ZK_PASSWORD, so the nodes it creates are
 // that user's alone; user info in the URL takes precedence.
 func TestURLCredentialsFromEnv(t *testing.T) {
 	servers := testserver.ZooKeeper(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	admin := testAdmin(t, servers)
-	t.Setenv(EnvUser, "dlockenv")
+	t.Setenv(EnvUsername, "dlockenv")
 	t.Setenv(EnvPassword, "envS3cr3t")
 	for _, tc := range []struct{ userinfo, user, password string }{
 		{"", "dlockenv", "envS3cr3t"},
