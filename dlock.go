@@ -82,18 +82,21 @@ func (c *Client) Capabilities() Capabilities {
 
 // Status reports whether name is held, by which token, for how much longer
 // and how many wait, for drivers that can tell. Others return an error
-// matching errors.ErrUnsupported.
+// matching ErrNotSupported (and errors.ErrUnsupported).
 func (c *Client) Status(ctx context.Context, name string) (Status, error) {
 	if name == "" {
 		return Status{}, wrap(name, "status", invalid("name", `""`, "a non-empty lock name"))
 	}
 	in, ok := c.drv.(driver.Inspector)
 	if !ok {
-		return Status{}, wrap(name, "status", fmt.Errorf("%w: the driver (%T) cannot report a lock's status", errors.ErrUnsupported, c.drv))
+		return Status{}, wrap(name, "status", fmt.Errorf("%w: the driver (%T) cannot report a lock's status", ErrNotSupported, c.drv))
 	}
 	st, err := in.Status(ctx, name)
 	if err != nil {
 		return st, wrap(name, "status", err)
+	}
+	if st.Held && st.Holders == 0 {
+		st.Holders = 1
 	}
 	return st, nil
 }

@@ -3,6 +3,7 @@ package dlock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/dlockio/dlock/driver"
@@ -44,28 +45,43 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 	if !wait {
 		op = "trylock"
 	}
+	return m.c.acquire(ctx, m.name, m.cfg, op, driver.Request{Wait: wait})
+}
+
+// acquire takes what req asks for (its Name and TTL are filled in here)
+// through the driver, riding out an unavailable engine if req.Wait, and
+// starts the lease. op names the call in errors.
+func (c *Client) acquire(ctx context.Context, name string, ccfg config, op string, req driver.Request) (*Lease, error) {
 	if ctx == nil {
-		return nil, wrap(m.name, op, invalid("ctx", nil, "a non-nil context.Context"))
+		return nil, wrap(name, op, invalid("ctx", nil, "a non-nil context.Context"))
 	}
-	if m.name == "" {
-		return nil, wrap(m.name, op, invalid("name", `""`, "a non-empty lock name (any bytes)"))
+	if name == "" {
+		return nil, wrap(name, op, invalid("name", `""`, "a non-empty lock name (any bytes)"))
 	}
-	cfg, err := m.cfg.resolved()
+	cfg, err := ccfg.resolved()
 	if err != nil {
-		return nil, wrap(m.name, op, err)
+		return nil, wrap(name, op, err)
+	}
+	if req.Limit < 0 {
+		return nil, wrap(name, op, invalid("n", req.Limit, "a number of permits >= 1"))
+	}
+	if err := c.supports(req); err != nil {
+		return nil, wrap(name, op, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := m.c.begin(); err != nil {
-		return nil, wrap(m.name, op, err)
+	if err := c.begin(); err != nil {
+		return nil, wrap(name, op, err)
 	}
-	defer m.c.calls.Done()
+	defer c.calls.Done()
+	req.Name, req.TTL = name, cfg.ttl
+	wait := req.Wait
 
 	// The wait ends with ctx or with Close, whichever comes first.
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stop := context.AfterFunc(m.c.closeCtx, cancel)
+	stop := context.AfterFunc(c.closeCtx, cancel)
 	defer stop()
 
 	var (
@@ -77,12 +93,12 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 	)
 	for {
 		start = time.Now()
-		held, v, err = m.c.drv.Acquire(actx, driver.Request{Name: m.name, TTL: cfg.ttl, Wait: wait})
+		held, v, err = c.drv.Acquire(actx, req)
 		if err == nil {
 			break
 		}
-		if m.c.closeCtx.Err() != nil && ctx.Err() == nil {
-			return nil, wrap(m.name, op, ErrClosed)
+		if c.closeCtx.Err() != nil && ctx.Err() == nil {
+			return nil, wrap(name, op, ErrClosed)
 		}
 		if wait && errors.Is(err, ErrUnavailable) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			lastErr = err // the engine's own failure, even if ctx ended meanwhile
@@ -92,27 +108,27 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 				continue
 			}
 			if ctx.Err() == nil {
-				return nil, wrap(m.name, op, ErrClosed)
+				return nil, wrap(name, op, ErrClosed)
 			}
 		}
 		if ctx.Err() != nil {
 			if lastErr != nil {
-				return nil, errors.Join(ctx.Err(), wrap(m.name, op, lastErr))
+				return nil, errors.Join(ctx.Err(), wrap(name, op, lastErr))
 			}
 			return nil, ctx.Err() // as itself, not wrapped
 		}
-		return nil, wrap(m.name, op, err) // an engine failure, even a driver's own timeout
+		return nil, wrap(name, op, err) // an engine failure, even a driver's own timeout
 	}
-	if ctx.Err() != nil || m.c.closeCtx.Err() != nil {
+	if ctx.Err() != nil || c.closeCtx.Err() != nil {
 		// Granted as the caller gave up: give it back rather than return a
 		// lock the caller is not expecting.
 		rctx, rcancel := context.WithTimeout(context.Background(), min(cfg.ttl, CloseTimeout))
 		rerr := held.Release(rctx)
 		rcancel()
 		if ctx.Err() != nil {
-			return nil, errors.Join(ctx.Err(), wrap(m.name, "release", rerr))
+			return nil, errors.Join(ctx.Err(), wrap(name, "release", rerr))
 		}
-		return nil, errors.Join(wrap(m.name, op, ErrClosed), wrap(m.name, "release", rerr))
+		return nil, errors.Join(wrap(name, op, ErrClosed), wrap(name, "release", rerr))
 	}
 	if v.Since.IsZero() {
 		v.Since = start
@@ -120,5 +136,20 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 	if v.TTL <= 0 {
 		v.TTL = cfg.ttl
 	}
-	return m.c.startLease(m.name, cfg, held, v)
+	return c.startLease(name, cfg, held, v)
+}
+
+// supports refuses, with ErrNotSupported, a request for a primitive the
+// driver does not say it offers.
+func (c *Client) supports(req driver.Request) error {
+	caps := c.Capabilities()
+	switch {
+	case req.Mode == driver.Shared && !caps.Shared:
+		return fmt.Errorf("%w: read-write locks (shared mode)", ErrNotSupported)
+	case req.Limit > 0 && !caps.Semaphore:
+		return fmt.Errorf("%w: semaphores", ErrNotSupported)
+	case req.Mode != driver.Exclusive && req.Mode != driver.Shared:
+		return invalid("mode", req.Mode, "Exclusive or Shared")
+	}
+	return nil
 }

@@ -28,10 +28,16 @@ var (
 	// is reported at once. Drivers mark errors with Unavailable.
 	ErrUnavailable = errors.New("engine unavailable")
 	// ErrNotSupported: the engine's driver does not offer this primitive
-	// (a read-write lock or a semaphore on Redlock); its Capabilities say
-	// what it offers.
-	ErrNotSupported = errors.New("not supported by this engine")
+	// (a read-write lock or a semaphore on Redlock) or operation (Status);
+	// its Capabilities say what it offers. It also matches
+	// errors.ErrUnsupported.
+	ErrNotSupported error = notSupported{}
 )
+
+type notSupported struct{}
+
+func (notSupported) Error() string        { return "not supported by this engine" }
+func (notSupported) Is(target error) bool { return target == errors.ErrUnsupported }
 
 // Unavailable marks err as transient (errors.Is(err, ErrUnavailable)),
 // keeping its message and its own chain. It returns nil for nil and err
