@@ -28,4 +28,3 @@ func BenchmarkLockUnlock(b *testing.B) {
 		}
 	}
 }
-
