@@ -41,6 +41,7 @@ import (
 type Client struct {
 	drv driver.Driver
 	cfg config
+	tel *telemetry
 
 	closeCtx context.Context // cancelled by Close
 	closeFn  context.CancelFunc
@@ -64,7 +65,7 @@ func NewClient(drv driver.Driver, opts ...Option) (*Client, error) {
 		return nil, wrap("", "new client", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Client{drv: drv, cfg: cfg, closeCtx: ctx, closeFn: cancel, leases: map[*Lease]struct{}{}}, nil
+	return &Client{drv: drv, cfg: cfg, tel: newTelemetry(cfg, drv), closeCtx: ctx, closeFn: cancel, leases: map[*Lease]struct{}{}}, nil
 }
 
 // Mutex returns the mutual-exclusion lock called name. Any bytes make a
