@@ -17,18 +17,43 @@ func (d *fileDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lo
 		return nil, driver.Validity{}, err
 	}
 	defer d.calls.Done()
+	switch {
+	case req.Mode != driver.Exclusive && req.Mode != driver.Shared:
+		return nil, driver.Validity{}, fmt.Errorf("%w: filelock: lock mode %v", driver.ErrNotSupported, req.Mode)
+	case req.Limit < 0:
+		return nil, driver.Validity{}, driver.InvalidArgument("filelock: limit", req.Limit, "a number of permits >= 1, or 0 for a lock")
+	case req.Limit > 0:
+		return nil, driver.Validity{}, fmt.Errorf("%w: filelock: semaphores", driver.ErrNotSupported)
+	}
+	return d.acquireLock(ctx, req)
+}
+
+// acquireLock takes the lock file of req.Name: LOCK_EX for a writer (or a
+// Mutex), LOCK_SH for a reader, who first waits for no writer to be
+// waiting (see turnName).
+func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
 	name := fileName(req.Name)
+	shared := req.Mode == driver.Shared
+	how := unix.LOCK_EX
+	if shared {
+		how = unix.LOCK_SH
+	}
 	var (
-		f       *os.File
-		w       *waiter // once waiting
+		f       *os.File // the lock file
+		t       *os.File // the turnstile: a waiting writer's mark, or what a reader looks at
+		w       *waiter  // once waiting
+		watched *os.File // the file w watches: f, or a reader's t
 		unwatch func()
 	)
 	defer func() {
+		if unwatch != nil {
+			unwatch()
+		}
 		if f != nil {
 			f.Close()
 		}
-		if unwatch != nil {
-			unwatch()
+		if t != nil {
+			t.Close() // a writer's mark goes: readers behind it wake
 		}
 	}()
 	for {
@@ -37,46 +62,65 @@ func (d *fileDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lo
 			if f, err = d.openAt(name, unix.O_RDWR|unix.O_CREAT); err != nil {
 				return nil, driver.Validity{}, mayPass(err)
 			}
-			if unwatch != nil { // a new file: watch it instead
-				unwatch()
-				if unwatch, err = d.ino.watchFile(f, w.sub); err != nil {
-					unwatch = nil
-					return nil, driver.Validity{}, waitErr(f.Name(), err)
-				}
-			}
 		}
-		since := time.Now()
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		switch {
-		case err == nil:
-			l, err := d.grant(ctx, f, name)
-			if err != nil {
+		var on *os.File // what to wait for
+		if shared {
+			waits, nt, err := d.writerWaits(name, t)
+			if t = nt; err != nil {
 				return nil, driver.Validity{}, mayPass(err)
 			}
-			if l == nil {
-				// Removed or replaced since our open: the file at the
-				// name is the lock now.
-				f.Close()
-				f = nil
-				continue
+			if waits {
+				on = t
 			}
-			f = nil
-			return l, driver.Validity{Since: since, TTL: req.TTL}, nil
-		case errors.Is(err, unix.EWOULDBLOCK):
-			if !req.Wait {
-				return nil, driver.Validity{}, driver.ErrNotAcquired
-			}
-		default:
-			return nil, driver.Validity{}, fmt.Errorf("filelock: flock %s: %w", f.Name(), err)
 		}
-		if unwatch == nil {
-			// Start watching only when we must wait, then try once more:
-			// the holder may have gone between the attempt and the watch.
-			w = newWaiter()
-			if unwatch, err = d.ino.watchFile(f, w.sub); err != nil {
-				unwatch = nil
-				return nil, driver.Validity{}, waitErr(f.Name(), err)
+		if on == nil {
+			since := time.Now()
+			switch err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB); {
+			case err == nil:
+				l, err := d.grant(ctx, f, name)
+				if err != nil {
+					return nil, driver.Validity{}, mayPass(err)
+				}
+				if l == nil {
+					// Removed or replaced since our open: the file at the
+					// name is the lock now.
+					f.Close()
+					f = nil
+					continue
+				}
+				f = nil
+				return l, driver.Validity{Since: since, TTL: req.TTL}, nil
+			case errors.Is(err, unix.EWOULDBLOCK):
+			default:
+				return nil, driver.Validity{}, fmt.Errorf("filelock: flock %s: %w", f.Name(), err)
 			}
+			on = f
+		}
+		if !req.Wait {
+			return nil, driver.Validity{}, driver.ErrNotAcquired
+		}
+		if !shared && t == nil {
+			// From here on, readers who come wait behind us.
+			var err error
+			if t, err = d.markWriter(name); err != nil {
+				return nil, driver.Validity{}, mayPass(err)
+			}
+		}
+		if watched != on {
+			// Watch first, then try once more: what we wait for may have
+			// happened between the attempt and the watch.
+			if unwatch != nil {
+				unwatch()
+			}
+			if w == nil {
+				w = newWaiter()
+			}
+			var err error
+			if unwatch, err = d.ino.watchFile(on, w.sub); err != nil {
+				unwatch = nil
+				return nil, driver.Validity{}, waitErr(on.Name(), err)
+			}
+			watched = on
 			continue
 		}
 		if err := w.wait(ctx); err != nil {
@@ -88,6 +132,12 @@ func (d *fileDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lo
 		if same, _ := d.fileAt(f, name); !same {
 			f.Close()
 			f = nil
+		}
+		if !shared {
+			if same, _ := d.fileAt(t, turnName(name)); !same {
+				t.Close() // a mark on a file readers no longer see: mark the new one
+				t = nil
+			}
 		}
 	}
 }

@@ -47,6 +47,37 @@
 // closes); anything else that makes the path lead elsewhere (a parent
 // moved) is noticed at the next renewal.
 //
+// A read-write lock uses the lock file NAME.lock too, and beside it the
+// turnstile file NAME.writer (see "Read-write locks"), also never removed.
+//
+// # Read-write locks
+//
+// A reader (RWMutex.RLock) takes LOCK_SH on the lock file, a writer
+// (RWMutex.Lock, and a Mutex of the same name, which is the same thing)
+// LOCK_EX; flock(2) keeps readers and writers apart. flock alone would
+// let a writer starve: a new LOCK_SH is granted whenever only readers
+// hold, however long a writer has waited. So a writer that has to wait
+// marks the lock's turnstile file NAME.writer until it gets the lock or
+// gives up: an open file description read lock on it (fcntl
+// F_OFD_SETLK), which waiting writers hold side by side. A reader looks
+// for a mark (F_OFD_GETLK, which takes nothing) before it takes LOCK_SH,
+// and while there is one it waits for a close of the turnstile file, by
+// inotify. The kernel drops a mark with its holder's last descriptor, so
+// a writer that dies while waiting lets readers in at once.
+//
+// What this guarantees, across processes of the host: a reader that looks
+// after a writer began waiting does not get in before that writer (nor
+// before any writer waiting with it); the readers a writer waits for are
+// the ones that held, or had already looked, when it began. A reader that
+// looked a moment before the writer marked may still take its LOCK_SH
+// after it. Writers are not ordered among themselves (no FIFO: flock wakes
+// them all and one wins), and a writer that holds lets in whichever of the
+// writers and readers waiting behind it is first when it leaves, readers
+// only if no writer waits. A reader waits for writers only, never for
+// other readers. Tokens are one sequence across readers and writers
+// (see "Fencing tokens"); readers' grants count under the tokens file's
+// lock, so their shared lock file always holds the newest.
+//
 // # Fencing tokens
 //
 // A grant's token is one above both the number in its lock file and the

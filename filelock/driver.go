@@ -154,11 +154,13 @@ func (d *fileDriver) Capabilities() driver.Capabilities {
 		Fencing: driver.FencingNode,
 		FIFO:    false,
 		Scope:   "host",
+		Shared:  true,
 		Notes: "flock(2) on one host, local file systems only; the kernel frees a dead holder's lock at once, " +
 			"and a holder learns at once that its lock file was removed or replaced. " +
 			"Tokens are kept in the lock file and in the directory's dlock-tokens file (crash-safe): they keep increasing " +
 			"across a removed or replaced lock file, crashes and reboots, and restart only if both files are lost " +
-			"(a tmpfs runtime directory empties at reboot).",
+			"(a tmpfs runtime directory empties at reboot). " +
+			"Read-write locks are LOCK_SH/LOCK_EX on the one lock file; a waiting writer marks a turnstile file that keeps later readers out.",
 	}
 }
 
