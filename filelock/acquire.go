@@ -22,8 +22,10 @@ func (d *fileDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lo
 		return nil, driver.Validity{}, fmt.Errorf("%w: filelock: lock mode %v", driver.ErrNotSupported, req.Mode)
 	case req.Limit < 0:
 		return nil, driver.Validity{}, driver.InvalidArgument("filelock: limit", req.Limit, "a number of permits >= 1, or 0 for a lock")
+	case req.Limit > 0 && req.Mode != driver.Exclusive:
+		return nil, driver.Validity{}, driver.InvalidArgument("filelock: mode of a semaphore's permit", req.Mode, "exclusive")
 	case req.Limit > 0:
-		return nil, driver.Validity{}, fmt.Errorf("%w: filelock: semaphores", driver.ErrNotSupported)
+		return d.acquirePermit(ctx, req)
 	}
 	return d.acquireLock(ctx, req)
 }
@@ -77,7 +79,16 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 			since := time.Now()
 			switch err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB); {
 			case err == nil:
-				l, err := d.grant(ctx, f, name)
+				// A semaphore of the name has to be refused. Looked at
+				// after the flock: see semName.
+				if lim, err := d.semaphoreLimit(name); err != nil || lim != 0 {
+					unix.Flock(int(f.Fd()), unix.LOCK_UN)
+					if err != nil {
+						return nil, driver.Validity{}, mayPass(err)
+					}
+					return nil, driver.Validity{}, lockOfSemaphore(lim)
+				}
+				l, err := d.grant(ctx, f, name, nil)
 				if err != nil {
 					return nil, driver.Validity{}, mayPass(err)
 				}
@@ -142,11 +153,23 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 	}
 }
 
-// grant makes the lock on f, which we hold locked: its token, then the
-// watch that ends the lease if the file is tampered with. It returns nil if
-// f was not the lock's file when the watch was in place (a token is then
-// spent for nothing, which is harmless: tokens may skip).
-func (d *fileDriver) grant(ctx context.Context, f *os.File, name string) (*fileLock, error) {
+// lockOfSemaphore is the error of a lock asked for by the name of a
+// semaphore in use, with limit lim (-1: unreadable).
+func lockOfSemaphore(lim int) error {
+	want := fmt.Sprintf("%d, the limit it is held or awaited with: it is a semaphore of %d permits now", lim, lim)
+	if lim < 0 {
+		want = "a semaphore's limit: it is a semaphore now, held or awaited (its limit file is unreadable)"
+	}
+	return driver.InvalidArgument("filelock: semaphore limit", "0 (a lock)", want)
+}
+
+// grant makes the lock on f, which we hold locked, called name in the
+// directory: its token, then the watch that ends the lease if the file is
+// tampered with. The lock owns extra (a permit's limit file, or nil) from
+// then on. It returns nil if f was not the lock's file when the watch was
+// in place (a token is then spent for nothing, which is harmless: tokens
+// may skip).
+func (d *fileDriver) grant(ctx context.Context, f *os.File, name string, extra *os.File) (*fileLock, error) {
 	token, err := d.grantToken(ctx, f)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -154,7 +177,7 @@ func (d *fileDriver) grant(ctx context.Context, f *os.File, name string) (*fileL
 		}
 		return nil, fmt.Errorf("filelock: fencing token for %s: %w", f.Name(), err)
 	}
-	l := &fileLock{d: d, f: f, name: name, token: token}
+	l := &fileLock{d: d, f: f, name: name, token: token, extra: extra}
 	l.mu.Lock()
 	err = l.watch()
 	l.mu.Unlock()
@@ -185,10 +208,10 @@ func (d *fileDriver) grant(ctx context.Context, f *os.File, name string) (*fileL
 	return l, nil
 }
 
-// abandon undoes grant's work on l, whose caller then closes the file.
+// abandon undoes grant's work on l, whose caller then closes the files.
 func (l *fileLock) abandon() {
 	l.mu.Lock()
-	l.f = nil
+	l.f, l.extra = nil, nil
 	l.mu.Unlock()
 	l.d.mu.Lock()
 	delete(l.d.open, l)

@@ -48,7 +48,10 @@
 // moved) is noticed at the next renewal.
 //
 // A read-write lock uses the lock file NAME.lock too, and beside it the
-// turnstile file NAME.writer (see "Read-write locks"), also never removed.
+// turnstile file NAME.writer (see "Read-write locks"); a semaphore uses
+// NAME.sem and NAME.permit1 to NAME.permitN (see "Semaphores"). None of
+// them is ever removed, and all are opened and watched as lock files are:
+// a permit file removed, renamed or replaced ends its lease.
 //
 // # Read-write locks
 //
@@ -77,6 +80,33 @@
 // other readers. Tokens are one sequence across readers and writers
 // (see "Fencing tokens"); readers' grants count under the tokens file's
 // lock, so their shared lock file always holds the newest.
+//
+// # Semaphores
+//
+// A semaphore of N permits is N permit files, NAME.permit1 to NAME.permitN:
+// a permit is LOCK_EX on one of them, taken on the first that is free, so
+// the kernel gives a dead holder's permit back at once (there is no TTL to
+// wait for). A waiter watches the N files with inotify and tries them all
+// again when one is closed; N waiting permits so cost N inotify watches
+// per client (shared by its waiters) and N open files per waiter. Waiters
+// are not FIFO.
+//
+// N is kept in NAME.sem. Every holder and waiter keeps it open with an open
+// file description read lock (fcntl F_OFD_SETLK) for as long as it holds or
+// waits; one that finds nobody else there (it gets the write lock) writes
+// its N, downgrades to the read lock (atomically), and everyone after it
+// reads N and, if theirs differs, is refused with an error matching
+// driver.ErrInvalidArgument that names both. The kernel drops the read
+// lock with its holder's last descriptor, death included, so once nobody
+// holds or waits the next comer may set another N. A name is a semaphore
+// or a lock, not both at once: a lock taker that finds NAME.sem read-locked
+// (after taking its flock) and a semaphore taker that finds the lock file
+// held or a writer waiting (after taking its read lock) are refused the
+// same way; each looks after making itself seen, so of two that come at
+// once at least one is refused. (The semaphore taker's look is a
+// LOCK_EX|LOCK_NB on the lock file that it drops at once: a TryLock at that
+// very moment can fail.) Tokens of the permits are one sequence with the
+// name's locks' tokens (see "Fencing tokens").
 //
 // # Fencing tokens
 //

@@ -140,6 +140,10 @@ func (d *fileDriver) crash() {
 		l.mu.Lock()
 		l.f.Close()
 		l.f = nil
+		if l.extra != nil {
+			l.extra.Close()
+			l.extra = nil
+		}
 		l.mu.Unlock()
 	}
 }
@@ -151,16 +155,18 @@ func (d *fileDriver) Dir() string { return d.dir }
 
 func (d *fileDriver) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
-		Fencing: driver.FencingNode,
-		FIFO:    false,
-		Scope:   "host",
-		Shared:  true,
+		Fencing:   driver.FencingNode,
+		FIFO:      false,
+		Scope:     "host",
+		Shared:    true,
+		Semaphore: true,
 		Notes: "flock(2) on one host, local file systems only; the kernel frees a dead holder's lock at once, " +
 			"and a holder learns at once that its lock file was removed or replaced. " +
 			"Tokens are kept in the lock file and in the directory's dlock-tokens file (crash-safe): they keep increasing " +
 			"across a removed or replaced lock file, crashes and reboots, and restart only if both files are lost " +
 			"(a tmpfs runtime directory empties at reboot). " +
-			"Read-write locks are LOCK_SH/LOCK_EX on the one lock file; a waiting writer marks a turnstile file that keeps later readers out.",
+			"Read-write locks are LOCK_SH/LOCK_EX on the one lock file; a waiting writer marks a turnstile file that keeps later readers out. " +
+			"A semaphore permit is LOCK_EX on one of N permit files; N is kept in a file read-locked by holders and waiters, and another N is refused.",
 	}
 }
 

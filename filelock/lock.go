@@ -23,8 +23,9 @@ type fileLock struct {
 	lost     chan struct{} // closed when the file stops being the lock's; nil if not watched
 	lostOnce sync.Once
 
-	mu sync.Mutex
-	f  *os.File // nil once released
+	mu    sync.Mutex
+	f     *os.File // nil once released
+	extra *os.File // a permit's semaphore limit file, closed after f
 }
 
 // HeldFile returns the open file that carries the flock(2) of l, a lease of
@@ -202,6 +203,10 @@ func (l *fileLock) closeLocked() error {
 	unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
 	err := l.f.Close()
 	l.f = nil
+	if l.extra != nil {
+		l.extra.Close() // only a read of it was locked
+		l.extra = nil
+	}
 	return err
 }
 

@@ -37,6 +37,18 @@ func rwChild(mode string) int {
 	}
 	defer c.Close()
 	ctx := context.Background()
+	switch mode {
+	case "sem":
+		return semChild(c, dir)
+	case "semhold":
+		n, _ := strconv.Atoi(os.Getenv("N"))
+		if _, err := c.Semaphore(os.Getenv("NAME"), n).Acquire(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println("holding")
+		select {}
+	}
 	if mode == "writer" {
 		if _, err := c.RWMutex(os.Getenv("NAME")).Lock(ctx); err != nil {
 			fmt.Fprintln(os.Stderr, err)

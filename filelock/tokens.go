@@ -235,10 +235,23 @@ func (d *fileDriver) openTokens() (*os.File, error) {
 // write and at times a sync. It does not block in the kernel, where a holder
 // stopped mid-update (SIGSTOP) could keep it past ctx or its driver's Close.
 func flockCtx(ctx context.Context, fd int, closed func() bool) error {
+	return lockCtx(ctx, closed, func() error {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return unix.EAGAIN
+		}
+		return err
+	})
+}
+
+// lockCtx calls try until it returns anything but EAGAIN, backing off from
+// 20 µs to 10 ms: for locks held only for a moment (a read and a write),
+// where an inotify watch would cost more than the wait.
+func lockCtx(ctx context.Context, closed func() bool, try func() error) error {
 	delay := 20 * time.Microsecond
 	for {
-		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-		if !errors.Is(err, unix.EWOULDBLOCK) {
+		err := try()
+		if !errors.Is(err, unix.EAGAIN) {
 			return err
 		}
 		if closed() {
