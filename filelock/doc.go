@@ -108,6 +108,13 @@
 // very moment can fail.) Tokens of the permits are one sequence with the
 // name's locks' tokens (see "Fencing tokens").
 //
+// Status tells which of these a name is and how it is held: a writer (one
+// holder), readers (counted in /proc/locks, which leaves out processes in
+// another PID namespace: then Holders is 0, unknown), or the permits in use
+// of a semaphore and its limit. It finds out by trying the locks (and drops
+// them at once), so a TryLock or TryAcquire made at that very moment can
+// fail. Waiters cannot be counted.
+//
 // # Fencing tokens
 //
 // A grant's token is one above both the number in its lock file and the

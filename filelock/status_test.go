@@ -1,0 +1,101 @@
+package filelock
+
+import (
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
+)
+
+// TestStatusModes: Status tells a free lock, a writer, readers (counted)
+// and a semaphore's permits in use, with the newest holder's token.
+func TestStatusModes(t *testing.T) {
+	dir := t.TempDir()
+	var cs []*dlock.Client
+	for range 3 {
+		c, err := New(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cs = append(cs, c)
+	}
+	status := func(name string) dlock.Status {
+		t.Helper()
+		st, err := cs[0].Status(t.Context(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	check := func(what string, got dlock.Status, held bool, mode driver.Mode, holders, limit int, token uint64) {
+		t.Helper()
+		if got.Held != held || got.Mode != mode || got.Holders != holders || got.Limit != limit || got.Token != token || got.Waiters != -1 {
+			t.Errorf("%s: Status = %+v; want Held %v, Mode %v, Holders %d, Limit %d, Token %d, Waiters -1",
+				what, got, held, mode, holders, limit, token)
+		}
+	}
+	check("never used", status("x"), false, driver.Exclusive, 0, 0, 0)
+
+	w, err := cs[1].RWMutex("x").Lock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("a writer", status("x"), true, driver.Exclusive, 1, 0, w.Token())
+	w.Unlock(t.Context())
+	check("free", status("x"), false, driver.Exclusive, 0, 0, 0)
+
+	var last uint64
+	for i, c := range cs {
+		r, err := c.RWMutex("x").RLock(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Unlock(t.Context())
+		last = r.Token()
+		check("readers", status("x"), true, driver.Shared, i+1, 0, last)
+	}
+
+	var held []*dlock.Lease
+	for i, c := range cs[:2] {
+		p, err := c.Semaphore("s", 3).Acquire(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, p)
+		check("permits", status("s"), true, driver.Exclusive, i+1, 3, p.Token())
+	}
+	held[1].Unlock(t.Context())
+	check("one permit", status("s"), true, driver.Exclusive, 1, 3, held[0].Token())
+	mustHold(t, held[0])
+	held[0].Unlock(t.Context())
+	check("no permit", status("s"), false, driver.Exclusive, 0, 0, 0)
+}
+
+func mustHold(t *testing.T, l *dlock.Lease) {
+	t.Helper()
+	select {
+	case <-l.Done():
+		t.Fatalf("lease %q (token %d) ended: %v", l.Name(), l.Token(), l.Err())
+	default:
+	}
+}
+
+func TestCountLocks(t *testing.T) {
+	text := []byte(`1: FLOCK  ADVISORY  READ  5587 fe:00:99 0 EOF
+1: -> FLOCK  ADVISORY  WRITE 5590 fe:00:99 0 EOF
+2: OFDLCK ADVISORY  READ  -1 fe:00:99 0 EOF
+3: FLOCK  ADVISORY  READ  5531 fe:00:99 0 EOF
+4: FLOCK  ADVISORY  READ  5531 fe:00:990 0 EOF
+5: FLOCK  ADVISORY  WRITE 24302 fe:01:99 0 EOF
+`)
+	dev := unix.Mkdev(0xfe, 0)
+	if n := countLocks(text, "FLOCK", "READ", dev, 99); n != 2 {
+		t.Errorf("countLocks(FLOCK READ fe:00:99) = %d, want 2", n)
+	}
+	if n := countLocks(text, "FLOCK", "WRITE", dev, 99); n != 0 {
+		t.Errorf("countLocks(FLOCK WRITE fe:00:99) = %d, want 0 (the waiting request is no lock)", n)
+	}
+}
