@@ -22,6 +22,9 @@ func (d *fileDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lo
 		return nil, driver.Validity{}, fmt.Errorf("%w: filelock: lock mode %v", driver.ErrNotSupported, req.Mode)
 	case req.Limit < 0:
 		return nil, driver.Validity{}, driver.InvalidArgument("filelock: limit", req.Limit, "a number of permits >= 1, or 0 for a lock")
+	case req.Limit > maxPermits:
+		return nil, driver.Validity{}, driver.InvalidArgument("filelock: semaphore limit", req.Limit,
+			fmt.Sprintf("at most %d: each permit is a file, and a waiter keeps each open and watched", maxPermits))
 	case req.Limit > 0 && req.Mode != driver.Exclusive:
 		return nil, driver.Validity{}, driver.InvalidArgument("filelock: mode of a semaphore's permit", req.Mode, "exclusive")
 	case req.Limit > 0:

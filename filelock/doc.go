@@ -88,8 +88,8 @@
 // the kernel gives a dead holder's permit back at once (there is no TTL to
 // wait for). A waiter watches the N files with inotify and tries them all
 // again when one is closed; N waiting permits so cost N inotify watches
-// per client (shared by its waiters) and N open files per waiter. Waiters
-// are not FIFO.
+// per client (shared by its waiters) and N open files per waiter; N is
+// at most 1024 (more is an invalid argument). Waiters are not FIFO.
 //
 // N is kept in NAME.sem. Every holder and waiter keeps it open with an open
 // file description read lock (fcntl F_OFD_SETLK) for as long as it holds or

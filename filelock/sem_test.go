@@ -373,3 +373,26 @@ func TestPermitFileSymlinkNotFollowed(t *testing.T) {
 		os.Remove(filepath.Join(dir, name))
 	}
 }
+
+// TestSemaphoreLimitBounds: a limit above maxPermits is refused before
+// any file is made, naming the bound.
+func TestSemaphoreLimitBounds(t *testing.T) {
+	dir := t.TempDir()
+	c, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Semaphore("s", maxPermits+1).TryAcquire(t.Context())
+	if !errors.Is(err, dlock.ErrInvalidArgument) || !strings.Contains(err.Error(), strconv.Itoa(maxPermits)) {
+		t.Fatalf("Semaphore(s, %d) = %v, want ErrInvalidArgument naming %d", maxPermits+1, err, maxPermits)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "s.*")); len(files) != 0 {
+		t.Errorf("files made for a refused limit: %v", files)
+	}
+	l, err := c.Semaphore("s", maxPermits).TryAcquire(t.Context())
+	if err != nil {
+		t.Fatalf("Semaphore(s, %d): %v", maxPermits, err)
+	}
+	l.Unlock(t.Context())
+}

@@ -31,6 +31,11 @@ import (
 // it has made itself visible, so of two that come at once at least one
 // sees the other.
 
+// maxPermits bounds a semaphore's limit: a waiter keeps every permit file
+// open (so that its tries close nothing, which would wake the other
+// waiters) and watched.
+const maxPermits = 1024
+
 func baseName(lockName string) string { return strings.TrimSuffix(lockName, ".lock") }
 
 // semName is the limit file of the semaphore whose lock file name would be
