@@ -350,3 +350,41 @@ func TestWaitingWriterInAnotherProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTurnstileSymlinkNotFollowed: a symlink where the turnstile file goes
+// is refused, by a reader that looks at it and by a writer that would
+// mark it, and nothing is created through it.
+func TestTurnstileSymlinkNotFollowed(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.Symlink(victim, filepath.Join(dir, turnName(fileName("x")))); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	l, err := c.RWMutex("x").TryRLock(t.Context())
+	if err == nil {
+		l.Unlock(t.Context())
+	}
+	if err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("TryRLock with a symlink at the turnstile = %v; want an error saying so", err)
+	}
+	w, err := c.Mutex("x").Lock(t.Context()) // no wait: no mark
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err = c.RWMutex("x").Lock(t.Context()) // must wait: marks
+	if err == nil {
+		l.Unlock(t.Context())
+	}
+	if err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("a waiting Lock with a symlink at the turnstile = %v; want an error saying so", err)
+	}
+	w.Unlock(t.Context())
+	if _, err := os.Lstat(victim); err == nil {
+		t.Errorf("a file was created through the symlink at %s", victim)
+	}
+}
