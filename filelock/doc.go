@@ -87,9 +87,9 @@
 // a permit is LOCK_EX on one of them, taken on the first that is free, so
 // the kernel gives a dead holder's permit back at once (there is no TTL to
 // wait for). A waiter watches the N files with inotify and tries them all
-// again when one is closed; N waiting permits so cost N inotify watches
-// per client (shared by its waiters) and N open files per waiter; N is
-// at most 1024 (more is an invalid argument). Waiters are not FIFO.
+// again when one is closed. Waiting so costs N inotify watches per client
+// (shared by its waiters) and N open files per waiter, which is why N is at
+// most 1024 (more is an invalid argument). Waiters are not FIFO.
 //
 // N is kept in NAME.sem. Every holder and waiter keeps it open with an open
 // file description read lock (fcntl F_OFD_SETLK) for as long as it holds or
@@ -108,6 +108,8 @@
 // very moment can fail.) Tokens of the permits are one sequence with the
 // name's locks' tokens (see "Fencing tokens").
 //
+// # Status
+//
 // Status tells which of these a name is and how it is held: a writer (one
 // holder), readers (counted in /proc/locks, which leaves out processes in
 // another PID namespace: then Holders is 0, unknown), or the permits in use
@@ -117,8 +119,8 @@
 //
 // # Fencing tokens
 //
-// A grant's token is one above both the number in its lock file and the
-// count in the directory's file dlock-tokens (the highest token granted
+// A grant's token is one above both the number in its lock file (a
+// permit's: its permit file) and the count in the directory's file dlock-tokens (the highest token granted
 // there); both are rewritten under the lock. dlock-tokens is synced to disk
 // (fdatasync) once per 1024 grants, ahead of them, and a count written in an
 // earlier boot continues above what was synced, so that a system crash

@@ -43,6 +43,12 @@ type fileLock struct {
 // frees the lock at once, for every copy: it unlocks the file before closing
 // it.
 //
+// A reader's file carries LOCK_SH, a semaphore permit's is its permit file.
+// A copy of a permit file keeps the permit, but not the claim on the
+// semaphore's limit (see the package doc), which ends with this process:
+// while only a copy holds the permit, a request with another limit is not
+// refused.
+//
 // HeldFile calls the method File() *os.File of the lease's driver lock
 // (Lease.Driver), which returns the file, or nil once the lock is released.
 func HeldFile(l *dlock.Lease) (*os.File, bool) {
