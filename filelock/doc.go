@@ -77,7 +77,9 @@
 // them all and one wins), and a writer that holds lets in whichever of the
 // writers and readers waiting behind it is first when it leaves, readers
 // only if no writer waits. A reader waits for writers only, never for
-// other readers. Tokens are one sequence across readers and writers
+// other readers. A writer that does not mark (flock(1), a dlock from before
+// read-write locks) can be kept waiting by a stream of readers. Tokens are
+// one sequence across readers and writers
 // (see "Fencing tokens"); readers' grants count under the tokens file's
 // lock, so their shared lock file always holds the newest.
 //
