@@ -251,9 +251,14 @@ func readLimit(s *os.File) (int, error) {
 // semaphoreLimit returns the limit of the semaphore whose lock file would
 // be name if anyone holds or waits for one of its permits, else 0.
 func (d *fileDriver) semaphoreLimit(name string) (int, error) {
-	s, err := d.openAt(semName(name), unix.O_RDONLY)
+	sn := semName(name)
+	var st unix.Stat_t
+	if unix.Fstatat(int(d.dirf.Fd()), sn, &st, unix.AT_SYMLINK_NOFOLLOW) == unix.ENOENT {
+		return 0, nil // never used as a semaphore: the lock path's usual case, made cheap
+	}
+	s, err := d.openAt(sn, unix.O_RDONLY)
 	if errors.Is(err, unix.ENOENT) {
-		return 0, nil // never used as a semaphore
+		return 0, nil
 	}
 	if err != nil {
 		return 0, err
