@@ -117,13 +117,16 @@
 // another PID namespace: then Holders is 0, unknown), or the permits in use
 // of a semaphore and its limit. It finds out by trying the locks (and drops
 // them at once), so a TryLock or TryAcquire made at that very moment can
-// fail. Waiters cannot be counted.
+// fail. A semaphore's waiters are counted too, in /proc/locks (every holder
+// and waiter read-locks NAME.sem); a lock's cannot be (a waiting reader
+// leaves no trace), and Waiters is -1.
 //
 // # Fencing tokens
 //
 // A grant's token is one above both the number in its lock file (a
-// permit's: its permit file) and the count in the directory's file dlock-tokens (the highest token granted
-// there); both are rewritten under the lock. dlock-tokens is synced to disk
+// permit's: its permit file) and the count in the directory's file
+// dlock-tokens (the highest token granted there); both are rewritten under
+// the lock. dlock-tokens is synced to disk
 // (fdatasync) once per 1024 grants, ahead of them, and a count written in an
 // earlier boot continues above what was synced, so that a system crash
 // cannot make a token repeat. Tokens so keep increasing across processes,

@@ -15,7 +15,8 @@ import (
 
 // Status tells how name is held by trying it: a semaphore's permits (if
 // anyone holds or waits for one, see semName), else the lock file in
-// either mode. Waiters cannot be counted. Readers are counted in
+// either mode. A lock's waiters cannot be counted (a waiting reader leaves
+// no trace); a semaphore's are, in /proc/locks. Readers are counted in
 // /proc/locks, which leaves out holders in another PID namespace (Holders
 // is then 0, unknown). The token is the newest holder's: the lock file's
 // count (readers write theirs in grant order), or the highest of the held
@@ -103,7 +104,29 @@ func (d *fileDriver) semaphoreStatus(name string, lim int) (driver.Status, error
 		st.Holders++
 		st.Token = max(st.Token, tok)
 	}
+	// Every holder and waiter has a read lock on the limit file: the ones
+	// beyond the holders wait.
+	if lim > 0 {
+		if in, err := d.semaphoreClaims(name); err == nil && in >= st.Holders {
+			st.Waiters = in - st.Holders
+		}
+	}
 	return st, nil
+}
+
+// semaphoreClaims counts the OFD locks on the limit file of the semaphore
+// with lock file name, in /proc/locks.
+func (d *fileDriver) semaphoreClaims(name string) (int, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(int(d.dirf.Fd()), semName(name), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return 0, err
+	}
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return 0, err
+	}
+	return countLocks(b, "OFDLCK", "READ", uint64(st.Dev), st.Ino) +
+		countLocks(b, "OFDLCK", "WRITE", uint64(st.Dev), st.Ino), nil
 }
 
 // readers counts the shared flock(2) locks on f in /proc/locks.

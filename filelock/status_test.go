@@ -1,6 +1,8 @@
 package filelock
 
 import (
+	"context"
+	"errors"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -32,9 +34,13 @@ func TestStatusModes(t *testing.T) {
 	}
 	check := func(what string, got dlock.Status, held bool, mode driver.Mode, holders, limit int, token uint64) {
 		t.Helper()
-		if got.Held != held || got.Mode != mode || got.Holders != holders || got.Limit != limit || got.Token != token || got.Waiters != -1 {
-			t.Errorf("%s: Status = %+v; want Held %v, Mode %v, Holders %d, Limit %d, Token %d, Waiters -1",
-				what, got, held, mode, holders, limit, token)
+		waiters := -1 // a lock's cannot be counted
+		if limit > 0 {
+			waiters = 0
+		}
+		if got.Held != held || got.Mode != mode || got.Holders != holders || got.Limit != limit || got.Token != token || got.Waiters != waiters {
+			t.Errorf("%s: Status = %+v; want Held %v, Mode %v, Holders %d, Limit %d, Token %d, Waiters %d",
+				what, got, held, mode, holders, limit, token, waiters)
 		}
 	}
 	check("never used", status("x"), false, driver.Exclusive, 0, 0, 0)
@@ -69,6 +75,37 @@ func TestStatusModes(t *testing.T) {
 	}
 	held[1].Unlock(t.Context())
 	check("one permit", status("s"), true, driver.Exclusive, 1, 3, held[0].Token())
+	// A semaphore's waiters are counted.
+	full := make([]*dlock.Lease, 2)
+	for i := range full {
+		if full[i], err = cs[1].Semaphore("s", 3).Acquire(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	waiting := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := cs[2].Semaphore("s", 3).Acquire(ctx)
+			waiting <- err
+		}()
+	}
+	parked(t, 2)
+	if st := status("s"); st.Holders != 3 || st.Waiters != 2 {
+		t.Errorf("3 permits held, 2 waiting: Status = %+v", st)
+	}
+	cancel()
+	for range 2 {
+		if err := <-waiting; !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled Acquire = %v", err)
+		}
+	}
+	for _, l := range full {
+		l.Unlock(t.Context())
+	}
+	if st := status("s"); st.Holders != 1 || st.Waiters != 0 {
+		t.Errorf("1 permit held, none waiting: Status = %+v", st)
+	}
 	mustHold(t, held[0])
 	held[0].Unlock(t.Context())
 	check("no permit", status("s"), false, driver.Exclusive, 0, 0, 0)
