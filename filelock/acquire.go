@@ -45,7 +45,8 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 	}
 	var (
 		f       *os.File // the lock file
-		t       *os.File // the turnstile: a waiting writer's mark, or what a reader looks at
+		t       *os.File // the turnstile: what a reader looks at, and where a waiter marks
+		marked  *os.File // the t that holds our mark, once waiting
 		w       *waiter  // once waiting
 		watched *os.File // the file w watches: f, or a reader's t
 		unwatch func()
@@ -113,12 +114,14 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 		if !req.Wait {
 			return nil, driver.Validity{}, driver.ErrNotAcquired
 		}
-		if !shared && t == nil {
-			// From here on, readers who come wait behind us.
+		if marked == nil || marked != t {
+			// A writer: from here on, readers who come wait behind us. A
+			// reader: counted as waiting (see turnName).
 			var err error
-			if t, err = d.markWriter(name); err != nil {
+			if t, err = d.markWaiting(name, t, !shared); err != nil {
 				return nil, driver.Validity{}, mayPass(err)
 			}
+			marked = t
 		}
 		if watched != on {
 			// Watch first, then try once more: what we wait for may have
@@ -147,11 +150,9 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 			f.Close()
 			f = nil
 		}
-		if !shared {
-			if same, _ := d.fileAt(t, turnName(name)); !same {
-				t.Close() // a mark on a file readers no longer see: mark the new one
-				t = nil
-			}
+		if same, _ := d.fileAt(t, turnName(name)); !same {
+			t.Close() // a mark on a file nobody sees: mark the new one
+			t, marked = nil, nil
 		}
 	}
 }

@@ -113,13 +113,15 @@
 // # Status
 //
 // Status tells which of these a name is and how it is held: a writer (one
-// holder), readers (counted in /proc/locks, which leaves out processes in
-// another PID namespace: then Holders is 0, unknown), or the permits in use
-// of a semaphore and its limit. It finds out by trying the locks (and drops
-// them at once), so a TryLock or TryAcquire made at that very moment can
-// fail. A semaphore's waiters are counted too, in /proc/locks (every holder
-// and waiter read-locks NAME.sem); a lock's cannot be (a waiting reader
-// leaves no trace), and Waiters is -1.
+// holder), readers (counted in /proc/locks, which leaves out holders not
+// visible in this PID namespace: then Holders is 0, unknown), or the
+// permits in use of a semaphore and its limit. It finds out by trying the
+// locks (and drops them at once), so a TryLock or TryAcquire made at that
+// very moment can fail. Waiters are counted by their OFD locks, which
+// /proc/locks always shows: every waiting writer and reader read-locks a
+// byte of NAME.writer (a writer byte 0, its mark; a reader byte 1, which
+// only Status looks at), and every holder and waiter of a permit read-locks
+// NAME.sem.
 //
 // # Fencing tokens
 //

@@ -267,7 +267,7 @@ func markedTurnstile(t *testing.T, dir, name string) {
 	for {
 		f, err := os.Open(filepath.Join(dir, turnName(fileName(name))))
 		if err == nil {
-			held, err := ofdHeld(f, unix.F_WRLCK)
+			held, err := ofdHeld(f, unix.F_WRLCK, writerByte, 1)
 			f.Close()
 			if err != nil {
 				t.Fatal(err)

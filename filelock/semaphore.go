@@ -184,14 +184,14 @@ func (d *fileDriver) joinLimit(ctx context.Context, s *os.File, n int) error {
 	lim := 0 // 0: we hold the write lock; -1: stray text
 	// The write lock is held only to write the limit: wait a moment for it.
 	err := lockCtx(ctx, d.isClosed, func() error {
-		switch err := ofdLock(s, unix.F_WRLCK); {
+		switch err := ofdLock(s, unix.F_WRLCK, 0, 0); {
 		case err == nil:
 			lim = 0 // nobody else holds or waits: ours to set
 			return nil
 		case !errors.Is(err, unix.EAGAIN):
 			return fmt.Errorf("filelock: fcntl F_OFD_SETLK %s: %w", s.Name(), err)
 		}
-		if err := ofdLock(s, unix.F_RDLCK); err != nil {
+		if err := ofdLock(s, unix.F_RDLCK, 0, 0); err != nil {
 			return err // EAGAIN: someone writes the limit now
 		}
 		var err error
@@ -211,7 +211,7 @@ func (d *fileDriver) joinLimit(ctx context.Context, s *os.File, n int) error {
 	}
 	// Another limit (or stray text) left by holders who may all have gone:
 	// ours to set if we are alone.
-	if lim != 0 && ofdLock(s, unix.F_WRLCK) != nil {
+	if lim != 0 && ofdLock(s, unix.F_WRLCK, 0, 0) != nil {
 		if lim < 0 {
 			return fmt.Errorf("filelock: semaphore limit in %s is not a number of permits, "+
 				"and it is held or awaited: not by dlock", s.Name())
@@ -224,7 +224,7 @@ func (d *fileDriver) joinLimit(ctx context.Context, s *os.File, n int) error {
 		err = writeText(s, []byte(strconv.Itoa(n)+"\n"), size)
 	}
 	if err == nil {
-		err = ofdLock(s, unix.F_RDLCK) // atomic: nobody gets in between
+		err = ofdLock(s, unix.F_RDLCK, 0, 0) // atomic: nobody gets in between
 	}
 	if err != nil {
 		return mayPass(fmt.Errorf("filelock: semaphore limit in %s: %w", s.Name(), err))
@@ -264,7 +264,7 @@ func (d *fileDriver) semaphoreLimit(name string) (int, error) {
 		return 0, err
 	}
 	defer s.Close()
-	held, err := ofdHeld(s, unix.F_WRLCK)
+	held, err := ofdHeld(s, unix.F_WRLCK, 0, 0)
 	if err != nil || !held {
 		return 0, err
 	}
@@ -276,7 +276,7 @@ func (d *fileDriver) semaphoreLimit(name string) (int, error) {
 }
 
 // heldAsLock reports whether the lock file name is held (LOCK_EX|LOCK_NB
-// fails; it is dropped at once if not) or a writer waits for it.
+// fails; it is dropped at once if not) or anyone waits for it.
 func (d *fileDriver) heldAsLock(name string) (bool, error) {
 	f, err := d.openAt(name, unix.O_RDONLY)
 	if errors.Is(err, unix.ENOENT) {
@@ -296,9 +296,13 @@ func (d *fileDriver) heldAsLock(name string) (bool, error) {
 		return false, fmt.Errorf("filelock: flock %s: %w", f.Name(), err)
 	}
 	f.Close()
-	waits, t, err := d.writerWaits(name, nil)
-	if t != nil {
-		t.Close()
+	t, err := d.openAt(turnName(name), unix.O_RDONLY)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil // nobody ever waited
 	}
-	return waits, err
+	if err != nil {
+		return false, err
+	}
+	defer t.Close()
+	return ofdHeld(t, unix.F_WRLCK, writerByte, 2) // a writer or a reader waits
 }

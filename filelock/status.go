@@ -15,8 +15,9 @@ import (
 
 // Status tells how name is held by trying it: a semaphore's permits (if
 // anyone holds or waits for one, see semName), else the lock file in
-// either mode. A lock's waiters cannot be counted (a waiting reader leaves
-// no trace); a semaphore's are, in /proc/locks. Readers are counted in
+// either mode. Waiters are counted by their OFD locks in /proc/locks: a
+// lock's on its turnstile, a semaphore's on its limit file (less the
+// holders). Readers are counted in
 // /proc/locks, which leaves out holders in another PID namespace (Holders
 // is then 0, unknown). The token is the newest holder's: the lock file's
 // count (readers write theirs in grant order), or the highest of the held
@@ -39,6 +40,9 @@ func (d *fileDriver) Status(ctx context.Context, name string) (driver.Status, er
 	}
 	if lim != 0 {
 		return d.semaphoreStatus(lockName, lim)
+	}
+	if n, err := d.claims(turnName(lockName)); err == nil {
+		st.Waiters = n // one mark per waiter, writer or reader
 	}
 	f, err := d.openAt(lockName, unix.O_RDONLY)
 	if errors.Is(err, unix.ENOENT) {
@@ -107,18 +111,22 @@ func (d *fileDriver) semaphoreStatus(name string, lim int) (driver.Status, error
 	// Every holder and waiter has a read lock on the limit file: the ones
 	// beyond the holders wait.
 	if lim > 0 {
-		if in, err := d.semaphoreClaims(name); err == nil && in >= st.Holders {
+		if in, err := d.claims(semName(name)); err == nil && in >= st.Holders {
 			st.Waiters = in - st.Holders
 		}
 	}
 	return st, nil
 }
 
-// semaphoreClaims counts the OFD locks on the limit file of the semaphore
-// with lock file name, in /proc/locks.
-func (d *fileDriver) semaphoreClaims(name string) (int, error) {
+// claims counts the OFD locks on the file name in the lock directory (a
+// turnstile, a semaphore's limit file), in /proc/locks, which shows every
+// OFD lock whatever the PID namespace. A missing file has none.
+func (d *fileDriver) claims(name string) (int, error) {
 	var st unix.Stat_t
-	if err := unix.Fstatat(int(d.dirf.Fd()), semName(name), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	switch err := unix.Fstatat(int(d.dirf.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == unix.ENOENT:
+		return 0, nil
+	case err != nil:
 		return 0, err
 	}
 	b, err := os.ReadFile("/proc/locks")

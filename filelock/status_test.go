@@ -34,10 +34,7 @@ func TestStatusModes(t *testing.T) {
 	}
 	check := func(what string, got dlock.Status, held bool, mode driver.Mode, holders, limit int, token uint64) {
 		t.Helper()
-		waiters := -1 // a lock's cannot be counted
-		if limit > 0 {
-			waiters = 0
-		}
+		waiters := 0
 		if got.Held != held || got.Mode != mode || got.Holders != holders || got.Limit != limit || got.Token != token || got.Waiters != waiters {
 			t.Errorf("%s: Status = %+v; want Held %v, Mode %v, Holders %d, Limit %d, Token %d, Waiters %d",
 				what, got, held, mode, holders, limit, token, waiters)
@@ -50,6 +47,27 @@ func TestStatusModes(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("a writer", status("x"), true, driver.Exclusive, 1, 0, w.Token())
+	// Waiting readers and writers are counted, across clients.
+	wctx, wcancel := context.WithCancel(t.Context())
+	queued := make(chan error, 3)
+	for _, acquire := range []func(context.Context) (*dlock.Lease, error){
+		cs[0].RWMutex("x").RLock, cs[2].RWMutex("x").RLock, cs[2].Mutex("x").Lock,
+	} {
+		go func() {
+			_, err := acquire(wctx)
+			queued <- err
+		}()
+	}
+	parked(t, 3)
+	if st := status("x"); st.Waiters != 3 || st.Holders != 1 {
+		t.Errorf("a writer, 2 readers and a writer waiting: Status = %+v", st)
+	}
+	wcancel()
+	for range 3 {
+		if err := <-queued; !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled wait = %v", err)
+		}
+	}
 	w.Unlock(t.Context())
 	check("free", status("x"), false, driver.Exclusive, 0, 0, 0)
 
