@@ -50,8 +50,13 @@
 // A read-write lock uses the lock file NAME.lock too, and beside it the
 // turnstile file NAME.writer (see "Read-write locks"); a semaphore uses
 // NAME.sem and NAME.permit1 to NAME.permitN (see "Semaphores"). None of
-// them is ever removed, and all are opened and watched as lock files are:
-// a permit file removed, renamed or replaced ends its lease.
+// them is ever removed, and all are opened as lock files are (never through
+// a symbolic link). A permit file is watched as a lock file is: removed,
+// renamed or replaced, it ends its lease. NAME.writer and NAME.sem carry no
+// lease: replaced, NAME.writer loses the waiting writers' marks until they
+// next wake (each wake-up looks again), and NAME.sem the claims on the
+// limit until its holders and waiters of the moment are gone (a request
+// with another limit is not refused meanwhile).
 //
 // # Read-write locks
 //
