@@ -316,36 +316,6 @@ func TestSemaphoreAndLockRefuseEachOther(t *testing.T) {
 	}
 }
 
-// TestTamperedPermitFileEndsLease: a permit file replaced while held ends
-// the lease, as a lock file does.
-func TestTamperedPermitFileEndsLease(t *testing.T) {
-	dir := t.TempDir()
-	c, err := New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	l, err := c.Semaphore("s", 2).Acquire(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, permitName(fileName("s"), 1))
-	if err := os.WriteFile(path+".new", nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(path+".new", path); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-l.Done():
-		if !errors.Is(l.Err(), dlock.ErrLockLost) {
-			t.Errorf("Err() = %v, want ErrLockLost", l.Err())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("lease of a replaced permit file not ended within 10 s")
-	}
-}
-
 // TestPermitFileSymlinkNotFollowed: a symbolic link where a permit file goes
 // is an error, as for a lock file.
 func TestPermitFileSymlinkNotFollowed(t *testing.T) {
