@@ -174,6 +174,8 @@ func (c *Client) supports(req driver.Request) error {
 		return fmt.Errorf("%w: read-write locks (shared mode)", ErrNotSupported)
 	case req.Limit > 0 && !caps.Semaphore:
 		return fmt.Errorf("%w: semaphores", ErrNotSupported)
+	case req.Value != "" && !caps.Election:
+		return fmt.Errorf("%w: elections (a value kept with the lock)", ErrNotSupported)
 	case req.Mode != driver.Exclusive && req.Mode != driver.Shared:
 		return invalid("mode", req.Mode, "Exclusive or Shared")
 	}
