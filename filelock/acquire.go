@@ -20,6 +20,8 @@ func (d *fileDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lo
 	switch {
 	case req.Mode != driver.Exclusive && req.Mode != driver.Shared:
 		return nil, driver.Validity{}, fmt.Errorf("%w: filelock: lock mode %v", driver.ErrNotSupported, req.Mode)
+	case req.Value != "":
+		return nil, driver.Validity{}, fmt.Errorf("%w: filelock: a value kept with the lock (elections)", driver.ErrNotSupported)
 	case req.Limit < 0:
 		return nil, driver.Validity{}, driver.InvalidArgument("filelock: limit", req.Limit, "a number of permits >= 1, or 0 for a lock")
 	case req.Limit > maxPermits:

@@ -438,3 +438,26 @@ func TestCloseEndsPrimitiveWaiters(t *testing.T) {
 	reader.Release(t.Context())
 	writer.Release(t.Context())
 }
+
+// TestUnsupportedRequests: what the driver does not offer is refused with
+// ErrNotSupported, never served as a mutex: a value kept with the lock (an
+// election's), an unknown mode.
+func TestUnsupportedRequests(t *testing.T) {
+	d, err := open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, req := range []driver.Request{
+		{Name: "x", TTL: time.Minute, Value: "leader-1"},
+		{Name: "x", TTL: time.Minute, Mode: driver.Mode(7)},
+	} {
+		l, _, err := d.Acquire(t.Context(), req)
+		if err == nil {
+			l.Release(t.Context())
+		}
+		if !errors.Is(err, driver.ErrNotSupported) {
+			t.Errorf("Acquire(%+v) = %v, want ErrNotSupported", req, err)
+		}
+	}
+}
