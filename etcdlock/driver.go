@@ -129,6 +129,9 @@ func (d *Driver) Capabilities() driver.Capabilities {
 		Fencing: driver.FencingStrong,
 		FIFO:    true,
 		Scope:   "cluster",
+		// Readers and permits are keys of the same queue (keys.go).
+		Shared:    true,
+		Semaphore: true,
 		Notes: "tokens are etcd create revisions (linearizable, survive leader failover); " +
 			"lease TTLs are whole seconds, at least the server minimum (1.5 x election timeout); " +
 			"a leader change extends leases, never shortens them",
