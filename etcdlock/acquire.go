@@ -64,13 +64,12 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, ls *lease) (dr
 	}
 
 	// Enqueue and read, newest first, what may keep our key out: our own
-	// key (the newest of all) aside, up to l.need() keys, and whether there
-	// are more.
+	// key (the newest of all) aside, a writer's or a reader's nearest
+	// blocker and whether there are more; every permit ahead of a permit.
 	start, end := l.blockers()
 	resp, err := d.cli.Txn(ctx).
 		If(append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))...).
-		Then(put, clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
-			clientv3.WithLimit(int64(l.need()+1)), clientv3.WithKeysOnly())).
+		Then(put, clientv3.OpGet(start, append(l.readOpts(end), clientv3.WithLimit(l.readLimit(1)))...)).
 		Else(conflict...).
 		Commit()
 	if err != nil {
@@ -89,8 +88,8 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, ls *lease) (dr
 	if len(kvs) > 0 && string(kvs[0].Key) == key {
 		kvs = kvs[1:]
 	}
-	if len(kvs) > l.need() {
-		kvs, more = kvs[:l.need()], true
+	if l.limit == 0 && len(kvs) > 1 {
+		kvs, more = kvs[:1], true
 	}
 	a, ok := l.aheadOf(kvs, more)
 	if ok {
@@ -170,30 +169,49 @@ func (l *lock) blockers() (string, string) {
 	return l.pfx, clientv3.GetPrefixRangeEnd(l.pfx)
 }
 
-// ahead is what a waiter waits on: the nearest blockers ahead of it, and
-// how to hear of their deletion.
+// readOpts read the blockers in [start, end), newest first.
+func (l *lock) readOpts(end string) []clientv3.OpOption {
+	return []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
+		clientv3.WithKeysOnly()}
+}
+
+// readLimit is how many blockers a read of them needs: a writer or a
+// reader needs only the nearest (n more than that, for keys not ahead of
+// l), a permit all of them (0: no limit).
+func (l *lock) readLimit(n int) int64 {
+	if l.limit > 0 {
+		return 0
+	}
+	return int64(1 + n)
+}
+
+// ahead is what a waiter waits on: the blockers ahead of it, and how to
+// hear of their deletion.
 type ahead struct {
 	watch  string          // the key to watch for deletes, or with prefix the range
 	prefix bool            // watch every key under watch (a permit's limit)
-	keys   map[string]bool // the deletions that matter: the nearest need() blockers
-	last   bool            // there are no other blockers: one deletion lets l in
+	keys   map[string]bool // the blockers ahead whose deletions matter
+	exact  bool            // keys are all the blockers ahead: count them down
 }
 
-// aheadOf makes the ahead of l from the nearest blockers ahead of it,
-// newest first, at most need() of them, and whether there are more. It
-// reports true if they do not keep l out.
+// aheadOf makes the ahead of l from the blockers ahead of it, newest first
+// (for a writer or a reader the nearest, for a permit every one), and
+// whether there are more. It reports true if they do not keep l out.
+//
+// A permit's waiter keeps the set of every permit key ahead of it, which
+// can only shrink (no key is created with a lower revision than ours), and
+// counts it down with the deletes its prefix watch reports: no read per
+// release, whichever holder leaves. A writer or a reader watches only the
+// nearest blocker and, if there were more, reads again when it goes.
 func (l *lock) aheadOf(kvs []*mvccpb.KeyValue, more bool) (ahead, bool) {
 	if len(kvs) < l.need() {
 		return ahead{}, true
 	}
-	a := ahead{keys: make(map[string]bool, len(kvs)), last: !more}
+	a := ahead{keys: make(map[string]bool, len(kvs)), exact: !more}
 	for _, kv := range kvs {
 		a.keys[string(kv.Key)] = true
 	}
 	if l.limit > 0 {
-		// Any of the n nearest permits may go first: hear of every delete
-		// among the limit's keys (one watch), act on theirs. Deletes further
-		// ahead do not matter while those n stay: n keys are still ahead.
 		a.watch, a.prefix = kindPrefix(l.pfx, driver.Exclusive, l.limit), true
 	} else {
 		a.watch = string(kvs[0].Key)

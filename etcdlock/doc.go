@@ -85,12 +85,13 @@
 //     behind it (no writer starvation);
 //   - a permit's: there are fewer than n (the first n keys hold).
 //
-// A waiter that is kept out watches only the nearest key that keeps it
-// out (a writer the key just ahead, a reader the last writer ahead; no
-// thundering herd) or, for a permit, the deletions among its limit's keys,
-// acting only on those of the n nearest keys ahead, any of which may leave
-// first; after every wake-up it re-reads its own key and what is ahead of
-// it. A waiter whose key vanished (its lease expired, an operator deleted
+// A writer or a reader that is kept out watches only the nearest key that
+// keeps it out (a writer the key just ahead, a reader the last writer
+// ahead; no thundering herd) and, when it goes, re-reads its own key and
+// what is ahead of it. A permit's waiter, any of whose holders may leave
+// first, reads the permit keys ahead of it once, watches its limit's keys
+// for deletions and counts them down, reading again only when its watch
+// is made anew or its own key goes. A waiter whose key vanished (its lease expired, an operator deleted
 // it) returns an error matching dlock.ErrLockLost instead of waiting
 // forever (unlike concurrency.Mutex, etcd#19597); one that waits keeps the
 // lease alive itself and checks it every TTL/3 (concurrency's RWMutex

@@ -18,12 +18,13 @@ import (
 // What is watched is watched from the current revision, so the server puts
 // the watcher in its synced group and sends the delete at once (see
 // NOTES.md), and the queue is read again once the watch is created, so a
-// delete that happened before cannot be missed. When the deleted key was
-// the last blocker (a writer's or a reader's only key ahead, the n-th of n
-// permits ahead), its deletion lets us in without another read (no key can
-// be created with a lower revision than ours): the handoff costs the
-// holder's delete and one watch event. Our own key's deletion, from then
-// on, is reported by its own watch (Lost).
+// delete that happened before cannot be missed. When the blockers read are
+// all there are (a writer's or a reader's only key ahead, a permit's keys
+// ahead), their deletions are counted down and the last that matters lets
+// us in without another read (no key can be created with a lower revision
+// than ours): the handoff costs the holder's delete and one watch event.
+// Our own key's deletion, from then on, is reported by its own watch
+// (Lost).
 //
 // While it waits, l keeps the driver's lease alive and re-reads its own key
 // at every wake-up, so a waiter whose lease expired, or whose key was
@@ -82,8 +83,11 @@ func (l *lock) wait(ctx context.Context, a ahead) error {
 					continue
 				}
 				switch k := string(ev.Kv.Key); {
-				case a.keys[k] && a.last:
-					return nil
+				case a.keys[k] && a.exact:
+					delete(a.keys, k)
+					if len(a.keys) < l.need() {
+						return nil
+					}
 				case a.keys[k], k == l.key:
 					recheck = true
 				}
@@ -142,9 +146,8 @@ func (l *lock) recheck(ctx context.Context) (ahead, bool, error) {
 	resp, err := l.d.cli.Txn(ctx).Then(
 		clientv3.OpGet(l.key, clientv3.WithKeysOnly()),
 		// The limit is applied after the revision filter (etcd's
-		// executeRange), so More says whether more than need() are ahead.
-		clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithMaxCreateRev(l.rev-1), clientv3.WithLimit(int64(l.need())),
-			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithKeysOnly()),
+		// executeRange), so More says whether there are more.
+		clientv3.OpGet(start, append(l.readOpts(end), clientv3.WithMaxCreateRev(l.rev-1), clientv3.WithLimit(l.readLimit(0)))...),
 	).Commit()
 	if err != nil {
 		return ahead{}, false, fmt.Errorf("etcdlock: read the queue of %q: %w", l.name, l.d.engineErr(ctx, err))
