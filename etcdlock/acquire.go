@@ -26,6 +26,8 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, driver.InvalidArgument("mode", req.Mode, "Exclusive or Shared"))
 	case req.Limit > 0 && req.Mode != driver.Exclusive:
 		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, driver.InvalidArgument("mode", req.Mode, "Exclusive with a limit (a semaphore's permits are not shared)"))
+	case req.Value != "":
+		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q with a value (an election): %w", req.Name, driver.ErrNotSupported)
 	}
 	if d.cli.Ctx().Err() != nil { // clientv3 would retry until ctx ends
 		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, errClientClosed)

@@ -81,3 +81,23 @@ func TestKindKeys(t *testing.T) {
 	t.Log(mismatch("jobs", pfx, 0, "app/jobs/s3/1-1"))
 	t.Log(mismatch("jobs", pfx, 2, "app/jobs/r/1-1"))
 }
+
+// TestRefusedRequests: requests the driver does not grant are refused
+// before anything reaches etcd (the driver has no client here).
+func TestRefusedRequests(t *testing.T) {
+	d := newDriver(nil, nil, false)
+	defer d.closeFn()
+	for _, tc := range []struct {
+		req  driver.Request
+		want error
+	}{
+		{driver.Request{Name: "x", Limit: -1}, driver.ErrInvalidArgument},
+		{driver.Request{Name: "x", Mode: driver.Mode(7)}, driver.ErrInvalidArgument},
+		{driver.Request{Name: "x", Mode: driver.Shared, Limit: 2}, driver.ErrInvalidArgument},
+		{driver.Request{Name: "x", Value: "leader-1"}, driver.ErrNotSupported},
+	} {
+		if _, _, err := d.Acquire(t.Context(), tc.req); !errors.Is(err, tc.want) {
+			t.Errorf("Acquire(%+v) = %v, want %v", tc.req, err, tc.want)
+		}
+	}
+}
