@@ -9,8 +9,8 @@ import (
 
 // Status reads the lock's entries in pg_locks (holders and waiters of its
 // advisory lock in this database, session- and transaction-scoped) and its
-// last token. TTLLeft is unknown (0): the server's idle timer is not
-// visible.
+// last committed token (a holder by Tx shows its own once its transaction
+// commits). TTLLeft is unknown (0): the server's idle timer is not visible.
 func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error) {
 	if err := d.ensureTable(ctx); err != nil {
 		return driver.Status{}, err

@@ -9,8 +9,10 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Environment variables of the PostgreSQL servers (see scripts/services.sh).
@@ -160,4 +162,26 @@ func pgUser() string {
 		return u.Username
 	}
 	return "postgres"
+}
+
+// RestartPostgres starts a stopped or killed server again, with its data.
+// After a kill -9 the old server's children linger for a moment, attached
+// to its shared memory, and a new postmaster refuses to start beside them
+// ("another postmaster"): it is started again until they are gone.
+func RestartPostgres(tb testing.TB, p *Proc) {
+	tb.Helper()
+	deadline := time.Now().Add(startTimeout)
+	for {
+		if err := p.launch(); err != nil {
+			tb.Fatalf("testserver: start %s: %v", p.name, err)
+		}
+		err := p.WaitReady(startTimeout)
+		if err == nil {
+			return
+		}
+		if p.Running() || !strings.Contains(err.Error(), "another postmaster") || time.Now().After(deadline) {
+			tb.Fatalf("testserver: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -1,0 +1,207 @@
+package pglock
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/internal/testserver"
+)
+
+// Locks with the same TTL share one session (one connection, one backend).
+func TestLocksShareASession(t *testing.T) {
+	url := testserver.Postgres(t)
+	c, d := newClient(t, url, dlock.WithTTL(20*time.Second))
+	name := lockName(t)
+	ctx := context.Background()
+	var pids []int
+	for i := range 5 {
+		l, err := c.Mutex(name + "/" + string(rune('a'+i))).TryLock(ctx)
+		if err != nil {
+			t.Fatalf("TryLock: %v", err)
+		}
+		defer l.Unlock(ctx)
+		var pid int
+		key := Key(l.Name())
+		if err := d.pool.QueryRow(ctx, `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+			AND objsubid = 1 AND classid::bigint = $1 AND objid::bigint = $2`, int64(uint64(key)>>32), int64(uint32(key))).Scan(&pid); err != nil {
+			t.Fatalf("holder of %q: %v", l.Name(), err)
+		}
+		pids = append(pids, pid)
+	}
+	for _, p := range pids[1:] {
+		if p != pids[0] {
+			t.Fatalf("holders' backends %v, want one", pids)
+		}
+	}
+	// The same name twice must not share a session: the server would grant
+	// the second lock to the session that holds the first.
+	l, err := c.Mutex(name + "/a").TryLock(ctx)
+	if !errors.Is(err, dlock.ErrNotAcquired) {
+		if l != nil {
+			l.Unlock(ctx)
+		}
+		t.Fatalf("second TryLock of a held name from the same client = %v, want ErrNotAcquired", err)
+	}
+}
+
+// Once a writer waits, a reader's TryRLock fails (the server queues shared
+// requests behind a waiting exclusive one).
+func TestTryRLockBehindWaitingWriter(t *testing.T) {
+	url := testserver.Postgres(t)
+	a, _ := newClient(t, url)
+	b, _ := newClient(t, url)
+	c, _ := newClient(t, url)
+	name := lockName(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r, err := a.RWMutex(name).RLock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := make(chan error, 1)
+	go func() {
+		l, err := b.RWMutex(name).Lock(ctx)
+		if err == nil {
+			err = l.Unlock(ctx)
+		}
+		w <- err
+	}()
+	waitWaiters(t, a, name, 1)
+	if l, err := c.RWMutex(name).TryRLock(ctx); !errors.Is(err, dlock.ErrNotAcquired) {
+		if l != nil {
+			l.Unlock(ctx)
+		}
+		t.Fatalf("TryRLock behind a waiting writer = %v, want ErrNotAcquired", err)
+	}
+	if err := r.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-w; err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+}
+
+func waitWaiters(t *testing.T, c *dlock.Client, name string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := c.Status(context.Background(), name)
+		if err != nil {
+			t.Fatalf("Status: %v", err)
+		}
+		if st.Waiters >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiters %d, want %d", st.Waiters, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Tx contends with the Mutex of the same name, holds until the transaction
+// ends (commit or rollback), and counts its token in the same sequence.
+func TestTx(t *testing.T) {
+	url := testserver.Postgres(t)
+	c, d := newClient(t, url)
+	name := lockName(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	l := mustLock(t, c, name)
+
+	tx, err := d.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = d.Tx(short, tx, name)
+	cancelShort()
+	if err == nil {
+		t.Fatal("Tx granted while a Mutex holds the name")
+	}
+	tx.Rollback(ctx)
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	var txToken uint64
+	err = pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+		var err error
+		if txToken, err = d.Tx(ctx, tx, name); err != nil {
+			return err
+		}
+		if txToken <= l.Token() {
+			t.Errorf("Tx token %d after the Mutex's %d", txToken, l.Token())
+		}
+		if m, err := c.Mutex(name).TryLock(ctx); !errors.Is(err, dlock.ErrNotAcquired) {
+			if m != nil {
+				m.Unlock(ctx)
+			}
+			t.Errorf("TryLock while a transaction holds the name = %v, want ErrNotAcquired", err)
+		}
+		// The transaction's token is not committed yet: Status, reading
+		// from outside it, sees the last committed one.
+		st, err := c.Status(ctx, name)
+		if err != nil || !st.Held || st.Token != l.Token() || st.Holders != 1 || st.Mode != dlock.Exclusive {
+			t.Errorf("Status while a transaction holds it: %+v, %v", st, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Tx: %v", err)
+	}
+	// Rolled back: lock and token both undone.
+	tx, err = d.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Tx(ctx, tx, name); err != nil {
+		t.Fatal(err)
+	}
+	tx.Rollback(ctx)
+	m := mustLock(t, c, name)
+	if m.Token() != txToken+1 {
+		t.Errorf("Mutex token %d after a committed Tx's %d and a rolled-back one: want %d", m.Token(), txToken, txToken+1)
+	}
+	m.Unlock(ctx)
+
+	for _, bad := range []struct {
+		tx   pgx.Tx
+		name string
+	}{{nil, name}, {tx, ""}} {
+		if _, err := Tx(ctx, bad.tx, bad.name); !errors.Is(err, dlock.ErrInvalidArgument) {
+			t.Errorf("Tx(%v, %q) = %v, want ErrInvalidArgument", bad.tx, bad.name, err)
+		}
+	}
+}
+
+func TestStatus(t *testing.T) {
+	url := testserver.Postgres(t)
+	a, _ := newClient(t, url)
+	b, _ := newClient(t, url)
+	name := lockName(t)
+	ctx := context.Background()
+	st, err := a.Status(ctx, name)
+	if err != nil || st.Held || st.Waiters != 0 {
+		t.Fatalf("Status of a free lock: %+v, %v", st, err)
+	}
+	r1, err := a.RWMutex(name).RLock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Unlock(ctx)
+	r2, err := b.RWMutex(name).RLock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Unlock(ctx)
+	st, err = a.Status(ctx, name)
+	if err != nil || !st.Held || st.Holders != 2 || st.Mode != dlock.Shared || st.Token != max(r1.Token(), r2.Token()) {
+		t.Fatalf("Status with two readers: %+v, %v (tokens %d, %d)", st, err, r1.Token(), r2.Token())
+	}
+}
