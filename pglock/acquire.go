@@ -2,6 +2,7 @@ package pglock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -31,15 +32,22 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 		return nil, driver.Validity{}, err
 	}
 	key := Key(req.Name)
-	s, err := d.pick(ctx, req.TTL, key)
-	if err != nil {
-		return nil, driver.Validity{}, d.engineErr(ctx, err)
-	}
 	q := d.q.try
 	if req.Mode == driver.Shared {
 		q = d.q.tryShared
 	}
-	l, v, err := d.grant(ctx, s, key, req, q)
+	var l *lock
+	var v driver.Validity
+	var err error
+	for range 2 { // a shared session may end just as it is picked: once more on another
+		var s *session
+		if s, err = d.pick(ctx, req.TTL, key); err != nil {
+			return nil, driver.Validity{}, d.engineErr(ctx, err)
+		}
+		if l, v, err = d.grant(ctx, s, key, req, q); !errors.Is(err, errSessionEnded) || ctx.Err() != nil {
+			break
+		}
+	}
 	if err != nil || l != nil {
 		return l, v, err
 	}
@@ -216,6 +224,9 @@ func (d *Driver) unreserve(s *session, key int64) {
 			}
 		}
 	}
+	if spare {
+		delete(d.sessions[s.group], s) // no lock may pick it now
+	}
 	d.mu.Unlock()
 	if spare {
 		s.kill(errRetired)
@@ -223,9 +234,10 @@ func (d *Driver) unreserve(s *session, key int64) {
 }
 
 // ensureTable creates the token table once per driver, if it is missing.
-// Creators are serialized by a transaction-scoped advisory lock:
-// concurrent CREATE TABLE IF NOT EXISTS can fail on the catalog's unique
-// index.
+// A table that exists is only looked up (a user may lack the right to
+// create one); creators are serialized by a transaction-scoped advisory
+// lock, since concurrent CREATE TABLE IF NOT EXISTS can fail on the
+// catalog's unique index.
 func (d *Driver) ensureTable(ctx context.Context) error {
 	d.mu.Lock()
 	done, closed := d.created, d.closed
@@ -236,15 +248,19 @@ func (d *Driver) ensureTable(ctx context.Context) error {
 	if done {
 		return nil
 	}
-	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", Key("dlock/pglock/create-table")); err != nil {
+	var exists bool
+	err := d.pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", ident(d.table)).Scan(&exists)
+	if err == nil && !exists {
+		err = pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", Key("dlock/pglock/create-table")); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, d.q.create)
 			return err
-		}
-		_, err := tx.Exec(ctx, d.q.create)
-		return err
-	})
+		})
+	}
 	if err != nil {
-		return fmt.Errorf("pglock: create the token table %s: %w", d.table, d.engineErr(ctx, err))
+		return fmt.Errorf("pglock: the token table %s: %w", d.table, d.engineErr(ctx, err))
 	}
 	d.mu.Lock()
 	d.created = true

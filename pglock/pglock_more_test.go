@@ -3,6 +3,7 @@ package pglock
 import (
 	"context"
 	"errors"
+	"net/url"
 	"testing"
 	"time"
 
@@ -204,4 +205,51 @@ func TestStatus(t *testing.T) {
 	if err != nil || !st.Held || st.Holders != 2 || st.Mode != dlock.Shared || st.Token != max(r1.Token(), r2.Token()) {
 		t.Fatalf("Status with two readers: %+v, %v (tokens %d, %d)", st, err, r1.Token(), r2.Token())
 	}
+}
+
+// A user who may not create tables, given the token table, can lock: the
+// driver only looks the table up when it exists.
+func TestUserWithoutCreate(t *testing.T) {
+	raw := testserver.Postgres(t)
+	admin := adminPool(t, raw)
+	ctx := context.Background()
+	owner, _ := newClient(t, raw) // creates the table
+	if _, err := owner.Status(ctx, "dlocktest/TestUserWithoutCreate"); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`DO $$ BEGIN CREATE ROLE dlocktest_app LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
+		`REVOKE CREATE ON SCHEMA public FROM PUBLIC`,
+		`GRANT SELECT, INSERT, UPDATE ON ` + testTable + ` TO dlocktest_app`,
+	} {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User("dlocktest_app")
+	c, _ := newClient(t, u.String())
+	l := mustLock(t, c, lockName(t))
+	if l.Token() == 0 {
+		t.Error("token 0")
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Error(err)
+	}
+	if _, err := pgxConnectAs(t, u.String()).Exec(ctx, "CREATE TABLE dlocktest_should_fail (x int)"); err == nil {
+		t.Error("the test user may create tables: the test proves nothing")
+	}
+}
+
+func pgxConnectAs(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
 }
