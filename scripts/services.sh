@@ -461,8 +461,9 @@ start_pg() {
 		pid_alive "$pid" && return 0
 		# After a kill -9 of the server its children linger for a moment,
 		# attached to the old shared memory, and postgres refuses to start
-		# beside them ("another postmaster"): wait for them to go.
-		grep -q 'another postmaster' "$LOGS/pg.log" && ((SECONDS < deadline)) || return 0
+		# beside them ("another postmaster", "pre-existing shared memory
+		# block ... is still in use"): wait for them to go.
+		tail -n 5 "$LOGS/pg.log" | grep -qE 'another postmaster|is still in use' && ((SECONDS < deadline)) || return 0
 		sleep 0.5
 	done
 }

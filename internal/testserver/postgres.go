@@ -167,7 +167,8 @@ func pgUser() string {
 // RestartPostgres starts a stopped or killed server again, with its data.
 // After a kill -9 the old server's children linger for a moment, attached
 // to its shared memory, and a new postmaster refuses to start beside them
-// ("another postmaster"): it is started again until they are gone.
+// ("another postmaster", "pre-existing shared memory block … is still in
+// use"): it is started again until they are gone.
 func RestartPostgres(tb testing.TB, p *Proc) {
 	tb.Helper()
 	deadline := time.Now().Add(startTimeout)
@@ -179,9 +180,15 @@ func RestartPostgres(tb testing.TB, p *Proc) {
 		if err == nil {
 			return
 		}
-		if p.Running() || !strings.Contains(err.Error(), "another postmaster") || time.Now().After(deadline) {
+		if p.Running() || !lingering(err.Error()) || time.Now().After(deadline) {
 			tb.Fatalf("testserver: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// lingering says whether a start failed because the killed server's
+// children still hold its shared memory.
+func lingering(log string) bool {
+	return strings.Contains(log, "another postmaster") || strings.Contains(log, "is still in use")
 }
