@@ -253,3 +253,58 @@ func pgxConnectAs(t *testing.T, url string) *pgx.Conn {
 	t.Cleanup(func() { c.Close(context.Background()) })
 	return c
 }
+
+// A wait longer than the TTL: the server's idle timer of the waiter's
+// session starts at the grant, which the client cannot date, so the driver
+// renews once before returning, and the lease is good for a whole TTL
+// (were the validity dated from the wait's start, the portable layer would
+// give the grant back and ask again, behind whoever came meanwhile).
+// Sessions do not pile up meanwhile.
+func TestLongWait(t *testing.T) {
+	url := testserver.Postgres(t)
+	ttl := time.Second
+	a, _ := newClient(t, url, dlock.WithTTL(ttl))
+	b, db := newClient(t, url, dlock.WithTTL(ttl))
+	name := lockName(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for round := range 3 {
+		la := mustLock(t, a, name)
+		ch := make(chan *dlock.Lease, 1)
+		go func() {
+			l, err := b.Mutex(name).Lock(ctx)
+			if err != nil {
+				t.Errorf("Lock: %v", err)
+			}
+			ch <- l
+		}()
+		waitWaiters(t, a, name, 1)
+		time.Sleep(2 * ttl) // a holder that keeps it for longer than the TTL, renewing
+		if err := la.Unlock(ctx); err != nil {
+			t.Fatalf("Unlock: %v", err)
+		}
+		lb := <-ch
+		if lb == nil {
+			return
+		}
+		// A grant given back (its validity over on arrival) and asked again
+		// would have taken another token.
+		if lb.Token() != la.Token()+1 {
+			t.Errorf("round %d: waiter's token %d after the holder's %d: the first grant was given back", round, lb.Token(), la.Token())
+		}
+		select {
+		case <-lb.Done():
+			t.Fatalf("round %d: the waiter's lease ended at once: %v", round, context.Cause(lb.Context()))
+		case <-time.After(2 * ttl): // renewing on its own
+		}
+		if err := lb.Unlock(ctx); err != nil {
+			t.Fatalf("Unlock: %v", err)
+		}
+	}
+	db.mu.Lock()
+	n := len(db.sessions[ttl])
+	db.mu.Unlock()
+	if n > 2 {
+		t.Errorf("%d sessions left after 3 waits, want at most 2 (one spare, one in use at most)", n)
+	}
+}
