@@ -64,7 +64,7 @@ func (d *Driver) grant(ctx context.Context, s *session, key int64, req driver.Re
 	var ok bool
 	var tok int64
 	since := time.Now()
-	err := s.use(ctx, func(c *pgx.Conn) error { return c.QueryRow(ctx, q, key).Scan(&ok, &tok) })
+	err := s.use(ctx, func(c *pgx.Conn) error { return c.QueryRow(ctx, q, key, []byte(req.Name)).Scan(&ok, &tok) })
 	if err != nil {
 		// The advisory lock is not transactional: a statement that failed
 		// after taking it (the token's row, a cancellation) leaves it held.
@@ -126,7 +126,7 @@ func (d *Driver) wait(ctx context.Context, key int64, req driver.Request) (drive
 	var ok bool
 	var tok int64
 	since := time.Now()
-	err = s.use(wctx, func(c *pgx.Conn) error { return c.QueryRow(wctx, q, key).Scan(&ok, &tok) })
+	err = s.use(wctx, func(c *pgx.Conn) error { return c.QueryRow(wctx, q, key, []byte(req.Name)).Scan(&ok, &tok) })
 	if err == nil && !ok {
 		err = fmt.Errorf("pglock: %s granted no lock", "pg_advisory_lock")
 	}
@@ -248,8 +248,12 @@ func (d *Driver) ensureTable(ctx context.Context) error {
 	if done {
 		return nil
 	}
-	var exists bool
-	err := d.pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", ident(d.table)).Scan(&exists)
+	var exists, named bool
+	err := d.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT FROM pg_attribute
+	WHERE attrelid = to_regclass($1) AND attname = 'name' AND NOT attisdropped)`, ident(d.table)).Scan(&exists, &named)
+	if err == nil && exists && !named {
+		_, err = d.pool.Exec(ctx, d.q.addName)
+	}
 	if err == nil && !exists {
 		err = pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", Key("dlock/pglock/create-table")); err != nil {

@@ -124,6 +124,13 @@
 // returns the token, counted in that transaction: the lock, the token and
 // the writes it protects commit or roll back together.
 //
+// # Listing
+//
+// The driver implements driver.Lister (dlock's Client.List): the locks of
+// the database held or awaited now, from pg_locks, named through the token
+// table, which keeps the name a key was first granted under. A name that
+// was never granted is not listed while it is only awaited.
+//
 // # Limits
 //
 // Advisory locks live in the server's shared lock table, sized

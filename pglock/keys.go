@@ -24,6 +24,8 @@ func Key(name string) int64 {
 }
 
 // DefaultTable is the table of fencing counters when Options.Table is empty.
+// Its rows: key (the advisory-lock key, primary), token (the key's last
+// token) and name (the first name granted under the key, for List).
 const DefaultTable = "dlock_tokens"
 
 // queries are the statements of one driver, made once for its token table.
@@ -39,18 +41,20 @@ type queries struct {
 
 	unlock, unlockShared string
 	token                string // the key's last token, for Status
+	addName              string // the name column, to a table made before it existed
 }
 
 func newQueries(table string) queries {
 	t := ident(table)
 	grant := func(lock string) string {
 		return fmt.Sprintf(`WITH l AS (%s),
-t AS (INSERT INTO %s AS c (key, token) SELECT $1, 1 FROM l WHERE l.ok
+t AS (INSERT INTO %s AS c (key, token, name) SELECT $1, 1, $2::bytea FROM l WHERE l.ok
 	ON CONFLICT (key) DO UPDATE SET token = c.token + 1 RETURNING c.token)
 SELECT (SELECT ok FROM l), coalesce((SELECT token FROM t), 0)`, lock, t)
 	}
 	return queries{
-		create:       fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (key bigint PRIMARY KEY, token bigint NOT NULL)`, t),
+		create:       fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (key bigint PRIMARY KEY, token bigint NOT NULL, name bytea)`, t),
+		addName:      fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS name bytea`, t),
 		try:          grant(`SELECT pg_try_advisory_lock($1) AS ok`),
 		wait:         grant(`SELECT true AS ok FROM pg_advisory_lock($1)`),
 		tryShared:    grant(`SELECT pg_try_advisory_lock_shared($1) AS ok`),
@@ -64,7 +68,7 @@ SELECT (SELECT ok FROM l), coalesce((SELECT token FROM t), 0)`, lock, t)
 // txQuery takes a transaction-scoped lock and counts it (Tx).
 func txQuery(table string) string {
 	return fmt.Sprintf(`WITH l AS (SELECT true AS ok FROM pg_advisory_xact_lock($1)),
-t AS (INSERT INTO %s AS c (key, token) SELECT $1, 1 FROM l
+t AS (INSERT INTO %s AS c (key, token, name) SELECT $1, 1, $2::bytea FROM l
 	ON CONFLICT (key) DO UPDATE SET token = c.token + 1 RETURNING c.token)
 SELECT token FROM t`, ident(table))
 }

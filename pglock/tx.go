@@ -42,7 +42,7 @@ func txLock(ctx context.Context, tx pgx.Tx, name, table string) (uint64, error) 
 		return 0, driver.InvalidArgument("pglock.Tx: name", `""`, "a non-empty lock name")
 	}
 	var tok int64
-	if err := tx.QueryRow(ctx, txQuery(table), Key(name)).Scan(&tok); err != nil {
+	if err := tx.QueryRow(ctx, txQuery(table), Key(name), []byte(name)).Scan(&tok); err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "42P01" {
 			return 0, fmt.Errorf("pglock.Tx %q: the token table %s is missing (a pglock client creates it on first use): %w", name, table, err)
