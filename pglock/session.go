@@ -227,7 +227,8 @@ func (s *session) use(ctx context.Context, fn func(*pgx.Conn) error) error {
 var errSessionEnded = errors.New("pglock: session ended")
 
 // kill ends the session: its connection is closed (the server frees its
-// locks when it sees that) and dead is closed.
+// locks when it sees that) and dead is closed. Callers that might be
+// writing on the connection meanwhile are ending it anyway.
 func (s *session) kill(cause error) {
 	s.mu.Lock()
 	if s.deadErr != nil {
@@ -240,6 +241,11 @@ func (s *session) kill(cause error) {
 	s.deadErr = cause
 	close(s.dead)
 	s.mu.Unlock()
+	// A Terminate message first, so that the server ends the session
+	// quietly instead of logging a lost client (a broken connection just
+	// fails the write).
+	_ = s.net.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	_, _ = s.net.Write([]byte{'X', 0, 0, 0, 4})
 	_ = s.net.Close()
 	s.d.forget(s)
 }

@@ -3,6 +3,7 @@ package pglock
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strconv"
@@ -49,7 +50,8 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	if err := pool.Ping(pctx); err != nil {
 		pool.Close()
 		d := newDriver(pool, table, false)
-		return nil, fmt.Errorf("pglock: reach %s: %w", redact.URL(u), d.engineErr(ctx, scrubErr(err, cfg.ConnConfig.Password)))
+		return nil, fmt.Errorf("pglock: reach %s: %w", net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))),
+			d.engineErr(ctx, scrubErr(err, cfg.ConnConfig.Password)))
 	}
 	return newDriver(pool, table, true), nil
 }
