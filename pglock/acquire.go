@@ -63,8 +63,21 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 func (d *Driver) grant(ctx context.Context, s *session, key int64, req driver.Request, q string) (*lock, driver.Validity, error) {
 	var ok bool
 	var tok int64
+	var pid uint32
 	since := time.Now()
-	err := s.use(ctx, func(c *pgx.Conn) error { return c.QueryRow(ctx, q, key, []byte(req.Name)).Scan(&ok, &tok) })
+	err := s.use(ctx, func(c *pgx.Conn) error {
+		if err := c.QueryRow(ctx, q, key, []byte(req.Name)).Scan(&ok, &tok, &pid); err != nil {
+			return err
+		}
+		return s.check(pid)
+	})
+	if errors.Is(err, errNotASession) {
+		// The lock, if granted, is held by a server session the pooler
+		// gives to others: nothing here can release it.
+		s.kill(err)
+		d.unreserve(s, key)
+		return nil, driver.Validity{}, err
+	}
 	if err != nil {
 		// The advisory lock is not transactional: a statement that failed
 		// after taking it (the token's row, a cancellation) leaves it held.
@@ -125,8 +138,14 @@ func (d *Driver) wait(ctx context.Context, key int64, req driver.Request) (drive
 	}
 	var ok bool
 	var tok int64
+	var pid uint32
 	since := time.Now()
-	err = s.use(wctx, func(c *pgx.Conn) error { return c.QueryRow(wctx, q, key, []byte(req.Name)).Scan(&ok, &tok) })
+	err = s.use(wctx, func(c *pgx.Conn) error {
+		if err := c.QueryRow(wctx, q, key, []byte(req.Name)).Scan(&ok, &tok, &pid); err != nil {
+			return err
+		}
+		return s.check(pid)
+	})
 	if err == nil && !ok {
 		err = fmt.Errorf("pglock: %s granted no lock", "pg_advisory_lock")
 	}
@@ -134,7 +153,7 @@ func (d *Driver) wait(ctx context.Context, key int64, req driver.Request) (drive
 		// The server's idle timer runs from the grant, which we cannot
 		// date: start it again from a time we know.
 		since = time.Now()
-		err = s.use(wctx, func(c *pgx.Conn) error { _, err := c.Exec(wctx, "SELECT 1"); return err })
+		err = s.use(wctx, func(c *pgx.Conn) error { return s.renew(wctx, c) })
 	}
 	if err != nil {
 		s.kill(err)
@@ -156,6 +175,9 @@ func (d *Driver) wait(ctx context.Context, key int64, req driver.Request) (drive
 // waitErr reports a failed wait: ctx's own error if ctx ended (the
 // contract wants it unwrapped), ErrClosed if the driver was closed.
 func (d *Driver) waitErr(ctx context.Context, err error) error {
+	if errors.Is(err, errNotASession) {
+		return err
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

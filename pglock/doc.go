@@ -79,7 +79,7 @@
 // Each session runs with idle_session_timeout set to its locks' TTL
 // (PostgreSQL 14 and later): a holder that stops renewing is cut off by the
 // server when the TTL has passed since its last statement, and its locks
-// freed. A renewal is one statement (SELECT 1) on the lock's session, and
+// freed. A renewal is one statement (SELECT pg_backend_pid()) on the lock's session, and
 // the validity is measured from the moment it was sent, as for every
 // driver. After a blocking wait longer than half the TTL the driver renews
 // once before returning, since the server's timer started at the grant,
@@ -143,8 +143,15 @@
 // PgBouncer in transaction (or statement) pooling mode hands each
 // transaction to any server connection: session-level locks then stay on
 // connections other clients use, and idle_session_timeout applies to the
-// wrong session. Connect the driver to PostgreSQL directly, or through
-// PgBouncer in session mode. [Tx] works through any mode.
+// wrong session. The driver notes its session's server process
+// (pg_backend_pid) when it opens it and checks it with every grant and
+// renewal: a change fails the call with an error naming the pooler
+// (never ErrUnavailable), ends the session, and the leases on it are lost.
+// It cannot catch a pooler that happens to keep the session on one server
+// connection until then, and a lock granted on the wrong one stays there
+// until the pooler closes it. Connect the driver to PostgreSQL directly,
+// or through PgBouncer in session mode (which works: TestPgBouncer). [Tx]
+// works through any mode.
 //
 // Advisory locks are not replicated: a failover to a standby loses them
 // (the new primary has none), while the tokens survive. Clients reconnect

@@ -50,7 +50,7 @@ func newQueries(table string) queries {
 		return fmt.Sprintf(`WITH l AS (%s),
 t AS (INSERT INTO %s AS c (key, token, name) SELECT $1, 1, $2::bytea FROM l WHERE l.ok
 	ON CONFLICT (key) DO UPDATE SET token = c.token + 1 RETURNING c.token)
-SELECT (SELECT ok FROM l), coalesce((SELECT token FROM t), 0)`, lock, t)
+SELECT (SELECT ok FROM l), coalesce((SELECT token FROM t), 0), pg_backend_pid()`, lock, t)
 	}
 	return queries{
 		create:       fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (key bigint PRIMARY KEY, token bigint NOT NULL, name bytea)`, t),

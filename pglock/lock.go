@@ -43,7 +43,11 @@ func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
 		return driver.Validity{}, fmt.Errorf("pglock: renew: %w", driver.ErrLockLost)
 	}
 	since := time.Now()
-	err := l.s.use(ctx, func(c *pgx.Conn) error { _, err := c.Exec(ctx, "SELECT 1"); return err })
+	err := l.s.use(ctx, func(c *pgx.Conn) error { return l.s.renew(ctx, c) })
+	if errors.Is(err, errNotASession) {
+		l.s.kill(err)
+		return driver.Validity{}, fmt.Errorf("pglock: renew: %w: %w", driver.ErrLockLost, err)
+	}
 	if err != nil {
 		return driver.Validity{}, l.err("renew", ctx, err)
 	}
@@ -90,6 +94,16 @@ func (l *lock) done() {
 	if l.released.CompareAndSwap(false, true) {
 		l.d.unreserve(l.s, l.key)
 	}
+}
+
+// renew runs the renewal statement on s's connection c and checks that it
+// ran in the session.
+func (s *session) renew(ctx context.Context, c *pgx.Conn) error {
+	var pid uint32
+	if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		return err
+	}
+	return s.check(pid)
 }
 
 // err reports a failed renewal or release: the session's end is the

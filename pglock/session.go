@@ -3,6 +3,7 @@ package pglock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"sync"
@@ -29,6 +30,7 @@ type session struct {
 	d     *Driver
 	conn  *pgx.Conn
 	ttl   time.Duration // its idle_session_timeout, 0 on servers without it
+	pid   uint32        // its server process (pg_backend_pid), which must never change
 	group time.Duration // the TTL its locks asked for: Driver.sessions' key
 	net   net.Conn
 
@@ -87,6 +89,9 @@ func (d *Driver) newSession(ctx context.Context, ttl time.Duration) (*session, e
 // on behalf of a vanished client leaves the queue within a second instead
 // of holding up the waiters behind it.
 func (s *session) setup(ctx context.Context, ttl time.Duration) error {
+	if err := s.conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&s.pid); err != nil {
+		return err
+	}
 	v, _ := strconv.Atoi(s.conn.PgConn().ParameterStatus("server_version_num"))
 	if v == 0 {
 		// Older servers report server_version only.
@@ -95,7 +100,12 @@ func (s *session) setup(ctx context.Context, ttl time.Duration) error {
 	}
 	if v >= 140000 {
 		ms := (ttl + time.Millisecond - 1) / time.Millisecond // never below the TTL
-		if _, err := s.conn.Exec(ctx, "SELECT set_config('idle_session_timeout', $1, false)", strconv.FormatInt(int64(ms), 10)); err != nil {
+		var pid uint32
+		if err := s.conn.QueryRow(ctx, "SELECT pg_backend_pid() FROM set_config('idle_session_timeout', $1, false)",
+			strconv.FormatInt(int64(ms), 10)).Scan(&pid); err != nil {
+			return err
+		}
+		if err := s.check(pid); err != nil {
 			return err
 		}
 		s.ttl = ttl
@@ -105,6 +115,23 @@ func (s *session) setup(ctx context.Context, ttl time.Duration) error {
 	}
 	return nil
 }
+
+// check compares the server process a statement ran on with the
+// session's: a pooler in transaction or statement mode (PgBouncer) runs a
+// connection's statements on any of its server connections, which breaks
+// session-level locks.
+func (s *session) check(pid uint32) error {
+	if pid == s.pid {
+		return nil
+	}
+	return fmt.Errorf("%w (server process %d, then %d): a pooler in transaction or statement mode (PgBouncer?) "+
+		"is between the driver and PostgreSQL; session-level advisory locks need a direct connection or session pooling",
+		errNotASession, s.pid, pid)
+}
+
+// errNotASession: one connection's statements ran in different server
+// sessions.
+var errNotASession = errors.New("pglock: the connection is not one server session")
 
 func cutNumber(s string) (n int, rest string, ok bool) {
 	i := 0

@@ -187,7 +187,11 @@ install_debs() {
 	fi
 	# ip(8), for the partition tests' network namespaces (internal/testserver/netns.go).
 	command -v ip >/dev/null 2>&1 || [[ -x /usr/sbin/ip || -x /sbin/ip ]] || missing+=(iproute2)
-	if wanted postgres && [[ -z $(pg_bindir) ]]; then missing+=(postgresql); fi
+	if wanted postgres; then
+		[[ -n $(pg_bindir) ]] || missing+=(postgresql)
+		# pglock's test of PgBouncer in front of the server.
+		[[ -n $(pgbouncer_bin) ]] || missing+=(pgbouncer)
+	fi
 	((${#missing[@]} == 0)) && return 0
 
 	log "installing Debian packages: ${missing[*]}"
@@ -214,7 +218,7 @@ install_debs() {
 	fi
 	# Belt and braces: if a system service got started anyway, stop and disable it.
 	local svc
-	for svc in redis-server zookeeper postgresql; do
+	for svc in redis-server zookeeper postgresql pgbouncer; do
 		if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
 			$sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
 		fi
@@ -422,6 +426,8 @@ pg_as() {
 	fi
 }
 
+pgbouncer_bin() { command -v pgbouncer 2>/dev/null || { [[ -x /usr/sbin/pgbouncer ]] && echo /usr/sbin/pgbouncer; } || true; }
+
 pg_url() { printf 'postgres://%s@%s:%s/%s?sslmode=disable' "$(pg_user)" "$HOST" "$PG_PORT" "$PG_DB"; }
 
 pg_ready() { # port
@@ -574,6 +580,7 @@ write_env() {
 		echo "export JAVA=\"$JAVA\""
 		echo "export DLOCK_TEST_PG=\"$(pg_url)\""
 		echo "export DLOCK_PG_BINDIR=\"$(pg_bindir)\""
+		echo "export DLOCK_PGBOUNCER_BIN=\"$(pgbouncer_bin)\""
 	} >"$tmp"
 	mv "$tmp" "$DIR/env"
 }

@@ -54,16 +54,7 @@ func PostgresURL(p *Proc) string {
 func StartPostgres(tb testing.TB, conf ...string) *Proc {
 	tb.Helper()
 	bin := pgBinDir(tb)
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			unavailable(tb, "testserver: user postgres (needed to run PostgreSQL as root): %v; %s", err, hint)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	}
+	cred := pgCred(tb)
 	// Not tb.TempDir: its parents are private to the test's user.
 	dir, err := os.MkdirTemp("", "dlock-pg-")
 	if err != nil {
@@ -191,4 +182,14 @@ func RestartPostgres(tb testing.TB, p *Proc) {
 // children still hold its shared memory.
 func lingering(log string) bool {
 	return strings.Contains(log, "another postmaster") || strings.Contains(log, "is still in use")
+}
+
+func lookupUser(name string) (*syscall.Credential, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
