@@ -119,9 +119,12 @@ func (d *Driver) wait(ctx context.Context, key int64, req driver.Request) (drive
 	defer cancel()
 	stop := context.AfterFunc(d.closeCtx, cancel)
 	defer stop()
-	s, err := d.newSession(wctx, req.TTL)
-	if err != nil {
-		return nil, driver.Validity{}, d.waitErr(ctx, err)
+	s := d.spare(req.TTL)
+	if s == nil {
+		var err error
+		if s, err = d.newSession(wctx, req.TTL); err != nil {
+			return nil, driver.Validity{}, d.waitErr(ctx, err)
+		}
 	}
 	d.mu.Lock()
 	if d.closed {
@@ -132,6 +135,7 @@ func (d *Driver) wait(ctx context.Context, key int64, req driver.Request) (drive
 	d.waiting[s] = true
 	s.keys[key] = 1
 	d.mu.Unlock()
+	var err error
 	q := d.q.wait
 	if req.Mode == driver.Shared {
 		q = d.q.waitSh
@@ -185,6 +189,21 @@ func (d *Driver) waitErr(ctx context.Context, err error) error {
 		return errClosed
 	}
 	return d.engineErr(ctx, err)
+}
+
+// spare takes a session without locks out of the TTL's group, for a wait
+// (which keeps its session busy, so no other lock may share it meanwhile),
+// or returns nil.
+func (d *Driver) spare(ttl time.Duration) *session {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for s := range d.sessions[ttl] {
+		if len(s.keys) == 0 && s.alive() {
+			delete(d.sessions[ttl], s)
+			return s
+		}
+	}
+	return nil
 }
 
 func (d *Driver) group(ttl time.Duration) map[*session]bool {

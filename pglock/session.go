@@ -40,6 +40,7 @@ type session struct {
 	mu       sync.Mutex
 	users    int  // callers using or waiting for conn
 	watching bool // the watcher is reading
+	started  bool // the watcher runs
 	keys     map[int64]int
 	deadErr  error
 	dead     chan struct{} // closed when the session has ended
@@ -143,9 +144,16 @@ func cutNumber(s string) (n int, rest string, ok bool) {
 }
 
 // start runs the watcher.
+// start runs the watcher, once.
 func (s *session) start() {
-	s.d.wg.Add(1)
-	go s.watch()
+	s.mu.Lock()
+	started := s.started
+	s.started = true
+	s.mu.Unlock()
+	if !started {
+		s.d.wg.Add(1)
+		go s.watch()
+	}
 	s.kick()
 }
 
