@@ -44,7 +44,6 @@ type session struct {
 	keys     map[int64]int
 	deadErr  error
 	dead     chan struct{} // closed when the session has ended
-	closing  bool
 }
 
 // newSession opens a connection with the pool's configuration and sets the
@@ -176,7 +175,7 @@ func (s *session) watch() {
 		}
 		s.turn <- struct{}{}
 		s.mu.Lock()
-		if s.users > 0 || s.closing {
+		if s.users > 0 {
 			s.mu.Unlock()
 			<-s.turn
 			continue
