@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -18,6 +19,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(envHolder) != "" {
+		holderMain()
+	}
 	goleak.VerifyTestMain(m,
 		// pgxpool's background health check ends with Close, but may not
 		// have returned when the last test does.
