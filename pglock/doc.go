@@ -57,15 +57,18 @@
 // locks on connections of its own, opened with the pool's configuration
 // (and its BeforeConnect and AfterConnect hooks) and never returned to the
 // pool (a pooled connection would carry its locks to its next user). Locks
-// with the same TTL share a session; a session keeps at most one spare
-// between locks.
+// with the same TTL share a session; of the sessions left without a lock,
+// one per TTL is kept for the next lock or wait, the others are closed (and
+// an idle one is ended by the server after the TTL anyway).
 //
 //   - TryLock: one statement on a session:
 //     pg_try_advisory_lock(key) and, if granted, the key's counter row
 //     (INSERT … ON CONFLICT (key) DO UPDATE SET token = token + 1 RETURNING
 //     token), in one round trip.
 //   - Lock: that try, then, if the lock is taken, pg_advisory_lock(key) on a
-//     new session of its own. The server queues the statement and wakes it
+//     session of its own while it waits (the spare one if there is one, else
+//     a new connection), which then holds the lock and may take others. The
+//     server queues the statement and wakes it
 //     in queue order when the lock is its turn: no polling. ctx ending
 //     cancels the statement through pgx (a CancelRequest, so the server
 //     drops the queue entry at once), and the session is closed, which
