@@ -1,0 +1,160 @@
+package filelock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dlockio/dlock/driver"
+)
+
+// valueMask is what an observer's watch on a leader file asks of the
+// kernel: its holder closing it (giving the lock up, replacing the value,
+// dying). Observers open leader files read-only (IN_CLOSE_NOWRITE), so they
+// never wake each other, nor themselves.
+const valueMask = unix.IN_CLOSE_WRITE
+
+// observer is an Observe call: it looks at the leader file again whenever
+// the directory entry is replaced or removed (the driver's watch on the
+// directory) or the file it found is closed by its holder.
+type observer struct {
+	d     *fileDriver
+	vname string             // the leader file's name
+	out   chan driver.Holder // capacity 1: the latest holder, never a backlog
+	wake  chan struct{}      // capacity 1
+	vsub  *sub               // the watch on the leader file found last
+}
+
+// Observe sends name's exclusive holder now, then after every change, as
+// its leader file shows it (see valueName). It wakes on inotify events
+// only: a leader file renamed over or removed, or closed by its holder. It
+// keeps the directory the driver opened: once that is removed or moved, it
+// reports nobody and sees no more changes until ctx ends or the driver is
+// closed (a client has to be opened again then, as for Lock).
+func (d *fileDriver) Observe(ctx context.Context, name string) (<-chan driver.Holder, error) {
+	if err := d.begin(); err != nil {
+		return nil, err
+	}
+	o := &observer{
+		d:     d,
+		vname: valueName(fileName(name)),
+		out:   make(chan driver.Holder, 1),
+		wake:  make(chan struct{}, 1),
+	}
+	o.vsub = &sub{mask: valueMask, ch: o.wake}
+	stopDir, err := d.ino.watchFile(d.dirf, &sub{mask: dirMask, fn: func(entry string) {
+		if entry == "" || entry == o.vname {
+			o.poke()
+		}
+	}})
+	if err != nil {
+		d.calls.Done()
+		return nil, observeErr(d.dir, err)
+	}
+	go o.run(ctx, stopDir)
+	return o.out, nil
+}
+
+func observeErr(dir string, err error) error {
+	switch {
+	case errors.Is(err, driver.ErrClosed):
+		return err
+	case isLimit(err):
+		return driver.Unavailable(fmt.Errorf("filelock: cannot observe %s: %w", dir, err))
+	}
+	return fmt.Errorf("filelock: cannot observe %s: %w", dir, err)
+}
+
+func (o *observer) poke() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (o *observer) run(ctx context.Context, stopDir func()) {
+	defer o.d.calls.Done()
+	defer close(o.out)
+	defer stopDir()
+	var stopVal func()
+	defer func() {
+		if stopVal != nil {
+			stopVal()
+		}
+	}()
+	var (
+		last   driver.Holder
+		sent   bool
+		retry  *time.Timer
+		backof = 50 * time.Millisecond
+	)
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
+	for {
+		if o.d.ino.stopped() != nil {
+			return // the driver is closed (or inotify failed: no event would come)
+		}
+		var (
+			h   driver.Holder
+			err error
+		)
+		h, stopVal, err = o.look(stopVal)
+		var retryC <-chan time.Time
+		if err != nil {
+			// A limit of this host (open files, inotify watches) that may
+			// pass: look again after a while, or at the next event.
+			if retry == nil {
+				retry = time.NewTimer(backof)
+			} else {
+				retry.Reset(backof)
+			}
+			retryC = retry.C
+			backof = min(2*backof, 5*time.Second)
+		} else {
+			backof = 50 * time.Millisecond
+			if !sent || h != last {
+				select {
+				case <-o.out: // not read yet: replaced by the latest
+				default:
+				}
+				o.out <- h // we are the only sender: there is room
+				last, sent = h, true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.wake:
+		case <-retryC:
+		}
+	}
+}
+
+// look reads the holder from the leader file at the name now, watching
+// that file first (stop ends the watch on the one found before): anything
+// its holder does after the read wakes the observer.
+func (o *observer) look(stop func()) (driver.Holder, func(), error) {
+	if stop != nil {
+		stop()
+	}
+	if same, err := o.d.dirAt(); err != nil || !same {
+		return driver.Holder{}, nil, err // moved or removed: nobody holds there
+	}
+	f, err := o.d.openValue(o.vname)
+	if err != nil || f == nil {
+		return driver.Holder{}, nil, err
+	}
+	defer f.Close()
+	stop, err = o.d.ino.watchFile(f, o.vsub)
+	if err != nil {
+		return driver.Holder{}, nil, observeErr(o.d.dir, err)
+	}
+	h, err := readHolder(f)
+	return h, stop, err
+}
