@@ -19,28 +19,30 @@ import (
 // the lock file's flock, since a probe there could make a waiter miss its
 // wake-up (waiters wake on a close of the lock file, not on an unlock).
 //
-// Every exclusive grant (a Mutex's, a writer's, a leader's) publishes its
-// token and value in one file: it writes "TOKEN\nVALUE" to a new file
-// NAME.leader~TOKEN, flocks it LOCK_EX, and renames it over NAME.leader.
-// A reader so finds the token and the value of one holder, complete, or the
-// previous file. The holder keeps its leader file open and locked until it
-// gives the lock up (it closes the leader file first) or dies: a leader
-// file that nobody holds locked is a past holder's, and means nobody. A
-// reader probes with LOCK_SH|LOCK_NB, which only leader files' holders
-// and readers ever take, so no waiter can miss anything by it. SetValue
-// writes a new file the same way, then closes the one it replaced.
+// Every exclusive grant (a Mutex's, a writer's, a leader's) writes its
+// token and value, "TOKEN\nVALUE", over the leader file's text, and marks
+// the file as held: an open file description (OFD) write lock on the byte
+// at liveByte, far past any text, which it keeps until it gives the lock up
+// (it closes the leader file first) or dies. Text without the mark is a
+// past holder's and means nobody. The text is written under an OFD write
+// lock on the bytes before liveByte, taken together with the mark, and read
+// under a read lock on them: a reader finds the token and the value of one
+// holder, complete, and never a past holder's text beside a live mark. A
+// reader looks for the mark with F_OFD_GETLK, which takes nothing. OFD locks
+// are apart from flock(2), so none of this touches the lock itself; and the
+// leader file keeps its inode (it is never renamed), so a grant costs no
+// directory change.
 
 // maxValue bounds a leader's value: the leader file is read whole by every
 // observer at every change.
 const maxValue = 1 << 20
 
-// valueName is the leader file of the lock file lockName; valueTemp the
-// file a holder with the token tok writes before renaming it there.
-// Escaped names hold no '.', so neither is any lock's file.
+// liveByte is the leader file's mark of a live holder.
+const liveByte = 1 << 40
+
+// valueName is the leader file of the lock file lockName. Escaped names
+// hold no '.', so it is no lock's file.
 func valueName(lockName string) string { return baseName(lockName) + ".leader" }
-func valueTemp(lockName string, tok uint64) string {
-	return baseName(lockName) + ".leader~" + strconv.FormatUint(tok, 10)
-}
 
 func checkValue(value string) error {
 	if len(value) > maxValue {
@@ -49,50 +51,54 @@ func checkValue(value string) error {
 	return nil
 }
 
-// publishLocked makes value the lock's value, with its token, in a new
-// leader file that replaces the current one; l.mu is held, and l holds the
-// lock exclusively.
-func (l *fileLock) publishLocked(value string) error {
+// publishLocked writes value, with l's token, as the text of the leader
+// file, and marks it held if it is not yet; l.mu is held, and l holds the
+// lock exclusively. If the text cannot be written the leader file is let
+// go (readers find nobody, never a half-written text) until the next
+// SetValue.
+func (l *fileLock) publishLocked(ctx context.Context, value string) error {
 	d := l.d
-	tmp := valueTemp(l.name, l.token)
-	f, err := d.openAt(tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL)
-	if errors.Is(err, unix.EEXIST) {
-		// Left by an earlier attempt of ours that failed midway: tokens
-		// are never granted twice, so it is nobody else's.
-		unix.Unlinkat(int(d.dirf.Fd()), tmp, 0)
-		f, err = d.openAt(tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL)
+	f, span := l.val, int64(liveByte) // the text; with the mark if new
+	if f == nil {
+		var err error
+		if f, err = d.openAt(valueName(l.name), unix.O_RDWR|unix.O_CREAT); err != nil {
+			return mayPass(err)
+		}
+		span++
 	}
-	if err != nil {
-		return mayPass(err)
+	// Readers hold the text's read lock only for a read, so it is waited
+	// for. The mark can be held only by a holder whose lock file was
+	// replaced, until it notices (at once if it watches: see check).
+	if err := lockCtx(ctx, d.isClosed, func() error { return ofdLock(f, unix.F_WRLCK, 0, span) }); err != nil {
+		if f != l.val {
+			f.Close()
+		}
+		if ctx.Err() == nil && !errors.Is(err, driver.ErrClosed) {
+			err = fmt.Errorf("filelock: fcntl F_OFD_SETLK %s: %w", f.Name(), err)
+		}
+		return err
 	}
-	fail := func(err error) error {
-		unix.Unlinkat(int(d.dirf.Fd()), tmp, 0)
-		f.Close()
-		return mayPass(err)
-	}
-	// Locked before it has the name: a reader never finds it free while
-	// we hold.
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return fail(fmt.Errorf("filelock: flock %s: %w", f.Name(), err))
-	}
+	l.val = f
 	text := make([]byte, 0, 21+len(value))
 	text = append(strconv.AppendUint(text, l.token, 10), '\n')
 	text = append(text, value...)
-	if _, err := f.Write(text); err != nil {
-		return fail(fmt.Errorf("filelock: write %s: %w", f.Name(), err))
+	if _, err := f.WriteAt(text, 0); err != nil {
+		l.unpublishLocked()
+		return mayPass(fmt.Errorf("filelock: write %s: %w", f.Name(), err))
 	}
-	if err := unix.Renameat(int(d.dirf.Fd()), tmp, int(d.dirf.Fd()), valueName(l.name)); err != nil {
-		return fail(fmt.Errorf("filelock: rename %s: %w", f.Name(), err))
+	if err := f.Truncate(int64(len(text))); err != nil { // never to 0: ext4 would flush it at close
+		l.unpublishLocked()
+		return mayPass(fmt.Errorf("filelock: truncate %s: %w", f.Name(), err))
 	}
-	if l.val != nil {
-		l.val.Close() // replaced: no reader opens it any more
+	if err := ofdLock(f, unix.F_UNLCK, 0, liveByte); err != nil {
+		l.unpublishLocked()
+		return fmt.Errorf("filelock: fcntl F_OFD_SETLK %s: %w", f.Name(), err)
 	}
-	l.val = f
 	return nil
 }
 
-// unpublishLocked closes the leader file: readers find nobody. l.mu is
-// held.
+// unpublishLocked closes the leader file, which drops its mark: readers
+// find nobody. l.mu is held.
 func (l *fileLock) unpublishLocked() {
 	if l.val != nil {
 		l.val.Close()
@@ -103,7 +109,7 @@ func (l *fileLock) unpublishLocked() {
 // SetValue replaces the value kept with the lock, if l still holds it (its
 // file is still the lock's); otherwise it returns an error matching
 // driver.ErrLockLost and changes nothing.
-func (l *fileLock) SetValue(_ context.Context, value string) error {
+func (l *fileLock) SetValue(ctx context.Context, value string) error {
 	if err := checkValue(value); err != nil {
 		return err
 	}
@@ -129,13 +135,18 @@ func (l *fileLock) SetValue(_ context.Context, value string) error {
 	if !same {
 		return fmt.Errorf("%w: lock file %s was removed or replaced", driver.ErrLockLost, l.f.Name())
 	}
-	return l.publishLocked(value)
+	if l.val != nil {
+		if at, err := l.d.fileAt(l.val, valueName(l.name)); err != nil || !at {
+			l.unpublishLocked() // removed or replaced: write the one readers find
+		}
+	}
+	return l.publishLocked(ctx, value)
 }
 
 // Holder returns the exclusive holder of name, as its leader file says: the
 // zero Holder if nobody holds it exclusively (or the directory was moved or
 // removed since the driver opened it).
-func (d *fileDriver) Holder(_ context.Context, name string) (driver.Holder, error) {
+func (d *fileDriver) Holder(ctx context.Context, name string) (driver.Holder, error) {
 	if err := d.begin(); err != nil {
 		return driver.Holder{}, err
 	}
@@ -145,7 +156,7 @@ func (d *fileDriver) Holder(_ context.Context, name string) (driver.Holder, erro
 		return driver.Holder{}, err
 	}
 	defer f.Close()
-	return readHolder(f)
+	return d.readHolder(ctx, f)
 }
 
 // openValue opens the leader file vname for reading; nil if there is none.
@@ -160,18 +171,23 @@ func (d *fileDriver) openValue(vname string) (*os.File, error) {
 	return f, nil
 }
 
-// readHolder reads the leader file f: the zero Holder if its holder has
-// let it go.
-func readHolder(f *os.File) (driver.Holder, error) {
-	switch err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); {
-	case err == nil:
-		unix.Flock(int(f.Fd()), unix.LOCK_UN)
-		return driver.Holder{}, nil
-	case !errors.Is(err, unix.EWOULDBLOCK):
-		return driver.Holder{}, fmt.Errorf("filelock: flock %s: %w", f.Name(), err)
+// readHolder reads the leader file f: the zero Holder if it is not marked
+// held.
+func (d *fileDriver) readHolder(ctx context.Context, f *os.File) (driver.Holder, error) {
+	if held, err := ofdHeld(f, unix.F_RDLCK, liveByte, 1); err != nil || !held {
+		return driver.Holder{}, err
 	}
-	// Written whole before it was renamed to its name, and never again.
-	b, err := io.ReadAll(io.LimitReader(f, maxValue+22))
+	// A holder writes its text before it lets the text's lock go, and a
+	// new holder takes that lock with its mark: what we read is the text
+	// of the holder we saw, or of a later one.
+	if err := lockCtx(ctx, d.isClosed, func() error { return ofdLock(f, unix.F_RDLCK, 0, liveByte) }); err != nil {
+		if ctx.Err() == nil && !errors.Is(err, driver.ErrClosed) {
+			err = fmt.Errorf("filelock: fcntl F_OFD_SETLK %s: %w", f.Name(), err)
+		}
+		return driver.Holder{}, err
+	}
+	b, err := io.ReadAll(io.NewSectionReader(f, 0, maxValue+22))
+	ofdLock(f, unix.F_UNLCK, 0, liveByte)
 	if err != nil {
 		return driver.Holder{}, mayPass(fmt.Errorf("filelock: read %s: %w", f.Name(), err))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -12,14 +13,15 @@ import (
 )
 
 // valueMask is what an observer's watch on a leader file asks of the
-// kernel: its holder closing it (giving the lock up, replacing the value,
-// dying). Observers open leader files read-only (IN_CLOSE_NOWRITE), so they
-// never wake each other, nor themselves.
-const valueMask = unix.IN_CLOSE_WRITE
+// kernel: a holder writing its text (a grant, SetValue) or closing it
+// (giving the lock up, dying). Observers open leader files read-only and
+// only read them (IN_CLOSE_NOWRITE, IN_ACCESS), so they never wake each
+// other, nor themselves.
+const valueMask = unix.IN_MODIFY | unix.IN_CLOSE_WRITE
 
 // observer is an Observe call: it looks at the leader file again whenever
-// the directory entry is replaced or removed (the driver's watch on the
-// directory) or the file it found is closed by its holder.
+// its directory entry is made, replaced or removed (the driver's watch on
+// the directory), or a holder writes or closes the file it found.
 type observer struct {
 	d     *fileDriver
 	vname string             // the leader file's name
@@ -30,7 +32,8 @@ type observer struct {
 
 // Observe sends name's exclusive holder now, then after every change, as
 // its leader file shows it (see valueName). It wakes on inotify events
-// only: a leader file renamed over or removed, or closed by its holder. It
+// only: the leader file made, removed or replaced, written or closed by a
+// holder. It
 // keeps the directory the driver opened: once that is removed or moved, it
 // reports nobody and sees no more changes until ctx ends or the driver is
 // closed (a client has to be opened again then, as for Lock).
@@ -45,7 +48,7 @@ func (d *fileDriver) Observe(ctx context.Context, name string) (<-chan driver.Ho
 		wake:  make(chan struct{}, 1),
 	}
 	o.vsub = &sub{mask: valueMask, ch: o.wake}
-	stopDir, err := d.ino.watchFile(d.dirf, &sub{mask: dirMask, fn: func(entry string) {
+	stopDir, err := d.ino.watchFile(d.dirf, &sub{mask: obsDirMask, fn: func(entry string) {
 		if entry == "" || entry == o.vname {
 			o.poke()
 		}
@@ -57,6 +60,10 @@ func (d *fileDriver) Observe(ctx context.Context, name string) (<-chan driver.Ho
 	go o.run(ctx, stopDir)
 	return o.out, nil
 }
+
+// observerLooks counts the looks of all observers: tests check that an
+// observer looks only when woken by an event.
+var observerLooks atomic.Int64
 
 func observeErr(dir string, err error) error {
 	switch {
@@ -104,7 +111,7 @@ func (o *observer) run(ctx context.Context, stopDir func()) {
 			h   driver.Holder
 			err error
 		)
-		h, stopVal, err = o.look(stopVal)
+		h, stopVal, err = o.look(ctx, stopVal)
 		var retryC <-chan time.Time
 		if err != nil {
 			// A limit of this host (open files, inotify watches) that may
@@ -139,7 +146,8 @@ func (o *observer) run(ctx context.Context, stopDir func()) {
 // look reads the holder from the leader file at the name now, watching
 // that file first (stop ends the watch on the one found before): anything
 // its holder does after the read wakes the observer.
-func (o *observer) look(stop func()) (driver.Holder, func(), error) {
+func (o *observer) look(ctx context.Context, stop func()) (driver.Holder, func(), error) {
+	observerLooks.Add(1)
 	if stop != nil {
 		stop()
 	}
@@ -155,6 +163,6 @@ func (o *observer) look(stop func()) (driver.Holder, func(), error) {
 	if err != nil {
 		return driver.Holder{}, nil, observeErr(o.d.dir, err)
 	}
-	h, err := readHolder(f)
+	h, err := o.d.readHolder(ctx, f)
 	return h, stop, err
 }

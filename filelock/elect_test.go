@@ -1,0 +1,448 @@
+package filelock
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
+)
+
+const electChildEnv = "DLOCK_FILELOCK_ELECT_CHILD"
+
+// electChild campaigns for NAME with VALUE in DIR, prints "leading TERM"
+// and leads until killed.
+func electChild() int {
+	c, err := New(os.Getenv("DIR"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer c.Close()
+	l, err := c.Election(os.Getenv("NAME")).Campaign(context.Background(), os.Getenv("VALUE"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("leading", l.Term())
+	select {}
+}
+
+func newClient(t *testing.T, dir string) *dlock.Client {
+	t.Helper()
+	c, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// nextLeader reads ch until it receives want (other leaders on the way are
+// allowed), within 5 s.
+func nextLeader(t *testing.T, ch <-chan dlock.Leader, want dlock.Leader) time.Time {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case got, ok := <-ch:
+			if !ok {
+				t.Fatalf("Observe's channel closed while waiting for %+v", want)
+			}
+			if got == want {
+				return time.Now()
+			}
+		case <-timeout:
+			t.Fatalf("Observe: %+v not received within 5 s", want)
+		}
+	}
+}
+
+// TestElectionValueConsistent: candidates take turns leading, each
+// proclaiming values of its own (long ones, of one repeated letter);
+// meanwhile readers call Leader and an observer follows. No read ever pairs
+// a term with another leader's value or with half of a value, and terms
+// never go back.
+func TestElectionValueConsistent(t *testing.T) {
+	dir := t.TempDir()
+	const candidates, terms, proclaims, readers = 4, 40, 5, 3
+	value := func(id, seq int) string {
+		return fmt.Sprintf("%d:%d:", id, seq) + strings.Repeat(string(rune('a'+id)), 3000+100*seq)
+	}
+	var (
+		mu    sync.Mutex
+		owner = map[uint64]int{} // term -> candidate
+	)
+	check := func(who string, l dlock.Leader) {
+		if l.Term == 0 {
+			if l.Value != "" {
+				t.Errorf("%s: no leader, with value %.20q", who, l.Value)
+			}
+			return
+		}
+		var id, seq int
+		if _, err := fmt.Sscanf(l.Value, "%d:%d:", &id, &seq); err != nil || value(id, seq) != l.Value {
+			t.Errorf("%s: term %d with a value no candidate proclaimed whole (%d bytes, %.20q)", who, l.Term, len(l.Value), l.Value)
+			return
+		}
+		mu.Lock()
+		o, ok := owner[l.Term]
+		mu.Unlock()
+		if ok && o != id {
+			t.Errorf("%s: term %d (candidate %d's) with candidate %d's value", who, l.Term, o, id)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var seen sync.Map // reads to check once every term's owner is known
+	var rg sync.WaitGroup
+	for r := range readers {
+		c := newClient(t, dir)
+		rg.Add(1)
+		go func() {
+			defer rg.Done()
+			var last uint64
+			for n := 0; ctx.Err() == nil; n++ {
+				l, err := c.Election("e").Leader(ctx)
+				if err != nil {
+					if ctx.Err() == nil {
+						t.Errorf("Leader: %v", err)
+					}
+					return
+				}
+				if l.Term != 0 && l.Term < last {
+					t.Errorf("reader %d: term %d after term %d", r, l.Term, last)
+				}
+				last = max(last, l.Term)
+				seen.Store(fmt.Sprint(r, n), l)
+			}
+		}()
+	}
+	oc := newClient(t, dir)
+	looks0 := observerLooks.Load()
+	och, err := oc.Election("e").Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var observed []dlock.Leader
+	fwd := make(chan dlock.Leader, 1<<16)
+	odone := make(chan struct{})
+	go func() {
+		defer close(odone)
+		defer close(fwd)
+		for l := range och {
+			observed = append(observed, l)
+			fwd <- l
+		}
+	}()
+
+	began := time.Now()
+	var cg sync.WaitGroup
+	turns := make(chan int, terms)
+	for i := range terms {
+		turns <- i
+	}
+	close(turns)
+	for id := range candidates {
+		c := newClient(t, dir)
+		cg.Add(1)
+		go func() {
+			defer cg.Done()
+			for range turns {
+				l, err := c.Election("e").Campaign(t.Context(), value(id, 0))
+				if err != nil {
+					t.Errorf("Campaign: %v", err)
+					return
+				}
+				mu.Lock()
+				owner[l.Term()] = id
+				mu.Unlock()
+				for seq := 1; seq <= proclaims; seq++ {
+					if err := l.Proclaim(t.Context(), value(id, seq)); err != nil {
+						t.Errorf("Proclaim: %v", err)
+					}
+				}
+				if err := l.Resign(t.Context()); err != nil {
+					t.Errorf("Resign: %v", err)
+				}
+			}
+		}()
+	}
+	cg.Wait()
+	took := time.Since(began)
+	// Nobody leads at the end: the observer gets there.
+	nextLeader(t, fwd, dlock.Leader{})
+	cancel()
+	rg.Wait()
+	<-odone
+	n := 0
+	seen.Range(func(_, v any) bool {
+		n++
+		check("Leader", v.(dlock.Leader))
+		return true
+	})
+	var last uint64
+	for _, l := range observed {
+		check("Observe", l)
+		if l.Term != 0 && l.Term < last {
+			t.Errorf("observed term %d after term %d", l.Term, last)
+		}
+		last = max(last, l.Term)
+	}
+	if len(owner) != terms {
+		t.Errorf("%d terms granted, want %d", len(owner), terms)
+	}
+	t.Logf("%v: %d terms, %d Leader reads, %d observed states (%d looks)", took, len(owner), n, len(observed), observerLooks.Load()-looks0)
+}
+
+// TestElectionAcrossProcesses: a leader in another process is seen by
+// Leader and Observe; killed, it is seen gone at once, and the next
+// candidate leads with a larger term.
+func TestElectionAcrossProcesses(t *testing.T) {
+	dir := t.TempDir()
+	c := newClient(t, dir)
+	e := c.Election("svc")
+	ch, err := e.Observe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextLeader(t, ch, dlock.Leader{})
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), electChildEnv+"=1", "DIR="+dir, "NAME=svc", "VALUE=child:1")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	term, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(line), "leading "), 10, 64)
+	if err != nil {
+		t.Fatalf("child printed %q", line)
+	}
+	want := dlock.Leader{Value: "child:1", Term: term}
+	nextLeader(t, ch, want)
+	if got, err := e.Leader(t.Context()); err != nil || got != want {
+		t.Fatalf("Leader = %+v, %v; want %+v", got, err, want)
+	}
+	if l, err := e.TryCampaign(t.Context(), "parent"); !errors.Is(err, dlock.ErrNotAcquired) {
+		if l != nil {
+			l.Resign(t.Context())
+		}
+		t.Fatalf("TryCampaign while the child leads = %v, want ErrNotAcquired", err)
+	}
+	start := time.Now()
+	cmd.Process.Kill()
+	at := nextLeader(t, ch, dlock.Leader{})
+	t.Logf("observer saw the killed leader gone %v after the kill", at.Sub(start))
+	cmd.Wait()
+	l, err := e.Campaign(t.Context(), "parent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Term() <= term {
+		t.Errorf("term %d after the child's %d", l.Term(), term)
+	}
+	nextLeader(t, ch, dlock.Leader{Value: "parent", Term: l.Term()})
+	if err := l.Resign(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	nextLeader(t, ch, dlock.Leader{})
+}
+
+// TestObserverWakesOnEventsOnly: an observer looks at its leader file only
+// when an event concerns it: not for other names' locks, nor for readers
+// of its name, nor for other observers' and Leader's reads; an exclusive
+// holder (a Mutex too) is seen at once, with an empty value.
+func TestObserverWakesOnEventsOnly(t *testing.T) {
+	dir := t.TempDir()
+	o, c := newClient(t, dir), newClient(t, dir)
+	ch, err := o.Election("x").Observe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextLeader(t, ch, dlock.Leader{})
+	other, err := c.Election("x").Observe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextLeader(t, other, dlock.Leader{})
+	before := observerLooks.Load()
+	for i := range 20 {
+		l, err := c.Election(fmt.Sprint("y", i%3)).Campaign(t.Context(), "y")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Resign(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		r, err := c.RWMutex("x").RLock(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := c.Election("x").Leader(t.Context()); err != nil || got != (dlock.Leader{}) {
+			t.Fatalf("Leader while only readers hold = %+v, %v; want nobody", got, err)
+		}
+		if err := r.Unlock(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Status(t.Context(), "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := c.Semaphore("x2", 2).Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Election("x2").Leader(t.Context()); err != nil || got != (dlock.Leader{}) {
+		t.Errorf("Leader of a semaphore's name = %+v, %v; want nobody", got, err)
+	}
+	s.Unlock(t.Context())
+	if n := observerLooks.Load() - before; n != 0 {
+		t.Errorf("idle observers looked %d times while other names and readers came and went", n)
+	}
+	m, err := c.Mutex("x").Lock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextLeader(t, ch, dlock.Leader{Term: m.Token()})
+	if err := m.Unlock(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	nextLeader(t, ch, dlock.Leader{})
+	t.Logf("%d looks for one holder and its release, by 2 observers", observerLooks.Load()-before)
+}
+
+// TestSetValueOwnerChecked: SetValue changes nothing once the lock is
+// lost or released; it is not offered on a reader's lock; a value too long
+// is refused; a leader file removed under a leader is written again by its
+// next SetValue.
+func TestSetValueOwnerChecked(t *testing.T) {
+	dir := t.TempDir()
+	d, err := open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := t.Context()
+	l, _, err := d.Acquire(ctx, driver.Request{Name: "x", TTL: time.Minute, Value: "v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs := l.(driver.ValueSetter)
+	if err := vs.SetValue(ctx, strings.Repeat("v", maxValue+1)); !errors.Is(err, driver.ErrInvalidArgument) {
+		t.Errorf("SetValue of %d bytes = %v, want ErrInvalidArgument", maxValue+1, err)
+	}
+	if h, err := d.Holder(ctx, "x"); err != nil || h != (driver.Holder{Token: l.Token(), Value: "v1"}) {
+		t.Errorf("Holder after a refused SetValue = %+v, %v", h, err)
+	}
+	if err := os.Remove(dir + "/" + valueName(fileName("x"))); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := d.Holder(ctx, "x"); err != nil || h != (driver.Holder{}) {
+		t.Errorf("Holder with the leader file removed = %+v, %v; want nobody", h, err)
+	}
+	if err := vs.SetValue(ctx, "v2"); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := d.Holder(ctx, "x"); err != nil || h != (driver.Holder{Token: l.Token(), Value: "v2"}) {
+		t.Errorf("Holder after SetValue made the leader file again = %+v, %v", h, err)
+	}
+	if err := (harness{dir}).ForceLoss(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l.Lost():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Lost not closed 5 s after the lock file was replaced")
+	}
+	if err := vs.SetValue(ctx, "zombie"); !errors.Is(err, driver.ErrLockLost) {
+		t.Errorf("SetValue after the loss = %v, want ErrLockLost", err)
+	}
+	if h, err := d.Holder(ctx, "x"); err != nil || h != (driver.Holder{}) {
+		t.Errorf("Holder after the leader's loss = %+v, %v; want nobody", h, err)
+	}
+	l.Release(ctx)
+	l2, _, err := d.Acquire(ctx, driver.Request{Name: "x", TTL: time.Minute, Value: "v3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.(driver.ValueSetter).SetValue(ctx, "late"); !errors.Is(err, driver.ErrLockLost) {
+		t.Errorf("SetValue after Release = %v, want ErrLockLost", err)
+	}
+	if h, err := d.Holder(ctx, "x"); err != nil || h != (driver.Holder{}) {
+		t.Errorf("Holder after Release = %+v, %v; want nobody", h, err)
+	}
+	r, _, err := d.Acquire(ctx, driver.Request{Name: "x", TTL: time.Minute, Mode: driver.Shared})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Release(ctx)
+	if err := r.(driver.ValueSetter).SetValue(ctx, "reader"); !errors.Is(err, driver.ErrNotSupported) {
+		t.Errorf("SetValue on a reader's lock = %v, want ErrNotSupported", err)
+	}
+}
+
+// TestObserveDirectoryRemoved: once the lock directory is removed, an
+// observer reports nobody, and its channel stays open until its context
+// ends.
+func TestObserveDirectoryRemoved(t *testing.T) {
+	dir := t.TempDir() + "/locks"
+	o, c := newClient(t, dir), newClient(t, dir)
+	l, err := c.Election("x").Campaign(t.Context(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ch, err := o.Election("x").Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextLeader(t, ch, dlock.Leader{Value: "a", Term: l.Term()})
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	nextLeader(t, ch, dlock.Leader{})
+	select {
+	case <-l.Done():
+	case <-time.After(5 * time.Second):
+		t.Error("the leader's lease not done 5 s after its directory was removed")
+	}
+	select {
+	case got, ok := <-ch:
+		t.Fatalf("Observe sent %+v (open: %v) after reporting nobody, with nothing changed", got, ok)
+	default:
+	}
+	cancel()
+	select {
+	case _, ok := <-ch:
+		if ok {
+			t.Fatal("Observe sent a state after its context ended")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Observe's channel still open 5 s after its context ended")
+	}
+}
