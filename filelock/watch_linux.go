@@ -51,7 +51,8 @@ const (
 	// renamed away or renamed over (the only ways a lock file stops being
 	// the lock's), or the directory itself moved or removed. dlock never
 	// does any of these itself, so a holder costs no events and no system
-	// call.
+	// call (but for the entries created, which the kernel's watch reports
+	// for observers: see obsDirMask; only a name's first use makes one).
 	dirMask = unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_MOVED_TO | unix.IN_MOVE_SELF | unix.IN_DELETE_SELF
 	// obsDirMask is an observer's watch on the directory: what the holders
 	// watch, and an entry created (a leader file made by its first
