@@ -113,7 +113,7 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 					// Held: its token and value for everyone to read.
 					l.mu.Lock()
 					l.exclusive = true
-					err = l.publishLocked(ctx, req.Value)
+					err = l.publishLocked(req.Value)
 					l.mu.Unlock()
 					if err != nil {
 						l.Release(ctx) // unlocked and closed whatever it returns

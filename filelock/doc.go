@@ -121,39 +121,48 @@
 // An election (dlock.Election) is the lock of its name, LOCK_EX on
 // NAME.lock, plus the leader's value, which is kept in the leader file
 // NAME.leader. Every exclusive grant (a leader's, a Mutex's, a writer's)
-// writes "TOKEN\nVALUE" there in place, under an open file description
-// write lock (fcntl F_OFD_SETLK) over the text taken together with a lock
-// on a byte far past it (2^40), the mark that it holds; it keeps the mark
-// until it gives the lock up (the leader file is closed first) or dies,
-// when the kernel drops it. A reader (Leader, Observe) looks for the mark
-// with F_OFD_GETLK, which takes nothing, and reads the text under an OFD
-// read lock: it gets the token and the value of one holder, both whole,
-// never a past holder's value with a live mark, and nobody once the
-// holder is gone. OFD locks are apart from flock(2), and readers never
-// touch the lock file, so reading never gets in a waiter's way. A Mutex
-// holder so shows as a leader with an empty value; readers and permits
-// show nobody. Proclaim (SetValue) rewrites the text the same way, if the
-// lock file is still the holder's; a leader file removed or replaced under
-// its holder shows nobody until the holder's next Proclaim writes it
-// again. A holder whose lock file was replaced (see "Files") lets its
-// leader file go as soon as it learns of it; until then (at its next
-// renewal, if it cannot watch) the next holder waits to write its own.
+// first marks the leader file with its token: an open file description
+// lock (fcntl F_OFD_SETLK) on the byte 2^62+TOKEN, far past any text,
+// which it keeps until it gives the lock up (it unlocks it, then closes
+// the file, before it unlocks the lock file) or dies, when the kernel
+// drops it. Tokens are unique, so marks never contend. It then writes
+// "CRC TOKEN LEN\nVALUE" over the file's text (CRC: the CRC-64 of what
+// follows it). A reader (Leader, Observe) finds the newest mark with
+// F_OFD_GETLK, which takes nothing and tells where the lock starts, so its
+// token; it reads the text without a lock and takes it only if it is
+// whole and of the marked token, else reads again (backing off from 20 µs
+// to 10 ms) while the holder writes; a mark whose text does not come
+// within 2 s (a holder stopped in between) is an error matching
+// driver.ErrUnavailable. So a reader gets the token and the value of one
+// holder, both whole, never a past holder's value with a live holder's
+// token, and nobody once the holder is gone. No reader ever makes a holder
+// wait: reads take no lock, and never touch the lock file, so they never
+// delay a waiter either. A Mutex holder so shows as a leader with an empty
+// value; readers and permits show nobody. Proclaim (SetValue) rewrites the
+// text the same way, if the lock file is still the holder's; a leader file
+// removed or replaced under its holder shows nobody until the holder's
+// next Proclaim writes it again. A holder whose lock file was replaced
+// (see "Files") lets its leader file go as soon as it learns of it; until
+// then readers see the newest of the two marks.
 //
 // Observe wakes on inotify events only, through the client's one inotify
 // instance: the leader file made, removed or replaced (the watch on the
-// directory), written or closed by a holder (a watch on the file). An
-// observer only reads, so observers never wake each other; an idle
-// observer costs nothing while other names, readers and other observers
-// come and go. It keeps the directory the client opened: once that is
-// removed or moved it reports nobody and sees no further change, as a
-// client whose directory is gone cannot lock either (open a new one).
+// directory), written or closed by a holder (a watch on the file).
+// Observers only read, so they never wake each other; an idle observer
+// costs nothing while other names, readers and other observers come and
+// go. The kernel tells of a dying holder's close a moment before it drops
+// the holder's locks, so an observer that finds the holder unchanged after
+// a wake-up looks again 1, 10 and 100 ms later. It keeps the directory the
+// client opened: once that is removed or moved it reports nobody and sees
+// no further change, as a client whose directory is gone cannot lock
+// either (open a new one).
 //
-// Costs and limits: each exclusive grant opens, writes and truncates the
-// leader file and takes two OFD locks (about 15-20 µs on ext4 on the test
-// machine; a rename per grant would cost ~1 ms, ext4 flushing a file
-// renamed over another); a value is at most 1 MiB. `dlock run` and
-// `dlock elect` hand a copy of the lock file to a helper process that
-// outlives a killed dlock, not the leader file: observers report nobody
+// Costs and limits: each exclusive grant opens the leader file, takes the
+// mark and writes the text, and drops the mark and closes the file when it
+// ends; a value is at most 1 MiB. A text shorter than the last leaves that
+// one's tail in the file, past what readers read. `dlock run` and
+// `dlock elect` hand a copy of the lock file, not of the leader file, to
+// the helper process that outlives a killed dlock: observers report nobody
 // from dlock's death, before the lock is free. Holders from versions of
 // dlock before elections do not write the leader file: they show as
 // nobody.

@@ -169,6 +169,6 @@ func (d *fileDriver) Capabilities() driver.Capabilities {
 			"(a tmpfs runtime directory empties at reboot). " +
 			"Read-write locks are LOCK_SH/LOCK_EX on the one lock file; a waiting writer marks a turnstile file that keeps later readers out. " +
 			"A semaphore permit is LOCK_EX on one of N permit files; N is kept in a file read-locked by holders and waiters, and another N is refused. " +
-			"An exclusive holder's token and value (an election's leader's) are in a leader file it replaces by rename and keeps locked while it holds; observers wake on inotify events.",
+			"An exclusive holder's token and value (an election's leader's) are in a leader file it marks (an OFD lock) while it holds; readers take no lock and observers wake on inotify events.",
 	}
 }

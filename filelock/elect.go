@@ -1,12 +1,15 @@
 package filelock
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc64"
 	"io"
 	"os"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -19,26 +22,34 @@ import (
 // the lock file's flock, since a probe there could make a waiter miss its
 // wake-up (waiters wake on a close of the lock file, not on an unlock).
 //
-// Every exclusive grant (a Mutex's, a writer's, a leader's) writes its
-// token and value, "TOKEN\nVALUE", over the leader file's text, and marks
-// the file as held: an open file description (OFD) write lock on the byte
-// at liveByte, far past any text, which it keeps until it gives the lock up
-// (it closes the leader file first) or dies. Text without the mark is a
-// past holder's and means nobody. The text is written under an OFD write
-// lock on the bytes before liveByte, taken together with the mark, and read
-// under a read lock on them: a reader finds the token and the value of one
-// holder, complete, and never a past holder's text beside a live mark. A
-// reader looks for the mark with F_OFD_GETLK, which takes nothing. OFD locks
-// are apart from flock(2), so none of this touches the lock itself; and the
-// leader file keeps its inode (it is never renamed), so a grant costs no
-// directory change.
+// Every exclusive grant (a Mutex's, a writer's, a leader's) first marks the
+// leader file with its token: an open file description (OFD) write lock on
+// the one byte at markBase+TOKEN, far past any text, which it keeps until
+// it gives the lock up (it unlocks and closes the leader file first) or
+// dies, when the kernel drops it. Tokens are unique, so marks never
+// contend. Then it writes its text in place: "CRC TOKEN LEN\nVALUE", CRC
+// being the CRC-64 of what follows it. A reader finds the newest mark with
+// F_OFD_GETLK (which takes nothing, and reports where the conflicting lock
+// starts, so the token), reads the text without any lock, and takes it only
+// if it is whole (its CRC) and of the marked token: a text being written,
+// or a past holder's, is read again (the holder is writing it). No mark
+// means nobody. Readers so never make a holder wait, nor a holder a reader
+// for longer than a write. OFD locks are apart from flock(2), so none of
+// this touches the lock itself; and the leader file keeps its inode (it is
+// never renamed), so a grant costs no directory change.
 
 // maxValue bounds a leader's value: the leader file is read whole by every
 // observer at every change.
 const maxValue = 1 << 20
 
-// liveByte is the leader file's mark of a live holder.
-const liveByte = 1 << 40
+// markBase is where the leader file's marks start: the mark of token T is
+// the byte markBase+T. Tokens at or above markBase cannot be marked.
+const markBase = 1 << 62
+
+// headerMax bounds the text's first line: "CRC TOKEN LEN\n".
+const headerMax = 16 + 1 + 20 + 1 + 20 + 1
+
+var crcTable = crc64.MakeTable(crc64.ECMA)
 
 // valueName is the leader file of the lock file lockName. Escaped names
 // hold no '.', so it is no lock's file.
@@ -51,56 +62,59 @@ func checkValue(value string) error {
 	return nil
 }
 
-// publishLocked writes value, with l's token, as the text of the leader
-// file, and marks it held if it is not yet; l.mu is held, and l holds the
-// lock exclusively. If the text cannot be written the leader file is let
-// go (readers find nobody, never a half-written text) until the next
-// SetValue.
-func (l *fileLock) publishLocked(ctx context.Context, value string) error {
+// valueText is the leader file's text for token tok and value.
+func valueText(tok uint64, value string) []byte {
+	text := make([]byte, 17, 17+headerMax+len(value))
+	text = strconv.AppendUint(text, tok, 10)
+	text = append(text, ' ')
+	text = strconv.AppendInt(text, int64(len(value)), 10)
+	text = append(text, '\n')
+	text = append(text, value...)
+	crc := strconv.FormatUint(crc64.Checksum(text[17:], crcTable), 16)
+	copy(text, "0000000000000000"[len(crc):])
+	copy(text[16-len(crc):], crc)
+	text[16] = ' '
+	return text
+}
+
+// publishLocked marks the leader file with l's token, if it is not marked
+// yet, and writes value, with the token, as its text; l.mu is held, and l
+// holds the lock exclusively. If the text cannot be written the leader
+// file is let go (readers find nobody, never a half-written text) until
+// the next SetValue.
+func (l *fileLock) publishLocked(value string) error {
 	d := l.d
-	f, span := l.val, int64(liveByte) // the text; with the mark if new
-	if f == nil {
-		var err error
-		if f, err = d.openAt(valueName(l.name), unix.O_RDWR|unix.O_CREAT); err != nil {
+	if l.token >= markBase {
+		return fmt.Errorf("filelock: token %d is too large to mark the leader file with (at most %d)", l.token, uint64(markBase-1))
+	}
+	if l.val == nil {
+		f, err := d.openAt(valueName(l.name), unix.O_RDWR|unix.O_CREAT)
+		if err != nil {
 			return mayPass(err)
 		}
-		span++
-	}
-	// Readers hold the text's read lock only for a read, so it is waited
-	// for. The mark can be held only by a holder whose lock file was
-	// replaced, until it notices (at once if it watches: see check).
-	if err := lockCtx(ctx, d.isClosed, func() error { return ofdLock(f, unix.F_WRLCK, 0, span) }); err != nil {
-		if f != l.val {
+		// First, so that the text's write tells observers (inotify) of a
+		// holder already marked.
+		if err := ofdLock(f, unix.F_WRLCK, markBase+int64(l.token), 1); err != nil {
 			f.Close()
+			return fmt.Errorf("filelock: fcntl F_OFD_SETLK %s: %w", f.Name(), err)
 		}
-		if ctx.Err() == nil && !errors.Is(err, driver.ErrClosed) {
-			err = fmt.Errorf("filelock: fcntl F_OFD_SETLK %s: %w", f.Name(), err)
-		}
-		return err
+		l.val = f
 	}
-	l.val = f
-	text := make([]byte, 0, 21+len(value))
-	text = append(strconv.AppendUint(text, l.token, 10), '\n')
-	text = append(text, value...)
-	if _, err := f.WriteAt(text, 0); err != nil {
+	f := l.val
+	if _, err := f.WriteAt(valueText(l.token, value), 0); err != nil {
 		l.unpublishLocked()
 		return mayPass(fmt.Errorf("filelock: write %s: %w", f.Name(), err))
-	}
-	if err := f.Truncate(int64(len(text))); err != nil { // never to 0: ext4 would flush it at close
-		l.unpublishLocked()
-		return mayPass(fmt.Errorf("filelock: truncate %s: %w", f.Name(), err))
-	}
-	if err := ofdLock(f, unix.F_UNLCK, 0, liveByte); err != nil {
-		l.unpublishLocked()
-		return fmt.Errorf("filelock: fcntl F_OFD_SETLK %s: %w", f.Name(), err)
 	}
 	return nil
 }
 
-// unpublishLocked closes the leader file, which drops its mark: readers
-// find nobody. l.mu is held.
+// unpublishLocked drops the mark and closes the leader file: readers find
+// nobody. The mark goes first: a close wakes observers, and the kernel
+// drops the locks of a closed file only after it has told them. l.mu is
+// held.
 func (l *fileLock) unpublishLocked() {
 	if l.val != nil {
+		ofdLock(l.val, unix.F_UNLCK, markBase+int64(l.token), 1)
 		l.val.Close()
 		l.val = nil
 	}
@@ -109,7 +123,7 @@ func (l *fileLock) unpublishLocked() {
 // SetValue replaces the value kept with the lock, if l still holds it (its
 // file is still the lock's); otherwise it returns an error matching
 // driver.ErrLockLost and changes nothing.
-func (l *fileLock) SetValue(ctx context.Context, value string) error {
+func (l *fileLock) SetValue(_ context.Context, value string) error {
 	if err := checkValue(value); err != nil {
 		return err
 	}
@@ -140,7 +154,7 @@ func (l *fileLock) SetValue(ctx context.Context, value string) error {
 			l.unpublishLocked() // removed or replaced: write the one readers find
 		}
 	}
-	return l.publishLocked(ctx, value)
+	return l.publishLocked(value)
 }
 
 // Holder returns the exclusive holder of name, as its leader file says: the
@@ -172,33 +186,100 @@ func (d *fileDriver) openValue(vname string) (*os.File, error) {
 }
 
 // readHolder reads the leader file f: the zero Holder if it is not marked
-// held.
+// held. A text being written, or not yet written by the marked holder, is
+// read again, backing off as lockCtx does, until ctx ends.
 func (d *fileDriver) readHolder(ctx context.Context, f *os.File) (driver.Holder, error) {
-	if held, err := ofdHeld(f, unix.F_RDLCK, liveByte, 1); err != nil || !held {
-		return driver.Holder{}, err
-	}
-	// A holder writes its text before it lets the text's lock go, and a
-	// new holder takes that lock with its mark: what we read is the text
-	// of the holder we saw, or of a later one.
-	if err := lockCtx(ctx, d.isClosed, func() error { return ofdLock(f, unix.F_RDLCK, 0, liveByte) }); err != nil {
-		if ctx.Err() == nil && !errors.Is(err, driver.ErrClosed) {
-			err = fmt.Errorf("filelock: fcntl F_OFD_SETLK %s: %w", f.Name(), err)
+	var (
+		h    driver.Holder
+		tok  uint64
+		buf  = make([]byte, headerMax+64)
+		rctx context.Context
+	)
+	rctx, cancel := context.WithTimeout(ctx, textWait)
+	defer cancel()
+	err := lockCtx(rctx, d.isClosed, func() error {
+		var err error
+		tok, err = newestMark(f)
+		if err != nil || tok == 0 {
+			h = driver.Holder{}
+			return err
 		}
-		return driver.Holder{}, err
+		var ok bool
+		h, buf, ok, err = readText(f, buf)
+		if err != nil {
+			return err
+		}
+		if !ok || h.Token != tok {
+			return unix.EAGAIN // being written
+		}
+		return nil
+	})
+	if err != nil && ctx.Err() == nil && rctx.Err() != nil {
+		err = driver.Unavailable(fmt.Errorf("filelock: leader file %s: the holder of token %d has not written its value for %v (stopped?)", f.Name(), tok, textWait))
 	}
-	b, err := io.ReadAll(io.NewSectionReader(f, 0, maxValue+22))
-	ofdLock(f, unix.F_UNLCK, 0, liveByte)
 	if err != nil {
-		return driver.Holder{}, mayPass(fmt.Errorf("filelock: read %s: %w", f.Name(), err))
+		return driver.Holder{}, err
 	}
-	for i, c := range b {
-		if c == '\n' {
-			tok, err := strconv.ParseUint(string(b[:i]), 10, 64)
-			if err != nil || tok == 0 {
-				break
-			}
-			return driver.Holder{Token: tok, Value: string(b[i+1:])}, nil
+	return h, nil
+}
+
+// textWait bounds the wait for a marked holder's text.
+const textWait = 2 * time.Second
+
+// newestMark returns the token of the newest holder that marks f, 0 if
+// none. There is one but where a holder whose lock file was replaced has
+// not yet noticed it (see "Files" in the package doc).
+func newestMark(f *os.File) (uint64, error) {
+	var tok uint64
+	for from := int64(markBase); ; {
+		lk := unix.Flock_t{Type: unix.F_RDLCK, Whence: 0, Start: from, Len: 0}
+		if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil {
+			return 0, fmt.Errorf("filelock: fcntl F_OFD_GETLK %s: %w", f.Name(), err)
 		}
+		if lk.Type == unix.F_UNLCK || lk.Start < from {
+			return tok, nil
+		}
+		tok = uint64(lk.Start - markBase)
+		from = lk.Start + 1
 	}
-	return driver.Holder{}, fmt.Errorf("filelock: leader file %s holds no token (%d bytes): it was not written by dlock", f.Name(), len(b))
+}
+
+// readText reads f's text into buf (grown as needed): the holder it names,
+// and whether it is whole.
+func readText(f *os.File, buf []byte) (driver.Holder, []byte, bool, error) {
+	if cap(buf) < headerMax {
+		buf = make([]byte, headerMax+64)
+	}
+	n, err := f.ReadAt(buf[:headerMax], 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return driver.Holder{}, buf, false, mayPass(fmt.Errorf("filelock: read %s: %w", f.Name(), err))
+	}
+	head := buf[:n]
+	nl := bytes.IndexByte(head, '\n')
+	if nl < 0 {
+		return driver.Holder{}, buf, false, nil
+	}
+	var (
+		crc, tok uint64
+		size     int
+	)
+	if nl < 17 || head[16] != ' ' {
+		return driver.Holder{}, buf, false, nil
+	}
+	if _, err := fmt.Sscanf(string(head[:nl]), "%016x %d %d", &crc, &tok, &size); err != nil || size < 0 || size > maxValue {
+		return driver.Holder{}, buf, false, nil
+	}
+	total := nl + 1 + size
+	if cap(buf) < total {
+		buf = make([]byte, total)
+	}
+	buf = buf[:cap(buf)]
+	n, err = f.ReadAt(buf[:total], 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return driver.Holder{}, buf, false, mayPass(fmt.Errorf("filelock: read %s: %w", f.Name(), err))
+	}
+	if n < total || crc64.Checksum(buf[17:total], crcTable) != crc {
+		return driver.Holder{}, buf, false, nil
+	}
+	return driver.Holder{Token: tok, Value: string(buf[nl+1 : total])}, buf, true, nil
 }

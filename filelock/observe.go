@@ -93,16 +93,14 @@ func (o *observer) run(ctx context.Context, stopDir func()) {
 		}
 	}()
 	var (
-		last   driver.Holder
-		sent   bool
-		retry  *time.Timer
-		backof = 50 * time.Millisecond
+		last    driver.Holder
+		sent    bool
+		timer   = time.NewTimer(time.Hour)
+		backoff = 50 * time.Millisecond
+		again   = 0 // looks again at a holder unchanged after a wake-up
 	)
-	defer func() {
-		if retry != nil {
-			retry.Stop()
-		}
-	}()
+	timer.Stop()
+	defer timer.Stop()
 	for {
 		if o.d.ino.stopped() != nil {
 			return // the driver is closed (or inotify failed: no event would come)
@@ -110,22 +108,25 @@ func (o *observer) run(ctx context.Context, stopDir func()) {
 		var (
 			h   driver.Holder
 			err error
+			in  time.Duration // when to look again without an event; 0: never
 		)
 		h, stopVal, err = o.look(ctx, stopVal)
-		var retryC <-chan time.Time
-		if err != nil {
+		switch {
+		case err != nil:
 			// A limit of this host (open files, inotify watches) that may
 			// pass: look again after a while, or at the next event.
-			if retry == nil {
-				retry = time.NewTimer(backof)
-			} else {
-				retry.Reset(backof)
-			}
-			retryC = retry.C
-			backof = min(2*backof, 5*time.Second)
-		} else {
-			backof = 50 * time.Millisecond
+			in = backoff
+			backoff = min(2*backoff, 5*time.Second)
+		case sent && h == last && h.Token != 0 && again < len(recheck):
+			// Woken, and the holder is still marked: the kernel tells
+			// observers of a dying holder's close before it drops the
+			// holder's locks, so look again shortly, a few times.
+			in = recheck[again]
+			again++
+		default:
+			backoff = 50 * time.Millisecond
 			if !sent || h != last {
+				again = 0
 				select {
 				case <-o.out: // not read yet: replaced by the latest
 				default:
@@ -134,14 +135,25 @@ func (o *observer) run(ctx context.Context, stopDir func()) {
 				last, sent = h, true
 			}
 		}
+		var timeout <-chan time.Time
+		if in > 0 {
+			timer.Reset(in)
+			timeout = timer.C
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-o.wake:
-		case <-retryC:
+			again = 0
+		case <-timeout:
 		}
+		timer.Stop() // Go 1.23 timers: no stale tick left to drain
 	}
 }
+
+// recheck is when an observer looks again at a holder it found unchanged
+// after a wake-up (see run).
+var recheck = [...]time.Duration{time.Millisecond, 10 * time.Millisecond, 100 * time.Millisecond}
 
 // look reads the holder from the leader file at the name now, watching
 // that file first (stop ends the watch on the one found before): anything
