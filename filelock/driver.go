@@ -138,7 +138,10 @@ func (d *fileDriver) crash() {
 	d.mu.Unlock()
 	for _, l := range held {
 		l.mu.Lock()
-		l.unpublishLocked()
+		if l.val != nil {
+			l.val.Close() // its mark goes with it, as in a death
+			l.val = nil
+		}
 		l.f.Close()
 		l.f = nil
 		if l.extra != nil {

@@ -530,3 +530,33 @@ func TestLeaderText(t *testing.T) {
 		t.Errorf("Holder with no mark = %+v, %v; want nobody", h, err)
 	}
 }
+
+// TestLeaderFileSymlinkNotFollowed: a symlink where the leader file goes
+// makes an exclusive grant fail, saying so, with the lock given back, and
+// nothing is written through it; Leader reports it too.
+func TestLeaderFileSymlinkNotFollowed(t *testing.T) {
+	dir := t.TempDir()
+	victim := t.TempDir() + "/victim"
+	if err := os.Symlink(victim, dir+"/"+valueName(fileName("x"))); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, dir)
+	l, err := c.Mutex("x").TryLock(t.Context())
+	if err == nil {
+		l.Unlock(t.Context())
+	}
+	if err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("TryLock with a symlink at the leader file = %v; want an error saying so", err)
+	}
+	r, err := c.RWMutex("x").TryRLock(t.Context()) // the lock was given back; readers need no leader file
+	if err != nil {
+		t.Fatalf("TryRLock after the failed grant: %v", err)
+	}
+	if got, err := c.Election("x").Leader(t.Context()); err == nil {
+		t.Errorf("Leader through a symlink = %+v, want an error", got)
+	}
+	r.Unlock(t.Context())
+	if _, err := os.Lstat(victim); err == nil {
+		t.Errorf("a file was created through the symlink at %s", victim)
+	}
+}
