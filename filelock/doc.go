@@ -214,16 +214,20 @@
 //
 // # Waiting and inotify
 //
-// One inotify instance per driver (per Client) serves all its waiters and
-// holders. If the kernel's queue overflows, every waiter wakes and retries
-// and every holder checks its file. A process whose user has reached
+// One inotify instance per driver (per Client) serves all its waiters,
+// holders and observers. If the kernel's queue overflows, every waiter
+// wakes and retries, every holder checks its file and every observer
+// looks again. A process whose user has reached
 // fs.inotify.max_user_instances (or max_user_watches) cannot wait on events:
 // a waiting Acquire then fails at once with an error that matches
 // driver.ErrUnavailable and names the limit (a blocking Lock retries it with
 // backoff, so it still gets the lock, up to dlock.RetryMaxBackoff after it
 // is freed instead of at once), and a holder goes without the watch,
 // learning of a removed or replaced file at its next renewal instead
-// (TTL/3).
+// (TTL/3). Observe then fails with such an error too; an observer that
+// cannot watch a leader file it found (max_user_watches) looks again
+// after a backoff from 50 ms to 5 s, or at the next event on the
+// directory.
 //
 // Errors of this host that may clear by themselves (a full disk or quota,
 // open-file or memory limits) match driver.ErrUnavailable, so a blocking
