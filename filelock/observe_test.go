@@ -204,3 +204,42 @@ func TestObserveDirectoryRemoved(t *testing.T) {
 		t.Fatal("Observe's channel still open 5 s after its context ended")
 	}
 }
+
+// TestObserversOfOneClient: observers of one name in one client share its
+// inotify watches; each sees every leader, and one ending leaves the
+// others observing.
+func TestObserversOfOneClient(t *testing.T) {
+	dir := t.TempDir()
+	o, c := newClient(t, dir), newClient(t, dir)
+	var chs []<-chan dlock.Leader
+	cancels := make([]context.CancelFunc, 3)
+	for i := range cancels {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		cancels[i] = cancel
+		ch, err := o.Election("x").Observe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nextLeader(t, ch, dlock.Leader{})
+		chs = append(chs, ch)
+	}
+	for round := range 3 {
+		l, err := c.Election("x").Campaign(t.Context(), fmt.Sprint("v", round))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range chs[round:] {
+			nextLeader(t, ch, dlock.Leader{Value: fmt.Sprint("v", round), Term: l.Term()})
+		}
+		if err := l.Resign(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range chs[round:] {
+			nextLeader(t, ch, dlock.Leader{})
+		}
+		cancels[round]() // the others go on
+		for range chs[round] {
+		}
+	}
+}
