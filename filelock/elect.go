@@ -165,6 +165,9 @@ func (d *fileDriver) Holder(ctx context.Context, name string) (driver.Holder, er
 		return driver.Holder{}, err
 	}
 	defer d.calls.Done()
+	if same, err := d.dirAt(); err != nil || !same {
+		return driver.Holder{}, err // nobody holds a lock there any more
+	}
 	f, err := d.openValue(valueName(fileName(name)))
 	if err != nil || f == nil {
 		return driver.Holder{}, err

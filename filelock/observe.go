@@ -33,10 +33,10 @@ type observer struct {
 // Observe sends name's exclusive holder now, then after every change, as
 // its leader file shows it (see valueName). It wakes on inotify events
 // only: the leader file made, removed or replaced, written or closed by a
-// holder. It
-// keeps the directory the driver opened: once that is removed or moved, it
-// reports nobody and sees no more changes until ctx ends or the driver is
-// closed (a client has to be opened again then, as for Lock).
+// holder. It keeps the directory the driver opened: once that is removed
+// or moved, it reports nobody and sees no more changes until ctx ends or
+// the driver is closed (a client has to be opened again then, as for
+// Lock).
 func (d *fileDriver) Observe(ctx context.Context, name string) (<-chan driver.Holder, error) {
 	if err := d.begin(); err != nil {
 		return nil, err
