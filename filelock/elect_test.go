@@ -367,3 +367,38 @@ func TestLeaderFileSymlinkNotFollowed(t *testing.T) {
 		t.Errorf("a file was created through the symlink at %s", victim)
 	}
 }
+
+// TestNewestMark: of two holders' marks (one whose lock file was replaced
+// and who has not noticed yet), readers take the newer.
+func TestNewestMark(t *testing.T) {
+	path := t.TempDir() + "/x.leader"
+	var fs []*os.File
+	for range 3 {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		fs = append(fs, f)
+	}
+	mark := func(f *os.File, typ int16, tok int64) {
+		t.Helper()
+		if err := ofdLock(f, typ, markBase+tok, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newest := func(want uint64) {
+		t.Helper()
+		if got, err := newestMark(fs[2]); err != nil || got != want {
+			t.Errorf("newestMark = %d, %v; want %d", got, err, want)
+		}
+	}
+	newest(0)
+	mark(fs[1], unix.F_WRLCK, 9)
+	mark(fs[0], unix.F_WRLCK, 5)
+	newest(9)
+	mark(fs[1], unix.F_UNLCK, 9)
+	newest(5)
+	mark(fs[0], unix.F_UNLCK, 5)
+	newest(0)
+}
