@@ -64,6 +64,29 @@
 // and survives leader failover. Grant order is queue order, which is
 // creation order, so tokens increase in grant order.
 //
+// # Read-write locks
+//
+// A Mutex is the writer side of the read-write lock of its name: readers
+// (Mode Shared) queue in the same container as writers, in the same order,
+// as in Curator's InterProcessReadWriteLock (see modes.go):
+//
+//   - a writer holds at the head of the queue and otherwise watches the node
+//     just before it, of any kind: the mutex's path and layout, unchanged;
+//   - a reader holds once no writer is ahead of it and otherwise watches the
+//     last writer ahead of it, never a reader. So readers share, and a
+//     reader that comes after a waiting writer queues behind it: a stream of
+//     readers cannot starve a writer.
+//
+// Each counts only the nodes ahead of its own: kazoo's lock counted later
+// ones too and deadlocked (https://github.com/python-zk/kazoo/issues/649).
+// A reader's node carries Curator's marker at the head of its guid,
+// _c___READ__<24 hex digits>-lock-<seq>, so that an earlier version of
+// this package, which knows no marker, sees it as a node like its own and
+// waits behind it as a writer. A reader's lease is a node like a writer's,
+// granted, proven at the leader, renewed, watched for loss and released
+// the same way; its token is its node's czxid, one sequence per name
+// across both modes.
+//
 // # One round trip for an uncontended Lock
 //
 // go-zookeeper has no create2 (a create that returns the new node's stat),
