@@ -313,10 +313,11 @@ func (d *Driver) Capabilities() driver.Capabilities {
 
 func capabilities(timeouts string) driver.Capabilities {
 	return driver.Capabilities{
-		Fencing: driver.FencingStrong,
-		FIFO:    true,
-		Scope:   "cluster",
-		Shared:  true,
+		Fencing:   driver.FencingStrong,
+		FIFO:      true,
+		Scope:     "cluster",
+		Shared:    true,
+		Semaphore: true,
 		Notes: "token = czxid of the holder's znode (ensemble-wide, survives failover); " +
 			"a lock lives as long as its ZooKeeper session, and the lease's TTL is the session timeout the server granted: " +
 			timeouts + "; while disconnected a lock is kept only until " +
