@@ -5,7 +5,10 @@
 //
 // A Client is one connection to an engine, made by Open from a URL or by a
 // driver package's constructor from your own engine client. Client.Mutex
-// names a lock; Mutex.Lock waits for it and returns a *Lease.
+// names a lock; Mutex.Lock waits for it and returns a *Lease. Client.RWMutex
+// (readers and writers), Client.Semaphore (at most n holders) and
+// Client.Election (one leader, with a published value) hand out the same
+// leases, where the engine offers them (Capabilities).
 //
 // A lease carries a fencing token that strictly increases, per lock name, in
 // the order the lock was granted: pass it to the resource you protect and let
