@@ -25,7 +25,12 @@ func (a *attempt) awaitAhead(ctx context.Context, blockers []entry) (gone bool, 
 		return false, 0, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
 	}
 	breaks = d.breaks.Load()
-	a.proof = d.startCheck(a.nodePath())
+	if a.proof == nil || !a.proof.usable(d.reportLag()) {
+		// A waiter woken often (a semaphore's, by deletions ahead that do
+		// not let it in) keeps a recent check rather than sending one
+		// each round.
+		a.proof = d.startCheck(a.nodePath())
+	}
 	watches, gone, err := a.watchAll(ctx, blockers)
 	if err != nil || gone {
 		// A node already gone was deleted between the two reads; the
