@@ -70,7 +70,7 @@ func (e *Election) campaign(ctx context.Context, value string, wait bool) (*Lead
 	if !e.c.Capabilities().Election {
 		return nil, wrap(e.name, op, fmt.Errorf("%w: elections", ErrNotSupported))
 	}
-	l, err := e.c.acquire(ctx, e.name, e.cfg, op, driver.Request{Wait: wait, Value: value})
+	l, err := e.c.acquire(ctx, primElection, e.name, e.cfg, op, driver.Request{Wait: wait, Value: value})
 	if err != nil {
 		return nil, err
 	}
