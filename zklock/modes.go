@@ -46,6 +46,9 @@ func (k kind) String() string {
 // requestKind returns what req asks for, or why it cannot be asked.
 func requestKind(req driver.Request) (kind, error) {
 	switch {
+	case req.Value != "":
+		// Elections are not offered yet (Capabilities.Election).
+		return kind{}, fmt.Errorf("zklock: a lock with a Value (an election's): %w", driver.ErrNotSupported)
 	case req.Limit < 0 || req.Limit > maxLimit:
 		return kind{}, driver.InvalidArgument("zklock: Limit", req.Limit, fmt.Sprintf("0 (a lock) or a number of permits from 1 to %d", maxLimit))
 	case req.Limit > 0 && req.Mode != driver.Exclusive:
