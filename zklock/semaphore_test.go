@@ -1,9 +1,13 @@
 package zklock
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -227,4 +231,88 @@ func TestSemaphorePermitLoss(t *testing.T) {
 		t.Errorf("the other permit was lost too: %v", p2.Err())
 	default:
 	}
+}
+
+// TestKilledPermitHolderComesBack: a process holding one of 2 permits
+// (zk://, WithTTL(4s)) is SIGKILLed while the other is held and a waiter
+// waits; its permit comes back, to the waiter, within TTL + margin.
+func TestKilledPermitHolderComesBack(t *testing.T) {
+	if url := os.Getenv("ZKLOCK_PERMIT_URL"); url != "" {
+		holdPermitUntilKilled(t, url, os.Getenv("ZKLOCK_PERMIT_NAME"))
+		return
+	}
+	servers := testserver.ZooKeeper(t)
+	url := "zk://" + strings.Join(servers, ",") + testRoot
+	name := uniqueName(t)
+	admin := testAdmin(t, servers)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledPermitHolderComesBack$")
+	cmd.Env = append(os.Environ(), "ZKLOCK_PERMIT_URL="+url, "ZKLOCK_PERMIT_NAME="+name)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start the holder: %v", err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "held\n" {
+		t.Fatalf("holder: %q, %v", line, err)
+	}
+
+	c, err := dlock.Open(ctx, url, dlock.WithTTL(permitTTL))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer c.Close()
+	other, err := c.Semaphore(name, 2).Acquire(ctx)
+	if err != nil {
+		t.Fatalf("the other permit: %v", err)
+	}
+	defer other.Unlock(ctx)
+	w := async(func() (*dlock.Lease, error) { return c.Semaphore(name, 2).Acquire(ctx) })
+	awaitQueue(t, admin, name, 3)
+	start := time.Now()
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatalf("kill the holder: %v", err)
+	}
+	l := mustGet(t, w, "waiter after the permit holder was killed")
+	// One second of slack for scheduling on a loaded machine.
+	if d := time.Since(start); d > permitTTL+permitTTL/10+time.Second {
+		t.Errorf("SIGKILLed permit holder with TTL %v: permit back after %v, want within TTL + margin", permitTTL, d)
+	} else {
+		t.Logf("SIGKILLed permit holder with TTL %v: permit back after %v", permitTTL, d)
+	}
+	mustHold(t, other)
+	mustHold(t, l)
+}
+
+const permitTTL = 4 * time.Second
+
+func mustHold(t *testing.T, l *dlock.Lease) {
+	t.Helper()
+	select {
+	case <-l.Done():
+		t.Errorf("lease token %d ended: %v", l.Token(), l.Err())
+	default:
+	}
+}
+
+// holdPermitUntilKilled is the holder process of
+// TestKilledPermitHolderComesBack.
+func holdPermitUntilKilled(t *testing.T, url, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := dlock.Open(ctx, url, dlock.WithTTL(permitTTL))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if _, err := c.Semaphore(name, 2).Acquire(ctx); err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	fmt.Println("held")
+	select {} // until SIGKILL
 }
