@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -223,15 +224,16 @@ func TestRWContention(t *testing.T) {
 	t.Logf("%d grants, at most %d holders at once", b.grants, b.most)
 }
 
-// TestRWWriterNotStarved: a writer gets in while readers of four workers
-// keep the lock read-held without a gap.
+// TestRWWriterNotStarved: writers get in while readers of four workers
+// keep the lock read-held without a gap: each within 3 s (readers hold at
+// most 150 ms each).
 func TestRWWriterNotStarved(t *testing.T) {
 	servers := testserver.ZooKeeper(t)
 	name := uniqueName(t)
 	cr, _, _ := testClient(t, servers, testSession)
 	cw, _, _ := testClient(t, servers, testSession)
 	b := newBook(0)
-	const hold = 100 * time.Millisecond
+	const hold, writers = 100 * time.Millisecond, 20
 
 	stop := make(chan struct{})
 	reading := make(chan struct{}, 1)
@@ -264,25 +266,35 @@ func TestRWWriterNotStarved(t *testing.T) {
 		}()
 	}
 	<-reading
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	start := time.Now()
-	floor := b.floor()
-	w, err := cw.RWMutex(name).Lock(ctx)
-	waited := time.Since(start)
-	if err != nil {
-		close(stop)
-		wg.Wait()
-		t.Fatalf("writer behind a stream of readers: %v after %v", err, waited)
+	// Writers, one after another, each behind the readers of the moment.
+	var waits []time.Duration
+	for range writers {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		start := time.Now()
+		floor := b.floor()
+		w, err := cw.RWMutex(name).Lock(ctx)
+		waited := time.Since(start)
+		cancel()
+		if err != nil {
+			t.Errorf("writer behind a stream of readers: %v after %v", err, waited)
+			break
+		}
+		waits = append(waits, waited)
+		b.granted(w, false, floor)
+		time.Sleep(hold / 2) // readers keep asking meanwhile; none may get in
+		b.unlock(t, w)
+		time.Sleep(hold) // the readers' stream resumes
 	}
-	b.granted(w, false, floor)
-	time.Sleep(hold) // readers keep asking meanwhile; none may get in
-	b.unlock(t, w)
 	close(stop)
 	wg.Wait()
 	b.check(t)
-	t.Logf("writer waited %v behind readers holding %v-%v each (%d grants)", waited, hold/2, 3*hold/2, b.grants)
-	if waited > 3*time.Second {
-		t.Errorf("writer waited %v behind readers that hold at most %v each", waited, 3*hold/2)
+	if len(waits) == 0 {
+		return
+	}
+	slices.Sort(waits)
+	t.Logf("%d writers waited p50 %v, max %v behind readers holding %v-%v each (%d grants)",
+		len(waits), waits[len(waits)/2].Round(time.Millisecond), waits[len(waits)-1].Round(time.Millisecond), hold/2, 3*hold/2, b.grants)
+	if worst := waits[len(waits)-1]; worst > 3*time.Second {
+		t.Errorf("a writer waited %v behind readers that hold at most %v each", worst, 3*hold/2)
 	}
 }
