@@ -89,7 +89,7 @@
 // ones too and deadlocked (https://github.com/python-zk/kazoo/issues/649).
 // A reader's node carries Curator's marker at the head of its guid,
 // _c___READ__<24 hex digits>-lock-<seq>, and a permit's the limit,
-// _c___S<n>__<hex digits>-lock-<seq> (n up to 11 digits), so that an
+// _c___S<n>__<hex digits>-lock-<seq> (n up to 999,999,999), so that an
 // earlier version of this package, which knows no marker, sees them as
 // nodes like its own and waits behind them as a writer. A request whose
 // limit differs from that of a node ahead of it (a lock's is 0) is refused

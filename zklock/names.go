@@ -60,13 +60,12 @@ const (
 	readMarker = "__READ__"
 	semPrefix  = "__S"
 	semSuffix  = "__"
-	// minRandom is the least number of random hex digits a marked guid
-	// keeps (64 bits), which bounds the limit a marker can carry.
-	minRandom = 16
 )
 
-// maxLimit is the largest semaphore limit the node names can carry.
-const maxLimit = 99_999_999_999 // 11 digits: "__S" + 11 + "__" + 16 random = 32
+// maxLimit is the largest semaphore limit a node name carries: 9 digits,
+// an int on every platform, which leave a permit's guid 32 - 3 - 9 - 2 = 18
+// random hex digits (72 bits) at least.
+const maxLimit = 999_999_999
 
 // guidFor returns a fresh guid that carries k's marker.
 func guidFor(k kind) string {
