@@ -111,7 +111,12 @@
 // Done: pg_terminate_backend, idle_session_timeout, a server shutdown or
 // crash, a reset connection. A silent network is left to the portable
 // deadline (TTL − margin after the last renewal sent), which the server's
-// idle_session_timeout never precedes.
+// idle_session_timeout never precedes. One case escapes this: a reset of
+// both ends of the connection at once (a middlebox that resets a flow both
+// ways). The server then frees the locks at the very moment the holder
+// learns of it, so the next waiter may be granted the lock just before the
+// holder's Done closes; the token, strictly greater, is what keeps fenced
+// writes safe then (docs/GUARANTEES.md).
 //
 // # Read-write locks
 //
