@@ -62,11 +62,11 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 // granted (the reservation is dropped).
 func (d *Driver) grant(ctx context.Context, s *session, key int64, req driver.Request, q string) (*lock, driver.Validity, error) {
 	var ok bool
-	var tok int64
+	var tok, waitMs int64
 	var pid uint32
 	since := time.Now()
 	err := s.use(ctx, func(c *pgx.Conn) error {
-		if err := c.QueryRow(ctx, q, key, []byte(req.Name)).Scan(&ok, &tok, &pid); err != nil {
+		if err := c.QueryRow(ctx, q, grantArgs(key, req)...).Scan(&ok, &tok, &pid, &waitMs); err != nil {
 			return err
 		}
 		return s.check(pid)
@@ -88,7 +88,23 @@ func (d *Driver) grant(ctx context.Context, s *session, key int64, req driver.Re
 		d.unreserve(s, key)
 		return nil, driver.Validity{}, nil
 	}
-	return d.newLock(s, key, req, tok), driver.Validity{Since: since, TTL: req.TTL}, nil
+	l := d.newLock(s, key, req, tok)
+	v, err := l.settle(ctx, since, waitMs)
+	if err != nil {
+		return nil, driver.Validity{}, err
+	}
+	return l, v, nil
+}
+
+// grantArgs are the parameters of the granting statements.
+func grantArgs(key int64, req driver.Request) []any {
+	return []any{key, []byte(req.Name), ttlMillis(req.TTL), req.Mode == driver.Shared,
+		int64(uint64(key) >> 32), int64(uint32(key))}
+}
+
+// ttlMillis is a TTL in whole milliseconds, never below it.
+func ttlMillis(ttl time.Duration) int64 {
+	return int64((ttl + time.Millisecond - 1) / time.Millisecond)
 }
 
 // undo gives key up on s in case a failed statement took it. A session
@@ -102,7 +118,7 @@ func (d *Driver) undo(ctx context.Context, s *session, key int64, mode driver.Mo
 	defer cancel()
 	err := s.use(cctx, func(c *pgx.Conn) error {
 		var held bool
-		return c.QueryRow(cctx, q, key).Scan(&held)
+		return c.QueryRow(cctx, fmt.Sprintf(q, key)).Scan(&held)
 	})
 	if err != nil {
 		s.kill(err)
@@ -138,26 +154,24 @@ func (d *Driver) wait(ctx context.Context, key int64, req driver.Request) (drive
 	var err error
 	q := d.q.wait
 	if req.Mode == driver.Shared {
-		q = d.q.waitSh
+		q = d.q.waitShared
 	}
 	var ok bool
-	var tok int64
+	var tok, waitMs int64
 	var pid uint32
-	since := time.Now()
 	err = s.use(wctx, func(c *pgx.Conn) error {
-		if err := c.QueryRow(wctx, q, key, []byte(req.Name)).Scan(&ok, &tok, &pid); err != nil {
+		if _, err := c.Exec(wctx, q, key); err != nil {
 			return err
 		}
-		return s.check(pid)
+		// The lease, its token and what a vanished predecessor's lease
+		// still asks for, in a statement of their own, whose snapshot
+		// sees what committed while this one waited. The server's idle
+		// timer starts again with it.
+		return c.QueryRow(wctx, d.q.held, grantArgs(key, req)...).Scan(&ok, &tok, &pid, &waitMs)
 	})
-	if err == nil && !ok {
-		err = fmt.Errorf("pglock: %s granted no lock", "pg_advisory_lock")
-	}
-	if err == nil && time.Since(since) > req.TTL/2 {
-		// The server's idle timer runs from the grant, which we cannot
-		// date: start it again from a time we know.
-		since = time.Now()
-		err = s.use(wctx, func(c *pgx.Conn) error { return s.renew(wctx, c) })
+	since := time.Now()
+	if err == nil {
+		err = s.check(pid)
 	}
 	if err != nil {
 		s.kill(err)
@@ -173,7 +187,12 @@ func (d *Driver) wait(ctx context.Context, key int64, req driver.Request) (drive
 	d.group(req.TTL)[s] = true
 	d.mu.Unlock()
 	s.start()
-	return d.newLock(s, key, req, tok), driver.Validity{Since: since, TTL: req.TTL}, nil
+	l := d.newLock(s, key, req, tok)
+	v, err := l.settle(ctx, since, waitMs)
+	if err != nil {
+		return nil, driver.Validity{}, err
+	}
+	return l, v, nil
 }
 
 // waitErr reports a failed wait: ctx's own error if ctx ended (the
@@ -289,18 +308,22 @@ func (d *Driver) ensureTable(ctx context.Context) error {
 	if done {
 		return nil
 	}
-	var exists, named bool
+	var exists, named, leases bool
 	err := d.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT FROM pg_attribute
-	WHERE attrelid = to_regclass($1) AND attname = 'name' AND NOT attisdropped)`, ident(d.table)).Scan(&exists, &named)
+	WHERE attrelid = to_regclass($1) AND attname = 'name' AND NOT attisdropped), to_regclass($2) IS NOT NULL`,
+		ident(d.table), ident(leasesTable(d.table))).Scan(&exists, &named, &leases)
 	if err == nil && exists && !named {
 		_, err = d.pool.Exec(ctx, d.q.addName)
 	}
-	if err == nil && !exists {
+	if err == nil && (!exists || !leases) {
 		err = pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", Key("dlock/pglock/create-table")); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, d.q.create)
+			if _, err := tx.Exec(ctx, d.q.create); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, d.q.createLeases)
 			return err
 		})
 	}

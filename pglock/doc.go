@@ -36,8 +36,9 @@
 // address or password fails Open rather than the first lock.
 //
 // What the driver needs of its user: to connect, to create the token table
-// (or find it made) and write to it, and to call the advisory-lock
-// functions, which every user may.
+// and the leases table (or find them made), to read and write the first
+// (SELECT, INSERT, UPDATE) and the second (and DELETE), and to call the
+// advisory-lock functions, which every user may.
 //
 // # Names and keys
 //
@@ -64,7 +65,7 @@
 //   - TryLock: one statement on a session:
 //     pg_try_advisory_lock(key) and, if granted, the key's counter row
 //     (INSERT … ON CONFLICT (key) DO UPDATE SET token = token + 1 RETURNING
-//     token), in one round trip.
+//     token) and the lease's row, in one round trip.
 //   - Lock: that try, then, if the lock is taken, pg_advisory_lock(key) on a
 //     session of its own while it waits (the spare one if there is one, else
 //     a new connection), which then holds the lock and may take others. The
@@ -82,11 +83,11 @@
 // Each session runs with idle_session_timeout set to its locks' TTL
 // (PostgreSQL 14 and later): a holder that stops renewing is cut off by the
 // server when the TTL has passed since its last statement, and its locks
-// freed. A renewal is one statement (SELECT pg_backend_pid()) on the lock's session, and
-// the validity is measured from the moment it was sent, as for every
-// driver. After a blocking wait longer than half the TTL the driver renews
-// once before returning, since the server's timer started at the grant,
-// which the client cannot date.
+// freed. A renewal is one statement on the lock's session (it extends the
+// lease's row), and the validity is measured from the moment it was sent,
+// as for every driver. A blocking wait, once granted, is followed by a
+// statement (one more round trip) that counts the token and writes the
+// lease's row, which also restarts the server's timer.
 //
 // Servers before 14 have no idle_session_timeout: there the TTL only bounds
 // the holder's own view (the lease ends when renewals stop succeeding), and
@@ -96,11 +97,12 @@
 //
 // # Fencing
 //
-// The token is the key's counter row, incremented in the statement that
-// takes the lock, after the lock: it strictly increases in grant order
+// The token is the key's counter row, incremented while the lock is held,
+// right after it is granted (in the same statement for a try, in the next
+// one after a blocking wait): it strictly increases in grant order
 // (across exclusive and shared holders and [Tx]) and is durable (WAL), so
 // it survives restarts and failover to a synchronous standby. A sequence
-// would not do unless it had CACHE 1. The driver creates the table on
+// would not do unless it had CACHE 1. The driver creates its tables on
 // first use (CREATE TABLE IF NOT EXISTS, serialized by a
 // transaction-scoped advisory lock).
 //
@@ -111,12 +113,22 @@
 // Done: pg_terminate_backend, idle_session_timeout, a server shutdown or
 // crash, a reset connection. A silent network is left to the portable
 // deadline (TTL − margin after the last renewal sent), which the server's
-// idle_session_timeout never precedes. One case escapes this: a reset of
-// both ends of the connection at once (a middlebox that resets a flow both
-// ways). The server then frees the locks at the very moment the holder
-// learns of it, so the next waiter may be granted the lock just before the
-// holder's Done closes; the token, strictly greater, is what keeps fenced
-// writes safe then (docs/GUARANTEES.md).
+// idle_session_timeout never precedes.
+//
+// The server frees a session's locks the moment it sees the session end,
+// which can be the very moment its holder learns of it (a reset of both
+// ends of the connection, a terminated backend, a restart): the next
+// waiter could then be granted the lock a moment before the holder's Done
+// closes. So every lease also has a row in the leases table
+// ("<table>_leases": key, token, mode, server process, valid until), written
+// with the grant and extended by every renewal (server clock: the
+// renewal's time + TTL, never before the holder's own deadline). Release
+// deletes the row in a transaction committed before the unlock. A grant
+// that finds the row of a holder no longer holding the lock (one that
+// ended without releasing) holds the lock unused until that row's time has
+// passed, renewing meanwhile, and only then returns: a vanished holder is
+// replaced when its lease is surely over, at most the TTL after its last
+// renewal. A clean release hands over at once.
 //
 // # Read-write locks
 //

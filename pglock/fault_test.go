@@ -12,6 +12,7 @@ import (
 
 	"github.com/dlockio/dlock"
 	"github.com/dlockio/dlock/driver"
+	"github.com/dlockio/dlock/internal/faultproxy"
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
@@ -72,7 +73,11 @@ func TestServerRestartAndCrash(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			srv := testserver.StartPostgres(t)
 			url := testserver.PostgresURL(srv)
-			c, _ := newClient(t, url, dlock.WithTTL(30*time.Second))
+			// The leases ended with the server: the first Lock after the
+			// restart waits out what their rows still claim (at most the
+			// TTL since their last renewal).
+			ttl := 3 * time.Second
+			c, _ := newClient(t, url, dlock.WithTTL(ttl))
 			name := lockName(t)
 			l := mustLock(t, c, name)
 			r := mustRLockOther(t, c, name+"/r")
@@ -86,9 +91,14 @@ func TestServerRestartAndCrash(t *testing.T) {
 			testserver.RestartPostgres(t, srv)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
+			restarted := time.Now()
 			l2, err := c.Mutex(name).Lock(ctx)
 			if err != nil {
 				t.Fatalf("Lock after the restart: %v", err)
+			}
+			t.Logf("locked %v after the restart", time.Since(restarted))
+			if d := time.Since(restarted); d > ttl+time.Second {
+				t.Errorf("locked %v after the restart, want within the TTL %v", d, ttl)
 			}
 			if l2.Token() <= l.Token() {
 				t.Errorf("token %d after the restart, %d before: tokens must survive it", l2.Token(), l.Token())
@@ -140,4 +150,62 @@ func TestLockTableFull(t *testing.T) {
 		return
 	}
 	t.Fatal("20000 locks and no full lock table")
+}
+
+// A reset of both ends of the holder's connection (a middlebox resetting a
+// flow both ways) makes the server free the lock at the moment the holder
+// learns of it. The next holder must not be granted before the holder's
+// lease is over: it waits out the vanished holder's lease (its row in the
+// leases table), which the holder's deadline never outlives.
+func TestResetBothEnds(t *testing.T) {
+	url := testserver.Postgres(t)
+	h := newHarness(t, url)
+	ttl := 2 * time.Second
+	da, err := h.MakeDriver(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := dlock.NewClient(da, dlock.WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	b, _ := newClient(t, url, dlock.WithTTL(ttl))
+	name := lockName(t)
+	for round := range 3 {
+		la := mustLock(t, a, name)
+		got := make(chan *dlock.Lease, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			l, err := b.Mutex(name).Lock(ctx)
+			if err != nil {
+				t.Errorf("Lock: %v", err)
+			}
+			got <- l
+		}()
+		waitWaiters(t, b, name, 1)
+		p, _ := h.proxy(da)
+		reset := time.Now()
+		p.Reset(func(*faultproxy.Conn) bool { return true })
+		lb := <-got
+		if lb == nil {
+			return
+		}
+		select {
+		case <-la.Done():
+		default:
+			t.Errorf("round %d: granted %v after the reset while the reset holder's lease was not Done", round, time.Since(reset))
+		}
+		if lb.Token() <= la.Token() {
+			t.Errorf("round %d: token %d after %d", round, lb.Token(), la.Token())
+		}
+		t.Logf("round %d: granted %v after the reset (TTL %v)", round, time.Since(reset), ttl)
+		if d := time.Since(reset); d > ttl+time.Second {
+			t.Errorf("round %d: granted %v after the reset, want within the TTL %v", round, d, ttl)
+		}
+		if err := lb.Unlock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
