@@ -136,7 +136,7 @@ func TestLateGrantAfterOwnAttempt(t *testing.T) {
 	undo := p.Add(pubsubConn, faultproxy.Fault{Delay: lag, Dir: faultproxy.Down})
 	defer undo()
 	released := time.Now()
-	if n, err := releaseScript.Run(ctx, admin, []string{k.lock, k.queue, k.fence, k.gone}, "holder", k.channel, 5000, 0).Int64(); n != 1 || err != nil {
+	if n, err := releaseScript.Run(ctx, admin, k.single(), "holder", k.channel, 5000, 0).Int64(); n != 1 || err != nil {
 		t.Fatalf("release: %d, %v", n, err)
 	}
 	grantToken, _ := admin.Get(ctx, k.fence).Uint64()
@@ -193,7 +193,7 @@ func TestStaleGrantMessage(t *testing.T) {
 	defer undo()
 	// The holder's release grants W for 100 ms only (the releaser's TTL).
 	released := time.Now()
-	if n, err := releaseScript.Run(ctx, admin, []string{k.lock, k.queue, k.fence, k.gone}, "holder", k.channel, 100, 0).Int64(); n != 1 || err != nil {
+	if n, err := releaseScript.Run(ctx, admin, k.single(), "holder", k.channel, 100, 0).Int64(); n != 1 || err != nil {
 		t.Fatalf("release: %d, %v", n, err)
 	}
 	waitFor(t, 2*time.Second, "W's grant to expire", func() bool { return admin.Exists(ctx, k.lock).Val() == 0 })

@@ -11,14 +11,26 @@ import (
 // state is one script, atomic on its node. The files say what their keys
 // and arguments are and what they return.
 var (
-	// A single node (lock.go).
+	// A single node (lock.go): each starts with single.lua, which says
+	// what their keys are (keys.single).
 
+	//go:embed scripts/single.lua
+	singleLua string
 	//go:embed scripts/acquire.lua
 	acquireLua    string
-	acquireScript = redis.NewScript(acquireLua)
+	acquireScript = redis.NewScript(singleLua + acquireLua)
 	//go:embed scripts/release.lua
 	releaseLua    string
-	releaseScript = redis.NewScript(releaseLua)
+	releaseScript = redis.NewScript(singleLua + releaseLua)
+	//go:embed scripts/srenew.lua
+	sRenewLua    string
+	sRenewScript = redis.NewScript(singleLua + sRenewLua)
+	//go:embed scripts/sdequeue.lua
+	sDequeueLua    string
+	sDequeueScript = redis.NewScript(singleLua + sDequeueLua)
+	//go:embed scripts/sstatus.lua
+	sStatusLua    string
+	sStatusScript = redis.NewScript(singleLua + sStatusLua)
 
 	// Redlock, on each node (redlock.go, redlock_attempt.go).
 
@@ -31,8 +43,6 @@ var (
 	//go:embed scripts/rlrelease.lua
 	rlReleaseLua    string
 	rlReleaseScript = redis.NewScript(rlReleaseLua)
-
-	// Both.
 
 	//go:embed scripts/renew.lua
 	renewLua    string
