@@ -67,3 +67,38 @@ func ExampleMutex_TryLock() {
 	l.Unlock(ctx)
 	// Output: true
 }
+
+func ExampleRWMutex() {
+	ctx := context.Background()
+	c, _ := dlock.Open(ctx, "mem://rw")
+	defer c.Close()
+
+	rw := c.RWMutex("catalog")
+	r1, _ := rw.RLock(ctx) // readers share
+	r2, _ := rw.RLock(ctx)
+	_, err := rw.TryLock(ctx) // a writer waits for every reader
+	fmt.Println("writer while two read:", errors.Is(err, dlock.ErrNotAcquired))
+	r1.Unlock(ctx)
+	r2.Unlock(ctx)
+	w, _ := rw.Lock(ctx)
+	fmt.Println("writer's token is above the readers':", w.Token() > r2.Token())
+	w.Unlock(ctx)
+	// Output:
+	// writer while two read: true
+	// writer's token is above the readers': true
+}
+
+func ExampleSemaphore() {
+	ctx := context.Background()
+	c, _ := dlock.Open(ctx, "mem://sem")
+	defer c.Close()
+
+	api := c.Semaphore("payment-api", 2) // at most 2 callers at once
+	a, _ := api.Acquire(ctx)
+	b, _ := api.Acquire(ctx)
+	_, err := api.TryAcquire(ctx)
+	fmt.Println("a third caller:", errors.Is(err, dlock.ErrNotAcquired))
+	a.Unlock(ctx)
+	b.Unlock(ctx)
+	// Output: a third caller: true
+}

@@ -374,3 +374,40 @@ func mustHoldLease(t *testing.T, l *dlock.Lease) {
 		t.Fatalf("lease ended: %v", err)
 	}
 }
+
+// TestExpiredGrantIsNotALease: a grant whose validity had run out by the
+// time it reached the portable layer (a waiter whose session or lease
+// expired while it waited: etcd#11007's zombie candidate) is given back;
+// a blocking Lock asks again and TryLock reports the loss, instead of
+// returning a lease that is already over.
+func TestExpiredGrantIsNotALease(t *testing.T) {
+	const ttl = time.Second
+	var grants atomic.Int32
+	s := &stub{validity: func(req driver.Request) driver.Validity {
+		if grants.Add(1) == 1 {
+			return driver.Validity{Since: time.Now().Add(-2 * ttl), TTL: req.TTL}
+		}
+		return driver.Validity{Since: time.Now(), TTL: req.TTL}
+	}}
+	c := newStubClient(t, s, dlock.WithTTL(ttl))
+	l, err := c.Mutex("x").Lock(t.Context())
+	if err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	defer l.Unlock(t.Context())
+	if l.Token() != 2 || l.Err() != nil {
+		t.Fatalf("Lock returned token %d (Err %v); want the second grant, token 2, live", l.Token(), l.Err())
+	}
+	if n := s.releases.Load(); n != 1 {
+		t.Errorf("expired grant released %d times, want 1", n)
+	}
+
+	grants.Store(0)
+	tl, err := c.Mutex("y").TryLock(t.Context())
+	if !errors.Is(err, dlock.ErrLockLost) {
+		if tl != nil {
+			tl.Unlock(t.Context())
+		}
+		t.Fatalf("TryLock with an expired grant = %v, %v; want ErrLockLost", tl, err)
+	}
+}

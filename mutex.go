@@ -28,12 +28,15 @@ func (m *Mutex) Name() string { return m.name }
 // ctx ends first it returns ctx's error, joined with the last engine error
 // if there was one (errors.Is matches both). Any other engine error is
 // returned at once. A Lock that returns an error holds nothing and leaves
-// nothing queued on the engine.
+// nothing queued on the engine. A grant whose TTL had run out by the time
+// it arrived (the waiter's session expired while it waited) is given back
+// and asked for again: a returned lease is always within its validity.
 func (m *Mutex) Lock(ctx context.Context) (*Lease, error) { return m.acquire(ctx, true) }
 
 // TryLock makes one attempt and returns an error matching ErrNotAcquired at
 // once if someone else holds the lock, or the engine's error (matching
-// ErrUnavailable if it may pass) if the engine could not answer.
+// ErrUnavailable if it may pass) if the engine could not answer, or
+// ErrLockLost if the grant's TTL had run out by the time it arrived.
 func (m *Mutex) TryLock(ctx context.Context) (*Lease, error) { return m.acquire(ctx, false) }
 
 // RetryMaxBackoff is the longest pause of a blocking Lock between tries
@@ -95,7 +98,36 @@ func (c *Client) acquire(ctx context.Context, name string, ccfg config, op strin
 		start = time.Now()
 		held, v, err = c.drv.Acquire(actx, req)
 		if err == nil {
-			break
+			if v.Since.IsZero() {
+				v.Since = start
+			}
+			if v.TTL <= 0 {
+				v.TTL = cfg.ttl
+			}
+			if time.Now().Before((&Lease{cfg: cfg}).deadlineOf(v)) {
+				break
+			}
+			// The grant's validity ran out before it reached us (the
+			// waiter's session or lease expired while it waited): give it
+			// back; a blocking call asks again.
+			rctx, rcancel := driver.CleanupContext(ctx)
+			rerr := held.Release(rctx)
+			rcancel()
+			err = fmt.Errorf("%w: granted after its TTL had run out (validity from %v, %v)", ErrLockLost, v.Since.Format(time.RFC3339Nano), v.TTL)
+			if rerr != nil && !errors.Is(rerr, ErrLockLost) {
+				err = errors.Join(err, wrap(name, "release", rerr))
+			}
+			if !wait || ctx.Err() != nil || c.closeCtx.Err() != nil {
+				return nil, wrap(name, op, err)
+			}
+			lastErr = err
+			if sleepCtx(actx, b.next()) {
+				continue
+			}
+			if ctx.Err() != nil {
+				return nil, errors.Join(ctx.Err(), wrap(name, op, lastErr))
+			}
+			return nil, wrap(name, op, ErrClosed)
 		}
 		if c.closeCtx.Err() != nil && ctx.Err() == nil {
 			return nil, wrap(name, op, ErrClosed)
@@ -129,12 +161,6 @@ func (c *Client) acquire(ctx context.Context, name string, ccfg config, op strin
 			return nil, errors.Join(ctx.Err(), wrap(name, "release", rerr))
 		}
 		return nil, errors.Join(wrap(name, op, ErrClosed), wrap(name, "release", rerr))
-	}
-	if v.Since.IsZero() {
-		v.Since = start
-	}
-	if v.TTL <= 0 {
-		v.TTL = cfg.ttl
 	}
 	return c.startLease(name, cfg, held, v)
 }

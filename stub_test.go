@@ -15,6 +15,9 @@ import (
 // at once and succeed.
 type stub struct {
 	acquire func(ctx context.Context, req driver.Request) error
+	// validity, if set, says what a grant's validity is (default: from
+	// now, for the TTL asked).
+	validity func(req driver.Request) driver.Validity
 	renew   func(ctx context.Context) error
 	release func(ctx context.Context) error
 	close   func() error
@@ -36,7 +39,11 @@ func (s *stub) Acquire(ctx context.Context, req driver.Request) (driver.Lock, dr
 			return nil, driver.Validity{}, err
 		}
 	}
-	return &stubLock{s: s, token: s.token.Add(1)}, driver.Validity{Since: time.Now(), TTL: req.TTL}, nil
+	v := driver.Validity{Since: time.Now(), TTL: req.TTL}
+	if s.validity != nil {
+		v = s.validity(req)
+	}
+	return &stubLock{s: s, token: s.token.Add(1)}, v, nil
 }
 
 func (s *stub) Close() error {

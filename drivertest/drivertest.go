@@ -82,6 +82,19 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"CloseWithEngineDown", testCloseWithEngineDown},
 		{"LockAcrossOutage", testLockAcrossOutage},
 		{"NoOverlapUnderFaults", testNoOverlapUnderFaults},
+		{"NotSupported", testNotSupported},
+		{"RW/ReadersShare", testReadersShare},
+		{"RW/WriterExcludesReaders", testWriterExcludesReaders},
+		{"RW/NoWriterStarvation", testNoWriterStarvation},
+		{"RW/CancelledWriterFreesReaders", testCancelledWriterFreesReaders},
+		{"RW/Exclusion", testRWExclusion},
+		{"RW/ReaderLoss", testReaderLoss},
+		{"RW/VanishedReader", testVanishedReader},
+		{"Semaphore/Limit", testSemaphoreLimit},
+		{"Semaphore/Exclusion", testSemaphoreExclusion},
+		{"Semaphore/Mismatch", testSemaphoreMismatch},
+		{"Semaphore/CancelledWait", testSemaphoreCancelledWait},
+		{"Semaphore/VanishedHolder", testVanishedPermitHolder},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

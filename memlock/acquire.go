@@ -14,22 +14,31 @@ func (c *conn) Acquire(ctx context.Context, req driver.Request) (driver.Lock, dr
 		return nil, driver.Validity{}, err
 	}
 	e := c.e
-	e.mu.Lock()
-	ent := e.locks[req.Name]
-	if ent == nil {
-		ent = &entry{}
-		e.locks[req.Name] = ent
+	if req.Mode != driver.Exclusive && (req.Mode != driver.Shared || req.Limit > 0) {
+		return nil, driver.Validity{}, driver.InvalidArgument("Mode", req.Mode, "Exclusive, or Shared without a Limit")
 	}
-	if ent.holder == nil && len(ent.queue) == 0 {
-		h := e.grant(req.Name, ent, c, req.TTL)
+	if req.Limit < 0 {
+		return nil, driver.Validity{}, driver.InvalidArgument("Limit", req.Limit, "0 (a lock) or a number of permits >= 1")
+	}
+	e.mu.Lock()
+	ent, err := e.entryFor(req.Name, req.Limit)
+	if err != nil {
+		e.mu.Unlock()
+		return nil, driver.Validity{}, err
+	}
+	if len(ent.queue) == 0 && ent.admits(req.Mode) {
+		h := e.grant(req.Name, ent, c, req.Mode, req.TTL)
 		e.mu.Unlock()
 		return h, driver.Validity{Since: since, TTL: req.TTL}, nil
 	}
 	if !req.Wait {
+		if len(ent.holders) == 0 && len(ent.queue) == 0 {
+			delete(e.locks, req.Name)
+		}
 		e.mu.Unlock()
 		return nil, driver.Validity{}, driver.ErrNotAcquired
 	}
-	w := &waiter{c: c, ttl: req.TTL, ready: make(chan *hold, 1)}
+	w := &waiter{c: c, mode: req.Mode, ttl: req.TTL, ready: make(chan *hold, 1)}
 	ent.queue = append(ent.queue, w)
 	e.mu.Unlock()
 
@@ -46,9 +55,8 @@ func (c *conn) Acquire(ctx context.Context, req driver.Request) (driver.Lock, dr
 	e.mu.Lock()
 	if i := slices.Index(ent.queue, w); i >= 0 {
 		ent.queue = slices.Delete(ent.queue, i, i+1)
-		if ent.holder == nil && len(ent.queue) == 0 {
-			delete(e.locks, req.Name)
-		}
+		// A reader queued behind this waiter may be admitted now.
+		e.grantWaiting(req.Name, ent)
 		e.mu.Unlock()
 		return nil, driver.Validity{}, ctx.Err()
 	}

@@ -1,7 +1,9 @@
 // Package memlock is an in-process dlock driver: a lock engine that lives in
 // the process, with TTLs, FIFO waiting and fencing tokens that behave like a
 // real engine's. Use it in unit tests and examples, and to coordinate
-// goroutines that will later be separate processes.
+// goroutines that will later be separate processes. It offers every
+// primitive: Mutex, RWMutex (readers granted together, never past a waiting
+// writer) and Semaphore, on one FIFO queue per name.
 //
 //	c, err := memlock.New()     // a client on a private engine
 //	e := memlock.NewEngine()    // or several clients on one engine

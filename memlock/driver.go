@@ -69,6 +69,9 @@ func (c *conn) Capabilities() driver.Capabilities {
 		FIFO:    true,
 		Scope:   "process",
 		Notes:   "in-process engine: locks and tokens live as long as the process",
+
+		Shared:    true,
+		Semaphore: true,
 	}
 }
 
@@ -83,10 +86,13 @@ func (c *conn) Status(_ context.Context, name string) (driver.Status, error) {
 	if ent == nil {
 		return driver.Status{}, nil
 	}
-	st := driver.Status{Waiters: len(ent.queue)}
-	if h := ent.holder; h != nil {
-		st.Held, st.Token = true, h.token
-		st.TTLLeft = time.Until(h.until)
+	st := driver.Status{Waiters: len(ent.queue), Holders: len(ent.holders), Limit: ent.limit}
+	for _, h := range ent.holders {
+		st.Held, st.Mode = true, h.mode
+		st.Token = max(st.Token, h.token)
+		if left := time.Until(h.until); st.TTLLeft == 0 || left < st.TTLLeft {
+			st.TTLLeft = left // the first to expire
+		}
 	}
 	return st, nil
 }

@@ -2,6 +2,7 @@ package memlock
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/dlockio/dlock/driver"
@@ -12,6 +13,7 @@ type hold struct {
 	e      *Engine
 	c      *conn
 	name   string
+	mode   driver.Mode
 	token  uint64
 	expiry *time.Timer
 	ttl    time.Duration
@@ -23,10 +25,10 @@ func (h *hold) Token() uint64 { return h.token }
 
 func (h *hold) Lost() <-chan struct{} { return h.lost }
 
-// owned reports whether h is still the holder of its lock; e.mu held.
+// owned reports whether h still holds its lock; e.mu held.
 func (h *hold) owned() bool {
 	ent := h.e.locks[h.name]
-	return ent != nil && ent.holder == h
+	return ent != nil && slices.Contains(ent.holders, h)
 }
 
 func (h *hold) Renew(ctx context.Context) (driver.Validity, error) {
@@ -61,7 +63,7 @@ func (h *hold) Release(ctx context.Context) error {
 	}
 	h.expiry.Stop()
 	ent := h.e.locks[h.name]
-	ent.holder = nil
-	h.e.grantNext(h.name, ent)
+	ent.remove(h)
+	h.e.grantWaiting(h.name, ent)
 	return nil
 }

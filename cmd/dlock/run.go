@@ -27,6 +27,8 @@ type runOpts struct {
 	wait    time.Duration
 	noWait  bool
 	once    string // the flag that asked for a single try: --no-wait or --wait 0s; "" to wait
+	shared  bool   // a reader's lock of the read-write lock NAME
+	limit   int    // > 0: one of limit permits of the semaphore NAME
 
 	lockFile *os.File // file://: the held lock file, for the guard to keep (see heldLockFile)
 	grace    time.Duration
@@ -96,6 +98,8 @@ Exit status:
   128+N  CMD died of signal N, or dlock was interrupted by signal N while
          waiting for the lock (130 for SIGINT); nothing is left queued`,
 		Example: `  dlock run nightly-report -- ./report.sh
+  dlock run --shared catalog -- ./read-catalog.sh     # readers together; dlock run catalog -- ... writes
+  dlock run --limit 5 payment-api -- ./charge.sh       # at most 5 at once
   dlock run --no-wait --ttl 30s deploy -- make deploy
   DLOCK_BACKEND=etcd://10.0.0.1:2379 dlock run --wait 1m db-migrate -- ./migrate --fence "$DLOCK_TOKEN"`,
 		Args: cobra.ArbitraryArgs,
@@ -112,6 +116,12 @@ Exit status:
 			}
 			if o.wait < 0 {
 				return usagef(cmd, "--wait %v: want a duration >= 0 (0 tries once; omit it to wait forever)", o.wait)
+			}
+			if cmd.Flags().Changed("limit") && o.limit < 1 {
+				return usagef(cmd, "--limit %d: want a number of permits >= 1", o.limit)
+			}
+			if o.shared && o.limit > 0 {
+				return usagef(cmd, "--shared and --limit contradict each other: a semaphore's permits have no reader mode")
 			}
 			if o.noWait && cmd.Flags().Changed("wait") {
 				return usagef(cmd, "--wait and --no-wait contradict each other: give one")
@@ -131,6 +141,8 @@ Exit status:
 	f.DurationVar(&o.wait, "wait", 0, "give up (exit 75) if the lock is not granted within this long; 0 tries once, like --no-wait (default: wait forever)")
 	f.BoolVar(&o.noWait, "no-wait", false, "exit 75 at once if the lock is held elsewhere")
 	f.DurationVar(&o.grace, "grace", 5*time.Second, "after a lost lock, time between SIGTERM and SIGKILL to CMD")
+	f.BoolVar(&o.shared, "shared", false, "take NAME as a reader of a read-write lock: readers run together, never with a writer (a plain dlock run NAME is the writer)")
+	f.IntVar(&o.limit, "limit", 0, "take one of N permits of the semaphore NAME: at most N commands run at once (every dlock run of NAME must give the same N)")
 	return cmd
 }
 
@@ -209,19 +221,28 @@ func runLocked(ctx context.Context, o runOpts, name string, argv []string, stdou
 
 func acquire(ctx context.Context, c *dlock.Client, o runOpts, name string) (*dlock.Lease, error) {
 	m := c.Mutex(name)
+	lock, try := m.Lock, m.TryLock
+	switch {
+	case o.shared:
+		rw := c.RWMutex(name)
+		lock, try = rw.RLock, rw.TryRLock
+	case o.limit > 0:
+		sem := c.Semaphore(name, o.limit)
+		lock, try = sem.Acquire, sem.TryAcquire
+	}
 	var (
 		lease *dlock.Lease
 		err   error
 	)
 	switch {
 	case o.once != "":
-		lease, err = m.TryLock(ctx)
+		lease, err = try(ctx)
 	case o.wait > 0:
 		wctx, cancel := context.WithTimeout(ctx, o.wait)
-		lease, err = m.Lock(wctx)
+		lease, err = lock(wctx)
 		cancel()
 	default:
-		lease, err = m.Lock(ctx)
+		lease, err = lock(ctx)
 	}
 	switch {
 	case err == nil:
@@ -234,6 +255,8 @@ func acquire(ctx context.Context, c *dlock.Client, o runOpts, name string) (*dlo
 		return nil, exitf(exitNotAcquired, "lock %q not acquired within --wait %v", name, o.wait)
 	case errors.Is(err, dlock.ErrInvalidArgument):
 		return nil, exitf(exitUsage, "%v", err)
+	case errors.Is(err, dlock.ErrNotSupported):
+		return nil, exitf(exitUsage, "%v (%s does not offer --shared or --limit)", err, redactURL(backendURL(o.backend)))
 	}
 	return nil, exitf(exitUnavailable, "acquiring %q on %s: %v\ncheck that the engine is running and reachable", name, redactURL(backendURL(o.backend)), err)
 }
