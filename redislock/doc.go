@@ -53,8 +53,8 @@
 // queue PREFIX{NAME}:waiters (in order of arrival) with the waiters'
 // deadlines PREFIX{NAME}:alive, the set of given-up attempts
 // PREFIX{NAME}:gone, and the shared holders PREFIX{NAME}:shared (readers,
-// each with the server time at which its hold runs out) with their tokens
-// PREFIX{NAME}:tokens. NAME is the lock's name escaped as by every dlock
+// or a semaphore's permits, each with the server time at which its hold
+// runs out) with their tokens PREFIX{NAME}:tokens. NAME is the lock's name escaped as by every dlock
 // driver (internal/lockname): every byte other than letters, digits, '-'
 // and '_' written as %XX, so that names of any bytes map to distinct keys
 // and cannot break the hash tag. Earlier versions of this package kept '.'
@@ -75,17 +75,23 @@
 // come after a waiting writer queue behind it, so a stream of readers
 // cannot starve it); it is added to the shared holders with an expiry of
 // the server's TIME plus its TTL, and takes its token from the same
-// counter. Expired readers are dropped by the next script that looks, so a
-// crashed reader keeps writers out for its TTL and no longer. Renew and
-// release compare the owner id (in the key, or among the shared holders)
-// before they extend or delete.
+// counter. A permit of a semaphore of N (Semaphore(name, N).Acquire) is a
+// shared hold of the same kind, let in while fewer than N hold and fewer
+// than N, holders and waiters queued before it, are ahead of it; the owner
+// id of each holder and waiter carries its N, so that a request with
+// another N, or for a lock, while the name is held or awaited as a
+// semaphore (or the other way round) is refused with an error matching
+// driver.ErrInvalidArgument that names both. Expired readers and permits
+// are dropped by the next script that looks, so a crashed holder keeps its
+// slot for its TTL and no longer. Renew and release compare the owner id
+// (in the key, or among the shared holders) before they extend or delete.
 //
 // A waiter subscribes to the release channel (all waiters of a client share
 // one pub/sub connection) and, once the server has confirmed that, tries
 // again; that try, failing, puts it in the waiter queue. A release (and a
 // waiter that gives up) hands what it frees to the waiters at the head of
 // the queue in the same script: one writer, or every reader up to the next
-// writer. Each grant takes the next token, is made on the server (the key
+// writer, or as many waiters as permits are free. Each grant takes the next token, is made on the server (the key
 // set to the waiter's owner id, or the reader added to the shared holders)
 // and published as "OWNER TOKEN TTL", so that the waiter holds the lock
 // when the message arrives, with no further round trip. The waiter may

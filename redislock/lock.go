@@ -47,8 +47,8 @@ func (s *single) newLock(k keys, owner string, req driver.Request) candidate {
 
 func (s *single) kind() string { return "a single Redis node" }
 
-// primitives: a single node grants readers (scripts/single.lua).
-func (s *single) primitives() (shared, semaphore bool) { return true, false }
+// primitives: a single node grants readers and permits (scripts/single.lua).
+func (s *single) primitives() (shared, semaphore bool) { return true, true }
 
 func (s *single) notes() []string {
 	return []string{"single Redis node (or one Cluster slot / Sentinel master): tokens come from a counter on the node; " +

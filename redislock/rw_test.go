@@ -459,8 +459,8 @@ func TestRedlockMutexOnly(t *testing.T) {
 		t.Errorf("%d lock keys left by refused requests", lk)
 	}
 	s := newClient(t, adminClient(t, addrs[0]))
-	if caps := s.Capabilities(); !caps.Shared {
-		t.Errorf("single-node Capabilities Shared=%v, want true", caps.Shared)
+	if caps := s.Capabilities(); !caps.Shared || !caps.Semaphore {
+		t.Errorf("single-node Capabilities Shared=%v Semaphore=%v, want true", caps.Shared, caps.Semaphore)
 	}
 }
 
