@@ -33,11 +33,11 @@ func (d *Driver) check(req driver.Request) error {
 	shared, semaphore := d.topo.primitives()
 	switch {
 	case req.Mode != driver.Exclusive && req.Mode != driver.Shared:
-		return driver.InvalidArgument("Mode", req.Mode, "Exclusive or Shared")
+		return driver.InvalidArgument("Request.Mode", req.Mode, "Exclusive or Shared")
 	case req.Limit < 0:
-		return driver.InvalidArgument("Limit", req.Limit, "0 (a lock) or a number of permits >= 1")
+		return driver.InvalidArgument("Request.Limit", req.Limit, "0 (a lock) or a number of permits >= 1")
 	case req.Limit > 0 && req.Mode != driver.Exclusive:
-		return driver.InvalidArgument("Mode", req.Mode, "Exclusive with a Limit (a semaphore's permits are not shared)")
+		return driver.InvalidArgument("Request.Mode", req.Mode, "Exclusive with a Limit (a semaphore's permits are not shared)")
 	case req.Mode == driver.Shared && !shared:
 		return fmt.Errorf("%w: read-write locks (a shared request) with %s", driver.ErrNotSupported, d.topo.kind())
 	case req.Limit > 0 && !semaphore:

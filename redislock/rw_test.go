@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/dlockio/dlock"
 	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/internal/testserver"
@@ -18,78 +16,6 @@ import (
 // Read-write locks on a single node (scripts/single.lua), through the
 // portable API, each client on a go-redis client of its own as separate
 // processes would be.
-
-// holders checks the leases granted on one name as they are granted: a
-// writer (or a permit beyond the limit) never overlaps a live lease it
-// excludes, and tokens increase in grant order. A goroutine calls granted
-// when its Lock returns and releasing before its Unlock, so every lease is
-// registered only while the engine holds it for its owner (unless Done has
-// closed: a lost lease counts as gone).
-type holders struct {
-	t     *testing.T
-	limit int // > 0: at most limit leases at once (a semaphore); 0: readers and writers
-
-	mu       sync.Mutex
-	held     map[*dlock.Lease]bool // lease -> shared
-	seen     map[uint64]bool
-	maxTok   uint64 // of every lease granted so far
-	maxExcl  uint64 // of every exclusive lease granted so far
-	grants   int
-	overlaps int // grants made while another shared lease was held
-}
-
-func newHolders(t *testing.T, limit int) *holders {
-	return &holders{t: t, limit: limit, held: map[*dlock.Lease]bool{}, seen: map[uint64]bool{}}
-}
-
-func (h *holders) granted(l *dlock.Lease, shared bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	tok := l.Token()
-	live := 0
-	for o, oshared := range h.held {
-		select {
-		case <-o.Done():
-			continue
-		default:
-		}
-		live++
-		if h.limit == 0 && (!shared || !oshared) {
-			h.t.Errorf("lease (shared=%v, token %d) granted while lease (shared=%v, token %d) holds", shared, tok, oshared, o.Token())
-		}
-	}
-	if h.limit > 0 && live >= h.limit {
-		h.t.Errorf("permit (token %d) granted while %d of %d permits were held", tok, live, h.limit)
-	}
-	if live > 0 {
-		h.overlaps++
-	}
-	if h.seen[tok] {
-		h.t.Errorf("token %d granted twice", tok)
-	}
-	// An exclusive lease comes after every lease observed so far in grant
-	// order; any lease comes after every exclusive one (and, for a
-	// semaphore, each grant after those whose permits it reuses).
-	if !shared && h.limit == 0 && tok <= h.maxTok {
-		h.t.Errorf("writer's token %d is not above an earlier lease's %d", tok, h.maxTok)
-	}
-	if tok <= h.maxExcl {
-		h.t.Errorf("token %d is not above an earlier writer's %d", tok, h.maxExcl)
-	}
-	h.seen[tok] = true
-	h.maxTok = max(h.maxTok, tok)
-	if !shared && h.limit == 0 {
-		h.maxExcl = max(h.maxExcl, tok)
-	}
-	h.held[l] = shared
-	h.grants++
-}
-
-func (h *holders) releasing(l *dlock.Lease) {
-	h.mu.Lock()
-	delete(h.held, l)
-	h.mu.Unlock()
-}
 
 // TestRWInvariants: readers and writers (RWMutex.Lock and Mutex, which is
 // the same writer side) of one name on four clients: never a reader with a
@@ -421,80 +347,4 @@ func TestCrashedReaderExpires(t *testing.T) {
 		t.Errorf("writer granted %v after the crash, want within TTL %v + 1s", got, ttl)
 	}
 	l.Unlock(ctx)
-}
-
-// TestRedlockMutexOnly: a Redlock refuses readers and permits with
-// ErrNotSupported, at the root and in the driver, and says so in its
-// Capabilities; a single node says it grants both.
-func TestRedlockMutexOnly(t *testing.T) {
-	addrs := testserver.Redis(t)
-	ctx := context.Background()
-	name := uniqueName(t)
-	c := redlockClient(t, addrs[:3])
-	if caps := c.Capabilities(); caps.Shared || caps.Semaphore {
-		t.Errorf("Redlock Capabilities Shared=%v Semaphore=%v, want false", caps.Shared, caps.Semaphore)
-	}
-	if _, err := c.RWMutex(name).RLock(ctx); !errors.Is(err, dlock.ErrNotSupported) {
-		t.Errorf("Redlock RLock: %v, want ErrNotSupported", err)
-	}
-	if _, err := c.Semaphore(name, 3).TryAcquire(ctx); !errors.Is(err, dlock.ErrNotSupported) {
-		t.Errorf("Redlock Semaphore.TryAcquire: %v, want ErrNotSupported", err)
-	}
-	var nodes []*Driver
-	d, err := NewRedlockDriver(userNodes(t, addrs[:3]), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	nodes = append(nodes, d)
-	for _, req := range []driver.Request{{Name: name, TTL: time.Second, Mode: driver.Shared}, {Name: name, TTL: time.Second, Limit: 2}} {
-		if l, _, err := nodes[0].Acquire(ctx, req); !errors.Is(err, driver.ErrNotSupported) {
-			if l != nil {
-				l.Release(ctx)
-			}
-			t.Errorf("Redlock driver Acquire(%+v): %v, want ErrNotSupported", req, err)
-		}
-	}
-	if lk := lockKeysLeft(t, addrs[:3], name); lk != 0 {
-		t.Errorf("%d lock keys left by refused requests", lk)
-	}
-	s := newClient(t, adminClient(t, addrs[0]))
-	if caps := s.Capabilities(); !caps.Shared || !caps.Semaphore {
-		t.Errorf("single-node Capabilities Shared=%v Semaphore=%v, want true", caps.Shared, caps.Semaphore)
-	}
-}
-
-// TestBadRequests: the driver refuses a Mode or Limit out of range, rather
-// than take a mutex for it.
-func TestBadRequests(t *testing.T) {
-	addr := testserver.Redis(t)[0]
-	ctx := context.Background()
-	d, err := NewDriver(adminClient(t, addr), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	for _, req := range []driver.Request{
-		{Mode: driver.Mode(7)},
-		{Limit: -1},
-		{Mode: driver.Shared, Limit: 3},
-	} {
-		req.Name, req.TTL = uniqueName(t), time.Second
-		l, _, err := d.Acquire(ctx, req)
-		if !errors.Is(err, driver.ErrInvalidArgument) {
-			if l != nil {
-				l.Release(ctx)
-			}
-			t.Errorf("Acquire(Mode %v, Limit %d): %v, want ErrInvalidArgument", req.Mode, req.Limit, err)
-		}
-	}
-}
-
-// userNodes returns go-redis clients of addrs, closed at cleanup.
-func userNodes(t *testing.T, addrs []string) []redis.UniversalClient {
-	var cs []redis.UniversalClient
-	for _, a := range addrs {
-		cs = append(cs, adminClient(t, a))
-	}
-	return cs
 }
