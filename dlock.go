@@ -5,7 +5,10 @@
 //
 // A Client is one connection to an engine, made by Open from a URL or by a
 // driver package's constructor from your own engine client. Client.Mutex
-// names a lock; Mutex.Lock waits for it and returns a *Lease.
+// names a lock; Mutex.Lock waits for it and returns a *Lease. Client.RWMutex
+// (readers and writers), Client.Semaphore (at most n holders) and
+// Client.Election (one leader, with a published value) hand out the same
+// leases, where the engine offers them (Capabilities).
 //
 // A lease carries a fencing token that strictly increases, per lock name, in
 // the order the lock was granted: pass it to the resource you protect and let
@@ -38,6 +41,7 @@ import (
 type Client struct {
 	drv driver.Driver
 	cfg config
+	tel *telemetry
 
 	closeCtx context.Context // cancelled by Close
 	closeFn  context.CancelFunc
@@ -61,7 +65,7 @@ func NewClient(drv driver.Driver, opts ...Option) (*Client, error) {
 		return nil, wrap("", "new client", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Client{drv: drv, cfg: cfg, closeCtx: ctx, closeFn: cancel, leases: map[*Lease]struct{}{}}, nil
+	return &Client{drv: drv, cfg: cfg, tel: newTelemetry(cfg, drv), closeCtx: ctx, closeFn: cancel, leases: map[*Lease]struct{}{}}, nil
 }
 
 // Mutex returns the mutual-exclusion lock called name. Any bytes make a

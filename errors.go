@@ -37,6 +37,16 @@ var (
 // (Client.Status).
 type Status = driver.Status
 
+// Mode says how a lock is held (Status.Mode): Exclusive (a mutex, a
+// writer, a leader) or Shared (readers).
+type Mode = driver.Mode
+
+// The modes of Status.Mode.
+const (
+	Exclusive = driver.Exclusive
+	Shared    = driver.Shared
+)
+
 // Capabilities describes what a client's driver promises: fencing strength,
 // fairness, scope and what its engine assumes (Client.Capabilities).
 type Capabilities = driver.Capabilities

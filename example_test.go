@@ -102,3 +102,24 @@ func ExampleSemaphore() {
 	b.Unlock(ctx)
 	// Output: a third caller: true
 }
+
+func ExampleElection() {
+	ctx := context.Background()
+	c, _ := dlock.Open(ctx, "mem://election")
+	defer c.Close()
+
+	e := c.Election("billing-service")
+	lead, err := e.Campaign(ctx, "10.0.0.7:8080") // waits until this client leads
+	if err != nil {
+		panic(err)
+	}
+	leader, _ := e.Leader(ctx) // what every other instance sees
+	fmt.Println("leader:", leader.Value, "term:", leader.Term == lead.Term())
+	// Pass lead.Term() with what the leader writes; stop when lead.Done() closes.
+	lead.Resign(ctx)
+	leader, _ = e.Leader(ctx)
+	fmt.Println("after resigning:", leader == dlock.Leader{})
+	// Output:
+	// leader: 10.0.0.7:8080 term: true
+	// after resigning: true
+}

@@ -19,11 +19,13 @@ import (
 // if the holder's own clock and scheduler keep running. Pass Token to the
 // protected resource and have it refuse older tokens.
 type Lease struct {
-	c     *Client
-	name  string
-	token uint64
-	held  driver.Lock
-	cfg   config
+	c       *Client
+	prim    primitive
+	name    string
+	token   uint64
+	held    driver.Lock
+	cfg     config
+	granted time.Time
 
 	ctx    context.Context // cancelled on loss or end
 	cancel context.CancelCauseFunc
@@ -55,11 +57,11 @@ const (
 	stateEnded // released by Unlock, or by Client.Close
 )
 
-func (c *Client) startLease(name string, cfg config, held driver.Lock, v driver.Validity) (*Lease, error) {
+func (c *Client) startLease(prim primitive, name string, cfg config, held driver.Lock, v driver.Validity) (*Lease, error) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	stopCtx, stop := context.WithCancel(context.Background())
 	l := &Lease{
-		c: c, name: name, token: held.Token(), held: held, cfg: cfg, v: v,
+		c: c, prim: prim, name: name, token: held.Token(), held: held, cfg: cfg, v: v, granted: time.Now(),
 		ctx: ctx, cancel: cancel, stopCtx: stopCtx, stop: stop,
 	}
 	// Timers are made stopped and armed once all of them exist, so that no
@@ -70,7 +72,7 @@ func (c *Client) startLease(name string, cfg config, held driver.Lock, v driver.
 	l.deadlineT.Stop()
 	if cfg.maxHold > 0 {
 		l.maxHoldT = time.AfterFunc(time.Hour, func() {
-			l.loseAndRelease(fmt.Errorf("%w: maximum hold time %v reached", ErrLockLost, cfg.maxHold))
+			l.loseAndRelease(lossMaxHold, fmt.Errorf("%w: maximum hold time %v reached", ErrLockLost, cfg.maxHold))
 		})
 		l.maxHoldT.Stop()
 	}
@@ -183,6 +185,16 @@ func (l *Lease) finish(state leaseState, reason error) (ended, slot bool) {
 	l.cancel(err)
 	l.stop()
 	l.stopTimers()
+	end := endReleased
+	switch {
+	case state == stateLost:
+		end = endLost
+	case errors.Is(reason, ErrClosed):
+		end = endClosed
+	}
+	t := c.tel
+	t.held.Add(context.Background(), -1, t.prim[l.prim]...)
+	t.holdDur.Record(context.Background(), time.Since(l.granted).Seconds(), t.ends[l.prim][end]...)
 	return true, slot
 }
 
@@ -215,6 +227,10 @@ func (l *Lease) release(ctx context.Context, retry bool) error {
 	}
 	if rctx.Err() != nil && ctx.Err() == nil {
 		err = driver.Unavailable(fmt.Errorf("no answer from the engine within %v: %w", bound, err))
+	}
+	if t := l.c.tel; t.log != nil {
+		t.log.Warn("dlock: release failed", "dlock.lock.name", l.name, "dlock.token", l.token,
+			"retrying", retry, "error", err)
 	}
 	if retry && l.c.begin() == nil {
 		go l.retryRelease()
@@ -254,8 +270,17 @@ func (l *Lease) stopTimers() {
 // clock): the release is owner-checked, so it never touches another holder's
 // lock. It waits out a renewal in flight, so renew, which is one, does not
 // call it.
-func (l *Lease) loseAndRelease(cause error) {
-	if ended, slot := l.finish(stateLost, cause); !ended || !slot {
+func (l *Lease) loseAndRelease(why lossReason, cause error) {
+	ended, slot := l.finish(stateLost, cause)
+	if ended {
+		t := l.c.tel
+		t.losses.Add(context.Background(), 1, t.loss[l.prim][why]...)
+		if t.log != nil {
+			t.log.Warn("dlock: lease lost", "dlock.lock.name", l.name, "dlock.token", l.token,
+				"dlock.reason", lossNames[why], "error", cause)
+		}
+	}
+	if !ended || !slot {
 		return // someone else ended it, or Close releases it
 	}
 	defer l.c.calls.Done()
@@ -267,10 +292,10 @@ func (l *Lease) deadlinePassed() {
 	last := l.renewFail
 	l.mu.Unlock()
 	if last == nil {
-		l.loseAndRelease(fmt.Errorf("%w: no successful renewal before the safety deadline (the last renewal had not answered)", ErrLockLost))
+		l.loseAndRelease(lossDeadline, fmt.Errorf("%w: no successful renewal before the safety deadline (the last renewal had not answered)", ErrLockLost))
 		return
 	}
-	l.loseAndRelease(fmt.Errorf("%w: no successful renewal before the safety deadline (last error: %w)", ErrLockLost, last))
+	l.loseAndRelease(lossDeadline, fmt.Errorf("%w: no successful renewal before the safety deadline (last error: %w)", ErrLockLost, last))
 }
 
 // margin is the safety margin for a validity window: the configured one,
@@ -304,7 +329,7 @@ func (l *Lease) watchLost(lost <-chan struct{}) {
 	defer l.c.calls.Done()
 	select {
 	case <-lost:
-		l.loseAndRelease(fmt.Errorf("%w: the engine reports the lock gone", ErrLockLost))
+		l.loseAndRelease(lossEngine, fmt.Errorf("%w: the engine reports the lock gone", ErrLockLost))
 	case <-l.stopCtx.Done():
 	case <-l.ctx.Done():
 	}
@@ -317,7 +342,7 @@ func (l *Lease) renew() {
 	}
 	defer l.c.calls.Done()
 	if lost := l.renewOnce(); lost != nil {
-		l.loseAndRelease(lost) // after renewMu is free again
+		l.loseAndRelease(lossRenewal, lost) // after renewMu is free again
 	}
 }
 
@@ -337,6 +362,7 @@ func (l *Lease) renewOnce() (lost error) {
 	case l.stopCtx.Err() != nil:
 		// The lease ended meanwhile.
 	case err == nil:
+		l.renewed(renewOK, nil)
 		if !nv.Since.IsZero() && nv.TTL > 0 {
 			l.v = nv
 		}
@@ -346,8 +372,10 @@ func (l *Lease) renewOnce() (lost error) {
 		l.deadlineT.Reset(time.Until(l.deadlineOf(l.v))) // if it fired already, the lease stays lost
 		l.renewT.Reset(time.Until(l.v.Since.Add(l.intervalFor(l.v))))
 	case errors.Is(err, ErrLockLost):
+		l.renewed(renewLost, nil)
 		return fmt.Errorf("renewal found it gone: %w", err) // err matches ErrLockLost
 	default:
+		l.renewed(renewError, err)
 		l.mu.Lock()
 		if l.renewFail == nil {
 			l.renewFail = err
@@ -357,4 +385,14 @@ func (l *Lease) renewOnce() (lost error) {
 		l.renewT.Reset(min(l.intervalFor(l.v)/4, max(time.Until(dl)/2, time.Millisecond)))
 	}
 	return nil
+}
+
+// renewed records a renewal's outcome, and logs a failed one.
+func (l *Lease) renewed(out renewOutcome, err error) {
+	t := l.c.tel
+	t.renewals.Add(context.Background(), 1, t.renew[l.prim][out]...)
+	if err != nil && t.log != nil {
+		t.log.Warn("dlock: renewal failed", "dlock.lock.name", l.name, "dlock.token", l.token,
+			"deadline_in", time.Until(l.deadlineOf(l.v)).Round(time.Millisecond), "error", err)
+	}
 }

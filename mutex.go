@@ -48,13 +48,13 @@ func (m *Mutex) acquire(ctx context.Context, wait bool) (*Lease, error) {
 	if !wait {
 		op = "trylock"
 	}
-	return m.c.acquire(ctx, m.name, m.cfg, op, driver.Request{Wait: wait})
+	return m.c.acquire(ctx, primMutex, m.name, m.cfg, op, driver.Request{Wait: wait})
 }
 
 // acquire takes what req asks for (its Name and TTL are filled in here)
 // through the driver, riding out an unavailable engine if req.Wait, and
 // starts the lease. op names the call in errors.
-func (c *Client) acquire(ctx context.Context, name string, ccfg config, op string, req driver.Request) (*Lease, error) {
+func (c *Client) acquire(ctx context.Context, prim primitive, name string, ccfg config, op string, req driver.Request) (lease *Lease, err error) {
 	if ctx == nil {
 		return nil, wrap(name, op, invalid("ctx", nil, "a non-nil context.Context"))
 	}
@@ -80,6 +80,14 @@ func (c *Client) acquire(ctx context.Context, name string, ccfg config, op strin
 	defer c.calls.Done()
 	req.Name, req.TTL = name, cfg.ttl
 	wait := req.Wait
+	ctx, rec := c.tel.acquireStarted(ctx, prim, op, name, wait)
+	defer func() {
+		var token uint64
+		if lease != nil {
+			token = lease.token
+		}
+		rec.end(outcomeOf(err, ctx), token, err)
+	}()
 
 	// The wait ends with ctx or with Close, whichever comes first.
 	actx, cancel := context.WithCancel(ctx)
@@ -162,7 +170,7 @@ func (c *Client) acquire(ctx context.Context, name string, ccfg config, op strin
 		}
 		return nil, errors.Join(wrap(name, op, ErrClosed), wrap(name, "release", rerr))
 	}
-	return c.startLease(name, cfg, held, v)
+	return c.startLease(prim, name, cfg, held, v)
 }
 
 // supports refuses, with ErrNotSupported, a request for a primitive the
@@ -174,6 +182,8 @@ func (c *Client) supports(req driver.Request) error {
 		return fmt.Errorf("%w: read-write locks (shared mode)", ErrNotSupported)
 	case req.Limit > 0 && !caps.Semaphore:
 		return fmt.Errorf("%w: semaphores", ErrNotSupported)
+	case req.Value != "" && !caps.Election:
+		return fmt.Errorf("%w: elections (a value kept with the lock)", ErrNotSupported)
 	case req.Mode != driver.Exclusive && req.Mode != driver.Shared:
 		return invalid("mode", req.Mode, "Exclusive or Shared")
 	}

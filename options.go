@@ -2,7 +2,11 @@ package dlock
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults used when an option is not given.
@@ -30,6 +34,11 @@ type config struct {
 	maxHold time.Duration // 0: no limit
 
 	marginSet bool
+
+	// The client's telemetry (client options only).
+	meterProvider  metric.MeterProvider
+	tracerProvider trace.TracerProvider
+	logger         *slog.Logger
 }
 
 func defaultConfig() config { return config{ttl: DefaultTTL} }

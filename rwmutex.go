@@ -35,20 +35,20 @@ func (rw *RWMutex) Name() string { return rw.name }
 // RLock waits for a shared (reader's) lease, as Mutex.Lock waits for an
 // exclusive one.
 func (rw *RWMutex) RLock(ctx context.Context) (*Lease, error) {
-	return rw.c.acquire(ctx, rw.name, rw.cfg, "rlock", driver.Request{Mode: driver.Shared, Wait: true})
+	return rw.c.acquire(ctx, primRead, rw.name, rw.cfg, "rlock", driver.Request{Mode: driver.Shared, Wait: true})
 }
 
 // TryRLock makes one attempt at a shared lease, as Mutex.TryLock does.
 func (rw *RWMutex) TryRLock(ctx context.Context) (*Lease, error) {
-	return rw.c.acquire(ctx, rw.name, rw.cfg, "tryrlock", driver.Request{Mode: driver.Shared})
+	return rw.c.acquire(ctx, primRead, rw.name, rw.cfg, "tryrlock", driver.Request{Mode: driver.Shared})
 }
 
 // Lock waits for the exclusive (writer's) lease, as Mutex.Lock does.
 func (rw *RWMutex) Lock(ctx context.Context) (*Lease, error) {
-	return rw.c.acquire(ctx, rw.name, rw.cfg, "lock", driver.Request{Wait: true})
+	return rw.c.acquire(ctx, primWrite, rw.name, rw.cfg, "lock", driver.Request{Wait: true})
 }
 
 // TryLock makes one attempt at the exclusive lease, as Mutex.TryLock does.
 func (rw *RWMutex) TryLock(ctx context.Context) (*Lease, error) {
-	return rw.c.acquire(ctx, rw.name, rw.cfg, "trylock", driver.Request{})
+	return rw.c.acquire(ctx, primWrite, rw.name, rw.cfg, "trylock", driver.Request{})
 }

@@ -51,5 +51,5 @@ func (s *Semaphore) acquire(ctx context.Context, wait bool) (*Lease, error) {
 	if s.n < 1 {
 		return nil, wrap(s.name, op, invalid("n", s.n, "a number of permits >= 1"))
 	}
-	return s.c.acquire(ctx, s.name, s.cfg, op, driver.Request{Limit: s.n, Wait: wait})
+	return s.c.acquire(ctx, primSemaphore, s.name, s.cfg, op, driver.Request{Limit: s.n, Wait: wait})
 }

@@ -18,9 +18,9 @@ type stub struct {
 	// validity, if set, says what a grant's validity is (default: from
 	// now, for the TTL asked).
 	validity func(req driver.Request) driver.Validity
-	renew   func(ctx context.Context) error
-	release func(ctx context.Context) error
-	close   func() error
+	renew    func(ctx context.Context) error
+	release  func(ctx context.Context) error
+	close    func() error
 
 	token    atomic.Uint64
 	acquires atomic.Int32

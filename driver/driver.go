@@ -74,6 +74,13 @@ type Request struct {
 	// Limit (or as a lock) must refuse with an error matching
 	// ErrInvalidArgument that names both limits, never mix them.
 	Limit int
+
+	// Value, for an Exclusive lock (Limit 0) of a driver with
+	// Capabilities.Election, is kept by the engine with the lock from the
+	// moment it is granted (a leader's value), for Observer to report. A
+	// driver without Election must refuse a non-empty Value with
+	// ErrNotSupported.
+	Value string
 }
 
 // Mode says how a lock is wanted.
@@ -186,6 +193,40 @@ type Capabilities struct {
 	// return ErrNotSupported too, never treat it as a mutex.
 	Shared    bool
 	Semaphore bool
+	// Election: the driver keeps Request.Value with an exclusive lock, its
+	// Locks implement ValueSetter and the driver implements Observer.
+	Election bool
+}
+
+// ValueSetter is implemented by the Locks of a driver with
+// Capabilities.Election.
+type ValueSetter interface {
+	// SetValue replaces the value kept with the lock if, and only if, the
+	// lock is still this owner's; otherwise it returns an error matching
+	// ErrLockLost and changes nothing.
+	SetValue(ctx context.Context, value string) error
+}
+
+// Holder is a lock's exclusive holder as an observer sees it: its token and
+// the value kept with its lock. The zero Holder means nobody holds it.
+type Holder struct {
+	Token uint64
+	Value string
+}
+
+// Observer is implemented by drivers with Capabilities.Election.
+type Observer interface {
+	// Holder returns the exclusive holder of name now, the zero Holder if
+	// nobody (or only Shared holders) holds it.
+	Holder(ctx context.Context, name string) (Holder, error)
+
+	// Observe returns a channel that receives name's holder now and then
+	// after every change: a new holder, a new value, nobody. A slow reader
+	// may miss states in between but always receives the latest one; the
+	// holders' tokens never decrease (the zero Holder aside). The driver keeps observing across
+	// reconnections; it closes the channel when ctx ends or the driver is
+	// closed, and leaves no goroutine behind.
+	Observe(ctx context.Context, name string) (<-chan Holder, error)
 }
 
 // Capable is implemented by drivers that describe their guarantees.

@@ -95,6 +95,12 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"Semaphore/Mismatch", testSemaphoreMismatch},
 		{"Semaphore/CancelledWait", testSemaphoreCancelledWait},
 		{"Semaphore/VanishedHolder", testVanishedPermitHolder},
+		{"Election/Leader", testElectionLeader},
+		{"Election/Observe", testElectionObserve},
+		{"Election/ObserveEndsWithClient", testElectionObserveEndsWithClient},
+		{"Election/LostLeadership", testElectionLostLeadership},
+		{"Election/VanishedLeader", testElectionVanishedLeader},
+		{"Election/CancelledCampaign", testElectionCancelledCampaign},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -103,7 +103,22 @@ func testNotSupported(t *testing.T, s *suite) {
 			t.Errorf("Semaphore.TryAcquire on a driver without Semaphore = %v, want ErrNotSupported", err)
 		}
 	}
-	if caps.Shared && caps.Semaphore {
+	if !caps.Election {
+		l, err := c.Election(name).Campaign(s.ctx, "v")
+		if !errors.Is(err, dlock.ErrNotSupported) {
+			if l != nil {
+				unlock(t, l.Lease)
+			}
+			t.Errorf("Campaign on a driver without Election = %v, want ErrNotSupported", err)
+		}
+		if _, err := c.Election(name).Leader(s.ctx); !errors.Is(err, dlock.ErrNotSupported) {
+			t.Errorf("Leader on a driver without Election = %v, want ErrNotSupported", err)
+		}
+		if _, err := c.Election(name).Observe(s.ctx); !errors.Is(err, dlock.ErrNotSupported) {
+			t.Errorf("Observe on a driver without Election = %v, want ErrNotSupported", err)
+		}
+	}
+	if caps.Shared && caps.Semaphore && caps.Election {
 		t.Skip("the driver offers every primitive")
 	}
 }

@@ -14,9 +14,21 @@ import (
 )
 
 // Acquire creates req.Name's key for this driver and, with req.Wait, waits
-// until it is the oldest of the name (driver.Driver). A key it leaves
-// without the lock is deleted before it returns, or in the background.
+// until nothing ahead of it keeps it out (driver.Driver): for a writer, no
+// key at all; for a reader, no writer's key; for one of n permits, fewer
+// than n keys. A key it leaves without the lock is deleted before it
+// returns, or in the background.
 func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
+	switch {
+	case req.Limit < 0:
+		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, driver.InvalidArgument("limit", req.Limit, "0 (a lock) or a number of permits >= 1"))
+	case req.Mode != driver.Exclusive && req.Mode != driver.Shared:
+		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, driver.InvalidArgument("mode", req.Mode, "Exclusive or Shared"))
+	case req.Limit > 0 && req.Mode != driver.Exclusive:
+		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, driver.InvalidArgument("mode", req.Mode, "Exclusive with a limit (a semaphore's permits are not shared)"))
+	case req.Value != "":
+		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q with a value (an election): %w", req.Name, driver.ErrNotSupported)
+	}
 	if d.cli.Ctx().Err() != nil { // clientv3 would retry until ctx ends
 		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, errClientClosed)
 	}
@@ -44,182 +56,167 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 
 func (d *Driver) acquire(ctx context.Context, req driver.Request, ls *lease) (driver.Lock, driver.Validity, error) {
 	pfx := d.namePrefix(req.Name)
-	key := d.queueKey(pfx, ls)
+	key := d.queueKey(pfx, req.Mode, req.Limit, ls)
 	put := clientv3.OpPut(key, "", clientv3.WithLease(ls.id))
+	cmps, conflict := guard(pfx, req.Limit)
+	l := d.track(ls, req, key, 0)
 
 	if !req.Wait {
-		// Create our key only if the name has no key at all: one round trip,
-		// and nothing to clean up when someone else holds the lock.
-		resp, err := d.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(pfx), "=", 0).WithPrefix()).
-			Then(put).Commit()
-		if err != nil {
-			// The put may have happened before the reply was lost.
-			d.abandon(ctx, d.track(ls, req.Name, key, 0))
-			return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, err)
-		}
-		if !resp.Succeeded {
-			return nil, driver.Validity{}, driver.ErrNotAcquired
-		}
-		l := d.track(ls, req.Name, key, resp.Header.Revision)
-		return l.held(), ls.validity(), nil
+		return d.try(ctx, l, put, cmps, conflict)
 	}
 
-	// Enqueue and read the three newest keys of the name: ours, the one just
-	// ahead of it and whether there is any further ahead.
+	// Enqueue and read, newest first, what may keep our key out: our own
+	// key (the newest of all) aside, a writer's or a reader's nearest
+	// blocker and whether there are more; every permit ahead of a permit.
+	start, end := l.blockers()
 	resp, err := d.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(put, clientv3.OpGet(pfx, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
-			clientv3.WithLimit(3), clientv3.WithKeysOnly())).
+		If(append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))...).
+		Then(put, clientv3.OpGet(start, append(l.readOpts(end), clientv3.WithLimit(l.readLimit(1)))...)).
+		Else(conflict...).
 		Commit()
 	if err != nil {
-		d.abandon(ctx, d.track(ls, req.Name, key, 0))
+		d.abandon(ctx, l) // the put may have happened before the reply was lost
 		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, err)
 	}
 	if !resp.Succeeded {
+		if err := mismatch(req.Name, pfx, req.Limit, conflictKey(resp)); err != nil {
+			return nil, driver.Validity{}, err
+		}
 		return nil, driver.Validity{}, fmt.Errorf("etcdlock: queue key %q already exists", key)
 	}
-	l := d.track(ls, req.Name, key, resp.Header.Revision)
-	kvs := resp.Responses[1].GetResponseRange().Kvs
-	if len(kvs) < 2 {
+	l.rev = resp.Header.Revision
+	rr := resp.Responses[1].GetResponseRange()
+	kvs, more := rr.Kvs, rr.More
+	if len(kvs) > 0 && string(kvs[0].Key) == key {
+		kvs = kvs[1:]
+	}
+	if l.limit == 0 && len(kvs) > 1 {
+		kvs, more = kvs[:1], true
+	}
+	a, ok := l.aheadOf(kvs, more)
+	if ok {
 		return l.held(), ls.validity(), nil
 	}
-	if err := l.wait(ctx, string(kvs[1].Key), len(kvs) == 2); err != nil {
+	if err := l.wait(ctx, a); err != nil {
 		d.abandon(ctx, l)
 		return nil, driver.Validity{}, err
 	}
 	return l.held(), ls.validity(), nil
 }
 
-// wait blocks until l's key is the oldest of its name. pred is the key just
-// ahead, as last read, and sole says whether it was the only one ahead.
-//
-// Each predecessor is watched from the current revision, so the server puts
-// the watcher in its synced group and sends the delete at once (see
-// NOTES.md), and the queue is read again once the watch is created, so a
-// delete that happened before cannot be missed. When the predecessor was the
-// only key ahead, its deletion means we are at the head (no key can be
-// created with a lower revision than ours), and the lock is ours without
-// another read: the handoff costs the holder's delete and one watch event.
-// Our own key's deletion, from then on, is reported by its own watch (Lost).
-//
-// A watch the server ends is started again after a backoff, and a closed
-// client ends the wait: neither may turn the loop into a spin.
-func (l *lock) wait(ctx context.Context, pred string, sole bool) error {
-	var (
-		wch     clientv3.WatchChan
-		wcancel context.CancelFunc = func() {}
-		watched string
-		since   time.Time // when the current watch started
-		recheck bool
-		bo      backoff
-	)
-	defer func() { wcancel() }()
-	ka := time.NewTimer(l.ls.ttl / 3)
-	defer ka.Stop()
-
-	for {
-		if recheck {
-			recheck = false
-			next, alone, err := l.predecessor(ctx)
-			if err != nil {
-				return err
-			}
-			if next == "" {
-				return nil
-			}
-			pred, sole = next, alone
-		}
-		if pred != watched {
-			wcancel()
-			wch, wcancel = l.watchDelete(ctx, pred)
-			watched, since = pred, time.Now()
-		}
-		select {
-		case wr, ok := <-wch:
-			switch {
-			case !ok:
-				return l.watchEnded(ctx)
-			case wr.Err() != nil:
-				if time.Since(since) > backoffMax {
-					bo.reset()
-				}
-				if err := bo.wait(ctx); err != nil {
-					return err
-				}
-				watched = "" // start a new watch after re-reading
-				recheck = true
-			case wr.Created:
-				recheck = true
-			}
-			for _, ev := range wr.Events {
-				if ev.Type == mvccpb.DELETE {
-					if sole {
-						return nil
-					}
-					recheck = true
-				}
-			}
-		case <-l.lost:
-			return l.lostErr()
-		case <-ka.C:
-			// Nobody else may be renewing the lease while we wait.
-			if _, err := l.ls.keepAlive(ctx); err != nil {
-				if errors.Is(err, driver.ErrLockLost) || ctx.Err() != nil || l.d.cli.Ctx().Err() != nil {
-					return l.d.engineErr(ctx, err)
-				}
-				ka.Reset(l.ls.ttl / 10) // transient: try again soon
-				continue
-			}
-			ka.Reset(l.ls.ttl / 3)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-// watchEnded says why a wait's watch channel closed: clientv3 closes it only
-// when the watch's context ends or the client is closed.
-func (l *lock) watchEnded(ctx context.Context) error {
+// try makes one attempt, for a request without Wait: one transaction that
+// creates our key only if nothing keeps it out. A writer needs the name to
+// have no key at all, a reader no writer's key (held or waiting: readers
+// do not pass a waiting writer); a permit is created if the name's keys
+// are permits of its limit, and kept if it is among the first n, deleted
+// at once otherwise.
+func (d *Driver) try(ctx context.Context, l *lock, put clientv3.Op, cmps []clientv3.Cmp, conflict []clientv3.Op) (driver.Lock, driver.Validity, error) {
+	var then []clientv3.Op
 	switch {
-	case ctx.Err() != nil:
-		return ctx.Err()
-	case l.d.cli.Ctx().Err() != nil:
-		return fmt.Errorf("etcdlock: wait for %q: %w", l.name, errClientClosed)
-	case l.d.closeCtx.Err() != nil:
-		return errClosed
+	case l.limit > 0:
+		then = []clientv3.Op{put, clientv3.OpGet(kindPrefix(l.pfx, driver.Exclusive, l.limit), clientv3.WithPrefix(), clientv3.WithCountOnly())}
+	case l.mode == driver.Shared:
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(l.pfx), "=", 0).WithRange(writersEnd(l.pfx)))
+		then = []clientv3.Op{put}
+	default:
+		// No key at all, permits included: a mismatch is told apart below.
+		cmps = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(l.pfx), "=", 0).WithPrefix()}
+		then = []clientv3.Op{put}
 	}
-	return driver.Unavailable(fmt.Errorf("etcdlock: wait for %q: the watch ended unasked", l.name))
-}
-
-// watchDelete watches key for deletion from the current revision on.
-func (l *lock) watchDelete(ctx context.Context, key string) (clientv3.WatchChan, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(ctx)
-	return l.d.cli.Watch(ctx, key, clientv3.WithCreatedNotify(), clientv3.WithFilterPut()), cancel
-}
-
-// predecessor re-reads l's key and returns the key just ahead of it, or ""
-// if l is at the head of the queue, and whether that key is the only one
-// ahead. It returns an error matching dlock.ErrLockLost if l's key is gone.
-func (l *lock) predecessor(ctx context.Context) (string, bool, error) {
-	if l.d.cli.Ctx().Err() != nil { // clientv3 would retry until ctx ends
-		return "", false, fmt.Errorf("etcdlock: wait for %q: %w", l.name, errClientClosed)
-	}
-	resp, err := l.d.cli.Txn(ctx).Then(
-		clientv3.OpGet(l.key, clientv3.WithKeysOnly()),
-		clientv3.OpGet(l.pfx, clientv3.WithPrefix(), clientv3.WithMaxCreateRev(l.rev-1), clientv3.WithLimit(2),
-			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithKeysOnly()),
-	).Commit()
+	resp, err := d.cli.Txn(ctx).If(cmps...).Then(then...).Else(conflict...).Commit()
 	if err != nil {
-		return "", false, fmt.Errorf("etcdlock: read the queue of %q: %w", l.name, l.d.engineErr(ctx, err))
+		// The put may have happened before the reply was lost.
+		d.abandon(ctx, l)
+		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", l.name, err)
 	}
-	own := resp.Responses[0].GetResponseRange().Kvs
-	if len(own) == 0 || own[0].CreateRevision != l.rev {
-		l.markLost("it vanished while waiting (lease expired or key deleted)")
-		return "", false, l.lostErr()
+	if !resp.Succeeded {
+		if err := mismatch(l.name, l.pfx, l.limit, conflictKey(resp)); err != nil {
+			return nil, driver.Validity{}, err
+		}
+		return nil, driver.Validity{}, driver.ErrNotAcquired
 	}
-	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
-		return string(kvs[0].Key), len(kvs) == 1, nil
+	l.rev = resp.Header.Revision
+	if l.limit > 0 && resp.Responses[1].GetResponseRange().Count > int64(l.limit) {
+		d.abandon(ctx, l)
+		return nil, driver.Validity{}, driver.ErrNotAcquired
 	}
-	return "", false, nil
+	return l.held(), l.ls.validity(), nil
+}
+
+// conflictKey is the key a failed guard found (see guard), or "".
+func conflictKey(resp *clientv3.TxnResponse) string {
+	for _, r := range resp.Responses {
+		if rr := r.GetResponseRange(); rr != nil && len(rr.Kvs) > 0 {
+			return string(rr.Kvs[0].Key)
+		}
+	}
+	return ""
+}
+
+// need is how many keys ahead keep l out: one (any key for a writer, a
+// writer's for a reader) or, for a permit, its limit.
+func (l *lock) need() int { return max(l.limit, 1) }
+
+// blockers is the range of the keys that may keep l out: every key of the
+// name for a writer, the writers' for a reader, its limit's permits for a
+// permit.
+func (l *lock) blockers() (string, string) {
+	switch {
+	case l.limit > 0:
+		p := kindPrefix(l.pfx, driver.Exclusive, l.limit)
+		return p, clientv3.GetPrefixRangeEnd(p)
+	case l.mode == driver.Shared:
+		return l.pfx, writersEnd(l.pfx)
+	}
+	return l.pfx, clientv3.GetPrefixRangeEnd(l.pfx)
+}
+
+// readOpts read the blockers in [start, end), newest first.
+func (l *lock) readOpts(end string) []clientv3.OpOption {
+	return []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
+		clientv3.WithKeysOnly()}
+}
+
+// readLimit is how many blockers a read of them needs: a writer or a
+// reader needs only the nearest (n more than that, for keys not ahead of
+// l), a permit all of them (0: no limit).
+func (l *lock) readLimit(n int) int64 {
+	if l.limit > 0 {
+		return 0
+	}
+	return int64(1 + n)
+}
+
+// ahead is what a waiter waits on: the blockers ahead of it, and how to
+// hear of their deletion.
+type ahead struct {
+	watch  string          // the key to watch for deletes, or with prefix the range
+	prefix bool            // watch every key under watch (a permit's limit)
+	keys   map[string]bool // the blockers ahead whose deletions matter
+	exact  bool            // keys are all the blockers ahead: count them down
+}
+
+// aheadOf makes the ahead of l from the blockers ahead of it, newest first
+// (for a writer or a reader the nearest, for a permit every one), and
+// whether there are more. It reports true if they do not keep l out.
+//
+// A permit's waiter keeps the set of every permit key ahead of it, which
+// can only shrink (no key is created with a lower revision than ours), and
+// counts it down with the deletes its prefix watch reports: no read per
+// release, whichever holder leaves. A writer or a reader watches only the
+// nearest blocker and, if there were more, reads again when it goes.
+func (l *lock) aheadOf(kvs []*mvccpb.KeyValue, more bool) (ahead, bool) {
+	if len(kvs) < l.need() {
+		return ahead{}, true
+	}
+	a := ahead{keys: make(map[string]bool, len(kvs)), exact: !more}
+	for _, kv := range kvs {
+		a.keys[string(kv.Key)] = true
+	}
+	if l.limit > 0 {
+		a.watch, a.prefix = kindPrefix(l.pfx, driver.Exclusive, l.limit), true
+	} else {
+		a.watch = string(kvs[0].Key)
+	}
+	return a, false
 }

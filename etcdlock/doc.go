@@ -1,6 +1,7 @@
 // Package etcdlock is the etcd driver of dlock: a fair (FIFO) queue of keys
 // ordered by create revision, bound to a lease, with the revision as a
-// strong fencing token.
+// strong fencing token. It offers mutexes, read-write locks and semaphores,
+// all on that queue.
 //
 // With an etcd client of your own, which the dlock client uses and leaves
 // open:
@@ -56,29 +57,61 @@
 // # Keys
 //
 // A lock name N owns the key range <prefix>/<escaped N>/, in which each
-// waiter and the holder have one key with an empty value, bound to a lease
-// of the driver: <prefix>/<escaped N>/<lease id, hex>-<sequence number>.
+// waiter and each holder has one key with an empty value, bound to a lease
+// of the driver. The key's name says what it waits for or holds:
+//
+//	<prefix>/<escaped N>/<lease id, hex>-<sequence number>          a writer: a Mutex, or an RWMutex's Lock
+//	<prefix>/<escaped N>/r/<lease id, hex>-<sequence number>        a reader: an RWMutex's RLock
+//	<prefix>/<escaped N>/s<n>/<lease id, hex>-<sequence number>     one of n permits: Semaphore(N, n)
+//
 // Names are escaped by the escaper every driver shares: every byte but
 // [A-Za-z0-9_-] becomes %XX, so that "a" and "a/b" own separate ranges; etcd
 // keys need no length limit. Builds of dlock from before this escaper kept
 // '.' and '~' as they are: a lock whose name holds either, taken by such a
 // build, lives under another key and is not seen by this one (nor this
-// one's by it). Other names map to the same keys as before.
+// one's by it). Other names map to the same keys as before. A writer's key
+// is the one a mutex has always had; a build from before read-write locks
+// takes readers' and permits' keys for writers', and waits for them.
 //
 // # How a lock is kept in etcd
 //
-// A waiter creates its key in one transaction that also reads the two
-// newest keys of N. It holds the lock when its key has the lowest create
-// revision among N's keys; otherwise it watches only the key just ahead of
-// it (no thundering herd) and, after every wake-up, re-reads its own key and
-// its new predecessor: a waiter whose key vanished (its lease expired, an
-// operator deleted it) returns an error matching dlock.ErrLockLost instead of
-// waiting forever (unlike concurrency.Mutex, etcd#19597). The token is the
-// holder key's create revision, linearizable and monotonic cluster-wide.
-// Release and renewal compare that create revision, so they never touch a
-// later holder's key (unlike concurrency.Mutex.Unlock, etcd#22082). Each
-// lock watches its own key, so loss is reported per lock, not per session
-// (etcd#6127).
+// A waiter creates its key in one transaction that also reads the newest
+// keys that may keep it out. Keys are ordered by create revision, and a
+// key is let in when, among the keys created before it:
+//
+//   - a writer's: there is none (of any kind);
+//   - a reader's: there is no writer's, held or waiting, so readers share
+//     with readers, and readers that come after a waiting writer queue
+//     behind it (no writer starvation);
+//   - a permit's: there are fewer than n (the first n keys hold).
+//
+// A writer or a reader that is kept out watches only the nearest key that
+// keeps it out (a writer the key just ahead, a reader the last writer
+// ahead; no thundering herd) and, when it goes, re-reads its own key and
+// what is ahead of it. A permit's waiter, any of whose holders may leave
+// first, reads the permit keys ahead of it once, watches its limit's keys
+// for deletions and counts them down, reading again only when its watch
+// is made anew or its own key goes. A waiter whose key vanished (its lease expired, an operator deleted
+// it) returns an error matching dlock.ErrLockLost instead of waiting
+// forever (unlike concurrency.Mutex, etcd#19597); one that waits keeps the
+// lease alive itself and checks it every TTL/3 (concurrency's RWMutex
+// recipe does not, etcd#16221). The token is the key's create revision,
+// linearizable and monotonic cluster-wide, one sequence per name for
+// writers, readers and permits. Release and renewal compare that create
+// revision, so they never touch a later holder's key (unlike
+// concurrency.Mutex.Unlock, etcd#22082). Each lock watches its own key, so
+// loss is reported per lock, not per session (etcd#6127).
+//
+// A name is a lock (writers and readers) or a semaphore of one n, never a
+// mix: a key is created only if the name has no permit keys (for a lock)
+// or only permits of the same n (for a permit), compared in the creating
+// transaction; otherwise Lock or Acquire returns an error matching
+// dlock.ErrInvalidArgument that names both limits.
+//
+// A TryLock creates its key only if nothing is ahead that keeps it out
+// (for a TryRLock, no writer's key at all). A TryAcquire cannot compare a
+// count in a transaction: it creates its permit key, counting the keys in
+// the same transaction, and deletes it at once if more than n are there.
 //
 // # Leases
 //

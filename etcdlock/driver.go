@@ -129,6 +129,9 @@ func (d *Driver) Capabilities() driver.Capabilities {
 		Fencing: driver.FencingStrong,
 		FIFO:    true,
 		Scope:   "cluster",
+		// Readers and permits are keys of the same queue (keys.go).
+		Shared:    true,
+		Semaphore: true,
 		Notes: "tokens are etcd create revisions (linearizable, survive leader failover); " +
 			"lease TTLs are whole seconds, at least the server minimum (1.5 x election timeout); " +
 			"a leader change extends leases, never shortens them",
@@ -185,24 +188,44 @@ func (d *Driver) revoke(leases []*lease) error {
 	return errors.Join(errs...)
 }
 
-// Status reports name's oldest key as the holder (driver.Inspector): its
-// create revision as the token, its lease's time to live in whole seconds,
-// and the other keys of the name as waiters.
+// Status reports the holders of name (driver.Inspector): its oldest key,
+// with the readers right behind it if it is a reader's, or its first n
+// keys if they are permits of n; the newest holder's create revision as
+// the token; the oldest key's lease's time to live, in whole seconds; and
+// the other keys of the name as waiters.
 func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error) {
 	if d.cli.Ctx().Err() != nil {
 		return driver.Status{}, fmt.Errorf("etcdlock: status of %q: %w", name, errClientClosed)
 	}
-	resp, err := d.cli.Get(ctx, d.namePrefix(name), append(clientv3.WithFirstCreate(), clientv3.WithPrefix(), clientv3.WithKeysOnly())...)
+	pfx := d.namePrefix(name)
+	// Not WithKeysOnly: etcd 3.7 answers it from its index, without the
+	// keys' leases (the values are empty anyway).
+	resp, err := d.cli.Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
 		return driver.Status{}, fmt.Errorf("etcdlock: status of %q: %w", name, d.engineErr(ctx, err))
 	}
-	if len(resp.Kvs) == 0 {
+	kvs := resp.Kvs
+	if len(kvs) == 0 {
 		return driver.Status{Waiters: 0}, nil
 	}
-	kv := resp.Kvs[0]
-	st := driver.Status{Held: true, Token: uint64(kv.CreateRevision), Waiters: int(resp.Count) - 1}
-	if kv.Lease != 0 {
-		if ttl, err := d.cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease)); err == nil && ttl.TTL > 0 {
+	st := driver.Status{Held: true, Mode: driver.Exclusive, Holders: 1}
+	first := string(kvs[0].Key)
+	switch n := keyLimit(pfx, first); {
+	case n > 0:
+		st.Limit, st.Holders = n, min(n, len(kvs))
+	case isReader(pfx, first):
+		st.Mode, st.Holders = driver.Shared, len(kvs)
+		for i, kv := range kvs {
+			if !isReader(pfx, string(kv.Key)) {
+				st.Holders = i
+				break
+			}
+		}
+	}
+	st.Token = uint64(kvs[st.Holders-1].CreateRevision)
+	st.Waiters = len(kvs) - st.Holders
+	if lid := kvs[0].Lease; lid != 0 {
+		if ttl, err := d.cli.TimeToLive(ctx, clientv3.LeaseID(lid)); err == nil && ttl.TTL > 0 {
 			st.TTLLeft = time.Duration(ttl.TTL) * time.Second
 		}
 	}

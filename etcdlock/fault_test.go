@@ -14,67 +14,98 @@ import (
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
-// TestWaiterLeaseExpires: a waiter whose lease ends while it waits returns
-// ErrLockLost instead of waiting forever (etcd#19597), and its key is gone.
+// TestWaiterLeaseExpires: a waiter whose lease ends while it waits (a
+// writer, a reader behind a writer, a permit) returns ErrLockLost instead of
+// waiting forever (etcd#19597, etcd#16221), and its key is gone.
 func TestWaiterLeaseExpires(t *testing.T) {
 	eps := testserver.Etcd(t)
 	admin := newClient(t, eps)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	name := benchName(t)
-	a, err := New(newClient(t, eps), nil, dlock.WithTTL(30*time.Second))
-	if err != nil {
-		t.Fatal(err)
+	type acquireFn = func(c *dlock.Client, name string) func(context.Context) (*dlock.Lease, error)
+	mutex := func(c *dlock.Client, name string) func(context.Context) (*dlock.Lease, error) {
+		return c.Mutex(name).Lock
 	}
-	defer a.Close()
-	b, err := New(newClient(t, eps), nil, dlock.WithTTL(2*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	la, err := a.Mutex(name).Lock(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		l, err := b.Mutex(name).Lock(ctx)
-		if err == nil {
-			l.Unlock(ctx)
-		}
-		done <- err
-	}()
-	pfx := (&Driver{root: DefaultPrefix + "/"}).namePrefix(name)
-	var waiterKey *clientv3.GetResponse
-	for {
-		waiterKey, err = admin.Get(ctx, pfx, append(clientv3.WithLastCreate(), clientv3.WithPrefix())...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if waiterKey.Count == 2 {
-			break
-		}
-		time.Sleep(5 * time.Millisecond) // no event tells us the waiter has queued
-	}
-	// The lease ends as if its keep-alives had stopped reaching the server.
-	if _, err := admin.Revoke(ctx, clientv3.LeaseID(waiterKey.Kvs[0].Lease)); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if !errors.Is(err, dlock.ErrLockLost) {
-			t.Fatalf("waiter after its lease ended: %v, want ErrLockLost", err)
-		}
-		t.Logf("waiter: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("waiter still waiting 10 s after its lease ended")
-	}
-	r, err := admin.Get(ctx, string(waiterKey.Kvs[0].Key))
-	if err != nil || len(r.Kvs) != 0 {
-		t.Fatalf("waiter's key still there (%v)", err)
-	}
-	if err := la.Unlock(ctx); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		kind          string
+		holder, waits acquireFn
+	}{
+		{"Writer", mutex, mutex},
+		{"Reader", mutex, func(c *dlock.Client, name string) func(context.Context) (*dlock.Lease, error) {
+			return c.RWMutex(name).RLock
+		}},
+		{"Permit", func(c *dlock.Client, name string) func(context.Context) (*dlock.Lease, error) {
+			return c.Semaphore(name, 1).Acquire
+		}, func(c *dlock.Client, name string) func(context.Context) (*dlock.Lease, error) {
+			return c.Semaphore(name, 1).Acquire
+		}},
+	} {
+		t.Run(tc.kind, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			name := benchName(t)
+			a, err := New(newClient(t, eps), nil, dlock.WithTTL(30*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			b, err := New(newClient(t, eps), nil, dlock.WithTTL(2*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			la, err := tc.holder(a, name)(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				l, err := tc.waits(b, name)(ctx)
+				if err == nil {
+					l.Unlock(ctx)
+				}
+				done <- err
+			}()
+			pfx := (&Driver{root: DefaultPrefix + "/"}).namePrefix(name)
+			var waiterKey *clientv3.GetResponse
+			for {
+				waiterKey, err = admin.Get(ctx, pfx, append(clientv3.WithLastCreate(), clientv3.WithPrefix())...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if waiterKey.Count == 2 {
+					break
+				}
+				time.Sleep(5 * time.Millisecond) // no event tells us the waiter has queued
+			}
+			// Past its first re-read (once its watch is up), nothing but its
+			// own keep-alive, every TTL/3, can tell the waiter: no event says
+			// when it is there, so give it the time.
+			time.Sleep(500 * time.Millisecond)
+			// The lease ends as if its keep-alives had stopped reaching the server.
+			revoked := time.Now()
+			if _, err := admin.Revoke(ctx, clientv3.LeaseID(waiterKey.Kvs[0].Lease)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-done:
+				if !errors.Is(err, dlock.ErrLockLost) {
+					t.Fatalf("waiter after its lease ended: %v, want ErrLockLost", err)
+				}
+				took := time.Since(revoked)
+				t.Logf("waiter returned %v after its lease ended: %v", took, err)
+				if took > 2*time.Second { // it keeps its lease alive every TTL/3
+					t.Errorf("waiter returned %v after its lease ended, want within TTL/3 (~0.7 s) and a round trip", took)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("waiter still waiting 10 s after its lease ended")
+			}
+			r, err := admin.Get(ctx, string(waiterKey.Kvs[0].Key))
+			if err != nil || len(r.Kvs) != 0 {
+				t.Fatalf("waiter's key still there (%v)", err)
+			}
+			if err := la.Unlock(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 

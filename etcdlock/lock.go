@@ -17,17 +17,19 @@ import (
 // lock's. A key whose creation is in doubt (the request failed without an
 // answer) is a lock with rev 0 that only ever gets removed.
 type lock struct {
-	d    *Driver
-	ls   *lease
-	name string
-	key  string
-	pfx  string
-	rev  int64 // create revision of key: the fencing token; 0 if unknown
-	lost chan struct{}
-	stop context.CancelFunc // stops the watch on key
-	once sync.Once
-	gone atomic.Bool // lost was closed
-	why  atomic.Value
+	d     *Driver
+	ls    *lease
+	name  string
+	mode  driver.Mode // Shared for a reader
+	limit int         // n for one of n permits, 0 for a lock
+	key   string
+	pfx   string
+	rev   int64 // create revision of key: the fencing token; 0 if unknown
+	lost  chan struct{}
+	stop  context.CancelFunc // stops the watch on key
+	once  sync.Once
+	gone  atomic.Bool // lost was closed
+	why   atomic.Value
 
 	// del is held by whoever is deleting key: Release, an Acquire cleaning
 	// up, or the orphan reaper. It guards removed.
@@ -35,9 +37,9 @@ type lock struct {
 	removed bool // this driver deleted key
 }
 
-// track makes the lock for a new queue key.
-func (d *Driver) track(ls *lease, name, key string, rev int64) *lock {
-	return &lock{d: d, ls: ls, name: name, key: key, pfx: d.namePrefix(name), rev: rev,
+// track makes the lock for a new queue key of req.
+func (d *Driver) track(ls *lease, req driver.Request, key string, rev int64) *lock {
+	return &lock{d: d, ls: ls, name: req.Name, mode: req.Mode, limit: req.Limit, key: key, pfx: d.namePrefix(req.Name), rev: rev,
 		lost: make(chan struct{}), stop: func() {}, del: make(chan struct{}, 1)}
 }
 

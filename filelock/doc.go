@@ -47,11 +47,93 @@
 // closes); anything else that makes the path lead elsewhere (a parent
 // moved) is noticed at the next renewal.
 //
+// A read-write lock uses the lock file NAME.lock too, and beside it the
+// turnstile file NAME.writer (see "Read-write locks"); a semaphore uses
+// NAME.sem and NAME.permit1 to NAME.permitN (see "Semaphores"). None of
+// them is ever removed, and all are opened as lock files are (never through
+// a symbolic link). A permit file is watched as a lock file is: removed,
+// renamed or replaced, it ends its lease. NAME.writer and NAME.sem carry no
+// lease: replaced, NAME.writer loses the waiting writers' marks until they
+// next wake (each wake-up looks again), and NAME.sem the claims on the
+// limit until its holders and waiters of the moment are gone (a request
+// with another limit is not refused meanwhile).
+//
+// # Read-write locks
+//
+// A reader (RWMutex.RLock) takes LOCK_SH on the lock file, a writer
+// (RWMutex.Lock, and a Mutex of the same name, which is the same thing)
+// LOCK_EX; flock(2) keeps readers and writers apart. flock alone would
+// let a writer starve: a new LOCK_SH is granted whenever only readers
+// hold, however long a writer has waited. So a writer that has to wait
+// marks the lock's turnstile file NAME.writer until it gets the lock or
+// gives up: an open file description read lock on it (fcntl
+// F_OFD_SETLK), which waiting writers hold side by side. A reader looks
+// for a mark (F_OFD_GETLK, which takes nothing) before it takes LOCK_SH,
+// and while there is one it waits for a close of the turnstile file, by
+// inotify. The kernel drops a mark with its holder's last descriptor, so
+// a writer that dies while waiting lets readers in at once.
+//
+// What this guarantees, across processes of the host: a reader that looks
+// after a writer began waiting does not get in before that writer (nor
+// before any writer waiting with it); the readers a writer waits for are
+// the ones that held, or had already looked, when it began. A reader that
+// looked a moment before the writer marked may still take its LOCK_SH
+// after it. Writers are not ordered among themselves (no FIFO: flock wakes
+// them all and one wins), and a writer that holds lets in whichever of the
+// writers and readers waiting behind it is first when it leaves, readers
+// only if no writer waits. A reader waits for writers only, never for
+// other readers. A writer that does not mark (flock(1), a dlock from before
+// read-write locks) can be kept waiting by a stream of readers. Tokens are
+// one sequence across readers and writers
+// (see "Fencing tokens"); readers' grants count under the tokens file's
+// lock, so their shared lock file always holds the newest.
+//
+// # Semaphores
+//
+// A semaphore of N permits is N permit files, NAME.permit1 to NAME.permitN:
+// a permit is LOCK_EX on one of them, taken on the first that is free, so
+// the kernel gives a dead holder's permit back at once (there is no TTL to
+// wait for). A waiter watches the N files with inotify and tries them all
+// again when one is closed. Waiting so costs N inotify watches per client
+// (shared by its waiters) and N open files per waiter, which is why N is at
+// most 1024 (more is an invalid argument). Waiters are not FIFO.
+//
+// N is kept in NAME.sem. Every holder and waiter keeps it open with an open
+// file description read lock (fcntl F_OFD_SETLK) for as long as it holds or
+// waits; one that finds nobody else there (it gets the write lock) writes
+// its N, downgrades to the read lock (atomically), and everyone after it
+// reads N and, if theirs differs, is refused with an error matching
+// driver.ErrInvalidArgument that names both. The kernel drops the read
+// lock with its holder's last descriptor, death included, so once nobody
+// holds or waits the next comer may set another N. A name is a semaphore
+// or a lock, not both at once: a lock taker that finds NAME.sem read-locked
+// (after taking its flock) and a semaphore taker that finds the lock file
+// held or a writer waiting (after taking its read lock) are refused the
+// same way; each looks after making itself seen, so of two that come at
+// once at least one is refused. (The semaphore taker's look is a
+// LOCK_EX|LOCK_NB on the lock file that it drops at once: a TryLock at that
+// very moment can fail.) Tokens of the permits are one sequence with the
+// name's locks' tokens (see "Fencing tokens").
+//
+// # Status
+//
+// Status tells which of these a name is and how it is held: a writer (one
+// holder), readers (counted in /proc/locks, which leaves out holders not
+// visible in this PID namespace: then Holders is 0, unknown), or the
+// permits in use of a semaphore and its limit. It finds out by trying the
+// locks (and drops them at once), so a TryLock or TryAcquire made at that
+// very moment can fail. Waiters are counted by their OFD locks, which
+// /proc/locks always shows: every waiting writer and reader read-locks a
+// byte of NAME.writer (a writer byte 0, its mark; a reader byte 1, which
+// only Status looks at), and every holder and waiter of a permit read-locks
+// NAME.sem.
+//
 // # Fencing tokens
 //
-// A grant's token is one above both the number in its lock file and the
-// count in the directory's file dlock-tokens (the highest token granted
-// there); both are rewritten under the lock. dlock-tokens is synced to disk
+// A grant's token is one above both the number in its lock file (a
+// permit's: its permit file) and the count in the directory's file
+// dlock-tokens (the highest token granted there); both are rewritten under
+// the lock. dlock-tokens is synced to disk
 // (fdatasync) once per 1024 grants, ahead of them, and a count written in an
 // earlier boot continues above what was synced, so that a system crash
 // cannot make a token repeat. Tokens so keep increasing across processes,

@@ -1,9 +1,7 @@
 package filelock
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -140,6 +138,10 @@ func (d *fileDriver) crash() {
 		l.mu.Lock()
 		l.f.Close()
 		l.f = nil
+		if l.extra != nil {
+			l.extra.Close()
+			l.extra = nil
+		}
 		l.mu.Unlock()
 	}
 }
@@ -151,44 +153,17 @@ func (d *fileDriver) Dir() string { return d.dir }
 
 func (d *fileDriver) Capabilities() driver.Capabilities {
 	return driver.Capabilities{
-		Fencing: driver.FencingNode,
-		FIFO:    false,
-		Scope:   "host",
+		Fencing:   driver.FencingNode,
+		FIFO:      false,
+		Scope:     "host",
+		Shared:    true,
+		Semaphore: true,
 		Notes: "flock(2) on one host, local file systems only; the kernel frees a dead holder's lock at once, " +
 			"and a holder learns at once that its lock file was removed or replaced. " +
 			"Tokens are kept in the lock file and in the directory's dlock-tokens file (crash-safe): they keep increasing " +
 			"across a removed or replaced lock file, crashes and reboots, and restart only if both files are lost " +
-			"(a tmpfs runtime directory empties at reboot).",
+			"(a tmpfs runtime directory empties at reboot). " +
+			"Read-write locks are LOCK_SH/LOCK_EX on the one lock file; a waiting writer marks a turnstile file that keeps later readers out. " +
+			"A semaphore permit is LOCK_EX on one of N permit files; N is kept in a file read-locked by holders and waiters, and another N is refused.",
 	}
-}
-
-// Status tells whether name is held by trying it; waiters cannot be counted.
-// The token is 0 if the holder has not written one (or the file holds stray
-// text).
-func (d *fileDriver) Status(ctx context.Context, name string) (driver.Status, error) {
-	st := driver.Status{Waiters: -1}
-	if err := d.begin(); err != nil {
-		return st, err
-	}
-	defer d.calls.Done()
-	f, err := d.openAt(fileName(name), unix.O_RDONLY)
-	if errors.Is(err, unix.ENOENT) {
-		return st, nil
-	}
-	if err != nil {
-		return st, mayPass(err)
-	}
-	defer f.Close()
-	switch err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); {
-	case err == nil:
-		unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	case errors.Is(err, unix.EWOULDBLOCK):
-		st.Held = true
-		if st.Token, _, err = readToken(f); err != nil {
-			return st, fmt.Errorf("filelock: fencing token in %s: %w", f.Name(), err)
-		}
-	default:
-		return st, fmt.Errorf("filelock: flock %s: %w", f.Name(), err)
-	}
-	return st, nil
 }

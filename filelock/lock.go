@@ -23,8 +23,9 @@ type fileLock struct {
 	lost     chan struct{} // closed when the file stops being the lock's; nil if not watched
 	lostOnce sync.Once
 
-	mu sync.Mutex
-	f  *os.File // nil once released
+	mu    sync.Mutex
+	f     *os.File // nil once released
+	extra *os.File // a permit's semaphore limit file, closed after f
 }
 
 // HeldFile returns the open file that carries the flock(2) of l, a lease of
@@ -41,6 +42,12 @@ type fileLock struct {
 // so that the lock is not free before the command is gone. Unlock still
 // frees the lock at once, for every copy: it unlocks the file before closing
 // it.
+//
+// A reader's file carries LOCK_SH, a semaphore permit's is its permit file.
+// A copy of a permit file keeps the permit, but not the claim on the
+// semaphore's limit (see the package doc), which ends with this process:
+// while only a copy holds the permit, a request with another limit is not
+// refused.
 //
 // HeldFile calls the method File() *os.File of the lease's driver lock
 // (Lease.Driver), which returns the file, or nil once the lock is released.
@@ -202,6 +209,10 @@ func (l *fileLock) closeLocked() error {
 	unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
 	err := l.f.Close()
 	l.f = nil
+	if l.extra != nil {
+		l.extra.Close() // only a read of it was locked
+		l.extra = nil
+	}
 	return err
 }
 

@@ -39,48 +39,66 @@ var tampering = []struct {
 	{"directory moved", func(dir, _ string) error { return os.Rename(dir, dir+".old") }},
 }
 
+// heldKinds are the leases a file can carry: a Mutex's (a writer's), a
+// reader's, a semaphore permit's; file is the one it holds.
+var heldKinds = []struct {
+	kind    string
+	file    string
+	acquire func(c *dlock.Client) func(context.Context) (*dlock.Lease, error)
+}{
+	{"mutex", fileName("job"), func(c *dlock.Client) func(context.Context) (*dlock.Lease, error) { return c.Mutex("job").Lock }},
+	{"reader", fileName("job"), func(c *dlock.Client) func(context.Context) (*dlock.Lease, error) {
+		return c.RWMutex("job").RLock
+	}},
+	{"permit", permitName(fileName("job"), 1), func(c *dlock.Client) func(context.Context) (*dlock.Lease, error) {
+		return c.Semaphore("job", 2).Acquire
+	}},
+}
+
 // TestTamperedLockFileEndsLease: the holder learns at once, not at its next
 // renewal (TTL/3 = 20 s here), that its lock file is no longer the lock's.
 func TestTamperedLockFileEndsLease(t *testing.T) {
-	for _, tc := range tampering {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "locks")
-			c, err := New(dir, dlock.WithTTL(time.Minute))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			l, err := c.Mutex("job").Lock(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			start := time.Now()
-			if err := tc.do(dir, filepath.Join(dir, fileName("job"))); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case <-l.Done():
-				t.Logf("lease ended %v after the lock file was %s", time.Since(start), tc.name)
-			case <-time.After(5 * time.Second):
-				t.Fatalf("lease still held 5 s after its lock file was %s (renewal is every 20 s)", tc.name)
-			}
-			if err := l.Err(); !errors.Is(err, dlock.ErrLockLost) {
-				t.Errorf("Err() = %v, want ErrLockLost", err)
-			}
-			if tc.name == "directory moved" {
-				// The client's directory is gone from its path: locking
-				// there again must fail, not spin or lock the moved files.
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				l, err := c.Mutex("job").Lock(ctx)
-				if err == nil {
-					l.Unlock(ctx)
+	for _, k := range heldKinds {
+		for _, tc := range tampering {
+			t.Run(k.kind+"/"+tc.name, func(t *testing.T) {
+				dir := filepath.Join(t.TempDir(), "locks")
+				c, err := New(dir, dlock.WithTTL(time.Minute))
+				if err != nil {
+					t.Fatal(err)
 				}
-				if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "moved") {
-					t.Errorf("Lock after the directory moved = %v; want an error at once saying it moved", err)
+				defer c.Close()
+				l, err := k.acquire(c)(context.Background())
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-		})
+				start := time.Now()
+				if err := tc.do(dir, filepath.Join(dir, k.file)); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case <-l.Done():
+					t.Logf("lease ended %v after the lock file was %s", time.Since(start), tc.name)
+				case <-time.After(5 * time.Second):
+					t.Fatalf("lease still held 5 s after its lock file was %s (renewal is every 20 s)", tc.name)
+				}
+				if err := l.Err(); !errors.Is(err, dlock.ErrLockLost) {
+					t.Errorf("Err() = %v, want ErrLockLost", err)
+				}
+				if tc.name == "directory moved" {
+					// The client's directory is gone from its path: locking
+					// there again must fail, not spin or lock the moved files.
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					l, err := k.acquire(c)(ctx)
+					if err == nil {
+						l.Unlock(ctx)
+					}
+					if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "moved") {
+						t.Errorf("acquire after the directory moved = %v; want an error at once saying it moved", err)
+					}
+				}
+			})
+		}
 	}
 }
 

@@ -121,27 +121,32 @@ func writeText(f *os.File, text []byte, size int) error {
 
 // grantToken gives the holder of lock file f (which we hold locked) its
 // token: one above both the file's and the directory's count, counted in
-// the tokens file first.
+// the tokens file first. It all happens under the tokens file's lock:
+// readers share a lock file, and two of them must not write its count out
+// of order.
 func (d *fileDriver) grantToken(ctx context.Context, f *os.File) (uint64, error) {
-	ft, fsize, err := readToken(f)
-	if err != nil {
-		return 0, err
-	}
-	tok, err := d.bumpTokens(ctx, ft)
-	if err != nil {
-		return 0, err
-	}
-	// The lock file's copy is what Status reports, and what an older dlock
-	// sharing the directory counts from.
-	if err := writeText(f, append(strconv.AppendUint(make([]byte, 0, 21), tok, 10), '\n'), fsize); err != nil {
-		return 0, err
-	}
-	return tok, nil
+	return d.bumpTokens(ctx, func(bump func(floor uint64) (uint64, error)) (uint64, error) {
+		ft, fsize, err := readToken(f)
+		if err != nil {
+			return 0, err
+		}
+		tok, err := bump(ft)
+		if err != nil {
+			return 0, err
+		}
+		// The lock file's copy is what Status reports, and what an older
+		// dlock sharing the directory counts from.
+		if err := writeText(f, append(strconv.AppendUint(make([]byte, 0, 21), tok, 10), '\n'), fsize); err != nil {
+			return 0, err
+		}
+		return tok, nil
+	})
 }
 
-// bumpTokens counts a grant in the tokens file: it returns one above both
-// floor and the file's count, and records it.
-func (d *fileDriver) bumpTokens(ctx context.Context, floor uint64) (uint64, error) {
+// bumpTokens runs grant under the tokens file's lock; grant's bump counts
+// a grant in the tokens file: it returns one above both floor and the
+// file's count, and records it.
+func (d *fileDriver) bumpTokens(ctx context.Context, grant func(bump func(floor uint64) (uint64, error)) (uint64, error)) (uint64, error) {
 	d.tokMu.Lock() // flock does not exclude goroutines sharing one open file
 	defer d.tokMu.Unlock()
 	for {
@@ -156,7 +161,7 @@ func (d *fileDriver) bumpTokens(ctx context.Context, floor uint64) (uint64, erro
 		if err := flockCtx(ctx, fd, d.isClosed); err != nil {
 			return 0, err
 		}
-		tok, err := d.bumpLocked(floor)
+		tok, err := grant(d.bumpLocked)
 		unix.Flock(fd, unix.LOCK_UN)
 		if errors.Is(err, errReplaced) {
 			d.tokF.Close()
@@ -230,10 +235,23 @@ func (d *fileDriver) openTokens() (*os.File, error) {
 // write and at times a sync. It does not block in the kernel, where a holder
 // stopped mid-update (SIGSTOP) could keep it past ctx or its driver's Close.
 func flockCtx(ctx context.Context, fd int, closed func() bool) error {
+	return lockCtx(ctx, closed, func() error {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return unix.EAGAIN
+		}
+		return err
+	})
+}
+
+// lockCtx calls try until it returns anything but EAGAIN, backing off from
+// 20 µs to 10 ms: for locks held only for a moment (a read and a write),
+// where an inotify watch would cost more than the wait.
+func lockCtx(ctx context.Context, closed func() bool, try func() error) error {
 	delay := 20 * time.Microsecond
 	for {
-		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-		if !errors.Is(err, unix.EWOULDBLOCK) {
+		err := try()
+		if !errors.Is(err, unix.EAGAIN) {
 			return err
 		}
 		if closed() {

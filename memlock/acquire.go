@@ -17,6 +17,9 @@ func (c *conn) Acquire(ctx context.Context, req driver.Request) (driver.Lock, dr
 	if req.Mode != driver.Exclusive && (req.Mode != driver.Shared || req.Limit > 0) {
 		return nil, driver.Validity{}, driver.InvalidArgument("Mode", req.Mode, "Exclusive, or Shared without a Limit")
 	}
+	if req.Value != "" && (req.Mode != driver.Exclusive || req.Limit > 0) {
+		return nil, driver.Validity{}, driver.InvalidArgument("Value", "non-empty", "no Value with Shared or a Limit (a value is an exclusive holder's)")
+	}
 	if req.Limit < 0 {
 		return nil, driver.Validity{}, driver.InvalidArgument("Limit", req.Limit, "0 (a lock) or a number of permits >= 1")
 	}
@@ -26,8 +29,9 @@ func (c *conn) Acquire(ctx context.Context, req driver.Request) (driver.Lock, dr
 		e.mu.Unlock()
 		return nil, driver.Validity{}, err
 	}
+	w := &waiter{c: c, mode: req.Mode, value: req.Value, ttl: req.TTL, ready: make(chan *hold, 1)}
 	if len(ent.queue) == 0 && ent.admits(req.Mode) {
-		h := e.grant(req.Name, ent, c, req.Mode, req.TTL)
+		h := e.grant(req.Name, ent, w)
 		e.mu.Unlock()
 		return h, driver.Validity{Since: since, TTL: req.TTL}, nil
 	}
@@ -38,7 +42,6 @@ func (c *conn) Acquire(ctx context.Context, req driver.Request) (driver.Lock, dr
 		e.mu.Unlock()
 		return nil, driver.Validity{}, driver.ErrNotAcquired
 	}
-	w := &waiter{c: c, mode: req.Mode, ttl: req.TTL, ready: make(chan *hold, 1)}
 	ent.queue = append(ent.queue, w)
 	e.mu.Unlock()
 

@@ -3,7 +3,7 @@
 // real engine's. Use it in unit tests and examples, and to coordinate
 // goroutines that will later be separate processes. It offers every
 // primitive: Mutex, RWMutex (readers granted together, never past a waiting
-// writer) and Semaphore, on one FIFO queue per name.
+// writer), Semaphore and Election, on one FIFO queue per name.
 //
 //	c, err := memlock.New()     // a client on a private engine
 //	e := memlock.NewEngine()    // or several clients on one engine

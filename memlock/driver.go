@@ -28,10 +28,12 @@ type conn struct {
 }
 
 var (
-	_ driver.Driver    = (*conn)(nil)
-	_ driver.Capable   = (*conn)(nil)
-	_ driver.Inspector = (*conn)(nil)
-	_ driver.Lock      = (*hold)(nil)
+	_ driver.Driver      = (*conn)(nil)
+	_ driver.Capable     = (*conn)(nil)
+	_ driver.Inspector   = (*conn)(nil)
+	_ driver.Observer    = (*conn)(nil)
+	_ driver.Lock        = (*hold)(nil)
+	_ driver.ValueSetter = (*hold)(nil)
 )
 
 func (e *Engine) newConn() *conn { return &conn{e: e} }
@@ -55,12 +57,55 @@ func (c *conn) crash() {
 
 func (c *conn) Close() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return driver.ErrClosed
 	}
 	c.closed = true
+	c.mu.Unlock()
+	e := c.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for name, ws := range e.watchers {
+		for w := range ws {
+			if w.c == c {
+				e.unwatch(name, w)
+			}
+		}
+	}
 	return nil
+}
+
+func (c *conn) Holder(_ context.Context, name string) (driver.Holder, error) {
+	if err := c.check(); err != nil {
+		return driver.Holder{}, err
+	}
+	c.e.mu.Lock()
+	defer c.e.mu.Unlock()
+	return c.e.holder(name), nil
+}
+
+func (c *conn) Observe(ctx context.Context, name string) (<-chan driver.Holder, error) {
+	e := c.e
+	w := &watcher{c: c, ch: make(chan driver.Holder, 1)}
+	e.mu.Lock()
+	// Checked under e.mu: a Close after this finds the watcher and ends it.
+	if err := c.check(); err != nil {
+		e.mu.Unlock()
+		return nil, err
+	}
+	if e.watchers[name] == nil {
+		e.watchers[name] = map[*watcher]struct{}{}
+	}
+	e.watchers[name][w] = struct{}{}
+	w.send(e.holder(name))
+	e.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.unwatch(name, w)
+	})
+	return w.ch, nil
 }
 
 func (c *conn) Capabilities() driver.Capabilities {
@@ -72,6 +117,7 @@ func (c *conn) Capabilities() driver.Capabilities {
 
 		Shared:    true,
 		Semaphore: true,
+		Election:  true,
 	}
 }
 

@@ -12,9 +12,16 @@ import (
 // Engine is an in-process lock engine. Clients made from one engine contend
 // for the same locks; each client is like a separate connection to a server.
 type Engine struct {
-	mu    sync.Mutex
-	locks map[string]*entry
-	fence uint64 // one counter for all names: strictly increasing per name too
+	mu       sync.Mutex
+	locks    map[string]*entry
+	fence    uint64 // one counter for all names: strictly increasing per name too
+	watchers map[string]map[*watcher]struct{}
+}
+
+// watcher is an Observe call: it is sent the latest holder of its name.
+type watcher struct {
+	c  *conn
+	ch chan driver.Holder // capacity 1: the latest holder, never a backlog
 }
 
 // entry is one name's state: its holders and its FIFO queue. A name is a
@@ -30,12 +37,15 @@ type entry struct {
 type waiter struct {
 	c     *conn
 	mode  driver.Mode
+	value string
 	ttl   time.Duration
 	ready chan *hold // buffered: the engine never blocks on a waiter
 }
 
 // NewEngine returns an empty engine.
-func NewEngine() *Engine { return &Engine{locks: map[string]*entry{}} }
+func NewEngine() *Engine {
+	return &Engine{locks: map[string]*entry{}, watchers: map[string]map[*watcher]struct{}{}}
+}
 
 // Drop makes the engine forget the holders of name, as an operator deleting
 // the lock would; their leases learn at once. It reports whether the lock
@@ -53,6 +63,7 @@ func (e *Engine) Drop(name string) bool {
 		ent.remove(h)
 	}
 	e.grantWaiting(name, ent)
+	e.notify(name)
 	return true
 }
 
@@ -103,17 +114,17 @@ func (e *Engine) grantWaiting(name string, ent *entry) {
 	for len(ent.queue) > 0 && ent.admits(ent.queue[0].mode) {
 		w := ent.queue[0]
 		ent.queue = ent.queue[1:]
-		w.ready <- e.grant(name, ent, w.c, w.mode, w.ttl)
+		w.ready <- e.grant(name, ent, w)
 	}
 	if len(ent.holders) == 0 && len(ent.queue) == 0 {
 		delete(e.locks, name)
 	}
 }
 
-func (e *Engine) grant(name string, ent *entry, c *conn, mode driver.Mode, ttl time.Duration) *hold {
+func (e *Engine) grant(name string, ent *entry, w *waiter) *hold {
 	e.fence++
-	h := &hold{e: e, c: c, name: name, mode: mode, token: e.fence, ttl: ttl, until: time.Now().Add(ttl), lost: make(chan struct{})}
-	h.expiry = time.AfterFunc(ttl, func() {
+	h := &hold{e: e, c: w.c, name: name, mode: w.mode, value: w.value, token: e.fence, ttl: w.ttl, until: time.Now().Add(w.ttl), lost: make(chan struct{})}
+	h.expiry = time.AfterFunc(w.ttl, func() {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		if h.owned() {
@@ -121,8 +132,56 @@ func (e *Engine) grant(name string, ent *entry, c *conn, mode driver.Mode, ttl t
 			cur := e.locks[name]
 			cur.remove(h)
 			e.grantWaiting(name, cur)
+			e.notify(name)
 		}
 	})
 	ent.holders = append(ent.holders, h)
+	e.notify(name)
 	return h
+}
+
+// holder is name's exclusive holder, as Observer reports it; e.mu held.
+func (e *Engine) holder(name string) driver.Holder {
+	ent := e.locks[name]
+	if ent == nil || ent.limit > 0 || len(ent.holders) != 1 || ent.holders[0].mode != driver.Exclusive {
+		return driver.Holder{}
+	}
+	h := ent.holders[0]
+	return driver.Holder{Token: h.token, Value: h.value}
+}
+
+// notify sends name's holder to its watchers, replacing what they have
+// not read yet; e.mu held.
+func (e *Engine) notify(name string) {
+	ws := e.watchers[name]
+	if len(ws) == 0 {
+		return
+	}
+	cur := e.holder(name)
+	for w := range ws {
+		w.send(cur)
+	}
+}
+
+// send replaces the unread holder, if any, with h. Only the engine sends,
+// under e.mu, so the send after the drain never blocks.
+func (w *watcher) send(h driver.Holder) {
+	select {
+	case <-w.ch:
+	default:
+	}
+	w.ch <- h
+}
+
+// unwatch ends a watcher (once); e.mu held.
+func (e *Engine) unwatch(name string, w *watcher) {
+	ws := e.watchers[name]
+	if _, ok := ws[w]; !ok {
+		return
+	}
+	delete(ws, w)
+	if len(ws) == 0 {
+		delete(e.watchers, name)
+	}
+	close(w.ch)
 }

@@ -14,6 +14,7 @@ type hold struct {
 	c      *conn
 	name   string
 	mode   driver.Mode
+	value  string // e.mu
 	token  uint64
 	expiry *time.Timer
 	ttl    time.Duration
@@ -65,5 +66,24 @@ func (h *hold) Release(ctx context.Context) error {
 	ent := h.e.locks[h.name]
 	ent.remove(h)
 	h.e.grantWaiting(h.name, ent)
+	h.e.notify(h.name)
+	return nil
+}
+
+// SetValue replaces the value kept with the lock, if h still holds it.
+func (h *hold) SetValue(ctx context.Context, value string) error {
+	if err := h.c.check(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	h.e.mu.Lock()
+	defer h.e.mu.Unlock()
+	if !h.owned() {
+		return driver.ErrLockLost
+	}
+	h.value = value
+	h.e.notify(h.name)
 	return nil
 }

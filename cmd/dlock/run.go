@@ -29,6 +29,8 @@ type runOpts struct {
 	once    string // the flag that asked for a single try: --no-wait or --wait 0s; "" to wait
 	shared  bool   // a reader's lock of the read-write lock NAME
 	limit   int    // > 0: one of limit permits of the semaphore NAME
+	elect   bool   // campaign in the election NAME (dlock elect)
+	value   string // the leader's value (dlock elect --value)
 
 	lockFile *os.File // file://: the held lock file, for the guard to keep (see heldLockFile)
 	grace    time.Duration
@@ -103,47 +105,57 @@ Exit status:
   dlock run --no-wait --ttl 30s deploy -- make deploy
   DLOCK_BACKEND=etcd://10.0.0.1:2379 dlock run --wait 1m db-migrate -- ./migrate --fence "$DLOCK_TOKEN"`,
 		Args: cobra.ArbitraryArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			name, argv, err := splitRunArgs(cmd, args)
-			if err != nil {
-				return err
-			}
-			if o.ttl < minRunTTL {
-				return usagef(cmd, "--ttl %v: want at least %v, such as 15s (renewals run every TTL/3)", o.ttl, minRunTTL)
-			}
-			if o.grace < 0 {
-				return usagef(cmd, "--grace %v: want a duration >= 0", o.grace)
-			}
-			if o.wait < 0 {
-				return usagef(cmd, "--wait %v: want a duration >= 0 (0 tries once; omit it to wait forever)", o.wait)
-			}
-			if cmd.Flags().Changed("limit") && o.limit < 1 {
-				return usagef(cmd, "--limit %d: want a number of permits >= 1", o.limit)
-			}
-			if o.shared && o.limit > 0 {
-				return usagef(cmd, "--shared and --limit contradict each other: a semaphore's permits have no reader mode")
-			}
-			if o.noWait && cmd.Flags().Changed("wait") {
-				return usagef(cmd, "--wait and --no-wait contradict each other: give one")
-			}
-			switch {
-			case o.noWait:
-				o.once = "--no-wait"
-			case cmd.Flags().Changed("wait") && o.wait == 0:
-				o.once = "--wait " + o.wait.String()
-			}
-			return runLocked(cmd.Context(), o, name, argv, cmd.OutOrStdout(), cmd.ErrOrStderr())
-		},
+		RunE: func(cmd *cobra.Command, args []string) error { return o.runE(cmd, args) },
 	}
+	f := cmd.Flags()
+	o.addFlags(cmd)
+	f.BoolVar(&o.shared, "shared", false, "take NAME as a reader of a read-write lock: readers run together, never with a writer (a plain dlock run NAME is the writer)")
+	f.IntVar(&o.limit, "limit", 0, "take one of N permits of the semaphore NAME: at most N commands run at once (every dlock run of NAME must give the same N)")
+	return cmd
+}
+
+// addFlags adds the flags run and elect share.
+func (o *runOpts) addFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&o.backend, "backend", "", "engine URL (default $"+envBackend+", else "+defaultBackend+")")
 	f.DurationVar(&o.ttl, "ttl", dlock.DefaultTTL, "how long the engine keeps the lock if dlock stops renewing it (a crashed dlock's lock frees after this); at least 1s")
 	f.DurationVar(&o.wait, "wait", 0, "give up (exit 75) if the lock is not granted within this long; 0 tries once, like --no-wait (default: wait forever)")
 	f.BoolVar(&o.noWait, "no-wait", false, "exit 75 at once if the lock is held elsewhere")
 	f.DurationVar(&o.grace, "grace", 5*time.Second, "after a lost lock, time between SIGTERM and SIGKILL to CMD")
-	f.BoolVar(&o.shared, "shared", false, "take NAME as a reader of a read-write lock: readers run together, never with a writer (a plain dlock run NAME is the writer)")
-	f.IntVar(&o.limit, "limit", 0, "take one of N permits of the semaphore NAME: at most N commands run at once (every dlock run of NAME must give the same N)")
-	return cmd
+}
+
+// runE checks the flags of run and elect and runs the command under the
+// lock.
+func (o runOpts) runE(cmd *cobra.Command, args []string) error {
+	name, argv, err := splitRunArgs(cmd, args)
+	if err != nil {
+		return err
+	}
+	if o.ttl < minRunTTL {
+		return usagef(cmd, "--ttl %v: want at least %v, such as 15s (renewals run every TTL/3)", o.ttl, minRunTTL)
+	}
+	if o.grace < 0 {
+		return usagef(cmd, "--grace %v: want a duration >= 0", o.grace)
+	}
+	if o.wait < 0 {
+		return usagef(cmd, "--wait %v: want a duration >= 0 (0 tries once; omit it to wait forever)", o.wait)
+	}
+	if !o.elect && cmd.Flags().Changed("limit") && o.limit < 1 {
+		return usagef(cmd, "--limit %d: want a number of permits >= 1", o.limit)
+	}
+	if o.shared && o.limit > 0 {
+		return usagef(cmd, "--shared and --limit contradict each other: a semaphore's permits have no reader mode")
+	}
+	if o.noWait && cmd.Flags().Changed("wait") {
+		return usagef(cmd, "--wait and --no-wait contradict each other: give one")
+	}
+	switch {
+	case o.noWait:
+		o.once = "--no-wait"
+	case cmd.Flags().Changed("wait") && o.wait == 0:
+		o.once = "--wait " + o.wait.String()
+	}
+	return runLocked(cmd.Context(), o, name, argv, cmd.OutOrStdout(), cmd.ErrOrStderr())
 }
 
 // splitRunArgs separates NAME from CMD. "--" is required when CMD has
@@ -223,6 +235,10 @@ func acquire(ctx context.Context, c *dlock.Client, o runOpts, name string) (*dlo
 	m := c.Mutex(name)
 	lock, try := m.Lock, m.TryLock
 	switch {
+	case o.elect:
+		e := c.Election(name)
+		lock = func(ctx context.Context) (*dlock.Lease, error) { return leaseOf(e.Campaign(ctx, o.value)) }
+		try = func(ctx context.Context) (*dlock.Lease, error) { return leaseOf(e.TryCampaign(ctx, o.value)) }
 	case o.shared:
 		rw := c.RWMutex(name)
 		lock, try = rw.RLock, rw.TryRLock
@@ -256,7 +272,7 @@ func acquire(ctx context.Context, c *dlock.Client, o runOpts, name string) (*dlo
 	case errors.Is(err, dlock.ErrInvalidArgument):
 		return nil, exitf(exitUsage, "%v", err)
 	case errors.Is(err, dlock.ErrNotSupported):
-		return nil, exitf(exitUsage, "%v (%s does not offer --shared or --limit)", err, redactURL(backendURL(o.backend)))
+		return nil, exitf(exitUsage, "%v (the engine at %s does not offer it)", err, redactURL(backendURL(o.backend)))
 	}
 	return nil, exitf(exitUnavailable, "acquiring %q on %s: %v\ncheck that the engine is running and reachable", name, redactURL(backendURL(o.backend)), err)
 }
@@ -283,4 +299,11 @@ func withoutDlockVars(env []string) []string {
 		out = append(out, kv)
 	}
 	return out
+}
+
+func leaseOf(l *dlock.Leadership, err error) (*dlock.Lease, error) {
+	if err != nil {
+		return nil, err
+	}
+	return l.Lease, nil
 }

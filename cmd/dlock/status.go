@@ -58,11 +58,17 @@ unreachable or misconfigured, 1 if the engine's driver cannot report status.`,
 			if asJSON {
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
-				return enc.Encode(statusJSON(name, redactURL(url), st.Held, st.Token, st.TTLLeft.Seconds(), st.Waiters))
+				return enc.Encode(statusJSON(name, redactURL(url), st))
 			}
 			fmt.Fprintf(out, "lock:     %s\nbackend:  %s\n", name, redactURL(url))
 			if st.Held {
 				fmt.Fprintf(out, "held:     yes\ntoken:    %d\n", st.Token)
+				switch {
+				case st.Limit > 0:
+					fmt.Fprintf(out, "permits:  %d of %d in use\n", st.Holders, st.Limit)
+				case st.Mode == dlock.Shared:
+					fmt.Fprintf(out, "readers:  %d\n", st.Holders)
+				}
 				if st.TTLLeft > 0 {
 					fmt.Fprintf(out, "ttl left: %v\n", st.TTLLeft.Round(1e6))
 				} else {
@@ -91,18 +97,28 @@ type lockStatus struct {
 	Token   *uint64  `json:"token"`      // null when not held
 	TTLLeft *float64 `json:"ttl_left_s"` // null when not held or unknown
 	Waiters *int     `json:"waiters"`    // null when the engine cannot tell
+	Mode    *string  `json:"mode"`       // "exclusive" or "shared"; null when not held
+	Holders *int     `json:"holders"`    // readers or permits in use; null when not held or unknown
+	Limit   *int     `json:"limit"`      // a semaphore's permits; null for a lock or when unknown
 }
 
-func statusJSON(name, backend string, held bool, token uint64, ttlLeft float64, waiters int) lockStatus {
-	s := lockStatus{Name: name, Backend: backend, Held: held}
-	if held {
-		s.Token = &token
-		if ttlLeft > 0 {
-			s.TTLLeft = &ttlLeft
+func statusJSON(name, backend string, st dlock.Status) lockStatus {
+	s := lockStatus{Name: name, Backend: backend, Held: st.Held}
+	if st.Held {
+		token, mode := st.Token, st.Mode.String()
+		s.Token, s.Mode = &token, &mode
+		if ttl := st.TTLLeft.Seconds(); ttl > 0 {
+			s.TTLLeft = &ttl
+		}
+		if h := st.Holders; h > 0 {
+			s.Holders = &h
 		}
 	}
-	if waiters >= 0 {
-		s.Waiters = &waiters
+	if l := st.Limit; l > 0 {
+		s.Limit = &l
+	}
+	if w := st.Waiters; w >= 0 {
+		s.Waiters = &w
 	}
 	return s
 }
