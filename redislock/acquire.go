@@ -27,8 +27,8 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 }
 
 // check refuses a request the driver cannot grant as asked: a primitive its
-// topology does not offer (driver.ErrNotSupported), or a Mode or Limit out
-// of range.
+// topology does not offer (driver.ErrNotSupported; no topology keeps an
+// election's Value yet), or a Mode or Limit out of range.
 func (d *Driver) check(req driver.Request) error {
 	shared, semaphore := d.topo.primitives()
 	switch {
@@ -42,6 +42,8 @@ func (d *Driver) check(req driver.Request) error {
 		return fmt.Errorf("%w: read-write locks (a shared request) with %s", driver.ErrNotSupported, d.topo.kind())
 	case req.Limit > 0 && !semaphore:
 		return fmt.Errorf("%w: semaphores (a request with a Limit) with %s", driver.ErrNotSupported, d.topo.kind())
+	case req.Value != "":
+		return fmt.Errorf("%w: leader election (a request with a Value) with %s", driver.ErrNotSupported, d.topo.kind())
 	}
 	return nil
 }

@@ -18,7 +18,8 @@ import (
 
 // TestRedlockMutexOnly: a Redlock refuses readers and permits with
 // ErrNotSupported, at the root and in the driver, and says so in its
-// Capabilities; a single node says it grants both.
+// Capabilities; a single node says it grants both. Neither keeps an
+// election's Value yet: a request with one is ErrNotSupported too.
 func TestRedlockMutexOnly(t *testing.T) {
 	addrs := testserver.Redis(t)
 	ctx := context.Background()
@@ -40,7 +41,8 @@ func TestRedlockMutexOnly(t *testing.T) {
 	}
 	defer d.Close()
 	nodes = append(nodes, d)
-	for _, req := range []driver.Request{{Name: name, TTL: time.Second, Mode: driver.Shared}, {Name: name, TTL: time.Second, Limit: 2}} {
+	for _, req := range []driver.Request{{Name: name, TTL: time.Second, Mode: driver.Shared}, {Name: name, TTL: time.Second, Limit: 2},
+		{Name: name, TTL: time.Second, Value: "leader"}} {
 		if l, _, err := nodes[0].Acquire(ctx, req); !errors.Is(err, driver.ErrNotSupported) {
 			if l != nil {
 				l.Release(ctx)
@@ -51,9 +53,23 @@ func TestRedlockMutexOnly(t *testing.T) {
 	if lk := lockKeysLeft(t, addrs[:3], name); lk != 0 {
 		t.Errorf("%d lock keys left by refused requests", lk)
 	}
+	if caps := c.Capabilities(); caps.Election {
+		t.Error("Redlock Capabilities Election = true")
+	}
 	s := newClient(t, adminClient(t, addrs[0]))
-	if caps := s.Capabilities(); !caps.Shared || !caps.Semaphore {
-		t.Errorf("single-node Capabilities Shared=%v Semaphore=%v, want true", caps.Shared, caps.Semaphore)
+	if caps := s.Capabilities(); !caps.Shared || !caps.Semaphore || caps.Election {
+		t.Errorf("single-node Capabilities Shared=%v Semaphore=%v Election=%v, want true, true, false", caps.Shared, caps.Semaphore, caps.Election)
+	}
+	sd, err := NewDriver(adminClient(t, addrs[0]), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sd.Close()
+	if l, _, err := sd.Acquire(ctx, driver.Request{Name: name, TTL: time.Second, Value: "leader"}); !errors.Is(err, driver.ErrNotSupported) {
+		if l != nil {
+			l.Release(ctx)
+		}
+		t.Errorf("single-node Acquire with a Value: %v, want ErrNotSupported", err)
 	}
 }
 
