@@ -1,6 +1,7 @@
-// Package redislock is the Redis driver of dlock: a lock on a single Redis
-// node (or a Redis Cluster / Sentinel client), or a Redlock over several
-// independent Redis masters.
+// Package redislock is the Redis driver of dlock: locks, read-write locks
+// and semaphores on a single Redis node (or a Redis Cluster / Sentinel
+// client), or a Redlock, a mutex only, over several independent Redis
+// masters.
 //
 //	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
 //	c, err := redislock.New(rdb, nil, dlock.WithTTL(10*time.Second))
