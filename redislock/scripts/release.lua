@@ -10,6 +10,16 @@
 -- message reaches its client; one whose process died leaves it to expire
 -- after TTL.
 local owner = ARGV[1]
+if not string.find(owner, ':', 1, true) then
+	-- A mutex (a writer) that nobody waits for: the common case, before
+	-- single.lua's functions are made.
+	local ok, cur = pcall(redis.call, 'GET', KEYS[1])
+	if ok and cur == owner and redis.call('EXISTS', KEYS[3]) == 0 then
+		redis.call('DEL', KEYS[1])
+		return 1
+	end
+end
+--[[single.lua]]
 local ours, freed = false, false
 if kindOf(owner) == 'x' then
 	local ok, cur = pcall(redis.call, 'GET', KEYS[1])

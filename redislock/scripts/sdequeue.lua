@@ -4,6 +4,7 @@
 -- behind a writer that leaves, permits behind a waiter that leaves): a
 -- cancelled wait leaves no entry that blocks the next. Returns 1 if it was
 -- queued.
+--[[single.lua]]
 local n = redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 if n == 1 then

@@ -3,13 +3,15 @@
 -- Returns 1 if the owner holds and its hold is extended, 0 if not (a shared
 -- hold that ran out is not extended: a writer may have been let in).
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
-if kindOf(owner) == 'x' then
+if not string.find(owner, ':', 1, true) then
+	-- A mutex's or a writer's key.
 	local ok, cur = pcall(redis.call, 'GET', KEYS[1])
 	if ok and cur == owner then
 		return redis.call('PEXPIRE', KEYS[1], ttl)
 	end
 	return 0
 end
+--[[single.lua]]
 local t = now()
 local exp = redis.call('ZSCORE', KEYS[6], owner)
 if exp and tonumber(exp) > t then

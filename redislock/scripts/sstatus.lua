@@ -4,6 +4,7 @@
 -- waiters the queued waiters still trying; holders how many hold; shared 1
 -- if readers hold; limit the semaphore's permits if permits are held; ttl
 -- the ms until the engine drops the (longest-lived) holder.
+--[[single.lua]]
 local t = now()
 local waiters = redis.call('ZCOUNT', KEYS[4], '(' .. t, '+inf')
 local pttl = redis.call('PTTL', KEYS[1])
