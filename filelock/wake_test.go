@@ -15,12 +15,13 @@ import (
 )
 
 // TestWaitersWakeWhenHoldersAreKilled: a waiter gets the lock (or the
-// permit) of a holder killed in another process at once, every time. The
-// kernel reports the dying holder's close (the event the waiter wakes on)
-// a moment before it drops the holder's flock, so a waiter that tried in
-// between would find the lock still held and, with no further event,
-// wait for ever: each waiter has to be granted within a bound of its
-// holder's death. DLOCK_KILLS sets the number of holders killed (40).
+// permit) of a holder killed in another process at once, every time, and
+// a reader gets in at once when the writer it waits behind is killed
+// while it waits. The kernel reports the dying process's close (the event
+// the waiter wakes on) a moment before it drops the process's flock (or
+// its OFD mark on the turnstile), so a waiter that tried in between would
+// find it still there and, with no further event, wait for ever: each
+// waiter has to be granted within a bound of the death. DLOCK_KILLS sets the number of holders killed (40).
 func TestWaitersWakeWhenHoldersAreKilled(t *testing.T) {
 	kills := 40
 	if s := os.Getenv("DLOCK_KILLS"); s != "" {
@@ -39,17 +40,26 @@ func TestWaitersWakeWhenHoldersAreKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kinds := []string{"Mutex.Lock", "RWMutex.RLock", "Semaphore.Acquire"}
+	kinds := []string{"Mutex.Lock", "RWMutex.RLock", "Semaphore.Acquire", "RLock behind a waiting writer"}
 	var lat []time.Duration
 	missed := map[string]int{}
 	for round := 0; round*perRound < kills; round++ {
 		cmds := make([]*exec.Cmd, perRound)
 		names := make([]string, perRound)
+		var readers []*dlock.Lease // what the killed waiting writers wait for
 		for i := range cmds {
 			names[i] = fmt.Sprintf("r%d-%d", round, i)
 			mode, n := "hold", "0"
-			if i%len(kinds) == 2 {
+			switch i % len(kinds) {
+			case 2:
 				mode, n = "semhold", "1"
+			case 3:
+				mode = "writer" // waits behind our reader, marking the turnstile
+				r, err := clients[0].RWMutex(names[i]).RLock(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				readers = append(readers, r)
 			}
 			cmd := exec.Command(exe, "-test.run=^$")
 			cmd.Env = append(os.Environ(), rwChildEnv+"="+mode, "DIR="+dir, "NAME="+names[i], "N="+n)
@@ -62,7 +72,9 @@ func TestWaitersWakeWhenHoldersAreKilled(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-			if line, err := bufio.NewReader(out).ReadString('\n'); line != "holding\n" {
+			if mode == "writer" {
+				markedTurnstile(t, dir, names[i])
+			} else if line, err := bufio.NewReader(out).ReadString('\n'); line != "holding\n" {
 				t.Fatalf("child: %q, %v", line, err)
 			}
 			cmds[i] = cmd
@@ -74,6 +86,7 @@ func TestWaitersWakeWhenHoldersAreKilled(t *testing.T) {
 			c := clients[i%len(clients)]
 			acquire := []func(context.Context) (*dlock.Lease, error){
 				c.Mutex(names[i]).Lock, c.RWMutex(names[i]).RLock, c.Semaphore(names[i], 1).Acquire,
+				c.RWMutex(names[i]).RLock,
 			}[i%len(kinds)]
 			go func() {
 				l, err := acquire(ctx)
@@ -122,6 +135,11 @@ func TestWaitersWakeWhenHoldersAreKilled(t *testing.T) {
 		cancel()
 		for i := range granted {
 			<-granted[i] // closed: the missed ones return, cancelled
+		}
+		for _, r := range readers {
+			if err := r.Unlock(t.Context()); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if len(lat) == 0 {
