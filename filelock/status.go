@@ -159,12 +159,12 @@ func (d *fileDriver) claims(name string, pl *procLocks) (int, error) {
 	case err != nil:
 		return 0, err
 	}
-	b, err := pl.text()
+	counts, err := pl.counts()
 	if err != nil {
 		return 0, err
 	}
-	return countLocks(b, "OFDLCK", "READ", uint64(st.Dev), st.Ino) +
-		countLocks(b, "OFDLCK", "WRITE", uint64(st.Dev), st.Ino), nil
+	return counts[lockKey("OFDLCK", "READ", uint64(st.Dev), st.Ino)] +
+		counts[lockKey("OFDLCK", "WRITE", uint64(st.Dev), st.Ino)], nil
 }
 
 // readers counts the shared flock(2) locks on f in /proc/locks.
@@ -173,46 +173,51 @@ func readers(f *os.File, pl *procLocks) (int, error) {
 	if err := unix.Fstat(int(f.Fd()), &fst); err != nil {
 		return 0, err
 	}
-	b, err := pl.text()
+	counts, err := pl.counts()
 	if err != nil {
 		return 0, err
 	}
-	return countLocks(b, "FLOCK", "READ", uint64(fst.Dev), fst.Ino), nil
+	return counts[lockKey("FLOCK", "READ", uint64(fst.Dev), fst.Ino)], nil
 }
 
-// procLocks is the text of /proc/locks, read at the first need and kept
-// for the call (a Status, or a List of many names).
+// procLocks is /proc/locks, read at the first need and kept for the call
+// (a Status, or a List of many names), counted by lockKey.
 type procLocks struct {
-	b    []byte
+	n    map[string]int
 	err  error
 	read bool
 }
 
-func (pl *procLocks) text() ([]byte, error) {
+func (pl *procLocks) counts() (map[string]int, error) {
 	if !pl.read {
-		pl.b, pl.err = os.ReadFile("/proc/locks")
+		var b []byte
+		if b, pl.err = os.ReadFile("/proc/locks"); pl.err == nil {
+			pl.n = lockCounts(b)
+		}
 		pl.read = true
 	}
-	return pl.b, pl.err
+	return pl.n, pl.err
 }
 
-// countLocks counts the lines of /proc/locks text b that hold a lock of
-// kind (FLOCK, POSIX, OFDLCK) and type (READ, WRITE) on the inode ino of
-// device dev. Waiting requests ("->") are left out.
+// lockCounts counts the locks in /proc/locks text b by lockKey. Waiting
+// requests ("->") are left out.
 //
 //	1: FLOCK  ADVISORY  READ  5587 fe:00:9986054 0 EOF
-func countLocks(b []byte, kind, typ string, dev, ino uint64) int {
-	want := fmt.Appendf(nil, "%02x:%02x:%d", unix.Major(dev), unix.Minor(dev), ino)
-	n := 0
+func lockCounts(b []byte) map[string]int {
+	n := map[string]int{}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		f := bytes.Fields(sc.Bytes())
 		if len(f) < 6 || string(f[1]) == "->" {
 			continue
 		}
-		if string(f[1]) == kind && string(f[3]) == typ && bytes.Equal(f[5], want) {
-			n++
-		}
+		n[string(f[1])+" "+string(f[3])+" "+string(f[5])]++
 	}
 	return n
+}
+
+// lockKey is the key in lockCounts of the locks of kind (FLOCK, POSIX,
+// OFDLCK) and type (READ, WRITE) on the inode ino of device dev.
+func lockKey(kind, typ string, dev, ino uint64) string {
+	return fmt.Sprintf("%s %s %02x:%02x:%d", kind, typ, unix.Major(dev), unix.Minor(dev), ino)
 }
