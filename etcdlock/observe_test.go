@@ -250,3 +250,50 @@ func TestObserveClosedDriver(t *testing.T) {
 		t.Errorf("Observe on a closed driver = %v, want ErrClosed", err)
 	}
 }
+
+// TestObserveReadersAreNobody: while readers hold the name, nobody leads,
+// even with a candidate queued behind them; the candidate is observed once
+// the readers leave.
+func TestObserveReadersAreNobody(t *testing.T) {
+	eps := testserver.Etcd(t)
+	admin := newClient(t, eps)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	name := benchName(t)
+	o := newLockClient(t, newClient(t, eps))
+	a := newLockClient(t, newClient(t, eps))
+	b := newLockClient(t, newClient(t, eps))
+	r, err := a.RWMutex(name).RLock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := o.Election(name).Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []dlock.Leader
+	observeUntil(t, ch, dlock.Leader{}, &seen, 10*time.Second)
+	got := make(chan *dlock.Leadership, 1)
+	go func() {
+		l, err := b.Election(name).Campaign(ctx, "b")
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l
+	}()
+	waitQueued(t, ctx, admin, name, 2)
+	if err := r.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lb := within(t, got, 10*time.Second, "candidate behind a reader")
+	if lb == nil {
+		t.FailNow()
+	}
+	observeUntil(t, ch, dlock.Leader{Value: "b", Term: lb.Term()}, &seen, 10*time.Second)
+	if len(seen) != 2 {
+		t.Errorf("observed %+v, want nobody then b", seen)
+	}
+	if err := lb.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
