@@ -128,7 +128,9 @@
 // is one watch on the name's range from "now", then a read of the range
 // once the watch exists; from then on it keeps the name's keys from the
 // watch's puts and deletes and sends the leader they make whenever it
-// changes, replacing a state the reader has not taken yet. A watch that
+// changes, replacing a state the reader has not taken yet. Its first read
+// is made before it returns, so that etcd out of reach (within 5 s) or a
+// permission denied is Observe's error, not a silent channel. A watch that
 // ends (compacted past its revision, cancelled by the server) is made anew
 // with a new read; clientv3 resumes it across reconnections by itself.
 //

@@ -92,22 +92,36 @@ func holderOf(pfx string, kv *mvccpb.KeyValue) driver.Holder {
 
 // Observe follows the holder of name (driver.Observer) with one watch on
 // the name's keys: it keeps them as of a read and applies every later put
-// and delete, and sends the holder they make whenever it changes. A watch
-// that ends (the history it needed was compacted, the server cancelled it)
-// is started again after a backoff, with a new read; clientv3 resumes it
-// by itself across reconnections. The channel holds the latest holder not
-// yet received, never a backlog, and is closed when ctx ends, the driver
-// is closed or its etcd client is.
+// and delete, and sends the holder they make whenever it changes. The
+// first read is made before Observe returns, within grantTimeout, so that
+// what would keep it from ever observing (etcd out of reach, permission
+// denied) is returned rather than retried unseen. A watch that ends (the
+// history it needed was compacted, the server cancelled it) is started
+// again after a backoff, with a new read; clientv3 resumes it by itself
+// across reconnections. The channel holds the latest holder not yet
+// received, never a backlog, and is closed when ctx ends, the driver is
+// closed or its etcd client is.
 func (d *Driver) Observe(ctx context.Context, name string) (<-chan driver.Holder, error) {
+	if err := d.usable(); err != nil {
+		return nil, fmt.Errorf("etcdlock: observe %q: %w", name, err)
+	}
+	o := &observer{d: d, pfx: d.namePrefix(name), ch: make(chan driver.Holder, 1)}
+	rctx, rcancel := context.WithTimeout(ctx, grantTimeout)
+	err := o.read(rctx)
+	late := rctx.Err() != nil && ctx.Err() == nil
+	rcancel()
+	if late {
+		err = fmt.Errorf("no answer from etcd within %v: %w", grantTimeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("etcdlock: observe %q: %w", name, d.engineErr(ctx, err))
+	}
+	o.emit()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return nil, fmt.Errorf("etcdlock: observe %q: %w", name, errClosed)
 	}
-	if d.cli.Ctx().Err() != nil {
-		return nil, fmt.Errorf("etcdlock: observe %q: %w", name, errClientClosed)
-	}
-	o := &observer{d: d, pfx: d.namePrefix(name), ch: make(chan driver.Holder, 1)}
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(d.closeCtx, cancel)
 	d.wg.Add(1)

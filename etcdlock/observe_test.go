@@ -297,3 +297,31 @@ func TestObserveReadersAreNobody(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestObserveUnreachable: an Observe that cannot make its first read
+// returns an error (ErrUnavailable, etcd out of reach) instead of a
+// channel that never receives anything.
+func TestObserveUnreachable(t *testing.T) {
+	eps := testserver.Etcd(t)
+	co := newConn(t, eps)
+	o := newLockClient(t, co.cli)
+	undo, err := co.fault("", drivertest.Fault{Down: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer undo()
+	start := time.Now()
+	ch, err := o.Election(benchName(t)).Observe(context.Background())
+	if !errors.Is(err, dlock.ErrUnavailable) || ch != nil {
+		t.Fatalf("Observe with etcd out of reach = %v, %v; want ErrUnavailable", ch, err)
+	}
+	t.Logf("Observe with etcd out of reach: %v after %v", err, time.Since(start))
+	undo()
+	ch, err = o.Election(benchName(t)).Observe(t.Context())
+	if err != nil {
+		t.Fatalf("Observe once etcd is back: %v", err)
+	}
+	if l := within(t, ch, 10*time.Second, "Observe once etcd is back"); l != (dlock.Leader{}) {
+		t.Errorf("first state %+v, want nobody", l)
+	}
+}
