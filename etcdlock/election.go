@@ -107,15 +107,14 @@ func (d *Driver) Observe(ctx context.Context, name string) (<-chan driver.Holder
 	}
 	o := &observer{d: d, pfx: d.namePrefix(name), ch: make(chan driver.Holder, 1)}
 	rctx, rcancel := context.WithTimeout(ctx, grantTimeout)
-	err := o.read(rctx)
-	late := rctx.Err() != nil && ctx.Err() == nil
-	rcancel()
-	if late {
-		err = fmt.Errorf("no answer from etcd within %v: %w", grantTimeout, err)
-	}
-	if err != nil {
+	if err := o.read(rctx); err != nil {
+		if rctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("no answer from etcd within %v: %w", grantTimeout, err)
+		}
+		rcancel()
 		return nil, fmt.Errorf("etcdlock: observe %q: %w", name, d.engineErr(ctx, err))
 	}
+	rcancel()
 	o.emit()
 	d.mu.Lock()
 	defer d.mu.Unlock()
