@@ -91,7 +91,7 @@ func (d *Driver) Holder(ctx context.Context, name string) (driver.Holder, error)
 		return driver.Holder{}, err
 	}
 	for {
-		r, again, err := d.readHolder(ctx, parent, false)
+		r, again, err := d.readHolder(ctx, parent, false, holderRead{})
 		if err != nil || !again {
 			return r.h, err
 		}
@@ -125,12 +125,16 @@ func (d *Driver) syncQuorum(ctx context.Context) error {
 // changes, data when the head writer's node changes (nil if none).
 type holderRead struct {
 	h          driver.Holder
+	head       string // the head writer's node name, if any
 	kids, data <-chan zk.Event
 }
 
 // readHolder reads the head of the queue under parent and, if it is a
 // writer, its node's data. again: the head went between the two reads.
-func (d *Driver) readHolder(ctx context.Context, parent string, watch bool) (r holderRead, again bool, err error) {
+// prev is the previous read: if its head is still the head and its data
+// watch has not fired, the node's data is unchanged and is not read again
+// (nor another data watch armed on it, one per change of the queue).
+func (d *Driver) readHolder(ctx context.Context, parent string, watch bool, prev holderRead) (r holderRead, again bool, err error) {
 	type listing struct {
 		kids   []string
 		w      <-chan zk.Event
@@ -165,6 +169,11 @@ func (d *Driver) readHolder(ctx context.Context, parent string, watch bool) (r h
 	if len(q) == 0 || q[0].kind != (kind{}) {
 		return r, false, nil // nobody, or readers or permits
 	}
+	if watch && prev.head == q[0].name && prev.data != nil && len(prev.data) == 0 {
+		// go-zookeeper's watch channels have room for their one event.
+		r.h, r.head, r.data = prev.h, prev.head, prev.data
+		return r, false, nil
+	}
 	head := parent + "/" + q[0].name
 	type node struct {
 		data []byte
@@ -186,7 +195,7 @@ func (d *Driver) readHolder(ctx context.Context, parent string, watch bool) (r h
 		return r, false, d.wrapErr(ctx, "read "+head, err)
 	}
 	r.h = driver.Holder{Token: uint64(n.stat.Czxid), Value: string(n.data)}
-	r.data = n.w
+	r.head, r.data = q[0].name, n.w
 	return r, false, nil
 }
 
@@ -208,7 +217,7 @@ func (d *Driver) Observe(ctx context.Context, name string) (<-chan driver.Holder
 	if err := d.syncQuorum(ctx); err != nil {
 		return nil, err
 	}
-	r, err := o.read(ctx)
+	r, err := o.read(ctx, holderRead{})
 	if err != nil {
 		return nil, err
 	}
@@ -241,9 +250,9 @@ type observer struct {
 
 // read reads the holder with watches, until a read is not overtaken by the
 // head's deletion.
-func (o *observer) read(ctx context.Context) (holderRead, error) {
+func (o *observer) read(ctx context.Context, prev holderRead) (holderRead, error) {
 	for {
-		r, again, err := o.d.readHolder(ctx, o.parent, true)
+		r, again, err := o.d.readHolder(ctx, o.parent, true, prev)
 		if err != nil || !again {
 			return r, err
 		}
@@ -282,15 +291,19 @@ func (o *observer) run(ctx context.Context, cancel context.CancelFunc, r holderR
 			return
 		case ev = <-r.kids:
 		case ev = <-r.data:
+			r.data = nil
 		}
 		prove := ev.Type == zk.EventNotWatching // the session ended: the watches with it
+		if prove {
+			r = holderRead{}
+		}
 		for {
 			var err error
 			if prove {
 				err = o.d.syncQuorum(ctx)
 			}
 			if err == nil {
-				r, err = o.read(ctx)
+				r, err = o.read(ctx, r)
 			}
 			if ctx.Err() != nil {
 				return

@@ -286,3 +286,49 @@ func unlockOrFail(t *testing.T, l *dlock.Lease) {
 		t.Fatalf("Unlock: %v", err)
 	}
 }
+
+// TestObserveValueWhileQueueChanges: candidates joining and leaving the
+// queue behind the leader do not hide its later Proclaims from an observer
+// (the observer keeps the head's data watch across changes of the queue).
+func TestObserveValueWhileQueueChanges(t *testing.T) {
+	servers := testserver.ZooKeeper(t)
+	c, _, _ := testClient(t, servers, testSession)
+	oc, _, _ := testClient(t, servers, testSession)
+	admin := testAdmin(t, servers)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	name := uniqueName(t)
+	la, err := c.Election(name).Campaign(ctx, "v0")
+	if err != nil {
+		t.Fatalf("Campaign: %v", err)
+	}
+	obs, err := oc.Election(name).Observe(ctx)
+	if err != nil {
+		t.Fatalf("Observe: %v", err)
+	}
+	awaitLeader(t, obs, dlock.Leader{Value: "v0", Term: la.Term()}, 0)
+	for i := 1; i <= 3; i++ {
+		cctx, ccancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			_, err := oc.Election(name).Campaign(cctx, "candidate")
+			done <- err
+		}()
+		for len(queueOf(t, admin, name)) < 2 {
+			time.Sleep(10 * time.Millisecond) // no event says the candidate has queued
+		}
+		v := "v" + string(rune('0'+i))
+		if err := la.Proclaim(ctx, v); err != nil {
+			t.Fatalf("Proclaim: %v", err)
+		}
+		awaitLeader(t, obs, dlock.Leader{Value: v, Term: la.Term()}, la.Term())
+		ccancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled Campaign = %v", err)
+		}
+	}
+	if err := la.Resign(ctx); err != nil {
+		t.Fatalf("Resign: %v", err)
+	}
+	awaitLeader(t, obs, dlock.Leader{}, la.Term())
+}
