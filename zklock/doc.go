@@ -47,7 +47,11 @@
 //
 // The layout of the nodes (see names.go) is the one earlier versions used:
 // lock names are escaped by internal/lockname as zklock escaped them
-// before, so locks taken by earlier versions are seen by this one.
+// before, so locks taken by earlier versions are seen by this one. List
+// (driver.Lister) reads the containers under the prefix node and gives
+// each name back with lockname.Unescape, with its Status; a name too long
+// to keep (stored as "~" and its SHA-256) is listed under that engine
+// name, and only when the prefix asked is empty.
 //
 // # How a lock is held
 //
