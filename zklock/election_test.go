@@ -332,3 +332,104 @@ func TestObserveValueWhileQueueChanges(t *testing.T) {
 	}
 	awaitLeader(t, obs, dlock.Leader{}, la.Term())
 }
+
+// TestCandidateSessionExpires (after CURATOR-696, two leaders at once when
+// a candidate took its expired session's node for its own): a candidate
+// cut off while it waits loses its session, and with it its node; another
+// candidate is elected meanwhile. Back, the first one campaigns on its new
+// session behind the leader, never beside it, and is elected on a node its
+// new session owns once the leader resigns.
+func TestCandidateSessionExpires(t *testing.T) {
+	servers := testserver.ZooKeeper(t)
+	const session = 2 * time.Second
+	admin := testAdmin(t, servers)
+	name := uniqueName(t)
+	a, _, _ := testClient(t, servers, testSession)
+	b, db, kb := testClient(t, servers, session)
+	c, _, _ := testClient(t, servers, testSession)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	la, err := a.Election(name).Campaign(ctx, "a")
+	if err != nil {
+		t.Fatalf("Campaign a: %v", err)
+	}
+	chb := make(chan *dlock.Leadership, 1)
+	go func() {
+		lb, err := b.Election(name).Campaign(ctx, "b")
+		if err != nil {
+			t.Errorf("Campaign b: %v", err)
+		}
+		chb <- lb
+	}()
+	for len(queueOf(t, admin, name)) < 2 {
+		time.Sleep(10 * time.Millisecond) // no event says the candidate has queued
+	}
+	oldSession := db.conn.SessionID()
+	kb.partition(true)
+	chc := make(chan *dlock.Leadership, 1)
+	go func() {
+		lc, err := c.Election(name).Campaign(ctx, "c")
+		if err != nil {
+			t.Errorf("Campaign c: %v", err)
+		}
+		chc <- lc
+	}()
+	for len(queueOf(t, admin, name)) < 3 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// b's node goes with its session, 2 s after the cut: c is then next.
+	for len(queueOf(t, admin, name)) > 2 {
+		time.Sleep(50 * time.Millisecond) // no event of b's expiry reaches the test
+	}
+	if err := la.Resign(ctx); err != nil {
+		t.Fatalf("Resign a: %v", err)
+	}
+	lc := <-chc
+	if lc == nil {
+		t.FailNow()
+	}
+	kb.partition(false)
+	// b comes back on a new session and queues again, behind c.
+	for len(queueOf(t, admin, name)) < 2 || db.conn.SessionID() == oldSession {
+		time.Sleep(50 * time.Millisecond) // no event says b has queued again
+	}
+	select {
+	case lb := <-chb:
+		t.Fatalf("b elected (term %d) while c leads (term %d)", lb.Term(), lc.Term())
+	default:
+	}
+	if l, err := a.Election(name).Leader(ctx); err != nil || l != (dlock.Leader{Value: "c", Term: lc.Term()}) {
+		t.Errorf("Leader = %+v, %v; want c's term %d", l, err, lc.Term())
+	}
+	if err := lc.Resign(ctx); err != nil {
+		t.Fatalf("Resign c: %v", err)
+	}
+	var lb *dlock.Leadership
+	select {
+	case lb = <-chb:
+	case <-time.After(20 * time.Second):
+		t.Fatal("b not elected within 20 s of c's resignation")
+	}
+	if lb == nil {
+		t.FailNow()
+	}
+	if lb.Term() <= lc.Term() {
+		t.Errorf("b's term %d after c's %d", lb.Term(), lc.Term())
+	}
+	q := queueOf(t, admin, name)
+	if len(q) != 1 {
+		t.Fatalf("queue = %+v, want b's node alone", q)
+	}
+	_, st, err := admin.Get(testRoot + "/" + encodeName(name) + "/" + q[0].name)
+	if err != nil {
+		t.Fatalf("stat b's node: %v", err)
+	}
+	if st.EphemeralOwner != db.conn.SessionID() || st.EphemeralOwner == oldSession || uint64(st.Czxid) != lb.Term() {
+		t.Errorf("b's node: owner %x czxid %d; want b's new session %x (not %x) and term %d",
+			st.EphemeralOwner, st.Czxid, db.conn.SessionID(), oldSession, lb.Term())
+	}
+	if err := lb.Resign(ctx); err != nil {
+		t.Errorf("Resign b: %v", err)
+	}
+}
