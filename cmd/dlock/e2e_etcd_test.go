@@ -86,3 +86,13 @@ func TestE2ESharedAndLimitOnRedis(t *testing.T) {
 	e2eShared(t, backend, "catalog-"+randomID())
 	e2eLimit(t, backend, "api-"+randomID())
 }
+
+// TestE2ESharedAndLimitOnEtcdAndZooKeeper: the same on etcd and ZooKeeper.
+func TestE2ESharedAndLimitOnEtcdAndZooKeeper(t *testing.T) {
+	etcd, _, _ := etcdBackend(t)
+	zk := "zk://" + strings.Join(testserver.ZooKeeper(t), ",") + "/dlock-cli-test-" + randomID()
+	for _, backend := range []string{etcd, zk} {
+		e2eShared(t, backend, "catalog")
+		e2eLimit(t, backend, "api")
+	}
+}
