@@ -180,6 +180,20 @@
 // only Status looks at), and every holder and waiter of a permit read-locks
 // NAME.sem.
 //
+// List (dlock.Client.List, `dlock list`) reads the directory and tells
+// the names under a prefix that someone holds or waits for now, each with
+// its Status, in name order. Since files are never removed, it looks at
+// every name ever used in the directory (a lock file, turnstile or limit
+// file), so it costs one Status per such name, but reads /proc/locks once;
+// it keeps a name only if its lock file is held, or an OFD lock is on its
+// turnstile or limit file (a waiter's mark, a semaphore holder's or
+// waiter's claim), so names whose files are only left over
+// are not listed. Names are unescaped back as given; a hashed one is
+// listed as its file name without ".lock" ("~" and the hash) and only
+// under the empty prefix. Files no name escapes to are skipped. Each name
+// is tried as Status tries it, one after the other: the list is not of
+// one instant, and a TryLock made at that moment can fail.
+//
 // # Fencing tokens
 //
 // A grant's token is one above both the number in its lock file (a

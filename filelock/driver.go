@@ -61,6 +61,7 @@ var (
 	_ driver.Driver      = (*fileDriver)(nil)
 	_ driver.Capable     = (*fileDriver)(nil)
 	_ driver.Inspector   = (*fileDriver)(nil)
+	_ driver.Lister      = (*fileDriver)(nil)
 	_ driver.Observer    = (*fileDriver)(nil)
 	_ driver.Lock        = (*fileLock)(nil)
 	_ driver.ValueSetter = (*fileLock)(nil)
