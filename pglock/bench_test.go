@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/drivertest"
 	"github.com/dlockio/dlock/internal/scenario"
+	"github.com/dlockio/dlock/internal/scenario/engines"
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
@@ -56,46 +56,8 @@ func (h benchHarness) MakeDriver(context.Context) (driver.Driver, error) {
 func (h benchHarness) Close() {}
 
 func (h benchHarness) Counter(d driver.Driver) drivertest.Counter {
-	return pgCounter{d.(*Driver).Pool()}
-}
-
-// pgCounter keeps counters in rows of dlocktest_counters.
-type pgCounter struct{ pool *pgxpool.Pool }
-
-func (c pgCounter) Get(ctx context.Context, key string) (int64, error) {
-	var v int64
-	err := c.pool.QueryRow(ctx, `SELECT v FROM dlocktest_counters WHERE key = $1`, key).Scan(&v)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil && isUndefinedTable(err) {
-		return 0, nil
-	}
-	return v, err
-}
-
-func (c pgCounter) Set(ctx context.Context, key string, v int64) error {
-	_, err := c.pool.Exec(ctx, `INSERT INTO dlocktest_counters VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET v = excluded.v`, key, v)
-	if err != nil && isUndefinedTable(err) {
-		if _, cerr := c.pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS dlocktest_counters (key text PRIMARY KEY, v bigint NOT NULL)`); cerr != nil {
-			return cerr
-		}
-		_, err = c.pool.Exec(ctx, `INSERT INTO dlocktest_counters VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET v = excluded.v`, key, v)
-	}
-	return err
-}
-
-func (c pgCounter) Delete(ctx context.Context, key string) error {
-	_, err := c.pool.Exec(ctx, `DELETE FROM dlocktest_counters WHERE key = $1`, key)
-	if err != nil && isUndefinedTable(err) {
-		return nil
-	}
-	return err
-}
-
-func isUndefinedTable(err error) bool {
-	var pe interface{ SQLState() string }
-	return errors.As(err, &pe) && pe.SQLState() == "42P01"
+	c, _ := engines.OfDriver(d)
+	return c
 }
 
 // BenchmarkDriver runs dlock's scenarios (drivertest.RunBenchmarks).
