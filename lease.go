@@ -25,7 +25,8 @@ type Lease struct {
 	token   uint64
 	held    driver.Lock
 	cfg     config
-	granted time.Time
+	metered bool      // its grant was counted in dlock.held: its end is too
+	granted time.Time // if metered
 
 	ctx    context.Context // cancelled on loss or end
 	cancel context.CancelCauseFunc
@@ -57,11 +58,15 @@ const (
 	stateEnded // released by Unlock, or by Client.Close
 )
 
-func (c *Client) startLease(prim primitive, name string, cfg config, held driver.Lock, v driver.Validity) (*Lease, error) {
+func (c *Client) startLease(prim primitive, metered bool, name string, cfg config, held driver.Lock, v driver.Validity) (*Lease, error) {
+	var granted time.Time
+	if metered {
+		granted = time.Now()
+	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	stopCtx, stop := context.WithCancel(context.Background())
 	l := &Lease{
-		c: c, prim: prim, name: name, token: held.Token(), held: held, cfg: cfg, v: v, granted: time.Now(),
+		c: c, prim: prim, metered: metered, granted: granted, name: name, token: held.Token(), held: held, cfg: cfg, v: v,
 		ctx: ctx, cancel: cancel, stopCtx: stopCtx, stop: stop,
 	}
 	// Timers are made stopped and armed once all of them exist, so that no
@@ -192,9 +197,10 @@ func (l *Lease) finish(state leaseState, reason error) (ended, slot bool) {
 	case errors.Is(reason, ErrClosed):
 		end = endClosed
 	}
-	t := c.tel
-	t.held.Add(context.Background(), -1, t.prim[l.prim]...)
-	t.holdDur.Record(context.Background(), time.Since(l.granted).Seconds(), t.ends[l.prim][end]...)
+	if t := c.tel; l.metered {
+		t.held.Add(context.Background(), -1, t.prim[l.prim]...)
+		t.holdDur.Record(context.Background(), time.Since(l.granted).Seconds(), t.ends[l.prim][end]...)
+	}
 	return true, slot
 }
 
@@ -274,10 +280,12 @@ func (l *Lease) loseAndRelease(why lossReason, cause error) {
 	ended, slot := l.finish(stateLost, cause)
 	if ended {
 		t := l.c.tel
-		t.losses.Add(context.Background(), 1, t.loss[l.prim][why]...)
 		if t.log != nil {
 			t.log.Warn("dlock: lease lost", "dlock.lock.name", l.name, "dlock.token", l.token,
 				"dlock.reason", lossNames[why], "error", cause)
+		}
+		if t.metering() {
+			t.losses.Add(context.Background(), 1, t.loss[l.prim][why]...)
 		}
 	}
 	if !ended || !slot {
@@ -390,7 +398,9 @@ func (l *Lease) renewOnce() (lost error) {
 // renewed records a renewal's outcome, and logs a failed one.
 func (l *Lease) renewed(out renewOutcome, err error) {
 	t := l.c.tel
-	t.renewals.Add(context.Background(), 1, t.renew[l.prim][out]...)
+	if t.metering() {
+		t.renewals.Add(context.Background(), 1, t.renew[l.prim][out]...)
+	}
 	if err != nil && t.log != nil {
 		t.log.Warn("dlock: renewal failed", "dlock.lock.name", l.name, "dlock.token", l.token,
 			"deadline_in", time.Until(l.deadlineOf(l.v)).Round(time.Millisecond), "error", err)

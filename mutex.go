@@ -169,7 +169,7 @@ func (c *Client) acquire(ctx context.Context, prim primitive, name string, ccfg 
 		}
 		return nil, errors.Join(wrap(name, op, ErrClosed), wrap(name, "release", rerr))
 	}
-	return c.startLease(prim, name, cfg, held, v)
+	return c.startLease(prim, rec.metered, name, cfg, held, v)
 }
 
 // fresh fills in a grant's validity and reports whether it is still

@@ -12,7 +12,9 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
+	nooptrace "go.opentelemetry.io/otel/trace/noop"
 )
 
 // instrumentationName names the meter and the tracer, after the package.
@@ -128,6 +130,15 @@ type telemetry struct {
 	log    *slog.Logger // nil: silent
 	driver attribute.KeyValue
 
+	// What is known to discard everything, so that an unused telemetry
+	// costs a comparison: an explicit no-op provider, or the global
+	// provider while the program has not set one (unsetTP/unsetMP: the
+	// global's placeholder, which OTel replaces in GetTracerProvider and
+	// GetMeterProvider once a provider is set).
+	noopTP, noopMP bool
+	unsetTP        trace.TracerProvider
+	unsetMP        metric.MeterProvider
+
 	acquireDur, holdDur metric.Float64Histogram
 	held, waiting       metric.Int64UpDownCounter
 	renewals, losses    metric.Int64Counter
@@ -155,17 +166,22 @@ func driverName(drv any) string {
 
 func newTelemetry(cfg config, drv any) *telemetry {
 	mp, tp := cfg.meterProvider, cfg.tracerProvider
+	t := &telemetry{log: cfg.logger, driver: attribute.String("dlock.driver", driverName(drv))}
 	if mp == nil {
 		mp = otel.GetMeterProvider()
+		if isGlobalPlaceholder(mp) {
+			t.unsetMP = mp
+		}
 	}
 	if tp == nil {
 		tp = otel.GetTracerProvider()
+		if isGlobalPlaceholder(tp) {
+			t.unsetTP = tp
+		}
 	}
-	t := &telemetry{
-		tracer: tp.Tracer(instrumentationName, trace.WithInstrumentationVersion(instrumentationVersion)),
-		log:    cfg.logger,
-		driver: attribute.String("dlock.driver", driverName(drv)),
-	}
+	_, t.noopMP = mp.(noopmetric.MeterProvider)
+	_, t.noopTP = tp.(nooptrace.TracerProvider)
+	t.tracer = tp.Tracer(instrumentationName, trace.WithInstrumentationVersion(instrumentationVersion))
 	m := mp.Meter(instrumentationName, metric.WithInstrumentationVersion(instrumentationVersion))
 	// An instrument the provider refuses is left a no-op: metrics never
 	// stop a lock from working.
@@ -216,41 +232,76 @@ var clientSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient
 
 // acquireRec is one acquiring call being recorded.
 type acquireRec struct {
-	t     *telemetry
-	p     primitive
-	wait  bool
-	start time.Time
-	span  trace.Span
+	t       *telemetry // nil: nothing to record
+	p       primitive
+	wait    bool
+	metered bool
+	start   time.Time
+	span    trace.Span // nil: not traced
+}
+
+// isGlobalPlaceholder reports whether p is OTel's global placeholder
+// provider, the one the global getters return until a program sets its own.
+func isGlobalPlaceholder(p any) bool {
+	t := reflect.TypeOf(p)
+	return t != nil && t.Kind() == reflect.Pointer && t.Elem().PkgPath() == "go.opentelemetry.io/otel/internal/global"
+}
+
+// tracing and metering report whether spans and metrics may go anywhere.
+func (t *telemetry) tracing() bool {
+	return !t.noopTP && (t.unsetTP == nil || otel.GetTracerProvider() != t.unsetTP)
+}
+
+func (t *telemetry) metering() bool {
+	return !t.noopMP && (t.unsetMP == nil || otel.GetMeterProvider() != t.unsetMP)
 }
 
 // acquireStarted opens the call's span and counts a blocking call as
 // waiting; the returned record's end records its end.
 func (t *telemetry) acquireStarted(ctx context.Context, p primitive, op, name string, wait bool) (context.Context, acquireRec) {
-	sn, ok := spanNames[op]
-	if !ok {
-		sn = "dlock " + op
+	rec := acquireRec{p: p, wait: wait, metered: t.metering()}
+	if t.tracing() {
+		sn, ok := spanNames[op]
+		if !ok {
+			sn = "dlock " + op
+		}
+		ctx, rec.span = t.tracer.Start(ctx, sn, clientSpan...)
+		if rec.span.IsRecording() {
+			rec.span.SetAttributes(t.driver, attribute.String("dlock.primitive", primNames[p]),
+				attribute.String("dlock.lock.name", name), attribute.Bool("dlock.wait", wait))
+		}
 	}
-	ctx, span := t.tracer.Start(ctx, sn, clientSpan...)
-	if span.IsRecording() {
-		span.SetAttributes(t.driver, attribute.String("dlock.primitive", primNames[p]),
-			attribute.String("dlock.lock.name", name), attribute.Bool("dlock.wait", wait))
+	if rec.metered {
+		if wait {
+			t.waiting.Add(ctx, 1, t.prim[p]...)
+		}
+		rec.start = time.Now()
 	}
-	if wait {
-		t.waiting.Add(ctx, 1, t.prim[p]...)
+	if rec.metered || rec.span != nil {
+		rec.t = t
 	}
-	return ctx, acquireRec{t: t, p: p, wait: wait, start: time.Now(), span: span}
+	return ctx, rec
 }
 
 func (r *acquireRec) end(out outcome, token uint64, err error) {
 	t, bg := r.t, context.Background()
-	if r.wait {
-		t.waiting.Add(bg, -1, t.prim[r.p]...)
+	if t == nil {
+		return // nothing listens
 	}
-	t.acquireDur.Record(bg, time.Since(r.start).Seconds(), t.acquire[r.p][out]...)
-	if out == outAcquired {
-		t.held.Add(bg, 1, t.prim[r.p]...)
+	if r.metered {
+		if r.wait {
+			t.waiting.Add(bg, -1, t.prim[r.p]...)
+		}
+		t.acquireDur.Record(bg, time.Since(r.start).Seconds(), t.acquire[r.p][out]...)
+		if out == outAcquired {
+			t.held.Add(bg, 1, t.prim[r.p]...)
+		}
 	}
-	if span := r.span; span.IsRecording() {
+	span := r.span
+	if span == nil {
+		return
+	}
+	if span.IsRecording() {
 		span.SetAttributes(attribute.String("dlock.outcome", outcomeNames[out]))
 		if out == outAcquired {
 			span.SetAttributes(attribute.Int64("dlock.token", int64(token)))

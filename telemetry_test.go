@@ -193,6 +193,10 @@ func TestTelemetry(t *testing.T) {
 	}
 	e.Drop("jobs/c")
 	<-r.Done()
+	// Done closes first; the loss is logged, then counted, right after it.
+	for deadline := time.Now().Add(10 * time.Second); value(o.points(t), "dlock.loss", nil) < 1 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 
 	ps := o.points(t)
 	for _, tc := range []struct {
@@ -257,6 +261,10 @@ func TestTelemetryRenewalFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-l.Done()
+	// Done closes first; the loss is counted right after it.
+	for deadline := time.Now().Add(10 * time.Second); value(o.points(t), "dlock.loss", nil) < 1 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	ps := o.points(t)
 	if n := value(ps, "dlock.renewal", map[string]string{"dlock.outcome": "error"}); n < 1 {
 		t.Errorf("failed renewals counted: %d", n)
