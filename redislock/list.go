@@ -52,7 +52,7 @@ func (d *Driver) List(ctx context.Context, prefix string) ([]driver.Listed, erro
 		if len(d.nodes) == 1 {
 			return nil, failed[0]
 		}
-		return nil, d.topo.(*redlock).quorumError(fmt.Sprintf("list read from %d of %d nodes", len(d.nodes)-len(failed), len(d.nodes)), failed)
+		return nil, quorumError(fmt.Sprintf("list read from %d of %d nodes", len(d.nodes)-len(failed), len(d.nodes)), failed)
 	}
 	var out []driver.Listed
 	for t := range tags {
