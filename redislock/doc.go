@@ -126,6 +126,24 @@
 // key may be evicted before its TTL (the counter is kept), which
 // Capabilities notes, as it notes a policy the server will not show.
 //
+// # Listing
+//
+// The Driver implements driver.Lister (Client.List, `dlock list`): it walks
+// the keys PREFIX{ESCAPED-NAME-PREFIX* with SCAN and MATCH (never KEYS,
+// which blocks the server; on a Cluster, on every master), with the bytes
+// of Options.Prefix that MATCH reads as a pattern (* ? [ ] \) quoted, and
+// keeps only keys that start with the prefix exactly. Each name found is
+// read with the same script as Status and listed, with that Status, if it
+// is held or awaited; a name with only its fence counter left is not. A
+// key under the prefix that this driver cannot have made (its tag is not an
+// escaped name) is skipped; one whose tag is a hashed name ("~" and a hash,
+// which this driver never makes itself: Redis keys have no length limit)
+// is listed under that tag, only for an empty List prefix. A Redlock walks
+// every node and needs a majority of them to answer, so that a lock held
+// on a majority is found; each name's Status is then the Redlock's (held
+// while a majority keeps it). The walk is not a snapshot: a lock taken or
+// released during it may or may not be listed.
+//
 // # Redlock
 //
 // With several independent masters (NewRedlock, redlock://; use an odd

@@ -86,7 +86,7 @@ func (r *redlock) status(ctx context.Context, k keys) (driver.Status, error) {
 		}
 	}
 	if len(errs) > len(r.nodes)-r.quorum {
-		return driver.Status{}, r.quorumError(fmt.Sprintf("status read from %d of %d nodes", len(r.nodes)-len(errs), len(r.nodes)), errs)
+		return driver.Status{}, quorumError(fmt.Sprintf("status read from %d of %d nodes", len(r.nodes)-len(errs), len(r.nodes)), errs)
 	}
 	if len(ttls) < r.quorum {
 		st.Token = 0
@@ -149,7 +149,7 @@ func (l *redlockLock) Renew(ctx context.Context) (driver.Validity, error) {
 		return driver.Validity{}, fmt.Errorf("%w: key %q is held on %d of %d nodes, want %d",
 			driver.ErrLockLost, l.keys.lock, owned, len(l.r.nodes), l.r.quorum)
 	}
-	return driver.Validity{}, l.r.quorumError(fmt.Sprintf("renewed on %d of %d nodes, want %d", owned, len(l.r.nodes), l.r.quorum), errs)
+	return driver.Validity{}, quorumError(fmt.Sprintf("renewed on %d of %d nodes, want %d", owned, len(l.r.nodes), l.r.quorum), errs)
 }
 
 // Release implements driver.Lock. It goes to every node and is
@@ -167,7 +167,7 @@ func (l *redlockLock) Release(ctx context.Context) error {
 		return fmt.Errorf("%w: key %q was held on %d of %d nodes at release, want %d",
 			driver.ErrLockLost, l.keys.lock, owned, len(l.r.nodes), l.r.quorum)
 	}
-	return l.r.quorumError(fmt.Sprintf("released on %d of %d nodes", owned, len(l.r.nodes)), errs)
+	return quorumError(fmt.Sprintf("released on %d of %d nodes", owned, len(l.r.nodes)), errs)
 }
 
 // each runs fn on every node in parallel and counts the replies 1 (owned)
@@ -193,7 +193,7 @@ func (r *redlock) each(ctx context.Context, key string, fn func(context.Context,
 
 // quorumError reports that too few nodes answered: unavailable if every
 // failure may pass, otherwise the permanent failures come first.
-func (r *redlock) quorumError(what string, errs []error) error {
+func quorumError(what string, errs []error) error {
 	err := fmt.Errorf("redislock: %s: %w", what, errors.Join(errs...))
 	for _, e := range errs {
 		if !errors.Is(e, driver.ErrUnavailable) {

@@ -194,7 +194,7 @@ func (l *redlockLock) attempt(ctx context.Context, w *waiter) attempt {
 		// could be free.
 		return attempt{wait: expiryWait(pttls, nn, r.quorum)}
 	case len(errs) > nn-r.quorum:
-		return attempt{err: r.quorumError(fmt.Sprintf("key %q: %d of %d nodes unreachable, a majority of %d is needed",
+		return attempt{err: quorumError(fmt.Sprintf("key %q: %d of %d nodes unreachable, a majority of %d is needed",
 			l.keys.lock, len(errs), nn, r.quorum), errs)}
 	case held > nn-r.quorum:
 		// Busy, but nobody has a majority: contenders split the vote.
