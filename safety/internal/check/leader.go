@@ -1,0 +1,61 @@
+package check
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+)
+
+// Observation is one read of an election's leader (Election.Leader).
+type Observation struct {
+	Client int
+	Call   int64 // Now() before the request
+	Return int64 // Now() after the answer
+	Term   uint64
+	Value  string
+	// WantTerm, when not 0, is the term the client held throughout the
+	// call (its lease's Done still open after the answer) and WantValue the
+	// value it had proclaimed before: the read must show both.
+	WantTerm  uint64
+	WantValue string
+}
+
+// checkLeaders reports leader reads that went back in time: a read with a
+// term other than 0 (nobody leads) below a term that had been granted, or
+// read, before the read began; and reads made by the leader itself that did
+// not show it with its value.
+func checkLeaders(grants []Op, obs []Observation) []string {
+	type seen struct {
+		ret  int64
+		term uint64
+		what string
+	}
+	var known []seen
+	for _, g := range grants {
+		known = append(known, seen{g.Return, g.Token, fmt.Sprintf("granted to c%d", g.Client)})
+	}
+	for _, o := range obs {
+		if o.Term != 0 {
+			known = append(known, seen{o.Return, o.Term, fmt.Sprintf("read by c%d", o.Client)})
+		}
+	}
+	slices.SortFunc(known, func(a, b seen) int { return cmp.Compare(a.ret, b.ret) })
+	byCall := slices.SortedFunc(slices.Values(obs), func(a, b Observation) int { return cmp.Compare(a.Call, b.Call) })
+	var out []string
+	var i int
+	var best seen
+	for _, o := range byCall {
+		for ; i < len(known) && known[i].ret < o.Call; i++ {
+			if known[i].term > best.term {
+				best = known[i]
+			}
+		}
+		if o.Term != 0 && o.Term < best.term {
+			out = append(out, fmt.Sprintf("c%d read leader term %d after term %d had been %s", o.Client, o.Term, best.term, best.what))
+		}
+		if o.WantTerm != 0 && (o.Term != o.WantTerm || o.Value != o.WantValue) {
+			out = append(out, fmt.Sprintf("c%d, leading with term %d and value %q throughout, read leader term %d value %q", o.Client, o.WantTerm, o.WantValue, o.Term, o.Value))
+		}
+	}
+	return out
+}
