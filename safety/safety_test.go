@@ -61,23 +61,40 @@ type scenarioSpec struct {
 	partition bool
 	expect    expect
 	inject    func(ctx context.Context, s *scenario)
+	// unsafe names the broken driver the in-process workers use (see
+	// recDriver): "release", "shared" or "limit".
+	unsafe string
+	// prims lists the workloads the scenario applies to ("mutex",
+	// "rwmutex", "semaphore", "election"); nil means all. short: the other
+	// primitives run it in the short form too (the mutex runs all).
+	prims []string
+	short bool
+}
+
+func (sc scenarioSpec) applies(workload string) bool {
+	return sc.prims == nil || slices.Contains(sc.prims, workload)
 }
 
 var scenarios = []scenarioSpec{
 	{name: "baseline", fenced: true},
-	{name: "pause-holder", fenced: true, inject: injectPauses},
+	{name: "pause-holder", fenced: true, inject: injectPauses, short: true},
 	{name: "pause-holder-unfenced", fenced: false, inject: injectPauses, expect: expectUnfencedHarm},
-	{name: "kill-holder", fenced: true, procs: true, inject: injectKills(true)},
+	{name: "kill-holder", fenced: true, procs: true, inject: injectKills(true), short: true},
 	{name: "kill-waiter", fenced: true, procs: true, inject: injectKills(false)},
-	{name: "gc-pause", fenced: true, gc: true},
+	{name: "gc-pause", fenced: true, gc: true, short: true},
 	{name: "server-restart", fenced: true, net: true, inject: injectRestarts},
 	{name: "partition-holder", fenced: true, net: true, inject: injectProxy("partition")},
 	{name: "latency-holder", fenced: true, net: true, inject: injectProxy("latency")},
-	{name: "reset-holder", fenced: true, net: true, inject: injectProxy("reset")},
+	{name: "reset-holder", fenced: true, net: true, inject: injectProxy("reset"), short: true},
 	{name: "isolate-leader", fenced: true, net: true, partition: true, inject: injectIsolation(true)},
 	{name: "isolate-follower", fenced: true, net: true, partition: true, inject: injectIsolation(false)},
 	{name: "slow-notifications", fenced: true, net: true, only: []string{"redis", "redlock"}, inject: injectSlowNotifications},
-	{name: "unsafe-release", fenced: true, only: []string{"memlock"}, inject: injectPauses, expect: expectLockViolation},
+	{name: "unsafe-release", fenced: true, only: []string{"memlock"}, inject: injectPauses, expect: expectLockViolation,
+		unsafe: "release", prims: []string{"mutex", "election"}, short: true},
+	{name: "unsafe-writer-as-reader", fenced: true, only: []string{"memlock"}, expect: expectLockViolation,
+		unsafe: "shared", prims: []string{"rwmutex"}, short: true},
+	{name: "unsafe-extra-permit", fenced: true, only: []string{"memlock"}, expect: expectLockViolation,
+		unsafe: "limit", prims: []string{"semaphore"}, short: true},
 }
 
 // TestSafety runs every scenario on every engine. Engines run side by side
@@ -94,15 +111,27 @@ func TestSafety(t *testing.T) {
 			t.Run(em.name, func(t *testing.T) {
 				e := em.make(t)
 				for _, sc := range scenarios {
-					t.Run(sc.name, func(t *testing.T) { runScenario(t, e, sc) })
+					if sc.applies("mutex") {
+						t.Run(sc.name, func(t *testing.T) { runScenario(t, e, sc, mutexWorkload) })
+					}
 				}
+				// The other primitives side by side, each on a name of its own.
+				var pwg sync.WaitGroup
+				for _, p := range primitives {
+					pwg.Add(1)
+					go func() {
+						defer pwg.Done()
+						t.Run(p.name, func(t *testing.T) { runPrimitive(t, e, p) })
+					}()
+				}
+				pwg.Wait()
 			})
 		}()
 	}
 	wg.Wait()
 }
 
-func runScenario(t *testing.T, e *engine, sc scenarioSpec) {
+func runScenario(t *testing.T, e *engine, sc scenarioSpec, wl workload) {
 	if sc.only != nil && !slices.Contains(sc.only, e.name) {
 		t.Skipf("%v only", sc.only)
 	}
@@ -127,15 +156,19 @@ func runScenario(t *testing.T, e *engine, sc scenarioSpec) {
 		run = max(run, 10*e.ttl)
 	}
 	s := newScenario(t, e, sc.fenced, run)
+	s.workload, s.limit, s.unsafe = wl.workload, wl.limit, sc.unsafe
+	s.res.SetLimit(wl.limit)
+	if wl.hold != nil {
+		s.hold = wl.hold(e.ttl)
+	}
 	if sc.partition {
 		s.pin, s.hold = true, 3*e.ttl/2
 	}
-	unsafe := sc.expect == expectLockViolation
-	inProc := (e.url == "" && e.urlFor == nil) || unsafe
+	inProc := (e.url == "" && e.urlFor == nil) || sc.unsafe != ""
 	for i := range workers {
 		s.gc = sc.gc && i == 0 // one stressed worker is enough to slow them all on 2 cores
 		if inProc {
-			s.startInProc(unsafe)
+			s.startInProc()
 		} else {
 			s.startProc()
 		}
@@ -145,7 +178,11 @@ func runScenario(t *testing.T, e *engine, sc scenarioSpec) {
 		sc.inject(ctx, s)
 		cancel()
 	}
-	rep := s.finish(e.name + "/" + sc.name)
+	name := e.name + "/" + sc.name
+	if wl.workload != "" {
+		name = e.name + "/" + wl.name + "/" + sc.name
+	}
+	rep := s.finish(name)
 	switch sc.expect {
 	case expectSafe:
 		if !rep.Safe() {
@@ -155,8 +192,8 @@ func runScenario(t *testing.T, e *engine, sc scenarioSpec) {
 		if len(rep.Violations) > 0 {
 			t.Errorf("lock violations found:\n%v", rep)
 		}
-		if e.expires && rep.Faults["pause"] > 0 && rep.StaleAccepted == 0 {
-			t.Errorf("%s frees a paused holder's lock, yet no stale write reached the unfenced resource:\n%v", e.name, rep)
+		if e.expires && rep.Faults["pause"] > 0 && rep.StaleAccepted+rep.TornReads+rep.Overfull == 0 {
+			t.Errorf("%s frees a paused holder's lock, yet no stale write, torn read or holder beyond the limit reached the unfenced resource:\n%v", e.name, rep)
 		}
 		if !e.expires && !rep.Safe() {
 			t.Errorf("%s keeps a paused holder's lock, yet the resource was damaged:\n%v", e.name, rep)

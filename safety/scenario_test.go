@@ -34,10 +34,15 @@ type scenario struct {
 	hold  time.Duration // work done under the lock, between read and write
 	pin   bool          // each worker reaches one server only (round robin)
 
+	workload string // "" (mutex), "rwmutex", "semaphore", "election"
+	limit    int    // the semaphore's permits
+	unsafe   string // the in-process workers' broken driver: "release", "shared", "limit"
+
 	mu      sync.Mutex
 	ops     []check.Op
 	pending map[[2]int]check.Op // begun, not ended: {client, id}
 	acked   []int
+	leaders []check.Observation
 	faults  map[string]int
 	nextID  int
 
@@ -94,8 +99,10 @@ func (s *scenario) end(client, id int, op check.Op) {
 	s.mu.Unlock()
 }
 
-// write applies a worker's write, after the pause the injector asked for.
-func (s *scenario) write(client int, token uint64, value int, set []int, elem int, pause func(time.Duration)) bool {
+// pausePoint pauses the worker if the injector asked for it: the moment
+// after a worker's check of Done and before it acts on the resource (a
+// write, a reader's second read, a permit holder's registration).
+func (s *scenario) pausePoint(pause func(time.Duration)) {
 	select {
 	case done := <-s.pauseWriter:
 		pause(s.pauseFor)
@@ -103,6 +110,11 @@ func (s *scenario) write(client int, token uint64, value int, set []int, elem in
 		close(done)
 	default:
 	}
+}
+
+// write applies a worker's write, after the pause the injector asked for.
+func (s *scenario) write(client int, token uint64, value int, set []int, elem int, pause func(time.Duration)) bool {
+	s.pausePoint(pause)
 	ok := s.res.Write(client, token, value, set, elem)
 	if ok {
 		s.mu.Lock()
@@ -114,14 +126,41 @@ func (s *scenario) write(client int, token uint64, value int, set []int, elem in
 
 // read serves a read and tells the injector who holds the lock now.
 func (s *scenario) read(client int, token uint64) (int, []int, bool) {
-	c, set, ok := s.res.Read(token)
+	c, set, ok := s.res.Read(client, token)
 	if ok {
-		select {
-		case s.holder <- client:
-		default:
-		}
+		s.holds(client)
 	}
 	return c, set, ok
+}
+
+// holds tells the injector that client holds the lock (or a permit) now.
+func (s *scenario) holds(client int) {
+	select {
+	case s.holder <- client:
+	default:
+	}
+}
+
+// recheck serves a reader's second read, after the pause asked for.
+func (s *scenario) recheck(client int, token uint64, pause func(time.Duration)) bool {
+	s.pausePoint(pause)
+	return s.res.Recheck(client, token)
+}
+
+// enter registers a permit holder, after the pause asked for.
+func (s *scenario) enter(client int, token uint64, pause func(time.Duration)) bool {
+	s.pausePoint(pause)
+	ok := s.res.Enter(client, token)
+	if ok {
+		s.holds(client)
+	}
+	return ok
+}
+
+func (s *scenario) leader(o check.Observation) {
+	s.mu.Lock()
+	s.leaders = append(s.leaders, o)
+	s.mu.Unlock()
 }
 
 // nextHolder waits for the next worker that reads under the lock.
@@ -217,19 +256,39 @@ func (w *inProcWorld) Read(client int, token uint64) (int, []int, bool) {
 }
 
 func (w *inProcWorld) Write(client int, token uint64, value int, set []int, elem int) bool {
-	return w.s.write(client, token, value, set, elem, func(d time.Duration) {
-		// The worker goroutine is this one, so it is frozen already; the
-		// gate holds its renewals and releases, as SIGSTOP would.
-		w.gate.pause()
-		time.Sleep(d) // the length of the injected pause, not a synchronisation
-		w.gate.resume()
-	})
+	return w.s.write(client, token, value, set, elem, w.pause)
 }
 
-// startInProc starts a goroutine worker.
-func (s *scenario) startInProc(unsafe bool) {
+func (w *inProcWorld) Recheck(client int, token uint64) bool {
+	return w.s.recheck(client, token, w.pause)
+}
+
+func (w *inProcWorld) Enter(client int, token uint64) bool { return w.s.enter(client, token, w.pause) }
+
+func (w *inProcWorld) Leave(_ int, token uint64) { w.s.res.Leave(token) }
+
+func (w *inProcWorld) Leader(o check.Observation) { w.s.leader(o) }
+
+// pause freezes the worker for d. The worker goroutine is the caller, so
+// it is frozen already; the gate holds its renewals and releases, as
+// SIGSTOP would.
+func (w *inProcWorld) pause(d time.Duration) {
+	w.gate.pause()
+	time.Sleep(d) // the length of the injected pause, not a synchronisation
+	w.gate.resume()
+}
+
+// cfg is the configuration of a new worker.
+func (s *scenario) cfg() workerCfg {
+	return workerCfg{ID: s.newID(), Lock: s.lock, TTL: s.ttl, Until: s.until, GCStress: s.gc, Hold: s.hold,
+		Workload: s.workload, Limit: s.limit}
+}
+
+// startInProc starts a goroutine worker, with the broken driver s.unsafe
+// names, if any.
+func (s *scenario) startInProc() {
 	s.t.Helper()
-	cfg := workerCfg{ID: s.newID(), Lock: s.lock, TTL: s.ttl, Until: s.until, GCStress: s.gc, Hold: s.hold}
+	cfg := s.cfg()
 	url, pxs := s.route(cfg.ID)
 	var drv driver.Driver
 	var err error
@@ -246,10 +305,10 @@ func (s *scenario) startInProc(unsafe bool) {
 	}
 	w := &inProcWorld{s: s, client: cfg.ID, gate: &gate{}}
 	var drop func(string)
-	if unsafe {
+	if s.unsafe == "release" {
 		drop = s.eng.drop
 	}
-	c, err := newRecClient(drv, cfg, w, w.gate, drop)
+	c, err := newRecClient(drv, cfg, w, w.gate, drop, s.unsafe)
 	if err != nil {
 		s.t.Fatalf("client: %v", err)
 	}
@@ -276,7 +335,7 @@ type proc struct {
 // startProc starts a worker process.
 func (s *scenario) startProc() *proc {
 	s.t.Helper()
-	cfg := workerCfg{ID: s.newID(), URL: s.eng.url, Lock: s.lock, TTL: s.ttl, Until: s.until, GCStress: s.gc, Hold: s.hold}
+	cfg := s.cfg()
 	p := &proc{id: cfg.ID, done: make(chan struct{})}
 	cfg.URL, p.proxies = s.route(cfg.ID)
 	b, _ := json.Marshal(cfg)
@@ -342,14 +401,28 @@ func (s *scenario) serve(p *proc, stdout io.Reader) {
 			c, set, ok := s.read(p.id, m.Token)
 			_ = enc.Encode(reply{OK: ok, Counter: c, Set: set})
 		case "write":
-			ok := s.write(p.id, m.Token, m.Value, m.Set, m.Elem, func(d time.Duration) {
-				_ = p.cmd.Process.Signal(syscall.SIGSTOP)
-				time.Sleep(d) // the length of the injected pause
-				_ = p.cmd.Process.Signal(syscall.SIGCONT)
-			})
+			ok := s.write(p.id, m.Token, m.Value, m.Set, m.Elem, p.pause)
 			_ = enc.Encode(reply{OK: ok})
+		case "recheck":
+			_ = enc.Encode(reply{OK: s.recheck(p.id, m.Token, p.pause)})
+		case "enter":
+			_ = enc.Encode(reply{OK: s.enter(p.id, m.Token, p.pause)})
+		case "leave":
+			s.res.Leave(m.Token)
+		case "leader":
+			if m.Obs != nil {
+				m.Obs.Client = p.id
+				s.leader(*m.Obs)
+			}
 		}
 	}
+}
+
+// pause stops the worker process for d.
+func (p *proc) pause(d time.Duration) {
+	_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+	time.Sleep(d) // the length of the injected pause
+	_ = p.cmd.Process.Signal(syscall.SIGCONT)
 }
 
 // kill SIGKILLs a worker process and records the crash.
@@ -358,6 +431,7 @@ func (s *scenario) kill(p *proc, kind string) {
 	_ = p.cmd.Process.Kill()
 	<-p.done
 	op.Return = check.Now()
+	s.res.Evict(p.id) // its permit, as a server would see its connection close
 	s.mu.Lock()
 	s.ops = append(s.ops, op)
 	delete(s.procs, p.id)
@@ -381,9 +455,17 @@ func (s *scenario) finish(name string) *check.Report {
 		op.Return, op.Outcome = 0, check.Unknown // the worker died during the call
 		ops = append(ops, op)
 	}
-	acked := s.acked
+	acked, leaders := s.acked, s.leaders
 	s.mu.Unlock()
-	rep := check.Check(check.Run{Name: name, Ops: ops, Res: s.res, Acked: acked, Faults: s.faults}, "out")
+	run := check.Run{Name: name, Ops: ops, Res: s.res, Acked: acked, Faults: s.faults, Leaders: leaders}
+	switch s.workload {
+	case "rwmutex":
+		run.Model = &check.RWModel
+	case "semaphore":
+		m := check.SemaphoreModel(s.limit)
+		run.Model = &m
+	}
+	rep := check.Check(run, "out")
 	s.t.Log(rep)
 	return rep
 }

@@ -253,7 +253,7 @@ func Check(r Run, outDir string) *Report {
 
 	// Leader reads never go back to an older term.
 	rep.LeaderReads = len(r.Leaders)
-	rep.Violations = append(rep.Violations, checkLeaders(grants, r.Leaders)...)
+	rep.Violations = append(rep.Violations, checkLeaders(ops, grants, r.Leaders)...)
 
 	// The lease model.
 	model := LeaseModel.ToModel()
@@ -359,9 +359,9 @@ func save(r Run, rep *Report, model porcupine.Model, info porcupine.Linearizatio
 		_, _, writes = r.Res.State()
 	}
 	b, _ := json.MarshalIndent(struct {
-		Report *Report
-		Ops    []Op
-		Writes []Write
+		Report  *Report
+		Ops     []Op
+		Writes  []Write
 		Acked   []int
 		Leaders []Observation `json:",omitempty"`
 	}{rep, r.Ops, writes, r.Acked, r.Leaders}, "", " ")

@@ -13,18 +13,20 @@ type Observation struct {
 	Return int64 // Now() after the answer
 	Term   uint64
 	Value  string
-	// WantTerm, when not 0, is the term the client held throughout the
-	// call (its lease's Done still open after the answer) and WantValue the
-	// value it had proclaimed before: the read must show both.
+	// WantTerm, when not 0, is the term of the leadership the client held
+	// (its lease's Done still open after the answer) and WantValue the value
+	// it had proclaimed before the call. If the lease's last grant or
+	// renewal before the call promised it beyond the answer, the read must
+	// show both.
 	WantTerm  uint64
 	WantValue string
 }
 
 // checkLeaders reports leader reads that went back in time: a read with a
 // term other than 0 (nobody leads) below a term that had been granted, or
-// read, before the read began; and reads made by the leader itself that did
-// not show it with its value.
-func checkLeaders(grants []Op, obs []Observation) []string {
+// read, before the read began; and reads made by a leader whose lease the
+// engine promised through the read that did not show it with its value.
+func checkLeaders(ops, grants []Op, obs []Observation) []string {
 	type seen struct {
 		ret  int64
 		term uint64
@@ -53,9 +55,27 @@ func checkLeaders(grants []Op, obs []Observation) []string {
 		if o.Term != 0 && o.Term < best.term {
 			out = append(out, fmt.Sprintf("c%d read leader term %d after term %d had been %s", o.Client, o.Term, best.term, best.what))
 		}
-		if o.WantTerm != 0 && (o.Term != o.WantTerm || o.Value != o.WantValue) {
-			out = append(out, fmt.Sprintf("c%d, leading with term %d and value %q throughout, read leader term %d value %q", o.Client, o.WantTerm, o.WantValue, o.Term, o.Value))
+		if o.WantTerm != 0 && (o.Term != o.WantTerm || o.Value != o.WantValue) && promised(ops, grants, o) {
+			out = append(out, fmt.Sprintf("c%d, leading with term %d and value %q, read leader term %d value %q", o.Client, o.WantTerm, o.WantValue, o.Term, o.Value))
 		}
 	}
 	return out
+}
+
+// promised reports whether the engine kept o's leader's lease through o:
+// its grant or a renewal that returned before o began ran beyond o's end.
+func promised(ops, grants []Op, o Observation) bool {
+	var lease int64
+	for _, g := range grants {
+		if g.Client == o.Client && g.Token == o.WantTerm {
+			lease = g.Lease
+		}
+	}
+	for _, op := range ops {
+		if op.Lease == lease && lease != 0 && (op.Kind == Acquire || op.Kind == Renew) &&
+			op.Outcome == OK && op.Return < o.Call && op.until() > o.Return {
+			return true
+		}
+	}
+	return false
 }
