@@ -95,6 +95,12 @@ var scenarios = []scenarioSpec{
 		unsafe: "shared", prims: []string{"rwmutex"}, short: true},
 	{name: "unsafe-extra-permit", fenced: true, only: []string{"memlock"}, expect: expectLockViolation,
 		unsafe: "limit", prims: []string{"semaphore"}, short: true},
+	// The same without fencing: the resource must show the damage too
+	// (a reader's state changed under it, a holder beyond the limit).
+	{name: "unsafe-writer-as-reader-unfenced", only: []string{"memlock"}, expect: expectLockViolation,
+		unsafe: "shared", prims: []string{"rwmutex"}, short: true},
+	{name: "unsafe-extra-permit-unfenced", only: []string{"memlock"}, expect: expectLockViolation,
+		unsafe: "limit", prims: []string{"semaphore"}, short: true},
 }
 
 // TestSafety runs every scenario on every engine. Engines run side by side
@@ -200,7 +206,10 @@ func runScenario(t *testing.T, e *engine, sc scenarioSpec, wl workload) {
 		}
 	case expectLockViolation:
 		if len(rep.Violations) == 0 {
-			t.Errorf("the checker missed the disabled ownership check:\n%v", rep)
+			t.Errorf("the checker missed the broken driver (%s):\n%v", sc.unsafe, rep)
+		}
+		if !sc.fenced && len(rep.Unsafe) == 0 {
+			t.Errorf("the broken driver (%s) let holders in together, yet the unfenced resource shows nothing:\n%v", sc.unsafe, rep)
 		}
 	}
 	if rep.Grants < 2 {

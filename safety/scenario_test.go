@@ -101,7 +101,7 @@ func (s *scenario) end(client, id int, op check.Op) {
 
 // pausePoint pauses the worker if the injector asked for it: the moment
 // after a worker's check of Done and before it acts on the resource (a
-// write, a reader's second read, a permit holder's registration).
+// write, a reader's second read), or before a permit holder leaves it.
 func (s *scenario) pausePoint(pause func(time.Duration)) {
 	select {
 	case done := <-s.pauseWriter:
@@ -147,14 +147,19 @@ func (s *scenario) recheck(client int, token uint64, pause func(time.Duration)) 
 	return s.res.Recheck(client, token)
 }
 
-// enter registers a permit holder, after the pause asked for.
-func (s *scenario) enter(client int, token uint64, pause func(time.Duration)) bool {
-	s.pausePoint(pause)
+// enter registers a permit holder.
+func (s *scenario) enter(client int, token uint64) bool {
 	ok := s.res.Enter(client, token)
 	if ok {
 		s.holds(client)
 	}
 	return ok
+}
+
+// leave unregisters a permit holder, after the pause asked for.
+func (s *scenario) leave(token uint64, pause func(time.Duration)) {
+	s.pausePoint(pause)
+	s.res.Leave(token)
 }
 
 func (s *scenario) leader(o check.Observation) {
@@ -263,9 +268,9 @@ func (w *inProcWorld) Recheck(client int, token uint64) bool {
 	return w.s.recheck(client, token, w.pause)
 }
 
-func (w *inProcWorld) Enter(client int, token uint64) bool { return w.s.enter(client, token, w.pause) }
+func (w *inProcWorld) Enter(client int, token uint64) bool { return w.s.enter(client, token) }
 
-func (w *inProcWorld) Leave(_ int, token uint64) { w.s.res.Leave(token) }
+func (w *inProcWorld) Leave(_ int, token uint64) { w.s.leave(token, w.pause) }
 
 func (w *inProcWorld) Leader(o check.Observation) { w.s.leader(o) }
 
@@ -406,9 +411,10 @@ func (s *scenario) serve(p *proc, stdout io.Reader) {
 		case "recheck":
 			_ = enc.Encode(reply{OK: s.recheck(p.id, m.Token, p.pause)})
 		case "enter":
-			_ = enc.Encode(reply{OK: s.enter(p.id, m.Token, p.pause)})
+			_ = enc.Encode(reply{OK: s.enter(p.id, m.Token)})
 		case "leave":
-			s.res.Leave(m.Token)
+			s.leave(m.Token, p.pause)
+			_ = enc.Encode(reply{OK: true})
 		case "leader":
 			if m.Obs != nil {
 				m.Obs.Client = p.id

@@ -249,7 +249,8 @@ func (p *pipeWorld) Enter(_ int, token uint64) bool {
 func (p *pipeWorld) Leave(_ int, token uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.send(msg{T: "leave", Token: token}, nil)
+	var r reply
+	p.send(msg{T: "leave", Token: token}, &r) // waits, so that a pause finds it waiting
 }
 
 func (p *pipeWorld) Leader(o check.Observation) {

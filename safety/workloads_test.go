@@ -46,7 +46,9 @@ func rwStep(c *dlock.Client, cfg workerCfg, w world) func(ctx context.Context, i
 
 // semStep: a permit holder registers itself in the resource, which counts
 // the holders in it at once, works, and leaves. It checks Done before
-// registering; the injected pause comes just before the registration.
+// registering. The injected pause comes just before it leaves: a holder
+// paused longer than its TTL stays in the resource, and an engine that
+// gives its permit to another lets one holder too many in.
 func semStep(c *dlock.Client, cfg workerCfg, w world) func(ctx context.Context, i int) (*dlock.Lease, error) {
 	sem := c.Semaphore(cfg.Lock, cfg.Limit)
 	return func(ctx context.Context, i int) (*dlock.Lease, error) {
