@@ -34,8 +34,12 @@ type recDriver struct {
 	// unsafeMode, if set, breaks the request: "shared" asks the engine for
 	// a reader's lease when a writer's is wanted (a writer let in beside
 	// readers and writers), "limit" for one permit more than the
-	// semaphore has. The history records what was wanted.
+	// semaphore has, "stale-leader" answers each leader read with the
+	// answer to the client's previous one. The history records what was
+	// wanted.
 	unsafeMode string
+	prevMu     sync.Mutex
+	prev       driver.Holder // the previous leader read, for "stale-leader"
 
 	closed    chan struct{} // closed by Close: stops the Lost watchers
 	closeOnce sync.Once
@@ -115,7 +119,13 @@ func (d *recDriver) Holder(ctx context.Context, name string) (driver.Holder, err
 	if !ok {
 		return driver.Holder{}, driver.ErrNotSupported
 	}
-	return ob.Holder(ctx, name)
+	h, err := ob.Holder(ctx, name)
+	if err == nil && d.unsafeMode == "stale-leader" {
+		d.prevMu.Lock()
+		h, d.prev = d.prev, h
+		d.prevMu.Unlock()
+	}
+	return h, err
 }
 
 func (d *recDriver) Observe(ctx context.Context, name string) (<-chan driver.Holder, error) {

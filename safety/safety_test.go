@@ -62,7 +62,7 @@ type scenarioSpec struct {
 	expect    expect
 	inject    func(ctx context.Context, s *scenario)
 	// unsafe names the broken driver the in-process workers use (see
-	// recDriver): "release", "shared" or "limit".
+	// recDriver): "release", "shared", "limit" or "stale-leader".
 	unsafe string
 	// prims lists the workloads the scenario applies to ("mutex",
 	// "rwmutex", "semaphore", "election"); nil means all. short: the other
@@ -95,6 +95,8 @@ var scenarios = []scenarioSpec{
 		unsafe: "shared", prims: []string{"rwmutex"}, short: true},
 	{name: "unsafe-extra-permit", fenced: true, only: []string{"memlock"}, expect: expectLockViolation,
 		unsafe: "limit", prims: []string{"semaphore"}, short: true},
+	{name: "unsafe-stale-leader", fenced: true, only: []string{"memlock"}, expect: expectLockViolation,
+		unsafe: "stale-leader", prims: []string{"election"}, short: true},
 	// The same without fencing: the resource must show the damage too
 	// (a reader's state changed under it, a holder beyond the limit).
 	{name: "unsafe-writer-as-reader-unfenced", only: []string{"memlock"}, expect: expectLockViolation,
