@@ -268,7 +268,13 @@ func childMain(cfgJSON string) int {
 	}
 	out := bufio.NewWriter(os.Stdout)
 	w := &pipeWorld{enc: json.NewEncoder(flushWriter{out}), dec: json.NewDecoder(bufio.NewReader(os.Stdin))}
+	// A worker may start while a fault is injected (a server restarting
+	// on a loaded machine): it keeps trying, as it would to take the lock.
 	drv, err := openDriver(context.Background(), cfg.URL)
+	for err != nil && check.Now() < cfg.Until {
+		time.Sleep(cfg.TTL / 10) // a retry interval, not a synchronisation
+		drv, err = openDriver(context.Background(), cfg.URL)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "worker open:", err)
 		return 2
