@@ -67,7 +67,9 @@ func work(c *dlock.Client, cfg workerCfg, w world) {
 	case "semaphore":
 		step = semStep(c, cfg, w)
 	case "election":
-		step = electionStep(c, cfg, w)
+		var stop func()
+		step, stop = electionStep(ctx, c, cfg, w)
+		defer stop()
 	default:
 		panic("unknown workload " + cfg.Workload)
 	}

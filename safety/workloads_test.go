@@ -74,8 +74,33 @@ func semStep(c *dlock.Client, cfg workerCfg, w world) func(ctx context.Context, 
 // lasts), then read-modify-write the resource with the term as the token,
 // as the mutex workload does. Every leader read goes to the checker, which
 // also checks that no read shows a term below one already granted or read.
-func electionStep(c *dlock.Client, cfg workerCfg, w world) func(ctx context.Context, i int) (*dlock.Lease, error) {
+// Meanwhile the worker follows the election (Observe) until ctx ends; what
+// it receives goes to the checker too, whose terms must never decrease
+// (nobody leading aside). stop waits for it.
+func electionStep(ctx context.Context, c *dlock.Client, cfg workerCfg, w world) (step func(ctx context.Context, i int) (*dlock.Lease, error), stop func()) {
 	el := c.Election(cfg.Lock)
+	octx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for octx.Err() == nil {
+			ch, err := el.Observe(octx)
+			if err != nil {
+				t := time.NewTimer(cfg.TTL / 10) // an engine error under a fault: try again
+				select {
+				case <-t.C:
+				case <-octx.Done():
+					t.Stop()
+				}
+				continue
+			}
+			for lr := range ch {
+				now := check.Now()
+				w.Leader(check.Observation{Client: cfg.ID, Call: now, Return: now, Term: lr.Term, Value: lr.Value, Stream: true})
+			}
+		}
+	}()
+	stop = func() { cancel(); <-done }
 	readLeader := func(ctx context.Context, ld *dlock.Leadership, value string) {
 		o := check.Observation{Client: cfg.ID, Call: check.Now()}
 		lr, err := el.Leader(ctx)
@@ -105,5 +130,5 @@ func electionStep(c *dlock.Client, cfg workerCfg, w world) func(ctx context.Cont
 		}
 		readModifyWrite(ld.Lease, cfg, w, i)
 		return ld.Lease, nil
-	}
+	}, stop
 }

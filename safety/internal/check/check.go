@@ -168,6 +168,7 @@ type Report struct {
 	MaxIn         int // most permit holders in the resource at once
 	Overfull      int // holders let in beyond the limit (unfenced)
 	LeaderReads   int // Election.Leader calls checked
+	Observed      int // what Election.Observe delivered, checked
 
 	Violations []string // lock-level violations: these must never happen
 	Unsafe     []string // resource damage: must be zero with fencing
@@ -187,8 +188,8 @@ func (r *Report) String() string {
 	if r.Enters > 0 || r.EntersRefused > 0 {
 		fmt.Fprintf(&b, "; permit holders in %d (refused %d, at most %d at once, beyond the limit %d)", r.Enters, r.EntersRefused, r.MaxIn, r.Overfull)
 	}
-	if r.LeaderReads > 0 {
-		fmt.Fprintf(&b, "; leader reads %d", r.LeaderReads)
+	if r.LeaderReads > 0 || r.Observed > 0 {
+		fmt.Fprintf(&b, "; leader reads %d, observed %d", r.LeaderReads, r.Observed)
 	}
 	for i, v := range r.Violations {
 		if i == 10 {
@@ -252,7 +253,13 @@ func Check(r Run, outDir string) *Report {
 	}
 
 	// Leader reads never go back to an older term.
-	rep.LeaderReads = len(r.Leaders)
+	for _, o := range r.Leaders {
+		if o.Stream {
+			rep.Observed++
+		} else {
+			rep.LeaderReads++
+		}
+	}
 	rep.Violations = append(rep.Violations, checkLeaders(ops, grants, r.Leaders)...)
 
 	// The lease model.

@@ -20,9 +20,14 @@ type Observation struct {
 	// show both.
 	WantTerm  uint64
 	WantValue string
+	// Stream marks what a client's Observe delivered (Call = Return = its
+	// arrival). A stream may lag, so only its own order is checked: its
+	// terms never decrease, nobody leading (0) aside.
+	Stream bool `json:",omitempty"`
 }
 
-// checkLeaders reports leader reads that went back in time: a read with a
+// checkLeaders reports leader reads that went back in time: a stream
+// whose terms decrease; a read with a
 // term other than 0 (nobody leads) below a term that had been granted, or
 // read, before the read began; and reads made by a leader whose lease the
 // engine promised through the read that did not show it with its value.
@@ -36,14 +41,24 @@ func checkLeaders(ops, grants []Op, obs []Observation) []string {
 	for _, g := range grants {
 		known = append(known, seen{g.Return, g.Token, fmt.Sprintf("granted to c%d", g.Client)})
 	}
+	var reads []Observation
+	last := map[int]uint64{} // each client's stream's highest term so far
+	var out []string
 	for _, o := range obs {
+		if o.Stream {
+			if o.Term != 0 && o.Term < last[o.Client] {
+				out = append(out, fmt.Sprintf("c%d observed leader term %d after term %d", o.Client, o.Term, last[o.Client]))
+			}
+			last[o.Client] = max(last[o.Client], o.Term)
+			continue
+		}
+		reads = append(reads, o)
 		if o.Term != 0 {
 			known = append(known, seen{o.Return, o.Term, fmt.Sprintf("read by c%d", o.Client)})
 		}
 	}
 	slices.SortFunc(known, func(a, b seen) int { return cmp.Compare(a.ret, b.ret) })
-	byCall := slices.SortedFunc(slices.Values(obs), func(a, b Observation) int { return cmp.Compare(a.Call, b.Call) })
-	var out []string
+	byCall := slices.SortedFunc(slices.Values(reads), func(a, b Observation) int { return cmp.Compare(a.Call, b.Call) })
 	var i int
 	var best seen
 	for _, o := range byCall {

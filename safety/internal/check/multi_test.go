@@ -94,6 +94,8 @@ func TestLeaders(t *testing.T) {
 		{"behind another read", []Observation{{Client: 3, Call: 10, Return: 12, Term: 9}, {Client: 4, Call: 13, Return: 14, Term: 7}}, "after term 9 had been read by c3"},
 		{"concurrent reads may differ", []Observation{{Client: 3, Call: 10, Return: 12, Term: 9}, {Client: 4, Call: 11, Return: 14, Term: 7}}, ""},
 		{"leader reads itself", []Observation{{Client: 2, Call: 26, Return: 27, Term: 7, Value: "a", WantTerm: 7, WantValue: "b"}}, `value "b"`},
+		{"stream", []Observation{{Client: 3, Call: 1, Return: 1, Term: 3, Stream: true}, {Client: 3, Call: 30, Return: 30, Term: 3, Stream: true}, {Client: 3, Call: 31, Return: 31, Stream: true}, {Client: 3, Call: 32, Return: 32, Term: 7, Stream: true}}, ""},
+		{"stream goes back", []Observation{{Client: 3, Call: 1, Return: 1, Term: 7, Stream: true}, {Client: 3, Call: 2, Return: 2, Term: 3, Stream: true}}, "observed leader term 3 after term 7"},
 		{"leader reads itself after its lease", []Observation{{Client: 2, Call: 126, Return: 127, Term: 7, Value: "a", WantTerm: 7, WantValue: "b"}}, ""},
 	}
 	for _, tc := range tests {
