@@ -105,6 +105,30 @@ func (c *Client) Status(ctx context.Context, name string) (Status, error) {
 	return st, nil
 }
 
+// List reports the locks held or awaited now whose names start with
+// prefix, in byte order of their names, with their status, for drivers that
+// can enumerate their engine's locks. Others return an error matching
+// ErrNotSupported.
+func (c *Client) List(ctx context.Context, prefix string) ([]Listed, error) {
+	if ctx == nil {
+		return nil, wrap(prefix, "list", invalid("ctx", nil, "a non-nil context.Context"))
+	}
+	ls, ok := c.drv.(driver.Lister)
+	if !ok {
+		return nil, wrap(prefix, "list", fmt.Errorf("%w: the driver (%T) cannot list locks", ErrNotSupported, c.drv))
+	}
+	got, err := ls.List(ctx, prefix)
+	if err != nil {
+		return nil, wrap(prefix, "list", err)
+	}
+	for i := range got {
+		if st := &got[i].Status; st.Held && st.Holders == 0 {
+			st.Holders = 1
+		}
+	}
+	return got, nil
+}
+
 // Driver returns the driver behind the client, for optional interfaces.
 func (c *Client) Driver() driver.Driver { return c.drv }
 

@@ -37,6 +37,9 @@ var (
 // (Client.Status).
 type Status = driver.Status
 
+// Listed is one lock that Client.List found, with its status.
+type Listed = driver.Listed
+
 // Mode says how a lock is held (Status.Mode): Exclusive (a mutex, a
 // writer, a leader) or Shared (readers).
 type Mode = driver.Mode

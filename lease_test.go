@@ -377,31 +377,35 @@ func mustHoldLease(t *testing.T, l *dlock.Lease) {
 
 // TestExpiredGrantIsNotALease: a grant whose validity had run out by the
 // time it reached the portable layer (a waiter whose session or lease
-// expired while it waited: etcd#11007's zombie candidate) is given back;
-// a blocking Lock asks again and TryLock reports the loss, instead of
-// returning a lease that is already over.
+// expired while it waited: etcd#11007's zombie candidate) is renewed once:
+// if the engine confirms the lock is still ours it is a lease with the
+// renewed validity; otherwise it is given back, a blocking Lock asks again
+// and TryLock reports the loss, instead of returning a lease that is
+// already over.
 func TestExpiredGrantIsNotALease(t *testing.T) {
 	const ttl = time.Second
 	var grants atomic.Int32
-	s := &stub{validity: func(req driver.Request) driver.Validity {
+	expiredFirst := func(req driver.Request) driver.Validity {
 		if grants.Add(1) == 1 {
 			return driver.Validity{Since: time.Now().Add(-2 * ttl), TTL: req.TTL}
 		}
 		return driver.Validity{Since: time.Now(), TTL: req.TTL}
-	}}
+	}
+
+	// The engine no longer holds it for us: given back, asked again.
+	s := &stub{validity: expiredFirst, renew: func(context.Context) error { return dlock.ErrLockLost }}
 	c := newStubClient(t, s, dlock.WithTTL(ttl))
 	l, err := c.Mutex("x").Lock(t.Context())
 	if err != nil {
 		t.Fatalf("Lock: %v", err)
 	}
-	defer l.Unlock(t.Context())
 	if l.Token() != 2 || l.Err() != nil {
 		t.Fatalf("Lock returned token %d (Err %v); want the second grant, token 2, live", l.Token(), l.Err())
 	}
 	if n := s.releases.Load(); n != 1 {
 		t.Errorf("expired grant released %d times, want 1", n)
 	}
-
+	l.Unlock(t.Context())
 	grants.Store(0)
 	tl, err := c.Mutex("y").TryLock(t.Context())
 	if !errors.Is(err, dlock.ErrLockLost) {
@@ -409,5 +413,19 @@ func TestExpiredGrantIsNotALease(t *testing.T) {
 			tl.Unlock(t.Context())
 		}
 		t.Fatalf("TryLock with an expired grant = %v, %v; want ErrLockLost", tl, err)
+	}
+
+	// The engine confirms it is still ours: the renewed grant is the lease.
+	grants.Store(0)
+	s2 := &stub{validity: expiredFirst}
+	c2 := newStubClient(t, s2, dlock.WithTTL(ttl))
+	l, err = c2.Mutex("x").Lock(t.Context())
+	if err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	defer l.Unlock(t.Context())
+	if l.Token() != 1 || l.Err() != nil || s2.renews.Load() != 1 || s2.releases.Load() != 0 {
+		t.Fatalf("Lock returned token %d (Err %v) after %d renewals and %d releases; want token 1, live, renewed once, never released",
+			l.Token(), l.Err(), s2.renews.Load(), s2.releases.Load())
 	}
 }

@@ -29,14 +29,17 @@ func (m *Mutex) Name() string { return m.name }
 // if there was one (errors.Is matches both). Any other engine error is
 // returned at once. A Lock that returns an error holds nothing and leaves
 // nothing queued on the engine. A grant whose TTL had run out by the time
-// it arrived (the waiter's session expired while it waited) is given back
-// and asked for again: a returned lease is always within its validity.
+// it arrived (a slow engine, or the waiter's session expired while it
+// waited) is renewed once; if the engine does not confirm it is still
+// ours, it is given back and asked for again: a returned lease is always
+// within its validity.
 func (m *Mutex) Lock(ctx context.Context) (*Lease, error) { return m.acquire(ctx, true) }
 
 // TryLock makes one attempt and returns an error matching ErrNotAcquired at
 // once if someone else holds the lock, or the engine's error (matching
 // ErrUnavailable if it may pass) if the engine could not answer, or
-// ErrLockLost if the grant's TTL had run out by the time it arrived.
+// ErrLockLost if the grant's TTL had run out by the time it arrived and a
+// renewal could not prove it still ours.
 func (m *Mutex) TryLock(ctx context.Context) (*Lease, error) { return m.acquire(ctx, false) }
 
 // RetryMaxBackoff is the longest pause of a blocking Lock between tries
@@ -106,18 +109,14 @@ func (c *Client) acquire(ctx context.Context, prim primitive, name string, ccfg 
 		start = time.Now()
 		held, v, err = c.drv.Acquire(actx, req)
 		if err == nil {
-			if v.Since.IsZero() {
-				v.Since = start
-			}
-			if v.TTL <= 0 {
-				v.TTL = cfg.ttl
-			}
-			if time.Now().Before((&Lease{cfg: cfg}).deadlineOf(v)) {
+			var fresh bool
+			if v, fresh = c.fresh(actx, cfg, held, v, start); fresh {
 				break
 			}
-			// The grant's validity ran out before it reached us (the
-			// waiter's session or lease expired while it waited): give it
-			// back; a blocking call asks again.
+			// The grant's validity ran out before it reached us and a
+			// renewal could not prove the lock still ours (the waiter's
+			// session or lease expired while it waited): give it back; a
+			// blocking call asks again.
 			rctx, rcancel := driver.CleanupContext(ctx)
 			rerr := held.Release(rctx)
 			rcancel()
@@ -171,6 +170,38 @@ func (c *Client) acquire(ctx context.Context, prim primitive, name string, ccfg 
 		return nil, errors.Join(wrap(name, op, ErrClosed), wrap(name, "release", rerr))
 	}
 	return c.startLease(prim, name, cfg, held, v)
+}
+
+// fresh fills in a grant's validity and reports whether it is still
+// running. If it ran out before the grant reached us (a slow engine, a
+// waiter's session that expired while it waited), one renewal may prove
+// the lock still ours: renewals are owner-checked, and an engine never
+// gives back a lock it dropped, so a successful one means we held it all
+// along. Then the renewed validity counts.
+func (c *Client) fresh(ctx context.Context, cfg config, held driver.Lock, v driver.Validity, start time.Time) (driver.Validity, bool) {
+	fill := func(v driver.Validity, since time.Time) driver.Validity {
+		if v.Since.IsZero() {
+			v.Since = since
+		}
+		if v.TTL <= 0 {
+			v.TTL = cfg.ttl
+		}
+		return v
+	}
+	l := &Lease{cfg: cfg}
+	v = fill(v, start)
+	if time.Now().Before(l.deadlineOf(v)) {
+		return v, true
+	}
+	rctx, cancel := context.WithTimeout(ctx, min(cfg.ttl, CloseTimeout))
+	defer cancel()
+	since := time.Now()
+	nv, err := held.Renew(rctx)
+	if err != nil {
+		return v, false
+	}
+	nv = fill(nv, since)
+	return nv, time.Now().Before(l.deadlineOf(nv))
 }
 
 // supports refuses, with ErrNotSupported, a request for a primitive the

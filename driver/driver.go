@@ -249,3 +249,19 @@ type Status struct {
 type Inspector interface {
 	Status(ctx context.Context, name string) (Status, error)
 }
+
+// Lister is implemented by drivers that can enumerate the locks of their
+// engine.
+type Lister interface {
+	// List returns the locks held or awaited now whose names start with
+	// prefix, in the byte order of their names. A name the engine keeps only
+	// hashed (too long for it: see internal/lockname) is listed under its
+	// engine name ("~" and a hash) and only when prefix is empty.
+	List(ctx context.Context, prefix string) ([]Listed, error)
+}
+
+// Listed is one lock of a List.
+type Listed struct {
+	Name   string
+	Status Status
+}

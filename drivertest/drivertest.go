@@ -101,6 +101,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"Election/LostLeadership", testElectionLostLeadership},
 		{"Election/VanishedLeader", testElectionVanishedLeader},
 		{"Election/CancelledCampaign", testElectionCancelledCampaign},
+		{"List", testList},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,8 @@ package memlock
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +34,7 @@ var (
 	_ driver.Capable     = (*conn)(nil)
 	_ driver.Inspector   = (*conn)(nil)
 	_ driver.Observer    = (*conn)(nil)
+	_ driver.Lister      = (*conn)(nil)
 	_ driver.Lock        = (*hold)(nil)
 	_ driver.ValueSetter = (*hold)(nil)
 )
@@ -132,6 +135,28 @@ func (c *conn) Status(_ context.Context, name string) (driver.Status, error) {
 	if ent == nil {
 		return driver.Status{}, nil
 	}
+	return ent.status(), nil
+}
+
+func (c *conn) List(_ context.Context, prefix string) ([]driver.Listed, error) {
+	if err := c.check(); err != nil {
+		return nil, err
+	}
+	e := c.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var ls []driver.Listed
+	for name, ent := range e.locks {
+		if strings.HasPrefix(name, prefix) {
+			ls = append(ls, driver.Listed{Name: name, Status: ent.status()})
+		}
+	}
+	slices.SortFunc(ls, func(a, b driver.Listed) int { return strings.Compare(a.Name, b.Name) })
+	return ls, nil
+}
+
+// status is the entry's driver.Status; e.mu held.
+func (ent *entry) status() driver.Status {
 	st := driver.Status{Waiters: len(ent.queue), Holders: len(ent.holders), Limit: ent.limit}
 	for _, h := range ent.holders {
 		st.Held, st.Mode = true, h.mode
@@ -140,5 +165,5 @@ func (c *conn) Status(_ context.Context, name string) (driver.Status, error) {
 			st.TTLLeft = left // the first to expire
 		}
 	}
-	return st, nil
+	return st
 }

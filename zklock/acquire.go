@@ -23,6 +23,10 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 		return nil, driver.Validity{}, errConnClosed
 	default:
 	}
+	k, err := requestKind(req)
+	if err != nil {
+		return nil, driver.Validity{}, err
+	}
 	d.used.Store(true)
 	if err := d.awaitGrant(ctx); err != nil {
 		return nil, driver.Validity{}, d.wrapErr(ctx, "learn the session timeout granted", err)
@@ -31,14 +35,18 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 	if !req.Wait {
 		// A read answers most failed TryLocks without a write.
 		kids, err := d.children(ctx, parent)
+		q := queue(kids)
 		switch {
-		case err == nil && len(queue(kids)) > 0:
-			return nil, driver.Validity{}, driver.ErrNotAcquired
 		case err != nil && !errors.Is(err, zk.ErrNoNode):
 			return nil, driver.Validity{}, d.wrapErr(ctx, "list "+parent, err)
+		case err != nil:
+		case k.conflict(q) != nil:
+			return nil, driver.Validity{}, k.conflict(q)
+		case !k.wouldHold(q):
+			return nil, driver.Validity{}, driver.ErrNotAcquired
 		}
 	}
-	a := &attempt{d: d, parent: parent, guid: newGUID()}
+	a := &attempt{d: d, parent: parent, kind: k, guid: guidFor(k)}
 	l, v, err := a.run(ctx, req.Wait)
 	if err != nil {
 		a.abandon(ctx)
@@ -56,7 +64,8 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 type attempt struct {
 	d      *Driver
 	parent string
-	guid   string
+	kind   kind
+	guid   string // carries kind's marker
 
 	// Set by runOwn before it closes the channel above them.
 	sending   chan struct{} // closed just before the create is sent
@@ -124,21 +133,26 @@ func (a *attempt) run(ctx context.Context, wait bool) (l *zkLock, v driver.Valid
 		if err := a.bindSession(ctx); err != nil {
 			return nil, driver.Validity{}, err
 		}
-		if idx == 0 {
+		if err := a.kind.conflict(q[:idx]); err != nil {
+			return nil, driver.Validity{}, err
+		}
+		blockers, last := a.kind.blockers(q, idx)
+		if len(blockers) == 0 {
 			return a.grant(ctx)
 		}
 		if !wait {
 			return nil, driver.Validity{}, driver.ErrNotAcquired
 		}
-		gone, breaks, err := a.awaitAhead(ctx, a.parent+"/"+q[idx-1].name)
+		gone, breaks, err := a.awaitAhead(ctx, blockers)
 		if err != nil {
 			return nil, driver.Validity{}, err
 		}
-		if gone && idx == 1 && a.ownIntact(ctx, breaks) && !a.sess.ended() &&
+		if gone && last && a.ownIntact(ctx, breaks) && !a.sess.ended() &&
 			time.Since(a.proof.sent) < a.d.ttl()/4 {
-			// The predecessor was the only node ahead at our last read, and
-			// no node can later be created with a lower sequence than ours:
-			// we are the head, and the token is known, so no read is needed.
+			// One deletion among the nodes we waited for was all we needed
+			// at our last read, and no node can later be created with a
+			// lower sequence than ours: we hold, and the token is known, so
+			// no read is needed.
 			l, v, err := a.grant(ctx)
 			switch {
 			case err == nil:
@@ -246,52 +260,6 @@ func (a *attempt) grant(ctx context.Context) (*zkLock, driver.Validity, error) {
 		lost: make(chan struct{}), released: make(chan struct{}), floor: a.d.provenTTL(a.sess.id, since),
 	}
 	return l, driver.Validity{Since: since, TTL: l.floor}, nil
-}
-
-// awaitAhead waits for the node just ahead of ours (pred) to change and
-// reports whether it was deleted. breaks is the connection's count of
-// session events when the watch on pred was armed (see ownIntact). A check
-// of our node (the next a.proof) goes out with the watch and is answered
-// while we wait, off the hand-off's path.
-func (a *attempt) awaitAhead(ctx context.Context, pred string) (gone bool, breaks int64, err error) {
-	d := a.d
-	if err := a.awaitStat(ctx); err != nil {
-		return false, 0, d.wrapErr(ctx, "stat "+a.node, err)
-	}
-	if a.own.EphemeralOwner != a.sess.id {
-		return false, 0, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
-	}
-	breaks = d.breaks.Load()
-	a.proof = d.startCheck(a.nodePath())
-	p, err := d.exists(ctx, pred, true)
-	if err != nil {
-		return false, 0, d.wrapErr(ctx, "watch "+pred, err)
-	}
-	if !p.exists {
-		// Gone between the two reads; the exists-watch stays armed
-		// harmlessly.
-		return true, breaks, nil
-	}
-	select {
-	case ev, open := <-p.watch:
-		// Only a deletion is a grant: a session event or a data change of
-		// the predecessor means re-read.
-		return open && ev.Type == zk.EventNodeDeleted, breaks, nil
-	case ev, ok := <-a.watch:
-		// Our node changed or went: re-read the queue to find out.
-		if !ok || ev.Type != zk.EventNodeDataChanged {
-			a.watch = nil
-		} else {
-			a.watch = a.rewatch(ctx)
-		}
-		return false, breaks, nil
-	case <-ctx.Done():
-		return false, 0, ctx.Err()
-	case <-a.sess.lost:
-		return false, 0, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
-	case <-d.closing:
-		return false, 0, driver.ErrClosed
-	}
 }
 
 // awaitStat takes the stat and watch of our node from runOwn, once.

@@ -64,6 +64,41 @@
 // and survives leader failover. Grant order is queue order, which is
 // creation order, so tokens increase in grant order.
 //
+// # Read-write locks and semaphores
+//
+// A Mutex is the writer side of the read-write lock of its name: readers
+// (Mode Shared) queue in the same container as writers, in the same order,
+// as in Curator's InterProcessReadWriteLock; so do the permits of a
+// semaphore (see modes.go):
+//
+//   - a writer holds at the head of the queue and otherwise watches the node
+//     just before it, of any kind: the mutex's path and layout, unchanged;
+//   - a reader holds once no writer is ahead of it and otherwise watches the
+//     last writer ahead of it, never a reader. So readers share, and a
+//     reader that comes after a waiting writer queues behind it: a stream of
+//     readers cannot starve a writer;
+//   - a semaphore permit (Limit n) holds among the first n nodes and
+//     otherwise watches the n nodes just before it: while they are there at
+//     least n are ahead, and no node can join ahead of it, so only the
+//     deletion of one of them can let it in. A holder leaving or a waiter
+//     giving up anywhere ahead wakes the waiters within n behind it, no
+//     more, and none polls. A crashed holder's node goes with its session,
+//     so its permit comes back after the session timeout, the lease's TTL.
+//
+// Each counts only the nodes ahead of its own: kazoo's lock counted later
+// ones too and deadlocked (https://github.com/python-zk/kazoo/issues/649).
+// A reader's node carries Curator's marker at the head of its guid,
+// _c___READ__<24 hex digits>-lock-<seq>, and a permit's the limit,
+// _c___S<n>__<hex digits>-lock-<seq> (n up to 999,999,999), so that an
+// earlier version of this package, which knows no marker, sees them as
+// nodes like its own and waits behind them as a writer. A request whose
+// limit differs from that of a node ahead of it (a lock's is 0) is refused
+// with driver.ErrInvalidArgument naming both, and its node removed: never
+// a mix of a lock and a semaphore, or of two sizes. Readers' and permits'
+// leases are nodes like a writer's, granted, proven at the leader, renewed,
+// watched for loss and released the same way; the token is the node's
+// czxid, one sequence per name across modes and permits.
+//
 // # One round trip for an uncontended Lock
 //
 // go-zookeeper has no create2 (a create that returns the new node's stat),

@@ -2,7 +2,6 @@ package zklock
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"path"
@@ -313,9 +312,11 @@ func (d *Driver) Capabilities() driver.Capabilities {
 
 func capabilities(timeouts string) driver.Capabilities {
 	return driver.Capabilities{
-		Fencing: driver.FencingStrong,
-		FIFO:    true,
-		Scope:   "cluster",
+		Fencing:   driver.FencingStrong,
+		FIFO:      true,
+		Scope:     "cluster",
+		Shared:    true,
+		Semaphore: true,
 		Notes: "token = czxid of the holder's znode (ensemble-wide, survives failover); " +
 			"a lock lives as long as its ZooKeeper session, and the lease's TTL is the session timeout the server granted: " +
 			timeouts + "; while disconnected a lock is kept only until " +
@@ -365,29 +366,4 @@ func (d *Driver) Close() error {
 func (d *Driver) connClosed() {
 	d.goneOnce.Do(func() { close(d.connGone) })
 	d.stopBg()
-}
-
-// Status reports the holder's token and the number of waiters.
-func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error) {
-	parent := d.parent(name)
-	kids, err := d.children(ctx, parent)
-	if errors.Is(err, zk.ErrNoNode) {
-		return driver.Status{}, nil
-	}
-	if err != nil {
-		return driver.Status{}, d.wrapErr(ctx, "list "+parent, err)
-	}
-	q := queue(kids)
-	if len(q) == 0 {
-		return driver.Status{}, nil
-	}
-	st := driver.Status{Held: true, Waiters: len(q) - 1}
-	holder, err := d.exists(ctx, parent+"/"+q[0].name, false)
-	if err != nil {
-		return driver.Status{}, d.wrapErr(ctx, "stat holder of "+parent, err)
-	}
-	if holder.exists {
-		st.Token = uint64(holder.stat.Czxid)
-	}
-	return st, nil
 }

@@ -3,6 +3,7 @@ package zklock
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -32,5 +33,31 @@ func TestNodeNames(t *testing.T) {
 	}
 	if got, want := nodePrefix("0123456789abcdef0123456789abcdef"), "_c_0123456789abcdef0123456789abcdef-lock-"; got != want {
 		t.Errorf("nodePrefix = %q, want %q", got, want)
+	}
+}
+
+// TestMarkedNodeNames: readers' and permits' nodes have the mutex's shape,
+// _c_<32 characters>-lock-<sequence>, which earlier versions parse (and so
+// wait behind), and their marker reads back; a marker this version does
+// not know reads as a writer, which blocks everyone rather than no one.
+func TestMarkedNodeNames(t *testing.T) {
+	earlier := regexp.MustCompile(`^_c_.{32}-lock-[0-9]+$`)
+	for _, k := range []kind{{}, {shared: true}, {limit: 1}, {limit: 5}, {limit: maxLimit}} {
+		name := nodePrefix(guidFor(k)) + "0000000042"
+		if !earlier.MatchString(name) {
+			t.Errorf("%v: node %q does not have the shape earlier versions parse", k, name)
+		}
+		e, ok := parseEntry(name)
+		if !ok || e.kind != k || e.seq != 42 {
+			t.Errorf("parseEntry(%q) = %+v, %v; want kind %+v, seq 42", name, e, ok, k)
+		}
+		if a, b := guidFor(k), guidFor(k); a == b {
+			t.Errorf("%v: two guids alike: %q", k, a)
+		}
+	}
+	for _, g := range []string{"__X" + strings.Repeat("0", 29), "__S0__" + strings.Repeat("0", 26), "__Sx__" + strings.Repeat("0", 26)} {
+		if k := kindOf(g); k != (kind{}) {
+			t.Errorf("kindOf(%q) = %+v, want a writer", g, k)
+		}
 	}
 }

@@ -14,7 +14,9 @@ import (
 // servers of the ensemble (a partition between servers), while the holder
 // keeps its connection to it. A waiter connected on the other side is
 // granted the lock once the holder's session expires there; the holder's
-// Done must have closed by then.
+// Done must have closed by then. The same for a reader's lease (the waiter
+// a writer) and a semaphore's permit, whose grants and renewals go through
+// the same proof at the leader.
 //
 // A cut-off follower goes on answering reads (and its client's pings) on
 // its own for up to syncLimit x tickTime (2.5 s here), and a cut-off leader
@@ -26,13 +28,29 @@ func TestServerCutOff(t *testing.T) {
 	}
 	nw := testserver.NewNetwork(t)
 	procs := testserver.StartZooKeeper(t, 3, testserver.OnNetwork(nw))
+	type take func(c *dlock.Client, name string) func(context.Context) (*dlock.Lease, error)
+	var (
+		lock take = func(c *dlock.Client, name string) func(context.Context) (*dlock.Lease, error) {
+			return c.Mutex(name).Lock
+		}
+		rlock take = func(c *dlock.Client, name string) func(context.Context) (*dlock.Lease, error) {
+			return c.RWMutex(name).RLock
+		}
+		permit take = func(c *dlock.Client, name string) func(context.Context) (*dlock.Lease, error) {
+			return c.Semaphore(name, 2).Acquire
+		}
+	)
 	cases := []struct {
 		name           string
 		holder, waiter string // the server each is pinned to; the holder's is cut off
+		hold, wait     take   // the holder's lease and the waiter's
+		permits        bool   // a semaphore of 2: the waiter's client holds the other permit
 	}{
-		{"follower-cut/waiter-on-leader", "follower", "leader"},
-		{"follower-cut/waiter-on-other-follower", "follower", "other follower"},
-		{"leader-cut/waiter-on-follower", "leader", "follower"},
+		{"follower-cut/waiter-on-leader", "follower", "leader", lock, lock, false},
+		{"follower-cut/waiter-on-other-follower", "follower", "other follower", lock, lock, false},
+		{"leader-cut/waiter-on-follower", "leader", "follower", lock, lock, false},
+		{"reader/follower-cut/writer-on-leader", "follower", "leader", rlock, lock, false},
+		{"permit/follower-cut/waiter-on-leader", "follower", "leader", permit, permit, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -49,19 +67,29 @@ func TestServerCutOff(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 
-			held, err := hc.Mutex(name).Lock(ctx)
+			held, err := tc.hold(hc, name)(ctx)
 			if err != nil {
 				t.Fatalf("holder Lock: %v", err)
 			}
+			queued := 2
+			if tc.permits {
+				// The other permit, held on the waiter's side throughout.
+				other, err := tc.hold(wc, name)(ctx)
+				if err != nil {
+					t.Fatalf("second permit: %v", err)
+				}
+				defer other.Unlock(ctx)
+				queued = 3
+			}
 			got := make(chan *dlock.Lease, 1)
 			go func() {
-				l, err := wc.Mutex(name).Lock(ctx)
+				l, err := tc.wait(wc, name)(ctx)
 				if err != nil {
 					t.Errorf("waiter Lock: %v", err)
 				}
 				got <- l
 			}()
-			for len(queueOf(t, admin, name)) < 2 {
+			for len(queueOf(t, admin, name)) < queued {
 				time.Sleep(10 * time.Millisecond) // no event says the waiter has queued
 			}
 			cut := time.Now()

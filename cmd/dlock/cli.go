@@ -147,7 +147,7 @@ Registered URL schemes: ` + strings.Join(dlock.Schemes(), ", ") + `.`,
 		return &exitError{code: exitUsage, err: fmt.Errorf("%v\nRun '%s --help' for usage.", err, c.CommandPath())}
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newRunCmd(), newElectCmd(), newLeaderCmd(), newDemoCmd(), newBenchCmd(), newStatusCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newElectCmd(), newLeaderCmd(), newDemoCmd(), newBenchCmd(), newStatusCmd(), newListCmd(), newVersionCmd())
 	return root
 }
 

@@ -48,7 +48,9 @@ func TestE2ELossOnEtcd(t *testing.T) {
 	if r, err := cli.Delete(t.Context(), strings.TrimPrefix(prefix, "/")+"/", clientv3.WithPrefix()); err != nil || r.Deleted == 0 {
 		t.Fatalf("deleting the lock keys: %v (deleted %v)", err, r)
 	}
-	took := h.expectStoppedByLoss(t, lost)
+	// The deletion arrives by watch: the command must be stopped long before
+	// the first renewal (TTL/3 = 5 s at the default TTL) could have noticed.
+	took := h.expectStoppedByLoss(t, lost, 5*time.Second)
 	t.Logf("deleted key noticed and command stopped in %v", took)
 
 	out, err := exec.Command(bin, "run", "--backend", backend, "--no-wait", "e2e-loss", "--", "sh", "-c", `echo $DLOCK_TOKEN`).Output()

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dlockio/dlock"
 )
 
 // binary builds the dlock command once per test run.
@@ -124,9 +126,9 @@ func TestE2EInterruptWhileWaiting(t *testing.T) {
 	if err := waiter.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// There is no event for "the waiter is waiting": give it a moment; the
-	// test holds whichever way the race goes (SIGINT before or during the wait).
-	time.Sleep(300 * time.Millisecond)
+	// SIGINT before dlock has set up its handlers would kill it outright:
+	// wait until the engine counts it as a waiter.
+	awaitFileWaiters(t, backend, "e2e-busy", 1)
 	sent := time.Now()
 	waiter.Process.Signal(syscall.SIGINT)
 	err := waiter.Wait()
@@ -196,9 +198,9 @@ func startLossHolder(t *testing.T, bin, value string, args ...string) (*lossHold
 	return h, strings.TrimPrefix(h.sc.Text(), "started ")
 }
 
-// expectStoppedByLoss checks that dlock exits with exitLost within 2 s of
-// the loss at lost, without the command running on.
-func (h *lossHolder) expectStoppedByLoss(t *testing.T, lost time.Time) time.Duration {
+// expectStoppedByLoss checks that dlock exits with exitLost within the
+// given time of the loss at lost, without the command running on.
+func (h *lossHolder) expectStoppedByLoss(t *testing.T, lost time.Time, within time.Duration) time.Duration {
 	t.Helper()
 	var rest strings.Builder
 	for h.sc.Scan() {
@@ -210,8 +212,8 @@ func (h *lossHolder) expectStoppedByLoss(t *testing.T, lost time.Time) time.Dura
 	if !errors.As(err, &ee) || ee.ExitCode() != exitLost {
 		t.Fatalf("want exit %d, got %v; stderr: %s", exitLost, err, h.stderr.String())
 	}
-	if took > 2*time.Second {
-		t.Fatalf("the command was stopped %v after the loss", took)
+	if took > within {
+		t.Fatalf("the command was stopped %v after the loss, want within %v", took, within)
 	}
 	if strings.Contains(rest.String(), "survived") {
 		t.Fatal("the command ran on after the loss")
@@ -236,9 +238,33 @@ func TestE2ELossOnFile(t *testing.T) {
 		os.Remove(f)
 	}
 	// Noticed at the next renewal (every TTL/3 = 333ms), then SIGTERM obeyed.
-	took := h.expectStoppedByLoss(t, lost)
+	took := h.expectStoppedByLoss(t, lost, 2*time.Second)
 	if err := syscall.Kill(childPid, 0); err == nil {
 		t.Fatalf("the command (pid %d) is still alive", childPid)
 	}
 	t.Logf("lost lock noticed and command stopped in %v", took)
+}
+
+// awaitFileWaiters waits until the file engine counts n waiters on name.
+func awaitFileWaiters(t *testing.T, backend, name string, n int) {
+	t.Helper()
+	c, err := dlock.Open(t.Context(), backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := c.Status(t.Context(), name)
+		if err != nil {
+			t.Fatalf("Status: %v", err)
+		}
+		if st.Waiters >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d waiters on %q after 30s, want %d", st.Waiters, name, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -217,3 +217,65 @@ func TestElectUnsupported(t *testing.T) {
 	r = run(t.Context(), "leader", "--backend", "noelect://", "x")
 	wantCode(t, r, exitUnavailable, "does not offer elections")
 }
+
+// TestList: list shows the locks under a prefix with their holders, as a
+// table and as JSON, and says so when the driver cannot list.
+func TestList(t *testing.T) {
+	e, b := engine(t)
+	c := newClient(t, e)
+	a, err := c.Mutex("jobs/a").Lock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Unlock(t.Context())
+	r1, err := c.RWMutex("jobs/b").RLock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Unlock(t.Context())
+	p1, err := c.Semaphore("jobs/c", 3).Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p1.Unlock(t.Context())
+	x, err := c.Mutex("other").Lock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Unlock(t.Context())
+
+	r := run(t.Context(), "list", "--backend", b, "jobs/")
+	wantCode(t, r, exitOK)
+	for _, want := range []string{`"jobs/a"`, `"jobs/b"`, "1 readers", `"jobs/c"`, "1 of 3 permits"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("list jobs/ does not show %s:\n%s", want, r.stdout)
+		}
+	}
+	if strings.Contains(r.stdout, "other") {
+		t.Errorf("list jobs/ shows a lock outside the prefix:\n%s", r.stdout)
+	}
+	r = run(t.Context(), "list", "--backend", b, "--json")
+	wantCode(t, r, exitOK)
+	var js []lockStatus
+	if err := json.Unmarshal([]byte(r.stdout), &js); err != nil {
+		t.Fatalf("list --json: %v in %v", err, r)
+	}
+	var names []string
+	for _, l := range js {
+		names = append(names, l.Name)
+	}
+	if strings.Join(names, ",") != "jobs/a,jobs/b,jobs/c,other" {
+		t.Errorf("list --json names = %q", names)
+	}
+	r = run(t.Context(), "list", "--backend", b, "none/")
+	wantCode(t, r, exitOK)
+	if !strings.Contains(r.stdout, "no locks") {
+		t.Errorf("list of an empty prefix: %v", r)
+	}
+	r = run(t.Context(), "list", "--backend", b, "a", "b")
+	wantCode(t, r, exitUsage, "at most one PREFIX")
+
+	dlock.Register("nolist", func(context.Context, *url.URL) (driver.Driver, error) { return bareDriver{}, nil })
+	r = run(t.Context(), "list", "--backend", "nolist://")
+	wantCode(t, r, exitFailure, "cannot list")
+}

@@ -57,3 +57,39 @@ func Escape(name string, max int) string {
 func plain(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
 }
+
+// Unescape returns the name whose engine name is s. It reports false for
+// a hashed name (the "~" form: the name itself is not kept) and for a
+// string Escape cannot have made.
+func Unescape(s string) (string, bool) {
+	if s == "" || s[0] == '~' {
+		return "", false
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case plain(c):
+			b = append(b, c)
+		case c == '%' && i+2 < len(s) && upperHex(s[i+1]) && upperHex(s[i+2]):
+			v := unhex(s[i+1])<<4 | unhex(s[i+2])
+			if plain(v) {
+				return "", false // Escape keeps plain bytes as they are
+			}
+			b = append(b, v)
+			i += 2
+		default:
+			return "", false
+		}
+	}
+	return string(b), true
+}
+
+func upperHex(c byte) bool { return '0' <= c && c <= '9' || 'A' <= c && c <= 'F' }
+
+func unhex(c byte) byte {
+	if c <= '9' {
+		return c - '0'
+	}
+	return c - 'A' + 10
+}

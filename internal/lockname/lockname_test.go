@@ -46,3 +46,41 @@ func FuzzEscape(f *testing.F) {
 		}
 	})
 }
+
+// TestUnescape: Unescape inverts Escape, refuses the hashed form and what
+// Escape cannot make, and an escaped prefix is a prefix of the escaped name
+// (which lets a driver list by prefix).
+func TestUnescape(t *testing.T) {
+	for _, name := range []string{"a", "jobs/nightly", "with space", "ü/%2F", "\x00\xff", "~x", "a.b"} {
+		got, ok := Unescape(Escape(name, 0))
+		if !ok || got != name {
+			t.Errorf("Unescape(Escape(%q)) = %q, %v", name, got, ok)
+		}
+	}
+	for _, s := range []string{"", "~" + Escape("x", 0), "a%2", "a%2f", "a%41", "a/b", "%zz"} {
+		if got, ok := Unescape(s); ok {
+			t.Errorf("Unescape(%q) = %q, true; want false", s, got)
+		}
+	}
+	if _, ok := Unescape(Escape(string(make([]byte, 300)), 200)); ok {
+		t.Errorf("Unescape of a hashed name succeeded")
+	}
+}
+
+func FuzzUnescape(f *testing.F) {
+	f.Add("jobs/a", "jobs/")
+	f.Fuzz(func(t *testing.T, name, prefix string) {
+		if name == "" {
+			return // lock names are never empty
+		}
+		got, ok := Unescape(Escape(name, 0))
+		if !ok || got != name {
+			t.Fatalf("Unescape(Escape(%q)) = %q, %v", name, got, ok)
+		}
+		has := len(name) >= len(prefix) && name[:len(prefix)] == prefix
+		en, ep := Escape(name, 0), Escape(prefix, 0)
+		if esc := len(en) >= len(ep) && en[:len(ep)] == ep; esc != has {
+			t.Fatalf("prefix %q of %q: escaped prefix test %v, want %v", prefix, name, esc, has)
+		}
+	})
+}

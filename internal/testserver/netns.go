@@ -1,5 +1,8 @@
 package testserver
 
+// (One file over 400 lines on purpose: addresses, bridges, the relay and
+// cutting and healing links are one mechanism, read in this order.)
+//
 // A Network gives each dedicated server a network namespace of its own, so
 // that a test can cut one server off from the others (a partition between
 // servers) while the test's own path to that server stays up, or the other
