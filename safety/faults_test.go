@@ -27,7 +27,8 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 // injectPauses pauses a writer (a holder between its check of Done and its
-// write) for 2.5 TTLs, every few TTLs.
+// write; for the other workloads, see scenario.pausePoint) for 2.5 TTLs,
+// every few TTLs.
 func injectPauses(ctx context.Context, s *scenario) {
 	for sleepCtx(ctx, s.ttl/2) {
 		if !s.pauseNextWriter(ctx, 5*s.ttl/2) {

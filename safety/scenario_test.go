@@ -46,10 +46,11 @@ type scenario struct {
 	faults  map[string]int
 	nextID  int
 
-	// pauseWriter, when set, is taken by the next write: the writer is
-	// paused (SIGSTOP, or its gate in process) for pauseFor before the
-	// write is applied, as a process stopped between its check of Done and
-	// its write would send it late.
+	// pauseWriter, when set, is taken by the next write (or the next
+	// pausePoint of the other workloads): the writer is paused (SIGSTOP,
+	// or its gate in process) for pauseFor before the write is applied, as
+	// a process stopped between its check of Done and its write would send
+	// it late.
 	pauseWriter chan chan struct{}
 	pauseFor    time.Duration
 
