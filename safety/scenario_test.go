@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -351,10 +352,10 @@ func (s *scenario) finish(name string) *check.Report {
 	run := check.Run{Name: name, Ops: ops, Res: s.res, Acked: acked, Faults: s.faults, Leaders: leaders}
 	switch s.workload {
 	case "rwmutex":
-		run.Model = &check.RWModel
+		run.Model, run.ModelName = &check.RWModel, "rw"
 	case "semaphore":
 		m := check.SemaphoreModel(s.limit)
-		run.Model = &m
+		run.Model, run.ModelName = &m, fmt.Sprintf("semaphore/%d", s.limit)
 	}
 	rep := check.Check(run, "out")
 	s.t.Log(rep)

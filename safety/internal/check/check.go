@@ -216,9 +216,11 @@ type Run struct {
 	Faults  map[string]int // faults injected, by type
 	Timeout time.Duration  // for porcupine; 0 means 60 s
 	// Model is the lock's model: LeaseModel (nil), RWModel or a
-	// SemaphoreModel.
-	Model   *porcupine.NondeterministicModel
-	Leaders []Observation // an election's leader reads
+	// SemaphoreModel; ModelName names it in the saved history ("lease",
+	// "rw", "semaphore/N"), for Replay.
+	Model     *porcupine.NondeterministicModel
+	ModelName string
+	Leaders   []Observation // an election's leader reads
 }
 
 // Check checks r and, if anything is wrong, saves the history and the
@@ -371,7 +373,8 @@ func save(r Run, rep *Report, model porcupine.Model, info porcupine.Linearizatio
 		Writes  []Write
 		Acked   []int
 		Leaders []Observation `json:",omitempty"`
-	}{rep, r.Ops, writes, r.Acked, r.Leaders}, "", " ")
+		Model   string        `json:",omitempty"`
+	}{rep, r.Ops, writes, r.Acked, r.Leaders, r.ModelName}, "", " ")
 	_ = os.WriteFile(filepath.Join(dir, "history.json"), b, 0o644)
 	_ = porcupine.VisualizePath(model, info, filepath.Join(dir, "lease-model.html"))
 	abs, err := filepath.Abs(dir)

@@ -145,10 +145,21 @@ func (m multiModel) step(st, in, out any) []any {
 			}
 			return nil
 		default:
-			if held {
-				return []any{s, next}
+			if !held {
+				return []any{s}
 			}
-			return []any{s}
+			if op.Kind == Renew {
+				// A renewal that may or may not have happened: the state in
+				// which it did not (the lease ends no later) accepts every
+				// history the other accepts, so it is the only one kept.
+				// Branching here made each holder's end a choice of its
+				// own, and the states' number the product of those.
+				h := s.hs[i]
+				h.until = min(h.until, res.until())
+				w := s.without(i)
+				return []any{w.with(w.hs, h)}
+			}
+			return []any{s, next}
 		}
 	case Lost:
 		if !held {
