@@ -20,8 +20,11 @@ func (d *fileDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lo
 	switch {
 	case req.Mode != driver.Exclusive && req.Mode != driver.Shared:
 		return nil, driver.Validity{}, fmt.Errorf("%w: filelock: lock mode %v", driver.ErrNotSupported, req.Mode)
-	case req.Value != "":
-		return nil, driver.Validity{}, fmt.Errorf("%w: filelock: a value kept with the lock (elections)", driver.ErrNotSupported)
+	case req.Value != "" && (req.Mode != driver.Exclusive || req.Limit != 0):
+		return nil, driver.Validity{}, driver.InvalidArgument("filelock: value", "non-empty",
+			"no value with a shared lock or a permit (a value is an exclusive holder's)")
+	case len(req.Value) > maxValue:
+		return nil, driver.Validity{}, checkValue(req.Value)
 	case req.Limit < 0:
 		return nil, driver.Validity{}, driver.InvalidArgument("filelock: limit", req.Limit, "a number of permits >= 1, or 0 for a lock")
 	case req.Limit > maxPermits:
@@ -106,6 +109,17 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 					continue
 				}
 				f = nil
+				if !shared {
+					// Held: its token and value for everyone to read.
+					l.mu.Lock()
+					l.exclusive = true
+					err = l.publishLocked(req.Value)
+					l.mu.Unlock()
+					if err != nil {
+						l.Release(ctx) // unlocked and closed whatever it returns
+						return nil, driver.Validity{}, err
+					}
+				}
 				return l, driver.Validity{Since: since, TTL: req.TTL}, nil
 			case errors.Is(err, unix.EWOULDBLOCK):
 			default:

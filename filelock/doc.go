@@ -49,9 +49,10 @@
 //
 // A read-write lock uses the lock file NAME.lock too, and beside it the
 // turnstile file NAME.writer (see "Read-write locks"); a semaphore uses
-// NAME.sem and NAME.permit1 to NAME.permitN (see "Semaphores"). None of
-// them is ever removed, and all are opened as lock files are (never through
-// a symbolic link). A permit file is watched as a lock file is: removed,
+// NAME.sem and NAME.permit1 to NAME.permitN (see "Semaphores"); an
+// exclusive holder's token and value are in NAME.leader (see "Elections").
+// None of them is ever removed, and all are opened as lock files are (never
+// through a symbolic link). A permit file is watched as a lock file is: removed,
 // renamed or replaced, it ends its lease. NAME.writer and NAME.sem carry no
 // lease: replaced, NAME.writer loses the waiting writers' marks until they
 // next wake (each wake-up looks again), and NAME.sem the claims on the
@@ -115,6 +116,57 @@
 // very moment can fail.) Tokens of the permits are one sequence with the
 // name's locks' tokens (see "Fencing tokens").
 //
+// # Elections
+//
+// An election (dlock.Election) is the lock of its name, LOCK_EX on
+// NAME.lock, plus the leader's value, which is kept in the leader file
+// NAME.leader. Every exclusive grant (a leader's, a Mutex's, a writer's)
+// first marks the leader file with its token: an open file description
+// lock (fcntl F_OFD_SETLK) on the byte 2^62+TOKEN, far past any text,
+// which it keeps until it gives the lock up (it unlocks it, then closes
+// the file, before it unlocks the lock file) or dies, when the kernel
+// drops it. Tokens are unique, so marks never contend. It then writes
+// "CRC TOKEN LEN\nVALUE" over the file's text (CRC: the CRC-64 of what
+// follows it). A reader (Leader, Observe) finds the newest mark with
+// F_OFD_GETLK, which takes nothing and tells where the lock starts, so its
+// token; it reads the text without a lock and takes it only if it is
+// whole and of the marked token, else reads again (backing off from 20 µs
+// to 10 ms) while the holder writes; a mark whose text does not come
+// within 2 s (a holder stopped in between) is an error matching
+// driver.ErrUnavailable. So a reader gets the token and the value of one
+// holder, both whole, never a past holder's value with a live holder's
+// token, and nobody once the holder is gone. No reader ever makes a holder
+// wait: reads take no lock, and never touch the lock file, so they never
+// delay a waiter either. A Mutex holder so shows as a leader with an empty
+// value; readers and permits show nobody. Proclaim (SetValue) rewrites the
+// text the same way, if the lock file is still the holder's; a leader file
+// removed or replaced under its holder shows nobody until the holder's
+// next Proclaim writes it again. A holder whose lock file was replaced
+// (see "Files") lets its leader file go as soon as it learns of it; until
+// then readers see the newest of the two marks.
+//
+// Observe wakes on inotify events only, through the client's one inotify
+// instance: the leader file made, removed or replaced (the watch on the
+// directory), written or closed by a holder (a watch on the file).
+// Observers only read, so they never wake each other; an idle observer
+// costs nothing while other names, readers and other observers come and
+// go. The kernel tells of a dying holder's close a moment before it drops
+// the holder's locks, so an observer that finds the holder unchanged after
+// a wake-up looks again 1, 10 and 100 ms later. It keeps the directory the
+// client opened: once that is removed or moved it reports nobody and sees
+// no further change, as a client whose directory is gone cannot lock
+// either (open a new one).
+//
+// Costs and limits: each exclusive grant opens the leader file, takes the
+// mark and writes the text, and drops the mark and closes the file when it
+// ends; a value is at most 1 MiB. A text shorter than the last leaves that
+// one's tail in the file, past what readers read. `dlock run` and
+// `dlock elect` hand a copy of the lock file, not of the leader file, to
+// the helper process that outlives a killed dlock: observers report nobody
+// from dlock's death, before the lock is free. Holders from versions of
+// dlock before elections do not write the leader file: they show as
+// nobody.
+//
 // # Status
 //
 // Status tells which of these a name is and how it is held: a writer (one
@@ -127,6 +179,20 @@
 // byte of NAME.writer (a writer byte 0, its mark; a reader byte 1, which
 // only Status looks at), and every holder and waiter of a permit read-locks
 // NAME.sem.
+//
+// List (dlock.Client.List, `dlock list`) reads the directory and tells
+// the names under a prefix that someone holds or waits for now, each with
+// its Status, in name order. Since files are never removed, it looks at
+// every name ever used in the directory (a lock file, turnstile or limit
+// file), so it costs one Status per such name, but reads /proc/locks once;
+// it keeps a name only if its lock file is held, or an OFD lock is on its
+// turnstile or limit file (a waiter's mark, a semaphore holder's or
+// waiter's claim), so names whose files are only left over
+// are not listed. Names are unescaped back as given; a hashed one is
+// listed as its file name without ".lock" ("~" and the hash) and only
+// under the empty prefix. Files no name escapes to are skipped. Each name
+// is tried as Status tries it, one after the other: the list is not of
+// one instant, and a TryLock made at that moment can fail.
 //
 // # Fencing tokens
 //
@@ -162,16 +228,20 @@
 //
 // # Waiting and inotify
 //
-// One inotify instance per driver (per Client) serves all its waiters and
-// holders. If the kernel's queue overflows, every waiter wakes and retries
-// and every holder checks its file. A process whose user has reached
+// One inotify instance per driver (per Client) serves all its waiters,
+// holders and observers. If the kernel's queue overflows, every waiter
+// wakes and retries, every holder checks its file and every observer
+// looks again. A process whose user has reached
 // fs.inotify.max_user_instances (or max_user_watches) cannot wait on events:
 // a waiting Acquire then fails at once with an error that matches
 // driver.ErrUnavailable and names the limit (a blocking Lock retries it with
 // backoff, so it still gets the lock, up to dlock.RetryMaxBackoff after it
 // is freed instead of at once), and a holder goes without the watch,
 // learning of a removed or replaced file at its next renewal instead
-// (TTL/3).
+// (TTL/3). Observe then fails with such an error too; an observer that
+// cannot watch a leader file it found (max_user_watches) looks again
+// after a backoff from 50 ms to 5 s, or at the next event on the
+// directory.
 //
 // Errors of this host that may clear by themselves (a full disk or quota,
 // open-file or memory limits) match driver.ErrUnavailable, so a blocking

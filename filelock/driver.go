@@ -58,10 +58,13 @@ type fileDriver struct {
 }
 
 var (
-	_ driver.Driver    = (*fileDriver)(nil)
-	_ driver.Capable   = (*fileDriver)(nil)
-	_ driver.Inspector = (*fileDriver)(nil)
-	_ driver.Lock      = (*fileLock)(nil)
+	_ driver.Driver      = (*fileDriver)(nil)
+	_ driver.Capable     = (*fileDriver)(nil)
+	_ driver.Inspector   = (*fileDriver)(nil)
+	_ driver.Lister      = (*fileDriver)(nil)
+	_ driver.Observer    = (*fileDriver)(nil)
+	_ driver.Lock        = (*fileLock)(nil)
+	_ driver.ValueSetter = (*fileLock)(nil)
 )
 
 // mayPass marks the errors of this host that may clear by themselves (a
@@ -136,6 +139,10 @@ func (d *fileDriver) crash() {
 	d.mu.Unlock()
 	for _, l := range held {
 		l.mu.Lock()
+		if l.val != nil {
+			l.val.Close() // its mark goes with it, as in a death
+			l.val = nil
+		}
 		l.f.Close()
 		l.f = nil
 		if l.extra != nil {
@@ -158,12 +165,14 @@ func (d *fileDriver) Capabilities() driver.Capabilities {
 		Scope:     "host",
 		Shared:    true,
 		Semaphore: true,
+		Election:  true,
 		Notes: "flock(2) on one host, local file systems only; the kernel frees a dead holder's lock at once, " +
 			"and a holder learns at once that its lock file was removed or replaced. " +
 			"Tokens are kept in the lock file and in the directory's dlock-tokens file (crash-safe): they keep increasing " +
 			"across a removed or replaced lock file, crashes and reboots, and restart only if both files are lost " +
 			"(a tmpfs runtime directory empties at reboot). " +
 			"Read-write locks are LOCK_SH/LOCK_EX on the one lock file; a waiting writer marks a turnstile file that keeps later readers out. " +
-			"A semaphore permit is LOCK_EX on one of N permit files; N is kept in a file read-locked by holders and waiters, and another N is refused.",
+			"A semaphore permit is LOCK_EX on one of N permit files; N is kept in a file read-locked by holders and waiters, and another N is refused. " +
+			"An exclusive holder's token and value (an election's leader's) are in a leader file it marks (an OFD lock) while it holds; readers take no lock and observers wake on inotify events.",
 	}
 }

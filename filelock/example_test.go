@@ -50,8 +50,9 @@ func Example() {
 		log.Fatal(err)
 	}
 
-	// The lock is a file named after it; dlock-tokens keeps the directory's
-	// highest token.
+	// The lock is a file named after it, and its last exclusive holder's
+	// token and value (an election's leader's) are in the leader file beside
+	// it; dlock-tokens keeps the directory's highest token.
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
 		fmt.Println(e.Name())
@@ -61,5 +62,6 @@ func Example() {
 	// b cannot take it: true
 	// b holds it, token 2
 	// dlock-tokens
+	// jobs%2Fnightly.leader
 	// jobs%2Fnightly.lock
 }

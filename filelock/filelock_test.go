@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(limitChildEnv) != "" {
 		os.Exit(limitChild())
 	}
+	if os.Getenv(electChildEnv) != "" {
+		os.Exit(electChild())
+	}
 	if mode := os.Getenv(rwChildEnv); mode != "" {
 		os.Exit(rwChild(mode))
 	}

@@ -23,9 +23,12 @@ type fileLock struct {
 	lost     chan struct{} // closed when the file stops being the lock's; nil if not watched
 	lostOnce sync.Once
 
+	exclusive bool // a lock's LOCK_EX, which publishes its value (see valueName)
+
 	mu    sync.Mutex
 	f     *os.File // nil once released
 	extra *os.File // a permit's semaphore limit file, closed after f
+	val   *os.File // an exclusive lock's leader file, locked; closed before f
 }
 
 // HeldFile returns the open file that carries the flock(2) of l, a lease of
@@ -144,6 +147,7 @@ func (l *fileLock) check() {
 		return
 	}
 	if same, err := l.d.sameFile(l.f, l.name); err == nil && !same {
+		l.unpublishLocked() // readers of the value find nobody
 		l.lostOnce.Do(func() { close(l.lost) })
 	}
 }
@@ -161,6 +165,7 @@ func (l *fileLock) Renew(context.Context) (driver.Validity, error) {
 		return driver.Validity{}, fmt.Errorf("filelock: %w", err)
 	}
 	if !same {
+		l.unpublishLocked()
 		return driver.Validity{}, fmt.Errorf("%w: lock file %s was removed or replaced", driver.ErrLockLost, l.f.Name())
 	}
 	return driver.Validity{Since: since, TTL: 24 * time.Hour}, nil
@@ -206,6 +211,7 @@ func (l *fileLock) Release(context.Context) error {
 }
 
 func (l *fileLock) closeLocked() error {
+	l.unpublishLocked() // first: a reader of the value never finds a free lock's holder
 	unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
 	err := l.f.Close()
 	l.f = nil

@@ -3,6 +3,7 @@ package filelock
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,24 +82,29 @@ func TestCloseEndsPrimitiveWaiters(t *testing.T) {
 }
 
 // TestUnsupportedRequests: what the driver does not offer is refused with
-// ErrNotSupported, never served as a mutex: a value kept with the lock (an
-// election's), an unknown mode.
+// ErrNotSupported, never served as a mutex (an unknown mode); a value with
+// a shared lock or a permit, or one too long, is an invalid argument.
 func TestUnsupportedRequests(t *testing.T) {
 	d, err := open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	for _, req := range []driver.Request{
-		{Name: "x", TTL: time.Minute, Value: "leader-1"},
-		{Name: "x", TTL: time.Minute, Mode: driver.Mode(7)},
+	for _, tc := range []struct {
+		req  driver.Request
+		want error
+	}{
+		{driver.Request{Name: "x", TTL: time.Minute, Mode: driver.Mode(7)}, driver.ErrNotSupported},
+		{driver.Request{Name: "x", TTL: time.Minute, Mode: driver.Shared, Value: "v"}, driver.ErrInvalidArgument},
+		{driver.Request{Name: "x", TTL: time.Minute, Limit: 2, Value: "v"}, driver.ErrInvalidArgument},
+		{driver.Request{Name: "x", TTL: time.Minute, Value: strings.Repeat("v", maxValue+1)}, driver.ErrInvalidArgument},
 	} {
-		l, _, err := d.Acquire(t.Context(), req)
+		l, _, err := d.Acquire(t.Context(), tc.req)
 		if err == nil {
 			l.Release(t.Context())
 		}
-		if !errors.Is(err, driver.ErrNotSupported) {
-			t.Errorf("Acquire(%+v) = %v, want ErrNotSupported", req, err)
+		if !errors.Is(err, tc.want) {
+			t.Errorf("Acquire(%v, %d-byte value) = %v, want %v", tc.req.Mode, len(tc.req.Value), err, tc.want)
 		}
 	}
 }

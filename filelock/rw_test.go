@@ -28,7 +28,8 @@ const rwChildEnv = "DLOCK_FILELOCK_RW_CHILD"
 // reads) or, one round in three, a writer (who increments it without
 // atomicity and logs its token); it prints how many writes it made. Mode
 // "writer": waits for the writer's lock on NAME, then holds it until
-// killed.
+// killed. Mode "hold": the same with a Mutex, printing "holding" once it
+// holds; "semhold" a permit of a semaphore of N.
 func rwChild(mode string) int {
 	dir := os.Getenv("DIR")
 	c, err := New(dir)
@@ -41,6 +42,13 @@ func rwChild(mode string) int {
 	switch mode {
 	case "sem":
 		return semChild(c, dir)
+	case "hold": // the lock NAME, held until killed
+		if _, err := c.Mutex(os.Getenv("NAME")).Lock(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println("holding")
+		select {}
 	case "semhold":
 		n, _ := strconv.Atoi(os.Getenv("N"))
 		if _, err := c.Semaphore(os.Getenv("NAME"), n).Acquire(ctx); err != nil {

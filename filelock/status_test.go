@@ -138,7 +138,9 @@ func mustHold(t *testing.T, l *dlock.Lease) {
 	}
 }
 
-func TestCountLocks(t *testing.T) {
+// TestLockCounts: /proc/locks lines are counted by kind, type and inode,
+// waiting requests left out.
+func TestLockCounts(t *testing.T) {
 	text := []byte(`1: FLOCK  ADVISORY  READ  5587 fe:00:99 0 EOF
 1: -> FLOCK  ADVISORY  WRITE 5590 fe:00:99 0 EOF
 2: OFDLCK ADVISORY  READ  -1 fe:00:99 0 EOF
@@ -147,10 +149,14 @@ func TestCountLocks(t *testing.T) {
 5: FLOCK  ADVISORY  WRITE 24302 fe:01:99 0 EOF
 `)
 	dev := unix.Mkdev(0xfe, 0)
-	if n := countLocks(text, "FLOCK", "READ", dev, 99); n != 2 {
-		t.Errorf("countLocks(FLOCK READ fe:00:99) = %d, want 2", n)
+	counts := lockCounts(text)
+	if n := counts[lockKey("FLOCK", "READ", dev, 99)]; n != 2 {
+		t.Errorf("lockCounts: FLOCK READ fe:00:99 = %d, want 2", n)
 	}
-	if n := countLocks(text, "FLOCK", "WRITE", dev, 99); n != 0 {
-		t.Errorf("countLocks(FLOCK WRITE fe:00:99) = %d, want 0 (the waiting request is no lock)", n)
+	if n := counts[lockKey("OFDLCK", "READ", dev, 99)]; n != 1 {
+		t.Errorf("lockCounts: OFDLCK READ fe:00:99 = %d, want 1", n)
+	}
+	if n := counts[lockKey("FLOCK", "WRITE", dev, 99)]; n != 0 {
+		t.Errorf("lockCounts: FLOCK WRITE fe:00:99 = %d, want 0 (the waiting request is no lock)", n)
 	}
 }

@@ -51,8 +51,15 @@ const (
 	// renamed away or renamed over (the only ways a lock file stops being
 	// the lock's), or the directory itself moved or removed. dlock never
 	// does any of these itself, so a holder costs no events and no system
-	// call.
+	// call (but for the entries created, which the kernel's watch reports
+	// for observers: see obsDirMask; only a name's first use makes one).
 	dirMask = unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_MOVED_TO | unix.IN_MOVE_SELF | unix.IN_DELETE_SELF
+	// obsDirMask is an observer's watch on the directory: what the holders
+	// watch, and an entry created (a leader file made by its first
+	// holder). The kernel's watch on the directory asks for it whether or
+	// not anyone observes (every watch on one file must use one mask):
+	// holders are not told of it.
+	obsDirMask = dirMask | unix.IN_CREATE
 )
 
 // limitError is an inotify error that means a limit of the user's (or the
@@ -88,8 +95,8 @@ func (n *notifier) watchFile(f *os.File, s *sub) (stop func(), err error) {
 		go n.read(n.f, n.done)
 	}
 	mask := s.mask
-	if mask == dirMask {
-		mask |= unix.IN_ONLYDIR
+	if mask == dirMask || mask == obsDirMask {
+		mask = obsDirMask | unix.IN_ONLYDIR
 	}
 	path := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	wd, err := unix.InotifyAddWatch(int(n.f.Fd()), path, mask)

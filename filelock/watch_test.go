@@ -206,6 +206,11 @@ func limitChild() int {
 	if err != nil {
 		return 0
 	}
+	// Observing needs a watch; reading the holder does not.
+	_, err = d.Observe(ctx, "free")
+	fmt.Printf("observe: unavailable=%v err=%v\n", errors.Is(err, driver.ErrUnavailable), err)
+	h, err := d.Holder(ctx, "free")
+	fmt.Printf("holder: ours=%v err=%v\n", h.Token == l.Token(), err)
 	// A blocking Lock of another client of this process, which cannot
 	// watch either, gets the lock once it is given back: the portable
 	// layer retries the driver's ErrUnavailable.
@@ -236,7 +241,8 @@ func limitChild() int {
 // TestInotifyInstanceLimit: a process of a user who has reached
 // fs.inotify.max_user_instances cannot wait on events. Its waiting Acquire
 // fails with an error that may pass (the portable layer retries it with
-// backoff) and names the limit; taking a free lock still works. The child
+// backoff) and names the limit; taking a free lock still works, as does
+// reading its holder, while Observe fails the same way. The child
 // runs as nobody so that using up the limit disturbs no one else.
 func TestInotifyInstanceLimit(t *testing.T) {
 	needRoot(t)
@@ -290,6 +296,12 @@ func TestInotifyInstanceLimit(t *testing.T) {
 	}
 	if !bytes.Contains(out, []byte("hold: err=<nil>")) {
 		t.Errorf("taking a free lock at the inotify instance limit failed")
+	}
+	if !bytes.Contains(out, []byte("observe: unavailable=true")) {
+		t.Errorf("Observe at the inotify instance limit: want an error matching ErrUnavailable")
+	}
+	if !bytes.Contains(out, []byte("holder: ours=true err=<nil>")) {
+		t.Errorf("Holder at the inotify instance limit: want the holder, read without a watch")
 	}
 	if !bytes.Contains(out, []byte("lock after release: err=<nil>")) {
 		t.Errorf("a blocking Lock at the inotify instance limit did not get the lock once it was free")
