@@ -26,8 +26,9 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, driver.InvalidArgument("mode", req.Mode, "Exclusive or Shared"))
 	case req.Limit > 0 && req.Mode != driver.Exclusive:
 		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, driver.InvalidArgument("mode", req.Mode, "Exclusive with a limit (a semaphore's permits are not shared)"))
-	case req.Value != "":
-		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q with a value (an election): %w", req.Name, driver.ErrNotSupported)
+	case req.Value != "" && (req.Mode != driver.Exclusive || req.Limit > 0):
+		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name,
+			driver.InvalidArgument("value", "non-empty", "no value with Shared or a limit (a value is an exclusive holder's: an election's leader)"))
 	}
 	if d.cli.Ctx().Err() != nil { // clientv3 would retry until ctx ends
 		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, errClientClosed)
@@ -57,7 +58,7 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 func (d *Driver) acquire(ctx context.Context, req driver.Request, ls *lease) (driver.Lock, driver.Validity, error) {
 	pfx := d.namePrefix(req.Name)
 	key := d.queueKey(pfx, req.Mode, req.Limit, ls)
-	put := clientv3.OpPut(key, "", clientv3.WithLease(ls.id))
+	put := clientv3.OpPut(key, req.Value, clientv3.WithLease(ls.id)) // a leader's value from the start
 	cmps, conflict := guard(pfx, req.Limit)
 	l := d.track(ls, req, key, 0)
 

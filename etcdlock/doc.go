@@ -1,7 +1,7 @@
 // Package etcdlock is the etcd driver of dlock: a fair (FIFO) queue of keys
 // ordered by create revision, bound to a lease, with the revision as a
-// strong fencing token. It offers mutexes, read-write locks and semaphores,
-// all on that queue.
+// strong fencing token. It offers mutexes, read-write locks, semaphores and
+// leader elections, all on that queue.
 //
 // With an etcd client of your own, which the dlock client uses and leaves
 // open:
@@ -57,10 +57,11 @@
 // # Keys
 //
 // A lock name N owns the key range <prefix>/<escaped N>/, in which each
-// waiter and each holder has one key with an empty value, bound to a lease
-// of the driver. The key's name says what it waits for or holds:
+// waiter and each holder has one key, bound to a lease of the driver, whose
+// value is empty but for an election candidate's (its value). The key's
+// name says what it waits for or holds:
 //
-//	<prefix>/<escaped N>/<lease id, hex>-<sequence number>          a writer: a Mutex, or an RWMutex's Lock
+//	<prefix>/<escaped N>/<lease id, hex>-<sequence number>          a writer: a Mutex, an RWMutex's Lock, an Election's candidate
 //	<prefix>/<escaped N>/r/<lease id, hex>-<sequence number>        a reader: an RWMutex's RLock
 //	<prefix>/<escaped N>/s<n>/<lease id, hex>-<sequence number>     one of n permits: Semaphore(N, n)
 //
@@ -98,7 +99,7 @@
 // recipe does not, etcd#16221). The token is the key's create revision,
 // linearizable and monotonic cluster-wide, one sequence per name for
 // writers, readers and permits. Release and renewal compare that create
-// revision, so they never touch a later holder's key (unlike
+// revision and the key's lease, so they never touch a later holder's key (unlike
 // concurrency.Mutex.Unlock, etcd#22082). Each lock watches its own key, so
 // loss is reported per lock, not per session (etcd#6127).
 //
@@ -112,6 +113,34 @@
 // (for a TryRLock, no writer's key at all). A TryAcquire cannot compare a
 // count in a transaction: it creates its permit key, counting the keys in
 // the same transaction, and deletes it at once if more than n are there.
+//
+// # Elections
+//
+// An election's candidate is a writer: Campaign is Lock, with the
+// candidate's value as its key's value from the transaction that queues
+// it, so a Mutex of the same name contends with it. The leader is the
+// name's oldest key if it is a writer's (a reader or a permit at the head
+// means nobody leads); its term is the key's create revision. Proclaim is
+// one transaction that puts the new value only if the key still has its
+// create revision and is still on the leader's lease (otherwise
+// dlock.ErrLockLost, nothing changed); Renew and Unlock compare the same
+// two. Leader is one linearizable read of the name's oldest key. Observe
+// is one watch on the name's range from "now", then a read of the range
+// once the watch exists; from then on it keeps the name's keys from the
+// watch's puts and deletes and sends the leader they make whenever it
+// changes, replacing a state the reader has not taken yet. Its first read
+// is made before it returns, so that etcd out of reach (within 5 s) or a
+// permission denied is Observe's error, not a silent channel. A watch that
+// ends (compacted past its revision, cancelled by the server) is made anew
+// with a new read; clientv3 resumes it across reconnections by itself.
+//
+// A candidate checks its own lease while it waits (etcd#11007's zombie
+// candidate, elected after its lease expired): besides the keep-alive
+// every TTL/3, a candidate whose predecessor's deletion would let it in
+// reads its own key first if its lease is not known to be alive on its own
+// clock (a pause, a partition). A Campaign that fails leaves no key behind
+// (etcd#21128): a cancelled or failed wait deletes its key, or hands it to
+// the background delete below.
 //
 // # Leases
 //

@@ -132,6 +132,8 @@ func (d *Driver) Capabilities() driver.Capabilities {
 		// Readers and permits are keys of the same queue (keys.go).
 		Shared:    true,
 		Semaphore: true,
+		// A leader's value is its writer key's (election.go).
+		Election: true,
 		Notes: "tokens are etcd create revisions (linearizable, survive leader failover); " +
 			"lease TTLs are whole seconds, at least the server minimum (1.5 x election timeout); " +
 			"a leader change extends leases, never shortens them",

@@ -83,6 +83,10 @@ func keyLimit(pfx, key string) int {
 	return v
 }
 
+// isWriter says whether key is a writer's key of pfx (a mutex's, an
+// election candidate's).
+func isWriter(pfx, key string) bool { return key >= pfx && key < writersEnd(pfx) }
+
 // isReader says whether key is a reader's key of pfx.
 func isReader(pfx, key string) bool { return strings.HasPrefix(key, pfx+"r/") }
 

@@ -94,7 +94,8 @@ func TestRefusedRequests(t *testing.T) {
 		{driver.Request{Name: "x", Limit: -1}, driver.ErrInvalidArgument},
 		{driver.Request{Name: "x", Mode: driver.Mode(7)}, driver.ErrInvalidArgument},
 		{driver.Request{Name: "x", Mode: driver.Shared, Limit: 2}, driver.ErrInvalidArgument},
-		{driver.Request{Name: "x", Value: "leader-1"}, driver.ErrNotSupported},
+		{driver.Request{Name: "x", Mode: driver.Shared, Value: "leader-1"}, driver.ErrInvalidArgument},
+		{driver.Request{Name: "x", Limit: 2, Value: "leader-1"}, driver.ErrInvalidArgument},
 	} {
 		if _, _, err := d.Acquire(t.Context(), tc.req); !errors.Is(err, tc.want) {
 			t.Errorf("Acquire(%+v) = %v, want %v", tc.req, err, tc.want)

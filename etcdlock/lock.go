@@ -123,17 +123,29 @@ func (l *lock) watchOwnOnce(ctx context.Context) bool {
 			return false // compacted or cancelled by the server: watch again
 		}
 		if wr.Created {
-			resp, err := l.d.cli.Get(wctx, l.key, clientv3.WithKeysOnly())
+			// Not WithKeysOnly: etcd 3.7 leaves the lease out of it.
+			resp, err := l.d.cli.Get(wctx, l.key)
 			if err != nil {
 				return ctx.Err() != nil
 			}
-			if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != l.rev {
+			if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != l.rev || resp.Kvs[0].Lease != int64(l.ls.id) {
 				l.markLost("its key was deleted")
 				return true
 			}
 		}
 	}
 	return ctx.Err() != nil
+}
+
+// ours is the condition that l's key is still the one l created: the same
+// create revision, and still on l's lease (a key someone else put again,
+// without a lease or on another, keeps its create revision but is no longer
+// l's to renew, change or delete).
+func (l *lock) ours() []clientv3.Cmp {
+	return []clientv3.Cmp{
+		clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev),
+		clientv3.Compare(clientv3.LeaseValue(l.key), "=", l.ls.id),
+	}
 }
 
 func (l *lock) markLost(why string) {
@@ -171,8 +183,7 @@ func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
 	// member answers it from its own state; a cut-off leader goes on
 	// granting keep-alives until it steps down. The range op makes the
 	// check a linearizable read, which the leader confirms with a quorum.
-	resp, err := l.d.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
-		Then(clientv3.OpGet(l.key, clientv3.WithCountOnly())).Commit()
+	resp, err := l.d.cli.Txn(ctx).If(l.ours()...).Then(clientv3.OpGet(l.key, clientv3.WithCountOnly())).Commit()
 	if err != nil {
 		return driver.Validity{}, fmt.Errorf("etcdlock: renew %q: %w", l.key, l.d.engineErr(ctx, err))
 	}
@@ -248,8 +259,7 @@ func (l *lock) remove(ctx context.Context) (bool, error) {
 		l.removed = true
 		return true, nil
 	}
-	resp, err := l.d.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
-		Then(clientv3.OpDelete(l.key)).Commit()
+	resp, err := l.d.cli.Txn(ctx).If(l.ours()...).Then(clientv3.OpDelete(l.key)).Commit()
 	if err != nil {
 		return false, err
 	}

@@ -29,7 +29,9 @@ import (
 // While it waits, l keeps the driver's lease alive and re-reads its own key
 // at every wake-up, so a waiter whose lease expired, or whose key was
 // deleted, returns ErrLockLost rather than waiting for ever (etcd#16221,
-// etcd#19597). A watch the server ends is started again after a backoff,
+// etcd#19597); and a countdown that ends when the lease is not known to be
+// alive reads our key before claiming, so a candidate whose lease expired
+// while it waited is never granted (etcd#11007's zombie candidate). A watch the server ends is started again after a backoff,
 // and a closed client ends the wait: neither may turn the loop into a spin.
 func (l *lock) wait(ctx context.Context, a ahead) error {
 	var (
@@ -86,7 +88,14 @@ func (l *lock) wait(ctx context.Context, a ahead) error {
 				case a.keys[k] && a.exact:
 					delete(a.keys, k)
 					if len(a.keys) < l.need() {
-						return nil
+						if l.leaseLive() {
+							return nil
+						}
+						// Our lease may have expired unseen (a pause, a
+						// partition): our key may be gone with it, and the
+						// blocker's deletion would then let a zombie in
+						// (etcd#11007). Read our key before claiming.
+						recheck = true
 					}
 				case a.keys[k], k == l.key:
 					recheck = true
@@ -108,6 +117,13 @@ func (l *lock) wait(ctx context.Context, a ahead) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// leaseLive says whether l's lease is known, on our clock, to be alive:
+// granted or kept alive less than its TTL ago, and not found expired.
+func (l *lock) leaseLive() bool {
+	left, dead := l.ls.left()
+	return !dead && left > 0
 }
 
 // watchEnded says why a wait's watch channel closed: clientv3 closes it only

@@ -3,6 +3,7 @@ package redislock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -14,12 +15,37 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 	if d.closed.Load() {
 		return nil, driver.Validity{}, driver.ErrClosed
 	}
+	if err := d.check(req); err != nil {
+		return nil, driver.Validity{}, err
+	}
 	if err := d.checkNodes(ctx); err != nil {
 		return nil, driver.Validity{}, err
 	}
-	a := &acquirer{d: d, l: d.topo.newLock(d.keysOf(req.Name), d.owner(), req.TTL)}
+	a := &acquirer{d: d, l: d.topo.newLock(d.keysOf(req.Name), d.owner(req.Mode, req.Limit), req)}
 	defer a.cleanup(ctx)
 	return a.run(ctx, req.Wait)
+}
+
+// check refuses a request the driver cannot grant as asked: a primitive its
+// topology does not offer (driver.ErrNotSupported; no topology keeps an
+// election's Value yet), or a Mode or Limit out of range.
+func (d *Driver) check(req driver.Request) error {
+	shared, semaphore := d.topo.primitives()
+	switch {
+	case req.Mode != driver.Exclusive && req.Mode != driver.Shared:
+		return driver.InvalidArgument("Request.Mode", req.Mode, "Exclusive or Shared")
+	case req.Limit < 0:
+		return driver.InvalidArgument("Request.Limit", req.Limit, "0 (a lock) or a number of permits >= 1")
+	case req.Limit > 0 && req.Mode != driver.Exclusive:
+		return driver.InvalidArgument("Request.Mode", req.Mode, "Exclusive with a Limit (a semaphore's permits are not shared)")
+	case req.Mode == driver.Shared && !shared:
+		return fmt.Errorf("%w: read-write locks (a shared request) with %s", driver.ErrNotSupported, d.topo.kind())
+	case req.Limit > 0 && !semaphore:
+		return fmt.Errorf("%w: semaphores (a request with a Limit) with %s", driver.ErrNotSupported, d.topo.kind())
+	case req.Value != "":
+		return fmt.Errorf("%w: leader election (a request with a Value) with %s", driver.ErrNotSupported, d.topo.kind())
+	}
+	return nil
 }
 
 // candidate is one acquisition, from its first attempt to the lock it

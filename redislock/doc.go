@@ -1,6 +1,7 @@
-// Package redislock is the Redis driver of dlock: a lock on a single Redis
-// node (or a Redis Cluster / Sentinel client), or a Redlock over several
-// independent Redis masters.
+// Package redislock is the Redis driver of dlock: locks, read-write locks
+// and semaphores on a single Redis node (or a Redis Cluster / Sentinel
+// client), or a Redlock, a mutex only, over several independent Redis
+// masters.
 //
 //	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
 //	c, err := redislock.New(rdb, nil, dlock.WithTTL(10*time.Second))
@@ -47,31 +48,54 @@
 // # Single node
 //
 // A lock is a few names sharing one hash tag, so that they live in one slot
-// of a Redis Cluster: the lock key PREFIX{NAME} holding the owner's random id
-// with the TTL, the fence counter PREFIX{NAME}:fence, the release channel
-// PREFIX{NAME}:released, the waiter queue PREFIX{NAME}:waiters and the set of
-// given-up attempts PREFIX{NAME}:gone. NAME is the lock's name escaped as by
-// every dlock driver (internal/lockname): every byte other than letters,
-// digits, '-' and '_' written as %XX, so that names of any bytes map to
-// distinct keys and cannot break the hash tag. Earlier versions of this
-// package kept '.' and '/' as they were: a lock whose name holds either,
-// taken by such a version, is not seen by this one, so do not run both on
-// such names at once. The fence counter has no TTL: it must outlive the
-// lock for tokens to keep increasing, so it stays behind (a few bytes per
-// lock name ever used); the other keys expire.
+// of a Redis Cluster: the lock key PREFIX{NAME} holding the exclusive
+// holder's random owner id with the TTL, the fence counter
+// PREFIX{NAME}:fence, the release channel PREFIX{NAME}:released, the waiter
+// queue PREFIX{NAME}:waiters (in order of arrival) with the waiters'
+// deadlines PREFIX{NAME}:alive, the set of given-up attempts
+// PREFIX{NAME}:gone, and the shared holders PREFIX{NAME}:shared (readers,
+// or a semaphore's permits, each with the server time at which its hold
+// runs out) with their tokens PREFIX{NAME}:tokens. NAME is the lock's name escaped as by every dlock
+// driver (internal/lockname): every byte other than letters, digits, '-'
+// and '_' written as %XX, so that names of any bytes map to distinct keys
+// and cannot break the hash tag. Earlier versions of this package kept '.'
+// and '/' as they were: a lock whose name holds either, taken by such a
+// version, is not seen by this one, so do not run both on such names at
+// once; versions before read-write locks ordered the queue by deadline, so
+// do not run one beside this one on a lock that has waiters. The fence
+// counter has no TTL: it must outlive the lock for tokens to keep
+// increasing, so it stays behind (a few bytes per lock name ever used); the
+// other keys expire.
 //
-// Taking the lock is one Lua script: if the key is absent it increments the
-// fence counter, sets the key and returns the counter as the fencing token;
-// otherwise it returns the key's remaining TTL. Renew and release are
-// scripts that compare the owner id before PEXPIRE or DEL.
+// Every change of a lock's state is one Lua script. Taking a mutex (the
+// writer side of the read-write lock of its name): if the key is absent and
+// no reader holds, it increments the fence counter, sets the key and
+// returns the counter as the fencing token; otherwise it returns how long
+// until the holder's TTL runs out. A reader (RWMutex.RLock) is let in if no
+// writer holds and no writer waits in the queue before it (readers that
+// come after a waiting writer queue behind it, so a stream of readers
+// cannot starve it); it is added to the shared holders with an expiry of
+// the server's TIME plus its TTL, and takes its token from the same
+// counter. A permit of a semaphore of N (Semaphore(name, N).Acquire) is a
+// shared hold of the same kind, let in while fewer than N hold and fewer
+// than N, holders and waiters queued before it, are ahead of it; the owner
+// id of each holder and waiter carries its N, so that a request with
+// another N, or for a lock, while the name is held or awaited as a
+// semaphore (or the other way round) is refused with an error matching
+// driver.ErrInvalidArgument that names both. Expired readers and permits
+// are dropped by the next script that looks, so a crashed holder keeps its
+// slot for its TTL and no longer. Renew and release compare the owner id
+// (in the key, or among the shared holders) before they extend or delete.
 //
 // A waiter subscribes to the release channel (all waiters of a client share
 // one pub/sub connection) and, once the server has confirmed that, tries
-// again; that try, failing, puts it in the waiter queue. A release that
-// finds a queued waiter does not free the lock: the same script hands it
-// over, taking the next token, setting the key to the waiter's owner id with
-// the TTL, and publishing "OWNER TOKEN TTL", so that the waiter holds the
-// lock when the message arrives, with no further round trip. The waiter may
+// again; that try, failing, puts it in the waiter queue. A release (and a
+// waiter that gives up) hands what it frees to the waiters at the head of
+// the queue in the same script: one writer, or every reader up to the next
+// writer, or as many waiters as permits are free. Each grant takes the next token, is made on the server (the key
+// set to the waiter's owner id, or the reader added to the shared holders)
+// and published as "OWNER TOKEN TTL", so that the waiter holds the lock
+// when the message arrives, with no further round trip. The waiter may
 // also find the lock already its by its own attempt, before the message
 // arrives (a pub/sub connection can lag the command connection): the client
 // then remembers that the grant was taken up, so that the late message is
@@ -82,11 +106,11 @@
 // the lock on to the next); one whose process died leaves it to expire after
 // the TTL, and its queue entry expires 2 x the longer of its own TTL and the
 // holder's remaining TTL, + 1 s, after its last try. A waiter also tries
-// again when the holder's key would expire, so a crashed holder is replaced
-// at its expiry, not at some poll tick; and a waiter whose subscription
-// cannot be made or is not confirmed waits that way too, and subscribes
-// again, rather than fail or hang. With nobody queued, a release is a plain
-// compare-and-delete that publishes nothing.
+// again when the holder's hold would expire, so a crashed holder is
+// replaced at its expiry, not at some poll tick; and a waiter whose
+// subscription cannot be made or is not confirmed waits that way too, and
+// subscribes again, rather than fail or hang. With nobody queued, a release
+// is a plain compare-and-delete that publishes nothing.
 //
 // An attempt whose reply was lost is given back, and the server then
 // refuses that owner's attempts for a while (the :gone set), so that a copy
@@ -116,6 +140,9 @@
 // straggler) cannot leave a key there that nobody will release. A Redlock
 // opened from a URL needs a majority of its nodes to answer; the others are
 // named in Capabilities' notes.
+//
+// A Redlock is a mutex only: read-write locks and semaphores return an
+// error matching driver.ErrNotSupported, and Capabilities says so.
 //
 // Redlock waiters queue on every node under a ticket of their own (the time
 // they began to wait), the same on each node, so the nodes' queues agree on

@@ -87,8 +87,13 @@ type Driver struct {
 // an implementation of its own, so that no code asks how many nodes there
 // are.
 type topology interface {
-	// newLock starts one acquisition: its attempts, then the lock it holds.
-	newLock(k keys, owner string, ttl time.Duration) candidate
+	// newLock starts one acquisition of req (which check has accepted):
+	// its attempts, then the lock it holds.
+	newLock(k keys, owner string, req driver.Request) candidate
+	// primitives says what the topology grants besides a mutex.
+	primitives() (shared, semaphore bool)
+	// kind names the topology in errors.
+	kind() string
 	status(ctx context.Context, k keys) (driver.Status, error)
 	// notes says what the topology assumes, for Capabilities.
 	notes() []string
@@ -220,7 +225,9 @@ func (d *Driver) Close() error {
 // not be read, nodes unreachable when the driver was opened.
 func (d *Driver) Capabilities() driver.Capabilities {
 	notes := append(d.topo.notes(), d.evictionNotes()...)
-	return driver.Capabilities{Fencing: driver.FencingNode, Scope: "cluster", Notes: strings.Join(notes, ". ")}
+	shared, semaphore := d.topo.primitives()
+	return driver.Capabilities{Fencing: driver.FencingNode, Scope: "cluster", Notes: strings.Join(notes, ". "),
+		Shared: shared, Semaphore: semaphore}
 }
 
 // Status implements driver.Inspector. Waiters counts the queued waiters

@@ -2,6 +2,7 @@ package redislock_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -102,4 +103,66 @@ func redisAddrs() []string {
 		return strings.Split(v, ",")
 	}
 	return testserver.DefaultRedis
+}
+
+// Readers share a read-write lock on one Redis node; a writer (or a Mutex
+// of the same name) waits for them, and readers that come after a waiting
+// writer wait behind it. A semaphore lets n holders in at once.
+func Example_rwMutexAndSemaphore() {
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddrs()[0]})
+	defer rdb.Close()
+	c, err := redislock.New(rdb, &redislock.Options{Prefix: "example:"}, dlock.WithTTL(10*time.Second))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+
+	rw := c.RWMutex("catalog")
+	r1, err := rw.RLock(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	r2, err := rw.TryRLock(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	_, err = rw.TryLock(ctx)
+	fmt.Println("writer while two readers hold:", errors.Is(err, dlock.ErrNotAcquired))
+	st, err := c.Status(ctx, "catalog")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("holders:", st.Holders, st.Mode)
+	for _, r := range []*dlock.Lease{r1, r2} {
+		if err := r.Unlock(ctx); err != nil {
+			fmt.Println(err)
+		}
+	}
+
+	sem := c.Semaphore("payment-api", 2)
+	var permits []*dlock.Lease
+	for range 2 {
+		p, err := sem.TryAcquire(ctx)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		permits = append(permits, p)
+	}
+	_, err = sem.TryAcquire(ctx)
+	fmt.Println("third permit:", errors.Is(err, dlock.ErrNotAcquired))
+	for _, p := range permits {
+		if err := p.Unlock(ctx); err != nil {
+			fmt.Println(err)
+		}
+	}
+	// Output:
+	// writer while two readers hold: true
+	// holders: 2 shared
+	// third permit: true
 }

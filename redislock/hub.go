@@ -110,6 +110,15 @@ func (h *hub) join(ctx context.Context, channel string, w *waiter) (<-chan struc
 		h.topics[channel] = t
 	}
 	t.waiters = append(t.waiters, w)
+	select {
+	case <-t.confirmed:
+		// Subscribed already, for another waiter: w looks again now, as it
+		// would at the confirmation, and that look queues it. Without
+		// this it slept unqueued until the holder's expiry, and a release
+		// meanwhile (which hands over to queued waiters only) passed it by.
+		w.signal()
+	default:
+	}
 	return t.confirmed, nil
 }
 
@@ -262,8 +271,7 @@ func (h *hub) releaseGrant(channel, owner string, g *grant) {
 	h.bg.Go(func() {
 		ctx, cancel := driver.CleanupContext(context.Background())
 		defer cancel()
-		k := keysOfTag(tag)
-		_ = releaseScript.Run(ctx, h.rdb, []string{k.lock, k.queue, k.fence, k.gone}, owner, channel, ttlMillis(g.ttl), 0).Err()
+		_ = releaseScript.Run(ctx, h.rdb, keysOfTag(tag).single(), owner, channel, ttlMillis(g.ttl), 0).Err()
 	})
 }
 

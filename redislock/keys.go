@@ -4,12 +4,15 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/internal/lockname"
 )
 
 // keys are the Redis names of one lock (the layout is in the package doc).
 type keys struct {
 	lock, fence, channel, queue, alive, gone string
+	// shared, tokens: a single node's readers or permits and their tokens.
+	shared, tokens string
 }
 
 // keysOf returns the names of the lock name: its hash tag is name escaped
@@ -22,35 +25,56 @@ func (d *Driver) keysOf(name string) keys {
 const (
 	fenceSuffix, releasedSuffix, waitersSuffix = ":fence", ":released", ":waiters"
 	aliveSuffix, goneSuffix                    = ":alive", ":gone"
+	sharedSuffix, tokensSuffix                 = ":shared", ":tokens"
 )
 
+// suffixes are the names keysOfTag adds to the tag, in the order of
+// keys's fields after lock.
+var suffixes = [...]string{fenceSuffix, releasedSuffix, waitersSuffix, aliveSuffix, goneSuffix, sharedSuffix, tokensSuffix}
+
 // keysOfTag makes the names of the lock whose key is tag (PREFIX{NAME}),
-// all six as slices of one string: one allocation per Acquire instead of
-// six, on a path whose cost is measured in allocations.
+// all of them as slices of one string: one allocation per Acquire instead
+// of one per name, on a path whose cost is measured in allocations.
 func keysOfTag(tag string) keys {
 	var b strings.Builder
-	b.Grow(5*len(tag) + len(fenceSuffix) + len(releasedSuffix) + len(waitersSuffix) + len(aliveSuffix) + len(goneSuffix))
-	for _, suffix := range []string{fenceSuffix, releasedSuffix, waitersSuffix, aliveSuffix, goneSuffix} {
+	n := 0
+	for _, s := range suffixes {
+		n += len(tag) + len(s)
+	}
+	b.Grow(n)
+	for _, s := range suffixes {
 		b.WriteString(tag)
-		b.WriteString(suffix)
+		b.WriteString(s)
 	}
 	all := b.String()
 	k := keys{lock: tag}
 	i := 0
-	for _, f := range []struct {
-		dst *string
-		n   int
-	}{{&k.fence, len(fenceSuffix)}, {&k.channel, len(releasedSuffix)}, {&k.queue, len(waitersSuffix)},
-		{&k.alive, len(aliveSuffix)}, {&k.gone, len(goneSuffix)}} {
-		*f.dst = all[i : i+len(tag)+f.n]
-		i += len(tag) + f.n
+	for j, dst := range [...]*string{&k.fence, &k.channel, &k.queue, &k.alive, &k.gone, &k.shared, &k.tokens} {
+		*dst = all[i : i+len(tag)+len(suffixes[j])]
+		i += len(tag) + len(suffixes[j])
 	}
 	return k
 }
 
+// single returns the keys the single-node scripts take, in their order
+// (scripts/single.lua).
+func (k keys) single() []string {
+	return []string{k.lock, k.fence, k.queue, k.alive, k.gone, k.shared, k.tokens}
+}
+
 // owner returns an id no other acquisition, here or in any other process,
-// uses.
-func (d *Driver) owner() string {
+// uses, for a request of mode and limit. The id says what it holds or
+// waits for, so that the scripts read it from the queue and the holders:
+// ":s" ends a reader's, ":pN" the holder's of one of N permits; a mutex's
+// (a writer's) has no suffix, as before read-write locks existed.
+func (d *Driver) owner(mode driver.Mode, limit int) string {
 	var b [64]byte
-	return string(strconv.AppendUint(append(append(b[:0], d.id...), '.'), d.seq.Add(1), 36))
+	o := strconv.AppendUint(append(append(b[:0], d.id...), '.'), d.seq.Add(1), 36)
+	switch {
+	case limit > 0:
+		o = strconv.AppendInt(append(o, ":p"...), int64(limit), 10)
+	case mode == driver.Shared:
+		o = append(o, ":s"...)
+	}
+	return string(o)
 }

@@ -1,6 +1,10 @@
 package redislock
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/dlockio/dlock/driver"
+)
 
 // TestKeysOf pins the key layout: the names are the package's storage
 // format, shared with other clients of the same lock.
@@ -13,6 +17,8 @@ func TestKeysOf(t *testing.T) {
 		queue:   "dlock:{a%20b%7Bc%7D}:waiters",
 		alive:   "dlock:{a%20b%7Bc%7D}:alive",
 		gone:    "dlock:{a%20b%7Bc%7D}:gone",
+		shared:  "dlock:{a%20b%7Bc%7D}:shared",
+		tokens:  "dlock:{a%20b%7Bc%7D}:tokens",
 	}
 	if k != want {
 		t.Errorf("keysOf = %+v, want %+v", k, want)
@@ -23,7 +29,11 @@ func TestKeysOf(t *testing.T) {
 		t.Errorf("keysOf(jobs/nightly.v2) = %+v", k)
 	}
 	d := &Driver{id: "abc"}
-	if o1, o2 := d.owner(), d.owner(); o1 != "abc.1" || o2 != "abc.2" {
+	if o1, o2 := d.owner(driver.Exclusive, 0), d.owner(driver.Exclusive, 0); o1 != "abc.1" || o2 != "abc.2" {
 		t.Errorf("owner ids %q, %q; want abc.1, abc.2", o1, o2)
+	}
+	// A reader's and a permit's ids say so (scripts/single.lua).
+	if o1, o2 := d.owner(driver.Shared, 0), d.owner(driver.Exclusive, 12); o1 != "abc.3:s" || o2 != "abc.4:p12" {
+		t.Errorf("owner ids %q, %q; want abc.3:s, abc.4:p12", o1, o2)
 	}
 }

@@ -3,6 +3,7 @@ package redislock
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -70,6 +71,15 @@ type lockResult struct {
 	at  time.Time
 }
 
+func rlockAsync(ctx context.Context, rw *dlock.RWMutex) <-chan lockResult {
+	ch := make(chan lockResult, 1)
+	go func() {
+		l, err := rw.RLock(ctx)
+		ch <- lockResult{l, err, time.Now()}
+	}()
+	return ch
+}
+
 func lockAsync(ctx context.Context, m *dlock.Mutex) <-chan lockResult {
 	ch := make(chan lockResult, 1)
 	go func() {
@@ -114,7 +124,14 @@ func noOtherHolder(t *testing.T, c *dlock.Client, name string, l *dlock.Lease, u
 // expiry) takes the lock up before the message reaches W's client, whose
 // pub/sub connection lags. The late message must not give W's live lock
 // away.
-func TestLateGrantAfterOwnAttempt(t *testing.T) {
+func TestLateGrantAfterOwnAttempt(t *testing.T) { lateGrantAfterOwnAttempt(t, false) }
+
+// TestLateReaderGrantAfterOwnAttempt: the same with W a reader, whose
+// grant is a shared hold (scripts/single.lua): the late message must not
+// release it.
+func TestLateReaderGrantAfterOwnAttempt(t *testing.T) { lateGrantAfterOwnAttempt(t, true) }
+
+func lateGrantAfterOwnAttempt(t *testing.T, shared bool) {
 	addr := testserver.Redis(t)[0]
 	ctx := context.Background()
 	admin := adminClient(t, addr)
@@ -129,14 +146,19 @@ func TestLateGrantAfterOwnAttempt(t *testing.T) {
 	if err := admin.Set(ctx, k.lock, "holder", holderTTL).Err(); err != nil {
 		t.Fatal(err)
 	}
-	got := lockAsync(ctx, w.Mutex(name))
+	var got <-chan lockResult
+	if shared {
+		got = rlockAsync(ctx, w.RWMutex(name))
+	} else {
+		got = lockAsync(ctx, w.Mutex(name))
+	}
 	waitFor(t, 5*time.Second, "W to queue", func() bool { return admin.ZCard(ctx, k.queue).Val() == 1 })
 
 	const lag = 1500 * time.Millisecond
 	undo := p.Add(pubsubConn, faultproxy.Fault{Delay: lag, Dir: faultproxy.Down})
 	defer undo()
 	released := time.Now()
-	if n, err := releaseScript.Run(ctx, admin, []string{k.lock, k.queue, k.fence, k.gone}, "holder", k.channel, 5000, 0).Int64(); n != 1 || err != nil {
+	if n, err := releaseScript.Run(ctx, admin, k.single(), "holder", k.channel, 5000, 0).Int64(); n != 1 || err != nil {
 		t.Fatalf("release: %d, %v", n, err)
 	}
 	grantToken, _ := admin.Get(ctx, k.fence).Uint64()
@@ -172,7 +194,12 @@ func TestLateGrantAfterOwnAttempt(t *testing.T) {
 // expired before W saw it, and after which another client took the lock:
 // when the message finally arrives W is waiting again and must not take it
 // for a grant.
-func TestStaleGrantMessage(t *testing.T) {
+func TestStaleGrantMessage(t *testing.T) { staleGrantMessage(t, false) }
+
+// TestStaleReaderGrantMessage: the same with W a reader.
+func TestStaleReaderGrantMessage(t *testing.T) { staleGrantMessage(t, true) }
+
+func staleGrantMessage(t *testing.T, shared bool) {
 	addr := testserver.Redis(t)[0]
 	ctx := context.Background()
 	admin := adminClient(t, addr)
@@ -185,7 +212,12 @@ func TestStaleGrantMessage(t *testing.T) {
 	if err := admin.Set(ctx, k.lock, "holder", time.Second).Err(); err != nil {
 		t.Fatal(err)
 	}
-	got := lockAsync(ctx, w.Mutex(name))
+	var got <-chan lockResult
+	if shared {
+		got = rlockAsync(ctx, w.RWMutex(name))
+	} else {
+		got = lockAsync(ctx, w.Mutex(name))
+	}
 	waitFor(t, 5*time.Second, "W to queue", func() bool { return admin.ZCard(ctx, k.queue).Val() == 1 })
 
 	const lag = 2 * time.Second
@@ -193,10 +225,15 @@ func TestStaleGrantMessage(t *testing.T) {
 	defer undo()
 	// The holder's release grants W for 100 ms only (the releaser's TTL).
 	released := time.Now()
-	if n, err := releaseScript.Run(ctx, admin, []string{k.lock, k.queue, k.fence, k.gone}, "holder", k.channel, 100, 0).Int64(); n != 1 || err != nil {
+	if n, err := releaseScript.Run(ctx, admin, k.single(), "holder", k.channel, 100, 0).Int64(); n != 1 || err != nil {
 		t.Fatalf("release: %d, %v", n, err)
 	}
-	waitFor(t, 2*time.Second, "W's grant to expire", func() bool { return admin.Exists(ctx, k.lock).Val() == 0 })
+	waitFor(t, 2*time.Second, "W's grant to expire", func() bool {
+		if shared {
+			return admin.ZCount(ctx, k.shared, strconv.FormatInt(time.Now().UnixMilli(), 10), "+inf").Val() == 0
+		}
+		return admin.Exists(ctx, k.lock).Val() == 0
+	})
 	lx, err := x.Mutex(name).TryLock(ctx)
 	if err != nil {
 		t.Fatalf("X's TryLock after W's grant expired: %v", err)

@@ -40,9 +40,15 @@ type single struct {
 	n *node
 }
 
-func (s *single) newLock(k keys, owner string, ttl time.Duration) candidate {
-	return &singleLock{lockBase: lockBase{keys: k, owner: owner, ttl: ttl}, d: s.d, n: s.n}
+func (s *single) newLock(k keys, owner string, req driver.Request) candidate {
+	return &singleLock{lockBase: lockBase{keys: k, owner: owner, ttl: req.TTL}, d: s.d, n: s.n, ks: k.single(),
+		limit: req.Limit}
 }
+
+func (s *single) kind() string { return "a single Redis node" }
+
+// primitives: a single node grants readers and permits (scripts/single.lua).
+func (s *single) primitives() (shared, semaphore bool) { return true, true }
 
 func (s *single) notes() []string {
 	return []string{"single Redis node (or one Cluster slot / Sentinel master): tokens come from a counter on the node; " +
@@ -51,25 +57,35 @@ func (s *single) notes() []string {
 		"(allkeys-* is refused: it can drop the counter too)"}
 }
 
-// status reads the lock; the queue itself holds the waiters' deadlines.
+// status reads the lock: its exclusive holder, or its readers or permits.
 func (s *single) status(ctx context.Context, k keys) (driver.Status, error) {
-	pttl, fence, waiters, err := s.n.status(ctx, k, k.queue)
-	if err != nil {
-		return driver.Status{}, err
+	v, err := s.n.run(ctx, sStatusScript, k.single()).Int64Slice()
+	if err == nil && len(v) != 7 {
+		err = fmt.Errorf("unexpected reply %v", v)
 	}
-	st := driver.Status{Waiters: int(max(waiters, 0))}
-	if pttl > 0 {
-		st.Held, st.Token, st.TTLLeft = true, uint64(max(fence, 0)), time.Duration(pttl)*time.Millisecond
+	if err != nil {
+		return driver.Status{}, s.n.errorf(k.lock, err)
+	}
+	st := driver.Status{Waiters: int(max(v[2], 0))}
+	if v[0] == 1 {
+		st.Held, st.Token, st.Holders = true, uint64(max(v[1], 0)), int(v[3])
+		st.Limit, st.TTLLeft = int(v[5]), time.Duration(v[6])*time.Millisecond
+		if v[4] == 1 {
+			st.Mode = driver.Shared
+		}
 	}
 	return st, nil
 }
 
 // singleLock is one acquisition on a single node. The lock key holds its
-// owner id.
+// owner id if it is exclusive; the shared holders' set does if it is a
+// reader or a permit (the owner id says which: Driver.owner).
 type singleLock struct {
 	lockBase
-	d *Driver
-	n *node
+	d     *Driver
+	n     *node
+	ks    []string // keys.single
+	limit int      // the semaphore's permits, 0 for a lock
 	// sent is when the last attempt was sent: a grant by a release came
 	// after it, so the granted TTL runs from no earlier.
 	sent time.Time
@@ -85,8 +101,7 @@ func (l *singleLock) attempt(ctx context.Context, w *waiter) attempt {
 	if w != nil {
 		q = "1"
 	}
-	v, err := l.n.run(ctx, acquireScript, []string{l.keys.lock, l.keys.fence, l.keys.queue, l.keys.gone},
-		l.owner, ttlMillis(l.ttl), q).Int64Slice()
+	v, err := l.n.run(ctx, acquireScript, l.ks, l.owner, ttlMillis(l.ttl), q).Int64Slice()
 	if err == nil && (len(v) < 2 || v[0] == 0 && len(v) != 3) {
 		err = fmt.Errorf("unexpected reply %v", v)
 	}
@@ -100,9 +115,12 @@ func (l *singleLock) attempt(ctx context.Context, w *waiter) attempt {
 		}
 		return attempt{err: l.n.errorf(l.keys.lock, err)}
 	}
-	if v[0] == 1 {
+	switch v[0] {
+	case 1:
 		l.token = uint64(v[1])
 		return attempt{granted: true, validity: driver.Validity{Since: since, TTL: l.ttl}}
+	case 2:
+		return attempt{err: mismatch(l.limit, int(v[1]))}
 	}
 	// PTTL counts whole milliseconds, rounded down: add one so that the
 	// retry comes after the key is gone, not just before.
@@ -113,8 +131,7 @@ func (l *singleLock) attempt(ctx context.Context, w *waiter) attempt {
 // to the first live waiter, if it is ours. refuse > 0 has the server refuse
 // this owner's attempts for that many milliseconds if it is not.
 func (l *singleLock) release(ctx context.Context, refuse int64) (int64, error) {
-	return l.n.run(ctx, releaseScript, []string{l.keys.lock, l.keys.queue, l.keys.fence, l.keys.gone},
-		l.owner, l.keys.channel, ttlMillis(l.ttl), refuse).Int64()
+	return l.n.run(ctx, releaseScript, l.ks, l.owner, l.keys.channel, ttlMillis(l.ttl), refuse).Int64()
 }
 
 // giveBack releases a lock this acquisition may hold but will not use (a
@@ -155,10 +172,11 @@ func (l *singleLock) tookAfterWait() {
 }
 
 // abandon takes the waiter out of the queue, so that no release grants it
-// the lock in vain, and gives back a grant made to it meanwhile.
+// the lock in vain and no reader or permit waits behind it, and gives back
+// a grant made to it meanwhile.
 func (l *singleLock) abandon(ctx context.Context, w *waiter) {
 	dctx, cancel := driver.CleanupContext(ctx)
-	_ = l.n.run(dctx, dequeueScript, []string{l.keys.queue}, l.owner).Err()
+	_ = l.n.run(dctx, sDequeueScript, l.ks, l.owner, l.keys.channel, ttlMillis(l.ttl)).Err()
 	cancel()
 	if w.fresh() != nil {
 		// Granted by a release while giving up: give it back (which
@@ -172,12 +190,12 @@ func (l *singleLock) partialJoin() bool { return false }
 
 func (l *singleLock) Renew(ctx context.Context) (driver.Validity, error) {
 	since := time.Now()
-	ok, err := l.n.run(ctx, renewScript, []string{l.keys.lock}, l.owner, ttlMillis(l.ttl)).Int64()
+	ok, err := l.n.run(ctx, sRenewScript, l.ks, l.owner, ttlMillis(l.ttl)).Int64()
 	if err != nil {
 		return driver.Validity{}, l.n.errorf(l.keys.lock, err)
 	}
 	if ok != 1 {
-		return driver.Validity{}, fmt.Errorf("%w: key %q is gone or has another owner", driver.ErrLockLost, l.keys.lock)
+		return driver.Validity{}, l.lost()
 	}
 	return driver.Validity{Since: since, TTL: l.ttl}, nil
 }
@@ -196,7 +214,29 @@ func (l *singleLock) Release(ctx context.Context) error {
 		l.n.hub.forget(l.owner)
 	}
 	if ok != 1 {
-		return fmt.Errorf("%w: key %q is gone or has another owner", driver.ErrLockLost, l.keys.lock)
+		return l.lost()
 	}
 	return nil
+}
+
+// lost is the error of a Renew or Release that found the hold gone.
+func (l *singleLock) lost() error {
+	if l.owner[len(l.owner)-2:] == ":s" || l.limit > 0 {
+		return fmt.Errorf("%w: %q is not among the holders of %q (its hold ran out, or was deleted)",
+			driver.ErrLockLost, l.owner, l.keys.shared)
+	}
+	return fmt.Errorf("%w: key %q is gone or has another owner", driver.ErrLockLost, l.keys.lock)
+}
+
+// mismatch is the error of a request with limit (0: a lock) for a name
+// held or awaited with other.
+func mismatch(limit, other int) error {
+	what := func(n int) string {
+		if n == 0 {
+			return "a lock (Limit 0)"
+		}
+		return fmt.Sprintf("a semaphore of %d permits", n)
+	}
+	return driver.InvalidArgument("Limit", limit, fmt.Sprintf("%d: the name is held or awaited as %s, not as %s",
+		other, what(other), what(limit)))
 }

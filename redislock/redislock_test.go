@@ -139,11 +139,12 @@ func (h *harness) Close() {
 	}
 }
 
-// ForceLoss deletes the lock key everywhere, as an operator would.
+// ForceLoss deletes the lock key, and a single node's shared holders,
+// everywhere, as an operator would.
 func (h *harness) ForceLoss(ctx context.Context, name string) error {
 	k := (&Driver{prefix: DefaultPrefix}).keysOf(name)
 	for _, c := range h.admin {
-		if err := c.Del(ctx, k.lock).Err(); err != nil {
+		if err := c.Del(ctx, k.lock, k.shared, k.tokens).Err(); err != nil {
 			return err
 		}
 	}

@@ -35,9 +35,16 @@ type redlock struct {
 // majority is how many of n nodes a Redlock needs.
 func majority(n int) int { return n/2 + 1 }
 
-func (r *redlock) newLock(k keys, owner string, ttl time.Duration) candidate {
-	return &redlockLock{lockBase: lockBase{keys: k, owner: owner, ttl: ttl}, r: r, value: owner}
+func (r *redlock) newLock(k keys, owner string, req driver.Request) candidate {
+	return &redlockLock{lockBase: lockBase{keys: k, owner: owner, ttl: req.TTL}, r: r, value: owner}
 }
+
+// primitives: a Redlock is a mutex only. Readers and permits would need a
+// majority of nodes to agree on a set of holders and on who queued first,
+// which its per-node keys do not give.
+func (r *redlock) primitives() (shared, semaphore bool) { return false, false }
+
+func (r *redlock) kind() string { return "Redlock" }
 
 func (r *redlock) notes() []string {
 	notes := []string{fmt.Sprintf("Redlock over %d independent masters, majority %d: assumes bounded clock drift "+

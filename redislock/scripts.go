@@ -2,6 +2,7 @@ package redislock
 
 import (
 	_ "embed"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -11,14 +12,26 @@ import (
 // state is one script, atomic on its node. The files say what their keys
 // and arguments are and what they return.
 var (
-	// A single node (lock.go).
+	// A single node (lock.go): each holds single.lua (withSingle), which
+	// says what their keys are (keys.single).
 
+	//go:embed scripts/single.lua
+	singleLua string
 	//go:embed scripts/acquire.lua
 	acquireLua    string
-	acquireScript = redis.NewScript(acquireLua)
+	acquireScript = redis.NewScript(withSingle(acquireLua))
 	//go:embed scripts/release.lua
 	releaseLua    string
-	releaseScript = redis.NewScript(releaseLua)
+	releaseScript = redis.NewScript(withSingle(releaseLua))
+	//go:embed scripts/srenew.lua
+	sRenewLua    string
+	sRenewScript = redis.NewScript(withSingle(sRenewLua))
+	//go:embed scripts/sdequeue.lua
+	sDequeueLua    string
+	sDequeueScript = redis.NewScript(withSingle(sDequeueLua))
+	//go:embed scripts/sstatus.lua
+	sStatusLua    string
+	sStatusScript = redis.NewScript(withSingle(sStatusLua))
 
 	// Redlock, on each node (redlock.go, redlock_attempt.go).
 
@@ -32,8 +45,6 @@ var (
 	rlReleaseLua    string
 	rlReleaseScript = redis.NewScript(rlReleaseLua)
 
-	// Both.
-
 	//go:embed scripts/renew.lua
 	renewLua    string
 	renewScript = redis.NewScript(renewLua)
@@ -44,6 +55,16 @@ var (
 	statusLua    string
 	statusScript = redis.NewScript(statusLua)
 )
+
+// withSingle puts single.lua into a single-node script at its
+// --[[single.lua]] line.
+func withSingle(script string) string {
+	const mark = "--[[single.lua]]\n"
+	if !strings.Contains(script, mark) {
+		panic("redislock: a single-node script without " + mark)
+	}
+	return strings.Replace(script, mark, singleLua, 1)
+}
 
 // ttlMillis is a TTL as the scripts take it.
 func ttlMillis(ttl time.Duration) int64 { return max(ttl.Milliseconds(), 1) }

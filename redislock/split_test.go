@@ -24,8 +24,8 @@ func BenchmarkCostSplit(b *testing.B) {
 	k := (&Driver{prefix: DefaultPrefix}).keysOf("s2")
 	b.Run("scripts", func(b *testing.B) {
 		for b.Loop() {
-			acquireScript.Run(ctx, rdb, []string{k.lock, k.fence, k.queue, k.gone}, "o", 15000, "")
-			releaseScript.Run(ctx, rdb, []string{k.lock, k.queue, k.fence, k.gone}, "o", k.channel, 15000, 0)
+			acquireScript.Run(ctx, rdb, k.single(), "o", 15000, "")
+			releaseScript.Run(ctx, rdb, k.single(), "o", k.channel, 15000, 0)
 		}
 	})
 	d, _ := NewDriver(rdb, nil)

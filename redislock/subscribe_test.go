@@ -235,3 +235,36 @@ func redlockOrSingle(t *testing.T, addrs []string, opts ...dlock.Option) *dlock.
 	}
 	return newClient(t, adminClient(t, addrs[0]), opts...)
 }
+
+// TestSecondWaiterOfClientQueues: two waiters of one client on one lock
+// share its subscription; the second, joining a subscription confirmed
+// already, still looks again at once and so queues. Before, it slept
+// unqueued until the holder's expiry: the release went to the first
+// waiter, whose release then found nobody queued and woke nobody.
+func TestSecondWaiterOfClientQueues(t *testing.T) {
+	addr := testserver.Redis(t)[0]
+	ctx := context.Background()
+	admin := adminClient(t, addr)
+	name := uniqueName(t)
+	k := (&Driver{prefix: DefaultPrefix}).keysOf(name)
+	h := newClient(t, adminClient(t, addr), dlock.WithTTL(10*time.Second))
+	w := newClient(t, adminClient(t, addr), dlock.WithTTL(10*time.Second))
+
+	lh, err := h.Mutex(name).Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := lockAsync(ctx, w.Mutex(name))
+	waitFor(t, 5*time.Second, "the first waiter to queue", func() bool { return admin.ZCard(ctx, k.queue).Val() == 1 })
+	second := lockAsync(ctx, w.Mutex(name))
+	waitFor(t, 5*time.Second, "the second waiter to queue", func() bool { return admin.ZCard(ctx, k.queue).Val() == 2 })
+	if err := lh.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := awaitLock(t, first, 2*time.Second, "first waiter")
+	if err := r.l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r = awaitLock(t, second, 2*time.Second, "second waiter")
+	r.l.Unlock(ctx)
+}

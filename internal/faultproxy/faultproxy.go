@@ -209,7 +209,10 @@ func (p *Proxy) accept() {
 			continue
 		}
 		p.mu.Lock()
-		if p.closed {
+		// Refuse (or Close) may have come while we dialled: a connection
+		// that is not yet in p.conns escapes the Reset that goes with it,
+		// so it must not be registered now.
+		if p.closed || p.refuse {
 			p.mu.Unlock()
 			abortConn(cc)
 			abortConn(uc)

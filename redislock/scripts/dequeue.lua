@@ -1,10 +1,7 @@
--- A waiter gives up. KEYS[1] waiter queue; Redlock also KEYS[2] waiter
--- deadlines, KEYS[3] lock key. ARGV[1] owner id, ARGV[2] (Redlock) release
--- channel.
+-- A Redlock waiter gives up, on one node (a single node's: sdequeue.lua).
+-- KEYS[1] waiter queue, KEYS[2] waiter deadlines, KEYS[3] lock key. ARGV[1]
+-- owner id, ARGV[2] release channel.
 local n = redis.call('ZREM', KEYS[1], ARGV[1])
-if not KEYS[2] then
-	return n
-end
 redis.call('ZREM', KEYS[2], ARGV[1])
 if n == 0 and redis.call('EXISTS', KEYS[3]) == 0 then
 	-- Not queued here: a release took it out to wake it, and it gives up

@@ -1,5 +1,5 @@
--- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] the waiters' deadlines
--- (single node: the queue itself; Redlock: its deadline set).
+-- Redlock status on one node (a single node's: sstatus.lua). KEYS[1] lock
+-- key, KEYS[2] fence counter, KEYS[3] the waiters' deadlines.
 -- Returns {pttl, fence, waiters}: pttl -2 if the lock is free; waiters
 -- counts the queued waiters that are still trying.
 local pttl = redis.call('PTTL', KEYS[1])

@@ -1,0 +1,118 @@
+-- The common part of the single-node scripts, put in each of them at its
+-- --[[single.lua]] line (after a fast path that needs none of it: making
+-- these functions costs about a microsecond a call). Every one takes the
+-- same keys:
+--   KEYS[1] the lock key: the exclusive holder's (a mutex's, a writer's)
+--           owner id, with its TTL
+--   KEYS[2] the fence counter: every grant of any kind takes the next token
+--   KEYS[3] the waiter queue: owner id -> ticket (server time in
+--           microseconds when it first queued, unique), so first come first
+--   KEYS[4] the waiters' deadlines: owner id -> server time in ms after
+--           which the entry is dead (its waiter stopped trying)
+--   KEYS[5] given-up owners: owner id -> server time in ms until which its
+--           attempts are refused
+--   KEYS[6] the shared holders (readers, or a semaphore's permits): owner
+--           id -> server time in ms at which its hold runs out
+--   KEYS[7] the shared holders' tokens: owner id -> token
+-- An owner id says what it wants (kindOf): a reader's ends in ":s", a
+-- permit's of a semaphore of N in ":pN"; a mutex's or writer's has neither.
+-- A name never mixes locks and semaphores, nor semaphores of different N:
+-- acquire.lua refuses such a request.
+
+local function now()
+	local t = redis.call('TIME')
+	return t[1] * 1000 + math.floor(t[2] / 1000)
+end
+
+-- kindOf returns 'x' (exclusive), 's' (shared) or 'p' (a permit), and the
+-- semaphore's number of permits (0 for a lock).
+local function kindOf(owner)
+	local k, n = string.match(owner, ':(%a)(%d*)$')
+	if k == 's' then
+		return 's', 0
+	elseif k == 'p' then
+		return 'p', tonumber(n)
+	end
+	return 'x', 0
+end
+
+-- extend makes key live at least ms from now.
+local function extend(key, ms)
+	if redis.call('PTTL', key) < ms then
+		redis.call('PEXPIRE', key, ms)
+	end
+end
+
+local function chunked(cmd, key, list)
+	for i = 1, #list, 1000 do
+		redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+	end
+end
+
+-- pruneShared drops the shared holders whose hold ran out (a crashed
+-- holder's slot comes back here) and returns how many hold.
+local function pruneShared(t)
+	local gone = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', t)
+	if #gone > 0 then
+		redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', t)
+		chunked('HDEL', KEYS[7], gone)
+	end
+	return redis.call('ZCARD', KEYS[6])
+end
+
+-- pruneQueue drops the entries of waiters that stopped trying.
+local function pruneQueue(t)
+	local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', t)
+	if #dead > 0 then
+		chunked('ZREM', KEYS[3], dead)
+		redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', t)
+	end
+end
+
+-- handOver grants the lock to the waiters at the head of the queue that
+-- can have it now, as a release, a give-back or a waiter's leaving may
+-- allow: one writer, or every reader up to the next writer, or permits
+-- while some are free. Each grant takes the next token, is made here
+-- (the waiter holds it when its message arrives) and is published as
+-- "OWNER TOKEN TTL" on channel.
+local function handOver(ttl, channel)
+	if redis.call('EXISTS', KEYS[3]) == 0 then
+		return
+	end
+	local t = now()
+	pruneQueue(t)
+	local n = pruneShared(t)
+	local held = redis.call('EXISTS', KEYS[1]) == 1
+	while true do
+		local w = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+		if not w then
+			return
+		end
+		if not redis.call('ZSCORE', KEYS[4], w) then
+			-- No deadline: an entry queued by an earlier version of this
+			-- script, whose waiter retries by itself.
+			redis.call('ZREM', KEYS[3], w)
+		else
+			local kind, limit = kindOf(w)
+			if held or kind == 'x' and n > 0 or kind == 'p' and n >= limit then
+				return
+			end
+			local token = redis.call('INCR', KEYS[2])
+			if kind == 'x' then
+				redis.call('SET', KEYS[1], w, 'PX', ttl)
+				held = true
+			else
+				redis.call('ZADD', KEYS[6], t + ttl, w)
+				redis.call('HSET', KEYS[7], w, token)
+				extend(KEYS[6], ttl)
+				extend(KEYS[7], ttl)
+				n = n + 1
+			end
+			redis.call('ZREM', KEYS[3], w)
+			redis.call('ZREM', KEYS[4], w)
+			redis.call('PUBLISH', channel, w .. ' ' .. token .. ' ' .. ttl)
+		end
+	end
+end
+
+-- The rest of the script follows.
