@@ -205,4 +205,11 @@
 // catches up only every 100 ms; concurrency.Mutex watches from a past
 // revision and so hands off in ~50-100 ms. NOTES.md, next to this file,
 // gives the design notes: why each of these choices, and what was weighed.
+//
+// # Inspection
+//
+// Status reads one name's key range; List (driver.Lister, dlock's
+// Client.List and `dlock list`) reads the range of a prefix once and groups
+// it by name, each with the status Status gives (one lease TimeToLive per
+// name for the TTL left). Both are linearizable reads.
 package etcdlock

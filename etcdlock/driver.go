@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -206,9 +207,14 @@ func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error)
 	if err != nil {
 		return driver.Status{}, fmt.Errorf("etcdlock: status of %q: %w", name, d.engineErr(ctx, err))
 	}
-	kvs := resp.Kvs
+	return d.statusOf(ctx, pfx, resp.Kvs), nil
+}
+
+// statusOf is the status of the name whose key range is pfx, from its keys
+// in create-revision order.
+func (d *Driver) statusOf(ctx context.Context, pfx string, kvs []*mvccpb.KeyValue) driver.Status {
 	if len(kvs) == 0 {
-		return driver.Status{Waiters: 0}, nil
+		return driver.Status{Waiters: 0}
 	}
 	st := driver.Status{Held: true, Mode: driver.Exclusive, Holders: 1}
 	first := string(kvs[0].Key)
@@ -231,5 +237,5 @@ func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error)
 			st.TTLLeft = time.Duration(ttl.TTL) * time.Second
 		}
 	}
-	return st, nil
+	return st
 }

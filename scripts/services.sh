@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Real test servers for the driver tests: 5 Redis nodes, a 3-member etcd
-# cluster and a 3-server ZooKeeper ensemble, all on 127.0.0.1 with fixed,
-# unusual ports so they never clash with a developer's own servers.
+# cluster, a 3-server ZooKeeper ensemble and a PostgreSQL cluster, all on
+# 127.0.0.1 with fixed, unusual ports so they never clash with a developer's
+# own servers.
 #
-#   scripts/services.sh up      install what is missing, start, wait, write $DIR/env
-#   scripts/services.sh status  print the status table (exit 1 if something is down)
-#   scripts/services.sh down    stop what `up` started and remove the data dirs
+#   scripts/services.sh up [SERVICE...]      install what is missing, start, wait, write $DIR/env
+#   scripts/services.sh status [SERVICE...]  print the status table (exit 1 if something is down)
+#   scripts/services.sh down [SERVICE...]    stop what `up` started and remove its data
 #
-# State lives in ${DLOCK_SERVICES_DIR:-/tmp/dlock-services}: bin/ data/ logs/ pids/ zk/ env
+# SERVICE is redis, etcd, zookeeper or postgres; none means all of them.
+# State lives in ${DLOCK_SERVICES_DIR:-/tmp/dlock-services}: bin/ data/ logs/ pids/ zk/ pgsock/ env
+#
+# PostgreSQL: Debian's server binaries (package postgresql), a cluster of our
+# own made by initdb in $DATA/pg, listening on 127.0.0.1:${DLOCK_PG_PORT:-15432}
+# (never 5432) with trust authentication on loopback, run as the unprivileged
+# user postgres when the script runs as root (initdb and postgres refuse root).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +37,12 @@ ZK_IDS=(1 2 3)
 ZK_CLIENT_PORTS=(12181 12182 12183)
 ZK_QUORUM_PORTS=(12888 12889 12890)
 ZK_ELECTION_PORTS=(13888 13889 13890)
+PG_PORT="${DLOCK_PG_PORT:-15432}"
+PG_DB="postgres"
+PG_SOCK="$DIR/pgsock"
+
+ALL_SERVICES=(redis etcd zookeeper postgres)
+SERVICES=()
 
 JAVA="${JAVA:-$(command -v java || echo /usr/bin/java)}"
 
@@ -164,18 +177,28 @@ etcd_version_ok() {
 
 install_debs() {
 	local missing=()
-	command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-	command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
-	[[ -e /usr/share/java/zookeeper.jar ]] || missing+=(zookeeper)
-	[[ -x $JAVA ]] || missing+=(default-jre-headless)
+	if wanted redis; then
+		command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+		command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+	fi
+	if wanted zookeeper; then
+		[[ -e /usr/share/java/zookeeper.jar ]] || missing+=(zookeeper)
+		[[ -x $JAVA ]] || missing+=(default-jre-headless)
+	fi
 	# ip(8), for the partition tests' network namespaces (internal/testserver/netns.go).
 	command -v ip >/dev/null 2>&1 || [[ -x /usr/sbin/ip || -x /sbin/ip ]] || missing+=(iproute2)
+	if wanted postgres; then
+		[[ -n $(pg_bindir) ]] || missing+=(postgresql)
+		# pglock's test of PgBouncer in front of the server.
+		[[ -n $(pgbouncer_bin) ]] || missing+=(pgbouncer)
+	fi
 	((${#missing[@]} == 0)) && return 0
 
 	log "installing Debian packages: ${missing[*]}"
 	local sudo=""
 	[[ $(id -u) -eq 0 ]] || sudo="sudo"
-	# Keep the packages' own system services from starting on 6379/2181.
+	# Keep the packages' own system services from starting on 6379/2181/5432
+	# (Debian's postgresql would otherwise create and start a cluster).
 	local policy=/usr/sbin/policy-rc.d made_policy=0
 	if [[ ! -e $policy ]]; then
 		printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
@@ -195,7 +218,7 @@ install_debs() {
 	fi
 	# Belt and braces: if a system service got started anyway, stop and disable it.
 	local svc
-	for svc in redis-server zookeeper; do
+	for svc in redis-server zookeeper postgresql pgbouncer; do
 		if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
 			$sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
 		fi
@@ -233,6 +256,7 @@ member_ready() { # kind port
 	redis) redis_ping "$2" ;;
 	etcd) etcd_healthy "$2" ;;
 	zk) zk_ok "$2" ;;
+	pg) pg_ready "$2" ;;
 	esac
 }
 
@@ -365,6 +389,132 @@ EOF
 EOF
 }
 
+# ---------------------------------------------------------------- postgres
+
+# Debian's server binaries: the newest /usr/lib/postgresql/N/bin, else the
+# directory of an initdb on PATH (Debian does not put it there). Empty if none.
+pg_bindir() {
+	local d
+	d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+	if [[ -n $d && -x $d/initdb && -x $d/postgres ]]; then
+		printf '%s' "$d"
+		return 0
+	fi
+	d=$(command -v initdb 2>/dev/null) || return 0
+	d=$(dirname "$(readlink -f "$d")")
+	[[ -x $d/postgres ]] && printf '%s' "$d"
+	return 0
+}
+
+# The user the cluster runs as: postgres when we are root (initdb and
+# postgres refuse to run as root), else whoever runs the script.
+pg_user() {
+	if [[ $(id -u) -eq 0 ]]; then
+		printf postgres
+	else
+		id -un
+	fi
+}
+
+# pg_as cmd...: run cmd as pg_user. setpriv execs in place, so start_bg
+# records the server's own pid.
+pg_as() {
+	if [[ $(id -u) -eq 0 ]]; then
+		setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"
+	else
+		"$@"
+	fi
+}
+
+pgbouncer_bin() { command -v pgbouncer 2>/dev/null || { [[ -x /usr/sbin/pgbouncer ]] && echo /usr/sbin/pgbouncer; } || true; }
+
+pg_url() { printf 'postgres://%s@%s:%s/%s?sslmode=disable' "$(pg_user)" "$HOST" "$PG_PORT" "$PG_DB"; }
+
+pg_ready() { # port
+	local bin
+	bin=$(pg_bindir)
+	[[ -n $bin ]] && timeout 5 "$bin/pg_isready" -q -h "$HOST" -p "$1" -d "$PG_DB" -t 2 >/dev/null 2>&1
+}
+
+start_pg() {
+	local bin data="$DATA/pg" user
+	bin=$(pg_bindir)
+	[[ -n $bin ]] || die "PostgreSQL server binaries not found (install Debian's postgresql)"
+	pid_alive "$(pid_of pg)" && return 0
+	check_port_free pg "$PG_PORT"
+	user=$(pg_user)
+	if [[ $(id -u) -eq 0 ]]; then
+		getent passwd "$user" >/dev/null ||
+			die "user $user does not exist (Debian's postgresql package creates it)"
+	fi
+	mkdir -p "$DATA" "$PG_SOCK"
+	chmod 755 "$DIR" "$DATA"
+	touch "$LOGS/pg.log"
+	[[ $(id -u) -eq 0 ]] && chown "$user" "$PG_SOCK" "$LOGS/pg.log"
+	# A cluster left by an earlier `up` (the server died) is started again
+	# with its data: the fencing counters survive, as they would in production.
+	[[ -s $data/PG_VERSION ]] || init_pg "$bin" "$data" "$user"
+	local deadline=$((SECONDS + WAIT_SECS)) pid
+	while :; do
+		if [[ $(id -u) -eq 0 ]]; then
+			start_bg pg "$LOGS/pg.log" setpriv --reuid="$user" --regid="$user" --init-groups -- \
+				"$bin/postgres" -D "$data"
+		else
+			start_bg pg "$LOGS/pg.log" "$bin/postgres" -D "$data"
+		fi
+		pid=$(pid_of pg)
+		until pg_ready "$PG_PORT" || ! pid_alive "$pid" || ((SECONDS >= deadline)); do sleep 0.1; done
+		pid_alive "$pid" && return 0
+		# After a kill -9 of the server its children linger for a moment,
+		# attached to the old shared memory, and postgres refuses to start
+		# beside them ("another postmaster", "pre-existing shared memory
+		# block ... is still in use"): wait for them to go.
+		tail -n 5 "$LOGS/pg.log" | grep -qE 'another postmaster|is still in use' && ((SECONDS < deadline)) || return 0
+		sleep 0.5
+	done
+}
+
+init_pg() { # bindir datadir user
+	local bin=$1 data=$2 user=$3
+	rm -rf "$data"
+	mkdir -p "$data"
+	chmod 700 "$data"
+	[[ $(id -u) -eq 0 ]] && chown "$user" "$data"
+	pg_as "$bin/initdb" -D "$data" -U "$user" --auth-local=trust --auth-host=trust \
+		--encoding=UTF8 --locale=C.UTF-8 --no-instructions >"$LOGS/pg-initdb.log" 2>&1 || {
+		tail -n 30 "$LOGS/pg-initdb.log" >&2
+		die "initdb failed (full log: $LOGS/pg-initdb.log)"
+	}
+	# Tests open many connections (a pool per client, a connection per
+	# waiter). fsync=off only matters if the machine itself crashes.
+	cat >>"$data/postgresql.conf" <<EOF
+# added by scripts/services.sh
+listen_addresses = '$HOST'
+port = $PG_PORT
+unix_socket_directories = '$PG_SOCK'
+max_connections = 400
+fsync = off
+full_page_writes = off
+shared_buffers = 32MB
+EOF
+}
+
+# Stop the cluster with a fast shutdown (SIGINT: clients are cut off at
+# once; SIGTERM, which stop_pid sends, waits for them to leave).
+stop_pg() {
+	local pid
+	pid=$(pid_of pg)
+	if pid_alive "$pid"; then
+		kill -INT "$pid" 2>/dev/null || true
+		for _ in $(seq 1 100); do
+			pid_alive "$pid" || break
+			sleep 0.1
+		done
+	fi
+	stop_pid pg
+	rm -rf "$DATA/pg" "$PG_SOCK"
+}
+
 # ---------------------------------------------------------------- waiting
 
 wait_for() { # description logfile pid-name command...
@@ -389,18 +539,22 @@ zk_has_mode() { # port
 
 wait_all() {
 	local i
-	for i in "${!REDIS_PORTS[@]}"; do
+	if wanted postgres; then
+		wait_for "postgres ($HOST:$PG_PORT)" "$LOGS/pg.log" pg pg_ready "$PG_PORT"
+	fi
+	wanted redis && for i in "${!REDIS_PORTS[@]}"; do
 		wait_for "redis$((i + 1)) ($HOST:${REDIS_PORTS[$i]})" "$LOGS/redis$((i + 1)).log" "redis$((i + 1))" \
 			redis_ping "${REDIS_PORTS[$i]}"
 	done
-	for i in "${!ETCD_NAMES[@]}"; do
+	wanted etcd && for i in "${!ETCD_NAMES[@]}"; do
 		wait_for "etcd ${ETCD_NAMES[$i]} ($HOST:${ETCD_CLIENT_PORTS[$i]})" "$LOGS/etcd-${ETCD_NAMES[$i]}.log" \
 			"etcd-${ETCD_NAMES[$i]}" etcd_healthy "${ETCD_CLIENT_PORTS[$i]}"
 	done
-	for i in "${!ZK_IDS[@]}"; do
+	wanted zookeeper && for i in "${!ZK_IDS[@]}"; do
 		wait_for "zookeeper ${ZK_IDS[$i]} ($HOST:${ZK_CLIENT_PORTS[$i]})" "$LOGS/zk${ZK_IDS[$i]}.log" \
 			"zk${ZK_IDS[$i]}" zk_has_mode "${ZK_CLIENT_PORTS[$i]}"
 	done
+	return 0
 }
 
 # ---------------------------------------------------------------- env + status
@@ -424,6 +578,9 @@ write_env() {
 		echo "export DLOCK_ETCDCTL_BIN=\"$BIN/etcdctl\""
 		echo "export DLOCK_ZK_CLASSPATH=\"$(zk_classpath)\""
 		echo "export JAVA=\"$JAVA\""
+		echo "export DLOCK_TEST_PG=\"$(pg_url)\""
+		echo "export DLOCK_PG_BINDIR=\"$(pg_bindir)\""
+		echo "export DLOCK_PGBOUNCER_BIN=\"$(pgbouncer_bin)\""
 	} >"$tmp"
 	mv "$tmp" "$DIR/env"
 }
@@ -448,16 +605,17 @@ status_table() {
 		[[ $state == up* ]] || down=1
 		printf '%-10s %-8s %-18s %-8s %s\n' "$1" "$2" "$HOST:$3" "$pid" "$state"
 	}
-	for i in "${!REDIS_PORTS[@]}"; do
+	wanted redis && for i in "${!REDIS_PORTS[@]}"; do
 		row redis "$((i + 1))" "${REDIS_PORTS[$i]}" redis "redis$((i + 1))"
 	done
-	for i in "${!ETCD_NAMES[@]}"; do
+	wanted etcd && for i in "${!ETCD_NAMES[@]}"; do
 		name=${ETCD_NAMES[$i]}
 		row etcd "$name" "${ETCD_CLIENT_PORTS[$i]}" etcd "etcd-$name"
 	done
-	for i in "${!ZK_IDS[@]}"; do
+	wanted zookeeper && for i in "${!ZK_IDS[@]}"; do
 		row zookeeper "${ZK_IDS[$i]}" "${ZK_CLIENT_PORTS[$i]}" zk "zk${ZK_IDS[$i]}"
 	done
+	wanted postgres && row postgres pg "$PG_PORT" pg pg
 	return "$down"
 }
 
@@ -467,24 +625,48 @@ cmd_up() {
 	local t0=$SECONDS
 	mkdir -p "$BIN" "$DATA" "$LOGS" "$PIDS" "$ZKCONF"
 	install_debs
-	build_etcd
-	write_zk_logging
-	start_redis
-	start_etcd
-	start_zk
+	if wanted etcd; then build_etcd; fi
+	if wanted zookeeper; then write_zk_logging; fi
+	if wanted redis; then start_redis; fi
+	if wanted etcd; then start_etcd; fi
+	if wanted zookeeper; then start_zk; fi
+	if wanted postgres; then start_pg; fi
 	wait_all
 	write_env
 	status_table || die "some services are not up"
-	log "all services up in $((SECONDS - t0))s; env: $DIR/env"
+	log "${SERVICES[*]} up in $((SECONDS - t0))s; env: $DIR/env"
 }
 
 cmd_down() {
 	local name
-	for name in "${ZK_IDS[@]}"; do stop_pid "zk$name"; done
-	for name in "${ETCD_NAMES[@]}"; do stop_pid "etcd-$name"; done
-	for name in 1 2 3 4 5; do stop_pid "redis$name"; done
-	rm -rf "$DATA"
-	log "stopped; data removed from $DATA (binaries and logs kept in $DIR)"
+	if wanted zookeeper; then
+		for name in "${ZK_IDS[@]}"; do stop_pid "zk$name"; done
+		rm -rf "$DATA/zk"
+	fi
+	if wanted etcd; then
+		for name in "${ETCD_NAMES[@]}"; do stop_pid "etcd-$name"; done
+		rm -rf "$DATA/etcd"
+	fi
+	if wanted redis; then
+		for name in 1 2 3 4 5; do stop_pid "redis$name"; done
+		rm -rf "$DATA"/redis*
+	fi
+	if wanted postgres; then stop_pg; fi
+	log "stopped ${SERVICES[*]}; their data removed from $DATA (binaries and logs kept in $DIR)"
+}
+
+wanted() { # service: was it named on the command line (or were none)?
+	[[ " ${SERVICES[*]} " == *" $1 "* ]]
+}
+
+select_services() { # args...
+	local a
+	(($# == 0)) && set -- "${ALL_SERVICES[@]}"
+	for a in "$@"; do
+		[[ " ${ALL_SERVICES[*]} " == *" $a "* ]] ||
+			die "unknown service \"$a\"; want any of: ${ALL_SERVICES[*]}"
+		SERVICES+=("$a")
+	done
 }
 
 cmd_status() {
@@ -495,12 +677,17 @@ cmd_status() {
 	status_table
 }
 
-case "${1:-}" in
+cmd=${1:-}
+(($# > 0)) && shift
+case "$cmd" in
+up | down | status) select_services "$@" ;;
+esac
+case "$cmd" in
 up) cmd_up ;;
 down) cmd_down ;;
 status) cmd_status ;;
 *)
-	echo "usage: $0 up|down|status" >&2
+	echo "usage: $0 up|down|status [redis|etcd|zookeeper|postgres]..." >&2
 	exit 2
 	;;
 esac

@@ -46,7 +46,7 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 			return nil, driver.Validity{}, driver.ErrNotAcquired
 		}
 	}
-	a := &attempt{d: d, parent: parent, kind: k, guid: guidFor(k)}
+	a := &attempt{d: d, parent: parent, kind: k, guid: guidFor(k), value: []byte(req.Value)}
 	l, v, err := a.run(ctx, req.Wait)
 	if err != nil {
 		a.abandon(ctx)
@@ -66,6 +66,7 @@ type attempt struct {
 	parent string
 	kind   kind
 	guid   string // carries kind's marker
+	value  []byte // the node's data: an election's value (election.go)
 
 	// Set by runOwn before it closes the channel above them.
 	sending   chan struct{} // closed just before the create is sent

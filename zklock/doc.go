@@ -47,7 +47,11 @@
 //
 // The layout of the nodes (see names.go) is the one earlier versions used:
 // lock names are escaped by internal/lockname as zklock escaped them
-// before, so locks taken by earlier versions are seen by this one.
+// before, so locks taken by earlier versions are seen by this one. List
+// (driver.Lister) reads the containers under the prefix node and gives
+// each name back with lockname.Unescape, with its Status; a name too long
+// to keep (stored as "~" and its SHA-256) is listed under that engine
+// name, and only when the prefix asked is empty.
 //
 // # How a lock is held
 //
@@ -98,6 +102,43 @@
 // leases are nodes like a writer's, granted, proven at the leader, renewed,
 // watched for loss and released the same way; the token is the node's
 // czxid, one sequence per name across modes and permits.
+//
+// # Elections
+//
+// A leader is the writer holding the lock of the election's name, on the
+// mutex's path (Capabilities.Election; see election.go). Its value is its
+// queue node's data, written by the very create that queues the node, so
+// the value is there the moment the node heads the queue; Proclaim
+// (driver.ValueSetter) replaces it in a multi with a check of the node: a
+// transaction the leader checks and a quorum logs, which a server cut off
+// from the quorum cannot answer, and which fails with ErrLockLost,
+// changing nothing, once the node is gone. A value is at most 1,000,000
+// bytes (ZooKeeper's jute.maxbuffer is 1 MiB by default). The term is the
+// node's czxid, the lock's token.
+//
+// Leader (driver.Observer's Holder) reads the head of the queue and, if it
+// is a writer, its node's czxid and data; a queue that is empty or headed
+// by readers or permits has no leader. A transaction (a check of the
+// prefix node) goes first, so the read sees at least the state the quorum
+// had after the call began: a cut-off server cannot report a leader the
+// quorum has already replaced. Observe makes that read, then follows the
+// queue by watches, no polling: a child watch on the name's container (an
+// exists watch while there is none) and a data watch on the head writer's
+// node; each firing reads again and re-arms them, and the newest leader
+// replaces one not yet received. go-zookeeper keeps watches across
+// reconnections to the same session (the server fires those whose nodes
+// changed meanwhile); after a session expiry the observer reads again,
+// proven at the quorum. Terms never decrease: a read from a server behind
+// the previous one is not reported (its watch fires once it catches up).
+// Watch reads are answered by the connected server: an observer on a
+// server cut off from the quorum sees no change until that server gives up
+// on the leader (syncLimit × tickTime) and go-zookeeper moves on.
+//
+// Curator's LeaderLatch once had two leaders at once
+// (https://issues.apache.org/jira/browse/CURATOR-696): after a reconnect it
+// took a node of its earlier session for its own. A node counts as ours
+// here only once its ephemeral owner is our live session, and a grant
+// after a wait is proven by a check of the node at the leader.
 //
 // # One round trip for an uncontended Lock
 //

@@ -317,6 +317,7 @@ func capabilities(timeouts string) driver.Capabilities {
 		Scope:     "cluster",
 		Shared:    true,
 		Semaphore: true,
+		Election:  true,
 		Notes: "token = czxid of the holder's znode (ensemble-wide, survives failover); " +
 			"a lock lives as long as its ZooKeeper session, and the lease's TTL is the session timeout the server granted: " +
 			timeouts + "; while disconnected a lock is kept only until " +

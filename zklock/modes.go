@@ -46,9 +46,11 @@ func (k kind) String() string {
 // requestKind returns what req asks for, or why it cannot be asked.
 func requestKind(req driver.Request) (kind, error) {
 	switch {
-	case req.Value != "":
-		// Elections are not offered yet (Capabilities.Election).
-		return kind{}, fmt.Errorf("zklock: a lock with a Value (an election's): %w", driver.ErrNotSupported)
+	case req.Value != "" && (req.Limit != 0 || req.Mode != driver.Exclusive):
+		return kind{}, driver.InvalidArgument("zklock: Value", fmt.Sprintf("%d bytes", len(req.Value)),
+			"empty but for an exclusive lock (an election's leader): readers and permits keep no value")
+	case len(req.Value) > maxValue:
+		return kind{}, driver.InvalidArgument("zklock: Value", fmt.Sprintf("%d bytes", len(req.Value)), valueBound)
 	case req.Limit < 0 || req.Limit > maxLimit:
 		return kind{}, driver.InvalidArgument("zklock: Limit", req.Limit, fmt.Sprintf("0 (a lock) or a number of permits from 1 to %d", maxLimit))
 	case req.Limit > 0 && req.Mode != driver.Exclusive:

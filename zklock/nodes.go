@@ -46,7 +46,7 @@ func (a *attempt) runOwn() {
 	defer d.bg.Done()
 	a.sendAt = time.Now()
 	close(a.sending)
-	a.node, a.czxid, a.clean, a.createErr = d.createNode(a.parent, a.guid)
+	a.node, a.czxid, a.clean, a.createErr = d.createNode(a.parent, a.guid, a.value)
 	close(a.created)
 	if a.createErr != nil {
 		a.ownErr = a.createErr
@@ -86,18 +86,18 @@ func (a *attempt) runOwn() {
 }
 
 // createNode creates a protected ephemeral-sequential node and returns its
-// name and czxid (0 if unknown). clean is false when a reply was lost on
-// the way.
+// name and czxid (0 if unknown), with data as its data (an election's
+// value). clean is false when a reply was lost on the way.
 //
 // The create goes in a multi with an unconditional empty write to the
 // parent's data: go-zookeeper has no create2, and the parent's stat in the
 // multi's reply carries mzxid = the transaction's zxid = our node's czxid,
 // the token, with no read after the create.
-func (d *Driver) createNode(parent, guid string) (name string, czxid int64, clean bool, err error) {
+func (d *Driver) createNode(parent, guid string, data []byte) (name string, czxid int64, clean bool, err error) {
 	prefix := parent + "/" + nodePrefix(guid)
 	clean = true
 	for range 5 {
-		name, czxid, err = d.createOnce(parent, prefix)
+		name, czxid, err = d.createOnce(parent, prefix, data)
 		switch {
 		case err == nil:
 			return name, czxid, clean, nil
@@ -125,10 +125,10 @@ func (d *Driver) createNode(parent, guid string) (name string, czxid int64, clea
 	return "", 0, clean, err
 }
 
-func (d *Driver) createOnce(parent, prefix string) (string, int64, error) {
+func (d *Driver) createOnce(parent, prefix string, data []byte) (string, int64, error) {
 	if !d.plainCreate.Load() {
 		res, err := d.conn.Multi(
-			&zk.CreateRequest{Path: prefix, Acl: d.acl, Flags: zk.FlagEphemeralSequential},
+			&zk.CreateRequest{Path: prefix, Data: data, Acl: d.acl, Flags: zk.FlagEphemeralSequential},
 			&zk.SetDataRequest{Path: parent, Version: -1},
 		)
 		switch {
@@ -144,7 +144,7 @@ func (d *Driver) createOnce(parent, prefix string) (string, int64, error) {
 			return "", 0, err
 		}
 	}
-	got, err := d.conn.Create(prefix, nil, zk.FlagEphemeralSequential, d.acl)
+	got, err := d.conn.Create(prefix, data, zk.FlagEphemeralSequential, d.acl)
 	if err != nil {
 		return "", 0, err
 	}

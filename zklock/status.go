@@ -13,7 +13,11 @@ import (
 // writer, or a semaphore's first Limit nodes), the newest holder's token,
 // and the number of waiters.
 func (d *Driver) Status(ctx context.Context, name string) (driver.Status, error) {
-	parent := d.parent(name)
+	return d.statusAt(ctx, d.parent(name))
+}
+
+// statusAt is the Status of the queue under parent.
+func (d *Driver) statusAt(ctx context.Context, parent string) (driver.Status, error) {
 	kids, err := d.children(ctx, parent)
 	if errors.Is(err, zk.ErrNoNode) {
 		return driver.Status{}, nil

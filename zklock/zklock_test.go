@@ -104,6 +104,11 @@ func (h *harness) ShortTTL() time.Duration { return testSession }
 // ForceLoss deletes the holder's node, as an operator would.
 func (h *harness) ForceLoss(_ context.Context, name string) error {
 	parent := testRoot + "/" + encodeName(name)
+	// The admin session may be on another server than the holder's, which
+	// may not have applied the grant yet: catch up with the leader first.
+	if _, err := h.admin.Sync(parent); err != nil {
+		return err
+	}
 	kids, _, err := h.admin.Children(parent)
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	_ "github.com/dlockio/dlock/etcdlock"
 	_ "github.com/dlockio/dlock/filelock"
 	_ "github.com/dlockio/dlock/memlock"
+	_ "github.com/dlockio/dlock/pglock"
 	_ "github.com/dlockio/dlock/redislock"
 	_ "github.com/dlockio/dlock/zklock"
 )

@@ -62,3 +62,37 @@ func TestE2ELossOnEtcd(t *testing.T) {
 		t.Fatalf("next holder's token %d, want > %d", next, first)
 	}
 }
+
+// TestE2EElectOnEtcd: the election scenario of TestE2EElectOnFile on etcd,
+// with a 2 s TTL: a killed leader's lease runs out and the waiting
+// candidate leads.
+func TestE2EElectOnEtcd(t *testing.T) {
+	backend, _, _ := etcdBackend(t)
+	e2eElect(t, backend, []string{"--ttl", "2s"}, false)
+}
+
+// TestE2EElectOnZooKeeper: the same on ZooKeeper, with a 4 s TTL (the
+// session timeout of the lock's session).
+func TestE2EElectOnZooKeeper(t *testing.T) {
+	servers := testserver.ZooKeeper(t)
+	backend := "zk://" + strings.Join(servers, ",") + "/dlock-cli-test-" + randomID()
+	e2eElect(t, backend, []string{"--ttl", "4s"}, false)
+}
+
+// TestE2ESharedAndLimitOnRedis: dlock run --shared and --limit on Redis,
+// as separate processes (the checks of the file:// tests).
+func TestE2ESharedAndLimitOnRedis(t *testing.T) {
+	backend := "redis://" + testserver.Redis(t)[0]
+	e2eShared(t, backend, "catalog-"+randomID())
+	e2eLimit(t, backend, "api-"+randomID())
+}
+
+// TestE2ESharedAndLimitOnEtcdAndZooKeeper: the same on etcd and ZooKeeper.
+func TestE2ESharedAndLimitOnEtcdAndZooKeeper(t *testing.T) {
+	etcd, _, _ := etcdBackend(t)
+	zk := "zk://" + strings.Join(testserver.ZooKeeper(t), ",") + "/dlock-cli-test-" + randomID()
+	for _, backend := range []string{etcd, zk} {
+		e2eShared(t, backend, "catalog")
+		e2eLimit(t, backend, "api")
+	}
+}

@@ -56,17 +56,20 @@ func logLines(t *testing.T, dir string, want int) []string {
 // never beside a writer. Each command marks itself in a directory while it
 // runs and logs what it saw there.
 func TestE2ESharedOnFile(t *testing.T) {
+	e2eShared(t, "file://"+t.TempDir(), "catalog")
+}
+
+func e2eShared(t *testing.T, backend, name string) {
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "in"), 0o700)
-	backend := "file://" + t.TempDir()
 	const writer = `touch in/w.$$; echo "w $(ls in | wc -l)" >> log; sleep 0.02; rm in/w.$$`
 	const reader = `touch in/r.$$; echo "r $(ls in | grep -c '^w')" >> log; sleep 0.02; rm in/r.$$`
 	var argss [][]string
 	for i := range 12 {
 		if i%3 == 0 {
-			argss = append(argss, []string{"run", "--backend", backend, "catalog", "--", "sh", "-c", writer})
+			argss = append(argss, []string{"run", "--backend", backend, name, "--", "sh", "-c", writer})
 		} else {
-			argss = append(argss, []string{"run", "--backend", backend, "--shared", "catalog", "--", "sh", "-c", reader})
+			argss = append(argss, []string{"run", "--backend", backend, "--shared", name, "--", "sh", "-c", reader})
 		}
 	}
 	runProcs(t, dir, argss)
@@ -81,13 +84,16 @@ func TestE2ESharedOnFile(t *testing.T) {
 // TestE2ELimitOnFile: twelve dlock run --limit 3 processes; never more
 // than three commands at once.
 func TestE2ELimitOnFile(t *testing.T) {
+	e2eLimit(t, "file://"+t.TempDir(), "api")
+}
+
+func e2eLimit(t *testing.T, backend, name string) {
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "in"), 0o700)
-	backend := "file://" + t.TempDir()
 	const script = `touch in/$$; echo "$(ls in | wc -l)" >> log; sleep 0.03; rm in/$$`
 	var argss [][]string
 	for range 12 {
-		argss = append(argss, []string{"run", "--backend", backend, "--limit", "3", "api", "--", "sh", "-c", script})
+		argss = append(argss, []string{"run", "--backend", backend, "--limit", "3", name, "--", "sh", "-c", script})
 	}
 	runProcs(t, dir, argss)
 	most := "0"

@@ -33,6 +33,10 @@ type Proc struct {
 	// ready returns nil once the process answers on addr.
 	ready func(addr string) error
 	host  *host // its namespace on a Network; nil on the test's own loopback
+	// stopSig is what Stop sends (SIGTERM if 0); cred, if set, is the user
+	// the process runs as.
+	stopSig syscall.Signal
+	cred    *syscall.Credential
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -46,7 +50,11 @@ func newProc(tb testing.TB, name, addr, logPath string, argv []string, ready fun
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if p.runningLocked() {
-			p.stopLocked(syscall.SIGTERM, stopTimeout)
+			sig := p.stopSig
+			if sig == 0 {
+				sig = syscall.SIGTERM
+			}
+			p.stopLocked(sig, stopTimeout)
 		}
 	})
 	return p
@@ -110,7 +118,7 @@ func (p *Proc) launch() error {
 	cmd.Stderr = logf
 	// Own process group: a Ctrl-C on `go test` reaches the test binary only,
 	// whose cleanups stop the servers.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: p.cred}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return err
@@ -144,7 +152,9 @@ func (p *Proc) WaitReady(timeout time.Duration) error {
 	}
 }
 
-// Stop sends SIGTERM and waits for the process to exit (SIGKILL after 15 s).
+// Stop sends SIGTERM (the server's own fast-shutdown signal where that is
+// another, as SIGINT for PostgreSQL) and waits for the process to exit
+// (SIGKILL after 15 s).
 func (p *Proc) Stop() {
 	p.tb.Helper()
 	p.mu.Lock()
@@ -152,7 +162,11 @@ func (p *Proc) Stop() {
 	if !p.runningLocked() {
 		return
 	}
-	p.stopLocked(syscall.SIGTERM, stopTimeout)
+	sig := p.stopSig
+	if sig == 0 {
+		sig = syscall.SIGTERM
+	}
+	p.stopLocked(sig, stopTimeout)
 }
 
 // Kill sends SIGKILL and waits for the process to exit.

@@ -1,17 +1,19 @@
-// Package testserver gives tests real Redis, etcd and ZooKeeper servers.
+// Package testserver gives tests real Redis, etcd, ZooKeeper and PostgreSQL
+// servers.
 //
 // Two kinds of servers are offered:
 //
 //   - Shared servers, started once per machine by `scripts/services.sh up`
 //     (5 Redis nodes, a 3-member etcd cluster, a 3-server ZooKeeper
-//     ensemble on fixed loopback ports). [Redis], [Etcd] and [ZooKeeper]
-//     return their addresses. Tests must not stop or break them and should
-//     use unique keys/paths, since other packages run against them in
-//     parallel.
+//     ensemble and a PostgreSQL cluster, on fixed loopback ports). [Redis],
+//     [Etcd] and [ZooKeeper] return their addresses, [Postgres] its URL.
+//     Tests must not stop or break them and should use unique
+//     keys/paths/names, since other packages run against them in parallel.
 //   - Dedicated processes for fault tests: [StartRedis],
-//     [StartEtcdCluster] and [StartZooKeeper] start fresh servers on free
-//     loopback ports; the returned [*Proc] values can be stopped, killed,
-//     paused and restarted. They are stopped when the test ends.
+//     [StartEtcdCluster], [StartZooKeeper] and [StartPostgres] start fresh
+//     servers on free loopback ports; the returned [*Proc] values can be
+//     stopped, killed, paused and restarted. They are stopped when the test
+//     ends.
 //   - A [Network] of network namespaces, for partitions between servers:
 //     with [OnNetwork], StartEtcdCluster and StartZooKeeper give each server
 //     a namespace of its own, and the Network can cut one off from the

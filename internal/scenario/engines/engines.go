@@ -41,11 +41,11 @@ func Of(c *dlock.Client) (scenario.Counter, error) {
 	if c.Capabilities().Scope == "process" {
 		return scenario.MemCounter(), nil
 	}
-	return nil, fmt.Errorf("no shared counter for the engine of %T (there is one for mem, file, etcd, redis, redlock and zk)", c.Driver())
+	return nil, fmt.Errorf("no shared counter for the engine of %T (there is one for mem, file, etcd, redis, redlock, zk and postgres)", c.Driver())
 }
 
 // OfDriver returns a counter on d's own connection, for the drivers that
-// expose it (etcd, redis, redlock, zk, file).
+// expose it (etcd, redis, redlock, zk, file, postgres).
 func OfDriver(d driver.Driver) (scenario.Counter, bool) {
 	switch d := d.(type) {
 	case etcdDriver:
@@ -58,6 +58,8 @@ func OfDriver(d driver.Driver) (scenario.Counter, bool) {
 		return zkCounter{d.Conn}, true
 	case fileDriver:
 		return scenario.FileCounter(d.Dir()), true
+	case pgDriver:
+		return Postgres(d.Pool()), true
 	}
 	return nil, false
 }

@@ -1,0 +1,180 @@
+// Package pglock is the PostgreSQL driver of dlock: session-level advisory
+// locks with a real TTL, a strong fencing token, loss reported the moment
+// the server ends the holder's session, read-write locks, and locks taken
+// inside the transaction of the data they protect ([Tx]).
+//
+// With a pgx pool of your own, which the dlock client uses and leaves open:
+//
+//	pool, err := pgxpool.New(ctx, "postgres://app@db.internal/app")
+//	…
+//	c, err := pglock.New(pool, nil, dlock.WithTTL(10*time.Second))
+//
+// or by URL, with a pool the driver makes and closes, after importing this
+// package:
+//
+//	c, err := dlock.Open(ctx, "postgres://app@db.internal:5432/app?sslmode=verify-full")
+//
+// # URLs
+//
+//	postgres://[user[:password]@][host][:port][,...][/database][?param=value&...]
+//	postgresql://… (the same)
+//
+// The URL is a libpq connection URI, read by pgx (pgxpool.ParseConfig):
+// every libpq parameter pgx knows (sslmode, sslrootcert, connect_timeout,
+// application_name, target_session_attrs, several hosts…) and pgxpool's
+// own (pool_max_conns…) work as documented there, and so do the PG*
+// environment variables and ~/.pgpass. One parameter is dlock's own and is
+// not passed on:
+//
+//   - dlock_table: the table of fencing counters ([Options].Table),
+//     "name" or "schema.name"; [DefaultTable] ("dlock_tokens") if absent.
+//
+// Environment variables, read when the URL is opened: DLOCK_PG_PASSWORD,
+// the password when neither the URL nor PGPASSWORD/.pgpass gives one. No
+// credential is ever logged or put in an error. dlock.Open connects and
+// pings the server (within Open's deadline, or 5 s), so that a wrong
+// address or password fails Open rather than the first lock.
+//
+// What the driver needs of its user: to connect, to create the token table
+// and the leases table (or find them made), to read and write the first
+// (SELECT, INSERT, UPDATE) and the second (and DELETE), and to call the
+// advisory-lock functions, which every user may.
+//
+// # Names and keys
+//
+// A lock name of any bytes maps to one key of PostgreSQL's 64-bit
+// advisory-lock space ([Key]: the first 8 bytes, big-endian, of the name's
+// SHA-256). Two names with the same key contend as one lock: safe (never
+// two holders of one name), only a wait that was not needed, and with n
+// names in use at once it happens with a probability of about n²/2⁶⁵.
+// Advisory locks are per database: clients must connect to the same one.
+// Programs that take advisory locks of their own with one bigint key share
+// the key space; pg_advisory_lock(int, int) keys are a space of their own.
+//
+// # Sessions
+//
+// A session-level advisory lock belongs to the connection that took it and
+// lives until it is unlocked or the connection ends, so the driver holds its
+// locks on connections of its own, opened with the pool's configuration
+// (and its BeforeConnect and AfterConnect hooks) and never returned to the
+// pool (a pooled connection would carry its locks to its next user). Locks
+// with the same TTL share a session; of the sessions left without a lock,
+// one per TTL is kept for the next lock or wait, the others are closed (and
+// an idle one is ended by the server after the TTL anyway).
+//
+//   - TryLock: one statement on a session:
+//     pg_try_advisory_lock(key) and, if granted, the key's counter row
+//     (INSERT … ON CONFLICT (key) DO UPDATE SET token = token + 1 RETURNING
+//     token) and the lease's row, in one round trip.
+//   - Lock: that try, then, if the lock is taken, pg_advisory_lock(key) on a
+//     session of its own while it waits (the spare one if there is one, else
+//     a new connection), which then holds the lock and may take others. The
+//     server queues the statement and wakes it
+//     in queue order when the lock is its turn: no polling. ctx ending
+//     cancels the statement through pgx (a CancelRequest, so the server
+//     drops the queue entry at once), and the session is closed, which
+//     frees anything it might have been granted meanwhile. A backend whose
+//     client vanished leaves the queue within a second
+//     (client_connection_check_interval, where the platform has it).
+//   - Unlock: pg_advisory_unlock(key) on the lock's session.
+//
+// # TTL
+//
+// Each session runs with idle_session_timeout set to its locks' TTL
+// (PostgreSQL 14 and later): a holder that stops renewing is cut off by the
+// server when the TTL has passed since its last statement, and its locks
+// freed. A renewal is one statement on the lock's session (it extends the
+// lease's row), and the validity is measured from the moment it was sent,
+// as for every driver. A blocking wait, once granted, is followed by a
+// statement (one more round trip) that counts the token and writes the
+// lease's row, which also restarts the server's timer.
+//
+// Servers before 14 have no idle_session_timeout: there the TTL only bounds
+// the holder's own view (the lease ends when renewals stop succeeding), and
+// the server frees a silent holder's locks only when it sees the connection
+// end: at once for a process that exits or crashes, after TCP keep-alive
+// gives up (tcp_keepalives_*, two hours by default) for a vanished host.
+//
+// # Fencing
+//
+// The token is the key's counter row, incremented while the lock is held,
+// right after it is granted (in the same statement for a try, in the next
+// one after a blocking wait): it strictly increases in grant order
+// (across exclusive and shared holders and [Tx]) and is durable (WAL), so
+// it survives restarts and failover to a synchronous standby. A sequence
+// would not do unless it had CACHE 1. The driver creates its tables on
+// first use (CREATE TABLE IF NOT EXISTS, serialized by a
+// transaction-scoped advisory lock).
+//
+// # Loss
+//
+// While a session is idle a goroutine of the driver reads from its
+// connection, so its end is seen at once and reported through the leases'
+// Done: pg_terminate_backend, idle_session_timeout, a server shutdown or
+// crash, a reset connection. A silent network is left to the portable
+// deadline (TTL − margin after the last renewal sent), which the server's
+// idle_session_timeout never precedes.
+//
+// The server frees a session's locks the moment it sees the session end,
+// which can be the very moment its holder learns of it (a reset of both
+// ends of the connection, a terminated backend, a restart): the next
+// waiter could then be granted the lock a moment before the holder's Done
+// closes. So every lease also has a row in the leases table
+// ("<table>_leases": key, token, mode, server process, valid until), written
+// with the grant and extended by every renewal (server clock: the
+// renewal's time + TTL, never before the holder's own deadline). Release
+// deletes the row in a transaction committed before the unlock. A grant
+// that finds the row of a holder no longer holding the lock (one that
+// ended without releasing) holds the lock unused until that row's time has
+// passed, renewing meanwhile, and only then returns: a vanished holder is
+// replaced when its lease is surely over, at most the TTL after its last
+// renewal. A clean release hands over at once.
+//
+// # Read-write locks
+//
+// RWMutex readers take pg_advisory_lock_shared. PostgreSQL's lock manager
+// queues a shared request behind a waiting exclusive one, so writers are
+// not starved; try-locks fail in that case too. Semaphores and elections
+// are not offered (Capabilities; such requests fail with
+// dlock.ErrNotSupported).
+//
+// # Transactions
+//
+// [Tx] takes pg_advisory_xact_lock inside the caller's own transaction and
+// returns the token, counted in that transaction: the lock, the token and
+// the writes it protects commit or roll back together.
+//
+// # Listing
+//
+// The driver implements driver.Lister (dlock's Client.List): the locks of
+// the database held or awaited now, from pg_locks, named through the token
+// table, which keeps the name a key was first granted under. A name that
+// was never granted is not listed while it is only awaited.
+//
+// # Limits
+//
+// Advisory locks live in the server's shared lock table, sized
+// max_locks_per_transaction × (max_connections + max_prepared_transactions)
+// (about 12,800 on defaults) and shared with every transaction's ordinary
+// locks. When it is full the server refuses with "out of shared memory";
+// the driver reports that at once, naming max_locks_per_transaction,
+// rather than retrying.
+//
+// PgBouncer in transaction (or statement) pooling mode hands each
+// transaction to any server connection: session-level locks then stay on
+// connections other clients use, and idle_session_timeout applies to the
+// wrong session. The driver notes its session's server process
+// (pg_backend_pid) when it opens it and checks it with every grant and
+// renewal: a change fails the call with an error naming the pooler
+// (never ErrUnavailable), ends the session, and the leases on it are lost.
+// It cannot catch a pooler that happens to keep the session on one server
+// connection until then, and a lock granted on the wrong one stays there
+// until the pooler closes it. Connect the driver to PostgreSQL directly,
+// or through PgBouncer in session mode (which works: TestPgBouncer). [Tx]
+// works through any mode.
+//
+// Advisory locks are not replicated: a failover to a standby loses them
+// (the new primary has none), while the tokens survive. Clients reconnect
+// to the new primary and lose their leases; the token order keeps fenced
+// writes safe.
+package pglock

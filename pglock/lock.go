@@ -1,0 +1,187 @@
+package pglock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dlockio/dlock/driver"
+)
+
+// lock is one granted advisory lock, held by its session.
+type lock struct {
+	d     *Driver
+	s     *session
+	key   int64
+	mode  driver.Mode
+	ttl   time.Duration
+	token uint64
+
+	released atomic.Bool
+}
+
+func (d *Driver) newLock(s *session, key int64, req driver.Request, tok int64) *lock {
+	return &lock{d: d, s: s, key: key, mode: req.Mode, ttl: req.TTL, token: uint64(tok)}
+}
+
+func (l *lock) Token() uint64 { return l.token }
+
+// Lost is closed when the lock's session ends: its connection broke, the
+// server terminated it (pg_terminate_backend, idle_session_timeout, a
+// shutdown or a crash). The server frees a session's locks when it ends.
+func (l *lock) Lost() <-chan struct{} { return l.s.dead }
+
+// Renew runs a statement on the lock's session, which restarts the server's
+// idle timer of every lock on it, and extends the lease's row. A live
+// session holds its locks: only Release gives one up.
+func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
+	if l.released.Load() {
+		return driver.Validity{}, fmt.Errorf("pglock: renew: %w", driver.ErrLockLost)
+	}
+	since := time.Now()
+	err := l.s.use(ctx, func(c *pgx.Conn) error {
+		var pid uint32
+		err := c.QueryRow(ctx, l.d.q.renew, l.key, int64(l.token), ttlMillis(l.ttl)).Scan(&pid)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errLeaseGone
+		}
+		if err != nil {
+			return err
+		}
+		return l.s.check(pid)
+	})
+	if errors.Is(err, errNotASession) {
+		l.s.kill(err)
+		return driver.Validity{}, fmt.Errorf("pglock: renew: %w: %w", driver.ErrLockLost, err)
+	}
+	if errors.Is(err, errLeaseGone) {
+		return driver.Validity{}, fmt.Errorf("pglock: renew: %w: %w", driver.ErrLockLost, err)
+	}
+	if err != nil {
+		return driver.Validity{}, l.err("renew", ctx, err)
+	}
+	return driver.Validity{Since: since, TTL: l.ttl}, nil
+}
+
+// errLeaseGone: the lease's row was removed, as that of a holder that ended.
+var errLeaseGone = errors.New("pglock: the lease's row is gone")
+
+// settle keeps a fresh grant from being used while a holder that ended
+// without releasing (its connection reset, its session terminated, the
+// server restarted) may still believe it holds the lock: waitMs, from the
+// granting statement, is how long its lease's row says that may last. It
+// is checked again with a fresh snapshot (a holder that released cleanly
+// just before the grant may look vanished to the granting statement), then
+// waited out, renewing every TTL/3 so that the server's idle timer does not
+// end this session meanwhile. The validity is then that of the last
+// renewal.
+func (l *lock) settle(ctx context.Context, since time.Time, waitMs int64) (driver.Validity, error) {
+	v := driver.Validity{Since: since, TTL: l.ttl}
+	if waitMs <= 0 {
+		return v, nil
+	}
+	fail := func(err error) (driver.Validity, error) {
+		cctx, cancel := driver.CleanupContext(ctx)
+		defer cancel()
+		_ = l.Release(cctx)
+		if ctx.Err() != nil {
+			return driver.Validity{}, ctx.Err()
+		}
+		return driver.Validity{}, err
+	}
+	err := l.s.use(ctx, func(c *pgx.Conn) error {
+		return c.QueryRow(ctx, l.d.q.recheck, l.key, int64(l.token), l.mode == driver.Shared,
+			int64(uint64(l.key)>>32), int64(uint32(l.key))).Scan(&waitMs)
+	})
+	if err != nil {
+		return fail(l.err("settle", ctx, err))
+	}
+	end := time.Now().Add(time.Duration(waitMs) * time.Millisecond)
+	for waitMs > 0 {
+		step := min(time.Until(end), l.ttl/3)
+		if step > 0 {
+			t := time.NewTimer(step)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return fail(ctx.Err())
+			case <-l.s.dead:
+				t.Stop()
+				return fail(fmt.Errorf("pglock: %w: its session ended while it waited for a vanished holder's lease", driver.ErrLockLost))
+			}
+		}
+		if v, err = l.Renew(ctx); err != nil {
+			return fail(err)
+		}
+		if time.Until(end) <= 0 {
+			break
+		}
+	}
+	return v, nil
+}
+
+// Release deletes the lease's row, in a transaction committed first, then
+// unlocks the advisory lock on its session, in one round trip. A session
+// that ended took the lock with it: ErrLockLost. An unlock that ctx cut
+// short may still finish: a repeated Release then finds the lock released.
+func (l *lock) Release(ctx context.Context) error {
+	if l.released.Load() {
+		return nil
+	}
+	q := l.d.q.unlock
+	if l.mode == driver.Shared {
+		q = l.d.q.unlockShared
+	}
+	sql := fmt.Sprintf(l.d.q.release, l.key, l.token) + fmt.Sprintf(q, l.key)
+	held := true
+	err := l.s.use(ctx, func(c *pgx.Conn) error {
+		if l.released.Load() {
+			return nil
+		}
+		rs, err := c.PgConn().Exec(ctx, sql).ReadAll()
+		if err != nil {
+			return err
+		}
+		if len(rs) == 0 || len(rs[len(rs)-1].Rows) != 1 {
+			return fmt.Errorf("pglock: release: %d results", len(rs))
+		}
+		held = string(rs[len(rs)-1].Rows[0][0]) == "t"
+		l.done()
+		return nil
+	})
+	if errors.Is(err, errSessionEnded) {
+		l.done()
+		return l.err("release", ctx, err)
+	}
+	if err != nil {
+		return l.err("release", ctx, err)
+	}
+	if !held {
+		return fmt.Errorf("pglock: release: the session no longer held the lock: %w", driver.ErrLockLost)
+	}
+	return nil
+}
+
+// done marks the lock released, once, and gives its key back to the session.
+func (l *lock) done() {
+	if l.released.CompareAndSwap(false, true) {
+		l.d.unreserve(l.s, l.key)
+	}
+}
+
+// err reports a failed renewal or release: the session's end is the
+// lock's loss; anything else may pass.
+func (l *lock) err(op string, ctx context.Context, err error) error {
+	if errors.Is(err, errSessionEnded) {
+		l.s.mu.Lock()
+		cause := l.s.deadErr
+		l.s.mu.Unlock()
+		return fmt.Errorf("pglock: %s: %w (%w)", op, driver.ErrLockLost, cause)
+	}
+	return fmt.Errorf("pglock: %s: %w", op, l.d.engineErr(ctx, err))
+}
