@@ -12,6 +12,16 @@
 // release that ignores ownership, which the checker must catch. Every
 // engine round trip is recorded and checked (package internal/check) with
 // porcupine against a lease model, plus token-order and resource invariants.
+//
+// The other primitives run the same faults on every engine whose
+// Capabilities offer them (skipped, with the reason, where not): a
+// read-write lock (writers read-modify-write; readers read twice and the
+// resource checks nothing changed in between), a semaphore of 2 permits
+// (holders register in a resource that counts them) and an election
+// (Campaign/Resign as Lock/Unlock, Proclaim, and leader reads that must never
+// go back to an older term). Their histories are checked against lease
+// models of their own (check.RWModel, check.SemaphoreModel), and broken
+// drivers (writers let in as readers, a permit too many) must be caught.
 // A failed check saves the history and porcupine's visualisation under
 // safety/out/.
 //

@@ -31,6 +31,15 @@ type recDriver struct {
 	// unsafeDrop, if set, replaces Release with a delete by name that
 	// ignores ownership: the safety mechanism the checker must miss.
 	unsafeDrop func(name string)
+	// unsafeMode, if set, breaks the request: "shared" asks the engine for
+	// a reader's lease when a writer's is wanted (a writer let in beside
+	// readers and writers), "limit" for one permit more than the
+	// semaphore has, "stale-leader" answers each leader read with the
+	// answer to the client's previous one. The history records what was
+	// wanted.
+	unsafeMode string
+	prevMu     sync.Mutex
+	prev       driver.Holder // the previous leader read, for "stale-leader"
 
 	closed    chan struct{} // closed by Close: stops the Lost watchers
 	closeOnce sync.Once
@@ -67,9 +76,17 @@ func errText(err error) string {
 
 func (d *recDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
 	d.gate.wait()
-	op := check.Op{Client: d.client, Lease: int64(d.client)*1_000_000 + d.seq.Add(1), Kind: check.Acquire, TTL: int64(req.TTL), Call: check.Now()}
+	op := check.Op{Client: d.client, Lease: int64(d.client)*1_000_000 + d.seq.Add(1), Kind: check.Acquire, TTL: int64(req.TTL), Call: check.Now(),
+		Shared: req.Mode == driver.Shared}
 	id := d.rec.Begin(op)
-	l, v, err := d.inner.Acquire(ctx, req)
+	sent := req
+	switch {
+	case d.unsafeMode == "shared" && req.Limit == 0:
+		sent.Mode = driver.Shared
+	case d.unsafeMode == "limit" && req.Limit > 0:
+		sent.Limit++
+	}
+	l, v, err := d.inner.Acquire(ctx, sent)
 	op.Return, op.Outcome, op.Err = check.Now(), outcome(ctx, err), errText(err)
 	if op.Outcome == check.Cancelled && !req.Wait {
 		op.Outcome = check.Unknown // a cancelled single attempt may have taken the lock before cleaning up
@@ -85,6 +102,48 @@ func (d *recDriver) Acquire(ctx context.Context, req driver.Request) (driver.Loc
 		go rl.watchLost(lost)
 	}
 	return rl, v, nil
+}
+
+// Capabilities passes the engine's on: the portable layer offers what it
+// says.
+func (d *recDriver) Capabilities() driver.Capabilities {
+	if c, ok := d.inner.(driver.Capable); ok {
+		return c.Capabilities()
+	}
+	return driver.Capabilities{}
+}
+
+// Holder and Observe pass an election's reads on (driver.Observer).
+func (d *recDriver) Holder(ctx context.Context, name string) (driver.Holder, error) {
+	ob, ok := d.inner.(driver.Observer)
+	if !ok {
+		return driver.Holder{}, driver.ErrNotSupported
+	}
+	h, err := ob.Holder(ctx, name)
+	if err == nil && d.unsafeMode == "stale-leader" {
+		d.prevMu.Lock()
+		h, d.prev = d.prev, h
+		d.prevMu.Unlock()
+	}
+	return h, err
+}
+
+func (d *recDriver) Observe(ctx context.Context, name string) (<-chan driver.Holder, error) {
+	ob, ok := d.inner.(driver.Observer)
+	if !ok {
+		return nil, driver.ErrNotSupported
+	}
+	return ob.Observe(ctx, name)
+}
+
+// SetValue passes a leader's Proclaim on (driver.ValueSetter).
+func (l *recLock) SetValue(ctx context.Context, value string) error {
+	l.d.gate.wait()
+	vs, ok := l.inner.(driver.ValueSetter)
+	if !ok {
+		return driver.ErrNotSupported
+	}
+	return vs.SetValue(ctx, value)
 }
 
 func (d *recDriver) Close() error {

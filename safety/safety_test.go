@@ -11,9 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/dlockio/dlock/internal/faultproxy"
 	"github.com/dlockio/dlock/internal/testserver"
-	"github.com/dlockio/dlock/safety/internal/check"
 )
 
 var full = flag.Bool("safety.full", false, "run every scenario at full length (make safety); without it a short form runs")
@@ -61,23 +59,48 @@ type scenarioSpec struct {
 	partition bool
 	expect    expect
 	inject    func(ctx context.Context, s *scenario)
+	// unsafe names the broken driver the in-process workers use (see
+	// recDriver): "release", "shared", "limit" or "stale-leader".
+	unsafe string
+	// prims lists the workloads the scenario applies to ("mutex",
+	// "rwmutex", "semaphore", "election"); nil means all. short: the other
+	// primitives run it in the short form too (the mutex runs all).
+	prims []string
+	short bool
+}
+
+func (sc scenarioSpec) applies(workload string) bool {
+	return sc.prims == nil || slices.Contains(sc.prims, workload)
 }
 
 var scenarios = []scenarioSpec{
 	{name: "baseline", fenced: true},
-	{name: "pause-holder", fenced: true, inject: injectPauses},
+	{name: "pause-holder", fenced: true, inject: injectPauses, short: true},
 	{name: "pause-holder-unfenced", fenced: false, inject: injectPauses, expect: expectUnfencedHarm},
-	{name: "kill-holder", fenced: true, procs: true, inject: injectKills(true)},
+	{name: "kill-holder", fenced: true, procs: true, inject: injectKills(true), short: true},
 	{name: "kill-waiter", fenced: true, procs: true, inject: injectKills(false)},
-	{name: "gc-pause", fenced: true, gc: true},
+	{name: "gc-pause", fenced: true, gc: true, short: true},
 	{name: "server-restart", fenced: true, net: true, inject: injectRestarts},
 	{name: "partition-holder", fenced: true, net: true, inject: injectProxy("partition")},
 	{name: "latency-holder", fenced: true, net: true, inject: injectProxy("latency")},
-	{name: "reset-holder", fenced: true, net: true, inject: injectProxy("reset")},
+	{name: "reset-holder", fenced: true, net: true, inject: injectProxy("reset"), short: true},
 	{name: "isolate-leader", fenced: true, net: true, partition: true, inject: injectIsolation(true)},
 	{name: "isolate-follower", fenced: true, net: true, partition: true, inject: injectIsolation(false)},
 	{name: "slow-notifications", fenced: true, net: true, only: []string{"redis", "redlock"}, inject: injectSlowNotifications},
-	{name: "unsafe-release", fenced: true, only: []string{"memlock"}, inject: injectPauses, expect: expectLockViolation},
+	{name: "unsafe-release", fenced: true, only: []string{"memlock"}, inject: injectPauses, expect: expectLockViolation,
+		unsafe: "release", prims: []string{"mutex", "election"}, short: true},
+	{name: "unsafe-writer-as-reader", fenced: true, only: []string{"memlock"}, expect: expectLockViolation,
+		unsafe: "shared", prims: []string{"rwmutex"}, short: true},
+	{name: "unsafe-extra-permit", fenced: true, only: []string{"memlock"}, expect: expectLockViolation,
+		unsafe: "limit", prims: []string{"semaphore"}, short: true},
+	{name: "unsafe-stale-leader", fenced: true, only: []string{"memlock"}, expect: expectLockViolation,
+		unsafe: "stale-leader", prims: []string{"election"}, short: true},
+	// The same without fencing: the resource must show the damage too
+	// (a reader's state changed under it, a holder beyond the limit).
+	{name: "unsafe-writer-as-reader-unfenced", only: []string{"memlock"}, expect: expectLockViolation,
+		unsafe: "shared", prims: []string{"rwmutex"}, short: true},
+	{name: "unsafe-extra-permit-unfenced", only: []string{"memlock"}, expect: expectLockViolation,
+		unsafe: "limit", prims: []string{"semaphore"}, short: true},
 }
 
 // TestSafety runs every scenario on every engine. Engines run side by side
@@ -94,15 +117,27 @@ func TestSafety(t *testing.T) {
 			t.Run(em.name, func(t *testing.T) {
 				e := em.make(t)
 				for _, sc := range scenarios {
-					t.Run(sc.name, func(t *testing.T) { runScenario(t, e, sc) })
+					if sc.applies("mutex") {
+						t.Run(sc.name, func(t *testing.T) { runScenario(t, e, sc, mutexWorkload) })
+					}
 				}
+				// The other primitives side by side, each on a name of its own.
+				var pwg sync.WaitGroup
+				for _, p := range primitives {
+					pwg.Add(1)
+					go func() {
+						defer pwg.Done()
+						t.Run(p.name, func(t *testing.T) { runPrimitive(t, e, p) })
+					}()
+				}
+				pwg.Wait()
 			})
 		}()
 	}
 	wg.Wait()
 }
 
-func runScenario(t *testing.T, e *engine, sc scenarioSpec) {
+func runScenario(t *testing.T, e *engine, sc scenarioSpec, wl workload) {
 	if sc.only != nil && !slices.Contains(sc.only, e.name) {
 		t.Skipf("%v only", sc.only)
 	}
@@ -127,15 +162,19 @@ func runScenario(t *testing.T, e *engine, sc scenarioSpec) {
 		run = max(run, 10*e.ttl)
 	}
 	s := newScenario(t, e, sc.fenced, run)
+	s.workload, s.limit, s.unsafe = wl.workload, wl.limit, sc.unsafe
+	s.res.SetLimit(wl.limit)
+	if wl.hold != nil {
+		s.hold = wl.hold(e.ttl)
+	}
 	if sc.partition {
 		s.pin, s.hold = true, 3*e.ttl/2
 	}
-	unsafe := sc.expect == expectLockViolation
-	inProc := (e.url == "" && e.urlFor == nil) || unsafe
+	inProc := (e.url == "" && e.urlFor == nil) || sc.unsafe != ""
 	for i := range workers {
 		s.gc = sc.gc && i == 0 // one stressed worker is enough to slow them all on 2 cores
 		if inProc {
-			s.startInProc(unsafe)
+			s.startInProc()
 		} else {
 			s.startProc()
 		}
@@ -145,7 +184,11 @@ func runScenario(t *testing.T, e *engine, sc scenarioSpec) {
 		sc.inject(ctx, s)
 		cancel()
 	}
-	rep := s.finish(e.name + "/" + sc.name)
+	name := e.name + "/" + sc.name
+	if wl.workload != "" {
+		name = e.name + "/" + wl.name + "/" + sc.name
+	}
+	rep := s.finish(name)
 	switch sc.expect {
 	case expectSafe:
 		if !rep.Safe() {
@@ -155,15 +198,18 @@ func runScenario(t *testing.T, e *engine, sc scenarioSpec) {
 		if len(rep.Violations) > 0 {
 			t.Errorf("lock violations found:\n%v", rep)
 		}
-		if e.expires && rep.Faults["pause"] > 0 && rep.StaleAccepted == 0 {
-			t.Errorf("%s frees a paused holder's lock, yet no stale write reached the unfenced resource:\n%v", e.name, rep)
+		if e.expires && rep.Faults["pause"] > 0 && rep.StaleAccepted+rep.TornReads+rep.Overfull == 0 {
+			t.Errorf("%s frees a paused holder's lock, yet no stale write, torn read or holder beyond the limit reached the unfenced resource:\n%v", e.name, rep)
 		}
 		if !e.expires && !rep.Safe() {
 			t.Errorf("%s keeps a paused holder's lock, yet the resource was damaged:\n%v", e.name, rep)
 		}
 	case expectLockViolation:
 		if len(rep.Violations) == 0 {
-			t.Errorf("the checker missed the disabled ownership check:\n%v", rep)
+			t.Errorf("the checker missed the broken driver (%s):\n%v", sc.unsafe, rep)
+		}
+		if !sc.fenced && len(rep.Unsafe) == 0 {
+			t.Errorf("the broken driver (%s) let holders in together, yet the unfenced resource shows nothing:\n%v", sc.unsafe, rep)
 		}
 	}
 	if rep.Grants < 2 {
@@ -189,176 +235,5 @@ func TestRedisRestartWithoutPersistence(t *testing.T) {
 	rep := s.finish("redis-volatile/server-restart")
 	if rep.Faults["server-restart"] > 0 && len(rep.Violations) == 0 {
 		t.Errorf("a Redis node restarted empty, yet the checker saw nothing:\n%v", rep)
-	}
-}
-
-// monoDeadline converts a check.Now() instant to a wall deadline.
-func monoDeadline(at int64) time.Time { return time.Now().Add(time.Duration(at - check.Now())) }
-
-// sleepCtx waits d or until ctx ends; it reports whether d passed. The
-// waits it makes are the lengths of fault schedules, not synchronisation.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// injectPauses pauses a writer (a holder between its check of Done and its
-// write) for 2.5 TTLs, every few TTLs.
-func injectPauses(ctx context.Context, s *scenario) {
-	for sleepCtx(ctx, s.ttl/2) {
-		if !s.pauseNextWriter(ctx, 5*s.ttl/2) {
-			return
-		}
-		sleepCtx(ctx, s.ttl)
-	}
-}
-
-// injectKills SIGKILLs the holder (or a waiter, one that does not hold the
-// lock at that moment) and starts a fresh worker in its place.
-func injectKills(holder bool) func(ctx context.Context, s *scenario) {
-	return func(ctx context.Context, s *scenario) {
-		kind := "sigkill-waiter"
-		if holder {
-			kind = "sigkill-holder"
-		}
-		for sleepCtx(ctx, s.ttl/2) {
-			id, ok := s.nextHolder(ctx)
-			if !ok {
-				return
-			}
-			s.mu.Lock()
-			victim := s.procs[id]
-			if !holder {
-				victim = nil
-				for vid, p := range s.procs {
-					if vid != id {
-						victim = p
-						break
-					}
-				}
-			}
-			s.mu.Unlock()
-			if victim == nil {
-				continue
-			}
-			s.kill(victim, kind)
-			s.startProc()
-		}
-	}
-}
-
-// injectRestarts stops one server at a time (the leader, where there is
-// one) and starts it again after half a TTL. Redis runs with AOF and fsync
-// always, so a restarted node keeps its keys.
-func injectRestarts(ctx context.Context, s *scenario) {
-	for i := 0; sleepCtx(ctx, s.ttl); i++ {
-		srv := s.eng.servers[i%len(s.eng.servers)]
-		if s.eng.victim != nil {
-			srv = s.eng.victim(i)
-		}
-		srv.Stop()
-		s.fault("server-restart")
-		sleepCtx(context.Background(), s.ttl/2)
-		srv.Start()
-		if s.eng.settle != nil {
-			s.eng.settle(srv)
-		}
-	}
-}
-
-// injectIsolation waits for a holder whose only server is the leader (or a
-// follower), cuts that server off from the other servers for 3 TTLs while
-// its clients keep their path to it, heals, and waits until every server
-// serves again. The holder is still in its 1.5 TTL of work when the cut
-// comes: its lease must end before the other side grants the lock.
-func injectIsolation(leader bool) func(ctx context.Context, s *scenario) {
-	kind := "isolate-follower"
-	if leader {
-		kind = "isolate-leader"
-	}
-	return func(ctx context.Context, s *scenario) {
-		for sleepCtx(ctx, s.ttl/2) {
-			id, ok := s.nextHolder(ctx)
-			if !ok {
-				return
-			}
-			srv := s.serverOf(id)
-			if srv == nil || s.eng.isLeader(srv) != leader {
-				continue
-			}
-			s.eng.net.Isolate(srv)
-			s.fault(kind)
-			sleepCtx(ctx, 3*s.ttl)
-			s.eng.net.Heal(srv)
-			s.eng.settle(srv)
-		}
-	}
-}
-
-// injectSlowNotifications delays what the server sends on every worker's
-// pub/sub connection (a Redis client's one connection for all of its
-// waiters' release notifications) by half a TTL, for the whole run, so that
-// grants and wake-ups arrive after the waiters' own attempts: the class of
-// a late message acting on a lock that has moved on.
-func injectSlowNotifications(ctx context.Context, s *scenario) {
-	s.mu.Lock()
-	var pxs []*proxy
-	for _, p := range s.procs {
-		pxs = append(pxs, p.proxies...)
-	}
-	for _, ps := range s.inProxies {
-		pxs = append(pxs, ps...)
-	}
-	s.mu.Unlock()
-	s.fault("slow-notifications")
-	for _, px := range pxs {
-		defer px.Add(faultproxy.Sent("subscribe"), faultproxy.Fault{Delay: s.ttl / 2, Dir: faultproxy.Down})()
-	}
-	<-ctx.Done()
-}
-
-// injectProxy cuts off, slows down or resets the current holder's
-// connections for two TTLs at a time.
-func injectProxy(kind string) func(ctx context.Context, s *scenario) {
-	return func(ctx context.Context, s *scenario) {
-		for sleepCtx(ctx, s.ttl/2) {
-			id, ok := s.nextHolder(ctx)
-			if !ok {
-				return
-			}
-			pxs := s.proxiesOf(id)
-			if len(pxs) == 0 {
-				continue
-			}
-			s.fault(kind)
-			switch kind {
-			case "partition":
-				for _, px := range pxs {
-					px.Partition()
-				}
-				sleepCtx(ctx, 2*s.ttl)
-				for _, px := range pxs {
-					px.Heal()
-				}
-			case "latency":
-				for _, px := range pxs {
-					px.SetLatency(s.ttl / 3)
-				}
-				sleepCtx(ctx, 2*s.ttl)
-				for _, px := range pxs {
-					px.SetLatency(0)
-				}
-			case "reset":
-				for _, px := range pxs {
-					px.Reset()
-				}
-			}
-		}
 	}
 }

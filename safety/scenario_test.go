@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -34,17 +35,23 @@ type scenario struct {
 	hold  time.Duration // work done under the lock, between read and write
 	pin   bool          // each worker reaches one server only (round robin)
 
+	workload string // "" (mutex), "rwmutex", "semaphore", "election"
+	limit    int    // the semaphore's permits
+	unsafe   string // the in-process workers' broken driver: "release", "shared", "limit"
+
 	mu      sync.Mutex
 	ops     []check.Op
 	pending map[[2]int]check.Op // begun, not ended: {client, id}
 	acked   []int
+	leaders []check.Observation
 	faults  map[string]int
 	nextID  int
 
-	// pauseWriter, when set, is taken by the next write: the writer is
-	// paused (SIGSTOP, or its gate in process) for pauseFor before the
-	// write is applied, as a process stopped between its check of Done and
-	// its write would send it late.
+	// pauseWriter, when set, is taken by the next write (or the next
+	// pausePoint of the other workloads): the writer is paused (SIGSTOP,
+	// or its gate in process) for pauseFor before the write is applied, as
+	// a process stopped between its check of Done and its write would send
+	// it late.
 	pauseWriter chan chan struct{}
 	pauseFor    time.Duration
 
@@ -92,36 +99,6 @@ func (s *scenario) end(client, id int, op check.Op) {
 	delete(s.pending, [2]int{client, id})
 	s.ops = append(s.ops, op)
 	s.mu.Unlock()
-}
-
-// write applies a worker's write, after the pause the injector asked for.
-func (s *scenario) write(client int, token uint64, value int, set []int, elem int, pause func(time.Duration)) bool {
-	select {
-	case done := <-s.pauseWriter:
-		pause(s.pauseFor)
-		s.fault("pause")
-		close(done)
-	default:
-	}
-	ok := s.res.Write(client, token, value, set, elem)
-	if ok {
-		s.mu.Lock()
-		s.acked = append(s.acked, elem)
-		s.mu.Unlock()
-	}
-	return ok
-}
-
-// read serves a read and tells the injector who holds the lock now.
-func (s *scenario) read(client int, token uint64) (int, []int, bool) {
-	c, set, ok := s.res.Read(token)
-	if ok {
-		select {
-		case s.holder <- client:
-		default:
-		}
-	}
-	return c, set, ok
 }
 
 // nextHolder waits for the next worker that reads under the lock.
@@ -192,44 +169,17 @@ func (s *scenario) pauseNextWriter(ctx context.Context, d time.Duration) bool {
 	return true
 }
 
-// inProcWorld is a goroutine worker's world.
-type inProcWorld struct {
-	s      *scenario
-	client int
-	gate   *gate
-	seq    int
-	mu     sync.Mutex
+// cfg is the configuration of a new worker.
+func (s *scenario) cfg() workerCfg {
+	return workerCfg{ID: s.newID(), Lock: s.lock, TTL: s.ttl, Until: s.until, GCStress: s.gc, Hold: s.hold,
+		Workload: s.workload, Limit: s.limit}
 }
 
-func (w *inProcWorld) Begin(op check.Op) int {
-	w.mu.Lock()
-	w.seq++
-	id := w.seq
-	w.mu.Unlock()
-	w.s.begin(w.client, id, op)
-	return id
-}
-
-func (w *inProcWorld) End(id int, op check.Op) { w.s.end(w.client, id, op) }
-
-func (w *inProcWorld) Read(client int, token uint64) (int, []int, bool) {
-	return w.s.read(client, token)
-}
-
-func (w *inProcWorld) Write(client int, token uint64, value int, set []int, elem int) bool {
-	return w.s.write(client, token, value, set, elem, func(d time.Duration) {
-		// The worker goroutine is this one, so it is frozen already; the
-		// gate holds its renewals and releases, as SIGSTOP would.
-		w.gate.pause()
-		time.Sleep(d) // the length of the injected pause, not a synchronisation
-		w.gate.resume()
-	})
-}
-
-// startInProc starts a goroutine worker.
-func (s *scenario) startInProc(unsafe bool) {
+// startInProc starts a goroutine worker, with the broken driver s.unsafe
+// names, if any.
+func (s *scenario) startInProc() {
 	s.t.Helper()
-	cfg := workerCfg{ID: s.newID(), Lock: s.lock, TTL: s.ttl, Until: s.until, GCStress: s.gc, Hold: s.hold}
+	cfg := s.cfg()
 	url, pxs := s.route(cfg.ID)
 	var drv driver.Driver
 	var err error
@@ -246,10 +196,10 @@ func (s *scenario) startInProc(unsafe bool) {
 	}
 	w := &inProcWorld{s: s, client: cfg.ID, gate: &gate{}}
 	var drop func(string)
-	if unsafe {
+	if s.unsafe == "release" {
 		drop = s.eng.drop
 	}
-	c, err := newRecClient(drv, cfg, w, w.gate, drop)
+	c, err := newRecClient(drv, cfg, w, w.gate, drop, s.unsafe)
 	if err != nil {
 		s.t.Fatalf("client: %v", err)
 	}
@@ -276,7 +226,7 @@ type proc struct {
 // startProc starts a worker process.
 func (s *scenario) startProc() *proc {
 	s.t.Helper()
-	cfg := workerCfg{ID: s.newID(), URL: s.eng.url, Lock: s.lock, TTL: s.ttl, Until: s.until, GCStress: s.gc, Hold: s.hold}
+	cfg := s.cfg()
 	p := &proc{id: cfg.ID, done: make(chan struct{})}
 	cfg.URL, p.proxies = s.route(cfg.ID)
 	b, _ := json.Marshal(cfg)
@@ -342,14 +292,29 @@ func (s *scenario) serve(p *proc, stdout io.Reader) {
 			c, set, ok := s.read(p.id, m.Token)
 			_ = enc.Encode(reply{OK: ok, Counter: c, Set: set})
 		case "write":
-			ok := s.write(p.id, m.Token, m.Value, m.Set, m.Elem, func(d time.Duration) {
-				_ = p.cmd.Process.Signal(syscall.SIGSTOP)
-				time.Sleep(d) // the length of the injected pause
-				_ = p.cmd.Process.Signal(syscall.SIGCONT)
-			})
+			ok := s.write(p.id, m.Token, m.Value, m.Set, m.Elem, p.pause)
 			_ = enc.Encode(reply{OK: ok})
+		case "recheck":
+			_ = enc.Encode(reply{OK: s.recheck(p.id, m.Token, p.pause)})
+		case "enter":
+			_ = enc.Encode(reply{OK: s.enter(p.id, m.Token)})
+		case "leave":
+			s.leave(m.Token, p.pause)
+			_ = enc.Encode(reply{OK: true})
+		case "leader":
+			if m.Obs != nil {
+				m.Obs.Client = p.id
+				s.leader(*m.Obs)
+			}
 		}
 	}
+}
+
+// pause stops the worker process for d.
+func (p *proc) pause(d time.Duration) {
+	_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+	time.Sleep(d) // the length of the injected pause
+	_ = p.cmd.Process.Signal(syscall.SIGCONT)
 }
 
 // kill SIGKILLs a worker process and records the crash.
@@ -358,6 +323,7 @@ func (s *scenario) kill(p *proc, kind string) {
 	_ = p.cmd.Process.Kill()
 	<-p.done
 	op.Return = check.Now()
+	s.res.Evict(p.id) // its permit, as a server would see its connection close
 	s.mu.Lock()
 	s.ops = append(s.ops, op)
 	delete(s.procs, p.id)
@@ -381,9 +347,17 @@ func (s *scenario) finish(name string) *check.Report {
 		op.Return, op.Outcome = 0, check.Unknown // the worker died during the call
 		ops = append(ops, op)
 	}
-	acked := s.acked
+	acked, leaders := s.acked, s.leaders
 	s.mu.Unlock()
-	rep := check.Check(check.Run{Name: name, Ops: ops, Res: s.res, Acked: acked, Faults: s.faults}, "out")
+	run := check.Run{Name: name, Ops: ops, Res: s.res, Acked: acked, Faults: s.faults, Leaders: leaders}
+	switch s.workload {
+	case "rwmutex":
+		run.Model, run.ModelName = &check.RWModel, "rw"
+	case "semaphore":
+		m := check.SemaphoreModel(s.limit)
+		run.Model, run.ModelName = &m, fmt.Sprintf("semaphore/%d", s.limit)
+	}
+	rep := check.Check(run, "out")
 	s.t.Log(rep)
 	return rep
 }

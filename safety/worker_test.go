@@ -27,6 +27,8 @@ type workerCfg struct {
 	Until    int64         // check.Now() at which to stop
 	GCStress bool          // run with forced collections and CPU hogs
 	Hold     time.Duration // work done under the lock, between read and write
+	Workload string        // "" (mutex), "rwmutex", "semaphore" or "election"
+	Limit    int           // the semaphore's permits
 }
 
 // world is what a worker talks to: the recorder and the protected resource.
@@ -34,12 +36,14 @@ type world interface {
 	recorder
 	Read(client int, token uint64) (counter int, set []int, ok bool)
 	Write(client int, token uint64, value int, set []int, elem int) bool
+	Recheck(client int, token uint64) bool // a reader's second read
+	Enter(client int, token uint64) bool   // a permit holder registers
+	Leave(client int, token uint64)
+	Leader(o check.Observation) // an election's leader read
 }
 
-// work is the workload: take the lock, read the counter and the set, add
-// one and an element of our own, write them back, unlock; until cfg.Until.
-// It checks Done before writing, as a careful client would: what still goes
-// wrong is what a pause between that check and the write lets through.
+// work runs the workload cfg names until cfg.Until: the mutex's (below),
+// or a read-write lock's, a semaphore's or an election's (workloads_test.go).
 func work(c *dlock.Client, cfg workerCfg, w world) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.Until-check.Now()))
 	defer cancel()
@@ -47,9 +51,30 @@ func work(c *dlock.Client, cfg workerCfg, w world) {
 		stopHog := gcStress(ctx)
 		defer stopHog()
 	}
-	m := c.Mutex(cfg.Lock)
+	var step func(ctx context.Context, i int) (*dlock.Lease, error)
+	switch cfg.Workload {
+	case "":
+		m := c.Mutex(cfg.Lock)
+		step = func(ctx context.Context, i int) (*dlock.Lease, error) {
+			l, err := m.Lock(ctx)
+			if err == nil {
+				readModifyWrite(l, cfg, w, i)
+			}
+			return l, err
+		}
+	case "rwmutex":
+		step = rwStep(c, cfg, w)
+	case "semaphore":
+		step = semStep(c, cfg, w)
+	case "election":
+		var stop func()
+		step, stop = electionStep(ctx, c, cfg, w)
+		defer stop()
+	default:
+		panic("unknown workload " + cfg.Workload)
+	}
 	for i := 0; ctx.Err() == nil; i++ {
-		l, err := m.Lock(ctx)
+		l, err := step(ctx, i)
 		if err != nil {
 			if ctx.Err() == nil {
 				// An engine error (a fault is being injected): do not spin.
@@ -62,18 +87,27 @@ func work(c *dlock.Client, cfg workerCfg, w world) {
 			}
 			continue
 		}
-		if counter, set, ok := w.Read(cfg.ID, l.Token()); ok {
-			time.Sleep(cfg.Hold) // the work done under the lock; keeps the history checkable
-			select {
-			case <-l.Done():
-			default:
-				elem := cfg.ID*1_000_000 + i
-				w.Write(cfg.ID, l.Token(), counter+1, append(set, elem), elem)
-			}
-		}
 		uctx, ucancel := context.WithTimeout(context.Background(), 2*cfg.TTL)
 		_ = l.Unlock(uctx) // lost or failed: the lease has ended either way
 		ucancel()
+	}
+}
+
+// readModifyWrite is the mutex workload's work under the lock: read the
+// counter and the set, add one and an element of our own, write them back.
+// It checks Done before writing, as a careful client would: what still goes
+// wrong is what a pause between that check and the write lets through.
+func readModifyWrite(l *dlock.Lease, cfg workerCfg, w world, i int) {
+	counter, set, ok := w.Read(cfg.ID, l.Token())
+	if !ok {
+		return
+	}
+	time.Sleep(cfg.Hold) // the work done under the lock; keeps the history checkable
+	select {
+	case <-l.Done():
+	default:
+		elem := cfg.ID*1_000_000 + i
+		w.Write(cfg.ID, l.Token(), counter+1, append(set, elem), elem)
 	}
 }
 
@@ -109,8 +143,8 @@ func gcStress(ctx context.Context) (stop func()) {
 }
 
 // newRecClient wraps drv in a recording driver and a client.
-func newRecClient(drv driver.Driver, cfg workerCfg, rec recorder, g *gate, unsafeDrop func(string)) (*dlock.Client, error) {
-	rd := &recDriver{inner: drv, client: cfg.ID, rec: rec, gate: g, unsafeDrop: unsafeDrop, closed: make(chan struct{})}
+func newRecClient(drv driver.Driver, cfg workerCfg, rec recorder, g *gate, unsafeDrop func(string), unsafeMode string) (*dlock.Client, error) {
+	rd := &recDriver{inner: drv, client: cfg.ID, rec: rec, gate: g, unsafeDrop: unsafeDrop, unsafeMode: unsafeMode, closed: make(chan struct{})}
 	c, err := dlock.NewClient(rd, dlock.WithTTL(cfg.TTL))
 	if err != nil {
 		drv.Close()
@@ -134,13 +168,14 @@ func openDriver(ctx context.Context, url string) (driver.Driver, error) {
 const workerEnv = "DLOCK_SAFETY_WORKER"
 
 type msg struct {
-	T     string    `json:"t"` // begin, end, read, write
-	ID    int       `json:"id,omitempty"`
-	Op    *check.Op `json:"op,omitempty"`
-	Token uint64    `json:"tok,omitempty"`
-	Value int       `json:"v,omitempty"`
-	Set   []int     `json:"set,omitempty"`
-	Elem  int       `json:"e,omitempty"`
+	T     string             `json:"t"` // begin, end, read, write, recheck, enter, leave, leader
+	ID    int                `json:"id,omitempty"`
+	Op    *check.Op          `json:"op,omitempty"`
+	Token uint64             `json:"tok,omitempty"`
+	Value int                `json:"v,omitempty"`
+	Set   []int              `json:"set,omitempty"`
+	Elem  int                `json:"e,omitempty"`
+	Obs   *check.Observation `json:"obs,omitempty"`
 }
 
 type reply struct {
@@ -197,6 +232,35 @@ func (p *pipeWorld) Write(_ int, token uint64, value int, set []int, elem int) b
 	return r.OK && p.err == nil
 }
 
+func (p *pipeWorld) Recheck(_ int, token uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var r reply
+	p.send(msg{T: "recheck", Token: token}, &r)
+	return r.OK && p.err == nil
+}
+
+func (p *pipeWorld) Enter(_ int, token uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var r reply
+	p.send(msg{T: "enter", Token: token}, &r)
+	return r.OK && p.err == nil
+}
+
+func (p *pipeWorld) Leave(_ int, token uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var r reply
+	p.send(msg{T: "leave", Token: token}, &r) // waits, so that a pause finds it waiting
+}
+
+func (p *pipeWorld) Leader(o check.Observation) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.send(msg{T: "leader", Obs: &o}, nil)
+}
+
 // childMain runs one worker process.
 func childMain(cfgJSON string) int {
 	var cfg workerCfg
@@ -206,12 +270,18 @@ func childMain(cfgJSON string) int {
 	}
 	out := bufio.NewWriter(os.Stdout)
 	w := &pipeWorld{enc: json.NewEncoder(flushWriter{out}), dec: json.NewDecoder(bufio.NewReader(os.Stdin))}
+	// A worker may start while a fault is injected (a server restarting
+	// on a loaded machine): it keeps trying, as it would to take the lock.
 	drv, err := openDriver(context.Background(), cfg.URL)
+	for err != nil && check.Now() < cfg.Until {
+		time.Sleep(cfg.TTL / 10) // a retry interval, not a synchronisation
+		drv, err = openDriver(context.Background(), cfg.URL)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "worker open:", err)
 		return 2
 	}
-	c, err := newRecClient(drv, cfg, w, nil, nil)
+	c, err := newRecClient(drv, cfg, w, nil, nil, "")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "worker client:", err)
 		return 2

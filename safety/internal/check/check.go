@@ -101,19 +101,7 @@ var LeaseModel = porcupine.NondeterministicModel{
 		}
 		return nil
 	},
-	DescribeOperation: func(in, out any) string {
-		op, res := in.(Op), out.(Op)
-		switch op.Kind {
-		case Acquire:
-			if res.Outcome == OK {
-				return fmt.Sprintf("c%d acquire L%d -> token %d", op.Client, op.Lease, res.Token)
-			}
-			return fmt.Sprintf("c%d acquire L%d -> %s %s", op.Client, op.Lease, res.Outcome, res.Err)
-		case Crash:
-			return fmt.Sprintf("c%d crash", op.Client)
-		}
-		return fmt.Sprintf("c%d %s L%d -> %s %s", op.Client, op.Kind, op.Lease, res.Outcome, res.Err)
-	},
+	DescribeOperation: describeOp,
 	DescribeState: func(st any) string {
 		s := st.(leaseState)
 		if s.lease == 0 {
@@ -121,6 +109,23 @@ var LeaseModel = porcupine.NondeterministicModel{
 		}
 		return fmt.Sprintf("L%d of c%d until %d (max token %d)", s.lease, s.client, s.until, s.maxTok)
 	},
+}
+
+func describeOp(in, out any) string {
+	op, res := in.(Op), out.(Op)
+	kind := string(op.Kind)
+	if op.Shared {
+		kind = "shared " + kind
+	}
+	switch op.Kind {
+	case Acquire:
+		if res.Outcome == OK {
+			return fmt.Sprintf("c%d %s L%d -> token %d", op.Client, kind, op.Lease, res.Token)
+		}
+	case Crash:
+		return fmt.Sprintf("c%d crash", op.Client)
+	}
+	return fmt.Sprintf("c%d %s L%d -> %s %s", op.Client, kind, op.Lease, res.Outcome, res.Err)
 }
 
 // until is when the engine may drop the lock after op succeeded: the
@@ -156,6 +161,15 @@ type Report struct {
 	LostIncrements int // accepted increments missing from the final counter
 	LostElements   int // acknowledged set elements missing from the final set
 
+	Rechecks      int // readers' second reads (read-write lock)
+	TornReads     int // readers that saw the state change under their read lock
+	Enters        int // permit holders registered in the resource (semaphore)
+	EntersRefused int // ... refused: the resource already had its limit in
+	MaxIn         int // most permit holders in the resource at once
+	Overfull      int // holders let in beyond the limit (unfenced)
+	LeaderReads   int // Election.Leader calls checked
+	Observed      int // what Election.Observe delivered, checked
+
 	Violations []string // lock-level violations: these must never happen
 	Unsafe     []string // resource damage: must be zero with fencing
 	Dir        string   // where the history was saved, if it was
@@ -168,6 +182,15 @@ func (r *Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %d lock ops, %d grants, faults %v; lease model: %s; writes %d (accepted %d, refused stale %d, accepted stale %d); lost increments %d, lost elements %d",
 		r.Name, r.Ops, r.Grants, r.Faults, r.Linearizable, r.Writes, r.Accepted, r.Refused, r.StaleAccepted, r.LostIncrements, r.LostElements)
+	if r.Rechecks > 0 || r.TornReads > 0 {
+		fmt.Fprintf(&b, "; reader rechecks %d, torn reads %d", r.Rechecks, r.TornReads)
+	}
+	if r.Enters > 0 || r.EntersRefused > 0 {
+		fmt.Fprintf(&b, "; permit holders in %d (refused %d, at most %d at once, beyond the limit %d)", r.Enters, r.EntersRefused, r.MaxIn, r.Overfull)
+	}
+	if r.LeaderReads > 0 || r.Observed > 0 {
+		fmt.Fprintf(&b, "; leader reads %d, observed %d", r.LeaderReads, r.Observed)
+	}
 	for i, v := range r.Violations {
 		if i == 10 {
 			fmt.Fprintf(&b, "\n  ... and %d more violations", len(r.Violations)-i)
@@ -192,6 +215,12 @@ type Run struct {
 	Acked   []int          // set elements whose write the client saw accepted
 	Faults  map[string]int // faults injected, by type
 	Timeout time.Duration  // for porcupine; 0 means 60 s
+	// Model is the lock's model: LeaseModel (nil), RWModel or a
+	// SemaphoreModel; ModelName names it in the saved history ("lease",
+	// "rw", "semaphore/N"), for Replay.
+	Model     *porcupine.NondeterministicModel
+	ModelName string
+	Leaders   []Observation // an election's leader reads
 }
 
 // Check checks r and, if anything is wrong, saves the history and the
@@ -225,8 +254,21 @@ func Check(r Run, outDir string) *Report {
 		}
 	}
 
+	// Leader reads never go back to an older term.
+	for _, o := range r.Leaders {
+		if o.Stream {
+			rep.Observed++
+		} else {
+			rep.LeaderReads++
+		}
+	}
+	rep.Violations = append(rep.Violations, checkLeaders(ops, grants, r.Leaders)...)
+
 	// The lease model.
 	model := LeaseModel.ToModel()
+	if r.Model != nil {
+		model = r.Model.ToModel()
+	}
 	hist := make([]porcupine.Operation, 0, len(ops))
 	for _, op := range ops {
 		hist = append(hist, porcupine.Operation{ClientId: op.Client, Input: op, Output: op, Call: op.Call, Return: op.Return})
@@ -278,6 +320,14 @@ func Check(r Run, outDir string) *Report {
 		if rep.LostElements > 0 {
 			rep.Unsafe = append(rep.Unsafe, fmt.Sprintf("%d acknowledged set elements missing", rep.LostElements))
 		}
+		sh := r.Res.sharedState()
+		rep.Rechecks, rep.TornReads = sh.rechecks, len(sh.torn)
+		rep.Enters, rep.EntersRefused, rep.MaxIn, rep.Overfull = sh.enters, sh.enterRef, sh.maxIn, len(sh.overfull)
+		rep.Unsafe = append(rep.Unsafe, first(sh.torn, 5)...)
+		rep.Unsafe = append(rep.Unsafe, first(sh.overfull, 5)...)
+		if n := len(sh.torn) + len(sh.overfull); n > 10 {
+			rep.Unsafe = append(rep.Unsafe, fmt.Sprintf("... %d torn reads and %d holders beyond the limit in all", len(sh.torn), len(sh.overfull)))
+		}
 	}
 
 	if !rep.Safe() && outDir != "" {
@@ -285,6 +335,8 @@ func Check(r Run, outDir string) *Report {
 	}
 	return rep
 }
+
+func first(s []string, n int) []string { return s[:min(n, len(s))] }
 
 // closeOpen gives operations that never returned a return time after
 // everything else, so porcupine treats them as concurrent with the rest.
@@ -316,11 +368,13 @@ func save(r Run, rep *Report, model porcupine.Model, info porcupine.Linearizatio
 		_, _, writes = r.Res.State()
 	}
 	b, _ := json.MarshalIndent(struct {
-		Report *Report
-		Ops    []Op
-		Writes []Write
-		Acked  []int
-	}{rep, r.Ops, writes, r.Acked}, "", " ")
+		Report  *Report
+		Ops     []Op
+		Writes  []Write
+		Acked   []int
+		Leaders []Observation `json:",omitempty"`
+		Model   string        `json:",omitempty"`
+	}{rep, r.Ops, writes, r.Acked, r.Leaders, r.ModelName}, "", " ")
 	_ = os.WriteFile(filepath.Join(dir, "history.json"), b, 0o644)
 	_ = porcupine.VisualizePath(model, info, filepath.Join(dir, "lease-model.html"))
 	abs, err := filepath.Abs(dir)

@@ -50,8 +50,8 @@ func TestResource(t *testing.T) {
 	for _, fenced := range []bool{true, false} {
 		r := NewResource(fenced)
 		// Holder 1 reads, holder 2 (newer) reads and writes, holder 1 writes late.
-		c1, s1, _ := r.Read(1)
-		c2, s2, _ := r.Read(2)
+		c1, s1, _ := r.Read(1, 1)
+		c2, s2, _ := r.Read(2, 2)
 		ok2 := r.Write(2, 2, c2+1, append(s2, 20), 20)
 		ok1 := r.Write(1, 1, c1+1, append(s1, 10), 10)
 		var acked []int

@@ -58,4 +58,5 @@ type Op struct {
 	Token   uint64 // Acquire OK
 	Outcome Outcome
 	Err     string `json:",omitempty"`
+	Shared  bool   `json:",omitempty"` // Acquire: a reader's (read-write lock)
 }

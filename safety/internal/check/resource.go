@@ -24,6 +24,23 @@ type Resource struct {
 	writes  []Write
 	reads   int
 	refused int // reads refused
+
+	last     map[int]snapshot // each client's last accepted read
+	rechecks int              // readers' second reads accepted
+	torn     []string         // readers that saw the state change under their read lock
+
+	limit    int            // semaphore: permits; 0 when the workload is not one
+	in       map[uint64]int // semaphore: holders registered, token -> client
+	enters   int
+	enterRef int      // enters refused: limit holders were in (fenced)
+	maxIn    int      // most holders in at once
+	overfull []string // enters beyond the limit (unfenced)
+}
+
+type snapshot struct {
+	token   uint64
+	counter int
+	n       int // len(set)
 }
 
 // Write is one write request and what the resource did with it.
@@ -38,10 +55,12 @@ type Write struct {
 }
 
 // NewResource returns an empty resource that checks tokens if fenced.
-func NewResource(fenced bool) *Resource { return &Resource{fenced: fenced} }
+func NewResource(fenced bool) *Resource {
+	return &Resource{fenced: fenced, last: map[int]snapshot{}, in: map[uint64]int{}}
+}
 
 // Read returns the counter and the set, or ok=false if the token is stale.
-func (r *Resource) Read(token uint64) (counter int, set []int, ok bool) {
+func (r *Resource) Read(client int, token uint64) (counter int, set []int, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.fenced && token < r.maxTok {
@@ -50,6 +69,7 @@ func (r *Resource) Read(token uint64) (counter int, set []int, ok bool) {
 	}
 	r.maxTok = max(r.maxTok, token)
 	r.reads++
+	r.last[client] = snapshot{token: token, counter: r.counter, n: len(r.set)}
 	return r.counter, slices.Clone(r.set), true
 }
 
