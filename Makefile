@@ -50,4 +50,4 @@ bench-peers: services-up
 # The whole fault-injection suite (the short form runs inside make test).
 safety: services-up
 	set -a; . "$(DLOCK_SERVICES_DIR)/env"; set +a; \
-	$(GO) test -race -count=1 -timeout 20m ./safety/ -args -safety.full
+	$(GO) test -race -count=1 -timeout 45m ./safety/ -args -safety.full
