@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
 )
 
 // Clients and grants of the contention test.
@@ -214,38 +215,17 @@ func testVanishedHolder(t *testing.T, s *suite) {
 		t.Skip("harness cannot cut a client off (no Crasher)")
 	}
 	ttl := s.shortTTL()
-	margin := ttl / 10
 	name := lockName(t)
 	a, da := s.client(t, dlock.WithTTL(ttl))
 	b, _ := s.client(t, dlock.WithTTL(ttl))
 	la := s.lock(t, a, name)
 	ch := s.lockAsync(s.ctx, b, name)
 	waitQueued(t, b, name, 1)
-	start := time.Now()
-	atOnce, err := cr.Crash(s.ctx, da)
-	if err != nil {
-		t.Fatalf("Crash: %v", err)
+	next := s.afterCrash(t, cr, da, la, ch, ttl, "waiter after the holder vanished")
+	if next.Token() <= la.Token() {
+		t.Errorf("token %d after %d", next.Token(), la.Token())
 	}
-	r := await(t, ch, ttl+margin+5*time.Second, "waiter after the holder vanished")
-	if r.err != nil {
-		t.Fatalf("waiter after the holder vanished: %v", r.err)
-	}
-	// One second of slack for scheduling on a loaded machine.
-	if d := r.at.Sub(start); d > ttl+margin+time.Second {
-		t.Errorf("replaced after %v, want within TTL %v + margin %v", d, ttl, margin)
-	}
-	if !atOnce {
-		select {
-		case <-la.Done():
-		default:
-			t.Errorf("lock granted to the next holder before the cut-off holder's lease ended")
-		}
-	}
-	mustBeDone(t, la, ttl+time.Second, dlock.ErrLockLost)
-	if r.l.Token() <= la.Token() {
-		t.Errorf("token %d after %d", r.l.Token(), la.Token())
-	}
-	unlock(t, r.l)
+	unlock(t, next)
 }
 
 // testRenewalKeepsLock: a holder keeps the lock for 3 TTLs while another
@@ -320,4 +300,34 @@ func testCloseWhileWaiting(t *testing.T, s *suite) {
 		t.Fatalf("Lock after the closed client's wait: %v", r.err)
 	}
 	unlock(t, r.l)
+}
+
+// afterCrash cuts d, whose client holds held, off the engine and returns
+// what the waiter behind it was granted (ch): within TTL plus margin, and
+// not before held's lease ended (unless the engine frees at once).
+func (s *suite) afterCrash(t *testing.T, cr Crasher, d driver.Driver, held *dlock.Lease, ch <-chan result, ttl time.Duration, what string) *dlock.Lease {
+	t.Helper()
+	margin := ttl / 10
+	start := time.Now()
+	atOnce, err := cr.Crash(s.ctx, d)
+	if err != nil {
+		t.Fatalf("Crash: %v", err)
+	}
+	r := await(t, ch, ttl+margin+5*time.Second, what)
+	if r.err != nil {
+		t.Fatalf("%s: %v", what, r.err)
+	}
+	// One second of slack for scheduling on a loaded machine.
+	if d := r.at.Sub(start); d > ttl+margin+time.Second {
+		t.Errorf("%s: granted %v after the cut, want within TTL %v + margin %v", what, d, ttl, margin)
+	}
+	if !atOnce {
+		select {
+		case <-held.Done():
+		default:
+			t.Errorf("%s: granted before the cut-off holder's lease ended", what)
+		}
+	}
+	mustBeDone(t, held, ttl+time.Second, dlock.ErrLockLost)
+	return r.l
 }
