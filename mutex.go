@@ -205,8 +205,13 @@ func (c *Client) fresh(ctx context.Context, cfg config, held driver.Lock, v driv
 }
 
 // supports refuses, with ErrNotSupported, a request for a primitive the
-// driver does not say it offers.
+// driver does not say it offers. A plain mutex request needs no
+// Capabilities, which some drivers build on each call (zklock formats its
+// session notes): the hot path skips them.
 func (c *Client) supports(req driver.Request) error {
+	if req.Mode == driver.Exclusive && req.Limit == 0 && req.Value == "" {
+		return nil
+	}
 	caps := c.Capabilities()
 	switch {
 	case req.Mode == driver.Shared && !caps.Shared:
