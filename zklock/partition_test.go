@@ -127,23 +127,33 @@ func TestServerCutOff(t *testing.T) {
 // zkRoles names the servers: "leader", "follower" and "other follower".
 func zkRoles(t *testing.T, procs []*testserver.Proc) map[string]*testserver.Proc {
 	t.Helper()
-	roles := map[string]*testserver.Proc{}
-	for _, p := range procs {
-		switch testserver.ZooKeeperMode(p.Addr()) {
-		case "leader":
-			roles["leader"] = p
-		case "follower":
-			if roles["follower"] == nil {
-				roles["follower"] = p
-			} else {
-				roles["other follower"] = p
+	// A server that has just been healed (or restarted) serves clients as
+	// soon as it has synced, but may answer "srvr" without a mode for a
+	// moment while it rejoins: ask until every server has a role. No event
+	// says the ensemble is whole again.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		roles := map[string]*testserver.Proc{}
+		for _, p := range procs {
+			switch testserver.ZooKeeperMode(p.Addr()) {
+			case "leader":
+				roles["leader"] = p
+			case "follower":
+				if roles["follower"] == nil {
+					roles["follower"] = p
+				} else {
+					roles["other follower"] = p
+				}
 			}
 		}
+		if len(roles) == 3 && roles["leader"] != nil {
+			return roles
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want a leader and two followers within a minute, got %v", roles)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	if len(roles) != 3 {
-		t.Fatalf("want a leader and two followers, got %v", roles)
-	}
-	return roles
 }
 
 // TestServerCutOffRightAfter: the holder's follower is cut off right after
