@@ -19,6 +19,10 @@ func TestKeysOf(t *testing.T) {
 		gone:    "dlock:{a%20b%7Bc%7D}:gone",
 		shared:  "dlock:{a%20b%7Bc%7D}:shared",
 		tokens:  "dlock:{a%20b%7Bc%7D}:tokens",
+		value:    "dlock:{a%20b%7Bc%7D}:value",
+		values:   "dlock:{a%20b%7Bc%7D}:values",
+		observed: "dlock:{a%20b%7Bc%7D}:observed",
+		holder:   "dlock:{a%20b%7Bc%7D}:holder",
 	}
 	if k != want {
 		t.Errorf("keysOf = %+v, want %+v", k, want)

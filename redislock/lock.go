@@ -3,6 +3,7 @@ package redislock
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/dlockio/dlock/driver"
@@ -41,14 +42,17 @@ type single struct {
 }
 
 func (s *single) newLock(k keys, owner string, req driver.Request) candidate {
-	return &singleLock{lockBase: lockBase{keys: k, owner: owner, ttl: req.TTL}, d: s.d, n: s.n, ks: k.single(),
-		limit: req.Limit}
+	l := &singleLock{lockBase: lockBase{keys: k, owner: owner, ttl: req.TTL}, d: s.d, n: s.n, ks: k.single(),
+		limit: req.Limit, value: req.Value}
+	l.valued.Store(req.Value != "")
+	return l
 }
 
 func (s *single) kind() string { return "a single Redis node" }
 
-// primitives: a single node grants readers and permits (scripts/single.lua).
-func (s *single) primitives() (shared, semaphore bool) { return true, true }
+// primitives: a single node grants readers and permits, and keeps an
+// election leader's value (scripts/single.lua).
+func (s *single) primitives() (shared, semaphore, election bool) { return true, true, true }
 
 func (s *single) notes() []string {
 	return []string{"single Redis node (or one Cluster slot / Sentinel master): tokens come from a counter on the node; " +
@@ -92,6 +96,11 @@ type singleLock struct {
 	// waited: Acquire queued for this lock, so a release may have granted
 	// it by a message that can still arrive.
 	waited bool
+	// value is the Request's, kept with the lock from its grant on;
+	// valued says that the lock may have a value key (the Request's or
+	// SetValue's) for Renew to extend with it.
+	value  string
+	valued atomic.Bool
 }
 
 func (l *singleLock) attempt(ctx context.Context, w *waiter) attempt {
@@ -101,7 +110,7 @@ func (l *singleLock) attempt(ctx context.Context, w *waiter) attempt {
 	if w != nil {
 		q = "1"
 	}
-	v, err := l.n.run(ctx, acquireScript, l.ks, l.owner, ttlMillis(l.ttl), q).Int64Slice()
+	v, err := l.n.run(ctx, acquireScript, l.ks, l.owner, ttlMillis(l.ttl), q, l.value).Int64Slice()
 	if err == nil && (len(v) < 2 || v[0] == 0 && len(v) != 3) {
 		err = fmt.Errorf("unexpected reply %v", v)
 	}
@@ -190,7 +199,11 @@ func (l *singleLock) partialJoin() bool { return false }
 
 func (l *singleLock) Renew(ctx context.Context) (driver.Validity, error) {
 	since := time.Now()
-	ok, err := l.n.run(ctx, sRenewScript, l.ks, l.owner, ttlMillis(l.ttl)).Int64()
+	valued := "0"
+	if l.valued.Load() {
+		valued = "1"
+	}
+	ok, err := l.n.run(ctx, sRenewScript, l.ks, l.owner, ttlMillis(l.ttl), valued).Int64()
 	if err != nil {
 		return driver.Validity{}, l.n.errorf(l.keys.lock, err)
 	}

@@ -42,7 +42,7 @@ func (r *redlock) newLock(k keys, owner string, req driver.Request) candidate {
 // primitives: a Redlock is a mutex only. Readers and permits would need a
 // majority of nodes to agree on a set of holders and on who queued first,
 // which its per-node keys do not give.
-func (r *redlock) primitives() (shared, semaphore bool) { return false, false }
+func (r *redlock) primitives() (shared, semaphore, election bool) { return false, false, false }
 
 func (r *redlock) kind() string { return "Redlock" }
 

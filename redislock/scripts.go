@@ -29,6 +29,12 @@ var (
 	//go:embed scripts/sdequeue.lua
 	sDequeueLua    string
 	sDequeueScript = redis.NewScript(withSingle(sDequeueLua))
+	//go:embed scripts/ssetvalue.lua
+	sSetValueLua    string
+	sSetValueScript = redis.NewScript(sSetValueLua)
+	//go:embed scripts/sholder.lua
+	sHolderLua    string
+	sHolderScript = redis.NewScript(sHolderLua)
 	//go:embed scripts/sstatus.lua
 	sStatusLua    string
 	sStatusScript = redis.NewScript(withSingle(sStatusLua))
