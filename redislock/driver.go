@@ -158,8 +158,10 @@ func newDriver(fn string, clients []redis.UniversalClient, o *Options, owned, na
 	rand.Read(b[:])
 	d := &Driver{prefix: opt.Prefix, owned: owned, id: hex.EncodeToString(b[:]), done: make(chan struct{})}
 	for i, c := range clients {
-		d.nodes = append(d.nodes, &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".", named, &d.bg),
-			aware: honoursContext(c), timeouts: clientTimeouts(c), bg: &d.bg})
+		n := &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".", named, &d.bg),
+			aware: honoursContext(c), timeouts: clientTimeouts(c), bg: &d.bg}
+		n.batch = newBatcher(n)
+		d.nodes = append(d.nodes, n)
 	}
 	return d, nil
 }

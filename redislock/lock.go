@@ -199,18 +199,38 @@ func (l *singleLock) partialJoin() bool { return false }
 
 func (l *singleLock) Renew(ctx context.Context) (driver.Validity, error) {
 	since := time.Now()
-	valued := "0"
-	if l.valued.Load() {
-		valued = "1"
+	var ok bool
+	var err error
+	if l.n.batch != nil {
+		ok, err = l.n.batch.renew(ctx, l.renewal())
+	} else {
+		valued := "0"
+		if l.valued.Load() {
+			valued = "1"
+		}
+		var v int64
+		v, err = l.n.run(ctx, sRenewScript, l.ks, l.owner, ttlMillis(l.ttl), valued).Int64()
+		ok = v == 1
 	}
-	ok, err := l.n.run(ctx, sRenewScript, l.ks, l.owner, ttlMillis(l.ttl), valued).Int64()
 	if err != nil {
 		return driver.Validity{}, l.n.errorf(l.keys.lock, err)
 	}
-	if ok != 1 {
+	if !ok {
 		return driver.Validity{}, l.lost()
 	}
 	return driver.Validity{Since: since, TTL: l.ttl}, nil
+}
+
+// renewal is the lock's entry in a batch (renewmany.lua).
+func (l *singleLock) renewal() *renewal {
+	r := &renewal{key: l.keys.lock, aux: l.keys.value, owner: l.owner, ttl: ttlMillis(l.ttl), kind: "x"}
+	switch {
+	case l.owner[len(l.owner)-2:] == ":s" || l.limit > 0:
+		r.key, r.aux, r.kind = l.keys.shared, l.keys.tokens, "s"
+	case l.valued.Load():
+		r.kind = "v"
+	}
+	return r
 }
 
 // Release implements driver.Lock. It is owner-checked, so a second call

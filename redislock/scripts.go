@@ -54,6 +54,12 @@ var (
 	//go:embed scripts/renew.lua
 	renewLua    string
 	renewScript = redis.NewScript(renewLua)
+	// Renewals of many locks on one node, either topology (batch.go).
+
+	//go:embed scripts/renewmany.lua
+	renewManyLua    string
+	renewManyScript = redis.NewScript(renewManyLua)
+
 	//go:embed scripts/dequeue.lua
 	dequeueLua    string
 	dequeueScript = redis.NewScript(dequeueLua)
