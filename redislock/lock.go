@@ -42,7 +42,7 @@ type single struct {
 }
 
 func (s *single) newLock(k keys, owner string, req driver.Request) candidate {
-	l := &singleLock{lockBase: lockBase{keys: k, owner: owner, ttl: req.TTL}, d: s.d, n: s.n, ks: k.single(),
+	l := &singleLock{lockBase: lockBase{keys: k, owner: owner, ttl: req.TTL}, d: s.d, n: s.n,
 		limit: req.Limit, value: req.Value}
 	l.valued.Store(req.Value != "")
 	return l
@@ -88,8 +88,7 @@ type singleLock struct {
 	lockBase
 	d     *Driver
 	n     *node
-	ks    []string // keys.single
-	limit int      // the semaphore's permits, 0 for a lock
+	limit int // the semaphore's permits, 0 for a lock
 	// sent is when the last attempt was sent: a grant by a release came
 	// after it, so the granted TTL runs from no earlier.
 	sent time.Time
@@ -110,7 +109,7 @@ func (l *singleLock) attempt(ctx context.Context, w *waiter) attempt {
 	if w != nil {
 		q = "1"
 	}
-	v, err := l.n.run(ctx, acquireScript, l.ks, l.owner, ttlMillis(l.ttl), q, l.value).Int64Slice()
+	v, err := l.n.run(ctx, acquireScript, l.keys.single(), l.owner, ttlMillis(l.ttl), q, l.value).Int64Slice()
 	if err == nil && (len(v) < 2 || v[0] == 0 && len(v) != 3) {
 		err = fmt.Errorf("unexpected reply %v", v)
 	}
@@ -140,7 +139,7 @@ func (l *singleLock) attempt(ctx context.Context, w *waiter) attempt {
 // to the first live waiter, if it is ours. refuse > 0 has the server refuse
 // this owner's attempts for that many milliseconds if it is not.
 func (l *singleLock) release(ctx context.Context, refuse int64) (int64, error) {
-	return l.n.run(ctx, releaseScript, l.ks, l.owner, l.keys.channel, ttlMillis(l.ttl), refuse).Int64()
+	return l.n.run(ctx, releaseScript, l.keys.single(), l.owner, l.keys.channel, ttlMillis(l.ttl), refuse).Int64()
 }
 
 // giveBack releases a lock this acquisition may hold but will not use (a
@@ -185,7 +184,7 @@ func (l *singleLock) tookAfterWait() {
 // a grant made to it meanwhile.
 func (l *singleLock) abandon(ctx context.Context, w *waiter) {
 	dctx, cancel := driver.CleanupContext(ctx)
-	_ = l.n.run(dctx, sDequeueScript, l.ks, l.owner, l.keys.channel, ttlMillis(l.ttl)).Err()
+	_ = l.n.run(dctx, sDequeueScript, l.keys.single(), l.owner, l.keys.channel, ttlMillis(l.ttl)).Err()
 	cancel()
 	if w.fresh() != nil {
 		// Granted by a release while giving up: give it back (which
@@ -209,7 +208,7 @@ func (l *singleLock) Renew(ctx context.Context) (driver.Validity, error) {
 			valued = "1"
 		}
 		var v int64
-		v, err = l.n.run(ctx, sRenewScript, l.ks, l.owner, ttlMillis(l.ttl), valued).Int64()
+		v, err = l.n.run(ctx, sRenewScript, l.keys.single(), l.owner, ttlMillis(l.ttl), valued).Int64()
 		ok = v == 1
 	}
 	if err != nil {

@@ -48,7 +48,7 @@ func (l *singleLock) SetValue(ctx context.Context, value string) error {
 	}
 	// Before the script: a Renew sent after it extends the value too.
 	l.valued.Store(true)
-	ok, err := l.n.run(ctx, sSetValueScript, l.ks, l.owner, value).Int64()
+	ok, err := l.n.run(ctx, sSetValueScript, l.keys.single(), l.owner, value).Int64()
 	if err != nil {
 		return l.n.errorf(l.keys.lock, err)
 	}
