@@ -13,8 +13,10 @@ import (
 
 // Batched renewal ("group commit"). The renewals of one node go out in one
 // script for many locks: the first Renew sends at once; those that arrive
-// while a batch is in flight go together in the next, at most maxBatch to
-// a script. The portable layer puts the renewals of one client on a common
+// while batches are in flight go together in the next, at most maxBatch to
+// a script, and at most maxInflight scripts at once (a loaded client or
+// server makes each round trip slow: one at a time would cap the
+// renewals a node can carry at maxBatch per round trip). The portable layer puts the renewals of one client on a common
 // grid (driver.RenewCoalescer), so a client holding N locks sends a few
 // scripts per node per renewal interval instead of N. Every entry is
 // owner-checked on its own by the script, exactly as a single renewal is.
@@ -30,6 +32,9 @@ var _ driver.RenewCoalescer = (*Driver)(nil)
 // busy for a millisecond or so, not for as long as ten thousand renewals
 // take.
 const maxBatch = 1000
+
+// maxInflight bounds the batches of one node in flight at once.
+const maxInflight = 4
 
 // CoalescesRenewals implements driver.RenewCoalescer: true when every node
 // batches its renewals.
@@ -60,7 +65,7 @@ type batcher struct {
 	n        *node
 	mu       sync.Mutex
 	pending  []*renewal
-	inflight bool
+	inflight int // senders running
 }
 
 // renew extends r on the node, with the renewals that come with it, and
@@ -70,9 +75,9 @@ func (b *batcher) renew(ctx context.Context, r *renewal) (bool, error) {
 	return r.wait(ctx)
 }
 
-// add queues r; if no batch is in flight, one goes out at once (in a
-// goroutine that sends the batches until none is pending: one per node at
-// a time, not one per renewal).
+// add queues r; if fewer than maxInflight batches are in flight, one goes
+// out at once (in a goroutine that sends batches until none is pending: a
+// few per node, not one per renewal).
 func (b *batcher) add(ctx context.Context, r *renewal) {
 	r.done = make(chan struct{})
 	if dl, ok := ctx.Deadline(); ok {
@@ -80,8 +85,10 @@ func (b *batcher) add(ctx context.Context, r *renewal) {
 	}
 	b.mu.Lock()
 	b.pending = append(b.pending, r)
-	lead := !b.inflight
-	b.inflight = true
+	lead := b.inflight < maxInflight
+	if lead {
+		b.inflight++
+	}
 	b.mu.Unlock()
 	if lead {
 		b.n.bg.Go(func() { b.send(ctx) })
@@ -121,7 +128,7 @@ func (b *batcher) send(ctx context.Context) {
 		b.mu.Lock()
 		batch := b.take()
 		if len(batch) == 0 {
-			b.inflight = false
+			b.inflight--
 			b.mu.Unlock()
 			return
 		}
