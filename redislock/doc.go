@@ -171,13 +171,13 @@
 //
 // Renewals are batched ("group commit", driver.RenewCoalescer): on each
 // node, the first Renew goes out at once, and the renewals that arrive
-// while a batch is in flight go together in the next, one script of at
-// most 1,000 entries, each owner-checked on its own exactly as a single
+// while batches are in flight go together in the next (at most 4 in flight
+// per node), one script of at most 1,000 entries, each owner-checked on its own exactly as a single
 // renewal (a lost lock in a batch is reported lost, the others are
 // extended). The portable layer puts one client's renewals on a common
 // grid, so a client holding N locks sends a few scripts per node per
 // renewal interval rather than N (measured with BenchmarkScale: 10,000
-// locks on one node, 12-13 scripts per 2 s interval instead of about
+// locks on one node, about 20 scripts per 2 s interval instead of about
 // 9,000). A Redlock renews on every node the same way, waiting for the
 // nodes' batches without a goroutine per node. A Cluster client (or a Ring)
 // renews each lock by its own script, as before: one script may only touch
