@@ -50,6 +50,8 @@ type Client struct {
 	closed bool
 	leases map[*Lease]struct{}
 	calls  sync.WaitGroup // Lock/TryLock calls and lease timers' work in flight
+
+	coalesce bool // the driver batches concurrent renewals: renew on a grid
 }
 
 // NewClient wraps a driver in a Client, which from then on owns it. Driver
@@ -65,7 +67,11 @@ func NewClient(drv driver.Driver, opts ...Option) (*Client, error) {
 		return nil, wrap("", "new client", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Client{drv: drv, cfg: cfg, tel: newTelemetry(cfg, drv), closeCtx: ctx, closeFn: cancel, leases: map[*Lease]struct{}{}}, nil
+	rc, ok := drv.(driver.RenewCoalescer)
+	return &Client{
+		drv: drv, cfg: cfg, tel: newTelemetry(cfg, drv), closeCtx: ctx, closeFn: cancel, leases: map[*Lease]struct{}{},
+		coalesce: ok && rc.CoalescesRenewals(),
+	}, nil
 }
 
 // Mutex returns the mutual-exclusion lock called name. Any bytes make a
