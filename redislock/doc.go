@@ -171,10 +171,10 @@
 //
 // Renewals are batched ("group commit", driver.RenewCoalescer): on each
 // node, the first Renew goes out at once, and the renewals that arrive
-// while batches are in flight go together in the next (at most 4 in flight
-// per node), one script of at most 1,000 entries, each owner-checked on its own exactly as a single
-// renewal (a lost lock in a batch is reported lost, the others are
-// extended). The portable layer puts one client's renewals on a common
+// while batches are in flight go together in the next (at most 4 in
+// flight per node), one script of at most 1,000 entries, each
+// owner-checked on its own exactly as a single renewal (a lost lock in a
+// batch is reported lost, the others are extended). The portable layer puts one client's renewals on a common
 // grid, so a client holding N locks sends a few scripts per node per
 // renewal interval rather than N (measured with BenchmarkScale: 10,000
 // locks on one node, about 20 scripts per 2 s interval instead of about
