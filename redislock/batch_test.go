@@ -14,8 +14,9 @@ import (
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
-// TestBatchedRenewal: many Renew calls at once go out in a few scripts per
-// node, and each entry is owner-checked on its own: a lock whose key was
+// TestBatchedRenewal: Renew calls queued while batches are in flight go
+// out together in one script per node, and each entry is owner-checked on
+// its own: a lock whose key was
 // deleted (single node) or taken by someone else is reported lost, the
 // others — exclusive, with a value, readers, permits — are extended. Both
 // topologies.
@@ -74,8 +75,9 @@ func TestBatchedRenewal(t *testing.T) {
 				locks = append(locks, l)
 			}
 			// Lost: one exclusive lock's key deleted everywhere, one reader's
-			// hold removed.
-			lostX, lostS := 4, 6
+			// hold removed, one reader's holders replaced by a key of another
+			// type (which must not fail the rest of its batch).
+			lostX, lostS, lostW := 4, 6, 10
 			var admins []*redis.Client
 			for _, a := range tc.addrs {
 				admins = append(admins, adminClient(t, a))
@@ -90,8 +92,11 @@ func TestBatchedRenewal(t *testing.T) {
 				if err := admin.Del(ctx, d.keysOf(reqs[lostS].Name).shared).Err(); err != nil {
 					t.Fatal(err)
 				}
+				if err := admin.Set(ctx, d.keysOf(reqs[lostW].Name).shared, "not a sorted set", time.Minute).Err(); err != nil {
+					t.Fatal(err)
+				}
 			} else {
-				lostS = -1
+				lostS, lostW = -1, -1
 			}
 			// Shorten every live key, so that the renewal shows.
 			for _, a := range admins {
@@ -106,6 +111,14 @@ func TestBatchedRenewal(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			// Every node's batcher looks busy (as with batches in flight)
+			// until all n renewals have queued; then one sender starts, as
+			// the end of a batch in flight would let it.
+			for _, nd := range d.nodes {
+				nd.batch.mu.Lock()
+				nd.batch.inflight = maxInflight
+				nd.batch.mu.Unlock()
+			}
 			before := count.n.Load()
 			errs := make([]error, n)
 			var wg sync.WaitGroup
@@ -114,15 +127,27 @@ func TestBatchedRenewal(t *testing.T) {
 					_, errs[i] = l.Renew(ctx)
 				})
 			}
+			for _, nd := range d.nodes {
+				b := nd.batch
+				waitFor(t, 10*time.Second, "every renewal queued", func() bool {
+					b.mu.Lock()
+					defer b.mu.Unlock()
+					return len(b.pending) == n
+				})
+				b.mu.Lock()
+				b.inflight = 1
+				b.mu.Unlock()
+				d.bg.Go(func() { b.send(ctx) })
+			}
 			wg.Wait()
 			sent := count.n.Load() - before
 			t.Logf("%d renewals on %d nodes: %d commands sent", n, len(nodes), sent)
-			if max := int64(10 * len(nodes)); sent > max {
-				t.Errorf("%d renewals sent %d commands, want at most %d (a few batches per node)", n, sent, max)
+			if sent != int64(len(nodes)) {
+				t.Errorf("%d renewals queued together sent %d commands, want one script per node", n, sent)
 			}
 			for i, err := range errs {
 				switch {
-				case i == lostX || i == lostS:
+				case i == lostX || i == lostS || i == lostW:
 					if !errors.Is(err, driver.ErrLockLost) {
 						t.Errorf("Renew of lost lock %d: %v, want ErrLockLost", i, err)
 					}
@@ -140,7 +165,7 @@ func TestBatchedRenewal(t *testing.T) {
 				}
 			}
 			for i, l := range locks {
-				if err := l.Release(ctx); err != nil && i != lostX && i != lostS {
+				if err := l.Release(ctx); err != nil && i != lostX && i != lostS && i != lostW {
 					t.Errorf("Release %d: %v", i, err)
 				}
 			}

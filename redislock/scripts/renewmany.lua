@@ -7,7 +7,8 @@
 -- the kind: 'x' an exclusive hold, 'v' an exclusive hold that may have a
 -- value, 's' a reader or a permit, 'r' a Redlock key.
 -- Returns, per entry, 1 if the owner held and the hold is extended, 0 if
--- not (nothing changed: a shared hold that ran out is not extended).
+-- not (nothing changed: a shared hold that ran out is not extended; a key
+-- of another type where the lock's was counts as not held).
 local function extend(key, ms)
 	if redis.call('PTTL', key) < ms then
 		redis.call('PEXPIRE', key, ms)
@@ -24,8 +25,10 @@ for i = 1, #KEYS / 2 do
 			local now = redis.call('TIME')
 			t = now[1] * 1000 + math.floor(now[2] / 1000)
 		end
-		local exp = redis.call('ZSCORE', key, owner)
-		if exp and tonumber(exp) > t then
+		-- pcall: one key of another type must not fail the whole batch
+		-- (the hold it stood for is gone: 0).
+		local ok, exp = pcall(redis.call, 'ZSCORE', key, owner)
+		if ok and exp and tonumber(exp) > t then
 			redis.call('ZADD', key, t + ttl, owner)
 			extend(key, ttl)
 			extend(aux, ttl)
