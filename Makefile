@@ -7,7 +7,7 @@ export DLOCK_SERVICES_DIR ?= /tmp/dlock-services
 GO ?= go
 TEST_TIMEOUT ?= 12m
 
-.PHONY: services-up services-down services-status test lint bench bench-peers safety
+.PHONY: services-up services-down services-status test lint bench bench-peers bench-scale safety
 
 services-up:
 	scripts/services.sh up
@@ -46,6 +46,13 @@ bench: services-up
 PEERBENCH_FLAGS ?=
 bench-peers: services-up
 	bench/run.sh $(PEERBENCH_FLAGS)
+
+# The scale scenario alone (10,000 locks held by one client per engine, on
+# the shared and the single-node servers), one run, written to
+# $(SCALE_OUT) rather than docs/.
+SCALE_OUT ?= /tmp/dlock-bench-scale.md
+bench-scale: services-up
+	bench/run.sh -scenarios scale -runs 1 -out $(SCALE_OUT) -json $(SCALE_OUT).json $(PEERBENCH_FLAGS)
 
 # The whole fault-injection suite (the short form runs inside make test).
 safety: services-up

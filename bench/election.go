@@ -23,7 +23,7 @@ type FailoverConfig struct {
 }
 
 // DefaultFailover: 10 failovers with a 2 s TTL.
-var DefaultFailover = FailoverConfig{Rounds: 10, TTL: 2 * time.Second, Settle: 300 * time.Millisecond}
+var DefaultFailover = FailoverConfig{Rounds: 10, TTL: 2 * time.Second, Settle: 200 * time.Millisecond}
 
 // Elector is one election implementation on etcd, measured by Failover.
 type Elector struct {

@@ -308,8 +308,8 @@ func (r *Report) machine(ctx context.Context, b *strings.Builder) {
 		p("- PostgreSQL (%s)\n", pgVersion(ctx, e))
 	}
 	if e := r.Single; e != nil {
-		p("- single-node setup (contenders and families ending in `%s`), started by the benchmark at each server's defaults: Redis %s (no config file), etcd %s (one member, default heartbeat and election timeout), ZooKeeper %s (zoo_sample.cfg's tickTime 2000)\n",
-			SingleSuffix, e.Redis.Version(ctx), e.Etcd.Version(ctx), ZKVersion(e.ZK.Addrs))
+		p("- single-node setup (contenders and families ending in `%s`), started by the benchmark at each server's defaults: Redis %s (no config file), etcd %s (one member, default heartbeat and election timeout), ZooKeeper %s (zoo_sample.cfg's tickTime 2000); measured in %s\n",
+			SingleSuffix, e.Redis.Version(ctx), e.Etcd.Version(ctx), ZKVersion(e.ZK.Addrs), r.singleRuns())
 	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		var libs []string
@@ -349,4 +349,15 @@ func cpuModel() string {
 		}
 	}
 	return "unknown CPU"
+}
+
+func (r *Report) singleRuns() string {
+	n := min(r.Suite.SingleRuns, r.Suite.Runs)
+	if n == r.Suite.Runs {
+		return "every run"
+	}
+	if n == 1 {
+		return "the first run only"
+	}
+	return fmt.Sprintf("the first %d runs only (their figures are medians of %d)", n, n)
 }

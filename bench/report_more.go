@@ -37,7 +37,7 @@ func (r *Report) scaleGoals() []goal {
 		if t.Count != nil {
 			req := r.Median(SScale, t.Name, MReqPerRenew)
 			limit := n/100 + 50
-			check(req <= limit, "%s requests/renewal interval (≤ %s)", f(req), f(limit))
+			check(req <= limit, "%s requests/renewal interval (≤ %s; %s sent by this process)", f(req), f(limit), f(r.Median(SScale, t.Name, MSentPerRenew)))
 		}
 		rel := r.Median(SScale, t.Name, MReleaseMs)
 		check(rel <= 1000, "release %s ms", f(rel))
@@ -176,14 +176,14 @@ func (r *Report) moreSections(b *strings.Builder) {
 	if r.has(SScale) {
 		c := r.Suite.Scale
 		p("## (i) Scale: %d locks held by one client\n\n", c.N)
-		p("%s. One dlock client per engine (WithTTL(%v), WithRenewInterval(%v)); %d goroutines take N distinct names with Lock (`grants/s`), against the engine's raw floor with the same %d goroutines (`floor`: below). Then, with every lock held: goroutines and heap per lock (runtime.NumGoroutine and, after a GC, HeapAlloc, against the same figures before the first lock, over N); the requests the engine's servers handled over %v (%.0f renewal intervals) while the client only held, by the servers' own counters, minus what they handled over the same time before the locks were taken (other users of the shared servers, our idle client) — per renewal interval; locks lost meanwhile; then the time to release all N, each Unlock in a goroutine of its own, all at once.\n\n",
+		p("%s. One dlock client per engine (WithTTL(%v), WithRenewInterval(%v)); %d goroutines take N distinct names with Lock (`grants/s`), against the engine's raw floor with the same %d goroutines (`floor`: below). Then, with every lock held: goroutines and heap per lock (runtime.NumGoroutine and, after a GC, HeapAlloc, against the same figures before the first lock, over N); the requests the engine's servers handled over %v (%.0f renewal intervals) while the client only held, by the servers' own counters, minus what they handled over the same time before the locks were taken (other users of the shared servers, our idle client) — per renewal interval (`sent by us`: the same window counted in this process, by the go-redis hook, the gRPC interceptors and the ZooKeeper connection's writes: no Lua internals, but no other users either); locks lost meanwhile; then the time to release all N, each Unlock in a goroutine of its own, all at once.\n\n",
 			strings.ToUpper(r.runsOf(SScale)[:1])+r.runsOf(SScale)[1:], c.TTL, c.Renew, c.G, c.G, c.Window, c.Window.Seconds()/c.Renew.Seconds())
-		p("| client | N | grants/s | floor grants/s | × floor | goroutines/lock | heap B/lock | server req/s before | req/s holding | req/renewal interval | lost | release all ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		p("| client | N | grants/s | floor grants/s | × floor | goroutines/lock | heap B/lock | server req/s before | req/s holding | req/renewal interval | sent by us/interval | lost | release all ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, t := range r.Suite.Targets {
-			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |%s\n", t.Name, f(r.Median(SScale, t.Name, MScaleN)),
+			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |%s\n", t.Name, f(r.Median(SScale, t.Name, MScaleN)),
 				f(r.Median(SScale, t.Name, MGrantsPerSec)), f(r.Median(SScale, t.Name, MFloorGrants)), x(r.Median(SScale, t.Name, MGrantsXFloor)),
 				f(r.Median(SScale, t.Name, MGoroutines)), f(r.Median(SScale, t.Name, MHeapPerLock)), f(r.Median(SScale, t.Name, MIdleReqPerSec)),
-				f(r.Median(SScale, t.Name, MReqPerSec)), f(r.Median(SScale, t.Name, MReqPerRenew)), f(r.Median(SScale, t.Name, MLostHolding)),
+				f(r.Median(SScale, t.Name, MReqPerSec)), f(r.Median(SScale, t.Name, MReqPerRenew)), f(r.Median(SScale, t.Name, MSentPerRenew)), f(r.Median(SScale, t.Name, MLostHolding)),
 				f(r.Median(SScale, t.Name, MReleaseMs)), r.errNote(SScale, t.Name))
 		}
 		p("\nFloors and counters:\n\n")
@@ -195,7 +195,11 @@ func (r *Report) moreSections(b *strings.Builder) {
 			if t.Count != nil {
 				parts = append(parts, "counted: "+t.Count.What)
 			}
-			if t.ScaleN > 0 {
+			switch {
+			case t.ScaleN == 0 || t.ScaleN >= c.N:
+			case t.Family == "file":
+				parts = append(parts, fmt.Sprintf("N = %d only: the file descriptor limit (RLIMIT_NOFILE) allows no more at two descriptors per held lock", t.ScaleN))
+			default:
 				parts = append(parts, fmt.Sprintf("N = %d only (PGScaleN: one session takes and renews every lock one statement at a time)", t.ScaleN))
 			}
 			if len(parts) == 0 {

@@ -63,6 +63,9 @@ type Suite struct {
 	// failover (the slow scenarios; their figures are medians of fewer
 	// runs), PrimRuns those of rw and semaphore.
 	ScaleRuns, FailoverRuns, PrimRuns int
+	// SingleRuns bounds the runs that measure the single-node setup's
+	// contenders.
+	SingleRuns int
 }
 
 // Filter keeps the contenders whose name matches re.
@@ -96,6 +99,9 @@ func (s *Suite) Run(ctx context.Context) []Sample {
 					return out
 				}
 				if c.NoWait && (sc == SCounter10 || sc == SCounter50) {
+					continue
+				}
+				if strings.HasSuffix(c.Family, SingleSuffix) && run > s.SingleRuns {
 					continue
 				}
 				name := fmt.Sprintf("pb%s-r%d-%s-%s", runID, run, c.Name, sc)
@@ -155,7 +161,7 @@ func (s *Suite) runOnce(ctx context.Context, run int, sc, runID string) []Sample
 		}
 		t := time.Now()
 		// No scenario may hang the suite, whatever a driver does.
-		ictx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		m, err := it.fn(ictx, fmt.Sprintf("pb%s-r%d-%s-%s", runID, run, it.name, sc))
 		cancel()
 		smp := Sample{Run: run, Scenario: sc, Contender: it.name, Metrics: m}

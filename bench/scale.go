@@ -23,6 +23,10 @@ type Target struct {
 	Open   func(opts ...dlock.Option) (*dlock.Client, error)
 	Floor  *RawFloor    // nil: the engine has no round trip to compare with (mem)
 	Count  *ServerCount // nil: nothing to count (mem, file)
+	// Sent counts the requests this process has sent to the engine
+	// (client-side; nil if not counted): blind to Lua internals and the
+	// servers' own work, but also to the other users of shared servers.
+	Sent func() int64
 	// ScaleN, if not 0, replaces ScaleConfig.N for this target (an engine
 	// too slow to take N locks within the run's time).
 	ScaleN int
@@ -71,6 +75,7 @@ const (
 	MTakeMs        = "take all ms"
 	MLostHolding   = "lost while holding"
 	MScaleN        = "locks held"
+	MSentPerRenew  = "sent req/renewal interval"
 )
 
 // Scale takes cfg.N distinct locks on one client with cfg.G goroutines,
@@ -168,9 +173,16 @@ func Scale(ctx context.Context, t Target, prefix string, cfg ScaleConfig) (Metri
 	m[MHeapPerLock] = (float64(ms1.HeapAlloc) - float64(ms0.HeapAlloc)) / float64(cfg.N)
 
 	if t.Count != nil {
+		var sent0 int64
+		if t.Sent != nil {
+			sent0 = t.Sent()
+		}
 		held, err := countOver(ctx, t.Count, cfg.Window)
 		if err != nil {
 			return nil, err
+		}
+		if t.Sent != nil {
+			m[MSentPerRenew] = float64(t.Sent()-sent0) / (cfg.Window.Seconds() / cfg.Renew.Seconds())
 		}
 		m[MReqPerSec] = float64(held) / cfg.Window.Seconds()
 		m[MReqPerRenew] = float64(held-idle) / (cfg.Window.Seconds() / cfg.Renew.Seconds())

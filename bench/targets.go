@@ -32,22 +32,23 @@ func (e *Engines) Targets(suffix string) []Target {
 	if e.FileDir != "" {
 		dir := e.FileDir
 		ts = append(ts, Target{Name: "dlock-file", Family: "file",
-			Open:  func(opts ...dlock.Option) (*dlock.Client, error) { return filelock.New(dir, opts...) },
-			Floor: fileFloor(dir)})
+			Open:   func(opts ...dlock.Option) (*dlock.Client, error) { return filelock.New(dir, opts...) },
+			Floor:  fileFloor(dir),
+			ScaleN: fileScaleN()})
 	}
 	if e.Redis != nil {
 		rdb := e.Redis.Clients[0]
 		sc := RedisCommandCalls(rdb)
 		ts = append(ts, Target{Name: "dlock-redis" + suffix, Family: "redis" + suffix,
 			Open:  func(opts ...dlock.Option) (*dlock.Client, error) { return redislock.New(rdb, nil, opts...) },
-			Floor: e.Redis.scaleFloor(), Count: &sc})
+			Floor: e.Redis.scaleFloor(), Count: &sc, Sent: e.Redis.sent.Load})
 	}
 	if e.Etcd != nil {
 		cli := e.Etcd.Client
 		sc := EtcdGRPCReceived(e.Etcd.Addrs)
 		ts = append(ts, Target{Name: "dlock-etcd" + suffix, Family: "etcd" + suffix,
 			Open:  func(opts ...dlock.Option) (*dlock.Client, error) { return etcdlock.New(cli, nil, opts...) },
-			Floor: etcdScaleFloor(cli), Count: &sc})
+			Floor: etcdScaleFloor(cli), Count: &sc, Sent: e.Etcd.sent.Load})
 	}
 	if e.ZK != nil {
 		z := e.ZK
@@ -56,7 +57,7 @@ func (e *Engines) Targets(suffix string) []Target {
 			Open: func(opts ...dlock.Option) (*dlock.Client, error) {
 				return zklock.Dial(context.Background(), z.Addrs, &zklock.Options{Dialer: z.dial}, opts...)
 			},
-			Floor: z.scaleFloor(), Count: &sc})
+			Floor: z.scaleFloor(), Count: &sc, Sent: z.sent.Load})
 	}
 	if e.PG != nil {
 		pool := e.PG
@@ -73,6 +74,20 @@ func (e *Engines) Targets(suffix string) []Target {
 // time, about a hundred a second on the loaded development machine, so
 // 10,000 would not fit the run.
 const PGScaleN = 1000
+
+// fileScaleN is how many file locks the process's descriptor limit allows
+// (two descriptors per held lock, and room for the rest), 0 for no bound
+// below DefaultScale.N.
+func fileScaleN() int {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return 0
+	}
+	if n := (int(rl.Cur) - 1000) / 2; n < DefaultScale.N {
+		return max(n, 100)
+	}
+	return 0
+}
 
 func fileFloor(dir string) *RawFloor {
 	return &RawFloor{Note: "open + flock(LOCK_EX|LOCK_NB), kept open; close", Worker: func(context.Context) (FloorWorker, error) {
