@@ -52,7 +52,7 @@ bench-peers: services-up
 # $(SCALE_OUT) rather than docs/.
 SCALE_OUT ?= /tmp/dlock-bench-scale.md
 bench-scale: services-up
-	bench/run.sh -scenarios scale -runs 1 -out $(SCALE_OUT) -json $(SCALE_OUT).json $(PEERBENCH_FLAGS)
+	bench/run.sh -scenarios scale -runs 1 -single-slow -out $(SCALE_OUT) -json $(SCALE_OUT).json $(PEERBENCH_FLAGS)
 
 # The whole fault-injection suite (the short form runs inside make test).
 safety: services-up

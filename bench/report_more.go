@@ -15,6 +15,9 @@ func (r *Report) scaleGoals() []goal {
 	}
 	var gs []goal
 	for _, t := range r.Suite.Targets {
+		if !r.measured(SScale, t.Name) {
+			continue
+		}
 		n := r.Median(SScale, t.Name, MScaleN)
 		if math.IsNaN(n) {
 			gs = append(gs, goal{text: t.Name + " scale", figure: r.errNote(SScale, t.Name)})
@@ -65,6 +68,9 @@ func (r *Report) primGoals() []goal {
 	var gs []goal
 	if r.has(SRW) {
 		for _, t := range r.Suite.Targets {
+			if !r.measured(SRW, t.Name) {
+				continue
+			}
 			v := r.Median(SRW, t.Name, MReadXMutex)
 			both := r.sum(SRW, t.Name, MMaxReaderWrite)
 			if math.IsNaN(v) {
@@ -93,10 +99,10 @@ func (r *Report) primGoals() []goal {
 	if r.has(SFailover) {
 		ttl := r.Suite.Fail.TTL
 		for _, e := range r.Suite.Electors {
-			if e.Kind != Dlock {
+			name := ElectorName(e)
+			if e.Kind != Dlock || !r.measured(SFailover, name) {
 				continue
 			}
-			name := ElectorName(e)
 			p99 := r.Median(SFailover, name, MP99)
 			peer := r.Median(SFailover, "etcd-election"+strings.TrimPrefix(e.Family, "etcd"), MP99)
 			gs = append(gs, goal{text: fmt.Sprintf("%s failover p99 ≤ TTL + 1 s (%v) and ≤ concurrency.Election's", name, ttl+1e9),
@@ -145,7 +151,7 @@ func (r *Report) moreSections(b *strings.Builder) {
 		p("## (f) Read-write lock\n\nOne dlock client per engine shared by every worker (one process; %s). Readers: %d goroutines take a read lease of one name, hold it %v (the work) and release it, up to %d cycles or %v; the mutex: the same %d goroutines on a Mutex of another name, the same hold. Then a writer locks every %v while the %d readers keep coming, for %v: its wait (p99) and the number of times a reader and the writer held together (counted in the process, from grant to release; must be 0).\n\n",
 			r.runsOf(SRW), c.Readers, c.Hold, c.Budget.N, c.Budget.Max, c.Readers, c.Writer, c.Readers, c.Budget.Max)
 		p("| client | reads/s | mutex cycles/s | × mutex | writer locks | writer wait p99 ms | reader with writer |\n|---|---|---|---|---|---|---|\n")
-		for _, t := range r.Suite.Targets {
+		for _, t := range r.measuredTargets(SRW) {
 			p("| %s | %s | %s | %s | %s | %s | %s |%s\n", t.Name, f(r.Median(SRW, t.Name, MReadPerSec)), f(r.Median(SRW, t.Name, MMutexPerSec)),
 				x(r.Median(SRW, t.Name, MReadXMutex)), f(r.Median(SRW, t.Name, MWriterN)), f(r.Median(SRW, t.Name, MWriterP99)), f(r.sum(SRW, t.Name, MMaxReaderWrite)), r.errNote(SRW, t.Name))
 		}
@@ -156,7 +162,7 @@ func (r *Report) moreSections(b *strings.Builder) {
 		p("## (g) Semaphore\n\nOne client per engine (%s): %d goroutines Acquire one of n = %d permits, hold it %v and release it, up to %d cycles or %v; against the same %d goroutines on a Mutex. `max in use` is the most holders counted at once in the process between a grant and its release (never above n).\n\n",
 			r.runsOf(SSemaphore), c.Workers, c.Permits, c.Hold, c.Budget.N, c.Budget.Max, c.Workers)
 		p("| client | permits/s | mutex cycles/s | × mutex | max in use |\n|---|---|---|---|---|\n")
-		for _, t := range r.Suite.Targets {
+		for _, t := range r.measuredTargets(SSemaphore) {
 			p("| %s | %s | %s | %s | %s |%s\n", t.Name, f(r.Median(SSemaphore, t.Name, MPermitPerSec)), f(r.Median(SSemaphore, t.Name, MMutexPerSec)),
 				x(r.Median(SSemaphore, t.Name, MPermitXMutex)), f(r.max(SSemaphore, t.Name, MMaxInUse)), r.errNote(SSemaphore, t.Name))
 		}
@@ -166,9 +172,15 @@ func (r *Report) moreSections(b *strings.Builder) {
 		c := r.Suite.Fail
 		p("## (h) Election failover on etcd\n\n%s, %d failovers each. A leader campaigns and wins; a second candidate (an etcd client of its own) campaigns for %v; then the leader's etcd client is closed without resigning or revoking its lease, as a killed process's would be; the figure is the time from that close to the second candidate's Campaign returning. TTL %v for both (dlock.WithTTL, concurrency.WithTTL); nothing is partitioned (the bench has no fault injection), so this is the crash of a leader, not its isolation.\n\n",
 			strings.ToUpper(r.runsOf(SFailover)[:1])+r.runsOf(SFailover)[1:], c.Rounds, c.Settle, c.TTL)
+		if r.Single != nil && !r.Suite.SingleSlow {
+			p("The single-node etcd is left out of this scenario to keep the run short (`peerbench -single-slow` adds it).\n\n")
+		}
 		p("| election | kind | p50 ms | p99 ms | failovers |\n|---|---|---|---|---|\n")
 		for _, e := range r.Suite.Electors {
 			name := ElectorName(e)
+			if !r.measured(SFailover, name) {
+				continue
+			}
 			p("| %s | %s | %s | %s | %s |%s\n", name, e.Kind, f(r.Median(SFailover, name, MP50)), f(r.Median(SFailover, name, MP99)), f(r.sum(SFailover, name, MDone)), r.errNote(SFailover, name))
 		}
 		p("\n")
@@ -178,8 +190,11 @@ func (r *Report) moreSections(b *strings.Builder) {
 		p("## (i) Scale: %d locks held by one client\n\n", c.N)
 		p("%s. One dlock client per engine (WithTTL(%v), WithRenewInterval(%v)); %d goroutines take N distinct names with Lock (`grants/s`), against the engine's raw floor with the same %d goroutines (`floor`: below). Then, with every lock held: goroutines and heap per lock (runtime.NumGoroutine and, after a GC, HeapAlloc, against the same figures before the first lock, over N); the requests the engine's servers handled over %v (%.0f renewal intervals) while the client only held, by the servers' own counters, minus what they handled over the same time before the locks were taken (other users of the shared servers, our idle client) — per renewal interval (`sent by us`: the same window counted in this process, by the go-redis hook, the gRPC interceptors and the ZooKeeper connection's writes: no Lua internals, but no other users either); locks lost meanwhile; then the time to release all N, each Unlock in a goroutine of its own, all at once.\n\n",
 			strings.ToUpper(r.runsOf(SScale)[:1])+r.runsOf(SScale)[1:], c.TTL, c.Renew, c.G, c.G, c.Window, c.Window.Seconds()/c.Renew.Seconds())
+		if r.Single != nil && !r.Suite.SingleSlow {
+			p("The single-node servers are left out of this scenario to keep the run short (`make bench-scale` and `peerbench -single-slow` add them).\n\n")
+		}
 		p("| client | N | grants/s | floor grants/s | × floor | goroutines/lock | heap B/lock | server req/s before | req/s holding | req/renewal interval | sent by us/interval | lost | release all ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-		for _, t := range r.Suite.Targets {
+		for _, t := range r.measuredTargets(SScale) {
 			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |%s\n", t.Name, f(r.Median(SScale, t.Name, MScaleN)),
 				f(r.Median(SScale, t.Name, MGrantsPerSec)), f(r.Median(SScale, t.Name, MFloorGrants)), x(r.Median(SScale, t.Name, MGrantsXFloor)),
 				f(r.Median(SScale, t.Name, MGoroutines)), f(r.Median(SScale, t.Name, MHeapPerLock)), f(r.Median(SScale, t.Name, MIdleReqPerSec)),
@@ -187,7 +202,7 @@ func (r *Report) moreSections(b *strings.Builder) {
 				f(r.Median(SScale, t.Name, MReleaseMs)), r.errNote(SScale, t.Name))
 		}
 		p("\nFloors and counters:\n\n")
-		for _, t := range r.Suite.Targets {
+		for _, t := range r.measuredTargets(SScale) {
 			var parts []string
 			if t.Floor != nil {
 				parts = append(parts, "floor: "+t.Floor.Note)
@@ -209,4 +224,24 @@ func (r *Report) moreSections(b *strings.Builder) {
 		}
 		p("\n")
 	}
+}
+
+// measured tells whether name has a sample (figures or an error) of sc.
+func (r *Report) measured(sc, name string) bool {
+	for _, s := range r.Samples {
+		if s.Scenario == sc && s.Contender == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Report) measuredTargets(sc string) []Target {
+	var ts []Target
+	for _, t := range r.Suite.Targets {
+		if r.measured(sc, t.Name) {
+			ts = append(ts, t)
+		}
+	}
+	return ts
 }

@@ -66,6 +66,9 @@ type Suite struct {
 	// SingleRuns bounds the runs that measure the single-node setup's
 	// contenders.
 	SingleRuns int
+	// SingleSlow also runs scale and failover on the single-node setup
+	// (they take minutes there too).
+	SingleSlow bool
 }
 
 // Filter keeps the contenders whose name matches re.
@@ -135,12 +138,18 @@ func (s *Suite) runOnce(ctx context.Context, run int, sc, runID string) []Sample
 	switch {
 	case sc == SFailover && run <= s.FailoverRuns:
 		for _, e := range s.Electors {
+			if strings.HasSuffix(e.Family, SingleSuffix) && !s.SingleSlow {
+				continue
+			}
 			items = append(items, item{ElectorName(e), func(ctx context.Context, name string) (Metrics, error) {
 				return Failover(ctx, e, name, s.Fail)
 			}})
 		}
 	case sc == SScale && run <= s.ScaleRuns:
 		for _, t := range s.Targets {
+			if strings.HasSuffix(t.Family, SingleSuffix) && !s.SingleSlow {
+				continue
+			}
 			items = append(items, item{t.Name, func(ctx context.Context, name string) (Metrics, error) { return Scale(ctx, t, name, s.Scale) }})
 		}
 	case (sc == SRW || sc == SSemaphore) && run <= s.PrimRuns:

@@ -45,6 +45,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	scaleRuns := fs.Int("scale-runs", 1, "runs (of -runs) that measure the scale scenario")
 	failRuns := fs.Int("failover-runs", 1, "runs (of -runs) that measure election failover")
 	primRuns := fs.Int("prim-runs", 3, "runs (of -runs) that measure the rw and semaphore scenarios")
+	singleSlow := fs.Bool("single-slow", false, "also run scale and failover on the single-node setup")
 	singleRuns := fs.Int("single-runs", 3, "runs (of -runs) that measure the single-node setup's contenders")
 	scaleN := fs.Int("scale-n", bench.DefaultScale.N, "locks held at once in the scale scenario")
 	if err := fs.Parse(args); err != nil {
@@ -71,6 +72,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s.Config = bench.DefaultConfig
 	s.Scale, s.Prim, s.Fail = bench.DefaultScale, bench.DefaultPrim, bench.DefaultFailover
 	s.Scale.N = *scaleN
+	s.SingleSlow = *singleSlow
 	s.ScaleRuns, s.FailoverRuns, s.PrimRuns, s.SingleRuns = *scaleRuns, *failRuns, *primRuns, *singleRuns
 	if *quick {
 		s.Config.Uncontended.Max = 100 * time.Millisecond
