@@ -74,6 +74,7 @@ const (
 	MReleaseMs     = "release all ms"
 	MTakeMs        = "take all ms"
 	MLostHolding   = "lost while holding"
+	MLostTaking    = "lost by the last grant"
 	MScaleN        = "locks held"
 	MSentPerRenew  = "sent req/renewal interval"
 )
@@ -162,6 +163,7 @@ func Scale(ctx context.Context, t Target, prefix string, cfg ScaleConfig) (Metri
 		return nil, firstErr
 	}
 	m[MTakeMs] = ms(took)
+	m[MLostTaking] = float64(countLost(leases))
 	m[MGrantsPerSec] = float64(cfg.N) / took.Seconds()
 	if f, ok := m[MFloorGrants]; ok && f > 0 {
 		m[MGrantsXFloor] = m[MGrantsPerSec] / f
@@ -189,14 +191,7 @@ func Scale(ctx context.Context, t Target, prefix string, cfg ScaleConfig) (Metri
 	} else if err := sleepCtx(ctx, cfg.Window); err != nil {
 		return nil, err
 	}
-	lost := 0
-	for _, l := range leases {
-		select {
-		case <-l.Done():
-			lost++
-		default:
-		}
-	}
+	lost := countLost(leases)
 	m[MLostHolding] = float64(lost)
 
 	start = time.Now()
@@ -298,4 +293,17 @@ func floorGrants(ctx context.Context, f *RawFloor, prefix string, cfg ScaleConfi
 		return 0, *p
 	}
 	return float64(cfg.N) / took.Seconds(), nil
+}
+
+// countLost counts the leases whose Done is closed.
+func countLost(leases []*dlock.Lease) int {
+	n := 0
+	for _, l := range leases {
+		select {
+		case <-l.Done():
+			n++
+		default:
+		}
+	}
+	return n
 }
