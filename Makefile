@@ -40,7 +40,11 @@ bench: services-up
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./...
 
 # dlock against redsync, bsm/redislock, etcd's concurrency.Mutex and
-# go-zookeeper's Lock, side by side; rewrites docs/BENCHMARKS.md (< 10 min).
+# go-zookeeper's Lock, side by side, on the shared servers and on single-node
+# ones it starts; RW lock, semaphore, etcd election failover and scale;
+# rewrites docs/BENCHMARKS.md (estimated ~12 min on a quiet 2-core machine;
+# 20 min measured at load average 17-39 before scale and failover left the
+# single-node setup).
 # PEERBENCH_FLAGS go to bench/run.sh, e.g. "-runs 1 -quick -out /tmp/b.md"
 # for a quick look that leaves docs/ alone.
 PEERBENCH_FLAGS ?=

@@ -73,7 +73,7 @@ func Connect(ctx context.Context) (*Engines, error) {
 // ConnectSingle opens the single-node servers (no Redlock, file, mem or
 // PostgreSQL there: those are measured on the shared setup only).
 func ConnectSingle(ctx context.Context, s *SingleNode) (*Engines, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	e := &Engines{}
 	var err error

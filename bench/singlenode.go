@@ -93,6 +93,17 @@ func StartSingleNode(ctx context.Context) (_ *SingleNode, err error) {
 			time.Sleep(100 * time.Millisecond) // a process's port has no event to wait on
 		}
 	}
+	// ZooKeeper listens before it serves: wait for its mode.
+	for {
+		out, err := fourLetter(s.ZK, "srvr")
+		if err == nil && strings.Contains(out, "Mode: standalone") {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("single-node zookeeper %s is not serving: %v %q (logs in %s)", s.ZK, err, out, dir)
+		}
+		time.Sleep(100 * time.Millisecond) // nor has its mode
+	}
 	return s, nil
 }
 
