@@ -50,6 +50,7 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 	}
 	var (
 		f       *os.File // the lock file
+		fid     fileID   // f's
 		t       *os.File // the turnstile: what a reader looks at, and where a waiter marks
 		marked  *os.File // the t that holds our mark, once waiting
 		w       *waiter  // once waiting
@@ -70,7 +71,7 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 	for {
 		if f == nil {
 			var err error
-			if f, err = d.openAt(name, unix.O_RDWR|unix.O_CREAT); err != nil {
+			if f, fid, err = d.openAtID(name, unix.O_RDWR|unix.O_CREAT); err != nil {
 				return nil, driver.Validity{}, mayPass(err)
 			}
 		}
@@ -97,7 +98,7 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 					}
 					return nil, driver.Validity{}, lockOfSemaphore(lim)
 				}
-				l, err := d.grant(ctx, f, name, nil)
+				l, err := d.grant(ctx, f, fid, name, nil)
 				if err != nil {
 					return nil, driver.Validity{}, mayPass(err)
 				}
@@ -162,7 +163,7 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 		if err := d.ino.stopped(); err != nil {
 			return nil, driver.Validity{}, err // closed, or inotify failed
 		}
-		if same, _ := d.fileAt(f, name); !same {
+		if same, _ := d.idAt(fid, name); !same {
 			f.Close()
 			f = nil
 		}
@@ -189,7 +190,7 @@ func lockOfSemaphore(lim int) error {
 // then on. It returns nil if f was not the lock's file when the watch was
 // in place (a token is then spent for nothing, which is harmless: tokens
 // may skip).
-func (d *fileDriver) grant(ctx context.Context, f *os.File, name string, extra *os.File) (*fileLock, error) {
+func (d *fileDriver) grant(ctx context.Context, f *os.File, id fileID, name string, extra *os.File) (*fileLock, error) {
 	token, err := d.grantToken(ctx, f)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -197,7 +198,7 @@ func (d *fileDriver) grant(ctx context.Context, f *os.File, name string, extra *
 		}
 		return nil, fmt.Errorf("filelock: fencing token for %s: %w", f.Name(), err)
 	}
-	l := &fileLock{d: d, f: f, name: name, token: token, extra: extra}
+	l := &fileLock{d: d, f: f, id: id, name: name, token: token, extra: extra}
 	l.mu.Lock()
 	err = l.watch()
 	l.mu.Unlock()
@@ -214,18 +215,17 @@ func (d *fileDriver) grant(ctx context.Context, f *os.File, name string, extra *
 	}
 	d.open[l] = struct{}{}
 	d.mu.Unlock()
+	if same, err := d.sameID(id, name); err == nil && same {
+		return l, nil
+	}
+	l.abandon()
 	if same, err := d.dirAt(); err != nil || !same {
-		l.abandon()
 		if err == nil {
 			err = fmt.Errorf("filelock: lock directory %s was moved or removed since it was opened: open it again", d.dir)
 		}
 		return nil, err
 	}
-	if same, err := d.fileAt(f, name); err != nil || !same {
-		l.abandon()
-		return nil, nil
-	}
-	return l, nil
+	return nil, nil // f is no longer the file at the name
 }
 
 // abandon undoes grant's work on l, whose caller then closes the files.

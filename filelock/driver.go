@@ -2,6 +2,7 @@ package filelock
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,18 +37,25 @@ func open(dir string) (*fileDriver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fileDriver{dir: dir, dirf: dirf, open: map[*fileLock]struct{}{}}, nil
+	dirID, err := statID(dirf)
+	if err != nil {
+		dirf.Close()
+		return nil, fmt.Errorf("filelock: fstat %s: %w", dir, err)
+	}
+	return &fileDriver{dir: dir, dirf: dirf, dirID: dirID, open: map[*fileLock]struct{}{}}, nil
 }
 
 // fileDriver is one "connection": the set of lock files this client holds.
 type fileDriver struct {
-	dir  string   // the directory's path, for messages and to notice it moved
-	dirf *os.File // the directory itself: lock files are opened relative to it
+	dir   string   // the directory's path, for messages and to notice it moved
+	dirf  *os.File // the directory itself: lock files are opened relative to it
+	dirID fileID   // dirf's
 
 	ino notifier // wakes waiters, tells holders of a tampered file
 
 	tokMu sync.Mutex
 	tokF  *os.File // the directory's tokens file, once opened; tokMu
+	tokID fileID   // tokF's; tokMu
 
 	mu       sync.Mutex
 	closed   bool                   // by Close, or by crash (tests)

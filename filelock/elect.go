@@ -142,7 +142,7 @@ func (l *fileLock) SetValue(_ context.Context, value string) error {
 		default:
 		}
 	}
-	same, err := l.d.sameFile(l.f, l.name)
+	same, err := l.d.sameID(l.id, l.name)
 	if err != nil {
 		return fmt.Errorf("filelock: %w", err)
 	}

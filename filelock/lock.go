@@ -18,6 +18,7 @@ import (
 type fileLock struct {
 	d     *fileDriver
 	name  string // file name in d's directory
+	id    fileID // the lock file's
 	token uint64
 
 	lost     chan struct{} // closed when the file stops being the lock's; nil if not watched
@@ -146,7 +147,7 @@ func (l *fileLock) check() {
 	if l.f == nil || l.lost == nil {
 		return
 	}
-	if same, err := l.d.sameFile(l.f, l.name); err == nil && !same {
+	if same, err := l.d.sameID(l.id, l.name); err == nil && !same {
 		l.unpublishLocked() // readers of the value find nobody
 		l.lostOnce.Do(func() { close(l.lost) })
 	}
@@ -160,7 +161,7 @@ func (l *fileLock) Renew(context.Context) (driver.Validity, error) {
 	if l.f == nil {
 		return driver.Validity{}, driver.ErrLockLost
 	}
-	same, err := l.d.sameFile(l.f, l.name)
+	same, err := l.d.sameID(l.id, l.name)
 	if err != nil {
 		return driver.Validity{}, fmt.Errorf("filelock: %w", err)
 	}
@@ -188,14 +189,14 @@ func (l *fileLock) Release(context.Context) error {
 	)
 	if l.lost != nil {
 		// The watch covers the directory: a moved one has closed lost.
-		same, err = l.d.fileAt(l.f, l.name)
+		same, err = l.d.idAt(l.id, l.name)
 		select {
 		case <-l.lost:
 			same = false
 		default:
 		}
 	} else {
-		same, err = l.d.sameFile(l.f, l.name)
+		same, err = l.d.sameID(l.id, l.name)
 	}
 	cerr := l.closeLocked()
 	l.d.mu.Lock()

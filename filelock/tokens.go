@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"strconv"
@@ -92,9 +91,14 @@ func parseToken(b []byte) uint64 {
 // maxText). Text that long is stray: it comes back empty.
 func readHead(f *os.File) (text []byte, size int, err error) {
 	buf := make([]byte, maxText)
-	n, err := f.ReadAt(buf, 0)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, 0, err
+	// One pread: the file is read whole by it (os.File.ReadAt would read
+	// again to learn of the end).
+	n, err := unix.Pread(int(f.Fd()), buf, 0)
+	for errors.Is(err, unix.EINTR) {
+		n, err = unix.Pread(int(f.Fd()), buf, 0)
+	}
+	if err != nil {
+		return nil, 0, &os.PathError{Op: "read", Path: f.Name(), Err: err}
 	}
 	if n == len(buf) {
 		return nil, n, nil
@@ -151,11 +155,11 @@ func (d *fileDriver) bumpTokens(ctx context.Context, grant func(bump func(floor 
 	defer d.tokMu.Unlock()
 	for {
 		if d.tokF == nil {
-			f, err := d.openTokens()
+			f, id, err := d.openTokens()
 			if err != nil {
 				return 0, err
 			}
-			d.tokF = f
+			d.tokF, d.tokID = f, id
 		}
 		fd := int(d.tokF.Fd())
 		if err := flockCtx(ctx, fd, d.isClosed); err != nil {
@@ -177,7 +181,7 @@ var errReplaced = errors.New("replaced")
 // bumpLocked does bumpTokens' work under the tokens file's flock.
 func (d *fileDriver) bumpLocked(floor uint64) (uint64, error) {
 	// Removed or replaced since we opened it: the file at the name counts.
-	if same, err := d.fileAt(d.tokF, tokensName); err != nil {
+	if same, err := d.idAt(d.tokID, tokensName); err != nil {
 		return 0, err
 	} else if !same {
 		return 0, errReplaced
@@ -216,19 +220,19 @@ func (d *fileDriver) bumpLocked(floor uint64) (uint64, error) {
 
 // openTokens opens the tokens file, making it if missing; a new file's
 // directory entry is synced too, or a crash could lose the file.
-func (d *fileDriver) openTokens() (*os.File, error) {
-	f, err := d.openAt(tokensName, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL)
+func (d *fileDriver) openTokens() (*os.File, fileID, error) {
+	f, id, err := d.openAtID(tokensName, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL)
 	if err == nil {
 		if err := unix.Fsync(int(d.dirf.Fd())); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("filelock: fsync %s: %w", d.dir, err)
+			return nil, fileID{}, fmt.Errorf("filelock: fsync %s: %w", d.dir, err)
 		}
-		return f, nil
+		return f, id, nil
 	}
 	if !errors.Is(err, unix.EEXIST) {
-		return nil, err
+		return nil, fileID{}, err
 	}
-	return d.openAt(tokensName, unix.O_RDWR)
+	return d.openAtID(tokensName, unix.O_RDWR)
 }
 
 // flockCtx takes an exclusive flock that others hold only for a read, a

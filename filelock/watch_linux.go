@@ -100,7 +100,7 @@ func (n *notifier) watchFile(f *os.File, s *sub) (stop func(), err error) {
 	}
 	path := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	wd, err := unix.InotifyAddWatch(int(n.f.Fd()), path, mask)
-	if errors.Is(err, unix.ENOENT) { // no /proc: by name, and sameFile checks after
+	if errors.Is(err, unix.ENOENT) { // no /proc: by name, and sameID checks after
 		wd, err = unix.InotifyAddWatch(int(n.f.Fd()), f.Name(), mask|unix.IN_DONT_FOLLOW)
 	}
 	if err != nil {
