@@ -51,6 +51,7 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 	var (
 		f       *os.File // the lock file
 		fid     fileID   // f's
+		val     *os.File // f's leader file, unmarked, if kept open with f (cache.go)
 		t       *os.File // the turnstile: what a reader looks at, and where a waiter marks
 		marked  *os.File // the t that holds our mark, once waiting
 		w       *waiter  // once waiting
@@ -67,12 +68,23 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 		if t != nil {
 			t.Close() // a writer's mark goes: readers behind it wake
 		}
+		if val != nil {
+			val.Close()
+		}
 	}()
+	if c, ok := d.takeCached(name); ok {
+		// Checked as a fresh file is, once locked: see grant.
+		f, fid, val = c.f, c.id, c.val
+	}
 	for {
 		if f == nil {
 			var err error
 			if f, fid, err = d.openAtID(name, unix.O_RDWR|unix.O_CREAT); err != nil {
 				return nil, driver.Validity{}, mayPass(err)
+			}
+			if val != nil {
+				val.Close() // the leader file of a lock file no longer the lock's
+				val = nil
 			}
 		}
 		var on *os.File // what to wait for
@@ -110,6 +122,9 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 					continue
 				}
 				f = nil
+				l.mu.Lock()
+				l.val, val = val, nil
+				l.mu.Unlock()
 				if !shared {
 					// Held: its token and value for everyone to read.
 					l.mu.Lock()

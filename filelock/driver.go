@@ -42,7 +42,8 @@ func open(dir string) (*fileDriver, error) {
 		dirf.Close()
 		return nil, fmt.Errorf("filelock: fstat %s: %w", dir, err)
 	}
-	return &fileDriver{dir: dir, dirf: dirf, dirID: dirID, open: map[*fileLock]struct{}{}}, nil
+	return &fileDriver{dir: dir, dirf: dirf, dirID: dirID,
+		open: map[*fileLock]struct{}{}, cache: map[string]cachedFiles{}}, nil
 }
 
 // fileDriver is one "connection": the set of lock files this client holds.
@@ -61,6 +62,7 @@ type fileDriver struct {
 	closed   bool                   // by Close, or by crash (tests)
 	shut     bool                   // Close was called
 	open     map[*fileLock]struct{} // held locks
+	cache    map[string]cachedFiles // files kept open, by lock file name (cache.go)
 	watching bool                   // the directory is watched for holders
 	calls    sync.WaitGroup         // Acquire and Status calls in flight: Close waits for them
 }
@@ -123,6 +125,7 @@ func (d *fileDriver) Close() error {
 	for _, l := range held {
 		l.drop()
 	}
+	d.dropCached()
 	d.ino.close()
 	d.calls.Wait()
 	d.tokMu.Lock()
@@ -149,7 +152,7 @@ func (d *fileDriver) crash() {
 		l.mu.Lock()
 		if l.val != nil {
 			l.val.Close() // its mark goes with it, as in a death
-			l.val = nil
+			l.val, l.marked = nil, false
 		}
 		l.f.Close()
 		l.f = nil
@@ -159,6 +162,7 @@ func (d *fileDriver) crash() {
 		}
 		l.mu.Unlock()
 	}
+	d.dropCached()
 }
 
 // Dir returns the directory the driver keeps its lock files in: the one

@@ -26,10 +26,13 @@ type fileLock struct {
 
 	exclusive bool // a lock's LOCK_EX, which publishes its value (see valueName)
 
-	mu    sync.Mutex
-	f     *os.File // nil once released
-	extra *os.File // a permit's semaphore limit file, closed after f
-	val   *os.File // an exclusive lock's leader file, locked; closed before f
+	mu       sync.Mutex
+	f        *os.File // nil once released
+	extra    *os.File // a permit's semaphore limit file, closed after f
+	val      *os.File // the leader file, if open; let go before f
+	marked   bool     // val holds our mark (an exclusive lock's)
+	valFirst byte     // the first byte of the text we wrote to val
+	handed   bool     // f was handed out (File): it is closed at the end, never kept
 }
 
 // HeldFile returns the open file that carries the flock(2) of l, a lease of
@@ -37,7 +40,9 @@ type fileLock struct {
 // has ended.
 //
 // The file belongs to the driver: do not close it, unlock it or write to it,
-// and do not use it once the lease has ended (Unlock closes it). It is there
+// and do not use it once the lease has ended (Unlock closes it: a lease
+// whose file was handed out never keeps it open for the name's next grant,
+// as the package doc's "Files" says others do). It is there
 // to share the lock with another process: a flock belongs to the open file,
 // not to a descriptor or a process, so a copy of the descriptor (dup(2), a
 // child's copy through os/exec's Cmd.ExtraFiles) keeps the lock held until
@@ -77,6 +82,9 @@ func HeldFile(l *dlock.Lease) (*os.File, bool) {
 func (l *fileLock) File() *os.File {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// A copy of the descriptor may outlive the lease: the file must not
+	// be kept for another grant, which the copy would then hold too.
+	l.handed = true
 	return l.f
 }
 
@@ -127,6 +135,9 @@ func (d *fileDriver) watchDir() error {
 // checkHeld checks the held locks whose file is called name (all of them
 // for "").
 func (d *fileDriver) checkHeld(name string) {
+	// A file removed or renamed in the directory (which dlock never does)
+	// may be one kept open: none is kept from then on.
+	d.dropCached()
 	d.mu.Lock()
 	held := make([]*fileLock, 0, len(d.open))
 	for l := range d.open {
@@ -198,7 +209,9 @@ func (l *fileLock) Release(context.Context) error {
 	} else {
 		same, err = l.d.sameID(l.id, l.name)
 	}
-	cerr := l.closeLocked()
+	// A file that is still the lock's is kept open for the next grant of
+	// the name (see cache.go), unless it went out of our hands.
+	cerr := l.closeLocked(err == nil && same && !l.handed && l.extra == nil)
 	l.d.mu.Lock()
 	delete(l.d.open, l)
 	l.d.mu.Unlock()
@@ -211,7 +224,15 @@ func (l *fileLock) Release(context.Context) error {
 	return nil
 }
 
-func (l *fileLock) closeLocked() error {
+// closeLocked unlocks the lock and closes its files, or keeps them open
+// for the name's next grant (keep; see cache.go).
+func (l *fileLock) closeLocked(keep bool) error {
+	if keep {
+		if l.keepLocked() {
+			return nil
+		}
+		// What could not be kept is closed below.
+	}
 	l.unpublishLocked() // first: a reader of the value never finds a free lock's holder
 	unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
 	err := l.f.Close()
@@ -230,8 +251,27 @@ func (l *fileLock) drop() {
 	if l.f == nil {
 		return
 	}
-	l.closeLocked()
+	l.closeLocked(false)
 	if l.lost != nil {
 		l.lostOnce.Do(func() { close(l.lost) })
 	}
+}
+
+// keepLocked lets the lock go as closeLocked does, but keeps its files
+// open in the driver's cache, waking waiters and observers as their close
+// would (see cache.go). It reports false, having kept nothing, if the lock
+// file cannot be unlocked or its waiters woken: closeLocked then closes.
+func (l *fileLock) keepLocked() bool {
+	if !l.unmarkLocked() {
+		l.unpublishLocked()
+	}
+	if err := unix.Flock(int(l.f.Fd()), unix.LOCK_UN); err != nil {
+		return false
+	}
+	if err := wakeWaiters(l.f); err != nil {
+		return false
+	}
+	l.d.putCached(l.name, cachedFiles{f: l.f, id: l.id, val: l.val})
+	l.f, l.val = nil, nil
+	return true
 }

@@ -17,7 +17,8 @@ import (
 )
 
 // notifier delivers inotify events: on lock files to waiters (a holder
-// closing the file, by its release or its death; the file removed or
+// closing the file, by its release or its death, or touching it after its
+// unlock when it keeps it open (cache.go); the file removed or
 // replaced), and on the lock directory to holders (an entry removed or
 // renamed, by name; the directory moved). One inotify instance serves all of
 // a driver's watches, read by one goroutine from first use until Close:
@@ -44,8 +45,9 @@ const (
 	// waitMask is what a waiter's watch on a lock file asks of the kernel:
 	// what may mean the lock is free or at another file. IN_CLOSE_NOWRITE
 	// too, for holders that lock a read-only file (flock(1)). IN_ATTRIB is
-	// how an unlink or a rename over the file shows while it is open: its
-	// link count changes.
+	// how an unlink or a rename over the file shows while it is open (its
+	// link count changes), and how a holder that keeps the file open tells
+	// of its release (it sets the file's times).
 	waitMask = unix.IN_CLOSE_WRITE | unix.IN_CLOSE_NOWRITE | unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
 	// dirMask is the holders' watch on the directory: an entry removed,
 	// renamed away or renamed over (the only ways a lock file stops being
