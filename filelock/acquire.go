@@ -110,7 +110,7 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 					}
 					return nil, driver.Validity{}, lockOfSemaphore(lim)
 				}
-				l, err := d.grant(ctx, f, fid, name, nil)
+				l, err := d.grant(ctx, f, fid, name, shared, nil)
 				if err != nil {
 					return nil, driver.Validity{}, mayPass(err)
 				}
@@ -199,14 +199,14 @@ func lockOfSemaphore(lim int) error {
 	return driver.InvalidArgument("filelock: semaphore limit", "0 (a lock)", want)
 }
 
-// grant makes the lock on f, which we hold locked, called name in the
-// directory: its token, then the watch that ends the lease if the file is
-// tampered with. The lock owns extra (a permit's limit file, or nil) from
-// then on. It returns nil if f was not the lock's file when the watch was
+// grant makes the lock on f, which we hold locked (LOCK_SH if shared),
+// called name in the directory: its token, then the watch that ends the
+// lease if the file is tampered with. The lock owns extra (a permit's
+// limit file, or nil) from then on. It returns nil if f was not the lock's file when the watch was
 // in place (a token is then spent for nothing, which is harmless: tokens
 // may skip).
-func (d *fileDriver) grant(ctx context.Context, f *os.File, id fileID, name string, extra *os.File) (*fileLock, error) {
-	token, err := d.grantToken(ctx, f)
+func (d *fileDriver) grant(ctx context.Context, f *os.File, id fileID, name string, shared bool, extra *os.File) (*fileLock, error) {
+	token, err := d.grantToken(ctx, f, shared)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err

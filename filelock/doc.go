@@ -223,7 +223,14 @@
 // crashes and reboots, and across a lock file that was removed, replaced or
 // found holding stray text (which counts as 0). They start again only if
 // both files are lost: a runtime directory on tmpfs empties at reboot, as
-// does `rm -r` of the directory.
+// does `rm -r` of the directory. dlock-tokens is locked (flock) for its
+// update only; an exclusive holder reads its lock file before and writes
+// it after, a reader does both under that lock. A holder killed in between
+// leaves a token counted and never used, which is harmless: tokens may
+// skip. A client looks dlock-tokens up at its name when it first uses it
+// and again after each removal or rename in the directory that its watch
+// reports (at every grant if it cannot watch), and counts in the file it
+// finds there.
 //
 // # The directory
 //

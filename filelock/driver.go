@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -57,6 +58,14 @@ type fileDriver struct {
 	tokMu sync.Mutex
 	tokF  *os.File // the directory's tokens file, once opened; tokMu
 	tokID fileID   // tokF's; tokMu
+	// tokSeen: tokF was found at its name while the directory was
+	// watched, when dirEvents was tokSeenAt; tokMu.
+	tokSeen    bool
+	tokSeenAt  uint64
+	tokBuf     [maxText]byte // the tokens file's text; tokMu
+	tokLockBuf [maxText]byte // a shared lock file's text; tokMu
+
+	dirEvents atomic.Uint64 // events of the watch on the directory (checkHeld)
 
 	mu       sync.Mutex
 	closed   bool                   // by Close, or by crash (tests)

@@ -118,6 +118,15 @@ func (l *fileLock) watch() error {
 	return nil
 }
 
+// dirWatched reports whether the directory's watch is on: whether every
+// removal or rename in it is told to checkHeld.
+func (d *fileDriver) dirWatched() bool {
+	d.mu.Lock()
+	watching := d.watching
+	d.mu.Unlock()
+	return watching && d.ino.stopped() == nil
+}
+
 // watchDir watches the lock directory once, for all holders.
 func (d *fileDriver) watchDir() error {
 	d.mu.Lock()
@@ -136,7 +145,9 @@ func (d *fileDriver) watchDir() error {
 // for "").
 func (d *fileDriver) checkHeld(name string) {
 	// A file removed or renamed in the directory (which dlock never does)
-	// may be one kept open: none is kept from then on.
+	// may be one kept open, or the tokens file: none is kept from then on,
+	// and the tokens file is looked up at its next use.
+	d.dirEvents.Add(1)
 	d.dropCached()
 	d.mu.Lock()
 	held := make([]*fileLock, 0, len(d.open))

@@ -102,7 +102,7 @@ func (d *fileDriver) acquirePermit(ctx context.Context, req driver.Request) (dri
 				if err != nil {
 					return nil, driver.Validity{}, fmt.Errorf("filelock: fstat %s: %w", f.Name(), err)
 				}
-				l, err := d.grant(ctx, f, id, pn, s)
+				l, err := d.grant(ctx, f, id, pn, false, s)
 				if err != nil {
 					return nil, driver.Validity{}, mayPass(err)
 				}

@@ -72,6 +72,9 @@ func (e limitError) Error() string { return e.err.Error() }
 func (e limitError) Unwrap() error { return e.err }
 
 func isLimit(err error) bool {
+	if err == nil {
+		return false
+	}
 	var le limitError
 	return errors.As(err, &le)
 }
