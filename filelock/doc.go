@@ -230,7 +230,11 @@
 // skip. A client looks dlock-tokens up at its name when it first uses it
 // and again after each removal or rename in the directory that its watch
 // reports (at every grant if it cannot watch), and counts in the file it
-// finds there.
+// finds there. The clients of one process that use one directory share
+// one open dlock-tokens and take turns with it, in the order they come:
+// only the one whose turn it is polls its flock, backing off from 20 µs to
+// 10 ms while another process updates it; a client waiting for its turn
+// stops at its ctx and at its Close.
 //
 // # The directory
 //

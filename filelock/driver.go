@@ -43,7 +43,7 @@ func open(dir string) (*fileDriver, error) {
 		dirf.Close()
 		return nil, fmt.Errorf("filelock: fstat %s: %w", dir, err)
 	}
-	return &fileDriver{dir: dir, dirf: dirf, dirID: dirID,
+	return &fileDriver{dir: dir, dirf: dirf, dirID: dirID, tok: shareTokens(dirID), closing: make(chan struct{}),
 		open: map[*fileLock]struct{}{}, cache: map[string]cachedFiles{}}, nil
 }
 
@@ -55,20 +55,19 @@ type fileDriver struct {
 
 	ino notifier // wakes waiters, tells holders of a tampered file
 
-	tokMu sync.Mutex
-	tokF  *os.File // the directory's tokens file, once opened; tokMu
-	tokID fileID   // tokF's; tokMu
-	// tokSeen: tokF was found at its name while the directory was
-	// watched, when dirEvents was tokSeenAt; tokMu.
+	tok *tokensShare // the directory's tokens file, shared in the process (tokshare.go)
+	// tokSeen: tok's file (tokSeenGen of its opens) was found at its name
+	// while the directory was watched, when dirEvents was tokSeenAt. Used
+	// in the driver's turn only.
 	tokSeen    bool
 	tokSeenAt  uint64
-	tokBuf     [maxText]byte // the tokens file's text; tokMu
-	tokLockBuf [maxText]byte // a shared lock file's text; tokMu
+	tokSeenGen uint64
 
 	dirEvents atomic.Uint64 // events of the watch on the directory (checkHeld)
 
 	mu       sync.Mutex
 	closed   bool                   // by Close, or by crash (tests)
+	closing  chan struct{}          // closed with closed
 	shut     bool                   // Close was called
 	open     map[*fileLock]struct{} // held locks
 	cache    map[string]cachedFiles // files kept open, by lock file name (cache.go)
@@ -121,6 +120,9 @@ func (d *fileDriver) begin() error {
 func (d *fileDriver) Close() error {
 	d.mu.Lock()
 	was := d.shut
+	if !d.closed {
+		close(d.closing)
+	}
 	d.shut, d.closed = true, true
 	held := make([]*fileLock, 0, len(d.open))
 	for l := range d.open {
@@ -137,12 +139,7 @@ func (d *fileDriver) Close() error {
 	d.dropCached()
 	d.ino.close()
 	d.calls.Wait()
-	d.tokMu.Lock()
-	if d.tokF != nil {
-		d.tokF.Close()
-		d.tokF = nil
-	}
-	d.tokMu.Unlock()
+	d.tok.unshare(d.dirID)
 	return d.dirf.Close()
 }
 
@@ -150,6 +147,9 @@ func (d *fileDriver) Close() error {
 // Close still stops the notifier.
 func (d *fileDriver) crash() {
 	d.mu.Lock()
+	if !d.closed {
+		close(d.closing)
+	}
 	d.closed = true
 	held := make([]*fileLock, 0, len(d.open))
 	for l := range d.open {

@@ -205,26 +205,31 @@ func writeToken(f *os.File, tok uint64, size int, buf []byte) error {
 // lock file f of a shared holder (nil otherwise), floor is read from f,
 // and the token written to f, under that lock too.
 func (d *fileDriver) bumpTokens(ctx context.Context, f *os.File, floor uint64) (uint64, error) {
-	d.tokMu.Lock() // flock does not exclude goroutines sharing one open file
-	defer d.tokMu.Unlock()
+	// flock does not exclude the clients sharing one open file: they take
+	// turns (tokshare.go).
+	if err := d.takeTurn(ctx); err != nil {
+		return 0, err
+	}
+	defer d.giveTurn()
+	s := d.tok
 	for {
-		if d.tokF == nil {
+		if s.f == nil {
 			f, id, err := d.openTokens()
 			if err != nil {
 				return 0, err
 			}
-			d.tokF, d.tokID = f, id
-			d.tokSeen = false
+			s.f, s.id = f, id
+			s.gen++
 		}
-		fd := int(d.tokF.Fd())
+		fd := int(s.f.Fd())
 		if err := flockCtx(ctx, fd, d.isClosed); err != nil {
 			return 0, err
 		}
 		tok, err := d.bumpFile(f, floor)
 		unix.Flock(fd, unix.LOCK_UN)
 		if errors.Is(err, errReplaced) {
-			d.tokF.Close()
-			d.tokF = nil
+			s.f.Close()
+			s.f = nil
 			continue
 		}
 		return tok, err
@@ -236,7 +241,7 @@ func (d *fileDriver) bumpFile(f *os.File, floor uint64) (uint64, error) {
 	if f == nil {
 		return d.bumpLocked(floor)
 	}
-	buf := d.tokLockBuf[:]
+	buf := d.tok.lockBuf[:]
 	ft, fsize, err := readTokenInto(f, buf)
 	if err != nil {
 		return 0, err
@@ -256,16 +261,17 @@ func (d *fileDriver) bumpLocked(floor uint64) (uint64, error) {
 	// Once it was found in place while the client watched the directory,
 	// the watch tells of its removal or replacement (any event counts), so
 	// it is not looked up again until an event comes.
-	if gen := d.dirEvents.Load(); !d.tokSeen || d.tokSeenAt != gen {
+	s := d.tok
+	if gen := d.dirEvents.Load(); !d.tokSeen || d.tokSeenAt != gen || d.tokSeenGen != s.gen {
 		watched := d.dirWatched()
-		if same, err := d.idAt(d.tokID, tokensName); err != nil {
+		if same, err := d.idAt(s.id, tokensName); err != nil {
 			return 0, err
 		} else if !same {
 			return 0, errReplaced
 		}
-		d.tokSeen, d.tokSeenAt = watched, gen
+		d.tokSeen, d.tokSeenAt, d.tokSeenGen = watched, gen, s.gen
 	}
-	b, size, err := readHeadInto(d.tokF, d.tokBuf[:])
+	b, size, err := readHeadInto(s.f, s.buf[:])
 	if err != nil {
 		return 0, err
 	}
@@ -289,11 +295,11 @@ func (d *fileDriver) bumpLocked(floor uint64) (uint64, error) {
 		c.reserved = tok + min(tokensReserve-1, math.MaxUint64-tok)
 		sync = true
 	}
-	if err := writeText(d.tokF, c.appendText(d.tokBuf[:0]), size); err != nil {
+	if err := writeText(s.f, c.appendText(s.buf[:0]), size); err != nil {
 		return 0, err
 	}
 	if sync {
-		if err := unix.Fdatasync(int(d.tokF.Fd())); err != nil {
+		if err := unix.Fdatasync(int(s.f.Fd())); err != nil {
 			return 0, fmt.Errorf("fdatasync: %w", err)
 		}
 	}

@@ -218,9 +218,9 @@ func TestTokensFileReplacedWhileWatched(t *testing.T) {
 	dir := t.TempDir()
 	c, d := keptClient(t, dir)
 	lockN(t, c, "job", 3)
-	d.tokMu.Lock()
+	d.takeTurn(t.Context())
 	seen := d.tokSeen
-	d.tokMu.Unlock()
+	d.giveTurn()
 	if !seen {
 		t.Fatal("the tokens file is still looked up for every grant under the directory's watch")
 	}
