@@ -239,3 +239,58 @@ func TestKeptFilesBounded(t *testing.T) {
 		t.Fatalf("%d names kept open after the clients were closed", got)
 	}
 }
+
+// TestHoldersNotWokenByNewNames: the directory's watch asks for the
+// entries created only while someone observes: a holder's client reads no
+// event while another client uses new names (each makes its lock and
+// leader files), and reads them once an observer is subscribed.
+func TestHoldersNotWokenByNewNames(t *testing.T) {
+	dir := t.TempDir()
+	c1, d1 := keptClient(t, dir)
+	c2 := newClient(t, dir)
+	l, err := c1.Mutex("held").Lock(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock(t.Context())
+	count := func(prefix string) uint64 {
+		t.Helper()
+		d1.ino.mu.Lock()
+		before := d1.ino.nread
+		d1.ino.mu.Unlock()
+		events := d1.dirEvents.Load()
+		for i := range 10 {
+			lockUnlock(t, c2.Mutex(fmt.Sprintf("%s%d", prefix, i)).Lock)
+		}
+		// A rename, which holders are told of, comes after them all: once
+		// it is read, so is anything they made.
+		tmp := filepath.Join(dir, prefix+".tmp")
+		if err := os.WriteFile(tmp, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, prefix+".moved")); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for d1.dirEvents.Load() == events {
+			if time.Now().After(deadline) {
+				t.Fatal("the rename was not told to the holder's client within 10 s")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		d1.ino.mu.Lock()
+		defer d1.ino.mu.Unlock()
+		return d1.ino.nread - before
+	}
+	if n := count("new"); n > 2 {
+		t.Errorf("the holder's client read %d events while another used 10 new names, want only the rename's", n)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	if _, err := c1.Election("obs").Observe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := count("seen"); n < 20 {
+		t.Errorf("an observing client read %d events while another used 10 new names, want their files' creation", n)
+	}
+}
