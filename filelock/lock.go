@@ -23,6 +23,7 @@ type fileLock struct {
 
 	lost     chan struct{} // closed when the file stops being the lock's; nil if not watched
 	lostOnce sync.Once
+	onLost   func() // the portable layer's call on loss (driver.LossNotifier); mu
 
 	exclusive bool // a lock's LOCK_EX, which publishes its value (see valueName)
 
@@ -162,6 +163,32 @@ func (d *fileDriver) checkHeld(name string) {
 	}
 }
 
+// NotifyLost implements driver.LossNotifier: a held lock costs the
+// portable layer no goroutine.
+func (l *fileLock) NotifyLost(f func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost == nil {
+		return // not watched: Renew notices
+	}
+	select {
+	case <-l.lost:
+		f()
+	default:
+		l.onLost = f
+	}
+}
+
+// markLostLocked closes Lost and tells the portable layer, once; mu held.
+func (l *fileLock) markLostLocked() {
+	l.lostOnce.Do(func() {
+		close(l.lost)
+		if l.onLost != nil {
+			l.onLost()
+		}
+	})
+}
+
 // check ends the lease if the file is no longer the lock's.
 func (l *fileLock) check() {
 	l.mu.Lock()
@@ -171,7 +198,7 @@ func (l *fileLock) check() {
 	}
 	if same, err := l.d.sameID(l.id, l.name); err == nil && !same {
 		l.unpublishLocked() // readers of the value find nobody
-		l.lostOnce.Do(func() { close(l.lost) })
+		l.markLostLocked()
 	}
 }
 
@@ -264,7 +291,7 @@ func (l *fileLock) drop() {
 	}
 	l.closeLocked(false)
 	if l.lost != nil {
-		l.lostOnce.Do(func() { close(l.lost) })
+		l.markLostLocked()
 	}
 }
 
