@@ -188,9 +188,9 @@
 //     (driver.RenewCoalescer), and the owner checks of the renewals in
 //     flight go together, as reads of 120 keys per transaction (etcd
 //     refuses more than its --max-txn-ops, 128 by default; a server that
-//     refuses that many gets half as many from then on), 16 transactions
-//     at a time: at 10,000 locks, one keep-alive and 84 transactions per
-//     renewal interval.
+//     refuses that many gets half as many from then on), all of a batch
+//     sent at once: at 10,000 locks, one keep-alive and about 85
+//     transactions per renewal interval.
 //   - Release: the owner-checked deletes in flight together go in shared
 //     transactions in the same way, each key's delete a transaction nested
 //     in it (If the create revision and the lease are the lock's, Then

@@ -111,18 +111,21 @@ func BenchmarkScale(b *testing.B) {
 		for end := time.Now().Add(hold); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
 			runtime.GC()
 			runtime.ReadMemStats(&m1)
-			g1, heap = min(g1, runtime.NumGoroutine()), min(heap, m1.HeapAlloc)
+			g1 = min(g1, runtime.NumGoroutine())
+			if m1.HeapAlloc < heap {
+				heap = m1.HeapAlloc
+				if p := os.Getenv("DLOCK_SCALE_HEAPPROFILE"); p != "" {
+					// The profile of the least heap seen.
+					f, err := os.Create(p)
+					if err != nil {
+						b.Fatal(err)
+					}
+					pprof.Lookup("heap").WriteTo(f, 0)
+					f.Close()
+				}
+			}
 		}
 		sent := rpcs.n.Load()
-		if p := os.Getenv("DLOCK_SCALE_HEAPPROFILE"); p != "" {
-			runtime.GC()
-			f, err := os.Create(p)
-			if err != nil {
-				b.Fatal(err)
-			}
-			pprof.Lookup("heap").WriteTo(f, 0)
-			f.Close()
-		}
 		lost := 0
 		for _, l := range leases {
 			if l.Err() != nil {
