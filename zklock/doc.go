@@ -193,7 +193,12 @@
 // server answers it alone, and a server cut off from the quorum goes on
 // answering reads for up to syncLimit × tickTime while the leader expires
 // the session (see quorum.go). A renewal therefore costs one round trip
-// through the leader and one logged transaction. And since a follower
+// through the leader and one logged transaction, shared by the session's
+// renewals in flight together: they go in one multi of a check per node
+// (up to 1,000 per multi), and the driver tells the portable layer to
+// schedule a client's renewals together (driver.RenewCoalescer), so a
+// client holding N locks spends a few requests per renewal interval, not
+// N. A node found gone fails that lock's renewal alone. And since a follower
 // tells the leader of its sessions' activity only at the leader's pings,
 // the TTL reported counts from the session's latest activity the leader
 // must have heard of, timeout/4 or more before the proof: 5/8 of the

@@ -213,6 +213,8 @@ var testHooks struct {
 	pipelineMiss func()
 	// A grant on the sole predecessor's deletion, with no read of the queue.
 	readlessGrant func()
+	// A renewal round was sent with this many checks (renew.go).
+	renewRound func(checks int)
 }
 
 func hook(f func()) {
@@ -236,6 +238,7 @@ type Driver struct {
 	plainCreate atomic.Bool // the root's ACL refuses the multi's write to a lock's parent
 
 	act       activity     // what renewed the session at the leader lately (quorum.go)
+	renew     renewals     // the renewal proofs' group commit (renew.go)
 	attemptAt atomic.Int64 // when go-zookeeper's current connection attempt began (unix ns)
 
 	// breaks counts the connection's session events other than
@@ -273,10 +276,15 @@ type Driver struct {
 // The portable layer probes for Capable and Inspector (Client.Capabilities,
 // Client.Status).
 var (
-	_ driver.Driver    = (*Driver)(nil)
-	_ driver.Capable   = (*Driver)(nil)
-	_ driver.Inspector = (*Driver)(nil)
+	_ driver.Driver         = (*Driver)(nil)
+	_ driver.Capable        = (*Driver)(nil)
+	_ driver.Inspector      = (*Driver)(nil)
+	_ driver.RenewCoalescer = (*Driver)(nil)
 )
+
+// CoalescesRenewals reports that the renewals of a session's locks in
+// flight together share one proof (renew.go).
+func (d *Driver) CoalescesRenewals() bool { return true }
 
 func newDriver(o Options) (*Driver, error) {
 	root := o.Prefix

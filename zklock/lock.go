@@ -83,18 +83,18 @@ func (l *zkLock) watch(w <-chan zk.Event) {
 var errDisconnected = driver.Unavailable(errors.New("zklock: disconnected from ZooKeeper; the session (and the lock) may still be alive"))
 
 // Renew proves that our node and session are still alive at the leader,
-// with a check of the node in a transaction (see quorum.go): ZooKeeper has
-// nothing to extend, the session keeps the node, and the leader expires the
+// with a check of the node in a transaction (see quorum.go) shared with
+// the session's other renewals in flight (renew.go): ZooKeeper has nothing
+// to extend, the session keeps the node, and the leader expires the
 // session no earlier than the session timeout after it last heard of it.
 func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
-	since := time.Now()
 	if l.sess.ended() {
 		return driver.Validity{}, fmt.Errorf("%w: %w", driver.ErrLockLost, errSessionEnded)
 	}
 	if l.d.conn.State() != zk.StateHasSession {
 		return driver.Validity{}, errDisconnected
 	}
-	_, err := call(ctx, l.d, func() (struct{}, error) { return struct{}{}, l.d.checkNode(l.path) })
+	r, err := l.d.proveNode(ctx, l.path)
 	switch {
 	case errors.Is(err, zk.ErrSessionExpired):
 		return driver.Validity{}, fmt.Errorf("%w: %w", driver.ErrLockLost, err)
@@ -105,11 +105,11 @@ func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
 	case err != nil:
 		return driver.Validity{}, l.d.wrapErr(ctx, "check "+l.path, err)
 	}
-	ttl := l.d.provenTTL(l.sess.id, since)
+	ttl := r.ttl(l.d, l.sess.id)
 	if ttl < l.floor {
 		return driver.Validity{}, errStaleActivity
 	}
-	return driver.Validity{Since: since, TTL: ttl}, nil
+	return driver.Validity{Since: r.sent, TTL: ttl}, nil
 }
 
 // Release deletes our node. Its path carries a random guid and a sequence

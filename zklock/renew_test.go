@@ -1,0 +1,76 @@
+package zklock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/dlockio/dlock/driver"
+	"github.com/dlockio/dlock/internal/testserver"
+)
+
+// Renewals in flight together share their proof: n concurrent Renews go
+// in a few rounds, not n; a node deleted under a lock fails that lock's
+// renewal alone, as ErrLockLost, and the others of its multi renew.
+func TestRenewalsShareAProof(t *testing.T) {
+	servers := testserver.ZooKeeper(t)
+	ctx := context.Background()
+	d, err := dialDriver(ctx, servers, Options{Prefix: testRoot, SessionTimeout: testSession}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	const n = 200
+	prefix := "renew-share/" + newGUID()
+	locks := make([]*zkLock, n)
+	for i := range locks {
+		l, _, err := d.Acquire(ctx, driver.Request{Name: fmt.Sprintf("%s/%d", prefix, i), TTL: testSession})
+		if err != nil {
+			t.Fatal(err)
+		}
+		locks[i] = l.(*zkLock)
+	}
+	admin, err := adminConn(servers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	const victim = n / 2
+	if err := admin.Delete(locks[victim].path, -1); err != nil {
+		t.Fatal(err)
+	}
+
+	rounds := renewRounds.Load()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, l := range locks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = l.Renew(ctx)
+		}()
+	}
+	wg.Wait()
+	rounds = renewRounds.Load() - rounds
+	t.Logf("%d concurrent renewals went in %d rounds", n, rounds)
+	if rounds > 4 {
+		t.Errorf("%d concurrent renewals went in %d rounds; want them to share a few", n, rounds)
+	}
+	for i, err := range errs {
+		switch {
+		case i == victim && !errors.Is(err, driver.ErrLockLost):
+			t.Errorf("Renew of the lock whose node was deleted: %v; want ErrLockLost", err)
+		case i != victim && err != nil:
+			t.Errorf("Renew of lock %d: %v", i, err)
+		}
+	}
+	for i, l := range locks {
+		if i != victim {
+			if err := l.Release(ctx); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+}
