@@ -217,7 +217,12 @@
 // was lost. When the server reports the session expired, every lock of the
 // session reports lost at once (Lost); a node deleted by someone else is
 // noticed through a watch on it. go-zookeeper then opens a new session on
-// its own, and new locks are taken on it.
+// its own, and new locks are taken on it. Loss costs no goroutine per held
+// lock (driver.LossNotifier): the session keeps its held locks and reports
+// them lost when it ends, and the driver reads the watch events of every
+// held node from the connection's event callback (Dial, zk://) or the
+// event channel given to New. New without an event channel spends a
+// goroutine per held lock on its watch, and learns of an expiry late.
 //
 // # Errors, outages and clean-up
 //

@@ -24,6 +24,10 @@ type zkLock struct {
 	released     chan struct{}
 	releasedOnce sync.Once
 
+	mu        sync.Mutex
+	notify    func() // NotifyLost's
+	lostFired bool   // markLost has run
+
 	// floor is the TTL of the grant: the portable layer sets its renew
 	// interval from it, so no renewal may report less (provenTTL).
 	floor time.Duration
@@ -42,8 +46,6 @@ func (l *zkLock) Token() uint64 { return l.token }
 
 // Lost is closed when our node is deleted or its session ends (watch).
 func (l *zkLock) Lost() <-chan struct{} { return l.lost }
-
-func (l *zkLock) markLost() { l.lostOnce.Do(func() { close(l.lost) }) }
 
 // watch reports loss: our node deleted, or the session ended.
 func (l *zkLock) watch(w <-chan zk.Event) {
@@ -84,7 +86,7 @@ var errDisconnected = driver.Unavailable(errors.New("zklock: disconnected from Z
 
 // Renew proves that our node and session are still alive at the leader,
 // with a check of the node in a transaction (see quorum.go) shared with
-// the session's other renewals in flight (renew.go): ZooKeeper has nothing
+// the session's other renewals in flight (batch.go): ZooKeeper has nothing
 // to extend, the session keeps the node, and the leader expires the
 // session no earlier than the session timeout after it last heard of it.
 func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
@@ -94,7 +96,7 @@ func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
 	if l.d.conn.State() != zk.StateHasSession {
 		return driver.Validity{}, errDisconnected
 	}
-	r, err := l.d.proveNode(ctx, l.path)
+	r, err := l.d.batch(ctx, &l.d.renew, l.path)
 	switch {
 	case errors.Is(err, zk.ErrSessionExpired):
 		return driver.Validity{}, fmt.Errorf("%w: %w", driver.ErrLockLost, err)
@@ -112,7 +114,8 @@ func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
 	return driver.Validity{Since: r.sent, TTL: ttl}, nil
 }
 
-// Release deletes our node. Its path carries a random guid and a sequence
+// Release deletes our node, in a multi with the session's other releases
+// in flight (batch.go). Its path carries a random guid and a sequence
 // number, and only our session created it, so the node at that path is
 // ours or gone: the delete cannot touch anyone else's lock. When the
 // delete's outcome is unknown (ctx ended, connection down) the node is
@@ -121,11 +124,15 @@ func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
 // called again after a failure: it then deletes again, or reports the lock
 // lost once the node is gone.
 func (l *zkLock) Release(ctx context.Context) error {
-	l.releasedOnce.Do(func() { close(l.released) })
+	l.releasedOnce.Do(func() {
+		close(l.released)
+		l.sess.drop(l)
+		l.d.unwatchNode(l.path)
+	})
 	if l.sess.ended() {
 		return fmt.Errorf("%w: %w", driver.ErrLockLost, errSessionEnded)
 	}
-	_, err := call(ctx, l.d, func() (struct{}, error) { return struct{}{}, l.d.conn.Delete(l.path, -1) })
+	_, err := l.d.batch(ctx, &l.d.release, l.path)
 	switch {
 	case err == nil:
 		return nil

@@ -53,6 +53,9 @@ func (a *attempt) runOwn() {
 		close(a.statDone)
 		return
 	}
+	if d.nodeEvents {
+		d.watchNode(a.nodePath())
+	}
 	ok, st, w, err := d.conn.ExistsW(a.nodePath())
 	switch {
 	case err != nil:
@@ -66,8 +69,12 @@ func (a *attempt) runOwn() {
 	<-a.decided
 	l := a.held
 	if l == nil {
+		if d.nodeEvents {
+			d.unwatchNode(a.nodePath())
+		}
 		return
 	}
+	l.sess.add(l)
 	switch {
 	case errors.Is(a.ownErr, errEntryGone):
 		l.markLost()
@@ -82,7 +89,15 @@ func (a *attempt) runOwn() {
 	if a.haveStat {
 		w = a.watch
 	}
-	l.watch(w)
+	switch {
+	case d.nodeEvents && w != nil:
+		// The driver sees the watch's events (loss.go): no goroutine.
+		d.holdNode(a.nodePath(), l)
+	case d.nodeEvents:
+		d.unwatchNode(a.nodePath())
+	default:
+		l.watch(w)
+	}
 }
 
 // createNode creates a protected ephemeral-sequential node and returns its

@@ -53,7 +53,7 @@ var (
 )
 
 // CoalescesRenewals reports that each session's renewals in flight
-// together share one proof (renew.go).
+// together share one proof (batch.go).
 func (p *perTTL) CoalescesRenewals() bool { return true }
 
 // dialPerTTL connects one session, with dlock.DefaultTTL as its timeout:

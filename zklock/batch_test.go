@@ -13,8 +13,9 @@ import (
 
 // Renewals in flight together share their proof: n concurrent Renews go
 // in a few rounds, not n; a node deleted under a lock fails that lock's
-// renewal alone, as ErrLockLost, and the others of its multi renew.
-func TestRenewalsShareAProof(t *testing.T) {
+// renewal alone, as ErrLockLost, and the others of its multi renew. The
+// same for releases.
+func TestBatchedRenewalsAndReleases(t *testing.T) {
 	servers := testserver.ZooKeeper(t)
 	ctx := context.Background()
 	d, err := dialDriver(ctx, servers, Options{Prefix: testRoot, SessionTimeout: testSession}, false)
@@ -66,11 +67,34 @@ func TestRenewalsShareAProof(t *testing.T) {
 			t.Errorf("Renew of lock %d: %v", i, err)
 		}
 	}
+	// Releases in flight together share a multi of deletes too; the
+	// victim's node is gone, its Release reports the loss, the others
+	// release.
+	rounds = releaseRounds.Load()
 	for i, l := range locks {
-		if i != victim {
-			if err := l.Release(ctx); err != nil {
-				t.Error(err)
-			}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.Release(ctx)
+		}()
+	}
+	wg.Wait()
+	rounds = releaseRounds.Load() - rounds
+	t.Logf("%d concurrent releases went in %d rounds", n, rounds)
+	if rounds > 4 {
+		t.Errorf("%d concurrent releases went in %d rounds; want them to share a few", n, rounds)
+	}
+	for i, err := range errs {
+		switch {
+		case i == victim && !errors.Is(err, driver.ErrLockLost):
+			t.Errorf("Release of the lock whose node was deleted: %v; want ErrLockLost", err)
+		case i != victim && err != nil:
+			t.Errorf("Release of lock %d: %v", i, err)
+		}
+	}
+	for i, l := range locks {
+		if ok, _, err := admin.Exists(l.path); err != nil || ok {
+			t.Errorf("node %d after its release: exists %v, %v", i, ok, err)
 		}
 	}
 }
