@@ -11,8 +11,9 @@ import (
 )
 
 // Renewals and releases of one session's locks go to the server in
-// groups: a group commit. The first caller sends a round at once; the
-// callers that arrive while it is in flight go together in the next. A
+// groups: a group commit. The first callers send a round at once; the
+// callers that arrive while maxInFlight rounds are in flight go together
+// in the next. A
 // round is a multi of one operation per node (in chunks, see maxBatchOps):
 //
 //   - a renewal's check of the node (see quorum.go): one round trip through
@@ -36,17 +37,18 @@ const (
 
 // batcher is a driver's group commit of one operation on nodes.
 type batcher struct {
-	op func(nodePath string) any // the multi's operation on a node
+	op     func(nodePath string) any              // the multi's operation on a node
+	single func(d *Driver, nodePath string) error // the same alone, if cheaper than a multi of one
 
 	mu     sync.Mutex
-	flying bool   // a round is in flight
+	flying int    // rounds in flight
 	next   *round // the round gathering callers, sent when the one in flight is done
 }
 
-func newBatcher(op func(nodePath string) any) batcher { return batcher{op: op} }
-
 func checkOp(p string) any  { return &zk.CheckVersionRequest{Path: p, Version: -1} }
 func deleteOp(p string) any { return &zk.DeleteRequest{Path: p, Version: -1} }
+
+func deleteOne(d *Driver, p string) error { return d.conn.Delete(p, -1) }
 
 // round is one multi (or a few) for the nodes of the callers that joined.
 type round struct {
@@ -60,43 +62,68 @@ type round struct {
 }
 
 // join adds nodePath to b's next round and returns the round and the
-// node's index in it; the caller that finds no round in flight starts the
-// sender.
-func (d *Driver) join(b *batcher, nodePath string) (*round, int) {
+// node's index in it. When fewer than maxInFlight rounds are in flight the
+// round goes at once: sent by the caller itself when it is alone in it and
+// can wait for it (lead: a caller with no ctx to honour, which spares a
+// goroutine), else by a goroutine started here.
+func (d *Driver) join(b *batcher, nodePath string, canLead bool) (r *round, i int, lead bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.next == nil {
 		b.next = &round{done: make(chan struct{})}
 	}
-	r := b.next
+	r = b.next
 	r.paths = append(r.paths, nodePath)
-	if !b.flying {
-		b.flying = true
-		d.bg.Add(1)
-		go d.sendRounds(b)
+	i = len(r.paths) - 1
+	if b.flying >= maxInFlight {
+		return r, i, false
 	}
-	return r, len(r.paths) - 1
+	b.next = nil
+	b.flying++
+	if canLead && len(r.paths) == 1 {
+		return r, i, true
+	}
+	d.bg.Add(1)
+	go d.sendRounds(b, r)
+	return r, i, false
 }
 
-// sendRounds sends b's rounds until none is waiting.
-func (d *Driver) sendRounds(b *batcher) {
+// maxInFlight bounds a batcher's rounds in flight. Two, not one: the
+// callers that gather while the first is in flight go at once rather than
+// a round trip later (renewals come in bursts, the first caller alone in
+// its round, and a 2 s session's renewal has little time to spare).
+const maxInFlight = 2
+
+// sendRounds sends r, then the rounds that gather meanwhile, until none
+// is waiting.
+func (d *Driver) sendRounds(b *batcher, r *round) {
 	defer d.bg.Done()
-	for {
-		b.mu.Lock()
-		r := b.next
-		b.next = nil
-		if r == nil {
-			b.flying = false
-			b.mu.Unlock()
-			return
-		}
-		b.mu.Unlock()
-		if f := testHooks.round; f != nil {
-			f(b == &d.renew, len(r.paths))
-		}
-		d.send(b, r)
-		close(r.done)
+	for r != nil {
+		d.sendRound(b, r)
+		r = d.roundDone(b)
 	}
+}
+
+// roundDone records that one of b's rounds is done, and returns the next
+// one to send, if one has gathered (it counts as in flight).
+func (d *Driver) roundDone(b *batcher) *round {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.next
+	if r == nil {
+		b.flying--
+		return nil
+	}
+	b.next = nil
+	return r
+}
+
+func (d *Driver) sendRound(b *batcher, r *round) {
+	if f := testHooks.round; f != nil {
+		f(b == &d.renew, len(r.paths))
+	}
+	d.send(b, r)
+	close(r.done)
 }
 
 // send sends r's operations, in chunks sent together, and records each
@@ -111,9 +138,11 @@ func (d *Driver) send(b *batcher, r *round) {
 			size += len(r.paths[hi])
 			hi++
 		}
-		wg.Add(1)
-		go func(paths []string, errs []error) {
-			defer wg.Done()
+		run := func(paths []string, errs []error) {
+			if len(paths) == 1 && b.single != nil {
+				errs[0] = b.single(d, paths[0])
+				return
+			}
 			ops := make([]any, len(paths))
 			for i, p := range paths {
 				ops[i] = b.op(p)
@@ -136,7 +165,16 @@ func (d *Driver) send(b *batcher, r *round) {
 					errs[i] = errRetryRound
 				}
 			}
-		}(r.paths[lo:hi], r.errs[lo:hi])
+		}
+		if lo == 0 && hi == len(r.paths) {
+			run(r.paths, r.errs) // one chunk: no goroutine
+			return
+		}
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			run(r.paths[lo:hi], r.errs[lo:hi])
+		}(lo, hi)
 		lo = hi
 	}
 	wg.Wait()
@@ -167,7 +205,19 @@ func (r *round) ttl(d *Driver, sess int64) time.Duration {
 // may still take effect).
 func (d *Driver) batch(ctx context.Context, b *batcher, nodePath string) (*round, error) {
 	for {
-		r, i := d.join(b, nodePath)
+		r, i, lead := d.join(b, nodePath, ctx.Done() == nil)
+		if lead {
+			d.sendRound(b, r)
+			// Those that gathered meanwhile go in a round of their own.
+			if next := d.roundDone(b); next != nil {
+				d.bg.Add(1)
+				go d.sendRounds(b, next)
+			}
+			if !errors.Is(r.errs[0], errRetryRound) {
+				return r, r.errs[0]
+			}
+			continue
+		}
 		select {
 		case <-r.done:
 		case <-ctx.Done():

@@ -195,7 +195,8 @@
 // the session (see quorum.go). A renewal therefore costs one round trip
 // through the leader and one logged transaction, shared by the session's
 // renewals in flight together: they go in one multi of a check per node
-// (up to 1,000 per multi), and the driver tells the portable layer to
+// (up to 1,000 per multi; releases go the same way, in multis of
+// deletes), and the driver tells the portable layer to
 // schedule a client's renewals together (driver.RenewCoalescer), so a
 // client holding N locks spends a few requests per renewal interval, not
 // N. A node found gone fails that lock's renewal alone. And since a follower

@@ -318,8 +318,8 @@ func newDriver(o Options) (*Driver, error) {
 		done:      done,
 		stopBg:    stop,
 		sess:      newSession(0),
-		renew:     newBatcher(checkOp),
-		release:   newBatcher(deleteOp),
+		renew:     batcher{op: checkOp},
+		release:   batcher{op: deleteOp, single: deleteOne},
 		connected: make(chan struct{}),
 	}, nil
 }
