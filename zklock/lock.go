@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -19,14 +20,15 @@ type zkLock struct {
 	token uint64
 	sess  *session
 
-	lost         chan struct{}
-	lostOnce     sync.Once
-	released     chan struct{}
-	releasedOnce sync.Once
+	released atomic.Bool // Release was called
 
+	// Loss (loss.go). The channels are made only when asked for: a held
+	// lock reports loss by a call, and costs a few words.
 	mu        sync.Mutex
-	notify    func() // NotifyLost's
-	lostFired bool   // markLost has run
+	lostFired bool          // markLost has run
+	notify    func()        // NotifyLost's
+	lost      chan struct{} // Lost's, made by it
+	stop      chan struct{} // closed by Release: ends watch, if it runs
 
 	// floor is the TTL of the grant: the portable layer sets its renew
 	// interval from it, so no renewal may report less (provenTTL).
@@ -45,18 +47,36 @@ var errStaleActivity = driver.Unavailable(errors.New("zklock: renewal: the leade
 func (l *zkLock) Token() uint64 { return l.token }
 
 // Lost is closed when our node is deleted or its session ends (watch).
-func (l *zkLock) Lost() <-chan struct{} { return l.lost }
+func (l *zkLock) Lost() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost == nil {
+		l.lost = make(chan struct{})
+		if l.lostFired {
+			close(l.lost)
+		}
+	}
+	return l.lost
+}
 
-// watch reports loss: our node deleted, or the session ended.
+// watch reports loss: our node deleted, or the session ended. It runs
+// only when the driver does not see the watch events (New without an event
+// channel): a goroutine per held lock.
 func (l *zkLock) watch(w <-chan zk.Event) {
+	l.mu.Lock()
+	if l.released.Load() {
+		l.mu.Unlock()
+		return
+	}
+	l.stop = make(chan struct{})
+	stop := l.stop
+	l.mu.Unlock()
 	for {
 		select {
 		case ev, ok := <-w:
 			if !ok || ev.Type != zk.EventNodeDataChanged {
 				// Deleted, or the watch was dropped with the session.
-				select {
-				case <-l.released:
-				default:
+				if !l.isReleased() {
 					l.markLost()
 				}
 				return
@@ -74,7 +94,7 @@ func (l *zkLock) watch(w <-chan zk.Event) {
 		case <-l.sess.lost:
 			l.markLost()
 			return
-		case <-l.released:
+		case <-stop:
 			return
 		case <-l.d.closing:
 			return
@@ -124,11 +144,15 @@ func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
 // called again after a failure: it then deletes again, or reports the lock
 // lost once the node is gone.
 func (l *zkLock) Release(ctx context.Context) error {
-	l.releasedOnce.Do(func() {
-		close(l.released)
+	if l.released.CompareAndSwap(false, true) {
 		l.sess.drop(l)
 		l.d.unwatchNode(l.path)
-	})
+		l.mu.Lock()
+		if l.stop != nil {
+			close(l.stop)
+		}
+		l.mu.Unlock()
+	}
 	if l.sess.ended() {
 		return fmt.Errorf("%w: %w", driver.ErrLockLost, errSessionEnded)
 	}

@@ -38,27 +38,31 @@ func (l *zkLock) NotifyLost(f func()) {
 
 // markLost reports the lock lost: once, by its channel and its callback.
 func (l *zkLock) markLost() {
-	l.lostOnce.Do(func() {
-		close(l.lost)
-		l.mu.Lock()
-		f := l.notify
-		l.lostFired = true
+	l.mu.Lock()
+	if l.lostFired {
 		l.mu.Unlock()
-		if f != nil {
-			f()
-		}
-	})
-}
-
-// released reports whether Release was called.
-func (l *zkLock) isReleased() bool {
-	select {
-	case <-l.released:
-		return true
-	default:
-		return false
+		return
+	}
+	l.lostFired = true
+	f := l.notify
+	if l.lost != nil {
+		close(l.lost)
+	}
+	l.mu.Unlock()
+	if f != nil {
+		f()
 	}
 }
+
+// isLost reports whether the lock was reported lost.
+func (l *zkLock) isLost() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lostFired
+}
+
+// isReleased reports whether Release was called.
+func (l *zkLock) isReleased() bool { return l.released.Load() }
 
 // nodeWatch is the driver's record of a node whose exists-watch reports
 // loss: armed once the node is created, its lock set once it is granted.

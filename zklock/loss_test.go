@@ -99,7 +99,7 @@ func TestNodeDeletedReportsLoss(t *testing.T) {
 // callback given to NotifyLost after the fact.
 func TestNotifyLostAfterLoss(t *testing.T) {
 	s := newSession(1)
-	l := &zkLock{sess: s, lost: make(chan struct{}), released: make(chan struct{})}
+	l := &zkLock{sess: s}
 	s.end()
 	s.add(l)
 	called := 0

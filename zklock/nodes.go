@@ -47,6 +47,9 @@ func (a *attempt) runOwn() {
 	a.sendAt = time.Now()
 	close(a.sending)
 	a.node, a.czxid, a.clean, a.createErr = d.createNode(a.parent, a.guid, a.value)
+	if a.createErr == nil {
+		a.path = a.parent + "/" + a.node
+	}
 	close(a.created)
 	if a.createErr != nil {
 		a.ownErr = a.createErr
