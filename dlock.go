@@ -68,10 +68,30 @@ func NewClient(drv driver.Driver, opts ...Option) (*Client, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	rc, ok := drv.(driver.RenewCoalescer)
-	return &Client{
+	c := &Client{
 		drv: drv, cfg: cfg, tel: newTelemetry(cfg, drv), closeCtx: ctx, closeFn: cancel, leases: map[*Lease]struct{}{},
 		coalesce: ok && rc.CoalescesRenewals(),
-	}, nil
+	}
+	if cn, ok := drv.(driver.ConnNotifier); ok && c.tel.log != nil {
+		cn.NotifyConn(c.connChanged)
+	}
+	return c, nil
+}
+
+// connChanged logs the driver's news of its connection to the engine, with
+// how many leases the client holds: they ride out the outage as long as
+// their deadlines allow (each one's renewal failures and loss are logged
+// with its name and token).
+func (c *Client) connChanged(up bool, detail string) {
+	c.mu.Lock()
+	held := len(c.leases)
+	c.mu.Unlock()
+	log := c.tel.log
+	if up {
+		log.Info("dlock: engine connection restored", "dlock.driver", c.tel.driver.Value.AsString(), "detail", detail, "dlock.held", held)
+		return
+	}
+	log.Warn("dlock: engine connection lost", "dlock.driver", c.tel.driver.Value.AsString(), "detail", detail, "dlock.held", held)
 }
 
 // Mutex returns the mutual-exclusion lock called name. Any bytes make a

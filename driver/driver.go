@@ -173,6 +173,18 @@ type RenewCoalescer interface {
 	CoalescesRenewals() bool
 }
 
+// ConnNotifier is implemented by drivers that can tell when they lose
+// their connection (or session) to the engine and when they have one
+// again, for the client's log.
+type ConnNotifier interface {
+	// NotifyConn arranges for f to be called on every such change: up false
+	// when the driver lost its connection (it goes on trying), true when it
+	// is connected again; detail says which server or why, and never holds
+	// a credential. f returns at once. It is called at most once, before
+	// any Acquire.
+	NotifyConn(f func(up bool, detail string))
+}
+
 // Fencing says how strong a driver's fencing tokens are.
 type Fencing int
 
