@@ -37,6 +37,13 @@ type LossForcer interface {
 	ForceLoss(ctx context.Context, name string) error
 }
 
+// ManyLockser is implemented by harnesses whose engine cannot be asked for
+// ManyLocks locks at once (a server capped at short sessions, say): the
+// ManyLocks test then holds ManyLocks() of them.
+type ManyLockser interface {
+	ManyLocks() int
+}
+
 // SessionLoss is implemented by LossForcer harnesses whose ForceLoss ends
 // the holder's whole session (pg_terminate_backend), and with it every
 // lock the holder's client keeps on that session, not only the one named.

@@ -36,12 +36,22 @@ type harness struct {
 	// follows the TTL (Dial without Options.SessionTimeout, as zk:// does).
 	session  time.Duration
 	borrowed bool // drivers made by New on a connection the harness owns
+	// many, if set, is how many locks drivertest's ManyLocks holds.
+	many int
 
 	mu    sync.Mutex
 	links map[driver.Driver]*link
 }
 
 var _ drivertest.Faulter = (*harness)(nil)
+
+// ManyLocks implements drivertest.ManyLockser.
+func (h *harness) ManyLocks() int {
+	if h.many > 0 {
+		return h.many
+	}
+	return drivertest.ManyLocks
+}
 
 func newHarness(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
 	return openHarness(t, testserver.ZooKeeper(t), 0, false)
