@@ -264,6 +264,9 @@ type Driver struct {
 	noServer     chan struct{}
 	noServerOnce sync.Once
 
+	connNote atomic.Pointer[func(up bool, detail string)] // NotifyConn's
+	connUp   atomic.Bool                                  // the last state told
+
 	closing   chan struct{} // closed by Close
 	closeOnce sync.Once
 	connGone  chan struct{} // closed when the owner of a borrowed conn closed it

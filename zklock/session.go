@@ -66,6 +66,7 @@ func (d *Driver) onEvent(ev zk.Event) {
 		d.breaks.Add(1)
 	}
 	d.onConnectEvent(ev)
+	d.tellConn(ev)
 	switch ev.State {
 	case zk.StateConnecting:
 		// go-zookeeper starts each connection attempt with this event:
@@ -85,6 +86,40 @@ func (d *Driver) onEvent(ev zk.Event) {
 		d.sess.end()
 		d.sess = newSession(0)
 		d.mu.Unlock()
+	}
+}
+
+var _ driver.ConnNotifier = (*Driver)(nil)
+
+// NotifyConn implements driver.ConnNotifier: the client logs the loss and
+// the return of the session's connection.
+func (d *Driver) NotifyConn(f func(up bool, detail string)) { d.connNote.Store(&f) }
+
+// tellConn passes a change of the connection to NotifyConn's function:
+// down on a lost connection or an expired session, up once a session is
+// had again. Only changes are told.
+func (d *Driver) tellConn(ev zk.Event) {
+	var up bool
+	var detail string
+	switch ev.State {
+	case zk.StateHasSession:
+		var id int64
+		if c := d.connP.Load(); c != nil {
+			id = c.SessionID()
+		}
+		up, detail = true, fmt.Sprintf("session 0x%x on %s", id, ev.Server)
+	case zk.StateDisconnected:
+		detail = "disconnected from " + ev.Server
+	case zk.StateExpired:
+		detail = "session expired (every lock of the session is lost)"
+	default:
+		return
+	}
+	if d.connUp.Swap(up) == up {
+		return
+	}
+	if f := d.connNote.Load(); f != nil {
+		(*f)(up, detail)
 	}
 }
 
