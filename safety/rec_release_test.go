@@ -16,9 +16,9 @@ import (
 // scriptLock is a driver.Lock whose Release answers from a script.
 type scriptLock struct{ releases []error }
 
-func (s *scriptLock) Token() uint64                                 { return 1 }
+func (s *scriptLock) Token() uint64                                  { return 1 }
 func (s *scriptLock) Renew(context.Context) (driver.Validity, error) { return driver.Validity{}, nil }
-func (s *scriptLock) Lost() <-chan struct{}                         { return nil }
+func (s *scriptLock) Lost() <-chan struct{}                          { return nil }
 func (s *scriptLock) Release(context.Context) error {
 	err := s.releases[0]
 	s.releases = s.releases[1:]
