@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,6 +47,14 @@ type engine struct {
 	// urlFor, if set, makes a URL for the servers reached at hosts (each
 	// worker's own proxies, in the order of servers).
 	urlFor func(hosts []string) string
+	// faults is held by a scenario from stopping or cutting off one of
+	// servers until the engine serves again. The workloads of TestSafety
+	// run side by side on the same servers: without it, two of them
+	// restarted one server at once (one's Stop killed the process the
+	// other had just started, whose Start then failed the engine's test
+	// from the scenario's goroutine), or stopped or cut off two servers
+	// at once, which no scenario means.
+	faults sync.Mutex
 }
 
 // An engineMaker starts an engine for one scenario.

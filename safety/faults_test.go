@@ -74,20 +74,28 @@ func injectKills(holder bool) func(ctx context.Context, s *scenario) {
 
 // injectRestarts stops one server at a time (the leader, where there is
 // one) and starts it again after half a TTL. Redis runs with AOF and fsync
-// always, so a restarted node keeps its keys.
+// always, so a restarted node keeps its keys. Workloads side by side on the
+// engine take turns (engine.faults).
 func injectRestarts(ctx context.Context, s *scenario) {
 	for i := 0; sleepCtx(ctx, s.ttl); i++ {
-		srv := s.eng.servers[i%len(s.eng.servers)]
-		if s.eng.victim != nil {
-			srv = s.eng.victim(i)
-		}
-		srv.Stop()
-		s.fault("server-restart")
-		sleepCtx(context.Background(), s.ttl/2)
-		srv.Start()
-		if s.eng.settle != nil {
-			s.eng.settle(srv)
-		}
+		s.eng.faults.Lock()
+		func() {
+			defer s.eng.faults.Unlock()
+			if ctx.Err() != nil {
+				return // the run ended while another workload's fault went on
+			}
+			srv := s.eng.servers[i%len(s.eng.servers)]
+			if s.eng.victim != nil {
+				srv = s.eng.victim(i)
+			}
+			srv.Stop()
+			s.fault("server-restart")
+			sleepCtx(context.Background(), s.ttl/2)
+			srv.Start()
+			if s.eng.settle != nil {
+				s.eng.settle(srv)
+			}
+		}()
 	}
 }
 
@@ -96,6 +104,8 @@ func injectRestarts(ctx context.Context, s *scenario) {
 // its clients keep their path to it, heals, and waits until every server
 // serves again. The holder is still in its 1.5 TTL of work when the cut
 // comes: its lease must end before the other side grants the lock.
+// Workloads side by side on the engine take turns (engine.faults), from
+// the wait for a holder on.
 func injectIsolation(leader bool) func(ctx context.Context, s *scenario) {
 	kind := "isolate-follower"
 	if leader {
@@ -103,19 +113,27 @@ func injectIsolation(leader bool) func(ctx context.Context, s *scenario) {
 	}
 	return func(ctx context.Context, s *scenario) {
 		for sleepCtx(ctx, s.ttl/2) {
-			id, ok := s.nextHolder(ctx)
+			s.eng.faults.Lock()
+			ok := func() bool {
+				defer s.eng.faults.Unlock()
+				id, ok := s.nextHolder(ctx)
+				if !ok {
+					return false
+				}
+				srv := s.serverOf(id)
+				if srv == nil || s.eng.isLeader(srv) != leader {
+					return true
+				}
+				s.eng.net.Isolate(srv)
+				s.fault(kind)
+				sleepCtx(ctx, 3*s.ttl)
+				s.eng.net.Heal(srv)
+				s.eng.settle(srv)
+				return true
+			}()
 			if !ok {
 				return
 			}
-			srv := s.serverOf(id)
-			if srv == nil || s.eng.isLeader(srv) != leader {
-				continue
-			}
-			s.eng.net.Isolate(srv)
-			s.fault(kind)
-			sleepCtx(ctx, 3*s.ttl)
-			s.eng.net.Heal(srv)
-			s.eng.settle(srv)
 		}
 	}
 }
