@@ -26,7 +26,7 @@ func TestRestartsOfSharedServersTakeTurns(t *testing.T) {
 		}
 		return srv
 	}
-	e.settle = func(*testserver.Proc) { in.Add(-1) }
+	e.settle = func(testing.TB, *testserver.Proc) { in.Add(-1) }
 
 	const run = 2 * time.Second
 	var wg sync.WaitGroup

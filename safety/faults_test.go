@@ -93,7 +93,7 @@ func injectRestarts(ctx context.Context, s *scenario) {
 			sleepCtx(context.Background(), s.ttl/2)
 			srv.Start()
 			if s.eng.settle != nil {
-				s.eng.settle(srv)
+				s.eng.settle(s.t, srv)
 			}
 		}()
 	}
@@ -128,7 +128,7 @@ func injectIsolation(leader bool) func(ctx context.Context, s *scenario) {
 				s.fault(kind)
 				sleepCtx(ctx, 3*s.ttl)
 				s.eng.net.Heal(srv)
-				s.eng.settle(srv)
+				s.eng.settle(s.t, srv)
 				return true
 			}()
 			if !ok {
