@@ -45,17 +45,17 @@ type engine struct {
 	// failing tb (the scenario's test, whose goroutine injects the faults).
 	victim func(i int) *testserver.Proc
 	settle func(tb testing.TB, p *testserver.Proc)
+	// serverFault is held for each server-level fault (a restart, a cut),
+	// from the fault until the engine serves again: the primitives run
+	// their scenarios side by side on the same servers, and two runs'
+	// faults at once would take down two servers of three, a fault no
+	// scenario names (see injectIsolation), or restart one server twice at
+	// once (one's Stop killed the process the other had just started,
+	// whose Start then failed: TestRestartsOfSharedServersTakeTurns).
+	serverFault sync.Mutex
 	// urlFor, if set, makes a URL for the servers reached at hosts (each
 	// worker's own proxies, in the order of servers).
 	urlFor func(hosts []string) string
-	// faults is held by a scenario from stopping or cutting off one of
-	// servers until the engine serves again. The workloads of TestSafety
-	// run side by side on the same servers: without it, two of them
-	// restarted one server at once (one's Stop killed the process the
-	// other had just started, whose Start then failed the engine's test
-	// from the scenario's goroutine), or stopped or cut off two servers
-	// at once, which no scenario means.
-	faults sync.Mutex
 }
 
 // An engineMaker starts an engine for one scenario.

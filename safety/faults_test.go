@@ -74,15 +74,15 @@ func injectKills(holder bool) func(ctx context.Context, s *scenario) {
 
 // injectRestarts stops one server at a time (the leader, where there is
 // one) and starts it again after half a TTL. Redis runs with AOF and fsync
-// always, so a restarted node keeps its keys. Workloads side by side on the
-// engine take turns (engine.faults).
+// always, so a restarted node keeps its keys. Runs side by side on the
+// engine take turns (engine.serverFault).
 func injectRestarts(ctx context.Context, s *scenario) {
 	for i := 0; sleepCtx(ctx, s.ttl); i++ {
-		s.eng.faults.Lock()
+		s.eng.serverFault.Lock()
 		func() {
-			defer s.eng.faults.Unlock()
+			defer s.eng.serverFault.Unlock() // also if Start or settle fails the test
 			if ctx.Err() != nil {
-				return // the run ended while another workload's fault went on
+				return // the run ended while another run's fault went on
 			}
 			srv := s.eng.servers[i%len(s.eng.servers)]
 			if s.eng.victim != nil {
@@ -104,8 +104,14 @@ func injectRestarts(ctx context.Context, s *scenario) {
 // its clients keep their path to it, heals, and waits until every server
 // serves again. The holder is still in its 1.5 TTL of work when the cut
 // comes: its lease must end before the other side grants the lock.
-// Workloads side by side on the engine take turns (engine.faults), from
-// the wait for a holder on.
+//
+// One server is cut at a time on an engine (engine.serverFault): a round
+// is skipped while another run's cut or restart is on. Two runs side by
+// side used to cut two servers of three at once, which is a fault of its
+// own (no quorum, then elections that interrupt a rejoining server's
+// sync), and on ZooKeeper 3.8.0 it makes the ensemble drop transactions
+// it had committed (zklock/rollback_test.go): no lock on top can be safe
+// then, whatever its client does.
 func injectIsolation(leader bool) func(ctx context.Context, s *scenario) {
 	kind := "isolate-follower"
 	if leader {
@@ -113,27 +119,25 @@ func injectIsolation(leader bool) func(ctx context.Context, s *scenario) {
 	}
 	return func(ctx context.Context, s *scenario) {
 		for sleepCtx(ctx, s.ttl/2) {
-			s.eng.faults.Lock()
-			ok := func() bool {
-				defer s.eng.faults.Unlock()
-				id, ok := s.nextHolder(ctx)
-				if !ok {
-					return false
-				}
+			id, ok := s.nextHolder(ctx)
+			if !ok {
+				return
+			}
+			if !s.eng.serverFault.TryLock() {
+				continue
+			}
+			func() {
+				defer s.eng.serverFault.Unlock() // also if settle fails the test
 				srv := s.serverOf(id)
 				if srv == nil || s.eng.isLeader(srv) != leader {
-					return true
+					return
 				}
 				s.eng.net.Isolate(srv)
 				s.fault(kind)
 				sleepCtx(ctx, 3*s.ttl)
 				s.eng.net.Heal(srv)
 				s.eng.settle(s.t, srv)
-				return true
 			}()
-			if !ok {
-				return
-			}
 		}
 	}
 }
