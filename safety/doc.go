@@ -19,7 +19,9 @@
 // resource checks nothing changed in between), a semaphore of 2 permits
 // (holders register in a resource that counts them) and an election
 // (Campaign/Resign as Lock/Unlock, Proclaim, and leader reads that must never
-// go back to an older term). Their histories are checked against lease
+// go back to an older term). The three run side by side on one engine's
+// servers and take turns with the faults that stop or cut off a server.
+// Their histories are checked against lease
 // models of their own (check.RWModel, check.SemaphoreModel), and broken
 // drivers (writers let in as readers, a permit too many) must be caught.
 // A failed check saves the history and porcupine's visualisation under

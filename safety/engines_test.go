@@ -41,14 +41,17 @@ type engine struct {
 	noNet    error // why net is nil
 	isLeader func(p *testserver.Proc) bool
 	// victim picks the server to stop in the i-th restart (default: round
-	// robin); after restarting it, settle waits until the engine serves again.
+	// robin); after restarting it, settle waits until the engine serves again,
+	// failing tb (the scenario's test, whose goroutine injects the faults).
 	victim func(i int) *testserver.Proc
-	settle func(p *testserver.Proc)
+	settle func(tb testing.TB, p *testserver.Proc)
 	// serverFault is held for each server-level fault (a restart, a cut),
 	// from the fault until the engine serves again: the primitives run
 	// their scenarios side by side on the same servers, and two runs'
 	// faults at once would take down two servers of three, a fault no
-	// scenario names (see injectIsolation).
+	// scenario names (see injectIsolation), or restart one server twice at
+	// once (one's Stop killed the process the other had just started,
+	// whose Start then failed: TestRestartsOfSharedServersTakeTurns).
 	serverFault sync.Mutex
 	// urlFor, if set, makes a URL for the servers reached at hosts (each
 	// worker's own proxies, in the order of servers).
@@ -112,7 +115,7 @@ func etcdEngine(t *testing.T) *engine {
 	e.urlFor = func(hosts []string) string { return "etcd://" + strings.Join(hosts, ",") + "/safety" }
 	e.isLeader = func(p *testserver.Proc) bool { return etcdIsLeader(p.Addr()) }
 	e.victim = e.leaderOr
-	e.settle = func(*testserver.Proc) { testserver.WaitEtcdHealthy(t, e.servers...) }
+	e.settle = func(tb testing.TB, _ *testserver.Proc) { testserver.WaitEtcdHealthy(tb, e.servers...) }
 	return e
 }
 
@@ -139,7 +142,7 @@ func zkEngine(t *testing.T) *engine {
 	}
 	e.isLeader = func(p *testserver.Proc) bool { return testserver.ZooKeeperMode(p.Addr()) == "leader" }
 	e.victim = e.leaderOr
-	e.settle = func(p *testserver.Proc) { testserver.WaitZooKeeperServing(t, e.servers...) }
+	e.settle = func(tb testing.TB, _ *testserver.Proc) { testserver.WaitZooKeeperServing(tb, e.servers...) }
 	return e
 }
 

@@ -74,22 +74,28 @@ func injectKills(holder bool) func(ctx context.Context, s *scenario) {
 
 // injectRestarts stops one server at a time (the leader, where there is
 // one) and starts it again after half a TTL. Redis runs with AOF and fsync
-// always, so a restarted node keeps its keys.
+// always, so a restarted node keeps its keys. Runs side by side on the
+// engine take turns (engine.serverFault).
 func injectRestarts(ctx context.Context, s *scenario) {
 	for i := 0; sleepCtx(ctx, s.ttl); i++ {
 		s.eng.serverFault.Lock()
-		srv := s.eng.servers[i%len(s.eng.servers)]
-		if s.eng.victim != nil {
-			srv = s.eng.victim(i)
-		}
-		srv.Stop()
-		s.fault("server-restart")
-		sleepCtx(context.Background(), s.ttl/2)
-		srv.Start()
-		if s.eng.settle != nil {
-			s.eng.settle(srv)
-		}
-		s.eng.serverFault.Unlock()
+		func() {
+			defer s.eng.serverFault.Unlock() // also if Start or settle fails the test
+			if ctx.Err() != nil {
+				return // the run ended while another run's fault went on
+			}
+			srv := s.eng.servers[i%len(s.eng.servers)]
+			if s.eng.victim != nil {
+				srv = s.eng.victim(i)
+			}
+			srv.Stop()
+			s.fault("server-restart")
+			sleepCtx(context.Background(), s.ttl/2)
+			srv.Start()
+			if s.eng.settle != nil {
+				s.eng.settle(s.t, srv)
+			}
+		}()
 	}
 }
 
@@ -120,17 +126,18 @@ func injectIsolation(leader bool) func(ctx context.Context, s *scenario) {
 			if !s.eng.serverFault.TryLock() {
 				continue
 			}
-			srv := s.serverOf(id)
-			if srv == nil || s.eng.isLeader(srv) != leader {
-				s.eng.serverFault.Unlock()
-				continue
-			}
-			s.eng.net.Isolate(srv)
-			s.fault(kind)
-			sleepCtx(ctx, 3*s.ttl)
-			s.eng.net.Heal(srv)
-			s.eng.settle(srv)
-			s.eng.serverFault.Unlock()
+			func() {
+				defer s.eng.serverFault.Unlock() // also if settle fails the test
+				srv := s.serverOf(id)
+				if srv == nil || s.eng.isLeader(srv) != leader {
+					return
+				}
+				s.eng.net.Isolate(srv)
+				s.fault(kind)
+				sleepCtx(ctx, 3*s.ttl)
+				s.eng.net.Heal(srv)
+				s.eng.settle(s.t, srv)
+			}()
 		}
 	}
 }

@@ -53,6 +53,10 @@ type recLock struct {
 	ttl   time.Duration
 	stop  chan struct{}
 	once  sync.Once
+	// released is the call time of the first Release: a later one that
+	// succeeds may report the effect of that one or of the driver's work
+	// in the background since (see Release).
+	released atomic.Int64
 }
 
 func outcome(ctx context.Context, err error) check.Outcome {
@@ -185,6 +189,7 @@ func (l *recLock) Renew(ctx context.Context) (driver.Validity, error) {
 func (l *recLock) Release(ctx context.Context) error {
 	l.d.gate.wait()
 	op := check.Op{Client: l.d.client, Lease: l.lease, Kind: check.Release, Call: check.Now()}
+	l.released.CompareAndSwap(0, op.Call)
 	id := l.d.rec.Begin(op)
 	var err error
 	if l.d.unsafeDrop != nil {
@@ -195,6 +200,18 @@ func (l *recLock) Release(ctx context.Context) error {
 	op.Return, op.Outcome, op.Err = check.Now(), outcome(ctx, err), errText(err)
 	if op.Outcome == check.Cancelled {
 		op.Outcome = check.Unknown
+	}
+	if op.Outcome == check.OK {
+		// A repeated Release must be safe (driver.Lock): one after a
+		// failed attempt may answer that the lock is given up because
+		// the earlier attempt, or the driver's retry in the background
+		// since (etcdlock's orphan reaper), deleted it, without a round
+		// trip of its own. The release took effect at some time after
+		// the first attempt began, not necessarily within this call:
+		// recorded within this call alone, it would look like the
+		// release of a lock the engine had already granted to someone
+		// else.
+		op.Call = l.released.Load()
 	}
 	l.d.rec.End(id, op)
 	if err == nil || op.Outcome == check.Refused {
