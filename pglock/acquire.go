@@ -98,8 +98,7 @@ func (d *Driver) grant(ctx context.Context, s *session, key int64, req driver.Re
 
 // grantArgs are the parameters of the granting statements.
 func grantArgs(key int64, req driver.Request) []any {
-	return []any{key, []byte(req.Name), ttlMillis(req.TTL), req.Mode == driver.Shared,
-		int64(uint64(key) >> 32), int64(uint32(key))}
+	return []any{key, []byte(req.Name), ttlMillis(req.TTL)}
 }
 
 // ttlMillis is a TTL in whole milliseconds, never below it.
@@ -118,7 +117,7 @@ func (d *Driver) undo(ctx context.Context, s *session, key int64, mode driver.Mo
 	defer cancel()
 	err := s.use(cctx, func(c *pgx.Conn) error {
 		var held bool
-		return c.QueryRow(cctx, fmt.Sprintf(q, key)).Scan(&held)
+		return c.QueryRow(cctx, q, key).Scan(&held)
 	})
 	if err != nil {
 		s.kill(err)
@@ -151,7 +150,6 @@ func (d *Driver) wait(ctx context.Context, key int64, req driver.Request) (drive
 	d.waiting[s] = true
 	s.keys[key] = 1
 	d.mu.Unlock()
-	var err error
 	q := d.q.wait
 	if req.Mode == driver.Shared {
 		q = d.q.waitShared
@@ -159,17 +157,14 @@ func (d *Driver) wait(ctx context.Context, key int64, req driver.Request) (drive
 	var ok bool
 	var tok, waitMs int64
 	var pid uint32
-	err = s.use(wctx, func(c *pgx.Conn) error {
-		if _, err := c.Exec(wctx, q, key); err != nil {
-			return err
-		}
-		// The lease, its token and what a vanished predecessor's lease
-		// still asks for, in a statement of their own, whose snapshot
-		// sees what committed while this one waited. The server's idle
-		// timer starts again with it.
-		return c.QueryRow(wctx, d.q.held, grantArgs(key, req)...).Scan(&ok, &tok, &pid, &waitMs)
-	})
+	// The statement's send is the earliest the server's idle timer may
+	// start again from: the validity runs from it, however long the wait
+	// (a grant later than the TTL arrives expired, and the portable layer
+	// renews it once).
 	since := time.Now()
+	err := s.use(wctx, func(c *pgx.Conn) error {
+		return c.QueryRow(wctx, q, grantArgs(key, req)...).Scan(&ok, &tok, &pid, &waitMs)
+	})
 	if err == nil {
 		err = s.check(pid)
 	}
@@ -308,22 +303,22 @@ func (d *Driver) ensureTable(ctx context.Context) error {
 	if done {
 		return nil
 	}
-	var exists, named, leases bool
+	// The last column added to the table: a table without it is made
+	// or completed.
+	var exists, complete bool
 	err := d.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT FROM pg_attribute
-	WHERE attrelid = to_regclass($1) AND attname = 'name' AND NOT attisdropped), to_regclass($2) IS NOT NULL`,
-		ident(d.table), ident(leasesTable(d.table))).Scan(&exists, &named, &leases)
-	if err == nil && exists && !named {
-		_, err = d.pool.Exec(ctx, d.q.addName)
-	}
-	if err == nil && (!exists || !leases) {
+	WHERE attrelid = to_regclass($1) AND attname = 'readers' AND NOT attisdropped)`,
+		ident(d.table)).Scan(&exists, &complete)
+	if err == nil && !complete {
 		err = pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", Key("dlock/pglock/create-table")); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, d.q.create); err != nil {
-				return err
+			q := d.q.create
+			if exists {
+				q = d.q.addColumns
 			}
-			_, err := tx.Exec(ctx, d.q.createLeases)
+			_, err := tx.Exec(ctx, q)
 			return err
 		})
 	}

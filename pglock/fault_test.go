@@ -155,8 +155,8 @@ func TestLockTableFull(t *testing.T) {
 // A reset of both ends of the holder's connection (a middlebox resetting a
 // flow both ways) makes the server free the lock at the moment the holder
 // learns of it. The next holder must not be granted before the holder's
-// lease is over: it waits out the vanished holder's lease (its row in the
-// leases table), which the holder's deadline never outlives.
+// lease is over: it waits out the vanished holder's lease (noted in the
+// key's row), which the holder's deadline never outlives.
 func TestResetBothEnds(t *testing.T) {
 	url := testserver.Postgres(t)
 	h := newHarness(t, url)

@@ -1,0 +1,175 @@
+package pglock
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/drivertest"
+	"github.com/dlockio/dlock/internal/faultproxy"
+	"github.com/dlockio/dlock/internal/testserver"
+)
+
+// A holder whose session the server ends while the holder cannot hear of
+// it (its connection stalled, then its backend terminated) still believes
+// it holds the lock until its deadline. The lock is free on the server at
+// once; whoever is granted it next, waiting or trying, in either mode, must
+// not return before the holder's Done closes: it waits out the lease in
+// the key's row, which the grant reads in the same statement.
+func TestVanishedHolder(t *testing.T) {
+	url := testserver.Postgres(t)
+	for _, tc := range []struct {
+		name         string
+		holder, next dlock.Mode
+		wait         bool
+		_            struct{}
+	}{
+		{name: "writer-then-waiting-writer", holder: dlock.Exclusive, next: dlock.Exclusive, wait: true},
+		{name: "writer-then-trying-writer", holder: dlock.Exclusive, next: dlock.Exclusive},
+		{name: "writer-then-waiting-reader", holder: dlock.Exclusive, next: dlock.Shared, wait: true},
+		{name: "writer-then-trying-reader", holder: dlock.Exclusive, next: dlock.Shared},
+		{name: "reader-then-waiting-writer", holder: dlock.Shared, next: dlock.Exclusive, wait: true},
+		{name: "reader-then-trying-writer", holder: dlock.Shared, next: dlock.Exclusive},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, url)
+			ttl := 2 * time.Second
+			da, err := h.MakeDriver(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := dlock.NewClient(da, dlock.WithTTL(ttl))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { a.Close() })
+			b, _ := newClient(t, url, dlock.WithTTL(ttl))
+			name := lockName(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			take := func(c *dlock.Client, mode dlock.Mode, wait bool) (*dlock.Lease, error) {
+				rw := c.RWMutex(name)
+				switch {
+				case mode == dlock.Shared && wait:
+					return rw.RLock(ctx)
+				case mode == dlock.Shared:
+					return rw.TryRLock(ctx)
+				case wait:
+					return rw.Lock(ctx)
+				}
+				return rw.TryLock(ctx)
+			}
+			la, err := take(a, tc.holder, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make(chan *dlock.Lease, 1)
+			if tc.wait {
+				go func() {
+					l, err := take(b, tc.next, true)
+					if err != nil {
+						t.Errorf("Lock: %v", err)
+					}
+					got <- l
+				}()
+				waitWaiters(t, b, name, 1)
+			}
+			p, err := h.proxy(da)
+			if err != nil {
+				t.Fatal(err)
+			}
+			faultproxy.Apply([]*faultproxy.Proxy{p}, faultproxy.Any, drivertest.Fault{Stall: true})
+			if err := h.ForceLoss(ctx, name); err != nil {
+				t.Fatal(err)
+			}
+			gone := time.Now()
+			if !tc.wait {
+				// The server frees the lock when the terminated backend
+				// exits: a blocking lock on the side says when.
+				conn := pgxConnectAs(t, url)
+				if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1), pg_advisory_unlock($1)", Key(name)); err != nil {
+					t.Fatal(err)
+				}
+				l, err := take(b, tc.next, false)
+				if err != nil {
+					t.Fatalf("try after the holder's session ended: %v", err)
+				}
+				got <- l
+			}
+			lb := <-got
+			if lb == nil {
+				return
+			}
+			select {
+			case <-la.Done():
+			default:
+				t.Errorf("granted %v after the holder's session ended, while its lease was not Done", time.Since(gone))
+			}
+			if lb.Token() <= la.Token() {
+				t.Errorf("token %d after %d", lb.Token(), la.Token())
+			}
+			if d := time.Since(gone); d > ttl+time.Second {
+				t.Errorf("granted %v after the holder's session ended, want within the TTL %v", d, ttl)
+			}
+			t.Logf("granted %v after the holder's session ended (TTL %v)", time.Since(gone), ttl)
+			if err := lb.Unlock(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// A clean release hands over at once, in either mode: the waiter's grant,
+// made at the unlock, waits on the key's row for the release's commit and
+// then finds the lease ended, never mistaking it for a vanished holder's
+// (which would cost it the TTL, here 30 s).
+func TestCleanHandoff(t *testing.T) {
+	url := testserver.Postgres(t)
+	ttl := 30 * time.Second
+	a, _ := newClient(t, url, dlock.WithTTL(ttl))
+	b, _ := newClient(t, url, dlock.WithTTL(ttl))
+	for _, tc := range []struct {
+		name         string
+		holder, next dlock.Mode
+	}{
+		{"writer-to-writer", dlock.Exclusive, dlock.Exclusive},
+		{"writer-to-reader", dlock.Exclusive, dlock.Shared},
+		{"reader-to-writer", dlock.Shared, dlock.Exclusive},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := lockName(t)
+			take := func(ctx context.Context, c *dlock.Client, mode dlock.Mode) (*dlock.Lease, error) {
+				if mode == dlock.Shared {
+					return c.RWMutex(name).RLock(ctx)
+				}
+				return c.RWMutex(name).Lock(ctx)
+			}
+			for round := range 10 {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				la, err := take(ctx, a, tc.holder)
+				if err != nil {
+					cancel()
+					t.Fatalf("round %d: %v", round, err)
+				}
+				got := make(chan error, 1)
+				go func() {
+					lb, err := take(ctx, b, tc.next)
+					if err == nil {
+						err = lb.Unlock(ctx)
+					}
+					got <- err
+				}()
+				waitWaiters(t, a, name, 1)
+				if err := la.Unlock(ctx); err != nil {
+					t.Fatalf("round %d: Unlock: %v", round, err)
+				}
+				if err := <-got; err != nil {
+					t.Fatalf("round %d: the waiter, within 5 s of the holder's lock (TTL %v): %v", round, ttl, err)
+				}
+				cancel()
+			}
+		})
+	}
+}
