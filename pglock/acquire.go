@@ -14,7 +14,9 @@ import (
 // Acquire takes req.Name's advisory lock: first with one try on a session
 // the lock may share (no new connection when the lock is free), then, if
 // req.Wait, with pg_advisory_lock on a session of its own, which the server
-// wakes in queue order when the lock is its turn.
+// wakes in queue order when the lock is its turn. A blocking request that
+// finds a spare session (one without locks) goes to pg_advisory_lock on it
+// at once: one round trip whether the lock is free or not.
 func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
 	if req.Limit > 0 {
 		return nil, driver.Validity{}, fmt.Errorf("pglock: semaphores: %w", driver.ErrNotSupported)
@@ -32,6 +34,11 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 		return nil, driver.Validity{}, err
 	}
 	key := Key(req.Name)
+	if req.Wait {
+		if s := d.spare(req.TTL); s != nil {
+			return d.wait(ctx, s, key, req)
+		}
+	}
 	q := d.q.try
 	if req.Mode == driver.Shared {
 		q = d.q.tryShared
@@ -54,7 +61,7 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 	if !req.Wait {
 		return nil, driver.Validity{}, driver.ErrNotAcquired
 	}
-	return d.wait(ctx, key, req)
+	return d.wait(ctx, d.spare(req.TTL), key, req)
 }
 
 // grant runs one granting statement on s, for which key is reserved, and
@@ -125,16 +132,16 @@ func (d *Driver) undo(ctx context.Context, s *session, key int64, mode driver.Mo
 	d.unreserve(s, key)
 }
 
-// wait takes the lock with a blocking statement on a session of its own.
+// wait takes the lock with a blocking statement on a session of its own:
+// s, a spare taken out of its group, or a new one if s is nil.
 // The server queues it and wakes it when the lock is its turn; ctx ending
 // cancels the statement through pgx (a CancelRequest), and the session is
 // then closed, which frees anything it might have been granted meanwhile.
-func (d *Driver) wait(ctx context.Context, key int64, req driver.Request) (driver.Lock, driver.Validity, error) {
+func (d *Driver) wait(ctx context.Context, s *session, key int64, req driver.Request) (driver.Lock, driver.Validity, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(d.closeCtx, cancel)
 	defer stop()
-	s := d.spare(req.TTL)
 	if s == nil {
 		var err error
 		if s, err = d.newSession(wctx, req.TTL); err != nil {

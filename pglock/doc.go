@@ -66,11 +66,13 @@
 //     pg_try_advisory_lock(key) and, if granted, the key's row in the token
 //     table (INSERT … ON CONFLICT (key) DO UPDATE SET token = token + 1 …
 //     RETURNING token), which also takes the lease.
-//   - Lock: that try, then, if the lock is taken, the same statement with
-//     pg_advisory_lock(key) on a session of its own while it waits (the
-//     spare one if there is one, else a new connection), which then holds
-//     the lock and may take others: the grant, its token and its lease in
-//     the round trip of the wait. The server queues the statement and wakes
+//   - Lock: the same statement with pg_advisory_lock(key), on a session
+//     of its own while it waits, which then holds the lock and may take
+//     others: the grant, its token and its lease in the round trip of the
+//     wait. With a spare session (one left without locks) that is the
+//     whole of it, one round trip, free lock or not; without one, the try
+//     first, on a session the lock may share, and, if the lock is taken,
+//     the wait on a new connection. The server queues the statement and wakes
 //     it in queue order when the lock is its turn: no polling. ctx ending
 //     cancels the statement through pgx (a CancelRequest, so the server
 //     drops the queue entry at once), and the session is closed, which
