@@ -72,6 +72,9 @@ func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
 	return driver.Validity{Since: since, TTL: l.ttl}, nil
 }
 
+// errReleased: an earlier Release, which ctx cut short, released the lock.
+var errReleased = fmt.Errorf("pglock: release: %w: released already, by an earlier call that its context cut short", driver.ErrLockLost)
+
 // errLeaseGone: the key's row no longer has this holder's lease, as for a
 // holder that ended.
 var errLeaseGone = errors.New("pglock: the lease is gone from the key's row")
@@ -125,10 +128,12 @@ func (l *lock) settle(ctx context.Context, since time.Time, waitMs int64) (drive
 // its session, in one statement (one round trip): the next holder waits
 // for its commit before it reads the row. A session that ended took the
 // lock with it: ErrLockLost. An unlock that ctx cut short may still finish:
-// a repeated Release then finds the lock released.
+// a repeated Release then finds the lock released by it, and says so with
+// ErrLockLost (the lock is no longer this owner's), as the driver contract
+// asks; reporting success would date the release to the repeat.
 func (l *lock) Release(ctx context.Context) error {
 	if l.released.Load() {
-		return nil
+		return errReleased
 	}
 	q := l.d.q.release
 	if l.mode == driver.Shared {
@@ -137,7 +142,7 @@ func (l *lock) Release(ctx context.Context) error {
 	held := true
 	err := l.s.use(ctx, func(c *pgx.Conn) error {
 		if l.released.Load() {
-			return nil
+			return errReleased
 		}
 		var sync string
 		if err := c.QueryRow(ctx, q, l.key, l.s.pid, int64(l.token)).Scan(&held, &sync); err != nil {
@@ -149,6 +154,9 @@ func (l *lock) Release(ctx context.Context) error {
 	if errors.Is(err, errSessionEnded) {
 		l.done()
 		return l.err("release", ctx, err)
+	}
+	if errors.Is(err, errReleased) {
+		return err
 	}
 	if err != nil {
 		return l.err("release", ctx, err)

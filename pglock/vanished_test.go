@@ -2,10 +2,12 @@ package pglock
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/drivertest"
 	"github.com/dlockio/dlock/internal/faultproxy"
 	"github.com/dlockio/dlock/internal/testserver"
@@ -171,5 +173,66 @@ func TestCleanHandoff(t *testing.T) {
 				cancel()
 			}
 		})
+	}
+}
+
+// A Release that its context cuts short may still release the lock (the
+// statement finishes in the background); a repeated Release must then say
+// the lock is no longer this owner's (ErrLockLost), not succeed: success
+// would date the release to the repeat, and the safety suite's lease model
+// caught just that (latency-holder: an OK release of a lease another
+// holder had been granted since).
+func TestReleaseRepeatedAfterCutShort(t *testing.T) {
+	url := testserver.Postgres(t)
+	h := newHarness(t, url)
+	d, err := h.MakeDriver(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	name := lockName(t)
+	req := driver.Request{Name: name, TTL: 5 * time.Second}
+	// A first cycle prepares the statements on the session, so that the
+	// faulted Release sends its statement at once.
+	l, _, err := d.Acquire(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if l, _, err = d.Acquire(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	p, err := h.proxy(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The statement runs at once; its answer comes after the context ends
+	// (too late for the server to cancel it).
+	undo := faultproxy.Apply([]*faultproxy.Proxy{p}, faultproxy.Any, drivertest.Fault{Delay: 300 * time.Millisecond, Dir: drivertest.ToClient})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	err = l.Release(ctx)
+	cancel()
+	if err == nil {
+		t.Fatal("Release within 100 ms through a 300 ms delay succeeded: the test proves nothing")
+	}
+	undo()
+	err = l.Release(context.Background())
+	if !errors.Is(err, driver.ErrLockLost) {
+		t.Fatalf("repeated Release after one cut short = %v, want ErrLockLost", err)
+	}
+	d2, err := h.MakeDriver(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d2.Close() })
+	req.Wait = false
+	l2, _, err := d2.Acquire(context.Background(), req)
+	if err != nil {
+		t.Fatalf("the lock after the release: %v", err)
+	}
+	if err := l2.Release(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
