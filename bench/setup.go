@@ -15,6 +15,7 @@ type Engines struct {
 	Redis   *RedisEngine
 	Etcd    *EtcdEngine
 	ZK      *ZKEngine
+	PG      *PGEngine
 	FileDir string
 }
 
@@ -29,6 +30,9 @@ func (e *Engines) Close() error {
 	}
 	if e.ZK != nil {
 		errs = append(errs, e.ZK.Close())
+	}
+	if e.PG != nil {
+		errs = append(errs, e.PG.Close())
 	}
 	if e.FileDir != "" {
 		errs = append(errs, os.RemoveAll(e.FileDir))
@@ -58,6 +62,10 @@ func Connect(ctx context.Context) (*Engines, error) {
 		e.Close()
 		return nil, fmt.Errorf("zookeeper %v: %w (run scripts/services.sh up)", ZKAddrs(), err)
 	}
+	if e.PG, err = NewPGEngine(ctx, PGURL()); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("postgres: %w (run scripts/services.sh up)", err)
+	}
 	return e, nil
 }
 
@@ -66,12 +74,13 @@ func Connect(ctx context.Context) (*Engines, error) {
 func (e *Engines) Suite() *Suite {
 	memC, memF := MemContenders()
 	s := &Suite{Families: map[string]Family{
-		"mem":     memF,
-		"file":    FileFamily(e.FileDir),
-		"redis":   e.Redis.Family("redis"),
-		"redlock": e.Redis.Family("redlock"),
-		"etcd":    e.Etcd.Family(),
-		"zk":      e.ZK.Family(),
+		"mem":      memF,
+		"file":     FileFamily(e.FileDir),
+		"redis":    e.Redis.Family("redis"),
+		"redlock":  e.Redis.Family("redlock"),
+		"etcd":     e.Etcd.Family(),
+		"zk":       e.ZK.Family(),
+		"postgres": e.PG.Family(),
 	}}
 	tuned := []redsync.Option{redsync.WithRetryDelay(time.Millisecond), redsync.WithTries(1 << 30)}
 	s.Contenders = append(s.Contenders, memC...)
@@ -97,5 +106,7 @@ func (e *Engines) Suite() *Suite {
 	s.Contenders = append(s.Contenders, dlockEtcd(e)...)
 	s.Contenders = append(s.Contenders, e.ZK.Floor(), e.ZK.Lock())
 	s.Contenders = append(s.Contenders, dlockZK(e)...)
+	s.Contenders = append(s.Contenders, e.PG.Floor(), e.PG.Cirello())
+	s.Contenders = append(s.Contenders, dlockPostgres(e.PG)...)
 	return s
 }
