@@ -50,6 +50,8 @@ type Client struct {
 	closed bool
 	leases map[*Lease]struct{}
 	calls  sync.WaitGroup // Lock/TryLock calls and lease timers' work in flight
+
+	coalesce bool // the driver batches concurrent renewals: renew on a grid
 }
 
 // NewClient wraps a driver in a Client, which from then on owns it. Driver
@@ -65,7 +67,31 @@ func NewClient(drv driver.Driver, opts ...Option) (*Client, error) {
 		return nil, wrap("", "new client", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Client{drv: drv, cfg: cfg, tel: newTelemetry(cfg, drv), closeCtx: ctx, closeFn: cancel, leases: map[*Lease]struct{}{}}, nil
+	rc, ok := drv.(driver.RenewCoalescer)
+	c := &Client{
+		drv: drv, cfg: cfg, tel: newTelemetry(cfg, drv), closeCtx: ctx, closeFn: cancel, leases: map[*Lease]struct{}{},
+		coalesce: ok && rc.CoalescesRenewals(),
+	}
+	if cn, ok := drv.(driver.ConnNotifier); ok && c.tel.log != nil {
+		cn.NotifyConn(c.connChanged)
+	}
+	return c, nil
+}
+
+// connChanged logs the driver's news of its connection to the engine, with
+// how many leases the client holds: they ride out the outage as long as
+// their deadlines allow (each one's renewal failures and loss are logged
+// with its name and token).
+func (c *Client) connChanged(up bool, detail string) {
+	c.mu.Lock()
+	held := len(c.leases)
+	c.mu.Unlock()
+	log := c.tel.log
+	if up {
+		log.Info("dlock: engine connection restored", "dlock.driver", c.tel.driver.Value.AsString(), "detail", detail, "dlock.held", held)
+		return
+	}
+	log.Warn("dlock: engine connection lost", "dlock.driver", c.tel.driver.Value.AsString(), "detail", detail, "dlock.held", held)
 }
 
 // Mutex returns the mutual-exclusion lock called name. Any bytes make a

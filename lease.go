@@ -92,14 +92,18 @@ func (c *Client) startLease(prim primitive, metered bool, name string, cfg confi
 		return nil, errors.Join(wrap(name, "lock", ErrClosed), wrap(name, "release", held.Release(rctx)))
 	}
 	c.leases[l] = struct{}{}
-	if lost := held.Lost(); lost != nil {
+	notifier, notify := held.(driver.LossNotifier)
+	if lost := held.Lost(); !notify && lost != nil {
 		c.calls.Add(1)
 		go l.watchLost(lost)
 	}
 	c.mu.Unlock()
+	if notify {
+		notifier.NotifyLost(l.engineLost)
+	}
 
 	l.deadlineT.Reset(time.Until(l.deadlineOf(v)))
-	l.renewT.Reset(time.Until(v.Since.Add(l.intervalFor(v))))
+	l.renewT.Reset(time.Until(l.renewAt(v)))
 	if l.maxHoldT != nil {
 		l.maxHoldT.Reset(cfg.maxHold)
 	}
@@ -332,6 +336,39 @@ func (l *Lease) deadlineOf(v driver.Validity) time.Time {
 	return v.Since.Add(v.TTL - l.margin(v))
 }
 
+// renewAt is when to renew a lock of validity v: one renewal interval after
+// its start, or, for a driver that coalesces renewals, the last point
+// before that on a grid of a quarter of the interval that every lease with
+// that interval shares (up to a quarter early, never before v.Since), so
+// that the renewals of many leases come together.
+func (l *Lease) renewAt(v driver.Validity) time.Time {
+	iv := l.intervalFor(v)
+	at := v.Since.Add(iv)
+	if !l.c.coalesce {
+		return at
+	}
+	if g := iv / 4; g > 0 {
+		// Truncate drops the monotonic reading; step back by the same amount
+		// on at itself to keep it.
+		if t := at.Add(-at.Sub(at.Truncate(g))); t.After(v.Since) {
+			return t
+		}
+	}
+	return at
+}
+
+// engineLost is the driver's call when it learns the lock is gone
+// (driver.LossNotifier); it must return at once.
+func (l *Lease) engineLost() {
+	if l.c.begin() != nil {
+		return // Close is ending every lease
+	}
+	go func() {
+		defer l.c.calls.Done()
+		l.loseAndRelease(lossEngine, fmt.Errorf("%w: the engine reports the lock gone", ErrLockLost))
+	}()
+}
+
 // watchLost waits for the driver to report the lock gone.
 func (l *Lease) watchLost(lost <-chan struct{}) {
 	defer l.c.calls.Done()
@@ -378,7 +415,7 @@ func (l *Lease) renewOnce() (lost error) {
 		l.renewFail = nil
 		l.mu.Unlock()
 		l.deadlineT.Reset(time.Until(l.deadlineOf(l.v))) // if it fired already, the lease stays lost
-		l.renewT.Reset(time.Until(l.v.Since.Add(l.intervalFor(l.v))))
+		l.renewT.Reset(time.Until(l.renewAt(l.v)))
 	case errors.Is(err, ErrLockLost):
 		l.renewed(renewLost, nil)
 		return fmt.Errorf("renewal found it gone: %w", err) // err matches ErrLockLost

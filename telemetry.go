@@ -60,8 +60,10 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 
 // WithLogger sets a logger for what happens to leases in the background:
 // renewal failures, losses, releases that fail, each with the lock's name
-// and token (dlock.lock.name, dlock.token). Default: silent. It is a client
-// option.
+// and token (dlock.lock.name, dlock.token); and, for drivers that tell
+// (driver.ConnNotifier), the loss and return of the connection to the
+// engine, with the number of leases held then (dlock.held). Default:
+// silent. It is a client option.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
 type primitive int

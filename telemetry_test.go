@@ -276,3 +276,57 @@ func TestTelemetryRenewalFailure(t *testing.T) {
 		t.Errorf("renewal failure log: %v (found %v)", attrs, ok)
 	}
 }
+
+// connDriver is a driver that reports its connection's changes.
+type connDriver struct {
+	manyDriver
+	notify func(up bool, detail string)
+}
+
+func (d *connDriver) NotifyConn(f func(up bool, detail string)) { d.notify = f }
+
+// TestTelemetryConnection: a driver's news of its connection to the engine
+// is logged, with the driver and the number of leases held.
+func TestTelemetryConnection(t *testing.T) {
+	d := &connDriver{}
+	logs := &logRecorder{}
+	c, err := dlock.NewClient(d, dlock.WithLogger(slog.New(logs)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if d.notify == nil {
+		t.Fatal("the client did not ask the driver for news of its connection")
+	}
+	l, err := c.Mutex("a").Lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock(context.Background())
+	d.notify(false, "127.0.0.1:1: connection refused")
+	d.notify(true, "127.0.0.1:1")
+	for msg, detail := range map[string]string{
+		"dlock: engine connection lost":     "127.0.0.1:1: connection refused",
+		"dlock: engine connection restored": "127.0.0.1:1",
+	} {
+		attrs, ok := logs.find(msg)
+		if !ok {
+			t.Errorf("no %q in the log", msg)
+			continue
+		}
+		if attrs["detail"] != detail || attrs["dlock.held"] != "1" || attrs["dlock.driver"] != "dlock_test" {
+			t.Errorf("%q logged with %v; want detail %q, dlock.held 1, dlock.driver dlock_test", msg, attrs, detail)
+		}
+	}
+
+	// Without a logger the driver is not asked.
+	d2 := &connDriver{}
+	c2, err := dlock.NewClient(d2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if d2.notify != nil {
+		t.Error("a client without a logger asked the driver for news of its connection")
+	}
+}

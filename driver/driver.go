@@ -147,6 +147,44 @@ type Lock interface {
 	Lost() <-chan struct{}
 }
 
+// LossNotifier is implemented by Locks that can report their loss by a
+// call instead of a channel. The portable layer prefers it to Lost: a
+// channel costs it a goroutine per held lock, a call costs nothing until the
+// loss, so a client may hold many thousands of locks (watch the engine once
+// per connection or session, not once per lock).
+type LossNotifier interface {
+	// NotifyLost arranges for lost to be called once when the engine reports
+	// the lock gone, as Lost's channel would be closed; at once (or soon, in
+	// a goroutine of the driver's) if it is gone already. lost returns at
+	// once and may be called with the driver's locks held. After a
+	// successful Release it need not be called. NotifyLost is called at most
+	// once per Lock, before any Renew or Release.
+	NotifyLost(lost func())
+}
+
+// RenewCoalescer is implemented by drivers whose Lock.Renew coalesces the
+// Renew calls in flight at the same time into few engine requests (one
+// script, pipeline, transaction or keep-alive for many locks: a "group
+// commit"). The portable layer then schedules the renewals of one client's
+// leases on a common grid (a quarter of the renewal interval: a lease renews
+// up to that much early), so that they come together and a client holding N
+// locks spends a few requests per interval on them, not N.
+type RenewCoalescer interface {
+	CoalescesRenewals() bool
+}
+
+// ConnNotifier is implemented by drivers that can tell when they lose
+// their connection (or session) to the engine and when they have one
+// again, for the client's log.
+type ConnNotifier interface {
+	// NotifyConn arranges for f to be called on every such change: up false
+	// when the driver lost its connection (it goes on trying), true when it
+	// is connected again; detail says which server or why, and never holds
+	// a credential. f returns at once. It is called at most once, before
+	// any Acquire.
+	NotifyConn(f func(up bool, detail string))
+}
+
 // Fencing says how strong a driver's fencing tokens are.
 type Fencing int
 

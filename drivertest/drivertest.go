@@ -97,6 +97,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"Semaphore/VanishedHolder", testVanishedPermitHolder},
 		{"Election/Leader", testElectionLeader},
 		{"Election/Observe", testElectionObserve},
+		{"Election/ObserveLatest", testElectionObserveLatest},
 		{"Election/ObserveEndsWithClient", testElectionObserveEndsWithClient},
 		{"Election/LostLeadership", testElectionLostLeadership},
 		{"Election/VanishedLeader", testElectionVanishedLeader},

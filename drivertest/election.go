@@ -3,6 +3,7 @@ package drivertest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -187,6 +188,54 @@ func testElectionObserve(t *testing.T, s *suite) {
 			t.Fatalf("Observe's channel still open 5s after its context ended")
 		}
 	}
+}
+
+// testElectionObserveLatest: an observer that does not read while the
+// leader changes its value many times and then resigns to another still
+// receives, once it reads, the latest state — and nothing after it that
+// is older.
+func testElectionObserveLatest(t *testing.T, s *suite) {
+	o, _ := s.client(t)
+	s.needsElection(t, o)
+	a, _ := s.client(t)
+	b, _ := s.client(t)
+	name := lockName(t)
+	octx, ocancel := context.WithCancel(s.ctx)
+	defer ocancel()
+	ch, err := o.Election(name).Observe(octx)
+	if err != nil {
+		t.Fatalf("Observe: %v", err)
+	}
+	known := map[uint64][]string{}
+	la := s.campaign(t, a, name, "a0")
+	for i := range 20 {
+		v := fmt.Sprint("a", i)
+		known[la.Term()] = append(known[la.Term()], v)
+		if i > 0 {
+			if err := la.Proclaim(s.ctx, v); err != nil {
+				t.Fatalf("Proclaim(%q): %v", v, err)
+			}
+		}
+	}
+	unlock(t, la.Lease)
+	lb := s.campaign(t, b, name, "b")
+	known[lb.Term()] = []string{"b", "b-final"}
+	if err := lb.Proclaim(s.ctx, "b-final"); err != nil {
+		t.Fatalf("Proclaim: %v", err)
+	}
+	// Only now read: whatever came before, the latest state must arrive.
+	var last uint64
+	want := dlock.Leader{Value: "b-final", Term: lb.Term()}
+	observed(t, ch, want, &last, known)
+	// And nothing older after it.
+	select {
+	case got, ok := <-ch:
+		if ok && got != want {
+			t.Errorf("observed %+v after the latest state %+v", got, want)
+		}
+	case <-time.After(500 * time.Millisecond): // nothing more is the expected outcome
+	}
+	unlock(t, lb.Lease)
 }
 
 // testElectionObserveEndsWithClient: closing the client closes its

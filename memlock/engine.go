@@ -59,7 +59,7 @@ func (e *Engine) Drop(name string) bool {
 	}
 	for _, h := range slices.Clone(ent.holders) {
 		h.expiry.Stop()
-		close(h.lost)
+		h.markLost()
 		ent.remove(h)
 	}
 	e.grantWaiting(name, ent)
@@ -128,7 +128,7 @@ func (e *Engine) grant(name string, ent *entry, w *waiter) *hold {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		if h.owned() {
-			close(h.lost)
+			h.markLost()
 			cur := e.locks[name]
 			cur.remove(h)
 			e.grantWaiting(name, cur)

@@ -20,11 +20,34 @@ type hold struct {
 	ttl    time.Duration
 	until  time.Time     // when expiry fires; e.mu
 	lost   chan struct{} // closed when the engine drops the hold (expiry, Drop)
+	onLost func()        // the portable layer's call on loss; e.mu
+	gone   bool          // dropped by the engine; e.mu
 }
 
 func (h *hold) Token() uint64 { return h.token }
 
 func (h *hold) Lost() <-chan struct{} { return h.lost }
+
+// NotifyLost implements driver.LossNotifier: a held lock costs no
+// goroutine.
+func (h *hold) NotifyLost(f func()) {
+	h.e.mu.Lock()
+	defer h.e.mu.Unlock()
+	if h.gone {
+		f()
+		return
+	}
+	h.onLost = f
+}
+
+// markLost tells the holder the engine dropped its lock; e.mu held.
+func (h *hold) markLost() {
+	h.gone = true
+	close(h.lost)
+	if h.onLost != nil {
+		h.onLost()
+	}
+}
 
 // owned reports whether h still holds its lock; e.mu held.
 func (h *hold) owned() bool {

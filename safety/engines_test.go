@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,6 +49,12 @@ type engine struct {
 	// robin); after restarting it, settle waits until the engine serves again.
 	victim func(i int) *testserver.Proc
 	settle func(p *testserver.Proc)
+	// serverFault is held for each server-level fault (a restart, a cut),
+	// from the fault until the engine serves again: the primitives run
+	// their scenarios side by side on the same servers, and two runs'
+	// faults at once would take down two servers of three, a fault no
+	// scenario names (see injectIsolation).
+	serverFault sync.Mutex
 	// urlFor, if set, makes a URL for the servers reached at hosts (each
 	// worker's own proxies, in the order of servers).
 	urlFor func(hosts []string) string

@@ -77,6 +77,7 @@ func injectKills(holder bool) func(ctx context.Context, s *scenario) {
 // always, so a restarted node keeps its keys.
 func injectRestarts(ctx context.Context, s *scenario) {
 	for i := 0; sleepCtx(ctx, s.ttl); i++ {
+		s.eng.serverFault.Lock()
 		srv := s.eng.servers[i%len(s.eng.servers)]
 		if s.eng.victim != nil {
 			srv = s.eng.victim(i)
@@ -88,6 +89,7 @@ func injectRestarts(ctx context.Context, s *scenario) {
 		if s.eng.settle != nil {
 			s.eng.settle(srv)
 		}
+		s.eng.serverFault.Unlock()
 	}
 }
 
@@ -96,6 +98,14 @@ func injectRestarts(ctx context.Context, s *scenario) {
 // its clients keep their path to it, heals, and waits until every server
 // serves again. The holder is still in its 1.5 TTL of work when the cut
 // comes: its lease must end before the other side grants the lock.
+//
+// One server is cut at a time on an engine (engine.serverFault): a round
+// is skipped while another run's cut or restart is on. Two runs side by
+// side used to cut two servers of three at once, which is a fault of its
+// own (no quorum, then elections that interrupt a rejoining server's
+// sync), and on ZooKeeper 3.8.0 it makes the ensemble drop transactions
+// it had committed (zklock/rollback_test.go): no lock on top can be safe
+// then, whatever its client does.
 func injectIsolation(leader bool) func(ctx context.Context, s *scenario) {
 	kind := "isolate-follower"
 	if leader {
@@ -107,8 +117,12 @@ func injectIsolation(leader bool) func(ctx context.Context, s *scenario) {
 			if !ok {
 				return
 			}
+			if !s.eng.serverFault.TryLock() {
+				continue
+			}
 			srv := s.serverOf(id)
 			if srv == nil || s.eng.isLeader(srv) != leader {
+				s.eng.serverFault.Unlock()
 				continue
 			}
 			s.eng.net.Isolate(srv)
@@ -116,6 +130,7 @@ func injectIsolation(leader bool) func(ctx context.Context, s *scenario) {
 			sleepCtx(ctx, 3*s.ttl)
 			s.eng.net.Heal(srv)
 			s.eng.settle(srv)
+			s.eng.serverFault.Unlock()
 		}
 	}
 }

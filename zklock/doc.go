@@ -45,6 +45,19 @@
 // timeout (see quorum.go). It assumes no synchronised clocks: validity is
 // measured on the client's monotonic clock from the send time of requests.
 //
+// Like every lock on ZooKeeper, it assumes that what the ensemble
+// acknowledged stays: no lock recipe is safe on an ensemble that forgets a
+// committed transaction. ZooKeeper 3.8.0 (tested here) can: with two of
+// three servers cut off at once, a server whose sync with a new leader is
+// interrupted keeps the new epoch with its stale log, leads the next
+// epoch, and has the others truncate transactions they had committed
+// (what ZOOKEEPER-4685 and ZOOKEEPER-4643 describe; see the fixes proposed
+// in https://github.com/apache/zookeeper/pull/1993 and
+// https://github.com/apache/zookeeper/pull/2028). Nodes deleted with an
+// expired session come back, nodes created since are gone, and tokens can
+// go back; a fenced resource still refuses the stale ones.
+// TestEnsembleKeepsCommittedWrites (opt-in) checks an ensemble for it.
+//
 // The layout of the nodes (see names.go) is the one earlier versions used:
 // lock names are escaped by internal/lockname as zklock escaped them
 // before, so locks taken by earlier versions are seen by this one. List

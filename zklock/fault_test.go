@@ -58,7 +58,14 @@ func uniqueName(t *testing.T) string { return "zkfault/" + t.Name() + "/" + newG
 
 func queueOf(t *testing.T, admin *zk.Conn, name string) []entry {
 	t.Helper()
-	kids, _, err := admin.Children(testRoot + "/" + encodeName(name))
+	parent := testRoot + "/" + encodeName(name)
+	// The admin's server may be a follower that has not yet applied what
+	// the drivers' servers did (a waiter's cleanup): sync it first, so that
+	// the read sees every write acknowledged before it.
+	if _, err := admin.Sync(parent); err != nil && !errors.Is(err, zk.ErrNoNode) {
+		t.Fatalf("sync queue of %q: %v", name, err)
+	}
+	kids, _, err := admin.Children(parent)
 	if errors.Is(err, zk.ErrNoNode) {
 		return nil
 	}

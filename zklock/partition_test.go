@@ -16,7 +16,10 @@ import (
 // granted the lock once the holder's session expires there; the holder's
 // Done must have closed by then. The same for a reader's lease (the waiter
 // a writer) and a semaphore's permit, whose grants and renewals go through
-// the same proof at the leader.
+// the same proof at the leader. In the +leader-restart cases the leader is
+// stopped for a second during the cut: the other two servers elect a new
+// leader, which starts every session's timeout afresh, the cut-off
+// holder's too; for every kind of lease, an election's included.
 //
 // A cut-off follower goes on answering reads (and its client's pings) on
 // its own for up to syncLimit x tickTime (2.5 s here), and a cut-off leader
@@ -39,18 +42,32 @@ func TestServerCutOff(t *testing.T) {
 		permit take = func(c *dlock.Client, name string) func(context.Context) (*dlock.Lease, error) {
 			return c.Semaphore(name, 2).Acquire
 		}
+		campaign take = func(c *dlock.Client, name string) func(context.Context) (*dlock.Lease, error) {
+			return func(ctx context.Context) (*dlock.Lease, error) {
+				l, err := c.Election(name).Campaign(ctx, "v")
+				if err != nil {
+					return nil, err
+				}
+				return l.Lease, nil
+			}
+		}
 	)
 	cases := []struct {
 		name           string
 		holder, waiter string // the server each is pinned to; the holder's is cut off
 		hold, wait     take   // the holder's lease and the waiter's
 		permits        bool   // a semaphore of 2: the waiter's client holds the other permit
+		restart        bool   // the leader is stopped for a second during the cut
 	}{
-		{"follower-cut/waiter-on-leader", "follower", "leader", lock, lock, false},
-		{"follower-cut/waiter-on-other-follower", "follower", "other follower", lock, lock, false},
-		{"leader-cut/waiter-on-follower", "leader", "follower", lock, lock, false},
-		{"reader/follower-cut/writer-on-leader", "follower", "leader", rlock, lock, false},
-		{"permit/follower-cut/waiter-on-leader", "follower", "leader", permit, permit, true},
+		{"follower-cut/waiter-on-leader", "follower", "leader", lock, lock, false, false},
+		{"follower-cut/waiter-on-other-follower", "follower", "other follower", lock, lock, false, false},
+		{"leader-cut/waiter-on-follower", "leader", "follower", lock, lock, false, false},
+		{"reader/follower-cut/writer-on-leader", "follower", "leader", rlock, lock, false, false},
+		{"permit/follower-cut/waiter-on-leader", "follower", "leader", permit, permit, true, false},
+		{"follower-cut+leader-restart/waiter-on-other-follower", "follower", "other follower", lock, lock, false, true},
+		{"reader/follower-cut+leader-restart/writer-on-other-follower", "follower", "other follower", rlock, lock, false, true},
+		{"permit/follower-cut+leader-restart/waiter-on-other-follower", "follower", "other follower", permit, permit, true, true},
+		{"election/follower-cut+leader-restart/candidate-on-other-follower", "follower", "other follower", campaign, campaign, false, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,6 +114,13 @@ func TestServerCutOff(t *testing.T) {
 			go func() { <-held.Done(); doneAt <- time.Since(cut) }()
 			nw.Isolate(hs)
 			t.Logf("cut %s (%s) off from the other servers; holder on it, waiter on %s (%s)", hs.Name(), tc.holder, ws.Name(), tc.waiter)
+			if tc.restart {
+				leader := roles["leader"]
+				leader.Stop()
+				time.Sleep(time.Second) // the fault schedule
+				leader.Start()
+				t.Logf("restarted %s (leader) %v after the cut", leader.Name(), time.Since(cut).Round(time.Millisecond))
+			}
 
 			l := <-got
 			if l == nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/internal/scenario"
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
@@ -54,6 +55,8 @@ func BenchmarkPrimitives(b *testing.B) {
 			var left atomic.Int64
 			left.Store(int64(b.N))
 			var inUse, most atomic.Int64
+			var mu sync.Mutex
+			var takeT, unlockT []time.Duration
 			var wg sync.WaitGroup
 			ctx := context.Background()
 			b.ResetTimer()
@@ -63,20 +66,26 @@ func BenchmarkPrimitives(b *testing.B) {
 				go func() {
 					defer wg.Done()
 					for left.Add(-1) >= 0 {
+						t0 := time.Now()
 						l, err := take(ctx)
 						if err != nil {
 							b.Error(err)
 							return
 						}
+						t1 := time.Since(t0)
 						n := inUse.Add(1)
 						for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 						}
 						time.Sleep(benchHold)
 						inUse.Add(-1)
+						t2 := time.Now()
 						if err := l.Unlock(ctx); err != nil {
 							b.Error(err)
 							return
 						}
+						mu.Lock()
+						takeT, unlockT = append(takeT, t1), append(unlockT, time.Since(t2))
+						mu.Unlock()
 					}
 				}()
 			}
@@ -84,6 +93,8 @@ func BenchmarkPrimitives(b *testing.B) {
 			elapsed := time.Since(start)
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "leases/s")
 			b.ReportMetric(float64(most.Load()), "max-held")
+			b.ReportMetric(scenario.Ms(scenario.Median(takeT)), "take-p50-ms")
+			b.ReportMetric(scenario.Ms(scenario.Median(unlockT)), "unlock-p50-ms")
 			b.Log(fmt.Sprintf("%d leases in %v, at most %d held at once", b.N, elapsed.Round(time.Millisecond), most.Load()))
 		})
 	}

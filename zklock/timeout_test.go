@@ -95,6 +95,9 @@ func TestGrantedTimeoutBelowAsked(t *testing.T) {
 // whose granted timeout is learnt by a probe. Dial with a fixed session
 // timeout learns it the way per-TTL sessions do; it gets the validity
 // checks alone.
+//
+// Its suites run beside each other (t.Parallel): on a server of their own
+// they mostly wait on TTLs, and they are the longest part of the package.
 func TestConformanceCappedSession(t *testing.T) {
 	procs := testserver.StartZooKeeper(t, 1, testserver.ZKMaxSessionTimeout(2*time.Second))
 	servers := []string{procs[0].Addr()}
@@ -109,6 +112,7 @@ func TestConformanceCappedSession(t *testing.T) {
 		{"PerTTL", 0, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			t.Run("Validity", func(t *testing.T) {
 				h, err := openHarness(t, servers, tc.session, tc.borrowed)
 				if err != nil {

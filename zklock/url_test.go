@@ -92,6 +92,10 @@ func TestURLCredentialsFromEnv(t *testing.T) {
 		if want := zk.DigestACL(zk.PermAll, tc.user, tc.password); !reflect.DeepEqual(acl, want) {
 			t.Errorf("ACL of %s = %v, want %v (user %s's alone)", prefix, acl, want, tc.user)
 		}
+		// Sync first: the admin's server may not have applied the create yet.
+		if _, err := admin.Sync(prefix); err != nil {
+			t.Fatalf("sync %s: %v", prefix, err)
+		}
 		if _, _, err := admin.Children(prefix); !errors.Is(err, zk.ErrNoAuth) {
 			t.Errorf("list %s without the credentials: %v, want %v", prefix, err, zk.ErrNoAuth)
 		}

@@ -1,0 +1,207 @@
+package dlock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
+)
+
+// manyDriver grants every request at once, for the TTL asked, and records
+// when each renewal ran. Its locks report loss by a call
+// (driver.LossNotifier) and it says it coalesces renewals if coalesce is
+// set: what a driver does to let a client hold many locks cheaply.
+type manyDriver struct {
+	coalesce bool
+
+	mu     sync.Mutex
+	token  uint64
+	renews []time.Time
+	locks  []*manyLock
+}
+
+func (d *manyDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.token++
+	l := &manyLock{d: d, token: d.token, ttl: req.TTL}
+	d.locks = append(d.locks, l)
+	return l, driver.Validity{Since: time.Now(), TTL: req.TTL}, nil
+}
+
+func (d *manyDriver) Close() error { return nil }
+
+func (d *manyDriver) CoalescesRenewals() bool { return d.coalesce }
+
+func (d *manyDriver) renewTimes() []time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]time.Time(nil), d.renews...)
+}
+
+type manyLock struct {
+	d     *manyDriver
+	token uint64
+	ttl   time.Duration
+
+	mu   sync.Mutex
+	lost func()
+}
+
+func (l *manyLock) Token() uint64 { return l.token }
+
+// Lost would cost the portable layer a goroutine per lock: a driver that
+// implements NotifyLost still has to answer it.
+func (l *manyLock) Lost() <-chan struct{} { return make(chan struct{}) }
+
+func (l *manyLock) NotifyLost(f func()) {
+	l.mu.Lock()
+	l.lost = f
+	l.mu.Unlock()
+}
+
+// lose is the engine reporting the lock gone; false if nobody asked to
+// be told.
+func (l *manyLock) lose() bool {
+	l.mu.Lock()
+	f := l.lost
+	l.mu.Unlock()
+	if f == nil {
+		return false
+	}
+	f()
+	return true
+}
+
+func (l *manyLock) Renew(ctx context.Context) (driver.Validity, error) {
+	now := time.Now()
+	l.d.mu.Lock()
+	l.d.renews = append(l.d.renews, now)
+	l.d.mu.Unlock()
+	return driver.Validity{Since: now, TTL: l.ttl}, nil
+}
+
+func (l *manyLock) Release(ctx context.Context) error { return nil }
+
+// TestLossNotifierCostsNoGoroutine: a client holding many locks of a
+// driver that reports loss by a call spends no goroutine per lock, and the
+// loss of one lock ends that lease only.
+func TestLossNotifierCostsNoGoroutine(t *testing.T) {
+	d := &manyDriver{}
+	c, err := dlock.NewClient(d, dlock.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	const n = 500
+	before := runtime.NumGoroutine()
+	leases := make([]*dlock.Lease, n)
+	for i := range leases {
+		if leases[i], err = c.Mutex(fmt.Sprint("m", i)).Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if g := runtime.NumGoroutine() - before; g > 5 {
+		t.Errorf("holding %d locks costs %d goroutines, want none per lock", n, g)
+	}
+	d.mu.Lock()
+	victim := d.locks[n/2]
+	d.mu.Unlock()
+	if !victim.lose() {
+		t.Fatal("the portable layer did not ask the lock to report its loss (NotifyLost)")
+	}
+	select {
+	case <-leases[n/2].Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lost lock's lease is still open 10 s after the driver reported the loss")
+	}
+	for i, l := range leases {
+		if i == n/2 {
+			if err := l.Err(); !errors.Is(err, dlock.ErrLockLost) {
+				t.Errorf("lost lease's Err = %v, want ErrLockLost", err)
+			}
+			continue
+		}
+		if err := l.Err(); err != nil {
+			t.Fatalf("lease %d ended with the loss of another: %v", i, err)
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Errorf("Unlock: %v", err)
+		}
+	}
+}
+
+// TestCoalescedRenewalsComeTogether: for a driver that coalesces
+// renewals, the renewals of leases taken at different times are scheduled
+// on one grid (a quarter of the renewal interval), so that they reach the
+// driver together; for other drivers each lease renews one interval after
+// its last renewal.
+func TestCoalescedRenewalsComeTogether(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: holds leases through several renewals")
+	}
+	const ttl = 3 * time.Second // renewal every second, grid 250 ms
+	const grid = ttl / 3 / 4
+	for _, coalesce := range []bool{true, false} {
+		name := "apart"
+		if coalesce {
+			name = "together"
+		}
+		t.Run(name, func(t *testing.T) {
+			d := &manyDriver{coalesce: coalesce}
+			c, err := dlock.NewClient(d, dlock.WithTTL(ttl))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			var leases []*dlock.Lease
+			// Take the locks spread over one renewal interval.
+			const n = 40
+			for i := range n {
+				l, err := c.Mutex(fmt.Sprint("r", i)).Lock(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				leases = append(leases, l)
+				time.Sleep(ttl / 3 / n) // spreads the grants; nothing to wait for
+			}
+			// Wait for two rounds of renewals.
+			deadline := time.Now().Add(10 * time.Second)
+			for len(d.renewTimes()) < 2*n && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			times := d.renewTimes()
+			if len(times) < 2*n {
+				t.Fatalf("%d renewals in 10 s, want %d", len(times), 2*n)
+			}
+			// A renewal on the grid runs a little after a multiple of the
+			// grid; count those more than half a grid after one.
+			off := 0
+			for _, at := range times {
+				if at.Sub(at.Truncate(grid)) > grid/2 {
+					off++
+				}
+			}
+			t.Logf("%d of %d renewals more than %v after a multiple of %v", off, len(times), grid/2, grid)
+			if coalesce && off > len(times)/10 {
+				t.Errorf("%d of %d renewals off the grid: the renewals of a coalescing driver do not come together", off, len(times))
+			}
+			if !coalesce && off < len(times)/4 {
+				t.Errorf("only %d of %d renewals off the grid: leases of a driver that does not coalesce renew on the grid", off, len(times))
+			}
+			for _, l := range leases {
+				if err := l.Unlock(ctx); err != nil {
+					t.Errorf("Unlock: %v", err)
+				}
+			}
+		})
+	}
+}
