@@ -86,8 +86,10 @@ func TestServerRestartAndCrash(t *testing.T) {
 			} else {
 				srv.Kill()
 			}
-			mustBeLost(t, l, 5*time.Second, "holder")
-			mustBeLost(t, r, 5*time.Second, "reader")
+			// At once: well before the first renewal (TTL/3) would find
+			// the session gone.
+			mustBeLost(t, l, ttl/6, "holder")
+			mustBeLost(t, r, ttl/6, "reader")
 			testserver.RestartPostgres(t, srv)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
