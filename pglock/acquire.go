@@ -68,12 +68,12 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 // makes the lock if it was granted. Neither a lock nor an error: not
 // granted (the reservation is dropped).
 func (d *Driver) grant(ctx context.Context, s *session, key int64, req driver.Request, q string) (*lock, driver.Validity, error) {
-	var ok bool
+	var ok, lease bool
 	var tok, waitMs int64
 	var pid uint32
 	since := time.Now()
 	err := s.use(ctx, func(c *pgx.Conn) error {
-		if err := c.QueryRow(ctx, q, grantArgs(key, req)...).Scan(&ok, &tok, &pid, &waitMs); err != nil {
+		if err := c.QueryRow(ctx, q, grantArgs(key, req)...).Scan(&ok, &tok, &pid, &waitMs, &lease); err != nil {
 			return err
 		}
 		return s.check(pid)
@@ -161,16 +161,27 @@ func (d *Driver) wait(ctx context.Context, s *session, key int64, req driver.Req
 	if req.Mode == driver.Shared {
 		q = d.q.waitShared
 	}
-	var ok bool
+	confirm := d.q.confirm
+	if req.Mode == driver.Shared {
+		confirm = d.q.confirmShared
+	}
+	var ok, lease bool
 	var tok, waitMs int64
 	var pid uint32
-	// The statement's send is the earliest the server's idle timer may
-	// start again from: the validity runs from it, however long the wait
-	// (a grant later than the TTL arrives expired, and the portable layer
-	// renews it once).
+	// The validity runs from the send of the statement that wrote the
+	// lease (the server's idle timer restarts after it): the grant's own
+	// if it did not wait, else the confirmation's, sent once the grant
+	// has reached this client.
 	since := time.Now()
 	err := s.use(wctx, func(c *pgx.Conn) error {
-		return c.QueryRow(wctx, q, grantArgs(key, req)...).Scan(&ok, &tok, &pid, &waitMs)
+		if err := c.QueryRow(wctx, q, grantArgs(key, req)...).Scan(&ok, &tok, &pid, &waitMs, &lease); err != nil {
+			return err
+		}
+		if err := s.check(pid); err != nil || lease {
+			return err
+		}
+		since = time.Now()
+		return c.QueryRow(wctx, confirm, key, s.pid, tok, ttlMillis(req.TTL)).Scan(&pid)
 	})
 	if err == nil {
 		err = s.check(pid)

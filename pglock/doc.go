@@ -68,17 +68,22 @@
 //     RETURNING token), which also takes the lease.
 //   - Lock: the same statement with pg_advisory_lock(key), on a session
 //     of its own while it waits, which then holds the lock and may take
-//     others: the grant, its token and its lease in the round trip of the
-//     wait. With a spare session (one left without locks) that is the
-//     whole of it, one round trip, free lock or not; without one, the try
-//     first, on a session the lock may share, and, if the lock is taken,
-//     the wait on a new connection. The server queues the statement and wakes
-//     it in queue order when the lock is its turn: no polling. ctx ending
-//     cancels the statement through pgx (a CancelRequest, so the server
-//     drops the queue entry at once), and the session is closed, which
-//     frees anything it might have been granted meanwhile. A backend whose
-//     client vanished leaves the queue within a second
-//     (client_connection_check_interval, where the platform has it).
+//     others: the grant and its token in the round trip of the wait, and
+//     its lease too if the lock was free. After a real wait the lease is
+//     written by one more statement, once the grant has reached the
+//     client: a client that gave up while cut off from the server leaves
+//     its backend queued, and a lease written for it when its turn came
+//     would hold its successors up for a TTL (TestZombieGrant). With a
+//     spare session (one left without locks) the statement is sent at
+//     once: one round trip if the lock is free, two after a wait; without
+//     one, the try first, on a session the lock may share, and, if the
+//     lock is taken, the wait on a new connection. The server queues the
+//     statement and wakes it in queue order when the lock is its turn: no
+//     polling. ctx ending cancels the statement through pgx (a
+//     CancelRequest, so the server drops the queue entry at once), and the
+//     session is closed, which frees anything it might have been granted
+//     meanwhile. A backend whose client vanished leaves the queue within a
+//     second (client_connection_check_interval, where the platform has it).
 //   - Unlock: one statement on the lock's session, one round trip: the
 //     lease ended in the key's row, then pg_advisory_unlock(key).
 //   - Renew: one statement (the lease extended in the key's row).
@@ -94,10 +99,8 @@
 // server when the TTL has passed since its last statement, and its locks
 // freed. A renewal is one statement on the lock's session (it extends the
 // lease in the key's row), and the validity is measured from the moment it
-// was sent, as for every driver. A blocking wait's validity runs from the
-// moment its statement was sent, since the server's timer restarts only
-// when it ends: a wait longer than the TTL returns a grant whose validity
-// has run out, which dlock renews once before handing it over.
+// was sent, as for every driver. After a real wait the validity runs from
+// the send of the statement that writes the lease.
 //
 // Servers before 14 have no idle_session_timeout: there the TTL only bounds
 // the holder's own view (the lease ends when renewals stop succeeding), and
@@ -148,7 +151,8 @@
 // unlock granted the lock has not committed yet when the next holder wakes,
 // and the next holder waits for that commit on the row's lock, then sees
 // the lease ended. So one statement does for a blocking wait too, although
-// its snapshot predates the wait. The release's commit does not wait for
+// its snapshot predates the wait (the lease a waited grant writes next
+// only extends the row it locked). The release's commit does not wait for
 // the WAL flush (synchronous_commit off for it alone): a release lost in a
 // crash only makes the next holder wait out the lease; grants and renewals
 // commit as the server is configured.

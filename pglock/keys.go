@@ -42,8 +42,9 @@ const DefaultTable = "dlock_tokens"
 // committed), and waits for a release in flight to commit. So a grant sees
 // every release committed before it, and every lease written before it,
 // even in a statement whose snapshot is older than the grant (a blocking
-// pg_advisory_lock): the lock, the token and the lease are one statement,
-// one round trip, for a try and a wait alike.
+// pg_advisory_lock): the lock and the token are one statement, one round
+// trip, for a try and a wait alike, and so is the lease unless the
+// statement waited (see lease below).
 type queries struct {
 	create, addColumns string
 
@@ -69,7 +70,10 @@ type queries struct {
 	// token, $4 TTL in ms): the lease's end, from now, if it is still this
 	// holder's.
 	renew, renewShared string
-	token              string // the key's last token, for Status
+	// confirm, confirmShared (the parameters of renew): the lease of a
+	// grant that came after a wait (whose statement did not write it).
+	confirm, confirmShared string
+	token                  string // the key's last token, for Status
 }
 
 func newQueries(table string) queries {
@@ -79,32 +83,39 @@ func newQueries(table string) queries {
 	// rivals that are still in the row belong to holders that no longer
 	// hold it: they ended (or their session did) without releasing.
 	grant := func(lock string, shared bool) string {
-		insert := `(key, token, name, holder, held_until) SELECT $1, 1, $2::bytea, pg_backend_pid(), ` + now + ` + $3`
+		insert := `(key, token, name, holder, held_until) SELECT $1, 1, $2::bytea, pg_backend_pid(),
+	CASE WHEN l.lease THEN ` + now + ` + $3 END`
 		set := `holder = excluded.holder, held_until = excluded.held_until, readers = NULL,
 	wait_until = greatest(c.wait_until, c.held_until,
 		(SELECT max((r.value->>1)::bigint) FROM jsonb_each(c.readers) r))`
 		if shared {
 			insert = `(key, token, name, readers) SELECT $1, 1, $2::bytea,
-	jsonb_build_object(pg_backend_pid()::text, jsonb_build_array(1, ` + now + ` + $3))`
+	CASE WHEN l.lease THEN jsonb_build_object(pg_backend_pid()::text, jsonb_build_array(1, ` + now + ` + $3)) END`
 			// An exclusive lease still in the row is a vanished writer's;
 			// readers whose leases are over are dropped.
 			set = `held_until = NULL, wait_until = greatest(c.wait_until, c.held_until),
 	readers = coalesce((SELECT jsonb_object_agg(r.key, r.value) FROM jsonb_each(c.readers) r
-		WHERE (r.value->>1)::bigint > ` + now + `), '{}') ||
-		jsonb_build_object(pg_backend_pid()::text, jsonb_build_array(c.token + 1, ` + now + ` + $3))`
+		WHERE (r.value->>1)::bigint > ` + now + `), '{}') || CASE WHEN excluded.readers IS NULL THEN '{}'
+		ELSE jsonb_build_object(pg_backend_pid()::text, jsonb_build_array(c.token + 1, ` + now + ` + $3)) END`
 		}
 		return fmt.Sprintf(`WITH l AS (%s),
 t AS (INSERT INTO %s AS c %s FROM l WHERE l.ok
 	ON CONFLICT (key) DO UPDATE SET token = c.token + 1, %s
 	RETURNING c.token, c.wait_until)
 SELECT (SELECT ok FROM l), coalesce((SELECT token FROM t), 0), pg_backend_pid(),
-	greatest(coalesce((SELECT wait_until FROM t), 0) - `+now+`, 0)`, lock, t, insert, set)
+	greatest(coalesce((SELECT wait_until FROM t), 0) - `+now+`, 0), (SELECT lease FROM l)`, lock, t, insert, set)
 	}
+	// lease: the lease is written with the grant, which it is unless the
+	// statement had to wait: a client may be gone by the time a long wait
+	// ends (a cancelled wait the server never heard of), and a lease
+	// written for it would hold its successors up for a TTL; after a wait
+	// the driver writes the lease in a statement of its own (confirm).
 	const (
-		try        = `SELECT pg_try_advisory_lock($1) AS ok`
-		tryShared  = `SELECT pg_try_advisory_lock_shared($1) AS ok`
-		wait       = `SELECT true AS ok FROM pg_advisory_lock($1)`
-		waitShared = `SELECT true AS ok FROM pg_advisory_lock_shared($1)`
+		try        = `SELECT pg_try_advisory_lock($1) AS ok, true AS lease`
+		tryShared  = `SELECT pg_try_advisory_lock_shared($1) AS ok, true AS lease`
+		wait       = `SELECT true AS ok, CASE WHEN pg_try_advisory_lock($1) THEN true ELSE (SELECT false FROM pg_advisory_lock($1)) END AS lease`
+		waitShared = `SELECT true AS ok, CASE WHEN pg_try_advisory_lock_shared($1) THEN true
+	ELSE (SELECT false FROM pg_advisory_lock_shared($1)) END AS lease`
 	)
 	release := func(set, owner, unlock string) string {
 		return fmt.Sprintf(`WITH r AS (UPDATE %s SET %s WHERE key = $1 AND %s RETURNING 1)
@@ -133,6 +144,10 @@ SELECT %s($1), set_config('synchronous_commit', 'off', true) FROM (SELECT count(
 		renewShared: fmt.Sprintf(`UPDATE %s SET readers = jsonb_set(readers, ARRAY[$2::integer::text],
 	jsonb_build_array($3::bigint, greatest((readers->($2::integer::text)->>1)::bigint, %s + $4)))
 	WHERE key = $1 AND %s RETURNING pg_backend_pid()`, t, now, ownerShared),
+		confirm: fmt.Sprintf(`UPDATE %s SET held_until = %s + $4
+	WHERE key = $1 AND holder = $2::integer AND token = $3::bigint RETURNING pg_backend_pid()`, t, now),
+		confirmShared: fmt.Sprintf(`UPDATE %s SET readers = coalesce(readers, '{}') ||
+	jsonb_build_object($2::integer::text, jsonb_build_array($3::bigint, %s + $4)) WHERE key = $1 RETURNING pg_backend_pid()`, t, now),
 		token: fmt.Sprintf(`SELECT token FROM %s WHERE key = $1`, t),
 	}
 }

@@ -236,3 +236,86 @@ func TestReleaseRepeatedAfterCutShort(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A waiter whose client gave up while cut off (its cancellation never
+// reached the server) stays in the server's queue, and may be granted the
+// lock when its turn comes, for a client that is gone. That grant must not
+// hold up the waiters behind it once the server sees the client gone: the
+// grant after a wait writes no lease (the client confirms it in a
+// statement of its own), so the next waiter is served at once, not a TTL
+// (30 s here) later. Conformance CancelledWaitCleanupFails hit this race
+// when the wait's statement wrote the lease with the grant.
+func TestZombieGrant(t *testing.T) {
+	url := testserver.Postgres(t)
+	ttl := 30 * time.Second
+	h := newHarness(t, url)
+	a, _ := newClient(t, url, dlock.WithTTL(ttl))
+	db, err := h.MakeDriver(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := dlock.NewClient(db, dlock.WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	c, _ := newClient(t, url, dlock.WithTTL(ttl))
+	name := lockName(t)
+	la := mustLock(t, a, name)
+	bctx, bcancel := context.WithCancel(context.Background())
+	chB := make(chan error, 1)
+	go func() {
+		l, err := b.Mutex(name).Lock(bctx)
+		if err == nil {
+			l.Unlock(context.Background())
+		}
+		chB <- err
+	}()
+	waitWaiters(t, a, name, 1)
+	p, err := h.proxy(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	undo := faultproxy.Apply([]*faultproxy.Proxy{p}, faultproxy.Any, drivertest.Fault{Stall: true})
+	bcancel()
+	if err := <-chB; err == nil {
+		t.Fatal("the cancelled Lock succeeded")
+	}
+	chC := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		l, err := c.Mutex(name).Lock(ctx)
+		if err == nil {
+			err = l.Unlock(context.Background())
+		}
+		chC <- err
+	}()
+	waitWaiters(t, a, name, 2) // the gone client's backend, still queued, and c
+	if err := la.Unlock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The gone client's backend is granted the lock now; it learns its
+	// client is gone when the cut ends.
+	// (Its grant is committed when the name's token moves past a's.)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := c.Status(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Token > la.Token() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gone client's backend was not granted the lock within 10 s (token %d)", st.Token)
+		}
+		time.Sleep(5 * time.Millisecond) // polling the server, which has no event for it
+	}
+	undo()
+	start := time.Now()
+	if err := <-chC; err != nil {
+		t.Fatalf("the waiter behind a gone client's grant: %v after %v", err, time.Since(start))
+	}
+	t.Logf("served %v after the cut ended", time.Since(start))
+}
