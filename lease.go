@@ -93,9 +93,11 @@ func (c *Client) startLease(prim primitive, metered bool, name string, cfg confi
 	}
 	c.leases[l] = struct{}{}
 	notifier, notify := held.(driver.LossNotifier)
-	if lost := held.Lost(); !notify && lost != nil {
-		c.calls.Add(1)
-		go l.watchLost(lost)
+	if !notify {
+		if lost := held.Lost(); lost != nil {
+			c.calls.Add(1)
+			go l.watchLost(lost)
+		}
 	}
 	c.mu.Unlock()
 	if notify {

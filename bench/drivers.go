@@ -117,7 +117,7 @@ func dlockShared(name, family, note string, open func() (*dlock.Client, error)) 
 
 func dlockZK(e *Engines) []Contender {
 	open := func() (*dlock.Client, error) {
-		return zklock.Dial(context.Background(), ZKAddrs(), &zklock.Options{Dialer: e.ZK.dial})
+		return zklock.Dial(context.Background(), e.ZK.Addrs, &zklock.Options{Dialer: e.ZK.dial})
 	}
 	return []Contender{dlockShared("dlock-zk", "zk", "one zklock.Dial session shared by all workers, like zk-lock's", open)}
 }

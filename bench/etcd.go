@@ -18,12 +18,13 @@ import (
 // request this process sends (unary calls and messages sent on streams).
 type EtcdEngine struct {
 	Client *clientv3.Client
+	Addrs  []string
 	sent   atomic.Int64
 }
 
 // NewEtcdEngine connects to the cluster at endpoints.
 func NewEtcdEngine(ctx context.Context, endpoints []string) (*EtcdEngine, error) {
-	e := &EtcdEngine{}
+	e := &EtcdEngine{Addrs: endpoints}
 	unary := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		e.sent.Add(1)
 		return invoker(ctx, method, req, reply, cc, opts...)

@@ -9,6 +9,7 @@ require (
 	github.com/dlockio/dlock v0.0.0-00010101000000-000000000000
 	github.com/go-redsync/redsync/v4 v4.18.1
 	github.com/go-zookeeper/zk v1.0.4
+	github.com/jackc/pgx/v5 v5.12.0
 	github.com/lib/pq v1.12.1
 	github.com/redis/go-redis/v9 v9.23.0
 	go.etcd.io/etcd/client/v3 v3.7.3
@@ -28,7 +29,6 @@ require (
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.29.0 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
-	github.com/jackc/pgx/v5 v5.12.0
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
 	go.etcd.io/etcd/api/v3 v3.7.3 // indirect
 	go.etcd.io/etcd/client/pkg/v3 v3.7.3 // indirect
@@ -49,4 +49,4 @@ require (
 // A copy with a data-race fix (third_party/go-zookeeper-zk/PATCH.md).
 replace github.com/go-zookeeper/zk => ../third_party/go-zookeeper-zk
 
-replace cirello.io/pglock => ./third_party/cirello-pglock
+replace cirello.io/pglock => ../third_party/cirello-pglock

@@ -3,7 +3,7 @@ package bench
 import (
 	"context"
 	"database/sql"
-	"os"
+	"errors"
 
 	cpglock "cirello.io/pglock"
 	"github.com/jackc/pgx/v5"
@@ -16,59 +16,35 @@ import (
 	"github.com/dlockio/dlock/pglock"
 )
 
-// PGURL is the shared PostgreSQL server (scripts/services.sh up).
-func PGURL() string {
-	if u := os.Getenv("DLOCK_TEST_PG"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:15432/postgres?sslmode=disable"
-}
-
-// PGEngine is the shared PostgreSQL connections of one benchmark process: a
-// pgx pool (dlock's driver, the counter) and a database/sql handle on
-// lib/pq (cirello.io/pglock's documented setup).
+// PGEngine is what the PostgreSQL lock contenders share in one benchmark
+// process: the pgx pool of Engines.PG (dlock's driver, the counter) and a
+// database/sql handle on lib/pq (cirello.io/pglock's documented setup).
 type PGEngine struct {
 	URL  string
 	Pool *pgxpool.Pool
 	DB   *sql.DB
 }
 
-// NewPGEngine connects to url.
-func NewPGEngine(ctx context.Context, url string) (*PGEngine, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+// NewPGEngine opens the database/sql handle beside pool, on url.
+func NewPGEngine(ctx context.Context, pool *pgxpool.Pool, url string) (*PGEngine, error) {
+	db, err := sql.Open("postgres", url)
 	if err != nil {
+		return nil, errors.New("bad DLOCK_TEST_PG URL") // the driver's error may quote the password
+	}
+	db.SetMaxOpenConns(64)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
 		return nil, err
 	}
-	cfg.MaxConns = 64 // 50 workers' counters, as for Redis's pool
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	e := &PGEngine{URL: url, Pool: pool}
-	if err := pool.Ping(ctx); err != nil {
-		e.Close()
-		return nil, err
-	}
-	if e.DB, err = sql.Open("postgres", url); err != nil {
-		e.Close()
-		return nil, err
-	}
-	e.DB.SetMaxOpenConns(64)
-	if err := e.DB.PingContext(ctx); err != nil {
-		e.Close()
-		return nil, err
-	}
-	return e, nil
+	return &PGEngine{URL: url, Pool: pool, DB: db}, nil
 }
 
-// Close closes the pool and the database handle.
-func (e *PGEngine) Close() error {
-	var err error
-	if e.DB != nil {
-		err = e.DB.Close()
-	}
-	e.Pool.Close()
-	return err
+// Close closes the database handle (the pool is Engines.PG's).
+func (e *PGEngine) Close() error { return e.DB.Close() }
+
+// contenders are the floor, the peer and dlock, and the family.
+func (e *PGEngine) contenders() ([]Contender, Family) {
+	return append([]Contender{e.Floor(), e.Cirello()}, dlockPostgres(e)...), e.Family()
 }
 
 // Family is PostgreSQL's: the counter is a row (engines.Postgres); commands

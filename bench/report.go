@@ -20,6 +20,7 @@ type Report struct {
 	Command string
 	Took    time.Duration
 	Engines *Engines
+	Single  *Engines // the single-node servers, if measured
 }
 
 // higherBetter tells the direction of a metric for ratios.
@@ -280,6 +281,7 @@ func (r *Report) Markdown(ctx context.Context) string {
 		}
 		p("\n")
 	}
+	r.moreSections(&b)
 	return b.String()
 }
 
@@ -303,6 +305,11 @@ func (r *Report) machine(ctx context.Context, b *strings.Builder) {
 		p("- Redis %s (5 independent nodes, %s)\n", e.Redis.Version(ctx), strings.Join(RedisAddrs(), ", "))
 		p("- etcd %s (3-member cluster, %s)\n", e.Etcd.Version(ctx), strings.Join(EtcdAddrs(), ", "))
 		p("- ZooKeeper %s (3-server ensemble, %s)\n", ZKVersion(ZKAddrs()), strings.Join(ZKAddrs(), ", "))
+		p("- PostgreSQL (%s)\n", pgVersion(ctx, e))
+	}
+	if e := r.Single; e != nil {
+		p("- single-node setup (contenders and families ending in `%s`), started by the benchmark at each server's defaults: Redis %s (no config file), etcd %s (one member, default heartbeat and election timeout), ZooKeeper %s (zoo_sample.cfg's tickTime 2000); measured in %s\n",
+			SingleSuffix, e.Redis.Version(ctx), e.Etcd.Version(ctx), ZKVersion(e.ZK.Addrs), r.singleRuns())
 	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		var libs []string
@@ -342,4 +349,15 @@ func cpuModel() string {
 		}
 	}
 	return "unknown CPU"
+}
+
+func (r *Report) singleRuns() string {
+	n := min(r.Suite.SingleRuns, r.Suite.Runs)
+	if n == r.Suite.Runs {
+		return "every run"
+	}
+	if n == 1 {
+		return "the first run only"
+	}
+	return fmt.Sprintf("the first %d runs only (their figures are medians of %d)", n, n)
 }

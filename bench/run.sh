@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs the peer benchmarks (dlock's drivers against redsync, bsm/redislock,
-# etcd's concurrency.Mutex, go-zookeeper's Lock and each engine's raw round
-# trips) against the shared test servers and rewrites docs/BENCHMARKS.md.
-# The Makefile's bench-peers target calls this.
+# etcd's concurrency.Mutex and concurrency.Election, go-zookeeper's Lock and
+# each engine's raw round trips) against the shared test servers and against
+# a single-node Redis, etcd and ZooKeeper it starts, then the RW lock,
+# semaphore and scale scenarios, and rewrites docs/BENCHMARKS.md. The
+# Makefile's bench-peers and bench-scale targets call this.
 #
-#   bench/run.sh                                  full run: 5 interleaved runs, < 10 minutes
+#   bench/run.sh                                  full run: 5 interleaved runs, about 12 minutes on a quiet 2-core machine (estimate)
 #   bench/run.sh -runs 1 -quick -out /tmp/b.md    a quick look, leaving docs/ alone
 #
 # Extra arguments go to peerbench after the defaults, so they override them

@@ -21,10 +21,19 @@ const (
 	SHandoff     = "handoff"
 	SManyNames   = "many-names"
 	SGoroutines  = "goroutines"
+	// Scenarios of one dlock client per engine (Suite.Targets).
+	SScale     = "scale"
+	SRW        = "rw"
+	SSemaphore = "semaphore"
+	// Election failover on etcd (Suite.Electors).
+	SFailover = "failover"
 )
 
 // AllScenarios in the order they run within one round.
-var AllScenarios = []string{SUncontended, SCounter10, SCounter50, SHandoff, SManyNames, SGoroutines}
+var AllScenarios = []string{SUncontended, SCounter10, SCounter50, SHandoff, SManyNames, SGoroutines, SRW, SSemaphore, SFailover, SScale}
+
+// targetScenario tells the scenarios run on Suite.Targets.
+func targetScenario(sc string) bool { return sc == SScale || sc == SRW || sc == SSemaphore }
 
 // Sample is one measurement of one contender in one run.
 type Sample struct {
@@ -44,6 +53,22 @@ type Suite struct {
 	Scenarios  []string
 	Runs       int
 	Log        io.Writer
+
+	Targets  []Target  // one dlock client per engine: scale, rw, semaphore
+	Electors []Elector // failover
+	Scale    ScaleConfig
+	Prim     PrimConfig
+	Fail     FailoverConfig
+	// ScaleRuns and FailoverRuns bound the runs that measure scale and
+	// failover (the slow scenarios; their figures are medians of fewer
+	// runs), PrimRuns those of rw and semaphore.
+	ScaleRuns, FailoverRuns, PrimRuns int
+	// SingleRuns bounds the runs that measure the single-node setup's
+	// contenders.
+	SingleRuns int
+	// SingleSlow also runs scale and failover on the single-node setup
+	// (they take minutes there too).
+	SingleSlow bool
 }
 
 // Filter keeps the contenders whose name matches re.
@@ -53,6 +78,8 @@ func (s *Suite) Filter(re string) error {
 		return err
 	}
 	s.Contenders = slices.DeleteFunc(s.Contenders, func(c Contender) bool { return !r.MatchString(c.Name) })
+	s.Targets = slices.DeleteFunc(s.Targets, func(t Target) bool { return !r.MatchString(t.Name) })
+	s.Electors = slices.DeleteFunc(s.Electors, func(e Elector) bool { return !r.MatchString(ElectorName(e)) })
 	return nil
 }
 
@@ -65,12 +92,19 @@ func (s *Suite) Run(ctx context.Context) []Sample {
 	var out []Sample
 	for run := 1; run <= s.Runs; run++ {
 		for _, sc := range s.Scenarios {
+			if targetScenario(sc) || sc == SFailover {
+				out = append(out, s.runOnce(ctx, run, sc, runID)...)
+				continue
+			}
 			for i := range s.Contenders {
 				c := s.Contenders[(i+run-1)%len(s.Contenders)]
 				if ctx.Err() != nil {
 					return out
 				}
 				if c.NoWait && (sc == SCounter10 || sc == SCounter50) {
+					continue
+				}
+				if strings.HasSuffix(c.Family, SingleSuffix) && run > s.SingleRuns {
 					continue
 				}
 				name := fmt.Sprintf("pb%s-r%d-%s-%s", runID, run, c.Name, sc)
@@ -91,6 +125,73 @@ func (s *Suite) Run(ctx context.Context) []Sample {
 		}
 	}
 	return out
+}
+
+// runOnce runs one of the scenarios that measure Targets or Electors
+// rather than Contenders, in the runs its setting allows.
+func (s *Suite) runOnce(ctx context.Context, run int, sc, runID string) []Sample {
+	type item struct {
+		name string
+		fn   func(ctx context.Context, name string) (Metrics, error)
+	}
+	var items []item
+	switch {
+	case sc == SFailover && run <= s.FailoverRuns:
+		for _, e := range s.Electors {
+			if strings.HasSuffix(e.Family, SingleSuffix) && !s.SingleSlow {
+				continue
+			}
+			items = append(items, item{ElectorName(e), func(ctx context.Context, name string) (Metrics, error) {
+				return Failover(ctx, e, name, s.Fail)
+			}})
+		}
+	case sc == SScale && run <= s.ScaleRuns:
+		for _, t := range s.Targets {
+			if strings.HasSuffix(t.Family, SingleSuffix) && !s.SingleSlow {
+				continue
+			}
+			items = append(items, item{t.Name, func(ctx context.Context, name string) (Metrics, error) { return Scale(ctx, t, name, s.Scale) }})
+		}
+	case (sc == SRW || sc == SSemaphore) && run <= s.PrimRuns:
+		for _, t := range s.Targets {
+			items = append(items, item{t.Name, func(ctx context.Context, name string) (Metrics, error) {
+				if sc == SRW {
+					return RW(ctx, t, name, s.Prim)
+				}
+				return Semaphore(ctx, t, name, s.Prim)
+			}})
+		}
+	}
+	var out []Sample
+	for i := range items {
+		it := items[(i+run-1)%len(items)]
+		if ctx.Err() != nil {
+			return out
+		}
+		t := time.Now()
+		// No scenario may hang the suite, whatever a driver does.
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		m, err := it.fn(ictx, fmt.Sprintf("pb%s-r%d-%s-%s", runID, run, it.name, sc))
+		cancel()
+		smp := Sample{Run: run, Scenario: sc, Contender: it.name, Metrics: m}
+		var part scenario.Partial
+		if errors.As(err, &part) {
+			smp.Note = err.Error()
+		} else if err != nil {
+			smp.Err = err.Error()
+		}
+		out = append(out, smp)
+		if s.Log != nil {
+			fmt.Fprintf(s.Log, "run %d %-12s %-16s %6.2fs %s %s\n", run, sc, it.name, time.Since(t).Seconds(), fmtMetrics(m), smp.Err+smp.Note)
+		}
+	}
+	return out
+}
+
+// ElectorName is an elector's column: its name, with the family's suffix
+// for the single-node setup.
+func ElectorName(e Elector) string {
+	return e.Name + strings.TrimPrefix(e.Family, "etcd")
 }
 
 func (s *Suite) one(ctx context.Context, c Contender, sc, name string) (Metrics, error) {

@@ -21,8 +21,9 @@ const ZKRoot = "/peerbench"
 // ZKEngine is one shared ZooKeeper session; its dialer counts the requests
 // written (go-zookeeper writes each request, pings included, with one Write).
 type ZKEngine struct {
-	Conn *zk.Conn
-	sent atomic.Int64
+	Conn  *zk.Conn
+	Addrs []string
+	sent  atomic.Int64
 }
 
 type countingConn struct {
@@ -46,7 +47,7 @@ func (e *ZKEngine) dial(network, address string, timeout time.Duration) (net.Con
 
 // NewZKEngine connects to the ensemble at servers.
 func NewZKEngine(ctx context.Context, servers []string) (*ZKEngine, error) {
-	e := &ZKEngine{}
+	e := &ZKEngine{Addrs: servers}
 	conn, events, err := zk.Connect(servers, 10*time.Second, zk.WithDialer(e.dial), zk.WithLogger(engines.QuietLogger{}))
 	if err != nil {
 		return nil, err

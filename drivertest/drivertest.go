@@ -37,6 +37,13 @@ type LossForcer interface {
 	ForceLoss(ctx context.Context, name string) error
 }
 
+// SessionLoss is implemented by LossForcer harnesses whose ForceLoss ends
+// the holder's whole session (pg_terminate_backend), and with it every
+// lock the holder's client keeps on that session, not only the one named.
+type SessionLoss interface {
+	LossEndsSession() bool
+}
+
 // Crasher is implemented by harnesses that can cut a driver off from the
 // engine without releasing anything: a partition, or a dead process.
 type Crasher interface {
@@ -103,6 +110,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"Election/VanishedLeader", testElectionVanishedLeader},
 		{"Election/CancelledCampaign", testElectionCancelledCampaign},
 		{"List", testList},
+		{"ManyLocks", testManyLocks},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -55,12 +55,19 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 	}
 }
 
-func (d *Driver) acquire(ctx context.Context, req driver.Request, ls *lease) (driver.Lock, driver.Validity, error) {
+func (d *Driver) acquire(ctx context.Context, req driver.Request, ls *lease) (_ driver.Lock, _ driver.Validity, err error) {
 	pfx := d.namePrefix(req.Name)
 	key := d.queueKey(pfx, req.Mode, req.Limit, ls)
 	put := clientv3.OpPut(key, req.Value, clientv3.WithLease(ls.id)) // a leader's value from the start
 	cmps, conflict := guard(pfx, req.Limit)
-	l := d.track(ls, req, key, 0)
+	l := d.track(ls, req, pfx, key, 0)
+	// From before the key exists, its deletion is the lock's loss (loss.go).
+	d.watchKey(l)
+	defer func() {
+		if err != nil {
+			d.unwatch(l)
+		}
+	}()
 
 	if !req.Wait {
 		return d.try(ctx, l, put, cmps, conflict)
@@ -86,6 +93,7 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, ls *lease) (dr
 		return nil, driver.Validity{}, fmt.Errorf("etcdlock: queue key %q already exists", key)
 	}
 	l.rev = resp.Header.Revision
+	d.covered(l)
 	rr := resp.Responses[1].GetResponseRange()
 	kvs, more := rr.Kvs, rr.More
 	if len(kvs) > 0 && string(kvs[0].Key) == key {
@@ -96,13 +104,13 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, ls *lease) (dr
 	}
 	a, ok := l.aheadOf(kvs, more)
 	if ok {
-		return l.held(), ls.validity(), nil
+		return l, ls.validity(), nil
 	}
 	if err := l.wait(ctx, a); err != nil {
 		d.abandon(ctx, l)
 		return nil, driver.Validity{}, err
 	}
-	return l.held(), ls.validity(), nil
+	return l, ls.validity(), nil
 }
 
 // try makes one attempt, for a request without Wait: one transaction that
@@ -141,7 +149,8 @@ func (d *Driver) try(ctx context.Context, l *lock, put clientv3.Op, cmps []clien
 		d.abandon(ctx, l)
 		return nil, driver.Validity{}, driver.ErrNotAcquired
 	}
-	return l.held(), l.ls.validity(), nil
+	l.d.covered(l)
+	return l, l.ls.validity(), nil
 }
 
 // conflictKey is the key a failed guard found (see guard), or "".

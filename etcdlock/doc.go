@@ -92,16 +92,19 @@
 // what is ahead of it. A permit's waiter, any of whose holders may leave
 // first, reads the permit keys ahead of it once, watches its limit's keys
 // for deletions and counts them down, reading again only when its watch
-// is made anew or its own key goes. A waiter whose key vanished (its lease expired, an operator deleted
-// it) returns an error matching dlock.ErrLockLost instead of waiting
-// forever (unlike concurrency.Mutex, etcd#19597); one that waits keeps the
+// is made anew or its own key goes. A waiter whose key vanished (its lease
+// expired, an operator deleted it), which the driver's loss watch or its
+// next re-read tells it, returns an error matching dlock.ErrLockLost
+// instead of waiting forever (unlike concurrency.Mutex, etcd#19597); one
+// that waits keeps the
 // lease alive itself and checks it every TTL/3 (concurrency's RWMutex
 // recipe does not, etcd#16221). The token is the key's create revision,
 // linearizable and monotonic cluster-wide, one sequence per name for
 // writers, readers and permits. Release and renewal compare that create
 // revision and the key's lease, so they never touch a later holder's key (unlike
-// concurrency.Mutex.Unlock, etcd#22082). Each lock watches its own key, so
-// loss is reported per lock, not per session (etcd#6127).
+// concurrency.Mutex.Unlock, etcd#22082). Loss is reported per lock, not per
+// session (etcd#6127): the deletion of a lock's key (by an operator, or
+// its lease expiring) ends that lock only; see Many locks below.
 //
 // A name is a lock (writers and readers) or a semaphore of one n, never a
 // mix: a key is created only if the name has no permit keys (for a lock)
@@ -150,9 +153,51 @@
 // election timeout, 2 s with the defaults of a test cluster), so the TTL
 // asked for is rounded up, and the TTL granted is the one the portable
 // layer renews by. A renewal is one KeepAliveOnce, shared by all renewals
-// in flight at the time, plus a linearizable read of the lock's key. While
-// a Lock waits, the driver keeps the lease alive itself every TTL/3, since
-// no held lock may be renewing it.
+// in flight at the time, plus a linearizable read of the lock's key, shared
+// with the other renewals in flight too (see Many locks). While a Lock
+// waits, the driver keeps the lease alive itself every TTL/3, since no held
+// lock may be renewing it. The lease's expiry or revocation deletes every
+// key on it, so it ends every lock on it: each is reported lost.
+//
+// What a successful renewal proves: the lease was alive when its
+// keep-alive was sent, so etcd keeps the key at least a TTL from then (the
+// validity the portable layer counts from), and at a linearizable read made
+// after that, confirmed by a quorum, the key still had the lock's create
+// revision and lease, so no one else held the lock. A leader cut off from
+// the others may go on granting keep-alives until it steps down; it cannot
+// answer the read.
+//
+// # Many locks
+//
+// A client holding many locks costs no goroutine per lock, a few requests
+// per renewal interval and a few round trips to release them all:
+//
+//   - Loss: one watch per driver over its whole prefix, for deletes only,
+//     from "now", with the keys of its waiters and holders in a map; a
+//     delete of one of them is that lock's loss, reported by a call to the
+//     portable layer (driver.LossNotifier), and other clients' deletes are
+//     dropped. Keys created before the watch existed, and every key when
+//     the watch is made anew after it ended (compacted past its revision,
+//     cancelled by the server), are owner-checked once it exists; clientv3
+//     resumes it across reconnections by itself. The cost: every client of
+//     a prefix receives every delete under it (a watch event of about
+//     100 bytes per release, expiry or cancelled wait); give unrelated
+//     groups of clients prefixes of their own. A watch per key would not
+//     have that cost, but clientv3 serves every watch with a goroutine.
+//   - Renewal: the portable layer renews one client's locks together
+//     (driver.RenewCoalescer), and the owner checks of the renewals in
+//     flight go together, as reads of 120 keys per transaction (etcd
+//     refuses more than its --max-txn-ops, 128 by default; a server that
+//     refuses that many gets half as many from then on), all of a batch
+//     sent at once: at 10,000 locks, one keep-alive and about 85
+//     transactions per renewal interval.
+//   - Release: the owner-checked deletes in flight together go in shared
+//     transactions in the same way, each key's delete a transaction nested
+//     in it (If the create revision and the lease are the lock's, Then
+//     delete it), so each key gets its own answer.
+//
+// Each batch goes as soon as the one before it has returned ("group
+// commit"): a lone renewal or release waits for nobody.
 //
 // # When a delete fails
 //

@@ -77,15 +77,25 @@ type Driver struct {
 	closeFn  context.CancelFunc
 	grant    chan struct{} // one lease grant at a time
 
-	mu      sync.Mutex
-	closed  bool
-	leases  map[int64]*lease    // the lease new keys go on, by TTL asked for, in seconds
-	all     map[*lease]struct{} // every lease granted and not known dead: Close revokes them
-	warm    bool                // the idle watch that keeps the watch stream open is running
-	orphans map[*lock]struct{}  // keys to delete in the background (orphans.go)
-	reaping bool                // the goroutine deleting orphans is running
-	kick    chan struct{}       // wakes it early
-	wg      sync.WaitGroup      // every goroutine the driver starts; Close waits for them
+	mu       sync.Mutex
+	closed   bool
+	leases   map[int64]*lease    // the lease new keys go on, by TTL asked for, in seconds
+	all      map[*lease]struct{} // every lease granted and not known dead: Close revokes them
+	watching bool                // the loss watch is running (loss.go)
+	orphans  map[*lock]struct{}  // keys to delete in the background (orphans.go)
+	reaping  bool                // the goroutine deleting orphans is running
+	kick     chan struct{}       // wakes it early
+	wg       sync.WaitGroup      // every goroutine the driver starts; Close waits for them
+
+	checks, deletes *batcher // owner checks and owner-checked deletes in bulk (batch.go)
+
+	// The loss watch's state (loss.go).
+	wmu       sync.Mutex
+	keys      map[string]*lock // every key of a live waiter or holder, from just before its creation
+	from      int64            // the loss watch reports every delete after this revision; 0: no watch
+	unchecked []*lock          // keys to owner-check once the watch exists
+	wkick     chan struct{}    // wakes the watch to check them
+	watched   chan struct{}    // closed when the first loss watch exists (for tests)
 }
 
 // The portable layer probes for Capable and Inspector; a driver that lost
@@ -95,6 +105,8 @@ var (
 	_ driver.Capable   = (*Driver)(nil)
 	_ driver.Inspector = (*Driver)(nil)
 	_ driver.Lock      = (*lock)(nil)
+
+	_ driver.RenewCoalescer = (*Driver)(nil)
 )
 
 func newDriver(cli *clientv3.Client, o *Options, owns bool) *Driver {
@@ -106,7 +118,7 @@ func newDriver(cli *clientv3.Client, o *Options, owns bool) *Driver {
 		p = DefaultPrefix
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Driver{
+	d := &Driver{
 		cli: cli, owns: owns, root: p + "/",
 		closeCtx: ctx, closeFn: cancel,
 		grant:   make(chan struct{}, 1),
@@ -114,8 +126,19 @@ func newDriver(cli *clientv3.Client, o *Options, owns bool) *Driver {
 		all:     map[*lease]struct{}{},
 		orphans: map[*lock]struct{}{},
 		kick:    make(chan struct{}, 1),
+		keys:    map[string]*lock{},
+		wkick:   make(chan struct{}, 1),
+		watched: make(chan struct{}),
 	}
+	d.checks, d.deletes = newBatcher(d, false), newBatcher(d, true)
+	return d
 }
+
+// CoalescesRenewals reports true (driver.RenewCoalescer): the renewals in
+// flight together share one keep-alive of their lease and their owner
+// checks go in few transactions (batch.go), so the portable layer schedules
+// them together.
+func (d *Driver) CoalescesRenewals() bool { return true }
 
 // Client returns the etcd client the driver uses: the one given to New or
 // NewDriver, or the one the URL opener made from an etcd:// or etcds:// URL

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dlockio/dlock/driver"
@@ -24,12 +23,15 @@ type lock struct {
 	limit int         // n for one of n permits, 0 for a lock
 	key   string
 	pfx   string
-	rev   int64 // create revision of key: the fencing token; 0 if unknown
-	lost  chan struct{}
-	stop  context.CancelFunc // stops the watch on key
-	once  sync.Once
-	gone  atomic.Bool // lost was closed
-	why   atomic.Value
+	rev   int64         // create revision of key: the fencing token; 0 if unknown
+	gone  atomic.Bool   // the loss was reported
+	mu    sync.Mutex    // guards lost and why
+	lost  chan struct{} // made on demand (Lost, a wait), closed at the loss
+	why   string
+	// notify is NotifyLost's function, called once at the loss.
+	notify atomic.Pointer[func()]
+	// settled: key exists and rev is known (set under d.wmu; loss.go).
+	settled bool
 
 	// del is held by whoever is deleting key: Release, an Acquire cleaning
 	// up, or the orphan reaper. It guards removed.
@@ -37,104 +39,11 @@ type lock struct {
 	removed bool // this driver deleted key
 }
 
-// track makes the lock for a new queue key of req.
-func (d *Driver) track(ls *lease, req driver.Request, key string, rev int64) *lock {
-	return &lock{d: d, ls: ls, name: req.Name, mode: req.Mode, limit: req.Limit, key: key, pfx: d.namePrefix(req.Name), rev: rev,
-		lost: make(chan struct{}), stop: func() {}, del: make(chan struct{}, 1)}
-}
-
-// held starts watching a granted lock's key for deletion. A waiter does
-// without: it re-reads its key at every wake-up and keeps its lease alive,
-// which reports the lease's expiry, and its watch would cost a request and
-// a read per contended Lock.
-func (l *lock) held() *lock {
-	d := l.d
-	ctx, cancel := context.WithCancel(d.closeCtx)
-	l.stop = cancel
-	d.mu.Lock()
-	if !d.closed { // else closeCtx is done and there is nothing to watch for
-		if !d.warm {
-			d.warm = true
-			// clientv3 closes a watch stream when its last watch ends and
-			// opens a new one for the next: with a watch per lock that
-			// would cost a stream set-up per Lock. One idle watch on a key
-			// never written keeps the stream open for the driver's life.
-			d.cli.Watch(d.closeCtx, d.root)
-		}
-		d.wg.Add(1)
-		go l.watchOwn(ctx)
-	}
-	d.mu.Unlock()
-	return l
-}
-
-// ownWatchDelay is how long a lock is held before its key gets a watch of
-// its own. Many locks are released sooner; creating and cancelling a watch per
-// lock costs ~0.5 ms of server and client CPU, 20% of an uncontended cycle.
-// A deletion in the meantime is reported when the watch starts.
-const ownWatchDelay = 10 * time.Millisecond
-
-// watchOwn closes l.lost when l's key is deleted, by anyone or by the lease
-// expiring, or when the etcd client is closed under the lock (nothing can
-// renew or release it then). A watch that ends for another reason (the
-// server cancelled it, a read failed) is started again after a backoff: a
-// closed client's Watch returns a closed channel at once, and a loop
-// without one would spin on it.
-func (l *lock) watchOwn(ctx context.Context) {
-	defer l.d.wg.Done()
-	if sleep(ctx, ownWatchDelay) != nil {
-		return
-	}
-	var bo backoff
-	for {
-		started := time.Now()
-		if l.watchOwnOnce(ctx) {
-			return
-		}
-		if l.d.cli.Ctx().Err() != nil {
-			l.markLost("its etcd client was closed: it can no longer be renewed or released")
-			return
-		}
-		if time.Since(started) > backoffMax {
-			bo.reset() // that watch served a while: not a loop that ends at once
-		}
-		if bo.wait(ctx) != nil {
-			return
-		}
-	}
-}
-
-// watchOwnOnce watches l's key from the current revision (a synced watcher,
-// so the deletion arrives at once), then reads the key once the watch
-// exists, so that a deletion before the watch is not missed. It returns
-// true when it is done for good (loss reported, or ctx ended) and false
-// when the watch ended and should be started again.
-func (l *lock) watchOwnOnce(ctx context.Context) bool {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for wr := range l.d.cli.Watch(wctx, l.key, clientv3.WithCreatedNotify(), clientv3.WithFilterPut()) {
-		for _, ev := range wr.Events {
-			if ev.Type == mvccpb.DELETE {
-				l.markLost("its key was deleted")
-				return true
-			}
-		}
-		if wr.Err() != nil {
-			return false // compacted or cancelled by the server: watch again
-		}
-		if wr.Created {
-			// Not WithKeysOnly: etcd 3.7 leaves the lease out of it.
-			resp, err := l.d.cli.Get(wctx, l.key)
-			if err != nil {
-				return ctx.Err() != nil
-			}
-			if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != l.rev || resp.Kvs[0].Lease != int64(l.ls.id) {
-				l.markLost("its key was deleted")
-				return true
-			}
-		}
-	}
-	return ctx.Err() != nil
+// track makes the lock for a new queue key of req, key under pfx (the
+// name's range, kept as a part of key: a held lock costs one string).
+func (d *Driver) track(ls *lease, req driver.Request, pfx, key string, rev int64) *lock {
+	return &lock{d: d, ls: ls, name: req.Name, mode: req.Mode, limit: req.Limit, key: key, pfx: key[:len(pfx)], rev: rev,
+		del: make(chan struct{}, 1)}
 }
 
 // ours is the condition that l's key is still the one l created: the same
@@ -148,24 +57,63 @@ func (l *lock) ours() []clientv3.Cmp {
 	}
 }
 
+// markLost reports l's loss, once: its Lost channel closes and its
+// NotifyLost function is called.
 func (l *lock) markLost(why string) {
-	l.once.Do(func() {
-		l.why.Store(why)
-		l.gone.Store(true)
+	l.mu.Lock()
+	if l.gone.Load() {
+		l.mu.Unlock()
+		return
+	}
+	l.why = why
+	l.gone.Store(true)
+	if l.lost != nil {
 		close(l.lost)
-	})
+	}
+	l.mu.Unlock()
+	if p := l.notify.Swap(nil); p != nil {
+		(*p)()
+	}
 }
 
 func (l *lock) lostErr() error {
-	why, _ := l.why.Load().(string)
+	l.mu.Lock()
+	why := l.why
+	l.mu.Unlock()
 	return fmt.Errorf("%w: queue key %q: %s", driver.ErrLockLost, l.key, why)
 }
 
-func (l *lock) Token() uint64         { return uint64(l.rev) }
-func (l *lock) Lost() <-chan struct{} { return l.lost }
+func (l *lock) Token() uint64 { return uint64(l.rev) }
+
+// Lost returns a channel closed at l's loss. The portable layer calls
+// NotifyLost instead; a waiter selects on it.
+func (l *lock) Lost() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost == nil {
+		l.lost = make(chan struct{})
+		if l.gone.Load() {
+			close(l.lost)
+		}
+	}
+	return l.lost
+}
 
 // Renew refreshes the shared lease (one KeepAliveOnce for all renewals in
-// flight) and checks that the key is still ours.
+// flight) and then checks that the key is still ours, in a transaction
+// shared with the other owner checks and releases in flight (batch.go).
+//
+// What a successful renewal proves: the lease was alive when the
+// keep-alive was sent, so the server keeps every key on it at least a TTL
+// from then (the validity returned), and at a linearizable read made after
+// that, confirmed by a quorum, the key still had l's create revision and
+// was still on l's lease, so no one else held the lock. The check matters
+// beyond the loss watch: a cut-off leader goes on granting keep-alives until
+// it steps down (the read is what a quorum confirms), and the watch does not
+// report a key put again by someone else (it filters puts). A Txn of
+// compares alone would count as serializable (etcd's isTxnSerializable:
+// every op a serializable range, vacuously) and be answered from a member's
+// own state; nested transactions are not ranges, so it is not.
 func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
 	if l.gone.Load() {
 		return driver.Validity{}, l.lostErr()
@@ -178,16 +126,12 @@ func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
 	if err != nil {
 		return driver.Validity{}, l.d.engineErr(ctx, err)
 	}
-	// A Txn of compares alone counts as serializable (etcd's
-	// isTxnSerializable: every op a serializable range, vacuously), and the
-	// member answers it from its own state; a cut-off leader goes on
-	// granting keep-alives until it steps down. The range op makes the
-	// check a linearizable read, which the leader confirms with a quorum.
-	resp, err := l.d.cli.Txn(ctx).If(l.ours()...).Then(clientv3.OpGet(l.key, clientv3.WithCountOnly())).Commit()
+	ok, err := l.d.checks.owned(ctx, l)
 	if err != nil {
 		return driver.Validity{}, fmt.Errorf("etcdlock: renew %q: %w", l.key, l.d.engineErr(ctx, err))
 	}
-	if !resp.Succeeded {
+	if !ok {
+		l.d.unwatch(l)
 		l.markLost("its key was deleted")
 		return driver.Validity{}, l.lostErr()
 	}
@@ -203,7 +147,7 @@ const releaseTimeout = 5 * time.Second
 // an earlier one or the driver's background retry, it returns nil; if the
 // key was found gone or someone else's, an error matching ErrLockLost.
 func (l *lock) Release(ctx context.Context) error {
-	l.stop() // the watch is of no more use: the portable layer ends the lease
+	l.d.unwatch(l) // our own delete is no loss
 	rctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 	defer cancel()
 	if err := l.takeDel(rctx); err != nil { // the background delete has it
@@ -259,10 +203,10 @@ func (l *lock) remove(ctx context.Context) (bool, error) {
 		l.removed = true
 		return true, nil
 	}
-	resp, err := l.d.cli.Txn(ctx).If(l.ours()...).Then(clientv3.OpDelete(l.key)).Commit()
+	ok, err := l.d.deletes.owned(ctx, l)
 	if err != nil {
 		return false, err
 	}
-	l.removed = resp.Succeeded
-	return resp.Succeeded, nil
+	l.removed = ok
+	return ok, nil
 }

@@ -38,6 +38,7 @@ func (d *Driver) cleanupContext(ctx context.Context) (context.Context, context.C
 // (l is not returned to anyone, so l.del is free). If the delete fails
 // within driver.CleanupTimeout, the key becomes an orphan.
 func (d *Driver) abandon(ctx context.Context, l *lock) {
+	d.unwatch(l) // our own delete is no loss
 	l.del <- struct{}{}
 	ctx, cancel := d.cleanupContext(ctx)
 	_, err := l.remove(ctx)

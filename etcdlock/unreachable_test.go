@@ -39,7 +39,7 @@ func TestUnreachableBounded(t *testing.T) {
 				t.Fatal(err)
 			}
 			name := benchName(t)
-			// Two TTLs, two leases; a held lock with its own-key watch.
+			// Two TTLs, two leases; held locks under the loss watch.
 			l, _, err := d.Acquire(ctx, driver.Request{Name: name, TTL: longTTL, Wait: true})
 			if err != nil {
 				t.Fatal(err)
@@ -47,7 +47,7 @@ func TestUnreachableBounded(t *testing.T) {
 			if _, _, err := d.Acquire(ctx, driver.Request{Name: name + "/2", TTL: 2 * longTTL, Wait: true}); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(2 * ownWatchDelay) // let the own-key watch start
+			<-d.watched // let the loss watch start
 
 			// Each call under a fault of its own: bounded heals it after
 			// 15 s to let a blocked call return.

@@ -43,6 +43,7 @@ func (l *lock) wait(ctx context.Context, a ahead) error {
 		bo      backoff
 	)
 	defer func() { wcancel() }()
+	lost := l.Lost()
 	ka := time.NewTimer(l.ls.ttl / 3)
 	defer ka.Stop()
 
@@ -101,7 +102,7 @@ func (l *lock) wait(ctx context.Context, a ahead) error {
 					recheck = true
 				}
 			}
-		case <-l.lost:
+		case <-lost:
 			return l.lostErr()
 		case <-ka.C:
 			// Nobody else may be renewing the lease while we wait.

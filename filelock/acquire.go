@@ -50,6 +50,8 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 	}
 	var (
 		f       *os.File // the lock file
+		fid     fileID   // f's
+		val     *os.File // f's leader file, unmarked, if kept open with f (cache.go)
 		t       *os.File // the turnstile: what a reader looks at, and where a waiter marks
 		marked  *os.File // the t that holds our mark, once waiting
 		w       *waiter  // once waiting
@@ -66,12 +68,23 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 		if t != nil {
 			t.Close() // a writer's mark goes: readers behind it wake
 		}
+		if val != nil {
+			val.Close()
+		}
 	}()
+	if c, ok := d.takeCached(name); ok {
+		// Checked as a fresh file is, once locked: see grant.
+		f, fid, val = c.f, c.id, c.val
+	}
 	for {
 		if f == nil {
 			var err error
-			if f, err = d.openAt(name, unix.O_RDWR|unix.O_CREAT); err != nil {
+			if f, fid, err = d.openAtID(name, unix.O_RDWR|unix.O_CREAT); err != nil {
 				return nil, driver.Validity{}, mayPass(err)
+			}
+			if val != nil {
+				val.Close() // the leader file of a lock file no longer the lock's
+				val = nil
 			}
 		}
 		var on *os.File // what to wait for
@@ -97,7 +110,7 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 					}
 					return nil, driver.Validity{}, lockOfSemaphore(lim)
 				}
-				l, err := d.grant(ctx, f, name, nil)
+				l, err := d.grant(ctx, f, fid, name, shared, nil)
 				if err != nil {
 					return nil, driver.Validity{}, mayPass(err)
 				}
@@ -109,6 +122,9 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 					continue
 				}
 				f = nil
+				l.mu.Lock()
+				l.val, val = val, nil
+				l.mu.Unlock()
 				if !shared {
 					// Held: its token and value for everyone to read.
 					l.mu.Lock()
@@ -162,7 +178,7 @@ func (d *fileDriver) acquireLock(ctx context.Context, req driver.Request) (drive
 		if err := d.ino.stopped(); err != nil {
 			return nil, driver.Validity{}, err // closed, or inotify failed
 		}
-		if same, _ := d.fileAt(f, name); !same {
+		if same, _ := d.idAt(fid, name); !same {
 			f.Close()
 			f = nil
 		}
@@ -183,21 +199,21 @@ func lockOfSemaphore(lim int) error {
 	return driver.InvalidArgument("filelock: semaphore limit", "0 (a lock)", want)
 }
 
-// grant makes the lock on f, which we hold locked, called name in the
-// directory: its token, then the watch that ends the lease if the file is
-// tampered with. The lock owns extra (a permit's limit file, or nil) from
-// then on. It returns nil if f was not the lock's file when the watch was
+// grant makes the lock on f, which we hold locked (LOCK_SH if shared),
+// called name in the directory: its token, then the watch that ends the
+// lease if the file is tampered with. The lock owns extra (a permit's
+// limit file, or nil) from then on. It returns nil if f was not the lock's file when the watch was
 // in place (a token is then spent for nothing, which is harmless: tokens
 // may skip).
-func (d *fileDriver) grant(ctx context.Context, f *os.File, name string, extra *os.File) (*fileLock, error) {
-	token, err := d.grantToken(ctx, f)
+func (d *fileDriver) grant(ctx context.Context, f *os.File, id fileID, name string, shared bool, extra *os.File) (*fileLock, error) {
+	token, err := d.grantToken(ctx, f, shared)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err
 		}
 		return nil, fmt.Errorf("filelock: fencing token for %s: %w", f.Name(), err)
 	}
-	l := &fileLock{d: d, f: f, name: name, token: token, extra: extra}
+	l := &fileLock{d: d, f: f, id: id, name: name, token: token, extra: extra}
 	l.mu.Lock()
 	err = l.watch()
 	l.mu.Unlock()
@@ -214,18 +230,17 @@ func (d *fileDriver) grant(ctx context.Context, f *os.File, name string, extra *
 	}
 	d.open[l] = struct{}{}
 	d.mu.Unlock()
+	if same, err := d.sameID(id, name); err == nil && same {
+		return l, nil
+	}
+	l.abandon()
 	if same, err := d.dirAt(); err != nil || !same {
-		l.abandon()
 		if err == nil {
 			err = fmt.Errorf("filelock: lock directory %s was moved or removed since it was opened: open it again", d.dir)
 		}
 		return nil, err
 	}
-	if same, err := d.fileAt(f, name); err != nil || !same {
-		l.abandon()
-		return nil, nil
-	}
-	return l, nil
+	return nil, nil // f is no longer the file at the name
 }
 
 // abandon undoes grant's work on l, whose caller then closes the files.

@@ -31,7 +31,7 @@ func DefaultDir() string {
 
 // openDir opens the lock directory once. Lock files are then opened relative
 // to it, so that a directory swapped in at the same path later is never used
-// (sameFile notices the swap).
+// (sameID notices the swap).
 func openDir(dir string, isDefault bool) (*os.File, error) {
 	var (
 		fd  int

@@ -1,7 +1,8 @@
 // Package filelock is a dlock driver for processes on one host, built on
 // flock(2). The kernel releases a lock the moment its holder's process dies,
 // so a crashed holder never blocks anyone; a waiter wakes on an inotify event
-// when the holder closes the lock file, not on a timer.
+// when the holder lets the lock file go (closes it, or touches it after
+// unlocking it: see "Files"), not on a timer.
 //
 //	c, err := filelock.New("/run/myapp/locks") // or dlock.Open(ctx, "file:///run/myapp/locks")
 //
@@ -58,6 +59,19 @@
 // next wake (each wake-up looks again), and NAME.sem the claims on the
 // limit until its holders and waiters of the moment are gone (a request
 // with another limit is not refused meanwhile).
+//
+// A client keeps the lock file (and the leader file) of the names it
+// released last open, unlocked, so that taking such a name again costs no
+// open(2) and no close(2): up to 128 names across the clients of a process,
+// closed when the client is. Where closing the file would have woken
+// waiters and observers, a release that keeps it does something their
+// watches see as well: it sets the lock file's times to now (futimens(2),
+// IN_ATTRIB) after unlocking it, and rewrites the leader file's first byte,
+// unchanged (IN_MODIFY), after dropping its mark. A kept lock file is
+// looked up at its name once locked, as every grant's file is; a removal
+// or rename of any file in the directory, seen by the client's watch,
+// closes all the files it keeps. Permits, lost locks and locks whose file
+// was handed out (HeldFile) close their files at the end.
 //
 // # Read-write locks
 //
@@ -124,7 +138,7 @@
 // first marks the leader file with its token: an open file description
 // lock (fcntl F_OFD_SETLK) on the byte 2^62+TOKEN, far past any text,
 // which it keeps until it gives the lock up (it unlocks it, then closes
-// the file, before it unlocks the lock file) or dies, when the kernel
+// the file or rewrites its first byte, before it unlocks the lock file) or dies, when the kernel
 // drops it. Tokens are unique, so marks never contend. It then writes
 // "CRC TOKEN LEN\nVALUE" over the file's text (CRC: the CRC-64 of what
 // follows it). A reader (Leader, Observe) finds the newest mark with
@@ -141,13 +155,16 @@
 // value; readers and permits show nobody. Proclaim (SetValue) rewrites the
 // text the same way, if the lock file is still the holder's; a leader file
 // removed or replaced under its holder shows nobody until the holder's
-// next Proclaim writes it again. A holder whose lock file was replaced
+// next Proclaim writes it again (or, replaced between two grants of a
+// client that keeps it open, until that client's watch sees the change: a
+// moment). A holder whose lock file was replaced
 // (see "Files") lets its leader file go as soon as it learns of it; until
 // then readers see the newest of the two marks.
 //
 // Observe wakes on inotify events only, through the client's one inotify
 // instance: the leader file made, removed or replaced (the watch on the
-// directory), written or closed by a holder (a watch on the file).
+// directory), written or closed by a holder (a watch on the file; a
+// holder that keeps the file open writes it when it lets go).
 // Observers only read, so they never wake each other; an idle observer
 // costs nothing while other names, readers and other observers come and
 // go. The kernel tells of a dying holder's close a moment before it drops
@@ -157,9 +174,9 @@
 // no further change, as a client whose directory is gone cannot lock
 // either (open a new one).
 //
-// Costs and limits: each exclusive grant opens the leader file, takes the
-// mark and writes the text, and drops the mark and closes the file when it
-// ends; a value is at most 1 MiB. A text shorter than the last leaves that
+// Costs and limits: each exclusive grant takes the mark on the leader file
+// (opening it, unless its client kept it open: see "Files") and writes the
+// text, and drops the mark when it ends; a value is at most 1 MiB. A text shorter than the last leaves that
 // one's tail in the file, past what readers read. `dlock run` and
 // `dlock elect` hand a copy of the lock file, not of the leader file, to
 // the helper process that outlives a killed dlock: observers report nobody
@@ -206,7 +223,18 @@
 // crashes and reboots, and across a lock file that was removed, replaced or
 // found holding stray text (which counts as 0). They start again only if
 // both files are lost: a runtime directory on tmpfs empties at reboot, as
-// does `rm -r` of the directory.
+// does `rm -r` of the directory. dlock-tokens is locked (flock) for its
+// update only; an exclusive holder reads its lock file before and writes
+// it after, a reader does both under that lock. A holder killed in between
+// leaves a token counted and never used, which is harmless: tokens may
+// skip. A client looks dlock-tokens up at its name when it first uses it
+// and again after each removal or rename in the directory that its watch
+// reports (at every grant if it cannot watch), and counts in the file it
+// finds there. The clients of one process that use one directory share
+// one open dlock-tokens and take turns with it, in the order they come:
+// only the one whose turn it is polls its flock, backing off from 20 µs to
+// 10 ms while another process updates it; a client waiting for its turn
+// stops at its ctx and at its Close.
 //
 // # The directory
 //

@@ -2,10 +2,12 @@ package filelock
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -36,23 +38,39 @@ func open(dir string) (*fileDriver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fileDriver{dir: dir, dirf: dirf, open: map[*fileLock]struct{}{}}, nil
+	dirID, err := statID(dirf)
+	if err != nil {
+		dirf.Close()
+		return nil, fmt.Errorf("filelock: fstat %s: %w", dir, err)
+	}
+	return &fileDriver{dir: dir, dirf: dirf, dirID: dirID, tok: shareTokens(dirID), closing: make(chan struct{}),
+		open: map[*fileLock]struct{}{}, cache: map[string]cachedFiles{}}, nil
 }
 
 // fileDriver is one "connection": the set of lock files this client holds.
 type fileDriver struct {
-	dir  string   // the directory's path, for messages and to notice it moved
-	dirf *os.File // the directory itself: lock files are opened relative to it
+	dir   string   // the directory's path, for messages and to notice it moved
+	dirf  *os.File // the directory itself: lock files are opened relative to it
+	dirID fileID   // dirf's
 
 	ino notifier // wakes waiters, tells holders of a tampered file
 
-	tokMu sync.Mutex
-	tokF  *os.File // the directory's tokens file, once opened; tokMu
+	tok *tokensShare // the directory's tokens file, shared in the process (tokshare.go)
+	// tokSeen: tok's file (tokSeenGen of its opens) was found at its name
+	// while the directory was watched, when dirEvents was tokSeenAt. Used
+	// in the driver's turn only.
+	tokSeen    bool
+	tokSeenAt  uint64
+	tokSeenGen uint64
+
+	dirEvents atomic.Uint64 // events of the watch on the directory (checkHeld)
 
 	mu       sync.Mutex
 	closed   bool                   // by Close, or by crash (tests)
+	closing  chan struct{}          // closed with closed
 	shut     bool                   // Close was called
 	open     map[*fileLock]struct{} // held locks
+	cache    map[string]cachedFiles // files kept open, by lock file name (cache.go)
 	watching bool                   // the directory is watched for holders
 	calls    sync.WaitGroup         // Acquire and Status calls in flight: Close waits for them
 }
@@ -102,6 +120,9 @@ func (d *fileDriver) begin() error {
 func (d *fileDriver) Close() error {
 	d.mu.Lock()
 	was := d.shut
+	if !d.closed {
+		close(d.closing)
+	}
 	d.shut, d.closed = true, true
 	held := make([]*fileLock, 0, len(d.open))
 	for l := range d.open {
@@ -115,14 +136,10 @@ func (d *fileDriver) Close() error {
 	for _, l := range held {
 		l.drop()
 	}
+	d.dropCached()
 	d.ino.close()
 	d.calls.Wait()
-	d.tokMu.Lock()
-	if d.tokF != nil {
-		d.tokF.Close()
-		d.tokF = nil
-	}
-	d.tokMu.Unlock()
+	d.tok.unshare(d.dirID)
 	return d.dirf.Close()
 }
 
@@ -130,6 +147,9 @@ func (d *fileDriver) Close() error {
 // Close still stops the notifier.
 func (d *fileDriver) crash() {
 	d.mu.Lock()
+	if !d.closed {
+		close(d.closing)
+	}
 	d.closed = true
 	held := make([]*fileLock, 0, len(d.open))
 	for l := range d.open {
@@ -141,7 +161,7 @@ func (d *fileDriver) crash() {
 		l.mu.Lock()
 		if l.val != nil {
 			l.val.Close() // its mark goes with it, as in a death
-			l.val = nil
+			l.val, l.marked = nil, false
 		}
 		l.f.Close()
 		l.f = nil
@@ -151,6 +171,7 @@ func (d *fileDriver) crash() {
 		}
 		l.mu.Unlock()
 	}
+	d.dropCached()
 }
 
 // Dir returns the directory the driver keeps its lock files in: the one

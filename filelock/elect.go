@@ -20,13 +20,15 @@ import (
 // leader's) lives in the lock's leader file NAME.leader, never in the lock
 // file: an observer has to tell whether the lock is held without taking
 // the lock file's flock, since a probe there could make a waiter miss its
-// wake-up (waiters wake on a close of the lock file, not on an unlock).
+// wake-up (waiters wake on a close of the lock file, or a change of its
+// times after an unlock, not on an unlock alone).
 //
 // Every exclusive grant (a Mutex's, a writer's, a leader's) first marks the
 // leader file with its token: an open file description (OFD) write lock on
 // the one byte at markBase+TOKEN, far past any text, which it keeps until
-// it gives the lock up (it unlocks and closes the leader file first) or
-// dies, when the kernel drops it. Tokens are unique, so marks never
+// it gives the lock up (it unlocks it, then closes the leader file or
+// rewrites its first byte to wake observers, before it unlocks the lock
+// file) or dies, when the kernel drops it. Tokens are unique, so marks never
 // contend. Then it writes its text in place: "CRC TOKEN LEN\nVALUE", CRC
 // being the CRC-64 of what follows it. A reader finds the newest mark with
 // F_OFD_GETLK (which takes nothing, and reports where the conflicting lock
@@ -92,19 +94,24 @@ func (l *fileLock) publishLocked(value string) error {
 		if err != nil {
 			return mayPass(err)
 		}
-		// First, so that the text's write tells observers (inotify) of a
-		// holder already marked.
-		if err := ofdLock(f, unix.F_WRLCK, markBase+int64(l.token), 1); err != nil {
-			f.Close()
-			return fmt.Errorf("filelock: fcntl F_OFD_SETLK %s: %w", f.Name(), err)
-		}
 		l.val = f
 	}
 	f := l.val
-	if _, err := f.WriteAt(valueText(l.token, value), 0); err != nil {
+	if !l.marked {
+		// First, so that the text's write tells observers (inotify) of a
+		// holder already marked.
+		if err := ofdLock(f, unix.F_WRLCK, markBase+int64(l.token), 1); err != nil {
+			l.unpublishLocked()
+			return fmt.Errorf("filelock: fcntl F_OFD_SETLK %s: %w", f.Name(), err)
+		}
+		l.marked = true
+	}
+	text := valueText(l.token, value)
+	if _, err := f.WriteAt(text, 0); err != nil {
 		l.unpublishLocked()
 		return mayPass(fmt.Errorf("filelock: write %s: %w", f.Name(), err))
 	}
+	l.valFirst = text[0]
 	return nil
 }
 
@@ -114,10 +121,29 @@ func (l *fileLock) publishLocked(value string) error {
 // held.
 func (l *fileLock) unpublishLocked() {
 	if l.val != nil {
-		ofdLock(l.val, unix.F_UNLCK, markBase+int64(l.token), 1)
+		if l.marked {
+			ofdLock(l.val, unix.F_UNLCK, markBase+int64(l.token), 1)
+		}
 		l.val.Close()
-		l.val = nil
+		l.val, l.marked = nil, false
 	}
+}
+
+// unmarkLocked drops the mark, as unpublishLocked does, but keeps the
+// leader file open: it wakes observers with a write of the text's first
+// byte, unchanged, in place of the close (see cache.go). It reports false
+// if that failed (the mark may be gone or not): the file has to be closed.
+// l.mu is held.
+func (l *fileLock) unmarkLocked() bool {
+	if l.val == nil || !l.marked {
+		return true
+	}
+	if err := ofdLock(l.val, unix.F_UNLCK, markBase+int64(l.token), 1); err != nil {
+		return false
+	}
+	l.marked = false
+	_, err := l.val.WriteAt([]byte{l.valFirst}, 0)
+	return err == nil
 }
 
 // SetValue replaces the value kept with the lock, if l still holds it (its
@@ -142,7 +168,7 @@ func (l *fileLock) SetValue(_ context.Context, value string) error {
 		default:
 		}
 	}
-	same, err := l.d.sameFile(l.f, l.name)
+	same, err := l.d.sameID(l.id, l.name)
 	if err != nil {
 		return fmt.Errorf("filelock: %w", err)
 	}

@@ -18,17 +18,22 @@ import (
 type fileLock struct {
 	d     *fileDriver
 	name  string // file name in d's directory
+	id    fileID // the lock file's
 	token uint64
 
 	lost     chan struct{} // closed when the file stops being the lock's; nil if not watched
 	lostOnce sync.Once
+	onLost   func() // the portable layer's call on loss (driver.LossNotifier); mu
 
 	exclusive bool // a lock's LOCK_EX, which publishes its value (see valueName)
 
-	mu    sync.Mutex
-	f     *os.File // nil once released
-	extra *os.File // a permit's semaphore limit file, closed after f
-	val   *os.File // an exclusive lock's leader file, locked; closed before f
+	mu       sync.Mutex
+	f        *os.File // nil once released
+	extra    *os.File // a permit's semaphore limit file, closed after f
+	val      *os.File // the leader file, if open; let go before f
+	marked   bool     // val holds our mark (an exclusive lock's)
+	valFirst byte     // the first byte of the text we wrote to val
+	handed   bool     // f was handed out (File): it is closed at the end, never kept
 }
 
 // HeldFile returns the open file that carries the flock(2) of l, a lease of
@@ -36,7 +41,9 @@ type fileLock struct {
 // has ended.
 //
 // The file belongs to the driver: do not close it, unlock it or write to it,
-// and do not use it once the lease has ended (Unlock closes it). It is there
+// and do not use it once the lease has ended (Unlock closes it: a lease
+// whose file was handed out never keeps it open for the name's next grant,
+// as the package doc's "Files" says others do). It is there
 // to share the lock with another process: a flock belongs to the open file,
 // not to a descriptor or a process, so a copy of the descriptor (dup(2), a
 // child's copy through os/exec's Cmd.ExtraFiles) keeps the lock held until
@@ -76,6 +83,9 @@ func HeldFile(l *dlock.Lease) (*os.File, bool) {
 func (l *fileLock) File() *os.File {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// A copy of the descriptor may outlive the lease: the file must not
+	// be kept for another grant, which the copy would then hold too.
+	l.handed = true
 	return l.f
 }
 
@@ -109,6 +119,15 @@ func (l *fileLock) watch() error {
 	return nil
 }
 
+// dirWatched reports whether the directory's watch is on: whether every
+// removal or rename in it is told to checkHeld.
+func (d *fileDriver) dirWatched() bool {
+	d.mu.Lock()
+	watching := d.watching
+	d.mu.Unlock()
+	return watching && d.ino.stopped() == nil
+}
+
 // watchDir watches the lock directory once, for all holders.
 func (d *fileDriver) watchDir() error {
 	d.mu.Lock()
@@ -126,6 +145,11 @@ func (d *fileDriver) watchDir() error {
 // checkHeld checks the held locks whose file is called name (all of them
 // for "").
 func (d *fileDriver) checkHeld(name string) {
+	// A file removed or renamed in the directory (which dlock never does)
+	// may be one kept open, or the tokens file: none is kept from then on,
+	// and the tokens file is looked up at its next use.
+	d.dirEvents.Add(1)
+	d.dropCached()
 	d.mu.Lock()
 	held := make([]*fileLock, 0, len(d.open))
 	for l := range d.open {
@@ -139,6 +163,32 @@ func (d *fileDriver) checkHeld(name string) {
 	}
 }
 
+// NotifyLost implements driver.LossNotifier: a held lock costs the
+// portable layer no goroutine.
+func (l *fileLock) NotifyLost(f func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost == nil {
+		return // not watched: Renew notices
+	}
+	select {
+	case <-l.lost:
+		f()
+	default:
+		l.onLost = f
+	}
+}
+
+// markLostLocked closes Lost and tells the portable layer, once; mu held.
+func (l *fileLock) markLostLocked() {
+	l.lostOnce.Do(func() {
+		close(l.lost)
+		if l.onLost != nil {
+			l.onLost()
+		}
+	})
+}
+
 // check ends the lease if the file is no longer the lock's.
 func (l *fileLock) check() {
 	l.mu.Lock()
@@ -146,9 +196,9 @@ func (l *fileLock) check() {
 	if l.f == nil || l.lost == nil {
 		return
 	}
-	if same, err := l.d.sameFile(l.f, l.name); err == nil && !same {
+	if same, err := l.d.sameID(l.id, l.name); err == nil && !same {
 		l.unpublishLocked() // readers of the value find nobody
-		l.lostOnce.Do(func() { close(l.lost) })
+		l.markLostLocked()
 	}
 }
 
@@ -160,7 +210,7 @@ func (l *fileLock) Renew(context.Context) (driver.Validity, error) {
 	if l.f == nil {
 		return driver.Validity{}, driver.ErrLockLost
 	}
-	same, err := l.d.sameFile(l.f, l.name)
+	same, err := l.d.sameID(l.id, l.name)
 	if err != nil {
 		return driver.Validity{}, fmt.Errorf("filelock: %w", err)
 	}
@@ -188,16 +238,18 @@ func (l *fileLock) Release(context.Context) error {
 	)
 	if l.lost != nil {
 		// The watch covers the directory: a moved one has closed lost.
-		same, err = l.d.fileAt(l.f, l.name)
+		same, err = l.d.idAt(l.id, l.name)
 		select {
 		case <-l.lost:
 			same = false
 		default:
 		}
 	} else {
-		same, err = l.d.sameFile(l.f, l.name)
+		same, err = l.d.sameID(l.id, l.name)
 	}
-	cerr := l.closeLocked()
+	// A file that is still the lock's is kept open for the next grant of
+	// the name (see cache.go), unless it went out of our hands.
+	cerr := l.closeLocked(err == nil && same && !l.handed && l.extra == nil)
 	l.d.mu.Lock()
 	delete(l.d.open, l)
 	l.d.mu.Unlock()
@@ -210,7 +262,15 @@ func (l *fileLock) Release(context.Context) error {
 	return nil
 }
 
-func (l *fileLock) closeLocked() error {
+// closeLocked unlocks the lock and closes its files, or keeps them open
+// for the name's next grant (keep; see cache.go).
+func (l *fileLock) closeLocked(keep bool) error {
+	if keep {
+		if l.keepLocked() {
+			return nil
+		}
+		// What could not be kept is closed below.
+	}
 	l.unpublishLocked() // first: a reader of the value never finds a free lock's holder
 	unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
 	err := l.f.Close()
@@ -229,8 +289,27 @@ func (l *fileLock) drop() {
 	if l.f == nil {
 		return
 	}
-	l.closeLocked()
+	l.closeLocked(false)
 	if l.lost != nil {
-		l.lostOnce.Do(func() { close(l.lost) })
+		l.markLostLocked()
 	}
+}
+
+// keepLocked lets the lock go as closeLocked does, but keeps its files
+// open in the driver's cache, waking waiters and observers as their close
+// would (see cache.go). It reports false, having kept nothing, if the lock
+// file cannot be unlocked or its waiters woken: closeLocked then closes.
+func (l *fileLock) keepLocked() bool {
+	if !l.unmarkLocked() {
+		l.unpublishLocked()
+	}
+	if err := unix.Flock(int(l.f.Fd()), unix.LOCK_UN); err != nil {
+		return false
+	}
+	if err := wakeWaiters(l.f); err != nil {
+		return false
+	}
+	l.d.putCached(l.name, cachedFiles{f: l.f, id: l.id, val: l.val})
+	l.f, l.val = nil, nil
+	return true
 }

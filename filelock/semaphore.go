@@ -98,7 +98,11 @@ func (d *fileDriver) acquirePermit(ctx context.Context, req driver.Request) (dri
 			since := time.Now()
 			switch err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); {
 			case err == nil:
-				l, err := d.grant(ctx, f, pn, s)
+				id, err := statID(f)
+				if err != nil {
+					return nil, driver.Validity{}, fmt.Errorf("filelock: fstat %s: %w", f.Name(), err)
+				}
+				l, err := d.grant(ctx, f, id, pn, false, s)
 				if err != nil {
 					return nil, driver.Validity{}, mayPass(err)
 				}

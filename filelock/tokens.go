@@ -1,10 +1,10 @@
 package filelock
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"strconv"
@@ -47,20 +47,60 @@ type tokenCount struct {
 // parseCount reads the tokens file's text; stray text counts as zero (see
 // parseToken).
 func parseCount(b []byte) tokenCount {
-	f := strings.Fields(string(b))
-	if len(f) != 3 {
-		return tokenCount{}
-	}
-	last, err1 := strconv.ParseUint(f[0], 10, 64)
-	reserved, err2 := strconv.ParseUint(f[1], 10, 64)
-	if err1 != nil || err2 != nil || reserved < last {
-		return tokenCount{}
-	}
-	return tokenCount{last, reserved, f[2]}
+	last, reserved, boot := scanCount(b)
+	return tokenCount{last, reserved, string(boot)}
 }
 
-func (c tokenCount) text() []byte {
-	return fmt.Appendf(nil, "%d %d %s\n", c.last, c.reserved, c.boot)
+// scanCount is parseCount without allocating: boot is part of b.
+func scanCount(b []byte) (last, reserved uint64, boot []byte) {
+	var f [3][]byte
+	n := 0
+	for _, w := range bytes.Fields(b[:len(b):len(b)]) {
+		if n == len(f) {
+			return 0, 0, nil
+		}
+		f[n] = w
+		n++
+	}
+	if n != len(f) {
+		return 0, 0, nil
+	}
+	last, ok1 := parseDecimal(f[0])
+	reserved, ok2 := parseDecimal(f[1])
+	if !ok1 || !ok2 || reserved < last {
+		return 0, 0, nil
+	}
+	return last, reserved, f[2]
+}
+
+// parseDecimal is strconv.ParseUint(b, 10, 64) on bytes.
+func parseDecimal(b []byte) (uint64, bool) {
+	if len(b) == 0 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if v > (math.MaxUint64-d)/10 {
+			return 0, false // too large
+		}
+		v = v*10 + d
+	}
+	return v, true
+}
+
+func (c tokenCount) text() []byte { return c.appendText(nil) }
+
+func (c tokenCount) appendText(b []byte) []byte {
+	b = strconv.AppendUint(b, c.last, 10)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, c.reserved, 10)
+	b = append(b, ' ')
+	b = append(b, c.boot...)
+	return append(b, '\n')
 }
 
 // bootID identifies this boot of the system; "" if unknown, which makes
@@ -77,12 +117,8 @@ var bootID = sync.OnceValue(func() string {
 // (stray text, a number too large) counts as 0, which is safe as long as
 // the other of the two files keeps its count: see tokensName.
 func parseToken(b []byte) uint64 {
-	text := strings.TrimSpace(string(b))
-	if text == "" || text[0] < '0' || text[0] > '9' {
-		return 0
-	}
-	tok, err := strconv.ParseUint(text, 10, 64)
-	if err != nil {
+	tok, ok := parseDecimal(bytes.TrimSpace(b))
+	if !ok {
 		return 0
 	}
 	return tok
@@ -91,10 +127,19 @@ func parseToken(b []byte) uint64 {
 // readHead reads the start of a small file and tells its length (up to
 // maxText). Text that long is stray: it comes back empty.
 func readHead(f *os.File) (text []byte, size int, err error) {
-	buf := make([]byte, maxText)
-	n, err := f.ReadAt(buf, 0)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, 0, err
+	return readHeadInto(f, make([]byte, maxText))
+}
+
+// readHeadInto is readHead into buf, of maxText bytes.
+func readHeadInto(f *os.File, buf []byte) (text []byte, size int, err error) {
+	// One pread: the file is read whole by it (os.File.ReadAt would read
+	// again to learn of the end).
+	n, err := unix.Pread(int(f.Fd()), buf, 0)
+	for errors.Is(err, unix.EINTR) {
+		n, err = unix.Pread(int(f.Fd()), buf, 0)
+	}
+	if err != nil {
+		return nil, 0, &os.PathError{Op: "read", Path: f.Name(), Err: err}
 	}
 	if n == len(buf) {
 		return nil, n, nil
@@ -104,8 +149,7 @@ func readHead(f *os.File) (text []byte, size int, err error) {
 
 // readToken reads a lock file's token.
 func readToken(f *os.File) (tok uint64, size int, err error) {
-	b, size, err := readHead(f)
-	return parseToken(b), size, err
+	return readTokenInto(f, make([]byte, maxText))
 }
 
 // writeText writes text over f's text, which was size bytes long.
@@ -121,77 +165,125 @@ func writeText(f *os.File, text []byte, size int) error {
 
 // grantToken gives the holder of lock file f (which we hold locked) its
 // token: one above both the file's and the directory's count, counted in
-// the tokens file first. It all happens under the tokens file's lock:
-// readers share a lock file, and two of them must not write its count out
-// of order.
-func (d *fileDriver) grantToken(ctx context.Context, f *os.File) (uint64, error) {
-	return d.bumpTokens(ctx, func(bump func(floor uint64) (uint64, error)) (uint64, error) {
-		ft, fsize, err := readToken(f)
-		if err != nil {
-			return 0, err
-		}
-		tok, err := bump(ft)
-		if err != nil {
-			return 0, err
-		}
-		// The lock file's copy is what Status reports, and what an older
-		// dlock sharing the directory counts from.
-		if err := writeText(f, append(strconv.AppendUint(make([]byte, 0, 21), tok, 10), '\n'), fsize); err != nil {
-			return 0, err
-		}
-		return tok, nil
-	})
+// the tokens file first. A shared holder does it all under the tokens
+// file's lock: readers share a lock file, and two of them must not write
+// its count out of order. An exclusive one is the only one to write its
+// file, so the tokens file's lock covers only the tokens file's update:
+// a death between that and the file's write leaves a token counted but
+// not used, which is harmless (tokens may skip).
+func (d *fileDriver) grantToken(ctx context.Context, f *os.File, shared bool) (uint64, error) {
+	if shared {
+		return d.bumpTokens(ctx, f, 0)
+	}
+	var buf [maxText]byte
+	ft, fsize, err := readTokenInto(f, buf[:])
+	if err != nil {
+		return 0, err
+	}
+	tok, err := d.bumpTokens(ctx, nil, ft)
+	if err != nil {
+		return 0, err
+	}
+	return tok, writeToken(f, tok, fsize, buf[:0])
 }
 
-// bumpTokens runs grant under the tokens file's lock; grant's bump counts
-// a grant in the tokens file: it returns one above both floor and the
-// file's count, and records it.
-func (d *fileDriver) bumpTokens(ctx context.Context, grant func(bump func(floor uint64) (uint64, error)) (uint64, error)) (uint64, error) {
-	d.tokMu.Lock() // flock does not exclude goroutines sharing one open file
-	defer d.tokMu.Unlock()
+// readTokenInto is readToken into buf, of maxText bytes.
+func readTokenInto(f *os.File, buf []byte) (tok uint64, size int, err error) {
+	b, size, err := readHeadInto(f, buf)
+	return parseToken(b), size, err
+}
+
+// writeToken writes tok as the text of the lock file f, whose text was
+// size bytes long. The lock file's copy is what Status reports, and what
+// an older dlock sharing the directory counts from.
+func writeToken(f *os.File, tok uint64, size int, buf []byte) error {
+	return writeText(f, append(strconv.AppendUint(buf, tok, 10), '\n'), size)
+}
+
+// bumpTokens counts a grant in the tokens file, under its lock, and
+// returns its token: one above both floor and the file's count. With the
+// lock file f of a shared holder (nil otherwise), floor is read from f,
+// and the token written to f, under that lock too.
+func (d *fileDriver) bumpTokens(ctx context.Context, f *os.File, floor uint64) (uint64, error) {
+	// flock does not exclude the clients sharing one open file: they take
+	// turns (tokshare.go).
+	if err := d.takeTurn(ctx); err != nil {
+		return 0, err
+	}
+	defer d.giveTurn()
+	s := d.tok
 	for {
-		if d.tokF == nil {
-			f, err := d.openTokens()
+		if s.f == nil {
+			f, id, err := d.openTokens()
 			if err != nil {
 				return 0, err
 			}
-			d.tokF = f
+			s.f, s.id = f, id
+			s.gen++
 		}
-		fd := int(d.tokF.Fd())
+		fd := int(s.f.Fd())
 		if err := flockCtx(ctx, fd, d.isClosed); err != nil {
 			return 0, err
 		}
-		tok, err := grant(d.bumpLocked)
+		tok, err := d.bumpFile(f, floor)
 		unix.Flock(fd, unix.LOCK_UN)
 		if errors.Is(err, errReplaced) {
-			d.tokF.Close()
-			d.tokF = nil
+			s.f.Close()
+			s.f = nil
 			continue
 		}
 		return tok, err
 	}
 }
 
-var errReplaced = errors.New("replaced")
-
-// bumpLocked does bumpTokens' work under the tokens file's flock.
-func (d *fileDriver) bumpLocked(floor uint64) (uint64, error) {
-	// Removed or replaced since we opened it: the file at the name counts.
-	if same, err := d.fileAt(d.tokF, tokensName); err != nil {
-		return 0, err
-	} else if !same {
-		return 0, errReplaced
+// bumpFile is bumpTokens' work under the tokens file's flock.
+func (d *fileDriver) bumpFile(f *os.File, floor uint64) (uint64, error) {
+	if f == nil {
+		return d.bumpLocked(floor)
 	}
-	b, size, err := readHead(d.tokF)
+	buf := d.tok.lockBuf[:]
+	ft, fsize, err := readTokenInto(f, buf)
 	if err != nil {
 		return 0, err
 	}
-	c := parseCount(b)
+	tok, err := d.bumpLocked(ft)
+	if err != nil {
+		return 0, err
+	}
+	return tok, writeToken(f, tok, fsize, buf[:0])
+}
+
+var errReplaced = errors.New("replaced")
+
+// bumpLocked counts a grant in the tokens file under its flock.
+func (d *fileDriver) bumpLocked(floor uint64) (uint64, error) {
+	// Removed or replaced since we opened it: the file at the name counts.
+	// Once it was found in place while the client watched the directory,
+	// the watch tells of its removal or replacement (any event counts), so
+	// it is not looked up again until an event comes.
+	s := d.tok
+	if gen := d.dirEvents.Load(); !d.tokSeen || d.tokSeenAt != gen || d.tokSeenGen != s.gen {
+		watched := d.dirWatched()
+		if same, err := d.idAt(s.id, tokensName); err != nil {
+			return 0, err
+		} else if !same {
+			return 0, errReplaced
+		}
+		d.tokSeen, d.tokSeenAt, d.tokSeenGen = watched, gen, s.gen
+	}
+	b, size, err := readHeadInto(s.f, s.buf[:])
+	if err != nil {
+		return 0, err
+	}
+	var c tokenCount
+	var cboot []byte
+	c.last, c.reserved, cboot = scanCount(b)
 	boot := bootID()
 	sync := boot == ""
-	if c.boot != boot {
+	c.boot = boot
+	if string(cboot) != boot {
 		// Written in another boot: what was not synced may be lost.
-		c.last, c.boot = c.reserved, boot
+		c.last = c.reserved
 	}
 	tok := max(floor, c.last)
 	if tok == math.MaxUint64 {
@@ -203,11 +295,11 @@ func (d *fileDriver) bumpLocked(floor uint64) (uint64, error) {
 		c.reserved = tok + min(tokensReserve-1, math.MaxUint64-tok)
 		sync = true
 	}
-	if err := writeText(d.tokF, c.text(), size); err != nil {
+	if err := writeText(s.f, c.appendText(s.buf[:0]), size); err != nil {
 		return 0, err
 	}
 	if sync {
-		if err := unix.Fdatasync(int(d.tokF.Fd())); err != nil {
+		if err := unix.Fdatasync(int(s.f.Fd())); err != nil {
 			return 0, fmt.Errorf("fdatasync: %w", err)
 		}
 	}
@@ -216,19 +308,19 @@ func (d *fileDriver) bumpLocked(floor uint64) (uint64, error) {
 
 // openTokens opens the tokens file, making it if missing; a new file's
 // directory entry is synced too, or a crash could lose the file.
-func (d *fileDriver) openTokens() (*os.File, error) {
-	f, err := d.openAt(tokensName, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL)
+func (d *fileDriver) openTokens() (*os.File, fileID, error) {
+	f, id, err := d.openAtID(tokensName, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL)
 	if err == nil {
 		if err := unix.Fsync(int(d.dirf.Fd())); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("filelock: fsync %s: %w", d.dir, err)
+			return nil, fileID{}, fmt.Errorf("filelock: fsync %s: %w", d.dir, err)
 		}
-		return f, nil
+		return f, id, nil
 	}
 	if !errors.Is(err, unix.EEXIST) {
-		return nil, err
+		return nil, fileID{}, err
 	}
-	return d.openAt(tokensName, unix.O_RDWR)
+	return d.openAtID(tokensName, unix.O_RDWR)
 }
 
 // flockCtx takes an exclusive flock that others hold only for a read, a

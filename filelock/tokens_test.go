@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -205,5 +206,43 @@ func TestTokensFileSymlink(t *testing.T) {
 	// And the lock is free again: nothing is left held.
 	if st, err := c.Status(context.Background(), "job"); err != nil || st.Held {
 		t.Errorf("Status after the failed grant = %+v, %v; want not held", st, err)
+	}
+}
+
+// TestTokensFileReplacedWhileWatched: once a client has found the tokens
+// file in place under its watch, it no longer looks it up for each grant;
+// a file put in its place is still the one counted from, as soon as the
+// watch has told of it. Here the new file holds a count far above the lock
+// file's: the next grant's token is above it.
+func TestTokensFileReplacedWhileWatched(t *testing.T) {
+	dir := t.TempDir()
+	c, d := keptClient(t, dir)
+	lockN(t, c, "job", 3)
+	d.takeTurn(t.Context())
+	seen := d.tokSeen
+	d.giveTurn()
+	if !seen {
+		t.Fatal("the tokens file is still looked up for every grant under the directory's watch")
+	}
+	before := d.dirEvents.Load()
+	const high = 1_000_000
+	tokens := filepath.Join(dir, tokensName)
+	text := tokenCount{last: high, reserved: high + tokensReserve, boot: bootID()}.text()
+	if err := os.WriteFile(tokens+".new", text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tokens+".new", tokens); err != nil {
+		t.Fatal(err)
+	}
+	// The watch tells of the rename asynchronously: wait for it.
+	deadline := time.Now().Add(10 * time.Second)
+	for d.dirEvents.Load() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the directory's watch did not tell of the tokens file's rename within 10 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := lockN(t, c, "job", 1); got <= high {
+		t.Fatalf("token %d after the tokens file was replaced by one counting %d: the old file was counted from", got, high)
 	}
 }

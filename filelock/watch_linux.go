@@ -17,18 +17,21 @@ import (
 )
 
 // notifier delivers inotify events: on lock files to waiters (a holder
-// closing the file, by its release or its death; the file removed or
+// closing the file, by its release or its death, or touching it after its
+// unlock when it keeps it open (cache.go); the file removed or
 // replaced), and on the lock directory to holders (an entry removed or
 // renamed, by name; the directory moved). One inotify instance serves all of
 // a driver's watches, read by one goroutine from first use until Close:
 // closing an inotify instance costs the kernel an RCU grace period (~10-20 ms
 // here), too much to pay per wait. Spurious wake-ups cost one retry.
 type notifier struct {
-	mu   sync.Mutex
-	f    *os.File                    // the inotify instance, in Go's poller; nil until first use
-	subs map[int32]map[*sub]struct{} // watch descriptor -> subscribers
-	done chan struct{}               // closed when the reader has returned
-	err  error                       // why the notifier stopped: closed, or a read failure
+	mu    sync.Mutex
+	f     *os.File                    // the inotify instance, in Go's poller; nil until first use
+	subs  map[int32]map[*sub]struct{} // watch descriptor -> subscribers
+	done  chan struct{}               // closed when the reader has returned
+	err   error                       // why the notifier stopped: closed, or a read failure
+	obs   int                         // observers' subscriptions to the directory's watch
+	nread uint64                      // events read (tests)
 }
 
 // sub is one subscriber to a watch: a waiter (ch) or the driver's holders
@@ -44,21 +47,21 @@ const (
 	// waitMask is what a waiter's watch on a lock file asks of the kernel:
 	// what may mean the lock is free or at another file. IN_CLOSE_NOWRITE
 	// too, for holders that lock a read-only file (flock(1)). IN_ATTRIB is
-	// how an unlink or a rename over the file shows while it is open: its
-	// link count changes.
+	// how an unlink or a rename over the file shows while it is open (its
+	// link count changes), and how a holder that keeps the file open tells
+	// of its release (it sets the file's times).
 	waitMask = unix.IN_CLOSE_WRITE | unix.IN_CLOSE_NOWRITE | unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
 	// dirMask is the holders' watch on the directory: an entry removed,
 	// renamed away or renamed over (the only ways a lock file stops being
 	// the lock's), or the directory itself moved or removed. dlock never
 	// does any of these itself, so a holder costs no events and no system
-	// call (but for the entries created, which the kernel's watch reports
-	// for observers: see obsDirMask; only a name's first use makes one).
+	// call.
 	dirMask = unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_MOVED_TO | unix.IN_MOVE_SELF | unix.IN_DELETE_SELF
 	// obsDirMask is an observer's watch on the directory: what the holders
 	// watch, and an entry created (a leader file made by its first
-	// holder). The kernel's watch on the directory asks for it whether or
-	// not anyone observes (every watch on one file must use one mask):
-	// holders are not told of it.
+	// holder). The kernel's watch on the directory (one per file, with one
+	// mask) asks for it while an observer is subscribed (addWatch); holders
+	// are not told of it.
 	obsDirMask = dirMask | unix.IN_CREATE
 )
 
@@ -70,6 +73,9 @@ func (e limitError) Error() string { return e.err.Error() }
 func (e limitError) Unwrap() error { return e.err }
 
 func isLimit(err error) bool {
+	if err == nil {
+		return false
+	}
 	var le limitError
 	return errors.As(err, &le)
 }
@@ -94,16 +100,15 @@ func (n *notifier) watchFile(f *os.File, s *sub) (stop func(), err error) {
 		n.done = make(chan struct{})
 		go n.read(n.f, n.done)
 	}
-	mask := s.mask
-	if mask == dirMask || mask == obsDirMask {
-		mask = obsDirMask | unix.IN_ONLYDIR
+	observer := s.mask == obsDirMask
+	if observer {
+		n.obs++
 	}
-	path := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
-	wd, err := unix.InotifyAddWatch(int(n.f.Fd()), path, mask)
-	if errors.Is(err, unix.ENOENT) { // no /proc: by name, and sameFile checks after
-		wd, err = unix.InotifyAddWatch(int(n.f.Fd()), f.Name(), mask|unix.IN_DONT_FOLLOW)
-	}
+	wd, err := n.addWatch(f, s.mask)
 	if err != nil {
+		if observer {
+			n.obs--
+		}
 		return nil, limitErr("inotify_add_watch "+f.Name(), err)
 	}
 	w := int32(wd)
@@ -119,11 +124,38 @@ func (n *notifier) watchFile(f *os.File, s *sub) (stop func(), err error) {
 			return // the kernel dropped the watch (IN_IGNORED), or the notifier stopped
 		}
 		delete(subs, s)
-		if len(subs) == 0 {
+		if observer {
+			n.obs--
+		}
+		switch {
+		case len(subs) == 0:
 			delete(n.subs, w)
 			unix.InotifyRmWatch(int(n.f.Fd()), uint32(w))
+		case observer && n.obs == 0:
+			// Holders only: entries created are not asked for any more
+			// (if this fails, they come and are not delivered).
+			n.addWatch(f, dirMask)
 		}
 	}, nil
+}
+
+// addWatch sets the kernel's watch on f for subscribers of mask; n.mu is
+// held. The directory's watch asks for the entries created (obsDirMask)
+// only while an observer is subscribed: holders do not need them, and
+// every name's first use would otherwise wake every client's reader.
+func (n *notifier) addWatch(f *os.File, mask uint32) (int, error) {
+	if mask == dirMask || mask == obsDirMask {
+		mask = dirMask | unix.IN_ONLYDIR
+		if n.obs > 0 {
+			mask = obsDirMask | unix.IN_ONLYDIR
+		}
+	}
+	path := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	wd, err := unix.InotifyAddWatch(int(n.f.Fd()), path, mask)
+	if errors.Is(err, unix.ENOENT) { // no /proc: by name, and sameID checks after
+		wd, err = unix.InotifyAddWatch(int(n.f.Fd()), f.Name(), mask|unix.IN_DONT_FOLLOW)
+	}
+	return wd, err
 }
 
 // limitErr wraps an inotify error, marking the ones that mean a limit was
@@ -194,6 +226,7 @@ func (n *notifier) read(f *os.File, done chan struct{}) {
 				name = string(bytes.TrimRight(buf[off+unix.SizeofInotifyEvent:off+unix.SizeofInotifyEvent+nameLen], "\x00"))
 			}
 			off += unix.SizeofInotifyEvent + nameLen
+			n.nread++
 			switch {
 			case mask&unix.IN_Q_OVERFLOW != 0:
 				// Events were dropped, any of them a waiter's wake-up or a

@@ -143,6 +143,10 @@ WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND classid::bigint = $
 	return nil
 }
 
+// LossEndsSession: ForceLoss ends the holder's session, and every lock its
+// client keeps on it (locks of one TTL share a session).
+func (h *harness) LossEndsSession() bool { return true }
+
 // Crash stalls the driver's connections, for good: the server sees no end
 // of them, so the holder's session is cut off by idle_session_timeout when
 // the TTL has passed since its last statement.

@@ -41,6 +41,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	took := fs.Duration("took", 0, "with -replay: how long the measured run took, for the report")
 	replay := fs.String("replay", "", "re-render the report from a -json file instead of measuring")
 	quick := fs.Bool("quick", false, "short budgets, for development")
+	single := fs.Bool("single", true, "also start a single-node Redis, etcd and ZooKeeper at their defaults and measure them")
+	scaleRuns := fs.Int("scale-runs", 1, "runs (of -runs) that measure the scale scenario")
+	failRuns := fs.Int("failover-runs", 1, "runs (of -runs) that measure election failover")
+	primRuns := fs.Int("prim-runs", 3, "runs (of -runs) that measure the rw and semaphore scenarios")
+	singleSlow := fs.Bool("single-slow", false, "also run scale and failover on the single-node setup")
+	singleRuns := fs.Int("single-runs", 3, "runs (of -runs) that measure the single-node setup's contenders")
+	scaleN := fs.Int("scale-n", bench.DefaultScale.N, "locks held at once in the scale scenario")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -49,13 +56,31 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer eng.Close()
-	s := eng.Suite()
+	var sn *bench.SingleNode
+	var one *bench.Engines
+	if *single {
+		if sn, err = bench.StartSingleNode(ctx); err != nil {
+			return err
+		}
+		defer sn.Stop()
+		if one, err = bench.ConnectSingle(ctx, sn); err != nil {
+			return err
+		}
+		defer one.Close()
+	}
+	s := eng.Suite(one)
 	s.Config = bench.DefaultConfig
+	s.Scale, s.Prim, s.Fail = bench.DefaultScale, bench.DefaultPrim, bench.DefaultFailover
+	s.Scale.N = *scaleN
+	s.SingleSlow = *singleSlow
+	s.ScaleRuns, s.FailoverRuns, s.PrimRuns, s.SingleRuns = *scaleRuns, *failRuns, *primRuns, *singleRuns
 	if *quick {
 		s.Config.Uncontended.Max = 100 * time.Millisecond
 		s.Config.CounterMax = 500 * time.Millisecond
 		s.Config.Handoff = scenario.Budget{N: 5, Max: 500 * time.Millisecond}
 		s.Config.NamesBudget.Max = 200 * time.Millisecond
+		s.Prim.Budget.Max = 200 * time.Millisecond
+		s.Fail.Rounds = 3
 	}
 	s.Scenarios = strings.Split(*scen, ",")
 	s.Runs = *runs
@@ -85,7 +110,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	rep := bench.Report{Suite: s, Samples: samples, Command: *command, Took: time.Since(start), Engines: eng}
+	rep := bench.Report{Suite: s, Samples: samples, Command: *command, Took: time.Since(start), Engines: eng, Single: one}
 	if *replay != "" {
 		rep.Took = *took
 	}

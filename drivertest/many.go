@@ -1,0 +1,166 @@
+package drivertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
+)
+
+// ManyLocks is how many locks testManyLocks holds on one client (fewer
+// with -short).
+const ManyLocks = 1000
+
+// testManyLocks: one client holds many distinct locks through renewals;
+// the engine's loss of one of them ends that lease only, and the others
+// stay held and are released. A driver whose locks report loss by a call
+// (driver.LossNotifier) or not at all spends at most a goroutine per
+// hundred held locks.
+func testManyLocks(t *testing.T, s *suite) {
+	n := ManyLocks
+	if testing.Short() {
+		n = ManyLocks / 5
+	}
+	ttl := s.shortTTL()
+	c, _ := s.client(t, dlock.WithTTL(ttl))
+	prefix := lockName(t)
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s/%d", prefix, i)
+	}
+	leases := make([]*dlock.Lease, n)
+	before := runtime.NumGoroutine()
+	start := time.Now()
+	each(n, func(i int) error {
+		ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+		defer cancel()
+		l, err := c.Mutex(names[i]).TryLock(ctx)
+		if err != nil {
+			return fmt.Errorf("TryLock(%q): %w", names[i], err)
+		}
+		leases[i] = l
+		return nil
+	}, t)
+	if t.Failed() {
+		return
+	}
+	took := time.Since(start)
+	goroutines := runtime.NumGoroutine() - before
+	t.Logf("%d locks taken in %v; %d more goroutines (%.3f per lock)", n, took.Round(time.Millisecond), goroutines, float64(goroutines)/float64(n))
+	if multiplexed(leases[0].Driver()) && goroutines > n/100+20 {
+		t.Errorf("holding %d locks costs %d goroutines; want at most one per hundred locks for a driver whose locks report loss by a call", n, goroutines)
+	}
+
+	// Hold them through renewals: every lease survives.
+	select {
+	case <-time.After(ttl + ttl/2):
+	case <-s.ctx.Done():
+		t.Fatal(s.ctx.Err())
+	}
+	for _, l := range leases {
+		mustHold(t, l)
+	}
+
+	lf, _ := s.h.(LossForcer)
+	sessionLoss := false
+	if lf != nil {
+		victim := leases[n/2]
+		if err := lf.ForceLoss(s.ctx, victim.Name()); err != nil {
+			t.Fatalf("ForceLoss: %v", err)
+		}
+		mustBeDone(t, victim, ttl, dlock.ErrLockLost)
+		if sl, ok := s.h.(SessionLoss); ok && sl.LossEndsSession() {
+			t.Log("the harness's ForceLoss ends the holder's session: the other locks on it may go too")
+			sessionLoss = true // their Unlocks may report the loss
+		} else {
+			for i, l := range leases {
+				if i != n/2 {
+					mustHold(t, l)
+				}
+			}
+		}
+	}
+
+	start = time.Now()
+	each(n, func(i int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := leases[i].Unlock(ctx)
+		if i == n/2 && lf != nil || sessionLoss && errors.Is(err, dlock.ErrLockLost) {
+			return nil // lost above
+		}
+		if err != nil {
+			return fmt.Errorf("Unlock(%q): %w", names[i], err)
+		}
+		return nil
+	}, t)
+	t.Logf("%d locks released in %v", n, time.Since(start).Round(time.Millisecond))
+
+	// Released for real: another client takes a sample of them at once.
+	other, _ := s.client(t, dlock.WithTTL(ttl))
+	for i := 0; i < n; i += n / 10 {
+		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		l, err := other.Mutex(names[i]).TryLock(ctx)
+		cancel()
+		if err != nil {
+			t.Errorf("TryLock(%q) after the release of all: %v", names[i], err)
+			continue
+		}
+		unlock(t, l)
+	}
+}
+
+// multiplexed reports whether the portable layer spends no goroutine on
+// the loss of l.
+func multiplexed(l driver.Lock) bool {
+	if _, ok := l.(driver.LossNotifier); ok {
+		return true
+	}
+	return l.Lost() == nil
+}
+
+// each runs f(0..n-1) on 16 goroutines, reporting errors on t (at most ten).
+func each(n int, f func(i int) error, t *testing.T) {
+	t.Helper()
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		errs   []error
+		next   int
+		failed int
+	)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				stop := failed > 0
+				mu.Unlock()
+				if i >= n || stop {
+					return
+				}
+				if err := f(i); err != nil {
+					mu.Lock()
+					failed++
+					if len(errs) < 10 {
+						errs = append(errs, err)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		t.Error(err)
+	}
+}
