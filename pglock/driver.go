@@ -99,11 +99,10 @@ type Driver struct {
 
 // The portable layer probes for Capable and Inspector.
 var (
-	_ driver.Driver       = (*Driver)(nil)
-	_ driver.Capable      = (*Driver)(nil)
-	_ driver.Inspector    = (*Driver)(nil)
-	_ driver.Lock         = (*lock)(nil)
-	_ driver.LossNotifier = (*lock)(nil)
+	_ driver.Driver    = (*Driver)(nil)
+	_ driver.Capable   = (*Driver)(nil)
+	_ driver.Inspector = (*Driver)(nil)
+	_ driver.Lock      = (*lock)(nil)
 )
 
 func newDriver(pool *pgxpool.Pool, table string, owns bool) *Driver {

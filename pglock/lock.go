@@ -30,24 +30,6 @@ func (d *Driver) newLock(s *session, key int64, req driver.Request, tok int64) *
 
 func (l *lock) Token() uint64 { return l.token }
 
-// NotifyLost calls lost when the lock's session ends (see Lost), at once if
-// it has ended already: the portable layer then needs no goroutine per
-// held lock.
-func (l *lock) NotifyLost(lost func()) {
-	s := l.s
-	s.mu.Lock()
-	if s.deadErr != nil {
-		s.mu.Unlock()
-		lost()
-		return
-	}
-	if s.notify == nil {
-		s.notify = map[*lock]func(){}
-	}
-	s.notify[l] = lost
-	s.mu.Unlock()
-}
-
 // Lost is closed when the lock's session ends: its connection broke, the
 // server terminated it (pg_terminate_backend, idle_session_timeout, a
 // shutdown or a crash). The server frees a session's locks when it ends.
@@ -185,13 +167,9 @@ func (l *lock) Release(ctx context.Context) error {
 	return nil
 }
 
-// done marks the lock released, once, and gives its key back to the
-// session; its loss is no longer reported.
+// done marks the lock released, once, and gives its key back to the session.
 func (l *lock) done() {
 	if l.released.CompareAndSwap(false, true) {
-		l.s.mu.Lock()
-		delete(l.s.notify, l)
-		l.s.mu.Unlock()
 		l.d.unreserve(l.s, l.key)
 	}
 }

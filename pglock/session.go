@@ -43,8 +43,7 @@ type session struct {
 	started  bool // the watcher runs
 	keys     map[int64]int
 	deadErr  error
-	dead     chan struct{}    // closed when the session has ended
-	notify   map[*lock]func() // the locks' loss callbacks (driver.LossNotifier)
+	dead     chan struct{} // closed when the session has ended
 }
 
 // newSession opens a connection with the pool's configuration and sets the
@@ -262,8 +261,7 @@ func (s *session) use(ctx context.Context, fn func(*pgx.Conn) error) error {
 var errSessionEnded = errors.New("pglock: session ended")
 
 // kill ends the session: its connection is closed (the server frees its
-// locks when it sees that), dead is closed and the locks' loss callbacks
-// are called. Callers that might be
+// locks when it sees that) and dead is closed. Callers that might be
 // writing on the connection meanwhile are ending it anyway.
 func (s *session) kill(cause error) {
 	s.mu.Lock()
@@ -276,12 +274,7 @@ func (s *session) kill(cause error) {
 	}
 	s.deadErr = cause
 	close(s.dead)
-	notify := s.notify
-	s.notify = nil
 	s.mu.Unlock()
-	for _, lost := range notify {
-		lost()
-	}
 	// A Terminate message first, so that the server ends the session
 	// quietly instead of logging a lost client (a broken connection just
 	// fails the write).
