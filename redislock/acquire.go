@@ -27,10 +27,10 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 }
 
 // check refuses a request the driver cannot grant as asked: a primitive its
-// topology does not offer (driver.ErrNotSupported; no topology keeps an
-// election's Value yet), or a Mode or Limit out of range.
+// topology does not offer (driver.ErrNotSupported), or a Mode or Limit out
+// of range, or a Value with a request that is not an exclusive lock.
 func (d *Driver) check(req driver.Request) error {
-	shared, semaphore := d.topo.primitives()
+	shared, semaphore, election := d.topo.primitives()
 	switch {
 	case req.Mode != driver.Exclusive && req.Mode != driver.Shared:
 		return driver.InvalidArgument("Request.Mode", req.Mode, "Exclusive or Shared")
@@ -42,8 +42,11 @@ func (d *Driver) check(req driver.Request) error {
 		return fmt.Errorf("%w: read-write locks (a shared request) with %s", driver.ErrNotSupported, d.topo.kind())
 	case req.Limit > 0 && !semaphore:
 		return fmt.Errorf("%w: semaphores (a request with a Limit) with %s", driver.ErrNotSupported, d.topo.kind())
-	case req.Value != "":
+	case req.Value != "" && !election:
 		return fmt.Errorf("%w: leader election (a request with a Value) with %s", driver.ErrNotSupported, d.topo.kind())
+	case req.Value != "" && (req.Mode != driver.Exclusive || req.Limit > 0):
+		return driver.InvalidArgument("Request.Value", fmt.Sprintf("%d bytes", len(req.Value)),
+			"empty for a shared request or a permit (a value is an election leader's, kept with an exclusive lock)")
 	}
 	return nil
 }

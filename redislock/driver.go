@@ -78,7 +78,8 @@ type Driver struct {
 	id     string
 	seq    atomic.Uint64
 	closed atomic.Bool
-	bg     sync.WaitGroup // give-backs and stragglers running after their call returned
+	done   chan struct{}  // closed by Close: observers end
+	bg     sync.WaitGroup // give-backs, stragglers and observers running after their call returned
 	// checked: every node's eviction policy has been checked (eviction.go).
 	checked atomic.Bool
 }
@@ -91,7 +92,7 @@ type topology interface {
 	// its attempts, then the lock it holds.
 	newLock(k keys, owner string, req driver.Request) candidate
 	// primitives says what the topology grants besides a mutex.
-	primitives() (shared, semaphore bool)
+	primitives() (shared, semaphore, election bool)
 	// kind names the topology in errors.
 	kind() string
 	status(ctx context.Context, k keys) (driver.Status, error)
@@ -155,10 +156,12 @@ func newDriver(fn string, clients []redis.UniversalClient, o *Options, owned, na
 	}
 	var b [12]byte
 	rand.Read(b[:])
-	d := &Driver{prefix: opt.Prefix, owned: owned, id: hex.EncodeToString(b[:])}
+	d := &Driver{prefix: opt.Prefix, owned: owned, id: hex.EncodeToString(b[:]), done: make(chan struct{})}
 	for i, c := range clients {
-		d.nodes = append(d.nodes, &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".", named, &d.bg),
-			aware: honoursContext(c), timeouts: clientTimeouts(c), bg: &d.bg})
+		n := &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".", named, &d.bg),
+			aware: honoursContext(c), timeouts: clientTimeouts(c), bg: &d.bg}
+		n.batch = newBatcher(n)
+		d.nodes = append(d.nodes, n)
 	}
 	return d, nil
 }
@@ -195,6 +198,7 @@ func (d *Driver) Close() error {
 	if d.closed.Swap(true) {
 		return driver.ErrClosed
 	}
+	close(d.done)
 	var errs []error
 	for _, n := range d.nodes {
 		if err := n.hub.close(); err != nil && !errors.Is(err, redis.ErrClosed) {
@@ -225,9 +229,9 @@ func (d *Driver) Close() error {
 // not be read, nodes unreachable when the driver was opened.
 func (d *Driver) Capabilities() driver.Capabilities {
 	notes := append(d.topo.notes(), d.evictionNotes()...)
-	shared, semaphore := d.topo.primitives()
+	shared, semaphore, election := d.topo.primitives()
 	return driver.Capabilities{Fencing: driver.FencingNode, Scope: "cluster", Notes: strings.Join(notes, ". "),
-		Shared: shared, Semaphore: semaphore}
+		Shared: shared, Semaphore: semaphore, Election: election}
 }
 
 // Status implements driver.Inspector. Waiters counts the queued waiters

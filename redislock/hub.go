@@ -49,8 +49,25 @@ type hub struct {
 }
 
 type topic struct {
-	waiters   []*waiter     // oldest first: a release wakes the oldest
+	waiters []*waiter // oldest first: a release wakes the oldest
+	// watchers follow a channel on which every message is for all of them
+	// (an election's observers: observe.go). A channel has waiters or
+	// watchers, never both.
+	watchers  []*watcher
 	confirmed chan struct{} // closed when the server has confirmed the subscription
+}
+
+// watcher is one observer on a hub: every message on its channel, and
+// every (re)subscription, wakes it to read the state again.
+type watcher struct {
+	wake chan struct{} // buffered 1: wake-ups coalesce, the hub never blocks
+}
+
+func (w *watcher) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
 }
 
 func newHub(rdb redis.UniversalClient, prefix string, named bool, bg *sync.WaitGroup) *hub {
@@ -84,6 +101,57 @@ const subscribeTimeout = 5 * time.Second
 func (h *hub) join(ctx context.Context, channel string, w *waiter) (<-chan struct{}, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	t, err := h.subscribe(ctx, channel)
+	if err != nil {
+		return nil, err
+	}
+	t.waiters = append(t.waiters, w)
+	select {
+	case <-t.confirmed:
+		// Subscribed already, for another waiter: w looks again now, as it
+		// would at the confirmation, and that look queues it. Without
+		// this it slept unqueued until the holder's expiry, and a release
+		// meanwhile (which hands over to queued waiters only) passed it by.
+		w.signal()
+	default:
+	}
+	return t.confirmed, nil
+}
+
+// watch adds w to the watchers of channel, as join does for a waiter.
+func (h *hub) watch(ctx context.Context, channel string, w *watcher) (<-chan struct{}, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t, err := h.subscribe(ctx, channel)
+	if err != nil {
+		return nil, err
+	}
+	t.watchers = append(t.watchers, w)
+	return t.confirmed, nil
+}
+
+// unwatch removes w, and unsubscribes from channel if nobody else follows it.
+func (h *hub) unwatch(channel string, w *watcher) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t := h.topics[channel]
+	if t == nil {
+		return
+	}
+	for i, x := range t.watchers {
+		if x == w {
+			t.watchers = append(t.watchers[:i:i], t.watchers[i+1:]...)
+			break
+		}
+	}
+	if len(t.watchers) == 0 && len(t.waiters) == 0 {
+		h.drop(channel)
+	}
+}
+
+// subscribe returns the topic of channel, subscribing (and starting the
+// pub/sub connection) if nobody follows it yet. h.mu held.
+func (h *hub) subscribe(ctx context.Context, channel string) (*topic, error) {
 	if h.closed {
 		return nil, driver.ErrClosed
 	}
@@ -109,17 +177,7 @@ func (h *hub) join(ctx context.Context, channel string, w *waiter) (<-chan struc
 		}
 		h.topics[channel] = t
 	}
-	t.waiters = append(t.waiters, w)
-	select {
-	case <-t.confirmed:
-		// Subscribed already, for another waiter: w looks again now, as it
-		// would at the confirmation, and that look queues it. Without
-		// this it slept unqueued until the holder's expiry, and a release
-		// meanwhile (which hands over to queued waiters only) passed it by.
-		w.signal()
-	default:
-	}
-	return t.confirmed, nil
+	return t, nil
 }
 
 // leave removes w. If w holds a wake-up it did not act on, or passOn says it
@@ -157,7 +215,9 @@ func (h *hub) leave(channel string, w *waiter, passOn bool) {
 	if passOn {
 		h.relay(channel)
 	}
-	h.drop(channel)
+	if len(t.watchers) == 0 {
+		h.drop(channel)
+	}
 }
 
 // drop unsubscribes from channel once nobody waits on it. While a
@@ -195,6 +255,12 @@ func (t *topic) wakeOne() {
 // h.mu held.
 func (h *hub) deliver(m *redis.Message) {
 	t := h.topics[m.Channel]
+	if t != nil && len(t.watchers) > 0 {
+		for _, w := range t.watchers {
+			w.signal()
+		}
+		return
+	}
 	if owner, g, ok := parseGrant(m.Payload); ok {
 		if t != nil {
 			for _, w := range t.waiters {
@@ -309,7 +375,10 @@ func (h *hub) loop(ps *redis.PubSub, ch <-chan interface{}, done chan struct{}) 
 				for _, w := range t.waiters {
 					w.signal()
 				}
-				if len(t.waiters) == 0 {
+				for _, w := range t.watchers {
+					w.signal()
+				}
+				if len(t.waiters) == 0 && len(t.watchers) == 0 {
 					h.drop(m.Channel)
 				}
 			}
@@ -331,6 +400,9 @@ func (h *hub) lost(ps *redis.PubSub) {
 	_ = ps.Close() // stops go-redis's health check
 	for _, t := range h.topics {
 		for _, w := range t.waiters {
+			w.signal()
+		}
+		for _, w := range t.watchers {
 			w.signal()
 		}
 	}

@@ -13,6 +13,11 @@ type keys struct {
 	lock, fence, channel, queue, alive, gone string
 	// shared, tokens: a single node's readers or permits and their tokens.
 	shared, tokens string
+	// value, values, observed, holder: a single node's election (the
+	// exclusive holder's value, the queued waiters' values, the marker of
+	// observers, and the channel on which changes of the holder are
+	// published while it exists: scripts/single.lua).
+	value, values, observed, holder string
 }
 
 // keysOf returns the names of the lock name: its hash tag is name escaped
@@ -26,11 +31,14 @@ const (
 	fenceSuffix, releasedSuffix, waitersSuffix = ":fence", ":released", ":waiters"
 	aliveSuffix, goneSuffix                    = ":alive", ":gone"
 	sharedSuffix, tokensSuffix                 = ":shared", ":tokens"
+	valueSuffix, valuesSuffix                  = ":value", ":values"
+	observedSuffix, holderSuffix               = ":observed", ":holder"
 )
 
 // suffixes are the names keysOfTag adds to the tag, in the order of
 // keys's fields after lock.
-var suffixes = [...]string{fenceSuffix, releasedSuffix, waitersSuffix, aliveSuffix, goneSuffix, sharedSuffix, tokensSuffix}
+var suffixes = [...]string{fenceSuffix, releasedSuffix, waitersSuffix, aliveSuffix, goneSuffix, sharedSuffix, tokensSuffix,
+	valueSuffix, valuesSuffix, observedSuffix, holderSuffix}
 
 // keysOfTag makes the names of the lock whose key is tag (PREFIX{NAME}),
 // all of them as slices of one string: one allocation per Acquire instead
@@ -49,7 +57,8 @@ func keysOfTag(tag string) keys {
 	all := b.String()
 	k := keys{lock: tag}
 	i := 0
-	for j, dst := range [...]*string{&k.fence, &k.channel, &k.queue, &k.alive, &k.gone, &k.shared, &k.tokens} {
+	for j, dst := range [...]*string{&k.fence, &k.channel, &k.queue, &k.alive, &k.gone, &k.shared, &k.tokens,
+		&k.value, &k.values, &k.observed, &k.holder} {
 		*dst = all[i : i+len(tag)+len(suffixes[j])]
 		i += len(tag) + len(suffixes[j])
 	}
@@ -59,7 +68,7 @@ func keysOfTag(tag string) keys {
 // single returns the keys the single-node scripts take, in their order
 // (scripts/single.lua).
 func (k keys) single() []string {
-	return []string{k.lock, k.fence, k.queue, k.alive, k.gone, k.shared, k.tokens}
+	return []string{k.lock, k.fence, k.queue, k.alive, k.gone, k.shared, k.tokens, k.value, k.values, k.observed}
 }
 
 // owner returns an id no other acquisition, here or in any other process,

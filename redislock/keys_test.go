@@ -11,14 +11,18 @@ import (
 func TestKeysOf(t *testing.T) {
 	k := (&Driver{prefix: DefaultPrefix}).keysOf("a b{c}")
 	want := keys{
-		lock:    "dlock:{a%20b%7Bc%7D}",
-		fence:   "dlock:{a%20b%7Bc%7D}:fence",
-		channel: "dlock:{a%20b%7Bc%7D}:released",
-		queue:   "dlock:{a%20b%7Bc%7D}:waiters",
-		alive:   "dlock:{a%20b%7Bc%7D}:alive",
-		gone:    "dlock:{a%20b%7Bc%7D}:gone",
-		shared:  "dlock:{a%20b%7Bc%7D}:shared",
-		tokens:  "dlock:{a%20b%7Bc%7D}:tokens",
+		lock:     "dlock:{a%20b%7Bc%7D}",
+		fence:    "dlock:{a%20b%7Bc%7D}:fence",
+		channel:  "dlock:{a%20b%7Bc%7D}:released",
+		queue:    "dlock:{a%20b%7Bc%7D}:waiters",
+		alive:    "dlock:{a%20b%7Bc%7D}:alive",
+		gone:     "dlock:{a%20b%7Bc%7D}:gone",
+		shared:   "dlock:{a%20b%7Bc%7D}:shared",
+		tokens:   "dlock:{a%20b%7Bc%7D}:tokens",
+		value:    "dlock:{a%20b%7Bc%7D}:value",
+		values:   "dlock:{a%20b%7Bc%7D}:values",
+		observed: "dlock:{a%20b%7Bc%7D}:observed",
+		holder:   "dlock:{a%20b%7Bc%7D}:holder",
 	}
 	if k != want {
 		t.Errorf("keysOf = %+v, want %+v", k, want)

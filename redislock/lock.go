@@ -3,6 +3,7 @@ package redislock
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/dlockio/dlock/driver"
@@ -41,14 +42,17 @@ type single struct {
 }
 
 func (s *single) newLock(k keys, owner string, req driver.Request) candidate {
-	return &singleLock{lockBase: lockBase{keys: k, owner: owner, ttl: req.TTL}, d: s.d, n: s.n, ks: k.single(),
-		limit: req.Limit}
+	l := &singleLock{lockBase: lockBase{keys: k, owner: owner, ttl: req.TTL}, d: s.d, n: s.n,
+		limit: req.Limit, value: req.Value}
+	l.valued.Store(req.Value != "")
+	return l
 }
 
 func (s *single) kind() string { return "a single Redis node" }
 
-// primitives: a single node grants readers and permits (scripts/single.lua).
-func (s *single) primitives() (shared, semaphore bool) { return true, true }
+// primitives: a single node grants readers and permits, and keeps an
+// election leader's value (scripts/single.lua).
+func (s *single) primitives() (shared, semaphore, election bool) { return true, true, true }
 
 func (s *single) notes() []string {
 	return []string{"single Redis node (or one Cluster slot / Sentinel master): tokens come from a counter on the node; " +
@@ -84,14 +88,18 @@ type singleLock struct {
 	lockBase
 	d     *Driver
 	n     *node
-	ks    []string // keys.single
-	limit int      // the semaphore's permits, 0 for a lock
+	limit int // the semaphore's permits, 0 for a lock
 	// sent is when the last attempt was sent: a grant by a release came
 	// after it, so the granted TTL runs from no earlier.
 	sent time.Time
 	// waited: Acquire queued for this lock, so a release may have granted
 	// it by a message that can still arrive.
 	waited bool
+	// value is the Request's, kept with the lock from its grant on;
+	// valued says that the lock may have a value key (the Request's or
+	// SetValue's) for Renew to extend with it.
+	value  string
+	valued atomic.Bool
 }
 
 func (l *singleLock) attempt(ctx context.Context, w *waiter) attempt {
@@ -101,7 +109,7 @@ func (l *singleLock) attempt(ctx context.Context, w *waiter) attempt {
 	if w != nil {
 		q = "1"
 	}
-	v, err := l.n.run(ctx, acquireScript, l.ks, l.owner, ttlMillis(l.ttl), q).Int64Slice()
+	v, err := l.n.run(ctx, acquireScript, l.keys.single(), l.owner, ttlMillis(l.ttl), q, l.value).Int64Slice()
 	if err == nil && (len(v) < 2 || v[0] == 0 && len(v) != 3) {
 		err = fmt.Errorf("unexpected reply %v", v)
 	}
@@ -131,7 +139,7 @@ func (l *singleLock) attempt(ctx context.Context, w *waiter) attempt {
 // to the first live waiter, if it is ours. refuse > 0 has the server refuse
 // this owner's attempts for that many milliseconds if it is not.
 func (l *singleLock) release(ctx context.Context, refuse int64) (int64, error) {
-	return l.n.run(ctx, releaseScript, l.ks, l.owner, l.keys.channel, ttlMillis(l.ttl), refuse).Int64()
+	return l.n.run(ctx, releaseScript, l.keys.single(), l.owner, l.keys.channel, ttlMillis(l.ttl), refuse).Int64()
 }
 
 // giveBack releases a lock this acquisition may hold but will not use (a
@@ -176,7 +184,7 @@ func (l *singleLock) tookAfterWait() {
 // a grant made to it meanwhile.
 func (l *singleLock) abandon(ctx context.Context, w *waiter) {
 	dctx, cancel := driver.CleanupContext(ctx)
-	_ = l.n.run(dctx, sDequeueScript, l.ks, l.owner, l.keys.channel, ttlMillis(l.ttl)).Err()
+	_ = l.n.run(dctx, sDequeueScript, l.keys.single(), l.owner, l.keys.channel, ttlMillis(l.ttl)).Err()
 	cancel()
 	if w.fresh() != nil {
 		// Granted by a release while giving up: give it back (which
@@ -190,14 +198,38 @@ func (l *singleLock) partialJoin() bool { return false }
 
 func (l *singleLock) Renew(ctx context.Context) (driver.Validity, error) {
 	since := time.Now()
-	ok, err := l.n.run(ctx, sRenewScript, l.ks, l.owner, ttlMillis(l.ttl)).Int64()
+	var ok bool
+	var err error
+	if l.n.batch != nil {
+		ok, err = l.n.batch.renew(ctx, l.renewal())
+	} else {
+		valued := "0"
+		if l.valued.Load() {
+			valued = "1"
+		}
+		var v int64
+		v, err = l.n.run(ctx, sRenewScript, l.keys.single(), l.owner, ttlMillis(l.ttl), valued).Int64()
+		ok = v == 1
+	}
 	if err != nil {
 		return driver.Validity{}, l.n.errorf(l.keys.lock, err)
 	}
-	if ok != 1 {
+	if !ok {
 		return driver.Validity{}, l.lost()
 	}
 	return driver.Validity{Since: since, TTL: l.ttl}, nil
+}
+
+// renewal is the lock's entry in a batch (renewmany.lua).
+func (l *singleLock) renewal() *renewal {
+	r := &renewal{key: l.keys.lock, aux: l.keys.value, owner: l.owner, ttl: ttlMillis(l.ttl), kind: "x"}
+	switch {
+	case l.owner[len(l.owner)-2:] == ":s" || l.limit > 0:
+		r.key, r.aux, r.kind = l.keys.shared, l.keys.tokens, "s"
+	case l.valued.Load():
+		r.kind = "v"
+	}
+	return r
 }
 
 // Release implements driver.Lock. It is owner-checked, so a second call

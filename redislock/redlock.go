@@ -42,7 +42,7 @@ func (r *redlock) newLock(k keys, owner string, req driver.Request) candidate {
 // primitives: a Redlock is a mutex only. Readers and permits would need a
 // majority of nodes to agree on a set of holders and on who queued first,
 // which its per-node keys do not give.
-func (r *redlock) primitives() (shared, semaphore bool) { return false, false }
+func (r *redlock) primitives() (shared, semaphore, election bool) { return false, false, false }
 
 func (r *redlock) kind() string { return "Redlock" }
 
@@ -139,9 +139,31 @@ func (l *redlockLock) partialJoin() bool { return true }
 // Renew implements driver.Lock: renewal must succeed on a majority.
 func (l *redlockLock) Renew(ctx context.Context) (driver.Validity, error) {
 	since := time.Now()
-	owned, notOwned, errs := l.r.each(ctx, l.keys.lock, func(ctx context.Context, n *node) (int64, error) {
-		return n.run(ctx, renewScript, []string{l.keys.lock}, l.value, ttlMillis(l.ttl)).Int64()
-	})
+	var owned, notOwned int
+	var errs []error
+	if l.r.d.CoalescesRenewals() {
+		// Into every node's next batch, waiting for all of them without a
+		// goroutine per node.
+		rs := make([]renewal, len(l.r.nodes))
+		for i, n := range l.r.nodes {
+			rs[i] = renewal{key: l.keys.lock, aux: l.keys.lock, owner: l.value, ttl: ttlMillis(l.ttl), kind: "r"}
+			n.batch.add(ctx, &rs[i])
+		}
+		for i, n := range l.r.nodes {
+			switch ok, err := rs[i].wait(ctx); {
+			case err != nil:
+				errs = append(errs, n.errorf(l.keys.lock, err))
+			case ok:
+				owned++
+			default:
+				notOwned++
+			}
+		}
+	} else {
+		owned, notOwned, errs = l.r.each(ctx, l.keys.lock, func(ctx context.Context, n *node) (int64, error) {
+			return n.run(ctx, renewScript, []string{l.keys.lock}, l.value, ttlMillis(l.ttl)).Int64()
+		})
+	}
 	switch {
 	case owned >= l.r.quorum:
 		return driver.Validity{Since: since, TTL: l.ttl - drift(l.ttl)}, nil

@@ -16,10 +16,11 @@ import (
 // Requests a driver must refuse rather than take a mutex for: a primitive
 // its topology does not offer, a Mode or Limit out of range.
 
-// TestRedlockMutexOnly: a Redlock refuses readers and permits with
-// ErrNotSupported, at the root and in the driver, and says so in its
-// Capabilities; a single node says it grants both. Neither keeps an
-// election's Value yet: a request with one is ErrNotSupported too.
+// TestRedlockMutexOnly: a Redlock refuses readers, permits and elections
+// (a request with a Value, Holder, Observe) with ErrNotSupported, at the
+// root and in the driver, and says so in its Capabilities; a single node
+// says it offers all three, and refuses a Value with a shared request or a
+// permit.
 func TestRedlockMutexOnly(t *testing.T) {
 	addrs := testserver.Redis(t)
 	ctx := context.Background()
@@ -56,20 +57,29 @@ func TestRedlockMutexOnly(t *testing.T) {
 	if caps := c.Capabilities(); caps.Election {
 		t.Error("Redlock Capabilities Election = true")
 	}
+	if _, err := nodes[0].Holder(ctx, name); !errors.Is(err, driver.ErrNotSupported) {
+		t.Errorf("Redlock driver Holder: %v, want ErrNotSupported", err)
+	}
+	if _, err := nodes[0].Observe(ctx, name); !errors.Is(err, driver.ErrNotSupported) {
+		t.Errorf("Redlock driver Observe: %v, want ErrNotSupported", err)
+	}
 	s := newClient(t, adminClient(t, addrs[0]))
-	if caps := s.Capabilities(); !caps.Shared || !caps.Semaphore || caps.Election {
-		t.Errorf("single-node Capabilities Shared=%v Semaphore=%v Election=%v, want true, true, false", caps.Shared, caps.Semaphore, caps.Election)
+	if caps := s.Capabilities(); !caps.Shared || !caps.Semaphore || !caps.Election {
+		t.Errorf("single-node Capabilities Shared=%v Semaphore=%v Election=%v, want true, true, true", caps.Shared, caps.Semaphore, caps.Election)
 	}
 	sd, err := NewDriver(adminClient(t, addrs[0]), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sd.Close()
-	if l, _, err := sd.Acquire(ctx, driver.Request{Name: name, TTL: time.Second, Value: "leader"}); !errors.Is(err, driver.ErrNotSupported) {
-		if l != nil {
-			l.Release(ctx)
+	for _, req := range []driver.Request{{Name: name, TTL: time.Second, Mode: driver.Shared, Value: "v"},
+		{Name: name, TTL: time.Second, Limit: 2, Value: "v"}} {
+		if l, _, err := sd.Acquire(ctx, req); !errors.Is(err, driver.ErrInvalidArgument) {
+			if l != nil {
+				l.Release(ctx)
+			}
+			t.Errorf("single-node Acquire(%+v): %v, want ErrInvalidArgument", req, err)
 		}
-		t.Errorf("single-node Acquire with a Value: %v, want ErrNotSupported", err)
 	}
 }
 

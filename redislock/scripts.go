@@ -29,6 +29,12 @@ var (
 	//go:embed scripts/sdequeue.lua
 	sDequeueLua    string
 	sDequeueScript = redis.NewScript(withSingle(sDequeueLua))
+	//go:embed scripts/ssetvalue.lua
+	sSetValueLua    string
+	sSetValueScript = redis.NewScript(sSetValueLua)
+	//go:embed scripts/sholder.lua
+	sHolderLua    string
+	sHolderScript = redis.NewScript(sHolderLua)
 	//go:embed scripts/sstatus.lua
 	sStatusLua    string
 	sStatusScript = redis.NewScript(withSingle(sStatusLua))
@@ -48,6 +54,12 @@ var (
 	//go:embed scripts/renew.lua
 	renewLua    string
 	renewScript = redis.NewScript(renewLua)
+	// Renewals of many locks on one node, either topology (batch.go).
+
+	//go:embed scripts/renewmany.lua
+	renewManyLua    string
+	renewManyScript = redis.NewScript(renewManyLua)
+
 	//go:embed scripts/dequeue.lua
 	dequeueLua    string
 	dequeueScript = redis.NewScript(dequeueLua)

@@ -73,6 +73,7 @@ type attempt struct {
 	sendAt    time.Time     // taken before sending is closed: no later than the create's send
 	created   chan struct{} // closed when the create has an outcome
 	node      string        // our node's name under parent, once created
+	path      string        // parent/node
 	czxid     int64         // our node's czxid from the create's reply; 0 if that reply was lost
 	createErr error
 	clean     bool          // created by one answered request: exactly one node has our guid
@@ -258,7 +259,7 @@ func (a *attempt) grant(ctx context.Context) (*zkLock, driver.Validity, error) {
 	}
 	l := &zkLock{
 		d: a.d, path: a.nodePath(), token: uint64(token), sess: a.sess,
-		lost: make(chan struct{}), released: make(chan struct{}), floor: a.d.provenTTL(a.sess.id, since),
+		floor: a.d.provenTTL(a.sess.id, since),
 	}
 	return l, driver.Validity{Since: since, TTL: l.floor}, nil
 }
@@ -329,5 +330,6 @@ func (a *attempt) rewatch(ctx context.Context) <-chan zk.Event {
 	return n.watch
 }
 
-// nodePath is our node's path, once created.
-func (a *attempt) nodePath() string { return a.parent + "/" + a.node }
+// nodePath is our node's path, once created: one string, shared by the
+// lock, the driver's and go-zookeeper's watch records.
+func (a *attempt) nodePath() string { return a.path }

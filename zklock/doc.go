@@ -206,7 +206,13 @@
 // server answers it alone, and a server cut off from the quorum goes on
 // answering reads for up to syncLimit × tickTime while the leader expires
 // the session (see quorum.go). A renewal therefore costs one round trip
-// through the leader and one logged transaction. And since a follower
+// through the leader and one logged transaction, shared by the session's
+// renewals in flight together: they go in one multi of a check per node
+// (up to 1,000 per multi; releases go the same way, in multis of
+// deletes), and the driver tells the portable layer to
+// schedule a client's renewals together (driver.RenewCoalescer), so a
+// client holding N locks spends a few requests per renewal interval, not
+// N. A node found gone fails that lock's renewal alone. And since a follower
 // tells the leader of its sessions' activity only at the leader's pings,
 // the TTL reported counts from the session's latest activity the leader
 // must have heard of, timeout/4 or more before the proof: 5/8 of the
@@ -225,7 +231,12 @@
 // was lost. When the server reports the session expired, every lock of the
 // session reports lost at once (Lost); a node deleted by someone else is
 // noticed through a watch on it. go-zookeeper then opens a new session on
-// its own, and new locks are taken on it.
+// its own, and new locks are taken on it. Loss costs no goroutine per held
+// lock (driver.LossNotifier): the session keeps its held locks and reports
+// them lost when it ends, and the driver reads the watch events of every
+// held node from the connection's event callback (Dial, zk://) or the
+// event channel given to New. New without an event channel spends a
+// goroutine per held lock on its watch, and learns of an expiry late.
 //
 // # Errors, outages and clean-up
 //

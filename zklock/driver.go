@@ -64,8 +64,9 @@ type Options struct {
 // New returns a client whose locks live on conn's session. events must be
 // the channel zk.Connect returned with conn (or nil if the events reach the
 // driver some other way, which loses prompt loss detection on session
-// expiry, and the notice that the owner closed conn): the driver reads it
-// until it is closed or the client is closed. o.SessionTimeout must be the
+// expiry, and the notice that the owner closed conn, and costs a goroutine
+// per held lock): the driver reads it until it is closed or the client is
+// closed. o.SessionTimeout must be the
 // timeout given to zk.Connect.
 //
 // go-zookeeper does not tell which session timeout the server granted, so
@@ -117,6 +118,7 @@ func newBorrowed(fn string, conn *zk.Conn, events <-chan zk.Event, o Options) (*
 	d.connP.Store(conn)
 	d.bind(conn.SessionID())
 	if events != nil {
+		d.nodeEvents = true
 		d.bg.Add(1)
 		go d.drain(events)
 	}
@@ -173,6 +175,7 @@ func dialDriver(ctx context.Context, servers []string, o Options, failFast bool)
 		return nil, err
 	}
 	d.owned = true // before onEvent can run
+	d.nodeEvents = true
 	d.nservers = len(servers)
 	dialer := o.Dialer
 	if dialer == nil {
@@ -213,6 +216,9 @@ var testHooks struct {
 	pipelineMiss func()
 	// A grant on the sole predecessor's deletion, with no read of the queue.
 	readlessGrant func()
+	// A round of renewals (or releases) was sent for this many nodes
+	// (batch.go).
+	round func(renewal bool, nodes int)
 }
 
 func hook(f func()) {
@@ -235,8 +241,15 @@ type Driver struct {
 
 	plainCreate atomic.Bool // the root's ACL refuses the multi's write to a lock's parent
 
-	act       activity     // what renewed the session at the leader lately (quorum.go)
-	attemptAt atomic.Int64 // when go-zookeeper's current connection attempt began (unix ns)
+	act     activity // what renewed the session at the leader lately (quorum.go)
+	renew   batcher  // the renewal proofs' group commit (batch.go)
+	release batcher  // the releases' group commit (batch.go)
+	// nodeEvents: the watch events of the connection reach onEvent (the
+	// callback of Dial's connection, the event channel given to New), so
+	// held nodes are watched by the driver, not a goroutine each (loss.go).
+	nodeEvents bool
+	watches    nodeWatches
+	attemptAt  atomic.Int64 // when go-zookeeper's current connection attempt began (unix ns)
 
 	// breaks counts the connection's session events other than
 	// StateHasSession. After a reconnect the server replays watches in no
@@ -273,10 +286,15 @@ type Driver struct {
 // The portable layer probes for Capable and Inspector (Client.Capabilities,
 // Client.Status).
 var (
-	_ driver.Driver    = (*Driver)(nil)
-	_ driver.Capable   = (*Driver)(nil)
-	_ driver.Inspector = (*Driver)(nil)
+	_ driver.Driver         = (*Driver)(nil)
+	_ driver.Capable        = (*Driver)(nil)
+	_ driver.Inspector      = (*Driver)(nil)
+	_ driver.RenewCoalescer = (*Driver)(nil)
 )
+
+// CoalescesRenewals reports that the renewals of a session's locks in
+// flight together share one proof (batch.go).
+func (d *Driver) CoalescesRenewals() bool { return true }
 
 func newDriver(o Options) (*Driver, error) {
 	root := o.Prefix
@@ -300,6 +318,8 @@ func newDriver(o Options) (*Driver, error) {
 		done:      done,
 		stopBg:    stop,
 		sess:      newSession(0),
+		renew:     batcher{op: checkOp},
+		release:   batcher{op: deleteOp, single: deleteOne},
 		connected: make(chan struct{}),
 	}, nil
 }

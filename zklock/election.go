@@ -51,12 +51,11 @@ func (l *zkLock) SetValue(ctx context.Context, value string) error {
 	if l.sess.ended() {
 		return fmt.Errorf("%w: %w", driver.ErrLockLost, errSessionEnded)
 	}
-	select {
-	case <-l.lost:
+	switch {
+	case l.isLost():
 		return fmt.Errorf("%w: node %s is gone", driver.ErrLockLost, l.path)
-	case <-l.released:
+	case l.isReleased():
 		return fmt.Errorf("%w: node %s was released", driver.ErrLockLost, l.path)
-	default:
 	}
 	_, err := call(ctx, l.d, func() (struct{}, error) {
 		_, err := l.d.conn.Multi(

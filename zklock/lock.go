@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -19,10 +20,15 @@ type zkLock struct {
 	token uint64
 	sess  *session
 
-	lost         chan struct{}
-	lostOnce     sync.Once
-	released     chan struct{}
-	releasedOnce sync.Once
+	released atomic.Bool // Release was called
+
+	// Loss (loss.go). The channels are made only when asked for: a held
+	// lock reports loss by a call, and costs a few words.
+	mu        sync.Mutex
+	lostFired bool          // markLost has run
+	notify    func()        // NotifyLost's
+	lost      chan struct{} // Lost's, made by it
+	stop      chan struct{} // closed by Release: ends watch, if it runs
 
 	// floor is the TTL of the grant: the portable layer sets its renew
 	// interval from it, so no renewal may report less (provenTTL).
@@ -41,20 +47,36 @@ var errStaleActivity = driver.Unavailable(errors.New("zklock: renewal: the leade
 func (l *zkLock) Token() uint64 { return l.token }
 
 // Lost is closed when our node is deleted or its session ends (watch).
-func (l *zkLock) Lost() <-chan struct{} { return l.lost }
+func (l *zkLock) Lost() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost == nil {
+		l.lost = make(chan struct{})
+		if l.lostFired {
+			close(l.lost)
+		}
+	}
+	return l.lost
+}
 
-func (l *zkLock) markLost() { l.lostOnce.Do(func() { close(l.lost) }) }
-
-// watch reports loss: our node deleted, or the session ended.
+// watch reports loss: our node deleted, or the session ended. It runs
+// only when the driver does not see the watch events (New without an event
+// channel): a goroutine per held lock.
 func (l *zkLock) watch(w <-chan zk.Event) {
+	l.mu.Lock()
+	if l.released.Load() {
+		l.mu.Unlock()
+		return
+	}
+	l.stop = make(chan struct{})
+	stop := l.stop
+	l.mu.Unlock()
 	for {
 		select {
 		case ev, ok := <-w:
 			if !ok || ev.Type != zk.EventNodeDataChanged {
 				// Deleted, or the watch was dropped with the session.
-				select {
-				case <-l.released:
-				default:
+				if !l.isReleased() {
 					l.markLost()
 				}
 				return
@@ -72,7 +94,7 @@ func (l *zkLock) watch(w <-chan zk.Event) {
 		case <-l.sess.lost:
 			l.markLost()
 			return
-		case <-l.released:
+		case <-stop:
 			return
 		case <-l.d.closing:
 			return
@@ -83,18 +105,18 @@ func (l *zkLock) watch(w <-chan zk.Event) {
 var errDisconnected = driver.Unavailable(errors.New("zklock: disconnected from ZooKeeper; the session (and the lock) may still be alive"))
 
 // Renew proves that our node and session are still alive at the leader,
-// with a check of the node in a transaction (see quorum.go): ZooKeeper has
-// nothing to extend, the session keeps the node, and the leader expires the
+// with a check of the node in a transaction (see quorum.go) shared with
+// the session's other renewals in flight (batch.go): ZooKeeper has nothing
+// to extend, the session keeps the node, and the leader expires the
 // session no earlier than the session timeout after it last heard of it.
 func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
-	since := time.Now()
 	if l.sess.ended() {
 		return driver.Validity{}, fmt.Errorf("%w: %w", driver.ErrLockLost, errSessionEnded)
 	}
 	if l.d.conn.State() != zk.StateHasSession {
 		return driver.Validity{}, errDisconnected
 	}
-	_, err := call(ctx, l.d, func() (struct{}, error) { return struct{}{}, l.d.checkNode(l.path) })
+	r, err := l.d.batch(ctx, &l.d.renew, l.path)
 	switch {
 	case errors.Is(err, zk.ErrSessionExpired):
 		return driver.Validity{}, fmt.Errorf("%w: %w", driver.ErrLockLost, err)
@@ -105,14 +127,15 @@ func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
 	case err != nil:
 		return driver.Validity{}, l.d.wrapErr(ctx, "check "+l.path, err)
 	}
-	ttl := l.d.provenTTL(l.sess.id, since)
+	ttl := r.ttl(l.d, l.sess.id)
 	if ttl < l.floor {
 		return driver.Validity{}, errStaleActivity
 	}
-	return driver.Validity{Since: since, TTL: ttl}, nil
+	return driver.Validity{Since: r.sent, TTL: ttl}, nil
 }
 
-// Release deletes our node. Its path carries a random guid and a sequence
+// Release deletes our node, in a multi with the session's other releases
+// in flight (batch.go). Its path carries a random guid and a sequence
 // number, and only our session created it, so the node at that path is
 // ours or gone: the delete cannot touch anyone else's lock. When the
 // delete's outcome is unknown (ctx ended, connection down) the node is
@@ -121,11 +144,19 @@ func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
 // called again after a failure: it then deletes again, or reports the lock
 // lost once the node is gone.
 func (l *zkLock) Release(ctx context.Context) error {
-	l.releasedOnce.Do(func() { close(l.released) })
+	if l.released.CompareAndSwap(false, true) {
+		l.sess.drop(l)
+		l.d.unwatchNode(l.path)
+		l.mu.Lock()
+		if l.stop != nil {
+			close(l.stop)
+		}
+		l.mu.Unlock()
+	}
 	if l.sess.ended() {
 		return fmt.Errorf("%w: %w", driver.ErrLockLost, errSessionEnded)
 	}
-	_, err := call(ctx, l.d, func() (struct{}, error) { return struct{}{}, l.d.conn.Delete(l.path, -1) })
+	_, err := l.d.batch(ctx, &l.d.release, l.path)
 	switch {
 	case err == nil:
 		return nil

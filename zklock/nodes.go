@@ -47,11 +47,17 @@ func (a *attempt) runOwn() {
 	a.sendAt = time.Now()
 	close(a.sending)
 	a.node, a.czxid, a.clean, a.createErr = d.createNode(a.parent, a.guid, a.value)
+	if a.createErr == nil {
+		a.path = a.parent + "/" + a.node
+	}
 	close(a.created)
 	if a.createErr != nil {
 		a.ownErr = a.createErr
 		close(a.statDone)
 		return
+	}
+	if d.nodeEvents {
+		d.watchNode(a.nodePath())
 	}
 	ok, st, w, err := d.conn.ExistsW(a.nodePath())
 	switch {
@@ -66,8 +72,12 @@ func (a *attempt) runOwn() {
 	<-a.decided
 	l := a.held
 	if l == nil {
+		if d.nodeEvents {
+			d.unwatchNode(a.nodePath())
+		}
 		return
 	}
+	l.sess.add(l)
 	switch {
 	case errors.Is(a.ownErr, errEntryGone):
 		l.markLost()
@@ -82,7 +92,15 @@ func (a *attempt) runOwn() {
 	if a.haveStat {
 		w = a.watch
 	}
-	l.watch(w)
+	switch {
+	case d.nodeEvents && w != nil:
+		// The driver sees the watch's events (loss.go): no goroutine.
+		d.holdNode(a.nodePath(), l)
+	case d.nodeEvents:
+		d.unwatchNode(a.nodePath())
+	default:
+		l.watch(w)
+	}
 }
 
 // createNode creates a protected ephemeral-sequential node and returns its

@@ -12,16 +12,34 @@ import (
 )
 
 // session is one ZooKeeper session of the connection. Every lock taken in
-// it shares its lost channel, so an expiry ends them all at once.
+// it shares its lost channel, and the session keeps its held locks (add,
+// drop), so an expiry ends them all at once.
 type session struct {
 	id   int64
 	lost chan struct{}
 	once sync.Once
+
+	mu      sync.Mutex
+	isEnded bool
+	held    map[*zkLock]struct{}
 }
 
 func newSession(id int64) *session { return &session{id: id, lost: make(chan struct{})} }
 
-func (s *session) end() { s.once.Do(func() { close(s.lost) }) }
+// end ends the session and reports its held locks lost.
+func (s *session) end() {
+	s.once.Do(func() {
+		close(s.lost)
+		s.mu.Lock()
+		s.isEnded = true
+		held := s.held
+		s.held = nil
+		s.mu.Unlock()
+		for l := range held {
+			l.markLost()
+		}
+	})
+}
 
 func (s *session) ended() bool {
 	select {
@@ -41,6 +59,7 @@ var (
 // own goroutines: it must not block.
 func (d *Driver) onEvent(ev zk.Event) {
 	if ev.Type != zk.EventSession {
+		d.onNodeEvent(ev)
 		return
 	}
 	if ev.State != zk.StateHasSession {

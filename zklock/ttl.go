@@ -46,10 +46,15 @@ type ttlSession struct {
 }
 
 var (
-	_ driver.Driver    = (*perTTL)(nil)
-	_ driver.Capable   = (*perTTL)(nil)
-	_ driver.Inspector = (*perTTL)(nil)
+	_ driver.Driver         = (*perTTL)(nil)
+	_ driver.Capable        = (*perTTL)(nil)
+	_ driver.Inspector      = (*perTTL)(nil)
+	_ driver.RenewCoalescer = (*perTTL)(nil)
 )
+
+// CoalescesRenewals reports that each session's renewals in flight
+// together share one proof (batch.go).
+func (p *perTTL) CoalescesRenewals() bool { return true }
 
 // dialPerTTL connects one session, with dlock.DefaultTTL as its timeout:
 // the TTL of a client given none, and proof that the servers answer.

@@ -1,6 +1,7 @@
 -- Single-node acquire (keys: single.lua). ARGV[1] owner id, ARGV[2] TTL in
 -- milliseconds, ARGV[3] "1" if the caller waits (is subscribed) and should
--- be queued on failure.
+-- be queued on failure, ARGV[4] the value to keep with an exclusive hold
+-- (an election leader's; '' for none).
 -- Returns {1, token} when granted; {0, wait, fence} when it must wait:
 -- wait is the time in ms after which to try again at the latest (a
 -- holder's expiry), fence the counter now, so any grant made before this
@@ -24,10 +25,11 @@ end
 if cur and redis.call('PTTL', KEYS[1]) < 0 then
 	return redis.error_reply('DLOCK key exists without a TTL: not a lock made by dlock')
 end
-if not cur and not string.find(owner, ':', 1, true) and redis.call('EXISTS', KEYS[3], KEYS[6]) == 0 then
-	-- A mutex (a writer: no ':' in its id) with nobody else about: the
-	-- common case, in as few calls as before read-write locks, and before
-	-- single.lua's functions are made (which costs a microsecond).
+if not cur and ARGV[4] == '' and not string.find(owner, ':', 1, true) and redis.call('EXISTS', KEYS[3], KEYS[6], KEYS[10]) == 0 then
+	-- A mutex (a writer: no ':' in its id) without a value, with nobody
+	-- else about (no waiter, reader, permit or observer): the common case,
+	-- in as few calls as before read-write locks, and before single.lua's
+	-- functions are made (which costs a microsecond).
 	local token = redis.call('INCR', KEYS[2])
 	redis.call('SET', KEYS[1], owner, 'PX', ttl)
 	return {1, token}
@@ -112,6 +114,10 @@ if wait then
 			end
 			redis.call('ZADD', KEYS[3], ticket, owner)
 		end
+		if ARGV[4] ~= '' then
+			redis.call('HSET', KEYS[9], owner, ARGV[4])
+			extend(KEYS[9], keep)
+		end
 		redis.call('ZADD', KEYS[4], t + keep, owner)
 		extend(KEYS[3], keep)
 		extend(KEYS[4], keep)
@@ -120,7 +126,7 @@ if wait then
 end
 local token = redis.call('INCR', KEYS[2])
 if kind == 'x' then
-	redis.call('SET', KEYS[1], owner, 'PX', ttl)
+	takeExclusive(owner, ttl, ARGV[4])
 else
 	redis.call('ZADD', KEYS[6], t + ttl, owner)
 	redis.call('HSET', KEYS[7], owner, token)
@@ -130,5 +136,6 @@ end
 if mine then
 	redis.call('ZREM', KEYS[3], owner)
 	redis.call('ZREM', KEYS[4], owner)
+	redis.call('HDEL', KEYS[9], owner)
 end
 return {1, token}

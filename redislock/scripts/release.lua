@@ -11,10 +11,10 @@
 -- after TTL.
 local owner = ARGV[1]
 if not string.find(owner, ':', 1, true) then
-	-- A mutex (a writer) that nobody waits for: the common case, before
-	-- single.lua's functions are made.
+	-- A mutex (a writer) without a value that nobody waits for or
+	-- observes: the common case, before single.lua's functions are made.
 	local ok, cur = pcall(redis.call, 'GET', KEYS[1])
-	if ok and cur == owner and redis.call('EXISTS', KEYS[3]) == 0 then
+	if ok and cur == owner and redis.call('EXISTS', KEYS[3], KEYS[8], KEYS[10]) == 0 then
 		redis.call('DEL', KEYS[1])
 		return 1
 	end
@@ -24,8 +24,10 @@ local ours, freed = false, false
 if kindOf(owner) == 'x' then
 	local ok, cur = pcall(redis.call, 'GET', KEYS[1])
 	if ok and cur == owner then
-		redis.call('DEL', KEYS[1])
+		-- The value, if any, is this owner's or a stale one: either goes.
+		redis.call('DEL', KEYS[1], KEYS[8])
 		ours, freed = true, true
+		holderChanged()
 	end
 else
 	local exp = redis.call('ZSCORE', KEYS[6], owner)

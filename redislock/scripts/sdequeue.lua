@@ -7,6 +7,7 @@
 --[[single.lua]]
 local n = redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[9], ARGV[1])
 if n == 1 then
 	handOver(tonumber(ARGV[3]), ARGV[2])
 end

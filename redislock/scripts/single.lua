@@ -14,6 +14,14 @@
 --   KEYS[6] the shared holders (readers, or a semaphore's permits): owner
 --           id -> server time in ms at which its hold runs out
 --   KEYS[7] the shared holders' tokens: owner id -> token
+--   KEYS[8] the exclusive holder's value (an election leader's): "OWNER
+--           VALUE", with the lock key's TTL; a value whose OWNER is not the
+--           lock key's is stale and means none
+--   KEYS[9] the queued waiters' values: owner id -> value, kept with the
+--           grant that handOver makes
+--   KEYS[10] exists while some client observes the exclusive holder
+--           (sholder.lua): every change of it (a grant, a release, a new
+--           value) is then published, empty, on the channel KEYS[1]..':holder'
 -- An owner id says what it wants (kindOf): a reader's ends in ":s", a
 -- permit's of a semaphore of N in ":pN"; a mutex's or writer's has neither.
 -- A name never mixes locks and semaphores, nor semaphores of different N:
@@ -43,6 +51,24 @@ local function extend(key, ms)
 	end
 end
 
+-- holderChanged tells the observers, if any, that the exclusive holder or
+-- its value changed; they read it again (sholder.lua).
+local function holderChanged()
+	if redis.call('EXISTS', KEYS[10]) == 1 then
+		redis.call('PUBLISH', KEYS[1] .. ':holder', '')
+	end
+end
+
+-- takeExclusive makes owner the exclusive holder for ttl ms, with value
+-- ('' or nil for none).
+local function takeExclusive(owner, ttl, value)
+	redis.call('SET', KEYS[1], owner, 'PX', ttl)
+	if value and value ~= '' then
+		redis.call('SET', KEYS[8], owner .. ' ' .. value, 'PX', ttl)
+	end
+	holderChanged()
+end
+
 local function chunked(cmd, key, list)
 	for i = 1, #list, 1000 do
 		redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
@@ -65,6 +91,7 @@ local function pruneQueue(t)
 	local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', t)
 	if #dead > 0 then
 		chunked('ZREM', KEYS[3], dead)
+		chunked('HDEL', KEYS[9], dead)
 		redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', t)
 	end
 end
@@ -99,7 +126,11 @@ local function handOver(ttl, channel)
 			end
 			local token = redis.call('INCR', KEYS[2])
 			if kind == 'x' then
-				redis.call('SET', KEYS[1], w, 'PX', ttl)
+				local value = redis.call('HGET', KEYS[9], w)
+				if value then
+					redis.call('HDEL', KEYS[9], w)
+				end
+				takeExclusive(w, ttl, value)
 				held = true
 			else
 				redis.call('ZADD', KEYS[6], t + ttl, w)

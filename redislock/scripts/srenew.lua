@@ -1,5 +1,6 @@
 -- Single-node renewal (keys: single.lua). ARGV[1] owner id, ARGV[2] TTL in
--- milliseconds.
+-- milliseconds, ARGV[3] '1' if the owner may have a value (KEYS[8]) to
+-- extend with its exclusive hold.
 -- Returns 1 if the owner holds and its hold is extended, 0 if not (a shared
 -- hold that ran out is not extended: a writer may have been let in).
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
@@ -7,6 +8,9 @@ if not string.find(owner, ':', 1, true) then
 	-- A mutex's or a writer's key.
 	local ok, cur = pcall(redis.call, 'GET', KEYS[1])
 	if ok and cur == owner then
+		if ARGV[3] == '1' then
+			redis.call('PEXPIRE', KEYS[8], ttl)
+		end
 		return redis.call('PEXPIRE', KEYS[1], ttl)
 	end
 	return 0

@@ -1,0 +1,188 @@
+package redislock
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dlockio/dlock/driver"
+)
+
+// Batched renewal ("group commit"). The renewals of one node go out in one
+// script for many locks: the first Renew sends at once; those that arrive
+// while batches are in flight go together in the next, at most maxBatch to
+// a script, and at most maxInflight scripts at once (a loaded client or
+// server makes each round trip slow: one at a time would cap the
+// renewals a node can carry at maxBatch per round trip). The portable layer puts the renewals of one client on a common
+// grid (driver.RenewCoalescer), so a client holding N locks sends a few
+// scripts per node per renewal interval instead of N. Every entry is
+// owner-checked on its own by the script, exactly as a single renewal is.
+//
+// Only a node whose client is a plain *redis.Client (a server, or a
+// Sentinel-managed master) batches: a Cluster's locks are in as many hash
+// slots as they have names, and one script may only touch one slot. A
+// Cluster renews each lock by itself, as before.
+
+var _ driver.RenewCoalescer = (*Driver)(nil)
+
+// maxBatch bounds the entries of one script, so that it keeps the server
+// busy for a millisecond or so, not for as long as ten thousand renewals
+// take.
+const maxBatch = 1000
+
+// maxInflight bounds the batches of one node in flight at once.
+const maxInflight = 4
+
+// CoalescesRenewals implements driver.RenewCoalescer: true when every node
+// batches its renewals.
+func (d *Driver) CoalescesRenewals() bool {
+	for _, n := range d.nodes {
+		if n.batch == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// renewal is one lock's entry in a batch: the keys and arguments
+// renewmany.lua reads for it, and its outcome.
+type renewal struct {
+	key, aux string // the lock key (or shared holders) and its companion (value, or tokens)
+	owner    string // the owner id (Redlock: the key's value)
+	ttl      int64  // ms
+	kind     string // renewmany.lua: 'x' exclusive, 'v' exclusive with a value, 's' shared, 'r' Redlock
+	deadline time.Time
+	done     chan struct{}
+	owned    bool
+	err      error
+}
+
+// batcher collects one node's renewals.
+type batcher struct {
+	n        *node
+	mu       sync.Mutex
+	pending  []*renewal
+	inflight int // senders running
+}
+
+// renew extends r on the node, with the renewals that come with it, and
+// reports whether r's owner still held it.
+func (b *batcher) renew(ctx context.Context, r *renewal) (bool, error) {
+	b.add(ctx, r)
+	return r.wait(ctx)
+}
+
+// add queues r; if fewer than maxInflight batches are in flight, one goes
+// out at once (in a goroutine that sends batches until none is pending: a
+// few per node, not one per renewal).
+func (b *batcher) add(ctx context.Context, r *renewal) {
+	r.done = make(chan struct{})
+	if dl, ok := ctx.Deadline(); ok {
+		r.deadline = dl
+	}
+	b.mu.Lock()
+	b.pending = append(b.pending, r)
+	lead := b.inflight < maxInflight
+	if lead {
+		b.inflight++
+	}
+	b.mu.Unlock()
+	if lead {
+		b.n.bg.Go(func() { b.send(ctx) })
+	}
+}
+
+// wait waits for r's batch, and reports whether r's owner still held it.
+// A renewal whose ctx ends first returns ctx's error; its entry may still
+// be sent (renewing a lock that is still its owner's is harmless: its
+// Release deletes it).
+func (r *renewal) wait(ctx context.Context) (bool, error) {
+	select {
+	case <-r.done:
+		return r.owned, r.err
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// take removes up to maxBatch pending renewals. b.mu held.
+func (b *batcher) take() []*renewal {
+	k := min(len(b.pending), maxBatch)
+	batch := b.pending[:k:k]
+	b.pending = b.pending[k:]
+	if len(b.pending) == 0 {
+		b.pending = nil
+	}
+	return batch
+}
+
+// send runs the pending batches one after the other until none is left.
+// Each request carries ctx's values (the first renewal's), not its
+// cancellation, and the latest deadline of the batch's entries (an entry
+// whose own deadline passes stops waiting on its own).
+func (b *batcher) send(ctx context.Context) {
+	for {
+		b.mu.Lock()
+		batch := b.take()
+		if len(batch) == 0 {
+			b.inflight--
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		b.sendOne(ctx, batch)
+	}
+}
+
+func (b *batcher) sendOne(ctx context.Context, batch []*renewal) {
+	var dl time.Time
+	for _, r := range batch {
+		if r.deadline.IsZero() {
+			dl = time.Time{}
+			break
+		}
+		if r.deadline.After(dl) {
+			dl = r.deadline
+		}
+	}
+	rctx, cancel := context.WithoutCancel(ctx), context.CancelFunc(func() {})
+	if !dl.IsZero() {
+		rctx, cancel = context.WithDeadline(rctx, dl)
+	}
+	b.run(rctx, batch)
+	cancel()
+}
+
+// run sends batch in one script and settles each entry.
+func (b *batcher) run(ctx context.Context, batch []*renewal) {
+	keys := make([]string, 0, 2*len(batch))
+	args := make([]any, 0, 3*len(batch))
+	for _, r := range batch {
+		keys = append(keys, r.key, r.aux)
+		args = append(args, r.owner, r.ttl, r.kind)
+	}
+	v, err := b.n.run(ctx, renewManyScript, keys, args...).Int64Slice()
+	if err == nil && len(v) != len(batch) {
+		err = fmt.Errorf("unexpected reply of %d entries to %d renewals", len(v), len(batch))
+	}
+	for i, r := range batch {
+		if err != nil {
+			r.err = err
+		} else {
+			r.owned = v[i] == 1
+		}
+		close(r.done)
+	}
+}
+
+// newBatcher returns the batcher of a node whose client can run one script
+// over keys of many slots, nil for one that cannot (a Cluster, a Ring).
+func newBatcher(n *node) *batcher {
+	if _, ok := n.rdb.(*redis.Client); !ok {
+		return nil
+	}
+	return &batcher{n: n}
+}
