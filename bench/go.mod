@@ -10,6 +10,7 @@ require (
 	github.com/go-redsync/redsync/v4 v4.18.1
 	github.com/go-zookeeper/zk v1.0.4
 	github.com/jackc/pgx/v5 v5.12.0
+	github.com/lib/pq v1.12.1
 	github.com/redis/go-redis/v9 v9.23.0
 	go.etcd.io/etcd/client/v3 v3.7.3
 	go.uber.org/zap v1.27.1
@@ -18,6 +19,7 @@ require (
 )
 
 require (
+	cirello.io/pglock v0.0.0
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/coreos/go-semver v0.3.1 // indirect
 	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
@@ -46,3 +48,5 @@ require (
 
 // A copy with a data-race fix (third_party/go-zookeeper-zk/PATCH.md).
 replace github.com/go-zookeeper/zk => ../third_party/go-zookeeper-zk
+
+replace cirello.io/pglock => ../third_party/cirello-pglock

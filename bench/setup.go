@@ -17,6 +17,7 @@ type Engines struct {
 	Etcd    *EtcdEngine
 	ZK      *ZKEngine
 	PG      *pgxpool.Pool // nil on the single-node setup
+	PGLocks *PGEngine     // the PostgreSQL lock contenders' connections; nil on the single-node setup
 	FileDir string        // "" on the single-node setup
 }
 
@@ -31,6 +32,9 @@ func (e *Engines) Close() error {
 	}
 	if e.ZK != nil {
 		errs = append(errs, e.ZK.Close())
+	}
+	if e.PGLocks != nil {
+		errs = append(errs, e.PGLocks.Close())
 	}
 	if e.PG != nil {
 		e.PG.Close()
@@ -64,6 +68,10 @@ func Connect(ctx context.Context) (*Engines, error) {
 		return nil, fmt.Errorf("zookeeper %v: %w (run scripts/services.sh up)", ZKAddrs(), err)
 	}
 	if e.PG, err = connectPG(ctx, PGURL()); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("postgres: %w (run scripts/services.sh up)", err)
+	}
+	if e.PGLocks, err = NewPGEngine(ctx, e.PG, PGURL()); err != nil {
 		e.Close()
 		return nil, fmt.Errorf("postgres: %w (run scripts/services.sh up)", err)
 	}
@@ -143,6 +151,7 @@ func (e *Engines) Suite(single *Engines) *Suite {
 	s.Contenders = append(s.Contenders, dlockRedlock(e)...)
 	s.add(e.etcdContenders())
 	s.add(e.zkContenders())
+	s.add(e.PGLocks.contenders())
 	s.Targets = e.Targets("")
 	s.Electors = []Elector{PeerElector("etcd", e.Etcd.Addrs), DlockElector("etcd", e.Etcd.Addrs)}
 	if single != nil {

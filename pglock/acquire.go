@@ -14,7 +14,9 @@ import (
 // Acquire takes req.Name's advisory lock: first with one try on a session
 // the lock may share (no new connection when the lock is free), then, if
 // req.Wait, with pg_advisory_lock on a session of its own, which the server
-// wakes in queue order when the lock is its turn.
+// wakes in queue order when the lock is its turn. A blocking request that
+// finds a spare session (one without locks) goes to pg_advisory_lock on it
+// at once: one round trip whether the lock is free or not.
 func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
 	if req.Limit > 0 {
 		return nil, driver.Validity{}, fmt.Errorf("pglock: semaphores: %w", driver.ErrNotSupported)
@@ -32,6 +34,11 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 		return nil, driver.Validity{}, err
 	}
 	key := Key(req.Name)
+	if req.Wait {
+		if s := d.spare(req.TTL); s != nil {
+			return d.wait(ctx, s, key, req)
+		}
+	}
 	q := d.q.try
 	if req.Mode == driver.Shared {
 		q = d.q.tryShared
@@ -54,19 +61,19 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 	if !req.Wait {
 		return nil, driver.Validity{}, driver.ErrNotAcquired
 	}
-	return d.wait(ctx, key, req)
+	return d.wait(ctx, d.spare(req.TTL), key, req)
 }
 
 // grant runs one granting statement on s, for which key is reserved, and
 // makes the lock if it was granted. Neither a lock nor an error: not
 // granted (the reservation is dropped).
 func (d *Driver) grant(ctx context.Context, s *session, key int64, req driver.Request, q string) (*lock, driver.Validity, error) {
-	var ok bool
+	var ok, lease bool
 	var tok, waitMs int64
 	var pid uint32
 	since := time.Now()
 	err := s.use(ctx, func(c *pgx.Conn) error {
-		if err := c.QueryRow(ctx, q, grantArgs(key, req)...).Scan(&ok, &tok, &pid, &waitMs); err != nil {
+		if err := c.QueryRow(ctx, q, grantArgs(key, req)...).Scan(&ok, &tok, &pid, &waitMs, &lease); err != nil {
 			return err
 		}
 		return s.check(pid)
@@ -98,8 +105,7 @@ func (d *Driver) grant(ctx context.Context, s *session, key int64, req driver.Re
 
 // grantArgs are the parameters of the granting statements.
 func grantArgs(key int64, req driver.Request) []any {
-	return []any{key, []byte(req.Name), ttlMillis(req.TTL), req.Mode == driver.Shared,
-		int64(uint64(key) >> 32), int64(uint32(key))}
+	return []any{key, []byte(req.Name), ttlMillis(req.TTL)}
 }
 
 // ttlMillis is a TTL in whole milliseconds, never below it.
@@ -118,7 +124,7 @@ func (d *Driver) undo(ctx context.Context, s *session, key int64, mode driver.Mo
 	defer cancel()
 	err := s.use(cctx, func(c *pgx.Conn) error {
 		var held bool
-		return c.QueryRow(cctx, fmt.Sprintf(q, key)).Scan(&held)
+		return c.QueryRow(cctx, q, key).Scan(&held)
 	})
 	if err != nil {
 		s.kill(err)
@@ -126,16 +132,16 @@ func (d *Driver) undo(ctx context.Context, s *session, key int64, mode driver.Mo
 	d.unreserve(s, key)
 }
 
-// wait takes the lock with a blocking statement on a session of its own.
+// wait takes the lock with a blocking statement on a session of its own:
+// s, a spare taken out of its group, or a new one if s is nil.
 // The server queues it and wakes it when the lock is its turn; ctx ending
 // cancels the statement through pgx (a CancelRequest), and the session is
 // then closed, which frees anything it might have been granted meanwhile.
-func (d *Driver) wait(ctx context.Context, key int64, req driver.Request) (driver.Lock, driver.Validity, error) {
+func (d *Driver) wait(ctx context.Context, s *session, key int64, req driver.Request) (driver.Lock, driver.Validity, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(d.closeCtx, cancel)
 	defer stop()
-	s := d.spare(req.TTL)
 	if s == nil {
 		var err error
 		if s, err = d.newSession(wctx, req.TTL); err != nil {
@@ -151,25 +157,32 @@ func (d *Driver) wait(ctx context.Context, key int64, req driver.Request) (drive
 	d.waiting[s] = true
 	s.keys[key] = 1
 	d.mu.Unlock()
-	var err error
 	q := d.q.wait
 	if req.Mode == driver.Shared {
 		q = d.q.waitShared
 	}
-	var ok bool
+	confirm := d.q.confirm
+	if req.Mode == driver.Shared {
+		confirm = d.q.confirmShared
+	}
+	var ok, lease bool
 	var tok, waitMs int64
 	var pid uint32
-	err = s.use(wctx, func(c *pgx.Conn) error {
-		if _, err := c.Exec(wctx, q, key); err != nil {
+	// The validity runs from the send of the statement that wrote the
+	// lease (the server's idle timer restarts after it): the grant's own
+	// if it did not wait, else the confirmation's, sent once the grant
+	// has reached this client.
+	since := time.Now()
+	err := s.use(wctx, func(c *pgx.Conn) error {
+		if err := c.QueryRow(wctx, q, grantArgs(key, req)...).Scan(&ok, &tok, &pid, &waitMs, &lease); err != nil {
 			return err
 		}
-		// The lease, its token and what a vanished predecessor's lease
-		// still asks for, in a statement of their own, whose snapshot
-		// sees what committed while this one waited. The server's idle
-		// timer starts again with it.
-		return c.QueryRow(wctx, d.q.held, grantArgs(key, req)...).Scan(&ok, &tok, &pid, &waitMs)
+		if err := s.check(pid); err != nil || lease {
+			return err
+		}
+		since = time.Now()
+		return c.QueryRow(wctx, confirm, key, s.pid, tok, ttlMillis(req.TTL)).Scan(&pid)
 	})
-	since := time.Now()
 	if err == nil {
 		err = s.check(pid)
 	}
@@ -308,22 +321,22 @@ func (d *Driver) ensureTable(ctx context.Context) error {
 	if done {
 		return nil
 	}
-	var exists, named, leases bool
+	// The last column added to the table: a table without it is made
+	// or completed.
+	var exists, complete bool
 	err := d.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT FROM pg_attribute
-	WHERE attrelid = to_regclass($1) AND attname = 'name' AND NOT attisdropped), to_regclass($2) IS NOT NULL`,
-		ident(d.table), ident(leasesTable(d.table))).Scan(&exists, &named, &leases)
-	if err == nil && exists && !named {
-		_, err = d.pool.Exec(ctx, d.q.addName)
-	}
-	if err == nil && (!exists || !leases) {
+	WHERE attrelid = to_regclass($1) AND attname = 'readers' AND NOT attisdropped)`,
+		ident(d.table)).Scan(&exists, &complete)
+	if err == nil && !complete {
 		err = pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", Key("dlock/pglock/create-table")); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, d.q.create); err != nil {
-				return err
+			q := d.q.create
+			if exists {
+				q = d.q.addColumns
 			}
-			_, err := tx.Exec(ctx, d.q.createLeases)
+			_, err := tx.Exec(ctx, q)
 			return err
 		})
 	}

@@ -119,3 +119,54 @@ func BenchmarkRoundTrip(b *testing.B) {
 	}
 	reportLatencies(b, lat, time.Since(start))
 }
+
+// BenchmarkVsFloor interleaves blocks of uncontended cycles of the floor
+// (pg_advisory_lock + pg_advisory_unlock on one connection) and of pglock
+// (Mutex.Lock + Unlock through dlock), so that both see the same load,
+// and reports each one's median cycle and their ratio (the issue's
+// target: pglock at ≥ 0.85 × the floor's rate, x-floor ≥ 0.85).
+func BenchmarkVsFloor(b *testing.B) {
+	url := testserver.Postgres(b)
+	ctx := context.Background()
+	fl := floor(b, url)
+	defer fl.Close()
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	c, err := New(pool, &Options{Table: testTable})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pl := scenario.Client(c)
+	defer pl.Close()
+	name := benchName(b)
+	const block = 50
+	var fs, ps []time.Duration
+	run := func(l scenario.Locker, into *[]time.Duration) {
+		for range block {
+			t := time.Now()
+			if err := scenario.Cycle(ctx, l, name); err != nil {
+				b.Fatal(err)
+			}
+			*into = append(*into, time.Since(t))
+		}
+	}
+	run(fl, new([]time.Duration)) // warm-up: connections, statements
+	run(pl, new([]time.Duration))
+	for i := 0; i < cycles/block || i < b.N; i++ {
+		if i%2 == 0 {
+			run(fl, &fs)
+			run(pl, &ps)
+		} else {
+			run(pl, &ps)
+			run(fl, &fs)
+		}
+	}
+	f, p := scenario.Median(fs), scenario.Median(ps)
+	b.ReportMetric(float64(f.Microseconds()), "floor-p50-µs")
+	b.ReportMetric(float64(p.Microseconds()), "pglock-p50-µs")
+	b.ReportMetric(float64(f)/float64(p), "x-floor")
+	b.ReportMetric(0, "ns/op")
+}

@@ -36,9 +36,9 @@
 // address or password fails Open rather than the first lock.
 //
 // What the driver needs of its user: to connect, to create the token table
-// and the leases table (or find them made), to read and write the first
-// (SELECT, INSERT, UPDATE) and the second (and DELETE), and to call the
-// advisory-lock functions, which every user may.
+// (or find it made; a table made by an earlier version is given the
+// columns it lacks), to read and write it (SELECT, INSERT, UPDATE), and to
+// call the advisory-lock functions, which every user may.
 //
 // # Names and keys
 //
@@ -62,21 +62,35 @@
 // one per TTL is kept for the next lock or wait, the others are closed (and
 // an idle one is ended by the server after the TTL anyway).
 //
-//   - TryLock: one statement on a session:
-//     pg_try_advisory_lock(key) and, if granted, the key's counter row
-//     (INSERT … ON CONFLICT (key) DO UPDATE SET token = token + 1 RETURNING
-//     token) and the lease's row, in one round trip.
-//   - Lock: that try, then, if the lock is taken, pg_advisory_lock(key) on a
-//     session of its own while it waits (the spare one if there is one, else
-//     a new connection), which then holds the lock and may take others. The
-//     server queues the statement and wakes it
-//     in queue order when the lock is its turn: no polling. ctx ending
-//     cancels the statement through pgx (a CancelRequest, so the server
-//     drops the queue entry at once), and the session is closed, which
-//     frees anything it might have been granted meanwhile. A backend whose
-//     client vanished leaves the queue within a second
-//     (client_connection_check_interval, where the platform has it).
-//   - Unlock: pg_advisory_unlock(key) on the lock's session.
+//   - TryLock: one statement on a session, one round trip:
+//     pg_try_advisory_lock(key) and, if granted, the key's row in the token
+//     table (INSERT … ON CONFLICT (key) DO UPDATE SET token = token + 1 …
+//     RETURNING token), which also takes the lease.
+//   - Lock: the same statement with pg_advisory_lock(key), on a session
+//     of its own while it waits, which then holds the lock and may take
+//     others: the grant and its token in the round trip of the wait, and
+//     its lease too if the lock was free. After a real wait the lease is
+//     written by one more statement, once the grant has reached the
+//     client: a client that gave up while cut off from the server leaves
+//     its backend queued, and a lease written for it when its turn came
+//     would hold its successors up for a TTL (TestZombieGrant). With a
+//     spare session (one left without locks) the statement is sent at
+//     once: one round trip if the lock is free, two after a wait; without
+//     one, the try first, on a session the lock may share, and, if the
+//     lock is taken, the wait on a new connection. The server queues the
+//     statement and wakes it in queue order when the lock is its turn: no
+//     polling. ctx ending cancels the statement through pgx (a
+//     CancelRequest, so the server drops the queue entry at once), and the
+//     session is closed, which frees anything it might have been granted
+//     meanwhile. A backend whose client vanished leaves the queue within a
+//     second (client_connection_check_interval, where the platform has it).
+//   - Unlock: one statement on the lock's session, one round trip: the
+//     lease ended in the key's row, then pg_advisory_unlock(key).
+//   - Renew: one statement (the lease extended in the key's row).
+//
+// An uncontended Lock+Unlock is two round trips, as pg_advisory_lock +
+// pg_advisory_unlock are, but each of them a write transaction (the token,
+// the lease), which the bare advisory lock is not: see BENCH_NOTES.md.
 //
 // # TTL
 //
@@ -84,10 +98,9 @@
 // (PostgreSQL 14 and later): a holder that stops renewing is cut off by the
 // server when the TTL has passed since its last statement, and its locks
 // freed. A renewal is one statement on the lock's session (it extends the
-// lease's row), and the validity is measured from the moment it was sent,
-// as for every driver. A blocking wait, once granted, is followed by a
-// statement (one more round trip) that counts the token and writes the
-// lease's row, which also restarts the server's timer.
+// lease in the key's row), and the validity is measured from the moment it
+// was sent, as for every driver. After a real wait the validity runs from
+// the send of the statement that writes the lease.
 //
 // Servers before 14 have no idle_session_timeout: there the TTL only bounds
 // the holder's own view (the lease ends when renewals stop succeeding), and
@@ -98,13 +111,15 @@
 // # Fencing
 //
 // The token is the key's counter row, incremented while the lock is held,
-// right after it is granted (in the same statement for a try, in the next
-// one after a blocking wait): it strictly increases in grant order
+// right after it is granted, in the same statement (for a try and a
+// blocking wait alike): it strictly increases in grant order
 // (across exclusive and shared holders and [Tx]) and is durable (WAL), so
 // it survives restarts and failover to a synchronous standby. A sequence
-// would not do unless it had CACHE 1. The driver creates its tables on
+// would not do unless it had CACHE 1. The driver creates its table on
 // first use (CREATE TABLE IF NOT EXISTS, serialized by a
-// transaction-scoped advisory lock).
+// transaction-scoped advisory lock). Clients of the earlier version of
+// this driver, which kept leases in a table of their own
+// ("<table>_leases"), must not share a table with this one.
 //
 // # Loss
 //
@@ -119,16 +134,28 @@
 // which can be the very moment its holder learns of it (a reset of both
 // ends of the connection, a terminated backend, a restart): the next
 // waiter could then be granted the lock a moment before the holder's Done
-// closes. So every lease also has a row in the leases table
-// ("<table>_leases": key, token, mode, server process, valid until), written
-// with the grant and extended by every renewal (server clock: the
-// renewal's time + TTL, never before the holder's own deadline). Release
-// deletes the row in a transaction committed before the unlock. A grant
-// that finds the row of a holder no longer holding the lock (one that
-// ended without releasing) holds the lock unused until that row's time has
-// passed, renewing meanwhile, and only then returns: a vanished holder is
-// replaced when its lease is surely over, at most the TTL after its last
-// renewal. A clean release hands over at once.
+// closes. So every lease is also noted in the key's row of the token table
+// (the exclusive holder's server process and lease end; the readers'
+// leases), written with the grant, extended by every renewal (server
+// clock: the renewal's time + TTL) and ended by the release, in the
+// statement that unlocks, before the unlock. A grant holds the lock, so
+// the leases of its mode's rivals still in the row belong to holders that
+// ended without releasing: the grant holds the lock unused until the last
+// of them is over, renewing meanwhile, and only then returns. A vanished
+// holder is replaced when its lease is surely over, at most the TTL after
+// its last renewal; a clean release hands over at once.
+//
+// The grant reads the row through ON CONFLICT … DO UPDATE, which in read
+// committed updates the row's latest version whatever the statement's
+// snapshot, and waits for a transaction writing it to end: a release whose
+// unlock granted the lock has not committed yet when the next holder wakes,
+// and the next holder waits for that commit on the row's lock, then sees
+// the lease ended. So one statement does for a blocking wait too, although
+// its snapshot predates the wait (the lease a waited grant writes next
+// only extends the row it locked). The release's commit does not wait for
+// the WAL flush (synchronous_commit off for it alone): a release lost in a
+// crash only makes the next holder wait out the lease; grants and renewals
+// commit as the server is configured.
 //
 // # Read-write locks
 //
@@ -142,7 +169,10 @@
 //
 // [Tx] takes pg_advisory_xact_lock inside the caller's own transaction and
 // returns the token, counted in that transaction: the lock, the token and
-// the writes it protects commit or roll back together.
+// the writes it protects commit or roll back together. It does not wait
+// out the lease of a session holder that vanished (it will not sleep
+// inside the caller's transaction): its token is above that holder's, so
+// writes that check tokens stay safe.
 //
 // # Listing
 //

@@ -132,8 +132,8 @@ func (d *Driver) Capabilities() driver.Capabilities {
 		Notes: "advisory locks of one PostgreSQL server (a failover loses them: the locks are not replicated, " +
 			"the tokens are); needs session-level locks, so not through PgBouncer in transaction mode; " +
 			"the server frees a silent holder's locks after the TTL only from PostgreSQL 14 (idle_session_timeout); " +
-			"a connection reset on both ends frees the locks as the holder learns of it, so a successor may be granted " +
-			"just before the holder's Done closes (tokens stay ordered)",
+			"a successor of a holder whose session ended without releasing waits out that holder's lease " +
+			"(noted in the key's row of the token table)",
 	}
 }
 

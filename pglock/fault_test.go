@@ -86,8 +86,10 @@ func TestServerRestartAndCrash(t *testing.T) {
 			} else {
 				srv.Kill()
 			}
-			mustBeLost(t, l, 5*time.Second, "holder")
-			mustBeLost(t, r, 5*time.Second, "reader")
+			// At once: well before the first renewal (TTL/3) would find
+			// the session gone.
+			mustBeLost(t, l, ttl/6, "holder")
+			mustBeLost(t, r, ttl/6, "reader")
 			testserver.RestartPostgres(t, srv)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -155,8 +157,8 @@ func TestLockTableFull(t *testing.T) {
 // A reset of both ends of the holder's connection (a middlebox resetting a
 // flow both ways) makes the server free the lock at the moment the holder
 // learns of it. The next holder must not be granted before the holder's
-// lease is over: it waits out the vanished holder's lease (its row in the
-// leases table), which the holder's deadline never outlives.
+// lease is over: it waits out the vanished holder's lease (noted in the
+// key's row), which the holder's deadline never outlives.
 func TestResetBothEnds(t *testing.T) {
 	url := testserver.Postgres(t)
 	h := newHarness(t, url)

@@ -24,80 +24,132 @@ func Key(name string) int64 {
 }
 
 // DefaultTable is the table of fencing counters when Options.Table is empty.
-// Its rows: key (the advisory-lock key, primary), token (the key's last
-// token) and name (the first name granted under the key, for List).
+// Its rows, one per key: key (the advisory-lock key, primary), token (the
+// key's last token), name (the first name granted under the key, for List),
+// and the leases on the key, which a successor of a holder that vanished
+// waits out (see the package doc, Loss): holder and held_until (the
+// exclusive holder's server process and the end of its lease in ms since
+// the epoch, server clock; NULL once released), readers (the shared
+// holders' leases: {"pid": [token, end ms]}) and wait_until (the latest end
+// of a lease whose holder vanished).
 const DefaultTable = "dlock_tokens"
 
 // queries are the statements of one driver, made once for its token table.
+//
+// Every statement that grants, renews or releases touches one row, the
+// key's, and takes its row lock: the grant's ON CONFLICT … DO UPDATE
+// updates the latest version of the row whatever its snapshot (read
+// committed), and waits for a release in flight to commit. So a grant sees
+// every release committed before it, and every lease written before it,
+// even in a statement whose snapshot is older than the grant (a blocking
+// pg_advisory_lock): the lock and the token are one statement, one round
+// trip, for a try and a wait alike, and so is the lease unless the
+// statement waited (see lease below).
 type queries struct {
-	create, createLeases, addName string
+	create, addColumns string
 
-	// One round trip each: take the advisory lock ($1) and, if granted,
-	// count the grant in the key's row of the token table, which returns
-	// the token, and note the lease in the leases table; also how long
-	// (ms) the lease of a holder that ended without releasing may still
-	// be believed held by it. The lock is taken before the row, in the
-	// same statement, so tokens follow grant order. held does the rest
-	// for a lock taken by wait or waitShared (blocking statements).
-	try, tryShared, held string
-	wait, waitShared     string
+	// try, tryShared, wait, waitShared ($1 key, $2 name, $3 TTL in ms):
+	// take the advisory lock and, if granted, count the grant in the
+	// key's row, which returns the token, note the lease there, and say
+	// how long (ms) the lease of a holder that ended without releasing
+	// may still be believed held by it. The lock is taken before the row
+	// is written, in the same statement, so tokens follow grant order.
+	try, tryShared, wait, waitShared string
 
-	// release (a format: key, token) deletes the lease's row in a
-	// transaction of its own, committed before unlock (a format: key)
-	// frees the lock, so that the next holder never mistakes it for a
-	// holder that vanished.
-	release, unlock, unlockShared string
-	renew                         string // the lease's validity, from now
-	recheck                       string // the wait of the grant, with a fresh snapshot
-	token                         string // the key's last token, for Status
+	// release, releaseShared ($1 key, $2 the session's server process,
+	// $3 token): end the lease in the row, then unlock, in one statement:
+	// the next holder, granted at the unlock, takes the row's lock and so
+	// waits for this statement to commit, and sees the lease ended. The
+	// commit need not wait for the WAL flush: a release lost in a crash
+	// only makes the next holder wait out the lease.
+	release, releaseShared string
+	// unlock, unlockShared ($1 key): give up a lock whose granting
+	// statement failed (and so wrote nothing).
+	unlock, unlockShared string
+	// renew, renewShared ($1 key, $2 the session's server process, $3
+	// token, $4 TTL in ms): the lease's end, from now, if it is still this
+	// holder's.
+	renew, renewShared string
+	// confirm, confirmShared (the parameters of renew): the lease of a
+	// grant that came after a wait (whose statement did not write it).
+	confirm, confirmShared string
+	token                  string // the key's last token, for Status
 }
 
 func newQueries(table string) queries {
-	t, lt := ident(table), ident(leasesTable(table))
-	// holders: the sessions that hold the key now ($5, $6: its classid
-	// and objid in pg_locks).
-	const holders = `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
-	AND classid::bigint = $5 AND objid::bigint = $6`
-	grant := func(lock string) string {
-		return fmt.Sprintf(`WITH l AS (%[1]s),
-t AS (INSERT INTO %[2]s AS c (key, token, name) SELECT $1, 1, $2::bytea FROM l WHERE l.ok
-	ON CONFLICT (key) DO UPDATE SET token = c.token + 1 RETURNING c.token),
-r AS (INSERT INTO %[3]s (key, token, shared, pid, valid_until)
-	SELECT $1, token, $4, pg_backend_pid(), clock_timestamp() + $3 * interval '1 millisecond' FROM t),
-w AS (SELECT max(x.valid_until) AS until FROM l, %[3]s x WHERE l.ok AND x.key = $1
-	AND (NOT $4 OR NOT x.shared) AND x.pid NOT IN (%[4]s)),
-d AS (DELETE FROM %[3]s x USING l WHERE l.ok AND x.key = $1 AND x.valid_until < clock_timestamp()
-	AND x.pid NOT IN (%[4]s))
+	t := ident(table)
+	const now = `(extract(epoch FROM clock_timestamp()) * 1000)::bigint`
+	// A grant holds the lock in its mode, so the leases of that mode's
+	// rivals that are still in the row belong to holders that no longer
+	// hold it: they ended (or their session did) without releasing.
+	grant := func(lock string, shared bool) string {
+		insert := `(key, token, name, holder, held_until) SELECT $1, 1, $2::bytea, pg_backend_pid(),
+	CASE WHEN l.lease THEN ` + now + ` + $3 END`
+		set := `holder = excluded.holder, held_until = excluded.held_until, readers = NULL,
+	wait_until = greatest(c.wait_until, c.held_until,
+		(SELECT max((r.value->>1)::bigint) FROM jsonb_each(c.readers) r))`
+		if shared {
+			insert = `(key, token, name, readers) SELECT $1, 1, $2::bytea,
+	CASE WHEN l.lease THEN jsonb_build_object(pg_backend_pid()::text, jsonb_build_array(1, ` + now + ` + $3)) END`
+			// An exclusive lease still in the row is a vanished writer's;
+			// readers whose leases are over are dropped.
+			set = `held_until = NULL, wait_until = greatest(c.wait_until, c.held_until),
+	readers = coalesce((SELECT jsonb_object_agg(r.key, r.value) FROM jsonb_each(c.readers) r
+		WHERE (r.value->>1)::bigint > ` + now + `), '{}') || CASE WHEN excluded.readers IS NULL THEN '{}'
+		ELSE jsonb_build_object(pg_backend_pid()::text, jsonb_build_array(c.token + 1, ` + now + ` + $3)) END`
+		}
+		return fmt.Sprintf(`WITH l AS (%s),
+t AS (INSERT INTO %s AS c %s FROM l WHERE l.ok
+	ON CONFLICT (key) DO UPDATE SET token = c.token + 1, %s
+	RETURNING c.token, c.wait_until)
 SELECT (SELECT ok FROM l), coalesce((SELECT token FROM t), 0), pg_backend_pid(),
-	coalesce(ceil(extract(epoch FROM (SELECT until FROM w) - clock_timestamp()) * 1000), 0)::bigint`, lock, t, lt, holders)
+	greatest(coalesce((SELECT wait_until FROM t), 0) - `+now+`, 0), (SELECT lease FROM l)`, lock, t, insert, set)
 	}
+	// lease: the lease is written with the grant, which it is unless the
+	// statement had to wait: a client may be gone by the time a long wait
+	// ends (a cancelled wait the server never heard of), and a lease
+	// written for it would hold its successors up for a TTL; after a wait
+	// the driver writes the lease in a statement of its own (confirm).
+	const (
+		try        = `SELECT pg_try_advisory_lock($1) AS ok, true AS lease`
+		tryShared  = `SELECT pg_try_advisory_lock_shared($1) AS ok, true AS lease`
+		wait       = `SELECT true AS ok, CASE WHEN pg_try_advisory_lock($1) THEN true ELSE (SELECT false FROM pg_advisory_lock($1)) END AS lease`
+		waitShared = `SELECT true AS ok, CASE WHEN pg_try_advisory_lock_shared($1) THEN true
+	ELSE (SELECT false FROM pg_advisory_lock_shared($1)) END AS lease`
+	)
+	release := func(set, owner, unlock string) string {
+		return fmt.Sprintf(`WITH r AS (UPDATE %s SET %s WHERE key = $1 AND %s RETURNING 1)
+SELECT %s($1), set_config('synchronous_commit', 'off', true) FROM (SELECT count(*) FROM r) n`, t, set, owner, unlock)
+	}
+	const (
+		owner       = `holder = $2::integer AND token = $3::bigint AND held_until IS NOT NULL`
+		ownerShared = `(readers->($2::integer::text)->>0)::bigint = $3::bigint`
+	)
 	return queries{
-		create: fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (key bigint PRIMARY KEY, token bigint NOT NULL, name bytea)`, t),
-		createLeases: fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (key bigint NOT NULL, token bigint NOT NULL,
-	shared boolean NOT NULL, pid integer NOT NULL, valid_until timestamptz NOT NULL, PRIMARY KEY (key, token))`, lt),
-		addName:      fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS name bytea`, t),
-		try:          grant(`SELECT pg_try_advisory_lock($1) AS ok`),
-		tryShared:    grant(`SELECT pg_try_advisory_lock_shared($1) AS ok`),
-		held:         grant(`SELECT true AS ok`),
-		wait:         `SELECT pg_advisory_lock($1)`,
-		waitShared:   `SELECT pg_advisory_lock_shared($1)`,
-		unlock:       `SELECT pg_advisory_unlock(%d)`,
-		unlockShared: `SELECT pg_advisory_unlock_shared(%d)`,
-		release:      fmt.Sprintf(`BEGIN; DELETE FROM %s WHERE key = %%d AND token = %%d; COMMIT; `, lt),
-		renew: fmt.Sprintf(`UPDATE %s SET valid_until = clock_timestamp() + $3 * interval '1 millisecond'
-	WHERE key = $1 AND token = $2 RETURNING pg_backend_pid()`, lt),
-		recheck: fmt.Sprintf(`SELECT coalesce(ceil(extract(epoch FROM max(x.valid_until) - clock_timestamp()) * 1000), 0)::bigint
-	FROM %s x WHERE x.key = $1 AND x.token <> $2 AND (NOT $3 OR NOT x.shared) AND x.pid NOT IN (
-	SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
-	AND classid::bigint = $4 AND objid::bigint = $5)`, lt),
+		create: fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (key bigint PRIMARY KEY, token bigint NOT NULL, name bytea,
+	holder integer, held_until bigint, wait_until bigint, readers jsonb)`, t),
+		addColumns: fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS name bytea, ADD COLUMN IF NOT EXISTS holder integer,
+	ADD COLUMN IF NOT EXISTS held_until bigint, ADD COLUMN IF NOT EXISTS wait_until bigint,
+	ADD COLUMN IF NOT EXISTS readers jsonb`, t),
+		try:           grant(try, false),
+		tryShared:     grant(tryShared, true),
+		wait:          grant(wait, false),
+		waitShared:    grant(waitShared, true),
+		unlock:        `SELECT pg_advisory_unlock($1)`,
+		unlockShared:  `SELECT pg_advisory_unlock_shared($1)`,
+		release:       release(`held_until = NULL`, owner, "pg_advisory_unlock"),
+		releaseShared: release(`readers = readers - $2::integer::text`, ownerShared, "pg_advisory_unlock_shared"),
+		renew: fmt.Sprintf(`UPDATE %s SET held_until = greatest(held_until, %s + $4)
+	WHERE key = $1 AND %s RETURNING pg_backend_pid()`, t, now, owner),
+		renewShared: fmt.Sprintf(`UPDATE %s SET readers = jsonb_set(readers, ARRAY[$2::integer::text],
+	jsonb_build_array($3::bigint, greatest((readers->($2::integer::text)->>1)::bigint, %s + $4)))
+	WHERE key = $1 AND %s RETURNING pg_backend_pid()`, t, now, ownerShared),
+		confirm: fmt.Sprintf(`UPDATE %s SET held_until = %s + $4
+	WHERE key = $1 AND holder = $2::integer AND token = $3::bigint RETURNING pg_backend_pid()`, t, now),
+		confirmShared: fmt.Sprintf(`UPDATE %s SET readers = coalesce(readers, '{}') ||
+	jsonb_build_object($2::integer::text, jsonb_build_array($3::bigint, %s + $4)) WHERE key = $1 RETURNING pg_backend_pid()`, t, now),
 		token: fmt.Sprintf(`SELECT token FROM %s WHERE key = $1`, t),
 	}
-}
-
-// leasesTable is the table of held leases beside the token table:
-// "<table>_leases", in the same schema.
-func leasesTable(table string) string {
-	return table + "_leases"
 }
 
 // txQuery takes a transaction-scoped lock and counts it (Tx).

@@ -36,16 +36,21 @@ func (l *lock) Token() uint64 { return l.token }
 func (l *lock) Lost() <-chan struct{} { return l.s.dead }
 
 // Renew runs a statement on the lock's session, which restarts the server's
-// idle timer of every lock on it, and extends the lease's row. A live
-// session holds its locks: only Release gives one up.
+// idle timer of every lock on it, and extends the lease in the key's row,
+// if the lease there is still this holder's. A live session holds its
+// locks: only Release gives one up.
 func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
 	if l.released.Load() {
 		return driver.Validity{}, fmt.Errorf("pglock: renew: %w", driver.ErrLockLost)
 	}
+	q := l.d.q.renew
+	if l.mode == driver.Shared {
+		q = l.d.q.renewShared
+	}
 	since := time.Now()
 	err := l.s.use(ctx, func(c *pgx.Conn) error {
 		var pid uint32
-		err := c.QueryRow(ctx, l.d.q.renew, l.key, int64(l.token), ttlMillis(l.ttl)).Scan(&pid)
+		err := c.QueryRow(ctx, q, l.key, l.s.pid, int64(l.token), ttlMillis(l.ttl)).Scan(&pid)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errLeaseGone
 		}
@@ -67,18 +72,19 @@ func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
 	return driver.Validity{Since: since, TTL: l.ttl}, nil
 }
 
-// errLeaseGone: the lease's row was removed, as that of a holder that ended.
-var errLeaseGone = errors.New("pglock: the lease's row is gone")
+// errReleased: an earlier Release, which ctx cut short, released the lock.
+var errReleased = fmt.Errorf("pglock: release: %w: released already, by an earlier call that its context cut short", driver.ErrLockLost)
+
+// errLeaseGone: the key's row no longer has this holder's lease, as for a
+// holder that ended.
+var errLeaseGone = errors.New("pglock: the lease is gone from the key's row")
 
 // settle keeps a fresh grant from being used while a holder that ended
 // without releasing (its connection reset, its session terminated, the
 // server restarted) may still believe it holds the lock: waitMs, from the
-// granting statement, is how long its lease's row says that may last. It
-// is checked again with a fresh snapshot (a holder that released cleanly
-// just before the grant may look vanished to the granting statement), then
-// waited out, renewing every TTL/3 so that the server's idle timer does not
-// end this session meanwhile. The validity is then that of the last
-// renewal.
+// granting statement, is how long its lease may last. It is waited out,
+// renewing every TTL/3 so that the server's idle timer does not end this
+// session meanwhile. The validity is then that of the last renewal.
 func (l *lock) settle(ctx context.Context, since time.Time, waitMs int64) (driver.Validity, error) {
 	v := driver.Validity{Since: since, TTL: l.ttl}
 	if waitMs <= 0 {
@@ -93,15 +99,8 @@ func (l *lock) settle(ctx context.Context, since time.Time, waitMs int64) (drive
 		}
 		return driver.Validity{}, err
 	}
-	err := l.s.use(ctx, func(c *pgx.Conn) error {
-		return c.QueryRow(ctx, l.d.q.recheck, l.key, int64(l.token), l.mode == driver.Shared,
-			int64(uint64(l.key)>>32), int64(uint32(l.key))).Scan(&waitMs)
-	})
-	if err != nil {
-		return fail(l.err("settle", ctx, err))
-	}
 	end := time.Now().Add(time.Duration(waitMs) * time.Millisecond)
-	for waitMs > 0 {
+	for {
 		step := min(time.Until(end), l.ttl/3)
 		if step > 0 {
 			t := time.NewTimer(step)
@@ -115,48 +114,49 @@ func (l *lock) settle(ctx context.Context, since time.Time, waitMs int64) (drive
 				return fail(fmt.Errorf("pglock: %w: its session ended while it waited for a vanished holder's lease", driver.ErrLockLost))
 			}
 		}
+		var err error
 		if v, err = l.Renew(ctx); err != nil {
 			return fail(err)
 		}
 		if time.Until(end) <= 0 {
-			break
+			return v, nil
 		}
 	}
-	return v, nil
 }
 
-// Release deletes the lease's row, in a transaction committed first, then
-// unlocks the advisory lock on its session, in one round trip. A session
-// that ended took the lock with it: ErrLockLost. An unlock that ctx cut
-// short may still finish: a repeated Release then finds the lock released.
+// Release ends the lease in the key's row and unlocks the advisory lock on
+// its session, in one statement (one round trip): the next holder waits
+// for its commit before it reads the row. A session that ended took the
+// lock with it: ErrLockLost. An unlock that ctx cut short may still finish:
+// a repeated Release then finds the lock released by it, and says so with
+// ErrLockLost (the lock is no longer this owner's), as the driver contract
+// asks; reporting success would date the release to the repeat.
 func (l *lock) Release(ctx context.Context) error {
 	if l.released.Load() {
-		return nil
+		return errReleased
 	}
-	q := l.d.q.unlock
+	q := l.d.q.release
 	if l.mode == driver.Shared {
-		q = l.d.q.unlockShared
+		q = l.d.q.releaseShared
 	}
-	sql := fmt.Sprintf(l.d.q.release, l.key, l.token) + fmt.Sprintf(q, l.key)
 	held := true
 	err := l.s.use(ctx, func(c *pgx.Conn) error {
 		if l.released.Load() {
-			return nil
+			return errReleased
 		}
-		rs, err := c.PgConn().Exec(ctx, sql).ReadAll()
-		if err != nil {
+		var sync string
+		if err := c.QueryRow(ctx, q, l.key, l.s.pid, int64(l.token)).Scan(&held, &sync); err != nil {
 			return err
 		}
-		if len(rs) == 0 || len(rs[len(rs)-1].Rows) != 1 {
-			return fmt.Errorf("pglock: release: %d results", len(rs))
-		}
-		held = string(rs[len(rs)-1].Rows[0][0]) == "t"
 		l.done()
 		return nil
 	})
 	if errors.Is(err, errSessionEnded) {
 		l.done()
 		return l.err("release", ctx, err)
+	}
+	if errors.Is(err, errReleased) {
+		return err
 	}
 	if err != nil {
 		return l.err("release", ctx, err)

@@ -19,6 +19,7 @@ import (
 	"github.com/dlockio/dlock/internal/lockname"
 	"github.com/dlockio/dlock/internal/testserver"
 	"github.com/dlockio/dlock/memlock"
+	_ "github.com/dlockio/dlock/pglock" // postgres:// for workers
 	"github.com/dlockio/dlock/redislock"
 	_ "github.com/dlockio/dlock/zklock" // zk:// for workers
 )
@@ -28,8 +29,12 @@ import (
 type engine struct {
 	name    string
 	ttl     time.Duration
-	expires bool   // a silent holder's lock is freed after the TTL (so a pause lets a second holder in)
-	url     string // for worker processes; "" when the engine lives in the test process
+	expires bool // a silent holder's lock is freed after the TTL (so a pause lets a second holder in)
+	// earlyLoss: the engine may end a lease before its time and tell the
+	// holder (a PostgreSQL session that ends frees its locks), keeping the
+	// lock from others until that time: checked with the early-loss models.
+	earlyLoss bool
+	url       string // for worker processes; "" when the engine lives in the test process
 
 	newDriver func() (driver.Driver, error)
 	drop      func(name string) // delete the lock whoever holds it; nil if unsupported
@@ -56,6 +61,11 @@ type engine struct {
 	// urlFor, if set, makes a URL for the servers reached at hosts (each
 	// worker's own proxies, in the order of servers).
 	urlFor func(hosts []string) string
+	// restart, if set, starts a killed server again (default: Start).
+	restart func(p *testserver.Proc)
+	// terminate, if set, ends the server sessions holding the lock name
+	// (pg_terminate_backend); it returns how many it ended.
+	terminate func(ctx context.Context, name string) (int, error)
 }
 
 // An engineMaker starts an engine for one scenario.
@@ -103,6 +113,7 @@ var engines = []engineMaker{
 	{"redlock", func(t *testing.T) *engine { return redisEngine(t, 3) }},
 	{"zookeeper", zkEngine},
 	{"etcd", etcdEngine},
+	{"postgres", pgEngine},
 }
 
 // etcdEngine starts a dedicated 3-member cluster. etcd raises lease TTLs to

@@ -81,6 +81,8 @@ var scenarios = []scenarioSpec{
 	{name: "kill-waiter", fenced: true, procs: true, inject: injectKills(false)},
 	{name: "gc-pause", fenced: true, gc: true, short: true},
 	{name: "server-restart", fenced: true, net: true, inject: injectRestarts},
+	{name: "server-kill", fenced: true, net: true, only: []string{"postgres"}, inject: injectServerKills},
+	{name: "terminate-holder", fenced: true, net: true, only: []string{"postgres"}, inject: injectTerminations},
 	{name: "partition-holder", fenced: true, net: true, inject: injectProxy("partition")},
 	{name: "latency-holder", fenced: true, net: true, inject: injectProxy("latency")},
 	{name: "reset-holder", fenced: true, net: true, inject: injectProxy("reset"), short: true},

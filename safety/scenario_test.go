@@ -357,6 +357,14 @@ func (s *scenario) finish(name string) *check.Report {
 		m := check.SemaphoreModel(s.limit)
 		run.Model, run.ModelName = &m, fmt.Sprintf("semaphore/%d", s.limit)
 	}
+	if s.eng.earlyLoss {
+		switch s.workload {
+		case "":
+			run.Model, run.ModelName = &check.EarlyLossLeaseModel, "lease/early-loss"
+		case "rwmutex":
+			run.Model, run.ModelName = &check.EarlyLossRWModel, "rw/early-loss"
+		}
+	}
 	rep := check.Check(run, "out")
 	s.t.Log(rep)
 	return rep

@@ -20,6 +20,7 @@ type leaseState struct {
 	client int
 	until  int64  // the engine keeps the lock at least until then
 	maxTok uint64 // highest token granted so far
+	lost   bool   // the holder was told it lost the lease before until (EarlyLossLeaseModel)
 }
 
 func (s leaseState) free() leaseState { return leaseState{maxTok: s.maxTok} }
@@ -30,85 +31,108 @@ func (s leaseState) expired(t int64) bool { return s.lease != 0 && s.until < t }
 // LeaseModel is a mutex whose holder keeps the lock at least until the call
 // time of its last successful acquire or renewal plus the TTL, and may lose
 // it any time after. Tokens granted must exceed every earlier one.
-var LeaseModel = porcupine.NondeterministicModel{
-	Init: func() []any { return []any{leaseState{}} },
-	Step: func(st, in, out any) []any {
-		s, op, res := st.(leaseState), in.(Op), out.(Op)
-		held := s.lease == op.Lease && s.lease != 0
-		switch op.Kind {
-		case Acquire:
-			canGrant := s.lease == 0 || s.expired(opEnd(res))
-			granted := leaseState{lease: op.Lease, client: op.Client, until: res.until(), maxTok: s.maxTok}
-			switch res.Outcome {
-			case OK:
-				if canGrant && res.Token > s.maxTok {
-					granted.maxTok = res.Token
-					return []any{granted}
-				}
-				return nil
-			case Refused:
-				if s.lease != 0 {
+var LeaseModel = leaseModel(false)
+
+// EarlyLossLeaseModel is LeaseModel for an engine that may end a lease
+// before its time and tell the holder so (a PostgreSQL session that ends
+// takes its locks with it): the holder's loss (Lost, or a renewal or
+// release refused) may come before its lease's time, but the lock stays
+// taken until that time all the same: no grant to anyone before it.
+var EarlyLossLeaseModel = leaseModel(true)
+
+func leaseModel(earlyLoss bool) porcupine.NondeterministicModel {
+	return porcupine.NondeterministicModel{
+		Init: func() []any { return []any{leaseState{}} },
+		Step: func(st, in, out any) []any {
+			s, op, res := st.(leaseState), in.(Op), out.(Op)
+			held := s.lease == op.Lease && s.lease != 0
+			switch op.Kind {
+			case Acquire:
+				canGrant := s.lease == 0 || s.expired(opEnd(res))
+				granted := leaseState{lease: op.Lease, client: op.Client, until: res.until(), maxTok: s.maxTok}
+				switch res.Outcome {
+				case OK:
+					if canGrant && res.Token > s.maxTok {
+						granted.maxTok = res.Token
+						return []any{granted}
+					}
+					return nil
+				case Refused:
+					if s.lease != 0 {
+						return []any{s}
+					}
+					return nil
+				case Unknown:
+					if canGrant {
+						return []any{s, granted}
+					}
+					return []any{s}
+				default: // Cancelled: left nothing behind
 					return []any{s}
 				}
-				return nil
-			case Unknown:
-				if canGrant {
-					return []any{s, granted}
+			case Renew, Release:
+				next := s.free()
+				if op.Kind == Renew {
+					next = s
+					next.until = res.until()
 				}
-				return []any{s}
-			default: // Cancelled: left nothing behind
-				return []any{s}
-			}
-		case Renew, Release:
-			next := s.free()
-			if op.Kind == Renew {
-				next = s
-				next.until = res.until()
-			}
-			switch res.Outcome {
-			case OK:
-				if held {
-					return []any{next}
+				switch res.Outcome {
+				case OK:
+					if held {
+						return []any{next}
+					}
+					return nil
+				case Refused:
+					if !held {
+						return []any{s}
+					}
+					if s.expired(opEnd(res)) {
+						return []any{s.free()}
+					}
+					if earlyLoss {
+						s.lost = true
+						return []any{s}
+					}
+					return nil
+				default:
+					if held {
+						return []any{s, next}
+					}
+					return []any{s}
 				}
-				return nil
-			case Refused:
+			case Lost:
 				if !held {
 					return []any{s}
 				}
-				if s.expired(opEnd(res)) {
+				if s.expired(op.Call) {
 					return []any{s.free()}
 				}
+				if earlyLoss {
+					s.lost = true
+					return []any{s}
+				}
 				return nil
-			default:
-				if held {
-					return []any{s, next}
+			case Crash:
+				if s.lease != 0 && s.client == op.Client {
+					return []any{s, s.free()} // freed at once (flock) or later (TTL)
 				}
 				return []any{s}
 			}
-		case Lost:
-			if !held {
-				return []any{s}
-			}
-			if s.expired(op.Call) {
-				return []any{s.free()}
-			}
 			return nil
-		case Crash:
-			if s.lease != 0 && s.client == op.Client {
-				return []any{s, s.free()} // freed at once (flock) or later (TTL)
+		},
+		DescribeOperation: describeOp,
+		DescribeState: func(st any) string {
+			s := st.(leaseState)
+			if s.lease == 0 {
+				return fmt.Sprintf("free (max token %d)", s.maxTok)
 			}
-			return []any{s}
-		}
-		return nil
-	},
-	DescribeOperation: describeOp,
-	DescribeState: func(st any) string {
-		s := st.(leaseState)
-		if s.lease == 0 {
-			return fmt.Sprintf("free (max token %d)", s.maxTok)
-		}
-		return fmt.Sprintf("L%d of c%d until %d (max token %d)", s.lease, s.client, s.until, s.maxTok)
-	},
+			lost := ""
+			if s.lost {
+				lost = ", lost"
+			}
+			return fmt.Sprintf("L%d of c%d until %d%s (max token %d)", s.lease, s.client, s.until, lost, s.maxTok)
+		},
+	}
 }
 
 func describeOp(in, out any) string {

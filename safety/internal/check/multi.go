@@ -16,6 +16,7 @@ type holder struct {
 	client int
 	until  int64 // the engine keeps it at least until then
 	shared bool  // a reader's lease (read-write lock)
+	lost   bool  // the holder was told it lost the lease before until (earlyLoss)
 }
 
 // multiState is the model's view of a lock that several leases can hold at
@@ -54,7 +55,21 @@ func (s multiState) without(i int) multiState {
 // successful acquire or renewal call plus the TTL and may be dropped any
 // time after, as in LeaseModel; a grant that needs a slot may take it only
 // from a lease that is past that time.
-type multiModel struct{ limit int }
+//
+// With earlyLoss, as in EarlyLossLeaseModel, a holder may be told of its
+// loss before its lease's time, and its slot stays taken until that time.
+type multiModel struct {
+	limit     int
+	earlyLoss bool
+}
+
+// markLost returns s with lease i's holder told of its loss.
+func (s multiState) markLost(i int) multiState {
+	h := s.hs[i]
+	h.lost = true
+	w := s.without(i)
+	return w.with(w.hs, h)
+}
 
 // grants returns the states in which op's grant (returned by res) is legal:
 // none if a lease it conflicts with is still within its TTL.
@@ -143,6 +158,9 @@ func (m multiModel) step(st, in, out any) []any {
 			if s.hs[i].until < opEnd(res) {
 				return []any{s.without(i)}
 			}
+			if m.earlyLoss {
+				return []any{s.markLost(i)}
+			}
 			return nil
 		default:
 			if !held {
@@ -167,6 +185,9 @@ func (m multiModel) step(st, in, out any) []any {
 		}
 		if s.hs[i].until < op.Call {
 			return []any{s.without(i)}
+		}
+		if m.earlyLoss {
+			return []any{s.markLost(i)}
 		}
 		return nil
 	case Crash:
@@ -226,6 +247,10 @@ func (m multiModel) model() porcupine.NondeterministicModel {
 // writer whose lease is unexpired, never two writers; every grant's token
 // above every earlier grant's, across both modes.
 var RWModel = multiModel{}.model()
+
+// EarlyLossRWModel is RWModel for an engine that may end a lease early
+// and tell its holder (see EarlyLossLeaseModel).
+var EarlyLossRWModel = multiModel{earlyLoss: true}.model()
 
 // SemaphoreModel is a semaphore of n permits with lease expiry: never more
 // than n unexpired holders; every grant's token above every earlier one's.

@@ -29,8 +29,12 @@ func Replay(path string, timeout time.Duration) (*Report, error) {
 	r := Run{Name: "replay of " + path, Ops: h.Ops, Leaders: h.Leaders, Timeout: timeout, ModelName: h.Model}
 	switch {
 	case h.Model == "" || h.Model == "lease":
+	case h.Model == "lease/early-loss":
+		r.Model = &EarlyLossLeaseModel
 	case h.Model == "rw":
 		r.Model = &RWModel
+	case h.Model == "rw/early-loss":
+		r.Model = &EarlyLossRWModel
 	case strings.HasPrefix(h.Model, "semaphore/"):
 		n, err := strconv.Atoi(strings.TrimPrefix(h.Model, "semaphore/"))
 		if err != nil || n < 1 {
