@@ -55,18 +55,25 @@ WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND classid::bigint = $
 // no goodbye to the clients) and starts it again after half a TTL.
 func injectServerKills(ctx context.Context, s *scenario) {
 	for i := 0; sleepCtx(ctx, s.ttl); i++ {
-		srv := s.eng.servers[i%len(s.eng.servers)]
-		srv.Kill()
-		s.fault("server-kill")
-		sleepCtx(context.Background(), s.ttl/2)
-		if s.eng.restart != nil {
-			s.eng.restart(srv)
-		} else {
-			srv.Start()
-		}
-		if s.eng.settle != nil {
-			s.eng.settle(srv)
-		}
+		s.eng.serverFault.Lock()
+		func() {
+			defer s.eng.serverFault.Unlock() // also if Start or settle fails the test
+			if ctx.Err() != nil {
+				return // the run ended while another run's fault went on
+			}
+			srv := s.eng.servers[i%len(s.eng.servers)]
+			srv.Kill()
+			s.fault("server-kill")
+			sleepCtx(context.Background(), s.ttl/2)
+			if s.eng.restart != nil {
+				s.eng.restart(srv)
+			} else {
+				srv.Start()
+			}
+			if s.eng.settle != nil {
+				s.eng.settle(s.t, srv)
+			}
+		}()
 	}
 }
 
