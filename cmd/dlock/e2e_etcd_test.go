@@ -79,6 +79,14 @@ func TestE2EElectOnZooKeeper(t *testing.T) {
 	e2eElect(t, backend, []string{"--ttl", "4s"}, false)
 }
 
+// TestE2EElectOnRedis: the same on a single Redis node, with a 2 s TTL
+// (the leader's value kept with its lock; Observe re-reads at the held
+// lock's expiry, as nobody publishes a crashed leader's end).
+func TestE2EElectOnRedis(t *testing.T) {
+	backend := "redis://" + testserver.Redis(t)[0] + "/?prefix=dlock-cli-test-" + randomID() + ":"
+	e2eElect(t, backend, []string{"--ttl", "2s"}, false)
+}
+
 // TestE2ESharedAndLimitOnRedis: dlock run --shared and --limit on Redis,
 // as separate processes (the checks of the file:// tests).
 func TestE2ESharedAndLimitOnRedis(t *testing.T) {
