@@ -191,7 +191,12 @@ func (s *Suite) runOnce(ctx context.Context, run int, sc, runID string) []Sample
 // ElectorName is an elector's column: its name, with the family's suffix
 // for the single-node setup.
 func ElectorName(e Elector) string {
-	return e.Name + strings.TrimPrefix(e.Family, "etcd")
+	for _, base := range []string{"etcd", "zookeeper"} {
+		if suffix, ok := strings.CutPrefix(e.Family, base); ok {
+			return e.Name + suffix
+		}
+	}
+	return e.Name
 }
 
 func (s *Suite) one(ctx context.Context, c Contender, sc, name string) (Metrics, error) {

@@ -153,7 +153,7 @@ func (e *Engines) Suite(single *Engines) *Suite {
 	s.add(e.zkContenders())
 	s.add(e.PGLocks.contenders())
 	s.Targets = e.Targets("")
-	s.Electors = []Elector{PeerElector("etcd", e.Etcd.Addrs), DlockElector("etcd", e.Etcd.Addrs)}
+	s.Electors = []Elector{PeerElector("etcd", e.Etcd.Addrs), DlockElector("etcd", e.Etcd.Addrs), ZKElector("zookeeper", e.ZK.Addrs)}
 	if single != nil {
 		for _, set := range []func() ([]Contender, Family){single.redisContenders, single.etcdContenders, single.zkContenders} {
 			cs, fam := set()
