@@ -2,6 +2,10 @@ package zklock
 
 import "sync/atomic"
 
+// roundGate, if set, is called before each round is counted and sent, on
+// the round's own goroutine: a test may hold a round there.
+var roundGate atomic.Pointer[func(renewal bool, nodes int)]
+
 // Counts of the events testHooks hears of, across every driver of the test
 // binary.
 var recovered, pipelineMisses, readlessGrants, renewRounds, renewMultis, releaseRounds atomic.Int64
@@ -11,6 +15,9 @@ func init() {
 	testHooks.pipelineMiss = func() { pipelineMisses.Add(1) }
 	testHooks.readlessGrant = func() { readlessGrants.Add(1) }
 	testHooks.round = func(renewal bool, nodes int) {
+		if g := roundGate.Load(); g != nil {
+			(*g)(renewal, nodes)
+		}
 		if renewal {
 			renewRounds.Add(1)
 			renewMultis.Add(int64((nodes + maxBatchOps - 1) / maxBatchOps))
