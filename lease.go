@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dlockio/dlock/driver"
@@ -214,8 +215,9 @@ func (l *Lease) finish(state leaseState, reason error) (ended, slot bool) {
 func (l *Lease) releaseBound() time.Duration { return min(l.cfg.ttl, CloseTimeout) }
 
 // release gives the lock back to the engine after the lease has ended, once
-// any renewal in flight has returned (a driver never sees Release overlap
-// Renew). It waits for the engine until ctx ends or releaseBound passes. If
+// any renewal in flight has returned or was cut short (a driver never sees
+// Release overlap Renew; an AsyncRenewer's renewal cut short may still be
+// in flight). It waits for the engine until ctx ends or releaseBound passes. If
 // the release fails other than by finding the lock gone and retry is set,
 // it is retried in the background. The caller holds a c.calls slot.
 func (l *Lease) release(ctx context.Context, retry bool) error {
@@ -387,24 +389,64 @@ func (l *Lease) renew() {
 	if l.c.begin() != nil {
 		return // Close is ending every lease
 	}
-	defer l.c.calls.Done()
-	if lost := l.renewOnce(); lost != nil {
-		l.loseAndRelease(lossRenewal, lost) // after renewMu is free again
-	}
-}
-
-// renewOnce renews the lock and rearms the timers; it returns the cause if
-// the engine reports the lock gone.
-func (l *Lease) renewOnce() (lost error) {
 	l.renewMu.Lock()
-	defer l.renewMu.Unlock()
 	if l.stopCtx.Err() != nil || l.ctx.Err() != nil {
-		return nil
+		l.renewMu.Unlock()
+		l.c.calls.Done()
+		return
 	}
 	dl := l.deadlineOf(l.v)
 	rctx, cancel := context.WithDeadline(l.stopCtx, dl)
+	if ar, ok := l.held.(driver.AsyncRenewer); ok {
+		l.renewAsync(ar, rctx, cancel, dl)
+		return
+	}
 	nv, err := l.held.Renew(rctx)
 	cancel()
+	lost := l.settleRenewal(nv, err, dl)
+	l.renewMu.Unlock()
+	if lost != nil {
+		l.loseAndRelease(lossRenewal, lost)
+	}
+	l.c.calls.Done()
+}
+
+// renewAsync renews through the driver's AsyncRenewer: no goroutine waits
+// for the engine. The renewal holds renewMu and its c.calls slot until it
+// is settled, by the driver's answer or by rctx's end (the lease's end
+// cuts it short, as it does a Renew), whichever comes first.
+func (l *Lease) renewAsync(ar driver.AsyncRenewer, rctx context.Context, cancel context.CancelFunc, dl time.Time) {
+	var settled atomic.Bool
+	settle := func(nv driver.Validity, err error) bool {
+		if !settled.CompareAndSwap(false, true) {
+			return false
+		}
+		cancel()
+		lost := l.settleRenewal(nv, err, dl)
+		l.renewMu.Unlock()
+		if lost != nil {
+			go func() { // done must return at once
+				defer l.c.calls.Done()
+				l.loseAndRelease(lossRenewal, lost)
+			}()
+			return true
+		}
+		l.c.calls.Done()
+		return true
+	}
+	stopWaiting := context.AfterFunc(rctx, func() {
+		settle(driver.Validity{}, rctx.Err())
+	})
+	ar.RenewAsync(rctx, func(nv driver.Validity, err error) {
+		if settle(nv, err) {
+			stopWaiting()
+		}
+	})
+}
+
+// settleRenewal records a renewal's outcome and rearms the timers; it
+// returns the cause if the engine reports the lock gone. renewMu is held.
+func (l *Lease) settleRenewal(nv driver.Validity, err error, dl time.Time) (lost error) {
 	switch {
 	case l.stopCtx.Err() != nil:
 		// The lease ended meanwhile.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -203,5 +204,130 @@ func TestCoalescedRenewalsComeTogether(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// asyncDriver is manyDriver whose locks renew by a call
+// (driver.AsyncRenewer) and whose engine answers the renewals only when
+// the test says so.
+type asyncDriver struct {
+	manyDriver
+	pending chan asyncRenewal // the unanswered renewals
+}
+
+func (d *asyncDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
+	l, v, err := d.manyDriver.Acquire(ctx, req)
+	return &asyncLock{manyLock: l.(*manyLock), d: d}, v, err
+}
+
+type asyncLock struct {
+	*manyLock
+	d *asyncDriver
+}
+
+func (l *asyncLock) Renew(context.Context) (driver.Validity, error) {
+	panic("the portable layer called Renew on a lock that renews by RenewAsync")
+}
+
+func (l *asyncLock) RenewAsync(ctx context.Context, done func(driver.Validity, error)) {
+	if _, ok := ctx.Deadline(); !ok {
+		panic("RenewAsync's ctx has no deadline")
+	}
+	l.d.pending <- asyncRenewal{l.token, done}
+}
+
+type asyncRenewal struct {
+	token uint64
+	done  func(driver.Validity, error)
+}
+
+// TestAsyncRenewalCostsNoGoroutine: while the engine has not answered the
+// renewals of many leases, the portable layer spends no goroutine per
+// lease waiting for them; the answers rearm the leases (they renew
+// again), an Unlock does not wait for a renewal in flight to be answered
+// and a late answer to it is ignored, and a renewal answered with a loss
+// ends its lease only.
+func TestAsyncRenewalCostsNoGoroutine(t *testing.T) {
+	const n = 300
+	d := &asyncDriver{manyDriver: manyDriver{coalesce: true}, pending: make(chan asyncRenewal, 4*n)}
+	c, err := dlock.NewClient(d, dlock.WithTTL(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	before := runtime.NumGoroutine()
+	leases := make([]*dlock.Lease, n)
+	for i := range leases {
+		if leases[i], err = c.Mutex(fmt.Sprint("a", i)).Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every lease's first renewal reaches the driver (within its 1 s
+	// interval) and is left unanswered.
+	var first []asyncRenewal
+	for range n {
+		select {
+		case r := <-d.pending:
+			first = append(first, r)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d renewals reached the driver in 10 s", len(first), n)
+		}
+	}
+	var g int
+	for range 50 { // timer goroutines that started the renewals end at once
+		if g = runtime.NumGoroutine() - before; g <= 5 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g > 5 {
+		t.Errorf("%d unanswered renewals cost %d goroutines, want none per lease", n, g)
+	}
+	// The last lease's holder lets go while its renewal is in flight: the
+	// Unlock does not wait for the engine's answer.
+	unlocked := make(chan error, 1)
+	go func() { unlocked <- leases[n-1].Unlock(ctx) }()
+	select {
+	case err := <-unlocked:
+		if err != nil {
+			t.Errorf("Unlock with a renewal in flight: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Unlock waits for an unanswered asynchronous renewal")
+	}
+	// Answer: lease 0 lost, the others renewed (and the last one's answer
+	// comes after its Unlock: ignored).
+	for _, r := range first {
+		if r.token == leases[0].Token() {
+			r.done(driver.Validity{}, fmt.Errorf("%w: gone", driver.ErrLockLost))
+			continue
+		}
+		r.done(driver.Validity{Since: time.Now(), TTL: 3 * time.Second}, nil)
+	}
+	select {
+	case <-leases[0].Done():
+	case <-time.After(time.Second): // its deadline is 1.7 s away
+		t.Fatal("a renewal answered with ErrLockLost did not end its lease")
+	}
+	if err := leases[0].Err(); !errors.Is(err, dlock.ErrLockLost) || !strings.Contains(err.Error(), "renewal found it gone") {
+		t.Errorf("lost lease's Err = %v, want ErrLockLost from the renewal", err)
+	}
+	// The renewed leases renew again.
+	for got := 0; got < n-2; got++ {
+		select {
+		case r := <-d.pending:
+			r.done(driver.Validity{Since: time.Now(), TTL: 3 * time.Second}, nil)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d renewed leases renewed again in 10 s", got, n-2)
+		}
+	}
+	for i, l := range leases[1 : n-1] {
+		if err := l.Err(); err != nil {
+			t.Fatalf("lease %d ended: %v", i+1, err)
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Errorf("Unlock: %v", err)
+		}
 	}
 }

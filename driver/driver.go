@@ -173,6 +173,27 @@ type RenewCoalescer interface {
 	CoalescesRenewals() bool
 }
 
+// AsyncRenewer is implemented by Locks that can report a renewal's outcome
+// by a call. The portable layer prefers it to Renew: a Renew holds a
+// goroutine until the engine answers, which for a driver that batches
+// renewals (RenewCoalescer) means a goroutine per lock blocked for a round
+// trip on every renewal wave; RenewAsync holds none, so a client renewing
+// many thousands of locks at once spends a few goroutines on it, not one
+// per lock.
+type AsyncRenewer interface {
+	// RenewAsync starts a renewal, exactly as Renew would, and returns
+	// without waiting for the engine. done is called exactly once, with
+	// what Renew would have returned, when the engine answers or the
+	// attempt fails: possibly before RenewAsync returns, possibly in a
+	// goroutine of the driver's; done returns at once. ctx bounds the
+	// attempt as Renew's does (it always has a deadline). The portable
+	// layer stops waiting for done when ctx ends, so a done that comes
+	// after that is ignored; it must still come, and a Release may be
+	// called before it does (both are owner-checked, as after a Renew cut
+	// short by its ctx).
+	RenewAsync(ctx context.Context, done func(Validity, error))
+}
+
 // ConnNotifier is implemented by drivers that can tell when they lose
 // their connection (or session) to the engine and when they have one
 // again, for the client's log.
