@@ -59,10 +59,11 @@ func (b *batcher) answer(l *lock, r *etcdserverpb.ResponseOp) bool {
 
 // ownerOp is one key's owner check, or its owner-checked delete.
 type ownerOp struct {
-	l    *lock
-	done chan struct{}
-	ok   bool // the key was l's (and, with del, is deleted now)
-	err  error
+	l *lock
+	// done is called once with the answer: ok if the key was l's (and,
+	// with del, is deleted now). It is called by the batch's sender (or by
+	// check, if the driver is closed) and returns at once.
+	done func(ok bool, err error)
 }
 
 // batcher coalesces owner checks and deletes into few transactions.
@@ -86,15 +87,26 @@ func newBatcher(d *Driver, del bool) *batcher {
 // the batcher sends. It returns ctx's error if ctx ends first; the
 // transaction still runs, for the others in it.
 func (b *batcher) owned(ctx context.Context, l *lock) (bool, error) {
-	op := &ownerOp{l: l, done: make(chan struct{})}
-	if err := b.enqueue(op); err != nil {
-		return false, err
+	type result struct {
+		ok  bool
+		err error
 	}
+	ch := make(chan result, 1)
+	b.check(l, func(ok bool, err error) { ch <- result{ok, err} })
 	select {
-	case <-op.done:
-		return op.ok, op.err
+	case r := <-ch:
+		return r.ok, r.err
 	case <-ctx.Done():
 		return false, ctx.Err()
+	}
+}
+
+// check is owned without the wait: done is called once with the answer,
+// by the batch's sender, within releaseTimeout (at once if the driver is
+// closed, possibly before check returns).
+func (b *batcher) check(l *lock, done func(ok bool, err error)) {
+	if err := b.enqueue(&ownerOp{l: l, done: done}); err != nil {
+		done(false, err)
 	}
 }
 
@@ -190,10 +202,9 @@ func (b *batcher) send(ctx context.Context, chunk []*ownerOp) {
 	}
 	for i, op := range chunk {
 		if err != nil {
-			op.err = err
+			op.done(false, err)
 		} else {
-			op.ok = b.answer(op.l, resp.Responses[i])
+			op.done(b.answer(op.l, resp.Responses[i]), nil)
 		}
-		close(op.done)
 	}
 }
