@@ -2,16 +2,20 @@ package etcdlock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/internal/faultproxy"
 	"github.com/dlockio/dlock/internal/testserver"
 )
@@ -24,6 +28,28 @@ type checkTxns struct {
 	inflight int           // keys in the owner-check transactions sent and not answered
 	answered int           // owner-check transactions answered
 	changed  chan struct{} // signalled when one is sent or answered
+	// onSend, if set, is called with each owner-check transaction just
+	// before it is sent.
+	onSend atomic.Pointer[func(*etcdserverpb.TxnRequest)]
+}
+
+// proxiedClient makes a client that reaches endpoints through fault proxies
+// of its own, with checks following its owner-check transactions; client
+// and proxies are closed at cleanup.
+func proxiedClient(t *testing.T, endpoints []string, checks *checkTxns) ([]*faultproxy.Proxy, *clientv3.Client) {
+	t.Helper()
+	var proxies []*faultproxy.Proxy
+	var addrs []string
+	for _, ep := range endpoints {
+		p, err := faultproxy.Start(ep)
+		if err != nil {
+			t.Fatalf("fault proxy: %v", err)
+		}
+		t.Cleanup(func() { p.Close() }) // after the client's Close, registered below
+		proxies = append(proxies, p)
+		addrs = append(addrs, p.Addr())
+	}
+	return proxies, newClient(t, addrs, grpc.WithChainUnaryInterceptor(checks.unary))
 }
 
 func (c *checkTxns) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -39,6 +65,9 @@ func (c *checkTxns) unary(ctx context.Context, method string, req, reply any, cc
 	}
 	if keys == 0 {
 		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	if f := c.onSend.Load(); f != nil {
+		(*f)(req.(*etcdserverpb.TxnRequest))
 	}
 	c.mu.Lock()
 	c.inflight += keys
@@ -81,18 +110,7 @@ func TestRenewalWaveCostsNoGoroutinePerLock(t *testing.T) {
 	)
 	endpoints := testserver.Etcd(t)
 	checks := &checkTxns{changed: make(chan struct{}, 1)}
-	var proxies []*faultproxy.Proxy
-	var addrs []string
-	for _, ep := range endpoints {
-		p, err := faultproxy.Start(ep)
-		if err != nil {
-			t.Fatalf("fault proxy: %v", err)
-		}
-		t.Cleanup(func() { p.Close() }) // after the client's Close, registered below
-		proxies = append(proxies, p)
-		addrs = append(addrs, p.Addr())
-	}
-	cli := newClient(t, addrs, grpc.WithChainUnaryInterceptor(checks.unary))
+	proxies, cli := proxiedClient(t, endpoints, checks)
 	d, err := NewDriver(cli, &Options{Prefix: "dlocktest-wave"})
 	if err != nil {
 		t.Fatal(err)
@@ -188,5 +206,86 @@ func TestRenewalWaveCostsNoGoroutinePerLock(t *testing.T) {
 		if err := l.Err(); err != nil {
 			t.Errorf("lock %d lost during the slowed renewals: %v", i, err)
 		}
+	}
+}
+
+// TestRenewAsyncAnsweredAtClose: renewals in flight when the driver
+// closes, waiting for their shared keep-alive or for their owner checks
+// (the network stalled under the first request of that stage), are all
+// answered, with ErrClosed, by the time Close returns: no done is left
+// uncalled.
+func TestRenewAsyncAnsweredAtClose(t *testing.T) {
+	endpoints := testserver.Etcd(t)
+	for _, stage := range []string{"keep-alive", "owner check"} {
+		t.Run(stage, func(t *testing.T) {
+			const m = 20
+			checks := &checkTxns{changed: make(chan struct{}, 1)}
+			proxies, cli := proxiedClient(t, endpoints, checks)
+			d, err := NewDriver(cli, &Options{Prefix: "dlocktest-close"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			locks := make([]*lock, m)
+			keys := map[string]bool{}
+			for i := range locks {
+				dl, _, err := d.Acquire(ctx, driver.Request{Name: benchName(t), TTL: longTTL})
+				if err != nil {
+					t.Fatal(err)
+				}
+				locks[i] = dl.(*lock)
+				keys[locks[i].key] = true
+			}
+			stalled := make(chan struct{})
+			stall := func() {
+				for _, p := range proxies {
+					p.Add(faultproxy.Any, faultproxy.Fault{Stall: true})
+				}
+				close(stalled)
+			}
+			if stage == "keep-alive" {
+				stall()
+			} else {
+				var once sync.Once
+				hook := func(req *etcdserverpb.TxnRequest) {
+					for _, op := range req.Success {
+						if keys[string(op.GetRequestRange().GetKey())] {
+							once.Do(stall)
+							return
+						}
+					}
+				}
+				checks.onSend.Store(&hook)
+			}
+			var mu sync.Mutex
+			var errs []error
+			for _, l := range locks {
+				l.RenewAsync(ctx, func(_ driver.Validity, err error) {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				})
+			}
+			select {
+			case <-stalled:
+			case <-ctx.Done():
+				t.Fatal("no owner check of the renewals was sent")
+			}
+			if err := d.Close(); err != nil {
+				t.Logf("Close: %v", err) // the revocations stall too: the leases expire
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(errs) != m {
+				t.Fatalf("%d of %d renewals in flight answered when Close returned", len(errs), m)
+			}
+			for _, err := range errs {
+				if !errors.Is(err, driver.ErrClosed) {
+					t.Errorf("renewal in flight at Close: %v, want ErrClosed", err)
+				}
+			}
+			t.Logf("renewal in flight at Close: %v", errs[0])
+		})
 	}
 }
