@@ -28,6 +28,7 @@ type checkTxns struct {
 	inflight int           // keys in the owner-check transactions sent and not answered
 	answered int           // owner-check transactions answered
 	changed  chan struct{} // signalled when one is sent or answered
+	sizes    []int         // keys of each owner-check transaction, in sending order
 	// onSend, if set, is called with each owner-check transaction just
 	// before it is sent.
 	onSend atomic.Pointer[func(*etcdserverpb.TxnRequest)]
@@ -71,6 +72,7 @@ func (c *checkTxns) unary(ctx context.Context, method string, req, reply any, cc
 	}
 	c.mu.Lock()
 	c.inflight += keys
+	c.sizes = append(c.sizes, keys)
 	c.mu.Unlock()
 	c.signal()
 	err := invoker(ctx, method, req, reply, cc, opts...)
@@ -202,6 +204,9 @@ func TestRenewalWaveCostsNoGoroutinePerLock(t *testing.T) {
 			t.Fatalf("%d owner checks unanswered %v after the delay was removed", in, 2*releaseTimeout)
 		}
 	}
+	checks.mu.Lock()
+	t.Logf("owner-check transactions sent, keys each: %v", checks.sizes)
+	checks.mu.Unlock()
 	for i, l := range leases {
 		if err := l.Err(); err != nil {
 			t.Errorf("lock %d lost during the slowed renewals: %v", i, err)

@@ -74,6 +74,7 @@ type batcher struct {
 	mu      sync.Mutex
 	queue   []*ownerOp
 	senders int // goroutines sending batches (at most batchSenders)
+	held    int // hold calls not yet released: no sender starts
 }
 
 func newBatcher(d *Driver, del bool) *batcher {
@@ -111,32 +112,67 @@ func (b *batcher) check(l *lock, done func(ok bool, err error)) {
 }
 
 // enqueue adds ops to the next batch, starting a goroutine to send it if
-// fewer than batchSenders are.
+// fewer than batchSenders are and nothing holds the batcher back.
 func (b *batcher) enqueue(ops ...*ownerOp) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if !b.startLocked() {
+		return errClosed
+	}
 	b.queue = append(b.queue, ops...)
-	if b.senders >= batchSenders {
-		return nil
+	return nil
+}
+
+// hold keeps the batcher from starting a batch until release is called,
+// so that the ops one goroutine enqueues in a loop (the owner checks of a
+// renewal wave, enqueued by their shared keep-alive's answer) go in one
+// batch, not a first one of the few enqueued before its sender ran and the
+// rest a round trip later. Ops enqueued meanwhile that the batcher cannot
+// send (the driver closed) are answered with errClosed by release.
+func (b *batcher) hold() (release func()) {
+	b.mu.Lock()
+	b.held++
+	b.mu.Unlock()
+	return func() {
+		b.mu.Lock()
+		b.held--
+		var refused []*ownerOp
+		if len(b.queue) > 0 && !b.startLocked() {
+			refused, b.queue = b.queue, nil
+		}
+		b.mu.Unlock()
+		for _, op := range refused {
+			op.done(false, errClosed)
+		}
+	}
+}
+
+// startLocked starts a goroutine to send the queue if fewer than
+// batchSenders are and nothing holds the batcher back. It reports false
+// only if it had to start one and the driver is closed. The caller holds
+// b.mu. Whatever is queued is sent by a running sender or, while the
+// batcher is held, by the one its release starts.
+func (b *batcher) startLocked() bool {
+	if b.held > 0 || b.senders >= batchSenders {
+		return true
 	}
 	d := b.d
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		b.queue = b.queue[:len(b.queue)-len(ops)]
-		return errClosed
+		return false
 	}
 	d.wg.Add(1)
 	d.mu.Unlock()
 	b.senders++
 	go b.run()
-	return nil
+	return true
 }
 
 // run sends what is queued, batch after batch, until the queue is empty.
-// It yields once first: callers woken together (a renewal wave, released
-// by one shared keep-alive) then join the first batch rather than wait a
-// round trip behind a batch of one, and a lone caller loses nothing.
+// It yields once first: callers that enqueue at about the same time (many
+// releases at once) then join the first batch rather than wait a round
+// trip behind a batch of one, and a lone caller loses nothing.
 func (b *batcher) run() {
 	defer b.d.wg.Done()
 	runtime.Gosched()

@@ -216,6 +216,9 @@ func (l *lease) refresh(c *keepAliveCall) {
 	l.inflight = nil // no caller joins c any more
 	waiters := c.waiters
 	l.mu.Unlock()
+	// The renewals among the waiters enqueue their owner checks: one batch.
+	release := l.d.checks.hold()
+	defer release()
 	for _, done := range waiters {
 		done(v, err)
 	}
