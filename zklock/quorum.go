@@ -244,7 +244,14 @@ func (a *activity) base(sess int64, sent time.Time, lag time.Duration) (time.Tim
 // record has nothing that recent (a driver on a connection given to New,
 // younger than reportLag), go-zookeeper's own pings stand in: one every
 // timeout/3 while connected, taken a twelfth of the timeout late at worst,
-// and a (re)connection renews the session at the leader itself. The result
+// and a (re)connection renews the session at the leader itself. (That
+// stand-in counts pings by their send times, which a stall of the client's
+// direction defeats as it did the heartbeat's; go-zookeeper gives up a
+// connection on which nothing has come back for 2/3 of the timeout, which
+// bounds such a stall unless the server's events keep the connection up.
+// It supports at most a third of the timeout, and beats the record only
+// when no heartbeat read sent in the last 2/3 of the timeout has been
+// answered reportLag before the proof.) The result
 // is capped at steadyTTL, so that the TTLs a lease sees do not shrink when
 // its session grows old: the portable layer sets its renew interval from
 // the first. It is called once the proof's answer has come back, and
