@@ -135,10 +135,95 @@ func TestStalledClientThenCutOff(t *testing.T) {
 		t.Fatalf("holder Lock: %v", r.err)
 	}
 	held := r.l
+	cutAndCheck(ctx, t, nw, hs, wc, name, held, stalled)
+}
+
+// TestStalledRenewalThenCutOff: as TestStalledClientThenCutOff, with the
+// proof a renewal of a held lease: the holder's connection stalls right
+// after a renewal's answer, the next renewal is sent during the stall and
+// held until shortly before the lease's deadline, and the follower is cut
+// off right after its answer. The renewal must go through (the lease is
+// not lost to the stall), and the holder's Done close before the waiter's
+// grant. The portable layer renews at most (TTL - margin)/2 = 9/32 of the
+// timeout after the previous proof, which the follower had before the
+// stall: the holder's Done comes at most 9/32 + 9/16 = 27/32 of the
+// timeout after the leader's last news, short of the timeout, under either
+// rule; the gap needs a proof sent later into a stall (a grant).
+func TestStalledRenewalThenCutOff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts an ensemble of its own")
+	}
+	const session = 10 * time.Second
+	// Before the lease's deadline, 9/16 of the session after the previous
+	// renewal was sent, with room for the answer.
+	const stallFor = 4500 * time.Millisecond
+	nw := testserver.NewNetwork(t)
+	procs := testserver.StartZooKeeper(t, 3, testserver.OnNetwork(nw))
+	testserver.WaitZooKeeperServing(t, procs...)
+	roles := zkRoles(t, procs)
+	hs, ws := roles["follower"], roles["leader"]
+	_, d, hk := testClient(t, []string{hs.Addr()}, session)
+	hd := &renewSignal{Driver: d, renewed: make(chan struct{}, 1)}
+	hc, err := dlock.NewClient(hd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	wc, _, _ := testClient(t, []string{ws.Addr()}, session)
+	name := uniqueName(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	held, err := hc.Mutex(name).Lock(ctx)
+	if err != nil {
+		t.Fatalf("holder Lock: %v", err)
+	}
+	renewed := func() {
+		t.Helper()
+		select {
+		case <-hd.renewed:
+		case <-ctx.Done():
+			t.Fatal("no renewal")
+		}
+	}
+	renewed()
+	sent := make(chan struct{}, 1)
+	gate := func(renewal bool, _ int) {
+		if renewal {
+			select {
+			case sent <- struct{}{}:
+			default:
+			}
+		}
+	}
+	roundGate.Store(&gate)
+	defer roundGate.Store(nil)
+	stalled := time.Now()
+	unstall := hk.proxies[0].Add(faultproxy.Any, faultproxy.Fault{Stall: true, Dir: faultproxy.Up})
+	defer unstall()
+	select {
+	case <-sent:
+	case <-ctx.Done():
+		t.Fatal("no renewal sent during the stall")
+	}
+	t.Logf("a renewal sent %v into the stall", time.Since(stalled).Round(time.Millisecond))
+	time.Sleep(time.Until(stalled.Add(stallFor))) // the fault schedule
+	unstall()
+	renewed()
+	t.Logf("the renewal answered %v after the stall began", time.Since(stalled).Round(time.Millisecond))
+	cutAndCheck(ctx, t, nw, hs, wc, name, held, stalled)
+}
+
+// cutAndCheck cuts the holder's server hs off from the others right after
+// held was granted or renewed, and checks that the waiter's client wc is
+// granted name only after held's Done closed; times are logged from
+// stalled.
+func cutAndCheck(ctx context.Context, t *testing.T, nw *testserver.Network, hs *testserver.Proc, wc *dlock.Client, name string, held *dlock.Lease, stalled time.Time) {
+	t.Helper()
 	nw.Isolate(hs)
 	defer nw.Heal(hs)
 	cut := time.Now()
-	t.Logf("cut %s (follower, the holder's) off %v into the stall's start", hs.Name(), cut.Sub(stalled).Round(time.Millisecond))
+	t.Logf("cut %s (follower, the holder's) off %v after the stall began", hs.Name(), cut.Sub(stalled).Round(time.Millisecond))
 	doneAt := make(chan time.Duration, 1)
 	go func() { <-held.Done(); doneAt <- time.Since(stalled) }()
 
