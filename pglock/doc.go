@@ -58,9 +58,14 @@
 // locks on connections of its own, opened with the pool's configuration
 // (and its BeforeConnect and AfterConnect hooks) and never returned to the
 // pool (a pooled connection would carry its locks to its next user). Locks
-// with the same TTL share a session; of the sessions left without a lock,
-// one per TTL is kept for the next lock or wait, the others are closed (and
-// an idle one is ended by the server after the TTL anyway).
+// with the same TTL share a session: a try-lock takes an idle session of
+// its TTL, else opens another while there are fewer than four (a statement
+// holds its session for a round trip, so a few let statements run side by
+// side), else queues on the least busy one; a session costs a connection,
+// a server process and one goroutine of the driver however many locks it
+// holds. Of the sessions left without a lock, one per TTL is kept for the
+// next lock or wait, the others are closed (and an idle one is ended by
+// the server after the TTL anyway).
 //
 //   - TryLock: one statement on a session, one round trip:
 //     pg_try_advisory_lock(key) and, if granted, the key's row in the token
@@ -126,7 +131,9 @@
 // While a session is idle a goroutine of the driver reads from its
 // connection, so its end is seen at once and reported through the leases'
 // Done: pg_terminate_backend, idle_session_timeout, a server shutdown or
-// crash, a reset connection. A silent network is left to the portable
+// crash, a reset connection. The session keeps the locks it holds and
+// reports each one's loss by a call (driver.LossNotifier), so a held lock
+// costs no goroutine; a lock released before is not reported. A silent network is left to the portable
 // deadline (TTL − margin after the last renewal sent), which the server's
 // idle_session_timeout never precedes.
 //

@@ -94,6 +94,8 @@ type Driver struct {
 	created  bool                                // the token table is known to exist
 	sessions map[time.Duration]map[*session]bool // by TTL: sessions locks may join
 	waiting  map[*session]bool                   // sessions waiting for a lock
+	opening  map[time.Duration]int               // by TTL: sessions pick is opening
+	opened   chan struct{}                       // closed (and replaced) when pick has opened one
 	wg       sync.WaitGroup                      // the watchers
 }
 
@@ -112,6 +114,8 @@ func newDriver(pool *pgxpool.Pool, table string, owns bool) *Driver {
 		closeCtx: ctx, closeFn: cancel,
 		sessions: map[time.Duration]map[*session]bool{},
 		waiting:  map[*session]bool{},
+		opening:  map[time.Duration]int{},
+		opened:   make(chan struct{}),
 	}
 }
 

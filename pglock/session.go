@@ -25,7 +25,9 @@ import (
 //
 // While nobody uses the connection a watcher goroutine reads from it, so
 // that the session's end (pg_terminate_backend, the idle timeout, a server
-// shutdown, a broken connection) is seen at once and reported through dead.
+// shutdown, a broken connection) is seen at once and reported through dead
+// and to each lock it holds (loss.go): one goroutine per session, none per
+// lock.
 type session struct {
 	d     *Driver
 	conn  *pgx.Conn
@@ -42,6 +44,7 @@ type session struct {
 	watching bool // the watcher is reading
 	started  bool // the watcher runs
 	keys     map[int64]int
+	held     map[*lock]struct{} // the locks granted on it and not released (loss.go)
 	deadErr  error
 	dead     chan struct{} // closed when the session has ended
 }
@@ -75,7 +78,7 @@ func (d *Driver) newSession(ctx context.Context, ttl time.Duration) (*session, e
 	s := &session{
 		d: d, conn: conn, net: conn.PgConn().Conn(),
 		turn: make(chan struct{}, 1), wake: make(chan struct{}, 1),
-		keys: map[int64]int{}, dead: make(chan struct{}), group: ttl,
+		keys: map[int64]int{}, held: map[*lock]struct{}{}, dead: make(chan struct{}), group: ttl,
 	}
 	if err := s.setup(ctx, ttl); err != nil {
 		s.kill(err)
@@ -260,8 +263,8 @@ func (s *session) use(ctx context.Context, fn func(*pgx.Conn) error) error {
 // errSessionEnded: the session, and every lock it held, is gone.
 var errSessionEnded = errors.New("pglock: session ended")
 
-// kill ends the session: its connection is closed (the server frees its
-// locks when it sees that) and dead is closed. Callers that might be
+// kill ends the session: dead is closed, its locks are marked lost, and its
+// connection is closed (the server frees its locks when it sees that). Callers that might be
 // writing on the connection meanwhile are ending it anyway.
 func (s *session) kill(cause error) {
 	s.mu.Lock()
@@ -275,6 +278,7 @@ func (s *session) kill(cause error) {
 	s.deadErr = cause
 	close(s.dead)
 	s.mu.Unlock()
+	s.loseAll()
 	// A Terminate message first, so that the server ends the session
 	// quietly instead of logging a lost client (a broken connection just
 	// fails the write).
@@ -282,6 +286,13 @@ func (s *session) kill(cause error) {
 	_, _ = s.net.Write([]byte{'X', 0, 0, 0, 4})
 	_ = s.net.Close()
 	s.d.forget(s)
+}
+
+// load is how many callers use or wait for the connection.
+func (s *session) load() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.users
 }
 
 func (s *session) alive() bool {
