@@ -133,7 +133,17 @@
 // Done: pg_terminate_backend, idle_session_timeout, a server shutdown or
 // crash, a reset connection. The session keeps the locks it holds and
 // reports each one's loss by a call (driver.LossNotifier), so a held lock
-// costs no goroutine; a lock released before is not reported. A silent network is left to the portable
+// costs no goroutine; a lock released before is not reported.
+//
+// With a logger (dlock.WithLogger) the client logs the driver's connection
+// lost and restored (driver.ConnNotifier): lost when a session ends without
+// the driver's asking (not for the server's idle_session_timeout, which
+// ends a spare session in the normal course and a silent holder's on
+// purpose) or a new one cannot be opened; restored when the driver next
+// opens one, which it does for the next lock asked for (nothing reconnects
+// in the background: without a session the driver holds nothing). The
+// detail names the server's address and process and the reason, never the
+// password. A silent network is left to the portable
 // deadline (TTL − margin after the last renewal sent), which the server's
 // idle_session_timeout never precedes.
 //

@@ -97,6 +97,10 @@ type Driver struct {
 	opening  map[time.Duration]int               // by TTL: sessions pick is opening
 	opened   chan struct{}                       // closed (and replaced) when pick has opened one
 	wg       sync.WaitGroup                      // the watchers
+
+	connMu   sync.Mutex                   // orders the news of the connection (conn.go)
+	connNote func(up bool, detail string) // NotifyConn's
+	connDown bool                         // the state told last
 }
 
 // The portable layer probes for Capable and Inspector.

@@ -59,9 +59,10 @@ func (s *session) drop(l *lock) {
 	s.mu.Unlock()
 }
 
-// loseAll marks every lock the session held lost; kill calls it once,
-// after the session is marked dead (so that no lock joins it any more).
-func (s *session) loseAll() {
+// loseAll marks every lock the session held lost, and returns how many;
+// kill calls it once, after the session is marked dead (so that no lock
+// joins it any more).
+func (s *session) loseAll() int {
 	s.mu.Lock()
 	held := s.held
 	s.held = nil
@@ -69,4 +70,5 @@ func (s *session) loseAll() {
 	for l := range held {
 		l.markLost()
 	}
+	return len(held)
 }

@@ -67,6 +67,7 @@ func (d *Driver) newSession(ctx context.Context, ttl time.Duration) (*session, e
 	}
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
+		d.connectFailed(ctx, cc.Host, cc.Port, err)
 		return nil, err
 	}
 	if pc.AfterConnect != nil {
@@ -84,6 +85,7 @@ func (d *Driver) newSession(ctx context.Context, ttl time.Duration) (*session, e
 		s.kill(err)
 		return nil, err
 	}
+	d.connected(s)
 	return s, nil
 }
 
@@ -199,7 +201,7 @@ func (s *session) watch() {
 		case errors.As(err, &ne) && ne.Timeout() && !closed:
 			// Interrupted by a caller: it kicks us when done.
 		default:
-			s.kill(err)
+			s.ended(err)
 			return
 		}
 	}
@@ -247,7 +249,7 @@ func (s *session) use(ctx context.Context, fn func(*pgx.Conn) error) error {
 		closed := s.conn.IsClosed()
 		<-s.turn
 		if closed {
-			s.kill(err)
+			s.ended(err)
 			err = errors.Join(errSessionEnded, err)
 		}
 		result <- err
@@ -266,11 +268,13 @@ var errSessionEnded = errors.New("pglock: session ended")
 // kill ends the session: dead is closed, its locks are marked lost, and its
 // connection is closed (the server frees its locks when it sees that). Callers that might be
 // writing on the connection meanwhile are ending it anyway.
-func (s *session) kill(cause error) {
+// It reports whether this call ended the session, and how many locks
+// were lost with it.
+func (s *session) kill(cause error) (first bool, lost int) {
 	s.mu.Lock()
 	if s.deadErr != nil {
 		s.mu.Unlock()
-		return
+		return false, 0
 	}
 	if cause == nil {
 		cause = errSessionEnded
@@ -278,7 +282,7 @@ func (s *session) kill(cause error) {
 	s.deadErr = cause
 	close(s.dead)
 	s.mu.Unlock()
-	s.loseAll()
+	lost = s.loseAll()
 	// A Terminate message first, so that the server ends the session
 	// quietly instead of logging a lost client (a broken connection just
 	// fails the write).
@@ -286,6 +290,7 @@ func (s *session) kill(cause error) {
 	_, _ = s.net.Write([]byte{'X', 0, 0, 0, 4})
 	_ = s.net.Close()
 	s.d.forget(s)
+	return true, lost
 }
 
 // load is how many callers use or wait for the connection.
