@@ -91,7 +91,13 @@
 //     second (client_connection_check_interval, where the platform has it).
 //   - Unlock: one statement on the lock's session, one round trip: the
 //     lease ended in the key's row, then pg_advisory_unlock(key).
-//   - Renew: one statement (the lease extended in the key's row).
+//   - Renew: the renewals of one session's locks go out together, one
+//     statement for up to 1,000 of them (each lease extended in its key's
+//     row if it is still this holder's, checked entry by entry): the first
+//     at once, those that come while it is in flight in the next
+//     (driver.RenewCoalescer, driver.AsyncRenewer). The client schedules
+//     its leases' renewals on a common grid, so a client holding N locks
+//     sends a few statements per session per renewal interval, not N.
 //
 // An uncontended Lock+Unlock is two round trips, as pg_advisory_lock +
 // pg_advisory_unlock are, but each of them a write transaction (the token,
@@ -102,9 +108,10 @@
 // Each session runs with idle_session_timeout set to its locks' TTL
 // (PostgreSQL 14 and later): a holder that stops renewing is cut off by the
 // server when the TTL has passed since its last statement, and its locks
-// freed. A renewal is one statement on the lock's session (it extends the
-// lease in the key's row), and the validity is measured from the moment it
-// was sent, as for every driver. After a real wait the validity runs from
+// freed. A renewal is a statement on the lock's session (it extends the
+// lease in the key's row, and restarts the server's timer of every lock on
+// the session), and the validity is measured from the moment it was sent,
+// as for every driver. After a real wait the validity runs from
 // the send of the statement that writes the lease.
 //
 // Servers before 14 have no idle_session_timeout: there the TTL only bounds

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -97,6 +98,8 @@ type Driver struct {
 	opening  map[time.Duration]int               // by TTL: sessions pick is opening
 	opened   chan struct{}                       // closed (and replaced) when pick has opened one
 	wg       sync.WaitGroup                      // the watchers
+
+	renewStatements atomic.Int64 // renewal statements sent (batch.go), for tests
 
 	connMu   sync.Mutex                   // orders the news of the connection (conn.go)
 	connNote func(up bool, detail string) // NotifyConn's

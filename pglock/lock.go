@@ -46,43 +46,6 @@ func (l *lock) Token() uint64 { return l.token }
 // goroutine per lock.
 func (l *lock) Lost() <-chan struct{} { return l.s.dead }
 
-// Renew runs a statement on the lock's session, which restarts the server's
-// idle timer of every lock on it, and extends the lease in the key's row,
-// if the lease there is still this holder's. A live session holds its
-// locks: only Release gives one up.
-func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
-	if l.released.Load() {
-		return driver.Validity{}, fmt.Errorf("pglock: renew: %w", driver.ErrLockLost)
-	}
-	q := l.d.q.renew
-	if l.mode == driver.Shared {
-		q = l.d.q.renewShared
-	}
-	since := time.Now()
-	err := l.s.use(ctx, func(c *pgx.Conn) error {
-		var pid uint32
-		err := c.QueryRow(ctx, q, l.key, l.s.pid, int64(l.token), ttlMillis(l.ttl)).Scan(&pid)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return errLeaseGone
-		}
-		if err != nil {
-			return err
-		}
-		return l.s.check(pid)
-	})
-	if errors.Is(err, errNotASession) {
-		l.s.kill(err)
-		return driver.Validity{}, fmt.Errorf("pglock: renew: %w: %w", driver.ErrLockLost, err)
-	}
-	if errors.Is(err, errLeaseGone) {
-		return driver.Validity{}, fmt.Errorf("pglock: renew: %w: %w", driver.ErrLockLost, err)
-	}
-	if err != nil {
-		return driver.Validity{}, l.err("renew", ctx, err)
-	}
-	return driver.Validity{Since: since, TTL: l.ttl}, nil
-}
-
 // errReleased: an earlier Release, which ctx cut short, released the lock.
 var errReleased = fmt.Errorf("pglock: release: %w: released already, by an earlier call that its context cut short", driver.ErrLockLost)
 

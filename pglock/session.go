@@ -45,6 +45,7 @@ type session struct {
 	started  bool // the watcher runs
 	keys     map[int64]int
 	held     map[*lock]struct{} // the locks granted on it and not released (loss.go)
+	renew    renewals           // its locks' renewals (batch.go)
 	deadErr  error
 	dead     chan struct{} // closed when the session has ended
 }
@@ -92,7 +93,7 @@ func (d *Driver) newSession(ctx context.Context, ttl time.Duration) (*session, e
 // setup sets idle_session_timeout where the server has it, and
 // client_connection_check_interval, so that a backend waiting for a lock
 // on behalf of a vanished client leaves the queue within a second instead
-// of holding up the waiters behind it.
+// of holding up the waiters behind it; and prepares the renewal statement.
 func (s *session) setup(ctx context.Context, ttl time.Duration) error {
 	if err := s.conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&s.pid); err != nil {
 		return err
@@ -118,7 +119,10 @@ func (s *session) setup(ctx context.Context, ttl time.Duration) error {
 		// notices when it is granted the lock and fails to answer.
 		_, _ = s.conn.Exec(ctx, "SELECT set_config('client_connection_check_interval', '1000', false)")
 	}
-	return nil
+	// Prepared now, so that the session's first batch of renewals is one
+	// round trip, not two (batch.go).
+	_, err := s.conn.Prepare(ctx, s.d.q.renewMany, s.d.q.renewMany)
+	return err
 }
 
 // check compares the server process a statement ran on with the
