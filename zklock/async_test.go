@@ -2,6 +2,7 @@ package zklock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
@@ -118,5 +120,73 @@ func TestAsyncRenewalCostsNoGoroutine(t *testing.T) {
 		if err := l.Unlock(ctx); err != nil {
 			t.Errorf("Unlock %d: %v", i, err)
 		}
+	}
+}
+
+// A renewal in flight when the driver closes is still answered: its round
+// (held at the test hook until Close has ended the session) goes on the
+// closed connection, and done is called with driver.ErrClosed. A renewal
+// started after Close is answered at once.
+func TestRenewAsyncAnsweredAcrossClose(t *testing.T) {
+	servers := testserver.ZooKeeper(t)
+	ctx := context.Background()
+	d, err := dialDriver(ctx, servers, Options{Prefix: testRoot, SessionTimeout: testSession}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _, err := d.Acquire(ctx, driver.Request{Name: "async-close/" + newGUID(), TTL: testSession})
+	if err != nil {
+		d.Close()
+		t.Fatal(err)
+	}
+	zl := l.(*zkLock)
+	inRound, hold := make(chan struct{}), make(chan struct{})
+	gate := func(renewal bool, _ int) {
+		if renewal {
+			close(inRound)
+			<-hold
+		}
+	}
+	roundGate.Store(&gate)
+	defer roundGate.Store(nil)
+
+	type answer struct {
+		v   driver.Validity
+		err error
+	}
+	answers := make(chan answer, 2)
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	zl.RenewAsync(rctx, func(v driver.Validity, err error) { answers <- answer{v, err} })
+	<-inRound
+	roundGate.Store(nil)
+	closed := make(chan error, 1)
+	go func() { closed <- d.Close() }()
+	<-zl.sess.lost // Close has ended the session; it waits for the round
+	select {
+	case a := <-answers:
+		t.Fatalf("renewal answered while its round was held: %+v, %v", a.v, a.err)
+	default:
+	}
+	close(hold)
+	select {
+	case a := <-answers:
+		if !errors.Is(a.err, driver.ErrClosed) {
+			t.Errorf("renewal in flight across Close: %+v, %v; want ErrClosed", a.v, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a renewal in flight when the driver closed was not answered in 10 s")
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	zl.RenewAsync(rctx, func(v driver.Validity, err error) { answers <- answer{v, err} })
+	select {
+	case a := <-answers:
+		if !errors.Is(a.err, driver.ErrLockLost) {
+			t.Errorf("renewal after Close: %+v, %v; want ErrLockLost", a.v, a.err)
+		}
+	default:
+		t.Error("a renewal after Close was not answered before RenewAsync returned")
 	}
 }
