@@ -32,8 +32,10 @@ type Lease struct {
 	ctx    context.Context // cancelled on loss or end
 	cancel context.CancelCauseFunc
 
-	stopCtx context.Context // cancelled to stop renewing and cut in-flight calls
-	stop    context.CancelFunc
+	// cutRenewal cancels the renewal in flight, if any; l.mu. A renewal's
+	// context is not a child of ctx: a parent keeps the map of children
+	// it once had, a few hundred bytes per lease for its whole life.
+	cutRenewal context.CancelFunc
 
 	// No goroutine per lease: renewal, the safety deadline and the maximum
 	// hold time are timers. Only a driver that pushes losses (Lost() != nil)
@@ -65,10 +67,9 @@ func (c *Client) startLease(prim primitive, metered bool, name string, cfg confi
 		granted = time.Now()
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
-	stopCtx, stop := context.WithCancel(context.Background())
 	l := &Lease{
 		c: c, prim: prim, metered: metered, granted: granted, name: name, token: held.Token(), held: held, cfg: cfg, v: v,
-		ctx: ctx, cancel: cancel, stopCtx: stopCtx, stop: stop,
+		ctx: ctx, cancel: cancel,
 	}
 	// Timers are made stopped and armed once all of them exist, so that no
 	// callback sees a half-built lease.
@@ -86,7 +87,6 @@ func (c *Client) startLease(prim primitive, metered bool, name string, cfg confi
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		stop()
 		cancel(ErrClosed)
 		rctx, rcancel := context.WithTimeout(context.Background(), min(cfg.ttl, CloseTimeout))
 		defer rcancel()
@@ -186,6 +186,7 @@ func (l *Lease) finish(state leaseState, reason error) (ended, slot bool) {
 	l.state = state
 	l.err = wrap(l.name, "lease", reason)
 	err := l.err
+	cut := l.cutRenewal
 	l.mu.Unlock()
 	delete(c.leases, l)
 	if slot = !c.closed; slot {
@@ -195,7 +196,9 @@ func (l *Lease) finish(state leaseState, reason error) (ended, slot bool) {
 	}
 	c.mu.Unlock()
 	l.cancel(err)
-	l.stop()
+	if cut != nil {
+		cut()
+	}
 	l.stopTimers()
 	end := endReleased
 	switch {
@@ -379,7 +382,6 @@ func (l *Lease) watchLost(lost <-chan struct{}) {
 	select {
 	case <-lost:
 		l.loseAndRelease(lossEngine, fmt.Errorf("%w: the engine reports the lock gone", ErrLockLost))
-	case <-l.stopCtx.Done():
 	case <-l.ctx.Done():
 	}
 }
@@ -390,13 +392,23 @@ func (l *Lease) renew() {
 		return // Close is ending every lease
 	}
 	l.renewMu.Lock()
-	if l.stopCtx.Err() != nil || l.ctx.Err() != nil {
+	dl := l.deadlineOf(l.v)
+	l.mu.Lock()
+	if l.state != stateHeld {
+		l.mu.Unlock()
 		l.renewMu.Unlock()
 		l.c.calls.Done()
 		return
 	}
-	dl := l.deadlineOf(l.v)
-	rctx, cancel := context.WithDeadline(l.stopCtx, dl)
+	rctx, cut := context.WithDeadline(context.Background(), dl)
+	l.cutRenewal = cut
+	l.mu.Unlock()
+	cancel := func() {
+		cut()
+		l.mu.Lock()
+		l.cutRenewal = nil
+		l.mu.Unlock()
+	}
 	if ar, ok := l.held.(driver.AsyncRenewer); ok {
 		l.renewAsync(ar, rctx, cancel, dl)
 		return
@@ -415,7 +427,7 @@ func (l *Lease) renew() {
 // for the engine. The renewal holds renewMu and its c.calls slot until it
 // is settled, by the driver's answer or by rctx's end (the lease's end
 // cuts it short, as it does a Renew), whichever comes first.
-func (l *Lease) renewAsync(ar driver.AsyncRenewer, rctx context.Context, cancel context.CancelFunc, dl time.Time) {
+func (l *Lease) renewAsync(ar driver.AsyncRenewer, rctx context.Context, cancel func(), dl time.Time) {
 	var settled atomic.Bool
 	settle := func(nv driver.Validity, err error) bool {
 		if !settled.CompareAndSwap(false, true) {
@@ -448,7 +460,7 @@ func (l *Lease) renewAsync(ar driver.AsyncRenewer, rctx context.Context, cancel 
 // returns the cause if the engine reports the lock gone. renewMu is held.
 func (l *Lease) settleRenewal(nv driver.Validity, err error, dl time.Time) (lost error) {
 	switch {
-	case l.stopCtx.Err() != nil:
+	case l.ctx.Err() != nil:
 		// The lease ended meanwhile.
 	case err == nil:
 		l.renewed(renewOK, nil)

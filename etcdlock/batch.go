@@ -59,10 +59,11 @@ func (b *batcher) answer(l *lock, r *etcdserverpb.ResponseOp) bool {
 
 // ownerOp is one key's owner check, or its owner-checked delete.
 type ownerOp struct {
-	l    *lock
-	done chan struct{}
-	ok   bool // the key was l's (and, with del, is deleted now)
-	err  error
+	l *lock
+	// done is called once with the answer: ok if the key was l's (and,
+	// with del, is deleted now). It is called by the batch's sender (or by
+	// check, if the driver is closed) and returns at once.
+	done func(ok bool, err error)
 }
 
 // batcher coalesces owner checks and deletes into few transactions.
@@ -73,6 +74,7 @@ type batcher struct {
 	mu      sync.Mutex
 	queue   []*ownerOp
 	senders int // goroutines sending batches (at most batchSenders)
+	held    int // hold calls not yet released: no sender starts
 }
 
 func newBatcher(d *Driver, del bool) *batcher {
@@ -86,45 +88,91 @@ func newBatcher(d *Driver, del bool) *batcher {
 // the batcher sends. It returns ctx's error if ctx ends first; the
 // transaction still runs, for the others in it.
 func (b *batcher) owned(ctx context.Context, l *lock) (bool, error) {
-	op := &ownerOp{l: l, done: make(chan struct{})}
-	if err := b.enqueue(op); err != nil {
-		return false, err
+	type result struct {
+		ok  bool
+		err error
 	}
+	ch := make(chan result, 1)
+	b.check(l, func(ok bool, err error) { ch <- result{ok, err} })
 	select {
-	case <-op.done:
-		return op.ok, op.err
+	case r := <-ch:
+		return r.ok, r.err
 	case <-ctx.Done():
 		return false, ctx.Err()
 	}
 }
 
+// check is owned without the wait: done is called once with the answer,
+// by the batch's sender, within releaseTimeout (at once if the driver is
+// closed, possibly before check returns).
+func (b *batcher) check(l *lock, done func(ok bool, err error)) {
+	if err := b.enqueue(&ownerOp{l: l, done: done}); err != nil {
+		done(false, err)
+	}
+}
+
 // enqueue adds ops to the next batch, starting a goroutine to send it if
-// fewer than batchSenders are.
+// fewer than batchSenders are and nothing holds the batcher back.
 func (b *batcher) enqueue(ops ...*ownerOp) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if !b.startLocked() {
+		return errClosed
+	}
 	b.queue = append(b.queue, ops...)
-	if b.senders >= batchSenders {
-		return nil
+	return nil
+}
+
+// hold keeps the batcher from starting a batch until release is called,
+// so that the ops one goroutine enqueues in a loop (the owner checks of a
+// renewal wave, enqueued by their shared keep-alive's answer) go in one
+// batch, not a first one of the few enqueued before its sender ran and the
+// rest a round trip later. Ops enqueued meanwhile that the batcher cannot
+// send (the driver closed) are answered with errClosed by release.
+func (b *batcher) hold() (release func()) {
+	b.mu.Lock()
+	b.held++
+	b.mu.Unlock()
+	return func() {
+		b.mu.Lock()
+		b.held--
+		var refused []*ownerOp
+		if len(b.queue) > 0 && !b.startLocked() {
+			refused, b.queue = b.queue, nil
+		}
+		b.mu.Unlock()
+		for _, op := range refused {
+			op.done(false, errClosed)
+		}
+	}
+}
+
+// startLocked starts a goroutine to send the queue if fewer than
+// batchSenders are and nothing holds the batcher back. It reports false
+// only if it had to start one and the driver is closed. The caller holds
+// b.mu. Whatever is queued is sent by a running sender or, while the
+// batcher is held, by the one its release starts.
+func (b *batcher) startLocked() bool {
+	if b.held > 0 || b.senders >= batchSenders {
+		return true
 	}
 	d := b.d
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		b.queue = b.queue[:len(b.queue)-len(ops)]
-		return errClosed
+		return false
 	}
 	d.wg.Add(1)
 	d.mu.Unlock()
 	b.senders++
 	go b.run()
-	return nil
+	return true
 }
 
 // run sends what is queued, batch after batch, until the queue is empty.
-// It yields once first: callers woken together (a renewal wave, released
-// by one shared keep-alive) then join the first batch rather than wait a
-// round trip behind a batch of one, and a lone caller loses nothing.
+// It yields once first: callers that enqueue at about the same time (many
+// releases at once) then join the first batch rather than wait a round
+// trip behind a batch of one, and a lone caller loses nothing.
 func (b *batcher) run() {
 	defer b.d.wg.Done()
 	runtime.Gosched()
@@ -190,10 +238,9 @@ func (b *batcher) send(ctx context.Context, chunk []*ownerOp) {
 	}
 	for i, op := range chunk {
 		if err != nil {
-			op.err = err
+			op.done(false, err)
 		} else {
-			op.ok = b.answer(op.l, resp.Responses[i])
+			op.done(b.answer(op.l, resp.Responses[i]), nil)
 		}
-		close(op.done)
 	}
 }

@@ -154,9 +154,12 @@
 // asked for is rounded up, and the TTL granted is the one the portable
 // layer renews by. A renewal is one KeepAliveOnce, shared by all renewals
 // in flight at the time, plus a linearizable read of the lock's key, shared
-// with the other renewals in flight too (see Many locks). While a Lock
-// waits, the driver keeps the lease alive itself every TTL/3, since no held
-// lock may be renewing it. The lease's expiry or revocation deletes every
+// with the other renewals in flight too (see Many locks). Both answer by
+// callbacks (driver.AsyncRenewer): the keep-alive's answer sends the owner
+// check, whose answer settles the renewal, so no goroutine waits for
+// either and a wave of renewals of N locks costs the client a few
+// goroutines, not N. While a Lock waits, the driver keeps the lease alive
+// itself every TTL/3, since no held lock may be renewing it. The lease's expiry or revocation deletes every
 // key on it, so it ends every lock on it: each is reported lost.
 //
 // What a successful renewal proves: the lease was alive when its

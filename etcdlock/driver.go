@@ -98,13 +98,16 @@ type Driver struct {
 	watched   chan struct{}    // closed when the first loss watch exists (for tests)
 }
 
-// The portable layer probes for Capable and Inspector; a driver that lost
-// one of them would silently lose Client.Capabilities or Client.Status.
+// The portable layer probes for Capable, Inspector and AsyncRenewer; a
+// driver that lost one of them would silently lose Client.Capabilities or
+// Client.Status, or spend a goroutine per lock on every renewal.
 var (
 	_ driver.Driver    = (*Driver)(nil)
 	_ driver.Capable   = (*Driver)(nil)
 	_ driver.Inspector = (*Driver)(nil)
 	_ driver.Lock      = (*lock)(nil)
+
+	_ driver.AsyncRenewer = (*lock)(nil)
 
 	_ driver.RenewCoalescer = (*Driver)(nil)
 )

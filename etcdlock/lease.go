@@ -27,10 +27,9 @@ type lease struct {
 	inflight *keepAliveCall
 }
 
+// keepAliveCall is a keep-alive in flight and the callers waiting for it.
 type keepAliveCall struct {
-	done chan struct{}
-	v    driver.Validity
-	err  error
+	waiters []func(driver.Validity, error) // called once each with its outcome
 }
 
 // leaseFor returns the driver's lease for a TTL of secs seconds, granting one
@@ -145,34 +144,49 @@ func (l *lease) markDead() {
 	l.d.mu.Unlock()
 }
 
-// keepAlive refreshes the lease once. Calls made while a refresh is in
-// flight share it: its send time is no later than theirs, so its validity
-// holds for them too. The refresh runs on a context of its own, bounded by
-// the TTL and the driver's life, so one caller giving up does not fail the
-// others.
+// keepAlive refreshes the lease once (keepAliveAsync) and waits for the
+// outcome, or for ctx's end.
 func (l *lease) keepAlive(ctx context.Context) (driver.Validity, error) {
+	type result struct {
+		v   driver.Validity
+		err error
+	}
+	ch := make(chan result, 1)
+	l.keepAliveAsync(func(v driver.Validity, err error) { ch <- result{v, err} })
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		return driver.Validity{}, ctx.Err()
+	}
+}
+
+// keepAliveAsync refreshes the lease once and calls done with the
+// outcome: in the goroutine that sends the refresh, or before it returns
+// if the driver is closed. Calls made while a refresh is in flight share
+// it: its send time is no later than theirs, so its validity holds for
+// them too. The refresh runs on a context of its own, bounded by the TTL
+// and the driver's life (so done is called within a TTL, and at once when
+// the driver closes), whatever becomes of the callers.
+func (l *lease) keepAliveAsync(done func(driver.Validity, error)) {
 	l.mu.Lock()
 	c := l.inflight
 	if c == nil {
-		c = &keepAliveCall{done: make(chan struct{})}
+		c = &keepAliveCall{}
 		l.d.mu.Lock()
 		if l.d.closed {
 			l.d.mu.Unlock()
 			l.mu.Unlock()
-			return driver.Validity{}, errClosed
+			done(driver.Validity{}, errClosed)
+			return
 		}
 		l.d.wg.Add(1)
 		l.d.mu.Unlock()
 		l.inflight = c
 		go l.refresh(c)
 	}
+	c.waiters = append(c.waiters, done)
 	l.mu.Unlock()
-	select {
-	case <-c.done:
-		return c.v, c.err
-	case <-ctx.Done():
-		return driver.Validity{}, ctx.Err()
-	}
 }
 
 func (l *lease) refresh(c *keepAliveCall) {
@@ -185,20 +199,27 @@ func (l *lease) refresh(c *keepAliveCall) {
 	if l.d.cli.Ctx().Err() == nil {
 		resp, err = l.d.cli.KeepAliveOnce(ctx, l.id)
 	}
+	var v driver.Validity
 	l.mu.Lock()
 	switch {
 	case err == nil:
 		if sent.After(l.lastSent) {
 			l.lastSent = sent
 		}
-		c.v = driver.Validity{Since: sent, TTL: time.Duration(resp.TTL) * time.Second}
+		v = driver.Validity{Since: sent, TTL: time.Duration(resp.TTL) * time.Second}
 	case errors.Is(err, rpctypes.ErrLeaseNotFound):
 		l.dead = true
-		c.err = fmt.Errorf("%w: etcd lease %x expired", driver.ErrLockLost, int64(l.id))
+		err = fmt.Errorf("%w: etcd lease %x expired", driver.ErrLockLost, int64(l.id))
 	default:
-		c.err = fmt.Errorf("etcdlock: keep-alive of lease %x: %w", int64(l.id), err)
+		err = fmt.Errorf("etcdlock: keep-alive of lease %x: %w", int64(l.id), err)
 	}
-	l.inflight = nil
+	l.inflight = nil // no caller joins c any more
+	waiters := c.waiters
 	l.mu.Unlock()
-	close(c.done)
+	// The renewals among the waiters enqueue their owner checks: one batch.
+	release := l.d.checks.hold()
+	defer release()
+	for _, done := range waiters {
+		done(v, err)
+	}
 }

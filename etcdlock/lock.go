@@ -99,9 +99,30 @@ func (l *lock) Lost() <-chan struct{} {
 	return l.lost
 }
 
-// Renew refreshes the shared lease (one KeepAliveOnce for all renewals in
-// flight) and then checks that the key is still ours, in a transaction
-// shared with the other owner checks and releases in flight (batch.go).
+// Renew is RenewAsync waiting for its outcome, or for ctx's end.
+func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
+	type result struct {
+		v   driver.Validity
+		err error
+	}
+	ch := make(chan result, 1)
+	l.RenewAsync(ctx, func(v driver.Validity, err error) { ch <- result{v, err} })
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		return driver.Validity{}, fmt.Errorf("etcdlock: renew %q: %w", l.key, ctx.Err())
+	}
+}
+
+// RenewAsync (driver.AsyncRenewer) refreshes the shared lease (one
+// KeepAliveOnce for all renewals in flight) and then checks that the key is
+// still ours, in a transaction shared with the other owner checks in flight
+// (batch.go), and calls done with the outcome: no goroutine waits for
+// either, done is called by the goroutine that got the answer. Both run on
+// the driver's contexts, so done comes within a TTL and releaseTimeout
+// (at once when the driver closes) whatever becomes of ctx; once ctx has
+// ended the renewal stops at the next stage and reports ctx's error.
 //
 // What a successful renewal proves: the lease was alive when the
 // keep-alive was sent, so the server keeps every key on it at least a TTL
@@ -114,28 +135,42 @@ func (l *lock) Lost() <-chan struct{} {
 // compares alone would count as serializable (etcd's isTxnSerializable:
 // every op a serializable range, vacuously) and be answered from a member's
 // own state; nested transactions are not ranges, so it is not.
-func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
+func (l *lock) RenewAsync(ctx context.Context, done func(driver.Validity, error)) {
 	if l.gone.Load() {
-		return driver.Validity{}, l.lostErr()
+		done(driver.Validity{}, l.lostErr())
+		return
 	}
 	if l.d.cli.Ctx().Err() != nil {
 		l.markLost("its etcd client was closed: it can no longer be renewed or released")
-		return driver.Validity{}, l.lostErr()
+		done(driver.Validity{}, l.lostErr())
+		return
 	}
-	v, err := l.ls.keepAlive(ctx)
-	if err != nil {
-		return driver.Validity{}, l.d.engineErr(ctx, err)
-	}
-	ok, err := l.d.checks.owned(ctx, l)
-	if err != nil {
-		return driver.Validity{}, fmt.Errorf("etcdlock: renew %q: %w", l.key, l.d.engineErr(ctx, err))
-	}
-	if !ok {
-		l.d.unwatch(l)
-		l.markLost("its key was deleted")
-		return driver.Validity{}, l.lostErr()
-	}
-	return v, nil
+	l.ls.keepAliveAsync(func(v driver.Validity, err error) {
+		switch {
+		case err != nil:
+			done(driver.Validity{}, l.d.engineErr(ctx, err))
+			return
+		case ctx.Err() != nil: // nobody waits for the owner check
+			done(driver.Validity{}, fmt.Errorf("etcdlock: renew %q: %w", l.key, ctx.Err()))
+			return
+		}
+		l.d.checks.check(l, func(ok bool, err error) {
+			switch {
+			case err != nil:
+				done(driver.Validity{}, fmt.Errorf("etcdlock: renew %q: %w", l.key, l.d.engineErr(ctx, err)))
+			case ctx.Err() != nil:
+				// As a Renew cut short: the holder may have released the
+				// key since (its delete is no loss).
+				done(driver.Validity{}, fmt.Errorf("etcdlock: renew %q: %w", l.key, ctx.Err()))
+			case !ok:
+				l.d.unwatch(l)
+				l.markLost("its key was deleted")
+				done(driver.Validity{}, l.lostErr())
+			default:
+				done(v, nil)
+			}
+		})
+	})
 }
 
 // releaseTimeout bounds a Release whatever context it is given. A key that

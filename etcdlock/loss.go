@@ -185,29 +185,36 @@ func (d *Driver) checkUnchecked(ctx context.Context) bool {
 	d.unchecked = nil
 	d.wmu.Unlock()
 
+	type answer struct {
+		l   *lock
+		ok  bool
+		err error
+	}
+	answers := make(chan answer, len(ls)) // room for every answer: done must not block
 	ops := make([]*ownerOp, 0, len(ls))
 	for _, l := range ls {
 		if l.rev != 0 {
-			ops = append(ops, &ownerOp{l: l, done: make(chan struct{})})
+			ops = append(ops, &ownerOp{l: l, done: func(ok bool, err error) { answers <- answer{l, ok, err} }})
 		}
 	}
 	if err := d.checks.enqueue(ops...); err != nil {
 		return true // closed: nothing to report any more
 	}
 	var failed []*lock
-	for _, op := range ops {
+	for range ops {
+		var a answer
 		select {
-		case <-op.done:
+		case a = <-answers:
 		case <-ctx.Done():
 			return true
 		}
 		switch {
-		case op.err != nil:
-			failed = append(failed, op.l)
-		case !op.ok:
+		case a.err != nil:
+			failed = append(failed, a.l)
+		case !a.ok:
 			d.wmu.Lock()
-			if d.keys[op.l.key] == op.l {
-				d.lostKey(op.l.key, "its key was deleted")
+			if d.keys[a.l.key] == a.l {
+				d.lostKey(a.l.key, "its key was deleted")
 			}
 			d.wmu.Unlock()
 		}

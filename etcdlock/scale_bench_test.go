@@ -103,8 +103,9 @@ func BenchmarkScale(b *testing.B) {
 		}
 		// Goroutines and heap while only holding: the least of samples
 		// taken every 250 ms over the window, so that a renewal wave in
-		// flight (a goroutine and a context per Renew call for a moment)
-		// is not counted as the cost of holding.
+		// flight (a context per renewal for a moment; no goroutine since
+		// the locks renew by driver.AsyncRenewer) is not counted as the
+		// cost of holding.
 		rpcs.n.Store(0)
 		hold := 3 * ttl / 3
 		g1, heap := math.MaxInt, uint64(math.MaxUint64)

@@ -55,9 +55,7 @@ type renewal struct {
 	ttl      int64  // ms
 	kind     string // renewmany.lua: 'x' exclusive, 'v' exclusive with a value, 's' shared, 'r' Redlock
 	deadline time.Time
-	done     chan struct{}
-	owned    bool
-	err      error
+	answer   func(owned bool, err error) // called once, by the batch's sender
 }
 
 // batcher collects one node's renewals.
@@ -68,18 +66,10 @@ type batcher struct {
 	inflight int // senders running
 }
 
-// renew extends r on the node, with the renewals that come with it, and
-// reports whether r's owner still held it.
-func (b *batcher) renew(ctx context.Context, r *renewal) (bool, error) {
-	b.add(ctx, r)
-	return r.wait(ctx)
-}
-
-// add queues r; if fewer than maxInflight batches are in flight, one goes
+// add queues r, whose answer is called once its batch is answered; if fewer than maxInflight batches are in flight, one goes
 // out at once (in a goroutine that sends batches until none is pending: a
 // few per node, not one per renewal).
 func (b *batcher) add(ctx context.Context, r *renewal) {
-	r.done = make(chan struct{})
 	if dl, ok := ctx.Deadline(); ok {
 		r.deadline = dl
 	}
@@ -92,19 +82,6 @@ func (b *batcher) add(ctx context.Context, r *renewal) {
 	b.mu.Unlock()
 	if lead {
 		b.n.bg.Go(func() { b.send(ctx) })
-	}
-}
-
-// wait waits for r's batch, and reports whether r's owner still held it.
-// A renewal whose ctx ends first returns ctx's error; its entry may still
-// be sent (renewing a lock that is still its owner's is harmless: its
-// Release deletes it).
-func (r *renewal) wait(ctx context.Context) (bool, error) {
-	select {
-	case <-r.done:
-		return r.owned, r.err
-	case <-ctx.Done():
-		return false, ctx.Err()
 	}
 }
 
@@ -170,11 +147,10 @@ func (b *batcher) run(ctx context.Context, batch []*renewal) {
 	}
 	for i, r := range batch {
 		if err != nil {
-			r.err = err
+			r.answer(false, err)
 		} else {
-			r.owned = v[i] == 1
+			r.answer(v[i] == 1, nil)
 		}
-		close(r.done)
 	}
 }
 
@@ -186,3 +162,26 @@ func newBatcher(n *node) *batcher {
 	}
 	return &batcher{n: n}
 }
+
+// renewAndWait runs a renewal started by start and waits for its outcome
+// or for ctx to end (the renewal may then still be sent: renewing a lock
+// that is still its owner's is harmless, its Release deletes it).
+func renewAndWait(ctx context.Context, start func(context.Context, func(driver.Validity, error))) (driver.Validity, error) {
+	type outcome struct {
+		v   driver.Validity
+		err error
+	}
+	ch := make(chan outcome, 1)
+	start(ctx, func(v driver.Validity, err error) { ch <- outcome{v, err} })
+	select {
+	case o := <-ch:
+		return o.v, o.err
+	case <-ctx.Done():
+		return driver.Validity{}, ctx.Err()
+	}
+}
+
+var (
+	_ driver.AsyncRenewer = (*singleLock)(nil)
+	_ driver.AsyncRenewer = (*redlockLock)(nil)
+)

@@ -196,28 +196,40 @@ func (l *singleLock) abandon(ctx context.Context, w *waiter) {
 // partialJoin: one node, one hub.
 func (l *singleLock) partialJoin() bool { return false }
 
+// Renew implements driver.Lock: RenewAsync, waited for.
 func (l *singleLock) Renew(ctx context.Context) (driver.Validity, error) {
+	return renewAndWait(ctx, l.RenewAsync)
+}
+
+// RenewAsync implements driver.AsyncRenewer: the renewal goes in the
+// node's next batch (batch.go), and done is called by the batch's sender;
+// a node that cannot batch (a Cluster) runs it in a goroutine of its own.
+func (l *singleLock) RenewAsync(ctx context.Context, done func(driver.Validity, error)) {
 	since := time.Now()
-	var ok bool
-	var err error
-	if l.n.batch != nil {
-		ok, err = l.n.batch.renew(ctx, l.renewal())
-	} else {
-		valued := "0"
-		if l.valued.Load() {
-			valued = "1"
+	answer := func(ok bool, err error) {
+		switch {
+		case err != nil:
+			done(driver.Validity{}, l.n.errorf(l.keys.lock, err))
+		case !ok:
+			done(driver.Validity{}, l.lost())
+		default:
+			done(driver.Validity{Since: since, TTL: l.ttl}, nil)
 		}
-		var v int64
-		v, err = l.n.run(ctx, sRenewScript, l.keys.single(), l.owner, ttlMillis(l.ttl), valued).Int64()
-		ok = v == 1
 	}
-	if err != nil {
-		return driver.Validity{}, l.n.errorf(l.keys.lock, err)
+	if l.n.batch != nil {
+		r := l.renewal()
+		r.answer = answer
+		l.n.batch.add(ctx, r)
+		return
 	}
-	if !ok {
-		return driver.Validity{}, l.lost()
+	valued := "0"
+	if l.valued.Load() {
+		valued = "1"
 	}
-	return driver.Validity{Since: since, TTL: l.ttl}, nil
+	l.n.bg.Go(func() {
+		v, err := l.n.run(ctx, sRenewScript, l.keys.single(), l.owner, ttlMillis(l.ttl), valued).Int64()
+		answer(v == 1, err)
+	})
 }
 
 // renewal is the lock's entry in a batch (renewmany.lua).

@@ -136,21 +136,35 @@ func (l *redlockLock) abandon(ctx context.Context, _ *waiter) {
 // rather than holding up the wait on the others.
 func (l *redlockLock) partialJoin() bool { return true }
 
-// Renew implements driver.Lock: renewal must succeed on a majority.
+// Renew implements driver.Lock: RenewAsync, waited for.
 func (l *redlockLock) Renew(ctx context.Context) (driver.Validity, error) {
+	return renewAndWait(ctx, l.RenewAsync)
+}
+
+// RenewAsync implements driver.AsyncRenewer: renewal must succeed on a
+// majority. The renewal goes into every node's next batch; the last
+// node's answer settles it (no goroutine waits for the nodes). Nodes that
+// cannot batch (Clusters) are asked in goroutines of their own.
+func (l *redlockLock) RenewAsync(ctx context.Context, done func(driver.Validity, error)) {
 	since := time.Now()
-	var owned, notOwned int
+	var mu sync.Mutex
+	var owned, notOwned, answered int
 	var errs []error
-	if l.r.d.CoalescesRenewals() {
-		// Into every node's next batch, waiting for all of them without a
-		// goroutine per node.
-		rs := make([]renewal, len(l.r.nodes))
-		for i, n := range l.r.nodes {
-			rs[i] = renewal{key: l.keys.lock, aux: l.keys.lock, owner: l.value, ttl: ttlMillis(l.ttl), kind: "r"}
-			n.batch.add(ctx, &rs[i])
+	settle := func() {
+		switch {
+		case owned >= l.r.quorum:
+			done(driver.Validity{Since: since, TTL: l.ttl - drift(l.ttl)}, nil)
+		case notOwned > len(l.r.nodes)-l.r.quorum:
+			done(driver.Validity{}, fmt.Errorf("%w: key %q is held on %d of %d nodes, want %d",
+				driver.ErrLockLost, l.keys.lock, owned, len(l.r.nodes), l.r.quorum))
+		default:
+			done(driver.Validity{}, quorumError(fmt.Sprintf("renewed on %d of %d nodes, want %d", owned, len(l.r.nodes), l.r.quorum), errs))
 		}
-		for i, n := range l.r.nodes {
-			switch ok, err := rs[i].wait(ctx); {
+	}
+	for _, n := range l.r.nodes {
+		answer := func(ok bool, err error) {
+			mu.Lock()
+			switch {
 			case err != nil:
 				errs = append(errs, n.errorf(l.keys.lock, err))
 			case ok:
@@ -158,20 +172,22 @@ func (l *redlockLock) Renew(ctx context.Context) (driver.Validity, error) {
 			default:
 				notOwned++
 			}
+			answered++
+			last := answered == len(l.r.nodes)
+			mu.Unlock()
+			if last {
+				settle()
+			}
 		}
-	} else {
-		owned, notOwned, errs = l.r.each(ctx, l.keys.lock, func(ctx context.Context, n *node) (int64, error) {
-			return n.run(ctx, renewScript, []string{l.keys.lock}, l.value, ttlMillis(l.ttl)).Int64()
+		if n.batch != nil {
+			n.batch.add(ctx, &renewal{key: l.keys.lock, aux: l.keys.lock, owner: l.value, ttl: ttlMillis(l.ttl), kind: "r", answer: answer})
+			continue
+		}
+		n.bg.Go(func() {
+			v, err := n.run(ctx, renewScript, []string{l.keys.lock}, l.value, ttlMillis(l.ttl)).Int64()
+			answer(v == 1, err)
 		})
 	}
-	switch {
-	case owned >= l.r.quorum:
-		return driver.Validity{Since: since, TTL: l.ttl - drift(l.ttl)}, nil
-	case notOwned > len(l.r.nodes)-l.r.quorum:
-		return driver.Validity{}, fmt.Errorf("%w: key %q is held on %d of %d nodes, want %d",
-			driver.ErrLockLost, l.keys.lock, owned, len(l.r.nodes), l.r.quorum)
-	}
-	return driver.Validity{}, quorumError(fmt.Sprintf("renewed on %d of %d nodes, want %d", owned, len(l.r.nodes), l.r.quorum), errs)
 }
 
 // Release implements driver.Lock. It goes to every node and is

@@ -217,6 +217,9 @@ func runScenario(t *testing.T, e *engine, sc scenarioSpec, wl workload) {
 	if rep.Grants < 2 {
 		t.Errorf("only %d grants, not one hand-off: the workload did not run", rep.Grants)
 	}
+	if sc.inject != nil && len(rep.Faults) == 0 {
+		t.Errorf("the run injected no %s fault: it tested nothing of it", sc.name)
+	}
 }
 
 // TestRedisRestartWithoutPersistence shows what the redis driver's
