@@ -53,39 +53,34 @@ func deleteOne(d *Driver, p string) error { return d.conn.Delete(p, -1) }
 // round is one multi (or a few) for the nodes of the callers that joined.
 type round struct {
 	paths []string
-	done  chan struct{}
-	// Set before done is closed.
+	calls []func(r *round, err error) // per path: told the node's outcome when the round is answered
+	// Set before the calls.
 	sent time.Time
 	errs []error // per path: nil (done), or why not
 	mu   sync.Mutex
 	ttls map[int64]time.Duration // a renewal's provenTTL per session, computed once
 }
 
-// join adds nodePath to b's next round and returns the round and the
-// node's index in it. When fewer than maxInFlight rounds are in flight the
-// round goes at once: sent by the caller itself when it is alone in it and
-// can wait for it (lead: a caller with no ctx to honour, which spares a
-// goroutine), else by a goroutine started here.
-func (d *Driver) join(b *batcher, nodePath string, canLead bool) (r *round, i int, lead bool) {
+// join adds nodePath to b's next round, to be told its outcome by call.
+// When fewer than maxInFlight rounds are in flight the round goes at once,
+// sent by a goroutine started here; else it goes when one in flight is
+// done. No goroutine of the caller's waits for it.
+func (d *Driver) join(b *batcher, nodePath string, call func(*round, error)) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.next == nil {
-		b.next = &round{done: make(chan struct{})}
+		b.next = &round{}
 	}
-	r = b.next
+	r := b.next
 	r.paths = append(r.paths, nodePath)
-	i = len(r.paths) - 1
+	r.calls = append(r.calls, call)
 	if b.flying >= maxInFlight {
-		return r, i, false
+		return
 	}
 	b.next = nil
 	b.flying++
-	if canLead && len(r.paths) == 1 {
-		return r, i, true
-	}
 	d.bg.Add(1)
 	go d.sendRounds(b, r)
-	return r, i, false
 }
 
 // maxInFlight bounds a batcher's rounds in flight. Two, not one: the
@@ -123,7 +118,11 @@ func (d *Driver) sendRound(b *batcher, r *round) {
 		f(b == &d.renew, len(r.paths))
 	}
 	d.send(b, r)
-	close(r.done)
+	// Before the round counts as done: a caller whose operation goes
+	// again (errRetryRound) joins the next round, sent by this goroutine.
+	for i, call := range r.calls {
+		call(r, r.errs[i])
+	}
 }
 
 // send sends r's operations, in chunks sent together, and records each
@@ -200,31 +199,35 @@ func (r *round) ttl(d *Driver, sess int64) time.Duration {
 	return ttl
 }
 
-// batch runs b's operation on nodePath in a round, and returns the round
-// and the node's outcome; ctx's error if ctx ends first (the operation
-// may still take effect).
+// batchAsync runs b's operation on nodePath in a round, and calls done
+// with the round and the node's outcome, once, from the round's sender
+// (done must return at once). An operation that took no effect because
+// another of its multi failed goes again in a later round.
+func (d *Driver) batchAsync(b *batcher, nodePath string, done func(*round, error)) {
+	var call func(*round, error)
+	call = func(r *round, err error) {
+		if errors.Is(err, errRetryRound) {
+			d.join(b, nodePath, call)
+			return
+		}
+		done(r, err)
+	}
+	d.join(b, nodePath, call)
+}
+
+// batch is batchAsync waiting for the outcome; ctx's error if ctx ends
+// first (the operation may still take effect).
 func (d *Driver) batch(ctx context.Context, b *batcher, nodePath string) (*round, error) {
-	for {
-		r, i, lead := d.join(b, nodePath, ctx.Done() == nil)
-		if lead {
-			d.sendRound(b, r)
-			// Those that gathered meanwhile go in a round of their own.
-			if next := d.roundDone(b); next != nil {
-				d.bg.Add(1)
-				go d.sendRounds(b, next)
-			}
-			if !errors.Is(r.errs[0], errRetryRound) {
-				return r, r.errs[0]
-			}
-			continue
-		}
-		select {
-		case <-r.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		if err := r.errs[i]; !errors.Is(err, errRetryRound) {
-			return r, err
-		}
+	type outcome struct {
+		r   *round
+		err error
+	}
+	ch := make(chan outcome, 1)
+	d.batchAsync(b, nodePath, func(r *round, err error) { ch <- outcome{r, err} })
+	select {
+	case o := <-ch:
+		return o.r, o.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }

@@ -212,7 +212,10 @@
 // deletes), and the driver tells the portable layer to
 // schedule a client's renewals together (driver.RenewCoalescer), so a
 // client holding N locks spends a few requests per renewal interval, not
-// N. A node found gone fails that lock's renewal alone. And since a follower
+// N; nor does a goroutine per lock wait for the round's answer: the locks
+// implement driver.AsyncRenewer, and the round's sender reports each
+// renewal's outcome by a call. A node found gone fails that lock's renewal
+// alone. And since a follower
 // tells the leader of its sessions' activity only at the leader's pings,
 // the TTL reported counts from the session's latest activity the leader
 // must have heard of: a request whose answer came back timeout/4 or more

@@ -35,8 +35,12 @@ type zkLock struct {
 	floor time.Duration
 }
 
-// The portable layer holds a granted lock as a driver.Lock.
-var _ driver.Lock = (*zkLock)(nil)
+// The portable layer holds a granted lock as a driver.Lock, and renews it
+// without a goroutine waiting for the engine.
+var (
+	_ driver.Lock         = (*zkLock)(nil)
+	_ driver.AsyncRenewer = (*zkLock)(nil)
+)
 
 // errStaleActivity is a renewal's answer when the leader's last news of
 // the session is too old to support the lease's TTL (the heartbeat has
@@ -109,14 +113,47 @@ var errDisconnected = driver.Unavailable(errors.New("zklock: disconnected from Z
 // the session's other renewals in flight (batch.go): ZooKeeper has nothing
 // to extend, the session keeps the node, and the leader expires the
 // session no earlier than the session timeout after it last heard of it.
+// It is RenewAsync waiting for its answer, or for ctx to end.
 func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
-	if l.sess.ended() {
-		return driver.Validity{}, fmt.Errorf("%w: %w", driver.ErrLockLost, errSessionEnded)
+	type outcome struct {
+		v   driver.Validity
+		err error
 	}
-	if l.d.conn.State() != zk.StateHasSession {
-		return driver.Validity{}, errDisconnected
+	ch := make(chan outcome, 1)
+	l.RenewAsync(ctx, func(v driver.Validity, err error) { ch <- outcome{v, err} })
+	select {
+	case o := <-ch:
+		return o.v, o.err
+	case <-ctx.Done():
+		select {
+		case o := <-ch: // answered already
+			return o.v, o.err
+		default:
+			return driver.Validity{}, ctx.Err()
+		}
 	}
-	r, err := l.d.batch(ctx, &l.d.renew, l.path)
+}
+
+// RenewAsync starts Renew's check and returns: the renewal joins the
+// session's next round (batch.go), whose sender calls done with the
+// outcome. No goroutine waits for it.
+func (l *zkLock) RenewAsync(ctx context.Context, done func(driver.Validity, error)) {
+	switch {
+	case l.sess.ended():
+		done(driver.Validity{}, fmt.Errorf("%w: %w", driver.ErrLockLost, errSessionEnded))
+		return
+	case l.d.conn.State() != zk.StateHasSession:
+		done(driver.Validity{}, errDisconnected)
+		return
+	case ctx.Err() != nil:
+		done(driver.Validity{}, ctx.Err())
+		return
+	}
+	l.d.batchAsync(&l.d.renew, l.path, func(r *round, err error) { done(l.renewed(ctx, r, err)) })
+}
+
+// renewed is a renewal's outcome from its round's.
+func (l *zkLock) renewed(ctx context.Context, r *round, err error) (driver.Validity, error) {
 	switch {
 	case errors.Is(err, zk.ErrSessionExpired):
 		return driver.Validity{}, fmt.Errorf("%w: %w", driver.ErrLockLost, err)
