@@ -21,7 +21,8 @@ type node struct {
 	timeouts time.Duration // the client's own bound on a request, 0 if none (clientTimeouts)
 	bg       *sync.WaitGroup
 	eviction evictionCheck
-	batch    *batcher // nil if the node's client cannot batch renewals (batch.go)
+	batch    *batcher[*renewal]   // nil if the node's client cannot batch renewals (batch.go)
+	releases *batcher[*rlRelease] // the same for Redlock releases (redlock_release.go)
 }
 
 // run runs script on the node and returns when it answers or ctx's
