@@ -185,7 +185,9 @@
 // as they have names. A Redlock's releases are batched the same way on
 // each node (one script for the releases in flight together, each
 // owner-checked, waking a waiter and marking its attempt over exactly as a
-// single release does, and answered on its own). Holding a lock costs no
+// single release does, and answered on its own); a held Redlock lock
+// keeps only its key's name, the others are made again for its release.
+// Holding a lock costs no
 // goroutine (Redis does not
 // tell a holder that its key went away; renewal and the portable layer's
 // deadline do).

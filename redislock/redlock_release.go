@@ -15,28 +15,31 @@ import (
 // Releasing N locks at once costs a few scripts per node, not N. A node
 // whose client cannot batch (a Cluster) runs rlrelease.lua for each lock.
 
+// trimKeys implements keyTrimmer: a held Redlock lock keeps only its
+// key's name (renewal needs no other); Release makes the names it needs
+// again (keysOfTagN). Called once the acquisition is over, before the
+// lock is returned, and after the last use of the other names by the
+// attempt that won (its stragglers' fence writes have their own copy).
+func (l *redlockLock) trimKeys() { l.keys = keys{lock: l.keys.lock} }
+
 // rlRelease is one lock's release in a node's batch.
 type rlRelease struct {
 	l        *redlockLock
+	k        *keys // l's names, made again for the release
 	deadline time.Time
 	answer   func(v int64, err error) // called once, by the batch's sender
 }
 
 func (r *rlRelease) until() *time.Time { return &r.deadline }
 
-// releaseKeys are rlrelease.lua's keys for l.
-func (l *redlockLock) releaseKeys() []string {
-	return []string{l.keys.lock, l.keys.queue, l.keys.alive, l.keys.gone}
-}
-
 // runReleases sends batch in one script and settles each entry.
 func runReleases(ctx context.Context, n *node, batch []*rlRelease) {
 	keys := make([]string, 0, 4*len(batch))
 	args := make([]any, 0, 4*len(batch))
 	for _, r := range batch {
-		l := r.l
-		keys = append(keys, l.keys.lock, l.keys.queue, l.keys.alive, l.keys.gone)
-		args = append(args, l.value, l.keys.channel, l.owner, goneMillis(l.ttl))
+		l, k := r.l, r.k
+		keys = append(keys, k.lock, k.queue, k.alive, k.gone)
+		args = append(args, l.value, k.channel, l.owner, goneMillis(l.ttl))
 	}
 	v, err := n.run(ctx, rlReleaseManyScript, keys, args...).Int64Slice()
 	if err == nil && len(v) != len(batch) {
@@ -65,15 +68,16 @@ func (l *redlockLock) Release(ctx context.Context) error {
 		v   int64
 		err error
 	}
+	k := keysOfTagN(l.keys.lock, redlockSuffixes)
 	nodes := l.r.nodes
 	replies := make(chan reply, len(nodes)) // late answers land here, unread
 	for _, n := range nodes {
 		if n.releases != nil {
-			n.releases.add(ctx, &rlRelease{l: l, answer: func(v int64, err error) { replies <- reply{n, v, err} }})
+			n.releases.add(ctx, &rlRelease{l: l, k: &k, answer: func(v int64, err error) { replies <- reply{n, v, err} }})
 			continue
 		}
 		n.bg.Go(func() {
-			v, err := n.run(ctx, rlReleaseScript, l.releaseKeys(), l.value, l.keys.channel, l.owner, goneMillis(l.ttl)).Int64()
+			v, err := n.run(ctx, rlReleaseScript, []string{k.lock, k.queue, k.alive, k.gone}, l.value, k.channel, l.owner, goneMillis(l.ttl)).Int64()
 			replies <- reply{n, v, err}
 		})
 	}
