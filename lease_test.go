@@ -3,6 +3,7 @@ package dlock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -427,5 +428,31 @@ func TestExpiredGrantIsNotALease(t *testing.T) {
 	if l.Token() != 1 || l.Err() != nil || s2.renews.Load() != 1 || s2.releases.Load() != 0 {
 		t.Fatalf("Lock returned token %d (Err %v) after %d renewals and %d releases; want token 1, live, renewed once, never released",
 			l.Token(), l.Err(), s2.renews.Load(), s2.releases.Load())
+	}
+}
+
+// TestGrantWithNoTimeLeftIsNotAFullTTL: a driver that reports a grant's
+// validity with Since set and no TTL left (TTL <= 0) promises nothing; the
+// portable layer must not read it as a full TTL, but prove the lock still
+// held by a renewal, or give it back.
+func TestGrantWithNoTimeLeftIsNotAFullTTL(t *testing.T) {
+	for _, left := range []time.Duration{0, -time.Millisecond} {
+		t.Run(fmt.Sprint(left), func(t *testing.T) {
+			noTime := func(req driver.Request) driver.Validity {
+				return driver.Validity{Since: time.Now(), TTL: left}
+			}
+			s := &stub{validity: noTime, renew: func(context.Context) error { return dlock.ErrLockLost }}
+			c := newStubClient(t, s, dlock.WithTTL(time.Second))
+			l, err := c.Mutex("x").TryLock(t.Context())
+			if !errors.Is(err, dlock.ErrLockLost) {
+				if l != nil {
+					l.Unlock(t.Context())
+				}
+				t.Fatalf("TryLock with a grant of no time left: lease %v, err %v; want ErrLockLost (the renewal found it gone)", l != nil, err)
+			}
+			if s.renews.Load() != 1 || s.releases.Load() != 1 {
+				t.Errorf("%d renewals, %d releases; want the grant proven once and given back", s.renews.Load(), s.releases.Load())
+			}
+		})
 	}
 }

@@ -179,12 +179,15 @@ func (c *Client) acquire(ctx context.Context, prim primitive, name string, ccfg 
 // gives back a lock it dropped, so a successful one means we held it all
 // along. Then the renewed validity counts.
 func (c *Client) fresh(ctx context.Context, cfg config, held driver.Lock, v driver.Validity, start time.Time) (driver.Validity, bool) {
+	// A driver that says nothing (a zero Validity) promises the TTL asked
+	// from just before the call; one that gives a Since and no TTL left
+	// (TTL <= 0) promises nothing, and must not be read as a full TTL.
 	fill := func(v driver.Validity, since time.Time) driver.Validity {
 		if v.Since.IsZero() {
 			v.Since = since
-		}
-		if v.TTL <= 0 {
-			v.TTL = cfg.ttl
+			if v.TTL == 0 {
+				v.TTL = cfg.ttl
+			}
 		}
 		return v
 	}

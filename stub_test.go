@@ -43,7 +43,7 @@ func (s *stub) Acquire(ctx context.Context, req driver.Request) (driver.Lock, dr
 	if s.validity != nil {
 		v = s.validity(req)
 	}
-	return &stubLock{s: s, token: s.token.Add(1)}, v, nil
+	return &stubLock{s: s, token: s.token.Add(1), ttl: req.TTL}, v, nil
 }
 
 func (s *stub) Close() error {
@@ -56,6 +56,7 @@ func (s *stub) Close() error {
 type stubLock struct {
 	s     *stub
 	token uint64
+	ttl   time.Duration
 }
 
 func (l *stubLock) Token() uint64         { return l.token }
@@ -78,7 +79,7 @@ func (l *stubLock) Renew(ctx context.Context) (driver.Validity, error) {
 			return driver.Validity{}, err
 		}
 	}
-	return driver.Validity{Since: since}, nil
+	return driver.Validity{Since: since, TTL: l.ttl}, nil
 }
 
 func (l *stubLock) Release(ctx context.Context) error {

@@ -45,7 +45,10 @@ type Driver interface {
 	//
 	// On success the returned Validity says from when the engine's TTL for this
 	// hold is known to run: the time just before the request that started or
-	// last refreshed it was sent.
+	// last refreshed it was sent. A zero Validity stands for the TTL asked,
+	// from just before Acquire was called; a TTL <= 0 with Since set says no
+	// time is left (the portable layer then renews once to prove the lock
+	// still held, or gives it back).
 	Acquire(ctx context.Context, req Request) (Lock, Validity, error)
 
 	// Close releases the connection. Locks still held are left to expire or to

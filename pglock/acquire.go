@@ -247,28 +247,76 @@ func (d *Driver) group(ttl time.Duration) map[*session]bool {
 	return m
 }
 
+// sharedSessions is how many sessions the locks of one TTL are spread
+// over when they are taken at the same time: a statement holds its session
+// for a round trip, so a few let grants and renewals run side by side,
+// while each costs a connection, a server process and a goroutine (its
+// watcher) however many locks it holds.
+const sharedSessions = 4
+
 // pick returns a live session of the TTL's group on which key is not held
-// (a session that holds a lock would be granted it again), opening one if
-// there is none, with key reserved on it.
+// (a session that holds a lock would be granted it again), with key
+// reserved on it: an idle one if there is one; else a new one while the
+// group has fewer than sharedSessions (counting those being opened); else
+// the least busy. It opens one whatever the group's size if key is held on
+// every session, and waits for one being opened rather than open another.
 func (d *Driver) pick(ctx context.Context, ttl time.Duration, key int64) (*session, error) {
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return nil, errClosed
-	}
-	for s := range d.group(ttl) {
-		if s.keys[key] == 0 && s.alive() {
-			s.keys[key]++
+	for {
+		d.mu.Lock()
+		if d.closed {
 			d.mu.Unlock()
-			return s, nil
+			return nil, errClosed
 		}
+		var best *session
+		least, n := 0, 0
+		for s := range d.group(ttl) {
+			if !s.alive() {
+				continue
+			}
+			n++
+			if s.keys[key] != 0 {
+				continue
+			}
+			if u := s.load(); best == nil || u < least {
+				best, least = s, u
+			}
+		}
+		opening := d.opening[ttl]
+		switch {
+		case best != nil && (least == 0 || n+opening >= sharedSessions):
+			best.keys[key]++
+			d.mu.Unlock()
+			return best, nil
+		case best == nil && opening > 0:
+			opened := d.opened
+			d.mu.Unlock()
+			select {
+			case <-opened:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		d.opening[ttl]++
+		d.mu.Unlock()
+		return d.open(ctx, ttl, key)
 	}
-	d.mu.Unlock()
+}
+
+// open opens a session for pick, with key reserved on it, and tells the
+// callers waiting for it.
+func (d *Driver) open(ctx context.Context, ttl time.Duration, key int64) (*session, error) {
 	s, err := d.newSession(ctx, ttl)
+	d.mu.Lock()
+	if d.opening[ttl]--; d.opening[ttl] == 0 {
+		delete(d.opening, ttl)
+	}
+	close(d.opened)
+	d.opened = make(chan struct{})
 	if err != nil {
+		d.mu.Unlock()
 		return nil, err
 	}
-	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
 		s.kill(errClosed)

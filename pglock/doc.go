@@ -58,9 +58,14 @@
 // locks on connections of its own, opened with the pool's configuration
 // (and its BeforeConnect and AfterConnect hooks) and never returned to the
 // pool (a pooled connection would carry its locks to its next user). Locks
-// with the same TTL share a session; of the sessions left without a lock,
-// one per TTL is kept for the next lock or wait, the others are closed (and
-// an idle one is ended by the server after the TTL anyway).
+// with the same TTL share a session: a try-lock takes an idle session of
+// its TTL, else opens another while there are fewer than four (a statement
+// holds its session for a round trip, so a few let statements run side by
+// side), else queues on the least busy one; a session costs a connection,
+// a server process and one goroutine of the driver however many locks it
+// holds. Of the sessions left without a lock, one per TTL is kept for the
+// next lock or wait, the others are closed (and an idle one is ended by
+// the server after the TTL anyway).
 //
 //   - TryLock: one statement on a session, one round trip:
 //     pg_try_advisory_lock(key) and, if granted, the key's row in the token
@@ -86,7 +91,13 @@
 //     second (client_connection_check_interval, where the platform has it).
 //   - Unlock: one statement on the lock's session, one round trip: the
 //     lease ended in the key's row, then pg_advisory_unlock(key).
-//   - Renew: one statement (the lease extended in the key's row).
+//   - Renew: the renewals of one session's locks go out together, one
+//     statement for up to 1,000 of them (each lease extended in its key's
+//     row if it is still this holder's, checked entry by entry): the first
+//     at once, those that come while it is in flight in the next
+//     (driver.RenewCoalescer, driver.AsyncRenewer). The client schedules
+//     its leases' renewals on a common grid, so a client holding N locks
+//     sends a few statements per session per renewal interval, not N.
 //
 // An uncontended Lock+Unlock is two round trips, as pg_advisory_lock +
 // pg_advisory_unlock are, but each of them a write transaction (the token,
@@ -97,9 +108,10 @@
 // Each session runs with idle_session_timeout set to its locks' TTL
 // (PostgreSQL 14 and later): a holder that stops renewing is cut off by the
 // server when the TTL has passed since its last statement, and its locks
-// freed. A renewal is one statement on the lock's session (it extends the
-// lease in the key's row), and the validity is measured from the moment it
-// was sent, as for every driver. After a real wait the validity runs from
+// freed. A renewal is a statement on the lock's session (it extends the
+// lease in the key's row, and restarts the server's timer of every lock on
+// the session), and the validity is measured from the moment it was sent,
+// as for every driver. After a real wait the validity runs from
 // the send of the statement that writes the lease.
 //
 // Servers before 14 have no idle_session_timeout: there the TTL only bounds
@@ -126,7 +138,19 @@
 // While a session is idle a goroutine of the driver reads from its
 // connection, so its end is seen at once and reported through the leases'
 // Done: pg_terminate_backend, idle_session_timeout, a server shutdown or
-// crash, a reset connection. A silent network is left to the portable
+// crash, a reset connection. The session keeps the locks it holds and
+// reports each one's loss by a call (driver.LossNotifier), so a held lock
+// costs no goroutine; a lock released before is not reported.
+//
+// With a logger (dlock.WithLogger) the client logs the driver's connection
+// lost and restored (driver.ConnNotifier): lost when a session ends without
+// the driver's asking (not for the server's idle_session_timeout, which
+// ends a spare session in the normal course and a silent holder's on
+// purpose) or a new one cannot be opened; restored when the driver next
+// opens one, which it does for the next lock asked for (nothing reconnects
+// in the background: without a session the driver holds nothing). The
+// detail names the server's address and process and the reason, never the
+// password. A silent network is left to the portable
 // deadline (TTL − margin after the last renewal sent), which the server's
 // idle_session_timeout never precedes.
 //

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -94,7 +95,15 @@ type Driver struct {
 	created  bool                                // the token table is known to exist
 	sessions map[time.Duration]map[*session]bool // by TTL: sessions locks may join
 	waiting  map[*session]bool                   // sessions waiting for a lock
+	opening  map[time.Duration]int               // by TTL: sessions pick is opening
+	opened   chan struct{}                       // closed (and replaced) when pick has opened one
 	wg       sync.WaitGroup                      // the watchers
+
+	renewStatements atomic.Int64 // renewal statements sent (batch.go), for tests
+
+	connMu   sync.Mutex                   // orders the news of the connection (conn.go)
+	connNote func(up bool, detail string) // NotifyConn's
+	connDown bool                         // the state told last
 }
 
 // The portable layer probes for Capable and Inspector.
@@ -112,6 +121,8 @@ func newDriver(pool *pgxpool.Pool, table string, owns bool) *Driver {
 		closeCtx: ctx, closeFn: cancel,
 		sessions: map[time.Duration]map[*session]bool{},
 		waiting:  map[*session]bool{},
+		opening:  map[time.Duration]int{},
+		opened:   make(chan struct{}),
 	}
 }
 

@@ -66,11 +66,15 @@ type queries struct {
 	// unlock, unlockShared ($1 key): give up a lock whose granting
 	// statement failed (and so wrote nothing).
 	unlock, unlockShared string
-	// renew, renewShared ($1 key, $2 the session's server process, $3
-	// token, $4 TTL in ms): the lease's end, from now, if it is still this
-	// holder's.
-	renew, renewShared string
-	// confirm, confirmShared (the parameters of renew): the lease of a
+	// renewMany ($1 keys, $2 tokens, $3 TTLs in ms, $4 shared or not,
+	// $5 the session's server process): for many locks of one session in
+	// one statement (batch.go), each lease's end, from now, if it is still
+	// this holder's; returns the server process and the keys renewed.
+	// Rows are locked in key order first, so that two sessions' batches
+	// over readers of the same keys cannot deadlock.
+	renewMany string
+	// confirm, confirmShared ($1 key, $2 the session's server process, $3
+	// token, $4 TTL in ms): the lease of a
 	// grant that came after a wait (whose statement did not write it).
 	confirm, confirmShared string
 	token                  string // the key's last token, for Status
@@ -139,11 +143,16 @@ SELECT %s($1), set_config('synchronous_commit', 'off', true) FROM (SELECT count(
 		unlockShared:  `SELECT pg_advisory_unlock_shared($1)`,
 		release:       release(`held_until = NULL`, owner, "pg_advisory_unlock"),
 		releaseShared: release(`readers = readers - $2::integer::text`, ownerShared, "pg_advisory_unlock_shared"),
-		renew: fmt.Sprintf(`UPDATE %s SET held_until = greatest(held_until, %s + $4)
-	WHERE key = $1 AND %s RETURNING pg_backend_pid()`, t, now, owner),
-		renewShared: fmt.Sprintf(`UPDATE %s SET readers = jsonb_set(readers, ARRAY[$2::integer::text],
-	jsonb_build_array($3::bigint, greatest((readers->($2::integer::text)->>1)::bigint, %s + $4)))
-	WHERE key = $1 AND %s RETURNING pg_backend_pid()`, t, now, ownerShared),
+		renewMany: fmt.Sprintf(`WITH r AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[]) AS r(key, token, ttl, shared)),
+k AS MATERIALIZED (SELECT key FROM %[1]s WHERE key = ANY($1::bigint[]) ORDER BY key FOR NO KEY UPDATE),
+u AS (UPDATE %[1]s AS c SET held_until = greatest(c.held_until, CASE WHEN NOT r.shared THEN %[2]s + r.ttl END),
+	readers = CASE WHEN r.shared THEN jsonb_set(c.readers, ARRAY[$5::integer::text],
+		jsonb_build_array(r.token, greatest((c.readers->($5::integer::text)->>1)::bigint, %[2]s + r.ttl))) ELSE c.readers END
+	FROM r WHERE c.key = r.key AND c.key IN (SELECT key FROM k) AND CASE WHEN r.shared
+		THEN (c.readers->($5::integer::text)->>0)::bigint = r.token
+		ELSE c.holder = $5::integer AND c.token = r.token AND c.held_until IS NOT NULL END
+	RETURNING c.key)
+SELECT pg_backend_pid(), coalesce((SELECT array_agg(key) FROM u), '{}')`, t, now),
 		confirm: fmt.Sprintf(`UPDATE %s SET held_until = %s + $4
 	WHERE key = $1 AND holder = $2::integer AND token = $3::bigint RETURNING pg_backend_pid()`, t, now),
 		confirmShared: fmt.Sprintf(`UPDATE %s SET readers = coalesce(readers, '{}') ||

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,10 +23,18 @@ type lock struct {
 	token uint64
 
 	released atomic.Bool
+
+	lmu       sync.Mutex
+	lostFired bool   // markLost ran
+	notify    func() // NotifyLost's
 }
 
+// newLock makes the lock granted on s, and keeps it among s's held locks
+// (loss.go).
 func (d *Driver) newLock(s *session, key int64, req driver.Request, tok int64) *lock {
-	return &lock{d: d, s: s, key: key, mode: req.Mode, ttl: req.TTL, token: uint64(tok)}
+	l := &lock{d: d, s: s, key: key, mode: req.Mode, ttl: req.TTL, token: uint64(tok)}
+	s.add(l)
+	return l
 }
 
 func (l *lock) Token() uint64 { return l.token }
@@ -33,44 +42,9 @@ func (l *lock) Token() uint64 { return l.token }
 // Lost is closed when the lock's session ends: its connection broke, the
 // server terminated it (pg_terminate_backend, idle_session_timeout, a
 // shutdown or a crash). The server frees a session's locks when it ends.
+// The portable layer uses NotifyLost instead (loss.go), which costs no
+// goroutine per lock.
 func (l *lock) Lost() <-chan struct{} { return l.s.dead }
-
-// Renew runs a statement on the lock's session, which restarts the server's
-// idle timer of every lock on it, and extends the lease in the key's row,
-// if the lease there is still this holder's. A live session holds its
-// locks: only Release gives one up.
-func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
-	if l.released.Load() {
-		return driver.Validity{}, fmt.Errorf("pglock: renew: %w", driver.ErrLockLost)
-	}
-	q := l.d.q.renew
-	if l.mode == driver.Shared {
-		q = l.d.q.renewShared
-	}
-	since := time.Now()
-	err := l.s.use(ctx, func(c *pgx.Conn) error {
-		var pid uint32
-		err := c.QueryRow(ctx, q, l.key, l.s.pid, int64(l.token), ttlMillis(l.ttl)).Scan(&pid)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return errLeaseGone
-		}
-		if err != nil {
-			return err
-		}
-		return l.s.check(pid)
-	})
-	if errors.Is(err, errNotASession) {
-		l.s.kill(err)
-		return driver.Validity{}, fmt.Errorf("pglock: renew: %w: %w", driver.ErrLockLost, err)
-	}
-	if errors.Is(err, errLeaseGone) {
-		return driver.Validity{}, fmt.Errorf("pglock: renew: %w: %w", driver.ErrLockLost, err)
-	}
-	if err != nil {
-		return driver.Validity{}, l.err("renew", ctx, err)
-	}
-	return driver.Validity{Since: since, TTL: l.ttl}, nil
-}
 
 // errReleased: an earlier Release, which ctx cut short, released the lock.
 var errReleased = fmt.Errorf("pglock: release: %w: released already, by an earlier call that its context cut short", driver.ErrLockLost)
@@ -167,9 +141,11 @@ func (l *lock) Release(ctx context.Context) error {
 	return nil
 }
 
-// done marks the lock released, once, and gives its key back to the session.
+// done marks the lock released, once, and gives its key back to the
+// session, which forgets it: its end no longer loses the lock.
 func (l *lock) done() {
 	if l.released.CompareAndSwap(false, true) {
+		l.s.drop(l)
 		l.d.unreserve(l.s, l.key)
 	}
 }

@@ -3,7 +3,9 @@ package pglock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,6 +49,52 @@ func TestLocksShareASession(t *testing.T) {
 			l.Unlock(ctx)
 		}
 		t.Fatalf("second TryLock of a held name from the same client = %v, want ErrNotAcquired", err)
+	}
+}
+
+// Many try-locks at once spread over at most sharedSessions sessions (each
+// a connection, a server process and a watcher goroutine), not one per
+// concurrent caller.
+func TestConcurrentLocksShareFewSessions(t *testing.T) {
+	url := testserver.Postgres(t)
+	c, d := newClient(t, url, dlock.WithTTL(20*time.Second))
+	prefix := lockName(t)
+	ctx := context.Background()
+	const callers, each = 16, 20
+	var wg sync.WaitGroup
+	leases := make([]*dlock.Lease, callers*each)
+	keys := make([]int64, len(leases))
+	for g := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g * each; i < (g+1)*each; i++ {
+				l, err := c.Mutex(fmt.Sprintf("%s/%d", prefix, i)).TryLock(ctx)
+				if err != nil {
+					t.Errorf("TryLock %d: %v", i, err)
+					return
+				}
+				leases[i], keys[i] = l, Key(l.Name())
+			}
+		}()
+	}
+	wg.Wait()
+	for _, l := range leases {
+		if l != nil {
+			defer l.Unlock(ctx)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	var pids int
+	if err := d.pool.QueryRow(ctx, `SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND objsubid = 1 AND (classid::bigint << 32 | objid::bigint) = ANY($1)`, keys).Scan(&pids); err != nil {
+		t.Fatalf("holders: %v", err)
+	}
+	t.Logf("%d locks taken by %d callers at once are held by %d sessions", len(leases), callers, pids)
+	if pids > sharedSessions {
+		t.Errorf("%d locks taken by %d callers at once are held by %d sessions, want at most %d", len(leases), callers, pids, sharedSessions)
 	}
 }
 

@@ -25,7 +25,9 @@ import (
 //
 // While nobody uses the connection a watcher goroutine reads from it, so
 // that the session's end (pg_terminate_backend, the idle timeout, a server
-// shutdown, a broken connection) is seen at once and reported through dead.
+// shutdown, a broken connection) is seen at once and reported through dead
+// and to each lock it holds (loss.go): one goroutine per session, none per
+// lock.
 type session struct {
 	d     *Driver
 	conn  *pgx.Conn
@@ -42,6 +44,8 @@ type session struct {
 	watching bool // the watcher is reading
 	started  bool // the watcher runs
 	keys     map[int64]int
+	held     map[*lock]struct{} // the locks granted on it and not released (loss.go)
+	renew    renewals           // its locks' renewals (batch.go)
 	deadErr  error
 	dead     chan struct{} // closed when the session has ended
 }
@@ -64,6 +68,7 @@ func (d *Driver) newSession(ctx context.Context, ttl time.Duration) (*session, e
 	}
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
+		d.connectFailed(ctx, cc.Host, cc.Port, err)
 		return nil, err
 	}
 	if pc.AfterConnect != nil {
@@ -75,19 +80,20 @@ func (d *Driver) newSession(ctx context.Context, ttl time.Duration) (*session, e
 	s := &session{
 		d: d, conn: conn, net: conn.PgConn().Conn(),
 		turn: make(chan struct{}, 1), wake: make(chan struct{}, 1),
-		keys: map[int64]int{}, dead: make(chan struct{}), group: ttl,
+		keys: map[int64]int{}, held: map[*lock]struct{}{}, dead: make(chan struct{}), group: ttl,
 	}
 	if err := s.setup(ctx, ttl); err != nil {
 		s.kill(err)
 		return nil, err
 	}
+	d.connected(s)
 	return s, nil
 }
 
 // setup sets idle_session_timeout where the server has it, and
 // client_connection_check_interval, so that a backend waiting for a lock
 // on behalf of a vanished client leaves the queue within a second instead
-// of holding up the waiters behind it.
+// of holding up the waiters behind it; and prepares the renewal statement.
 func (s *session) setup(ctx context.Context, ttl time.Duration) error {
 	if err := s.conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&s.pid); err != nil {
 		return err
@@ -113,7 +119,10 @@ func (s *session) setup(ctx context.Context, ttl time.Duration) error {
 		// notices when it is granted the lock and fails to answer.
 		_, _ = s.conn.Exec(ctx, "SELECT set_config('client_connection_check_interval', '1000', false)")
 	}
-	return nil
+	// Prepared now, so that the session's first batch of renewals is one
+	// round trip, not two (batch.go).
+	_, err := s.conn.Prepare(ctx, s.d.q.renewMany, s.d.q.renewMany)
+	return err
 }
 
 // check compares the server process a statement ran on with the
@@ -196,7 +205,7 @@ func (s *session) watch() {
 		case errors.As(err, &ne) && ne.Timeout() && !closed:
 			// Interrupted by a caller: it kicks us when done.
 		default:
-			s.kill(err)
+			s.ended(err)
 			return
 		}
 	}
@@ -244,7 +253,7 @@ func (s *session) use(ctx context.Context, fn func(*pgx.Conn) error) error {
 		closed := s.conn.IsClosed()
 		<-s.turn
 		if closed {
-			s.kill(err)
+			s.ended(err)
 			err = errors.Join(errSessionEnded, err)
 		}
 		result <- err
@@ -260,14 +269,16 @@ func (s *session) use(ctx context.Context, fn func(*pgx.Conn) error) error {
 // errSessionEnded: the session, and every lock it held, is gone.
 var errSessionEnded = errors.New("pglock: session ended")
 
-// kill ends the session: its connection is closed (the server frees its
-// locks when it sees that) and dead is closed. Callers that might be
+// kill ends the session: dead is closed, its locks are marked lost, and its
+// connection is closed (the server frees its locks when it sees that). Callers that might be
 // writing on the connection meanwhile are ending it anyway.
-func (s *session) kill(cause error) {
+// It reports whether this call ended the session, and how many locks
+// were lost with it.
+func (s *session) kill(cause error) (first bool, lost int) {
 	s.mu.Lock()
 	if s.deadErr != nil {
 		s.mu.Unlock()
-		return
+		return false, 0
 	}
 	if cause == nil {
 		cause = errSessionEnded
@@ -275,6 +286,7 @@ func (s *session) kill(cause error) {
 	s.deadErr = cause
 	close(s.dead)
 	s.mu.Unlock()
+	lost = s.loseAll()
 	// A Terminate message first, so that the server ends the session
 	// quietly instead of logging a lost client (a broken connection just
 	// fails the write).
@@ -282,6 +294,14 @@ func (s *session) kill(cause error) {
 	_, _ = s.net.Write([]byte{'X', 0, 0, 0, 4})
 	_ = s.net.Close()
 	s.d.forget(s)
+	return true, lost
+}
+
+// load is how many callers use or wait for the connection.
+func (s *session) load() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.users
 }
 
 func (s *session) alive() bool {

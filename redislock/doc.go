@@ -105,9 +105,16 @@
 // not taken for a grant to a waiter that gave up, which would be given back.
 // A grant message older than the waiter's last look at the lock (its token
 // no higher than the fence counter that look saw) is ignored. A waiter that
-// gave up releases a grant when the message reaches its client (which passes
-// the lock on to the next); one whose process died leaves it to expire after
-// the TTL, and its queue entry expires 2 x the longer of its own TTL and the
+// gives up takes itself out of the queue, and the same script gives back a
+// grant made to it meanwhile, passing the lock on to the next; a grant
+// message that reaches a client whose waiter has left is given back too. If
+// the server does not answer that dequeue (the waiter gave up while cut
+// off), the driver asks again in the background, after pauses growing from
+// 50 ms to 1 s, until the server answers or the driver is closed: a release
+// that granted the leftover entry meanwhile is passed on within about a
+// second of the client reaching the server again, not at the grant's
+// expiry. A waiter whose process died leaves a grant to expire after the
+// TTL, and its queue entry expires 2 x the longer of its own TTL and the
 // holder's remaining TTL, + 1 s, after its last try. A waiter also tries
 // again when the holder's hold would expire, so a crashed holder is
 // replaced at its expiry, not at some poll tick; and a waiter whose
@@ -217,7 +224,8 @@
 // owner id: one client tries, rather than every waiting client at once,
 // which split the vote so that all backed off. The woken waiter, if it
 // fails, queues again with its ticket, keeping its place; if it gives up it
-// wakes the next in line. A holder's release takes its own entries out of
+// wakes the next in line (a node that does not answer its dequeue is asked
+// again in the background, as on a single node). A holder's release takes its own entries out of
 // every node's queue, so that no stale entry absorbs a wake-up. Contenders
 // that split the vote so that each finds most nodes held but nobody a
 // majority sleep like waiters, and the give-back of each wakes the first in

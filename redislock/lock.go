@@ -180,17 +180,14 @@ func (l *singleLock) tookAfterWait() {
 }
 
 // abandon takes the waiter out of the queue, so that no release grants it
-// the lock in vain and no reader or permit waits behind it, and gives back
-// a grant made to it meanwhile.
-func (l *singleLock) abandon(ctx context.Context, w *waiter) {
-	dctx, cancel := driver.CleanupContext(ctx)
-	_ = l.n.run(dctx, sDequeueScript, l.keys.single(), l.owner, l.keys.channel, ttlMillis(l.ttl)).Err()
-	cancel()
-	if w.fresh() != nil {
-		// Granted by a release while giving up: give it back (which
-		// passes it on to the next waiter).
-		l.d.background(func() { l.giveBack(false) })
-	}
+// the lock in vain and no reader or permit waits behind it; the same script
+// gives back a grant a release made to it meanwhile, which passes the lock
+// on (sdequeue.lua). If the server does not answer, the dequeue is retried
+// in the background (node.cleanup): a grant made to this owner's leftover
+// entry meanwhile is given back once the server is reachable again, whether
+// or not its message reaches this client.
+func (l *singleLock) abandon(ctx context.Context, _ *waiter) {
+	l.n.cleanup(ctx, sDequeueScript, l.keys.single(), l.owner, l.keys.channel, ttlMillis(l.ttl))
 }
 
 // partialJoin: one node, one hub.

@@ -2,11 +2,15 @@ package redislock
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/dlockio/dlock/driver"
 )
 
 // node is one Redis endpoint the driver locks on (a server, or a Cluster or
@@ -20,6 +24,7 @@ type node struct {
 	aware    bool
 	timeouts time.Duration // the client's own bound on a request, 0 if none (clientTimeouts)
 	bg       *sync.WaitGroup
+	done     <-chan struct{} // the driver's: closed by Close
 	eviction evictionCheck
 	batch    *batcher[*renewal]   // nil if the node's client cannot batch renewals (batch.go)
 	releases *batcher[*rlRelease] // the same for Redlock releases (redlock_release.go)
@@ -62,6 +67,44 @@ func await[C redis.Cmder](ctx context.Context, n *node, do func() C, empty func(
 		return c
 	}
 }
+
+// cleanup runs script on the node for an acquisition that gives up (a
+// waiter leaving the queue), each try bounded by driver.CleanupTimeout. If
+// the request or its reply is lost (the server did not answer), it tries
+// again in the background after a pause that grows from 50 ms to at most
+// cleanupRetryMax, until the server answers, the client is closed or the
+// driver is (driver.CleanupTimeout's contract): a dequeue that never
+// arrives leaves an entry that a release would grant, or wake, in vain.
+// The script must be safe to run twice, and late.
+func (n *node) cleanup(ctx context.Context, script *redis.Script, keys []string, args ...any) {
+	ctx = context.WithoutCancel(ctx)
+	try := func() bool {
+		cctx, cancel := driver.CleanupContext(ctx)
+		defer cancel()
+		err := n.run(cctx, script, keys, args...).Err()
+		return err == nil || isServerError(err) || errors.Is(err, redis.ErrClosed)
+	}
+	if try() {
+		return
+	}
+	n.bg.Go(func() {
+		for pause := 50 * time.Millisecond; ; pause = min(2*pause, cleanupRetryMax) {
+			t := time.NewTimer(pause/2 + rand.N(pause/2+1))
+			select {
+			case <-n.done:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			if try() {
+				return
+			}
+		}
+	})
+}
+
+// cleanupRetryMax is the longest pause between two tries of a cleanup.
+const cleanupRetryMax = time.Second
 
 // timeoutSlack is how far past a deadline a client's own timeout may end a
 // request for the deadline to count as kept.

@@ -122,13 +122,13 @@ func (l *redlockLock) tookAfterWait() {}
 
 // abandon takes a waiter that gives up out of every node's queue. One that
 // a release took out to wake it wakes the next in line in its place
-// (dequeue.lua).
+// (dequeue.lua). A node that does not answer is asked again in the
+// background (node.cleanup), so that a wake-up spent on the leftover entry
+// meanwhile is passed on once the node is reachable again.
 func (l *redlockLock) abandon(ctx context.Context, _ *waiter) {
-	ctx, cancel := driver.CleanupContext(ctx)
-	defer cancel()
 	ks := []string{l.keys.queue, l.keys.alive, l.keys.lock}
 	fanOut(len(l.r.nodes), func(i int) {
-		_ = l.r.nodes[i].run(ctx, dequeueScript, ks, l.owner, l.keys.channel).Err()
+		l.r.nodes[i].cleanup(ctx, dequeueScript, ks, l.owner, l.keys.channel)
 	})
 }
 

@@ -215,9 +215,11 @@
 // N. A node found gone fails that lock's renewal alone. And since a follower
 // tells the leader of its sessions' activity only at the leader's pings,
 // the TTL reported counts from the session's latest activity the leader
-// must have heard of, timeout/4 or more before the proof: 5/8 of the
-// timeout while a read every timeout/8 keeps such activity recent (a third
-// at worst, on New's connection in its first moments).
+// must have heard of: a request whose answer came back timeout/4 or more
+// before the proof was sent (its send time alone would not do: a stalled
+// connection that flushes delivers it back to back with the proof). That is
+// 5/8 of the timeout while a read every timeout/16 keeps such activity
+// recent (a third at worst, on New's connection in its first moments).
 //
 // go-zookeeper declares the connection lost after ⅔ of the timeout without
 // a reply and spends the remaining third trying other servers, hoping to

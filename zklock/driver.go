@@ -219,6 +219,8 @@ var testHooks struct {
 	// A round of renewals (or releases) was sent for this many nodes
 	// (batch.go).
 	round func(renewal bool, nodes int)
+	// A check of a node (a grant's proof) is about to be sent (quorum.go).
+	checkSent func()
 }
 
 func hook(f func()) {

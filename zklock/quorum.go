@@ -50,17 +50,36 @@ import (
 // the holder's Done closed; cut right after a grant on a quiet session,
 // 93 and 112 ms before (2 rounds of 10).
 //
-// So a proof's validity counts from the session's latest activity sent at
-// least reportLag (timeout/4) before it: by the time the proof reached the
-// leader, the follower had answered a ping of the leader's since that
-// activity (tickTime/2 <= timeout/4 when the server's minSessionTimeout is
-// its default, 2 x tickTime), and the leader had renewed the session then.
-// A light heartbeat (a read every timeout/8) keeps such activity recent; a
+// So a proof's validity counts from the send time of the session's latest
+// request whose answer came back at least reportLag (timeout/4) before the
+// proof was sent. The server had the request by the time its answer came
+// back, and the proof reached the follower no earlier than it was sent, so
+// the follower had the request reportLag or more before it had the proof:
+// it answered a ping of the leader's in between (tickTime/2 <= timeout/4
+// when the server's minSessionTimeout is its default, 2 x tickTime), and
+// the leader renewed the session then, after the request was sent; or it
+// lost its leader in between, and could not forward the proof (a follower
+// that finds a new leader syncs with it, and a new leader starts every
+// session's timeout afresh). The request's send time alone would not do:
+// a connection that stalls and then flushes (TCP rides out a short
+// partition) delivers a request sent reportLag before the proof back to
+// back with it, and a follower cut off right after forwarding the proof
+// reports neither. Seen in TestStalledClientThenCutOff, when a proof
+// counted from a request sent timeout/4 before it: a grant's check sent 6 s
+// into a stall of a 10 s session counted from a heartbeat read sent during
+// the stall; the leader, whose last news of the session came from before
+// the stall, granted the lock to a waiter 1.1 to 1.5 s before the holder's
+// Done closed, in 5 runs of 6 (in the sixth the follower reported the
+// flush before it was cut off).
+//
+// A light heartbeat (a read every timeout/16, sent on time whether or not
+// the previous ones have been answered) keeps such activity recent; a
 // proof reports a TTL of timeout minus its distance to that activity,
-// capped at 5/8 of the timeout, which the heartbeat keeps it at (a third
-// at worst, on a connection given to New in its first moments): the price
-// of ZooKeeper telling the leader of a follower's sessions only at its
-// pings.
+// capped at 5/8 of the timeout (reportLag, one heartbeat period, and
+// another for the read's answer to come back), which the heartbeat keeps
+// it at while its reads are answered within timeout/16 (a third at worst,
+// on a connection given to New in its first moments): the price of
+// ZooKeeper telling the leader of a follower's sessions only at its pings.
 
 // checkNode proves, by a transaction, that nodePath exists and the session
 // is alive at the leader (see above). It returns zk.ErrNoNode if the node
@@ -80,6 +99,7 @@ type quorumCheck struct {
 // startCheck sends a checkNode of nodePath without waiting for its answer.
 func (d *Driver) startCheck(nodePath string) *quorumCheck {
 	q := &quorumCheck{sent: time.Now(), done: make(chan struct{})}
+	hook(testHooks.checkSent)
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
@@ -120,9 +140,9 @@ func (d *Driver) reportLag() time.Duration { return d.ttl() / 4 }
 // activity keeps what renewed the current session at the leader: the
 // latest time the session was asked for or re-established on a connection
 // (the leader itself creates it, or renews it before the server accepts
-// the connection, after that time) and the send times of its answered
-// requests, oldest first: the heartbeat's over about three timeouts, and
-// the latest few proofs apart. The two are kept apart so that a burst of
+// the connection, after that time) and the send and answer times of its
+// answered requests, oldest sent first: the heartbeat's over about three
+// timeouts, and the latest few proofs apart. The two are kept apart so that a burst of
 // proofs (grants, renewal rounds) cannot push out the heartbeat's record,
 // which the proofs' TTLs count from: seen at 1,000 held locks, when each
 // renewal was its own proof, every renewal failed with errStaleActivity.
@@ -130,12 +150,16 @@ type activity struct {
 	mu     sync.Mutex
 	sess   int64
 	born   time.Time
-	beats  []time.Time
-	proofs []time.Time
+	beats  []stamp
+	proofs []stamp
 }
 
+// stamp is an answered request: when it was sent, and when its answer was
+// received (or later).
+type stamp struct{ sent, answered time.Time }
+
 const (
-	beatsKept  = 24 // a heartbeat every timeout/8, over 3 timeouts
+	beatsKept  = 48 // a heartbeat every timeout/16, over 3 timeouts
 	proofsKept = 24
 )
 
@@ -159,13 +183,19 @@ func (a *activity) connected(sess int64, t time.Time) {
 	}
 }
 
-// beat records that session sess sent a heartbeat at t that was answered.
-func (a *activity) beat(sess int64, t time.Time) { a.add(sess, t, &a.beats, beatsKept) }
+// beat records that session sess sent a heartbeat at sent whose answer was
+// received by answered.
+func (a *activity) beat(sess int64, sent, answered time.Time) {
+	a.add(sess, stamp{sent, answered}, &a.beats, beatsKept)
+}
 
-// proved records that session sess sent a proof at t that succeeded.
-func (a *activity) proved(sess int64, t time.Time) { a.add(sess, t, &a.proofs, proofsKept) }
+// proved records that session sess sent a proof at sent that succeeded,
+// answered by answered.
+func (a *activity) proved(sess int64, sent, answered time.Time) {
+	a.add(sess, stamp{sent, answered}, &a.proofs, proofsKept)
+}
 
-func (a *activity) add(sess int64, t time.Time, ring *[]time.Time, keep int) {
+func (a *activity) add(sess int64, st stamp, ring *[]stamp, keep int) {
 	if sess == 0 {
 		return
 	}
@@ -174,10 +204,10 @@ func (a *activity) add(sess int64, t time.Time, ring *[]time.Time, keep int) {
 	a.switchTo(sess)
 	at := *ring
 	i := len(at)
-	for i > 0 && at[i-1].After(t) {
+	for i > 0 && at[i-1].sent.After(st.sent) {
 		i--
 	}
-	at = slices.Insert(at, i, t)
+	at = slices.Insert(at, i, st)
 	if len(at) > keep {
 		at = slices.Delete(at, 0, len(at)-keep)
 	}
@@ -186,8 +216,9 @@ func (a *activity) add(sess int64, t time.Time, ring *[]time.Time, keep int) {
 
 // base returns the latest time from which the leader is known to have
 // renewed session sess by the time a proof sent at sent reached it: the
-// session's latest (re)connection, or its latest request sent at least lag
-// earlier (the follower has reported it since; see above).
+// session's latest (re)connection, or the send time of its latest request
+// answered at least lag before sent (the follower has reported it since;
+// see above).
 func (a *activity) base(sess int64, sent time.Time, lag time.Duration) (time.Time, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -196,13 +227,12 @@ func (a *activity) base(sess int64, sent time.Time, lag time.Duration) (time.Tim
 	}
 	base, ok := a.born, !a.born.IsZero()
 	before := sent.Add(-lag)
-	for _, at := range [][]time.Time{a.beats, a.proofs} {
-		for i := len(at) - 1; i >= 0; i-- {
-			if !at[i].After(before) {
-				if at[i].After(base) {
-					base, ok = at[i], true
-				}
-				break
+	for _, at := range [][]stamp{a.beats, a.proofs} {
+		// Answers may come back out of send order (proofs and reads go by
+		// different paths at the server): look at every one.
+		for _, st := range at {
+			if !st.answered.After(before) && st.sent.After(base) {
+				base, ok = st.sent, true
 			}
 		}
 	}
@@ -214,28 +244,40 @@ func (a *activity) base(sess int64, sent time.Time, lag time.Duration) (time.Tim
 // record has nothing that recent (a driver on a connection given to New,
 // younger than reportLag), go-zookeeper's own pings stand in: one every
 // timeout/3 while connected, taken a twelfth of the timeout late at worst,
-// and a (re)connection renews the session at the leader itself. The result
+// and a (re)connection renews the session at the leader itself. (That
+// stand-in counts pings by their send times, which a stall of the client's
+// direction defeats as it did the heartbeat's; go-zookeeper gives up a
+// connection on which nothing has come back for 2/3 of the timeout, which
+// bounds such a stall unless the server's events keep the connection up.
+// It supports at most a third of the timeout, and beats the record only
+// when no heartbeat read sent in the last 2/3 of the timeout has been
+// answered reportLag before the proof.) The result
 // is capped at steadyTTL, so that the TTLs a lease sees do not shrink when
 // its session grows old: the portable layer sets its renew interval from
-// the first. It records the proof as activity.
+// the first. It is called once the proof's answer has come back, and
+// records the proof as activity answered now.
 func (d *Driver) provenTTL(sess int64, sent time.Time) time.Duration {
 	timeout := d.ttl()
 	base := sent.Add(-timeout/4 - timeout/3 - timeout/12)
-	if t, ok := d.act.base(sess, sent, timeout/4); ok && t.After(base) {
+	if t, ok := d.act.base(sess, sent, d.reportLag()); ok && t.After(base) {
 		base = t
 	}
-	d.act.proved(sess, sent)
+	d.act.proved(sess, sent, time.Now())
 	return min(timeout-sent.Sub(base), d.steadyTTL())
 }
 
 // steadyTTL is the TTL a proof supports while the heartbeat runs: the
-// timeout less reportLag less one heartbeat interval, 5/8 of the timeout.
+// timeout less reportLag, less one heartbeat period, less another for the
+// read's answer to come back: 5/8 of the timeout.
 func (d *Driver) steadyTTL() time.Duration {
 	timeout := d.ttl()
-	return timeout - timeout/4 - timeout/8
+	return timeout - timeout/4 - 2*beatPeriod(timeout)
 }
 
-// heartbeat sends a read every timeout/8 while the driver is open, so that
+// beatPeriod is the heartbeat's period for a session timeout.
+func beatPeriod(timeout time.Duration) time.Duration { return timeout / 16 }
+
+// heartbeat sends a read every timeout/16 while the driver is open, so that
 // the session always has recent activity the leader must have heard of.
 // The read is answered by the connected server alone; that is enough, it
 // only has to reach the server. The reads are sent on time whether or not
@@ -274,19 +316,19 @@ func (d *Driver) heartbeat() {
 			}
 		}
 		breaks = b
-		t.Reset(max(time.Until(sent.Add(d.ttl()/8)), time.Millisecond))
+		t.Reset(max(time.Until(sent.Add(beatPeriod(d.ttl()))), time.Millisecond))
 	}
 }
 
 // beatsInFlight bounds the heartbeat's unanswered reads: a timeout's worth.
-const beatsInFlight = 8
+const beatsInFlight = 16
 
 // beat sends one heartbeat read and records it once answered.
 func (d *Driver) beat(sess int64, sent time.Time, inFlight <-chan struct{}) {
 	defer d.bg.Done()
 	defer func() { <-inFlight }()
 	if _, _, err := d.conn.Exists(d.root); err == nil && d.conn.SessionID() == sess {
-		d.act.beat(sess, sent)
+		d.act.beat(sess, sent, time.Now())
 	}
 }
 

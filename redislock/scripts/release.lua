@@ -6,9 +6,10 @@
 -- changed, but for a shared hold that had run out, which is dropped).
 -- What that frees goes straight to the waiters at the head of the queue
 -- (handOver): they hold it when their messages arrive, with no further
--- round trip. A waiter that has given up releases such a grant when the
--- message reaches its client; one whose process died leaves it to expire
--- after TTL.
+-- round trip. A waiter that has given up gives such a grant back with its
+-- dequeue (sdequeue.lua), which its driver retries until the server answers,
+-- or when the message reaches its client; one whose process died leaves it
+-- to expire after TTL.
 local owner = ARGV[1]
 if not string.find(owner, ':', 1, true) then
 	-- A mutex (a writer) without a value that nobody waits for or

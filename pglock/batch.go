@@ -1,0 +1,164 @@
+package pglock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dlockio/dlock/driver"
+)
+
+// Batched renewal ("group commit"). A renewal only needs a statement on
+// the lock's session (which restarts the server's idle timer of every lock
+// on it) that extends the lease in the key's row if it is still this
+// holder's; the renewals of one session's locks go out together, in one
+// statement for up to maxBatch locks (queries.renewMany), each entry
+// owner-checked on its own exactly as a single renewal is. The first
+// renewal goes out at once; those that arrive while it is in flight go
+// together in the next statement (a session runs one statement at a time
+// anyway). The portable layer puts the renewals of one client on a common
+// grid (driver.RenewCoalescer), so a client holding N locks sends a few
+// statements per session per renewal interval instead of N, and it waits
+// for none of them with a goroutine of its own (driver.AsyncRenewer): a
+// session has one sender, while renewals are pending.
+
+var (
+	_ driver.RenewCoalescer = (*Driver)(nil)
+	_ driver.AsyncRenewer   = (*lock)(nil)
+)
+
+// maxBatch bounds the locks of one statement, so that it keeps the server
+// busy for a few milliseconds, not for as long as ten thousand take.
+const maxBatch = 1000
+
+// CoalescesRenewals implements driver.RenewCoalescer.
+func (d *Driver) CoalescesRenewals() bool { return true }
+
+// renewal is one lock's entry in a batch.
+type renewal struct {
+	l    *lock
+	ctx  context.Context
+	done func(driver.Validity, error) // called once, by the batch's sender
+}
+
+// renewals are a session's pending renewals.
+type renewals struct {
+	pending []*renewal
+	sending bool // a sender runs
+}
+
+// Renew implements driver.Lock: RenewAsync, waited for.
+func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
+	type result struct {
+		v   driver.Validity
+		err error
+	}
+	ch := make(chan result, 1)
+	l.RenewAsync(ctx, func(v driver.Validity, err error) { ch <- result{v, err} })
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		return driver.Validity{}, l.err("renew", ctx, ctx.Err())
+	}
+}
+
+// RenewAsync implements driver.AsyncRenewer: the renewal joins its
+// session's next batch.
+func (l *lock) RenewAsync(ctx context.Context, done func(driver.Validity, error)) {
+	if l.released.Load() {
+		done(driver.Validity{}, fmt.Errorf("pglock: renew: %w", driver.ErrLockLost))
+		return
+	}
+	s := l.s
+	s.mu.Lock()
+	s.renew.pending = append(s.renew.pending, &renewal{l: l, ctx: ctx, done: done})
+	lead := !s.renew.sending
+	s.renew.sending = true
+	s.mu.Unlock()
+	if lead {
+		s.d.wg.Add(1)
+		go s.sendRenewals()
+	}
+}
+
+// sendRenewals sends the session's pending renewals, a batch at a time,
+// until none is left.
+func (s *session) sendRenewals() {
+	defer s.d.wg.Done()
+	for {
+		s.mu.Lock()
+		k := min(len(s.renew.pending), maxBatch)
+		batch := s.renew.pending[:k:k]
+		s.renew.pending = s.renew.pending[k:]
+		if k == 0 {
+			s.renew.pending = nil
+			s.renew.sending = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		s.renewBatch(batch)
+	}
+}
+
+// renewBatch renews batch in one statement and answers each entry. The
+// statement carries the first entry's ctx values, not its cancellation,
+// and the latest deadline of the entries (one whose own ctx ends stops
+// waiting on its own).
+func (s *session) renewBatch(batch []*renewal) {
+	var dl time.Time
+	for _, r := range batch {
+		d, ok := r.ctx.Deadline()
+		if !ok {
+			dl = time.Time{}
+			break
+		}
+		if d.After(dl) {
+			dl = d
+		}
+	}
+	ctx, cancel := context.WithoutCancel(batch[0].ctx), context.CancelFunc(func() {})
+	if !dl.IsZero() {
+		ctx, cancel = context.WithDeadline(ctx, dl)
+	}
+	defer cancel()
+	keys := make([]int64, len(batch))
+	tokens := make([]int64, len(batch))
+	ttls := make([]int64, len(batch))
+	shared := make([]bool, len(batch))
+	for i, r := range batch {
+		keys[i], tokens[i], ttls[i], shared[i] = r.l.key, int64(r.l.token), ttlMillis(r.l.ttl), r.l.mode == driver.Shared
+	}
+	var since time.Time
+	var renewed []int64
+	err := s.use(ctx, func(c *pgx.Conn) error {
+		var pid uint32
+		since = time.Now()
+		s.d.renewStatements.Add(1)
+		if err := c.QueryRow(ctx, s.d.q.renewMany, keys, tokens, ttls, shared, s.pid).Scan(&pid, &renewed); err != nil {
+			return err
+		}
+		return s.check(pid)
+	})
+	if errors.Is(err, errNotASession) {
+		s.kill(err)
+		err = fmt.Errorf("pglock: renew: %w: %w", driver.ErrLockLost, err)
+	}
+	for _, r := range batch {
+		switch {
+		case errors.Is(err, driver.ErrLockLost):
+			r.done(driver.Validity{}, err)
+		case err != nil:
+			r.done(driver.Validity{}, r.l.err("renew", r.ctx, err))
+		case !slices.Contains(renewed, r.l.key):
+			r.done(driver.Validity{}, fmt.Errorf("pglock: renew: %w: %w", driver.ErrLockLost, errLeaseGone))
+		default:
+			r.done(driver.Validity{Since: since, TTL: r.l.ttl}, nil)
+		}
+	}
+}
