@@ -22,8 +22,21 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 		return nil, driver.Validity{}, err
 	}
 	a := &acquirer{d: d, l: d.topo.newLock(d.keysOf(req.Name), d.owner(req.Mode, req.Limit), req)}
+	defer a.trim() // after cleanup
 	defer a.cleanup(ctx)
 	return a.run(ctx, req.Wait)
+}
+
+// keyTrimmer is a candidate that, once granted and done acquiring, drops
+// the names it needs only while acquiring (redlock_release.go).
+type keyTrimmer interface{ trimKeys() }
+
+// trim lets a granted lock drop what it needs only while acquiring: a
+// held lock's heap is what a client holding many pays per lock.
+func (a *acquirer) trim() {
+	if t, ok := a.l.(keyTrimmer); ok && a.granted {
+		t.trimKeys()
+	}
 }
 
 // check refuses a request the driver cannot grant as asked: a primitive its

@@ -11,7 +11,8 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
-// Batched renewal ("group commit"). The renewals of one node go out in one
+// Batched renewal ("group commit"); Redlock releases are batched the same
+// way (redlock_release.go). The renewals of one node go out in one
 // script for many locks: the first Renew sends at once; those that arrive
 // while batches are in flight go together in the next, at most maxBatch to
 // a script, and at most maxInflight scripts at once (a loaded client or
@@ -58,23 +59,32 @@ type renewal struct {
 	answer   func(owned bool, err error) // called once, by the batch's sender
 }
 
-// batcher collects one node's renewals.
-type batcher struct {
+func (r *renewal) until() *time.Time { return &r.deadline }
+
+// entry is what a batcher collects: a renewal, or a Redlock release
+// (redlock_release.go). until is where add puts the deadline of the
+// entry's context.
+type entry interface{ until() *time.Time }
+
+// batcher collects one node's renewals (or releases): run sends a batch
+// in one script and settles each of its entries.
+type batcher[E entry] struct {
 	n        *node
+	run      func(ctx context.Context, n *node, batch []E)
 	mu       sync.Mutex
-	pending  []*renewal
+	pending  []E
 	inflight int // senders running
 }
 
-// add queues r, whose answer is called once its batch is answered; if fewer than maxInflight batches are in flight, one goes
+// add queues e, whose answer is called once its batch is answered; if fewer than maxInflight batches are in flight, one goes
 // out at once (in a goroutine that sends batches until none is pending: a
-// few per node, not one per renewal).
-func (b *batcher) add(ctx context.Context, r *renewal) {
+// few per node, not one per entry).
+func (b *batcher[E]) add(ctx context.Context, e E) {
 	if dl, ok := ctx.Deadline(); ok {
-		r.deadline = dl
+		*e.until() = dl
 	}
 	b.mu.Lock()
-	b.pending = append(b.pending, r)
+	b.pending = append(b.pending, e)
 	lead := b.inflight < maxInflight
 	if lead {
 		b.inflight++
@@ -85,8 +95,8 @@ func (b *batcher) add(ctx context.Context, r *renewal) {
 	}
 }
 
-// take removes up to maxBatch pending renewals. b.mu held.
-func (b *batcher) take() []*renewal {
+// take removes up to maxBatch pending entries. b.mu held.
+func (b *batcher[E]) take() []E {
 	k := min(len(b.pending), maxBatch)
 	batch := b.pending[:k:k]
 	b.pending = b.pending[k:]
@@ -97,10 +107,10 @@ func (b *batcher) take() []*renewal {
 }
 
 // send runs the pending batches one after the other until none is left.
-// Each request carries ctx's values (the first renewal's), not its
+// Each request carries ctx's values (the first entry's), not its
 // cancellation, and the latest deadline of the batch's entries (an entry
 // whose own deadline passes stops waiting on its own).
-func (b *batcher) send(ctx context.Context) {
+func (b *batcher[E]) send(ctx context.Context) {
 	for {
 		b.mu.Lock()
 		batch := b.take()
@@ -114,34 +124,35 @@ func (b *batcher) send(ctx context.Context) {
 	}
 }
 
-func (b *batcher) sendOne(ctx context.Context, batch []*renewal) {
+func (b *batcher[E]) sendOne(ctx context.Context, batch []E) {
 	var dl time.Time
-	for _, r := range batch {
-		if r.deadline.IsZero() {
+	for _, e := range batch {
+		d := *e.until()
+		if d.IsZero() {
 			dl = time.Time{}
 			break
 		}
-		if r.deadline.After(dl) {
-			dl = r.deadline
+		if d.After(dl) {
+			dl = d
 		}
 	}
 	rctx, cancel := context.WithoutCancel(ctx), context.CancelFunc(func() {})
 	if !dl.IsZero() {
 		rctx, cancel = context.WithDeadline(rctx, dl)
 	}
-	b.run(rctx, batch)
+	b.run(rctx, b.n, batch)
 	cancel()
 }
 
-// run sends batch in one script and settles each entry.
-func (b *batcher) run(ctx context.Context, batch []*renewal) {
+// runRenewals sends batch in one script and settles each entry.
+func runRenewals(ctx context.Context, n *node, batch []*renewal) {
 	keys := make([]string, 0, 2*len(batch))
 	args := make([]any, 0, 3*len(batch))
 	for _, r := range batch {
 		keys = append(keys, r.key, r.aux)
 		args = append(args, r.owner, r.ttl, r.kind)
 	}
-	v, err := b.n.run(ctx, renewManyScript, keys, args...).Int64Slice()
+	v, err := n.run(ctx, renewManyScript, keys, args...).Int64Slice()
 	if err == nil && len(v) != len(batch) {
 		err = fmt.Errorf("unexpected reply of %d entries to %d renewals", len(v), len(batch))
 	}
@@ -156,11 +167,11 @@ func (b *batcher) run(ctx context.Context, batch []*renewal) {
 
 // newBatcher returns the batcher of a node whose client can run one script
 // over keys of many slots, nil for one that cannot (a Cluster, a Ring).
-func newBatcher(n *node) *batcher {
+func newBatcher[E entry](n *node, run func(context.Context, *node, []E)) *batcher[E] {
 	if _, ok := n.rdb.(*redis.Client); !ok {
 		return nil
 	}
-	return &batcher{n: n}
+	return &batcher[E]{n: n, run: run}
 }
 
 // renewAndWait runs a renewal started by start and waits for its outcome

@@ -189,7 +189,13 @@
 // nodes' batches without a goroutine per node. A Cluster client (or a Ring)
 // renews each lock by its own script, as before: one script may only touch
 // keys of one hash slot, and a client's locks are spread over as many slots
-// as they have names. Holding a lock costs no goroutine (Redis does not
+// as they have names. A Redlock's releases are batched the same way on
+// each node (one script for the releases in flight together, each
+// owner-checked, waking a waiter and marking its attempt over exactly as a
+// single release does, and answered on its own); a held Redlock lock
+// keeps only its key's name, the others are made again for its release.
+// Holding a lock costs no
+// goroutine (Redis does not
 // tell a holder that its key went away; renewal and the portable layer's
 // deadline do).
 //

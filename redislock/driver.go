@@ -160,7 +160,8 @@ func newDriver(fn string, clients []redis.UniversalClient, o *Options, owned, na
 	for i, c := range clients {
 		n := &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".", named, &d.bg),
 			aware: honoursContext(c), timeouts: clientTimeouts(c), bg: &d.bg, done: d.done}
-		n.batch = newBatcher(n)
+		n.batch = newBatcher(n, runRenewals)
+		n.releases = newBatcher(n, runReleases)
 		d.nodes = append(d.nodes, n)
 	}
 	return d, nil

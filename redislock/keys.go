@@ -22,9 +22,16 @@ type keys struct {
 
 // keysOf returns the names of the lock name: its hash tag is name escaped
 // by lockname (no limit: Redis keys may be megabytes long), which never
-// holds '{' or '}'.
+// holds '{' or '}'. A Redlock's have only the names a Redlock uses (lock,
+// fence, channel, queue, alive, gone; the others are ""): they are kept
+// as long as the lock is held, and the single node's names would double
+// their heap.
 func (d *Driver) keysOf(name string) keys {
-	return keysOfTag(d.prefix + "{" + lockname.Escape(name, 0) + "}")
+	tag := d.prefix + "{" + lockname.Escape(name, 0) + "}"
+	if _, ok := d.topo.(*redlock); ok {
+		return keysOfTagN(tag, redlockSuffixes)
+	}
+	return keysOfTag(tag)
 }
 
 const (
@@ -36,29 +43,35 @@ const (
 )
 
 // suffixes are the names keysOfTag adds to the tag, in the order of
-// keys's fields after lock.
+// keys's fields after lock; a Redlock's are the first redlockSuffixes.
 var suffixes = [...]string{fenceSuffix, releasedSuffix, waitersSuffix, aliveSuffix, goneSuffix, sharedSuffix, tokensSuffix,
 	valueSuffix, valuesSuffix, observedSuffix, holderSuffix}
+
+const redlockSuffixes = 5
 
 // keysOfTag makes the names of the lock whose key is tag (PREFIX{NAME}),
 // all of them as slices of one string: one allocation per Acquire instead
 // of one per name, on a path whose cost is measured in allocations.
-func keysOfTag(tag string) keys {
+func keysOfTag(tag string) keys { return keysOfTagN(tag, len(suffixes)) }
+
+// keysOfTagN is keysOfTag with the first n suffixes only (the others "").
+func keysOfTagN(tag string, n int) keys {
 	var b strings.Builder
-	n := 0
-	for _, s := range suffixes {
-		n += len(tag) + len(s)
+	size := 0
+	for _, s := range suffixes[:n] {
+		size += len(tag) + len(s)
 	}
-	b.Grow(n)
-	for _, s := range suffixes {
+	b.Grow(size)
+	for _, s := range suffixes[:n] {
 		b.WriteString(tag)
 		b.WriteString(s)
 	}
 	all := b.String()
 	k := keys{lock: tag}
 	i := 0
-	for j, dst := range [...]*string{&k.fence, &k.channel, &k.queue, &k.alive, &k.gone, &k.shared, &k.tokens,
-		&k.value, &k.values, &k.observed, &k.holder} {
+	dsts := [...]*string{&k.fence, &k.channel, &k.queue, &k.alive, &k.gone, &k.shared, &k.tokens,
+		&k.value, &k.values, &k.observed, &k.holder}
+	for j, dst := range dsts[:n] {
 		*dst = all[i : i+len(tag)+len(suffixes[j])]
 		i += len(tag) + len(suffixes[j])
 	}

@@ -32,6 +32,13 @@ func TestKeysOf(t *testing.T) {
 	if k := (&Driver{prefix: "p:"}).keysOf("jobs/nightly.v2"); k.lock != "p:{jobs%2Fnightly%2Ev2}" || k.gone != k.lock+":gone" {
 		t.Errorf("keysOf(jobs/nightly.v2) = %+v", k)
 	}
+	// A Redlock's have the names a Redlock uses only.
+	rl := &Driver{prefix: DefaultPrefix}
+	rl.topo = &redlock{d: rl}
+	if k := rl.keysOf("a b{c}"); k != (keys{lock: want.lock, fence: want.fence, channel: want.channel,
+		queue: want.queue, alive: want.alive, gone: want.gone}) {
+		t.Errorf("Redlock keysOf = %+v", k)
+	}
 	d := &Driver{id: "abc"}
 	if o1, o2 := d.owner(driver.Exclusive, 0), d.owner(driver.Exclusive, 0); o1 != "abc.1" || o2 != "abc.2" {
 		t.Errorf("owner ids %q, %q; want abc.1, abc.2", o1, o2)

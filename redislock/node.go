@@ -26,7 +26,8 @@ type node struct {
 	bg       *sync.WaitGroup
 	done     <-chan struct{} // the driver's: closed by Close
 	eviction evictionCheck
-	batch    *batcher // nil if the node's client cannot batch renewals (batch.go)
+	batch    *batcher[*renewal]   // nil if the node's client cannot batch renewals (batch.go)
+	releases *batcher[*rlRelease] // the same for Redlock releases (redlock_release.go)
 }
 
 // run runs script on the node and returns when it answers or ctx's

@@ -13,8 +13,8 @@ import (
 )
 
 // This file is the lock on a majority of independent masters (Redlock):
-// the topology, renewal, release and status; redlock_attempt.go makes the
-// attempts. lock.go is the same for a single node.
+// the topology, renewal and status; redlock_attempt.go makes the
+// attempts, redlock_release.go releases. lock.go is the same for a single node.
 
 var (
 	_ topology    = (*redlock)(nil)
@@ -188,45 +188,6 @@ func (l *redlockLock) RenewAsync(ctx context.Context, done func(driver.Validity,
 			answer(v == 1, err)
 		})
 	}
-}
-
-// Release implements driver.Lock. It goes to every node and is
-// owner-checked on each, so a second call (the portable layer retries a
-// failed release) changes nothing that is not this lock's.
-func (l *redlockLock) Release(ctx context.Context) error {
-	ks := []string{l.keys.lock, l.keys.queue, l.keys.alive, l.keys.gone}
-	owned, notOwned, errs := l.r.each(ctx, l.keys.lock, func(ctx context.Context, n *node) (int64, error) {
-		return n.run(ctx, rlReleaseScript, ks, l.value, l.keys.channel, l.owner, goneMillis(l.ttl)).Int64()
-	})
-	switch {
-	case owned >= l.r.quorum:
-		return nil
-	case notOwned > len(l.r.nodes)-l.r.quorum:
-		return fmt.Errorf("%w: key %q was held on %d of %d nodes at release, want %d",
-			driver.ErrLockLost, l.keys.lock, owned, len(l.r.nodes), l.r.quorum)
-	}
-	return quorumError(fmt.Sprintf("released on %d of %d nodes", owned, len(l.r.nodes)), errs)
-}
-
-// each runs fn on every node in parallel and counts the replies 1 (owned)
-// and 0 (not owned).
-func (r *redlock) each(ctx context.Context, key string, fn func(context.Context, *node) (int64, error)) (owned, notOwned int, errs []error) {
-	var mu sync.Mutex
-	fanOut(len(r.nodes), func(i int) {
-		n := r.nodes[i]
-		v, err := fn(ctx, n)
-		mu.Lock()
-		defer mu.Unlock()
-		switch {
-		case err != nil:
-			errs = append(errs, n.errorf(key, err))
-		case v == 1:
-			owned++
-		default:
-			notOwned++
-		}
-	})
-	return owned, notOwned, errs
 }
 
 // quorumError reports that too few nodes answered: unavailable if every

@@ -55,7 +55,11 @@ func (l *redlockLock) attempt(ctx context.Context, w *waiter) attempt {
 	if w != nil {
 		ticket = strconv.FormatInt(w.ticket, 10)
 	}
-	ks := []string{l.keys.lock, l.keys.fence, l.keys.queue, l.keys.alive, l.keys.gone}
+	// k: the names, for the requests that may outlive the attempt (its
+	// stragglers): l.keys is trimmed once a later attempt is granted.
+	nk := l.keys
+	k := &nk
+	ks := []string{k.lock, k.fence, k.queue, k.alive, k.gone}
 	for i, n := range r.nodes {
 		r.d.background(func() {
 			rp := reply{i: i}
@@ -64,7 +68,7 @@ func (l *redlockLock) attempt(ctx context.Context, w *waiter) attempt {
 				rp.got, rp.n, rp.holder, err = parseLockReply(v)
 			}
 			if err != nil {
-				rp.err = n.errorf(l.keys.lock, err)
+				rp.err = n.errorf(k.lock, err)
 			}
 			replies <- rp
 		})
@@ -94,10 +98,10 @@ func (l *redlockLock) attempt(ctx context.Context, w *waiter) attempt {
 				switch {
 				case failed.Load():
 					if rp.got || rp.err != nil {
-						l.giveBackOn(r.nodes[rp.i], value, wakeOnFail.Load())
+						l.giveBackOn(k, r.nodes[rp.i], value, wakeOnFail.Load())
 					}
 				case rp.got:
-					_ = r.nodes[rp.i].run(nctx, rlFenceScript, []string{l.keys.lock, l.keys.fence}, value, token).Err()
+					_ = r.nodes[rp.i].run(nctx, rlFenceScript, ks[:2], value, token).Err()
 				}
 			}
 		})
@@ -111,7 +115,7 @@ func (l *redlockLock) attempt(ctx context.Context, w *waiter) attempt {
 		failed.Store(true)
 		for i, n := range r.nodes {
 			if all || mayHold[i] {
-				l.giveBackOn(n, value, wake)
+				l.giveBackOn(k, n, value, wake)
 			}
 		}
 	}
@@ -238,13 +242,13 @@ func parseLockReply(v []any) (got bool, n int64, holder string, err error) {
 // giveBackOn deletes, in the background, the key attempt value took on n,
 // if it did, and has n refuse the attempt's requests from now on. wake: the
 // first in line is woken there if the key was the attempt's. A waiter keeps
-// its place in the queue.
-func (l *redlockLock) giveBackOn(n *node, value string, wake bool) {
+// its place in the queue. k: the lock's names, as the attempt copied them.
+func (l *redlockLock) giveBackOn(k *keys, n *node, value string, wake bool) {
 	channel := ""
 	if wake {
-		channel = l.keys.channel
+		channel = k.channel
 	}
-	ks := []string{l.keys.lock, l.keys.queue, l.keys.alive, l.keys.gone}
+	ks := []string{k.lock, k.queue, k.alive, k.gone}
 	l.r.d.background(func() {
 		ctx, cancel := driver.CleanupContext(context.Background())
 		defer cancel()

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,7 +25,9 @@ import (
 // servers received per renewal interval (EVALSHA and EVAL: one per script
 // run) and the commands they ran (INFO commandstats, a script's inner
 // commands included), and the time to release all. batch=off is the same
-// with each lock renewed by its own script (as before batched renewal);
+// with each lock renewed and released by its own script (as before
+// batching); DLOCK_SCALE_HEAPPROFILE=FILE writes the heap profile taken
+// while every lock is held (of the last sub-benchmark run);
 // lost counts the leases lost while held (none expected).
 //
 //	go test -run '^$' -bench 'Scale' -benchtime 1x ./redislock
@@ -72,7 +76,7 @@ func scaleRun(b *testing.B, addrs []string, n int, batch bool) {
 	}
 	if !batch {
 		for _, nd := range d.nodes {
-			nd.batch = nil
+			nd.batch, nd.releases = nil, nil
 		}
 	}
 	c, err := dlock.NewClient(d, dlock.WithTTL(ttl))
@@ -98,6 +102,15 @@ func scaleRun(b *testing.B, addrs []string, n int, batch bool) {
 		b.FailNow()
 	}
 	heap1, gor1 := heapAndGoroutines()
+	if p := os.Getenv("DLOCK_SCALE_HEAPPROFILE"); p != "" {
+		// The heap while every lock is held (run one sub-benchmark).
+		f, err := os.Create(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pprof.Lookup("heap").WriteTo(f, 0)
+		f.Close()
+	}
 
 	interval := ttl / 3
 	before := scaleCalls(b, admins)

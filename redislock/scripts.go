@@ -47,9 +47,16 @@ var (
 	//go:embed scripts/rlfence.lua
 	rlFenceLua    string
 	rlFenceScript = redis.NewScript(rlFenceLua)
+	//go:embed scripts/rlreleaseone.lua
+	rlReleaseOneLua string
 	//go:embed scripts/rlrelease.lua
 	rlReleaseLua    string
-	rlReleaseScript = redis.NewScript(rlReleaseLua)
+	rlReleaseScript = redis.NewScript(withRelease(rlReleaseLua))
+	// Releases of many Redlock locks on one node (redlock_release.go).
+
+	//go:embed scripts/rlreleasemany.lua
+	rlReleaseManyLua    string
+	rlReleaseManyScript = redis.NewScript(withRelease(rlReleaseManyLua))
 
 	//go:embed scripts/renew.lua
 	renewLua    string
@@ -70,12 +77,19 @@ var (
 
 // withSingle puts single.lua into a single-node script at its
 // --[[single.lua]] line.
-func withSingle(script string) string {
-	const mark = "--[[single.lua]]\n"
+func withSingle(script string) string { return include(script, "single.lua", singleLua) }
+
+// withRelease puts rlreleaseone.lua into a Redlock release script at its
+// --[[rlreleaseone.lua]] line.
+func withRelease(script string) string { return include(script, "rlreleaseone.lua", rlReleaseOneLua) }
+
+// include puts body into script at its --[[name]] line.
+func include(script, name, body string) string {
+	mark := "--[[" + name + "]]\n"
 	if !strings.Contains(script, mark) {
-		panic("redislock: a single-node script without " + mark)
+		panic("redislock: a script without " + mark)
 	}
-	return strings.Replace(script, mark, singleLua, 1)
+	return strings.Replace(script, mark, body, 1)
 }
 
 // ttlMillis is a TTL as the scripts take it.
