@@ -51,7 +51,8 @@ type Client struct {
 	leases map[*Lease]struct{}
 	calls  sync.WaitGroup // Lock/TryLock calls and lease timers' work in flight
 
-	coalesce bool // the driver batches concurrent renewals: renew on a grid
+	coalesce bool       // the driver batches concurrent renewals: renew on a grid
+	grid     *renewGrid // schedules the renewals if coalesce
 }
 
 // NewClient wraps a driver in a Client, which from then on owns it. Driver
@@ -71,6 +72,9 @@ func NewClient(drv driver.Driver, opts ...Option) (*Client, error) {
 	c := &Client{
 		drv: drv, cfg: cfg, tel: newTelemetry(cfg, drv), closeCtx: ctx, closeFn: cancel, leases: map[*Lease]struct{}{},
 		coalesce: ok && rc.CoalescesRenewals(),
+	}
+	if c.coalesce {
+		c.grid = newRenewGrid()
 	}
 	if cn, ok := drv.(driver.ConnNotifier); ok && c.tel.log != nil {
 		cn.NotifyConn(c.connChanged)
@@ -183,6 +187,9 @@ func (c *Client) Close() error {
 	}
 	c.mu.Unlock()
 	c.closeFn() // waits end, background releases stop
+	if c.grid != nil {
+		c.grid.close()
+	}
 
 	// A lease ended by a loss or an Unlock that raced with this Close has
 	// left its release to us (l.unreleased), as have the ones ended here.

@@ -40,7 +40,8 @@ type Lease struct {
 	// No goroutine per lease: renewal, the safety deadline and the maximum
 	// hold time are timers. Only a driver that pushes losses (Lost() != nil)
 	// costs a goroutine that waits on it.
-	renewT, deadlineT, maxHoldT *time.Timer
+	renewT, deadlineT, maxHoldT *time.Timer // renewT: nil when c.grid schedules renewals
+	due                         int64       // the c.grid point l renews at (0: none); c.grid.mu
 
 	renewMu sync.Mutex      // held while a renewal runs; end waits out one in flight
 	v       driver.Validity // the last validity; renewMu
@@ -73,8 +74,10 @@ func (c *Client) startLease(prim primitive, metered bool, name string, cfg confi
 	}
 	// Timers are made stopped and armed once all of them exist, so that no
 	// callback sees a half-built lease.
-	l.renewT = time.AfterFunc(time.Hour, l.renew)
-	l.renewT.Stop()
+	if c.grid == nil {
+		l.renewT = time.AfterFunc(time.Hour, l.renew)
+		l.renewT.Stop()
+	}
 	l.deadlineT = time.AfterFunc(time.Hour, l.deadlinePassed)
 	l.deadlineT.Stop()
 	if cfg.maxHold > 0 {
@@ -106,7 +109,7 @@ func (c *Client) startLease(prim primitive, metered bool, name string, cfg confi
 	}
 
 	l.deadlineT.Reset(time.Until(l.deadlineOf(v)))
-	l.renewT.Reset(time.Until(l.renewAt(v)))
+	l.scheduleRenewal(l.renewAt(v))
 	if l.maxHoldT != nil {
 		l.maxHoldT.Reset(cfg.maxHold)
 	}
@@ -274,8 +277,21 @@ func (l *Lease) retryRelease() {
 	}
 }
 
+// scheduleRenewal arranges for the next renewal to start at at.
+func (l *Lease) scheduleRenewal(at time.Time) {
+	if g := l.c.grid; g != nil {
+		g.schedule(l, at)
+		return
+	}
+	l.renewT.Reset(time.Until(at))
+}
+
 func (l *Lease) stopTimers() {
-	l.renewT.Stop()
+	if g := l.c.grid; g != nil {
+		g.unschedule(l)
+	} else {
+		l.renewT.Stop()
+	}
 	l.deadlineT.Stop()
 	if l.maxHoldT != nil {
 		l.maxHoldT.Stop()
@@ -429,9 +445,9 @@ func (l *Lease) renew() {
 // cuts it short, as it does a Renew), whichever comes first.
 func (l *Lease) renewAsync(ar driver.AsyncRenewer, rctx context.Context, cancel func(), dl time.Time) {
 	var settled atomic.Bool
-	settle := func(nv driver.Validity, err error) bool {
+	settle := func(nv driver.Validity, err error) {
 		if !settled.CompareAndSwap(false, true) {
-			return false
+			return
 		}
 		cancel()
 		lost := l.settleRenewal(nv, err, dl)
@@ -441,18 +457,18 @@ func (l *Lease) renewAsync(ar driver.AsyncRenewer, rctx context.Context, cancel 
 				defer l.c.calls.Done()
 				l.loseAndRelease(lossRenewal, lost)
 			}()
-			return true
+			return
 		}
 		l.c.calls.Done()
-		return true
 	}
 	stopWaiting := context.AfterFunc(rctx, func() {
 		settle(driver.Validity{}, rctx.Err())
 	})
 	ar.RenewAsync(rctx, func(nv driver.Validity, err error) {
-		if settle(nv, err) {
-			stopWaiting()
-		}
+		// Unregistered first: settle's cancel would otherwise start the
+		// AfterFunc's goroutine, one per renewal, only to find it settled.
+		stopWaiting()
+		settle(nv, err)
 	})
 }
 
@@ -471,7 +487,7 @@ func (l *Lease) settleRenewal(nv driver.Validity, err error, dl time.Time) (lost
 		l.renewFail = nil
 		l.mu.Unlock()
 		l.deadlineT.Reset(time.Until(l.deadlineOf(l.v))) // if it fired already, the lease stays lost
-		l.renewT.Reset(time.Until(l.renewAt(l.v)))
+		l.scheduleRenewal(l.renewAt(l.v))
 	case errors.Is(err, ErrLockLost):
 		l.renewed(renewLost, nil)
 		return fmt.Errorf("renewal found it gone: %w", err) // err matches ErrLockLost
@@ -483,7 +499,7 @@ func (l *Lease) settleRenewal(nv driver.Validity, err error, dl time.Time) (lost
 		}
 		l.mu.Unlock()
 		// Retry soon, but leave the engine room to recover.
-		l.renewT.Reset(min(l.intervalFor(l.v)/4, max(time.Until(dl)/2, time.Millisecond)))
+		l.scheduleRenewal(time.Now().Add(min(l.intervalFor(l.v)/4, max(time.Until(dl)/2, time.Millisecond))))
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -213,6 +214,8 @@ func TestCoalescedRenewalsComeTogether(t *testing.T) {
 type asyncDriver struct {
 	manyDriver
 	pending chan asyncRenewal // the unanswered renewals
+
+	most atomic.Int64 // the most goroutines seen when a renewal started
 }
 
 func (d *asyncDriver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, driver.Validity, error) {
@@ -232,6 +235,9 @@ func (l *asyncLock) Renew(context.Context) (driver.Validity, error) {
 func (l *asyncLock) RenewAsync(ctx context.Context, done func(driver.Validity, error)) {
 	if _, ok := ctx.Deadline(); !ok {
 		panic("RenewAsync's ctx has no deadline")
+	}
+	if g := int64(runtime.NumGoroutine()); g > l.d.most.Load() {
+		l.d.most.Store(g) // RenewAsync's callers may race: a rough maximum
 	}
 	l.d.pending <- asyncRenewal{l.token, done}
 }
@@ -273,6 +279,10 @@ func TestAsyncRenewalCostsNoGoroutine(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("%d of %d renewals reached the driver in 10 s", len(first), n)
 		}
+	}
+	// The renewals of a wave start from one goroutine, not one each.
+	if most := d.most.Load() - int64(before); most > 20 {
+		t.Errorf("%d goroutines more than before the locks while the renewals of %d leases started, want a few", most, n)
 	}
 	var g int
 	for range 50 { // timer goroutines that started the renewals end at once
