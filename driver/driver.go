@@ -327,3 +327,26 @@ type Listed struct {
 	Name   string
 	Status Status
 }
+
+// WaitRenewal runs r's RenewAsync and waits for its outcome, or for ctx to
+// end (then it returns ctx's error, unless the answer is already in): a
+// driver's Renew, so that Renew and RenewAsync are one code path.
+func WaitRenewal(ctx context.Context, r AsyncRenewer) (Validity, error) {
+	type outcome struct {
+		v   Validity
+		err error
+	}
+	ch := make(chan outcome, 1)
+	r.RenewAsync(ctx, func(v Validity, err error) { ch <- outcome{v, err} })
+	select {
+	case o := <-ch:
+		return o.v, o.err
+	case <-ctx.Done():
+		select {
+		case o := <-ch:
+			return o.v, o.err
+		default:
+			return Validity{}, ctx.Err()
+		}
+	}
+}

@@ -2,6 +2,7 @@ package etcdlock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -101,18 +102,11 @@ func (l *lock) Lost() <-chan struct{} {
 
 // Renew is RenewAsync waiting for its outcome, or for ctx's end.
 func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
-	type result struct {
-		v   driver.Validity
-		err error
+	v, err := driver.WaitRenewal(ctx, l)
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return v, fmt.Errorf("etcdlock: renew %q: %w", l.key, err)
 	}
-	ch := make(chan result, 1)
-	l.RenewAsync(ctx, func(v driver.Validity, err error) { ch <- result{v, err} })
-	select {
-	case r := <-ch:
-		return r.v, r.err
-	case <-ctx.Done():
-		return driver.Validity{}, fmt.Errorf("etcdlock: renew %q: %w", l.key, ctx.Err())
-	}
+	return v, err
 }
 
 // RenewAsync (driver.AsyncRenewer) refreshes the shared lease (one

@@ -53,18 +53,11 @@ type renewals struct {
 
 // Renew implements driver.Lock: RenewAsync, waited for.
 func (l *lock) Renew(ctx context.Context) (driver.Validity, error) {
-	type result struct {
-		v   driver.Validity
-		err error
+	v, err := driver.WaitRenewal(ctx, l)
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return v, l.err("renew", ctx, err)
 	}
-	ch := make(chan result, 1)
-	l.RenewAsync(ctx, func(v driver.Validity, err error) { ch <- result{v, err} })
-	select {
-	case r := <-ch:
-		return r.v, r.err
-	case <-ctx.Done():
-		return driver.Validity{}, l.err("renew", ctx, ctx.Err())
-	}
+	return v, err
 }
 
 // RenewAsync implements driver.AsyncRenewer: the renewal joins its

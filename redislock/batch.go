@@ -174,24 +174,6 @@ func newBatcher[E entry](n *node, run func(context.Context, *node, []E)) *batche
 	return &batcher[E]{n: n, run: run}
 }
 
-// renewAndWait runs a renewal started by start and waits for its outcome
-// or for ctx to end (the renewal may then still be sent: renewing a lock
-// that is still its owner's is harmless, its Release deletes it).
-func renewAndWait(ctx context.Context, start func(context.Context, func(driver.Validity, error))) (driver.Validity, error) {
-	type outcome struct {
-		v   driver.Validity
-		err error
-	}
-	ch := make(chan outcome, 1)
-	start(ctx, func(v driver.Validity, err error) { ch <- outcome{v, err} })
-	select {
-	case o := <-ch:
-		return o.v, o.err
-	case <-ctx.Done():
-		return driver.Validity{}, ctx.Err()
-	}
-}
-
 var (
 	_ driver.AsyncRenewer = (*singleLock)(nil)
 	_ driver.AsyncRenewer = (*redlockLock)(nil)

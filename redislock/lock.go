@@ -195,7 +195,7 @@ func (l *singleLock) partialJoin() bool { return false }
 
 // Renew implements driver.Lock: RenewAsync, waited for.
 func (l *singleLock) Renew(ctx context.Context) (driver.Validity, error) {
-	return renewAndWait(ctx, l.RenewAsync)
+	return driver.WaitRenewal(ctx, l)
 }
 
 // RenewAsync implements driver.AsyncRenewer: the renewal goes in the

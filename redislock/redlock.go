@@ -138,7 +138,7 @@ func (l *redlockLock) partialJoin() bool { return true }
 
 // Renew implements driver.Lock: RenewAsync, waited for.
 func (l *redlockLock) Renew(ctx context.Context) (driver.Validity, error) {
-	return renewAndWait(ctx, l.RenewAsync)
+	return driver.WaitRenewal(ctx, l)
 }
 
 // RenewAsync implements driver.AsyncRenewer: renewal must succeed on a

@@ -115,23 +115,7 @@ var errDisconnected = driver.Unavailable(errors.New("zklock: disconnected from Z
 // session no earlier than the session timeout after it last heard of it.
 // It is RenewAsync waiting for its answer, or for ctx to end.
 func (l *zkLock) Renew(ctx context.Context) (driver.Validity, error) {
-	type outcome struct {
-		v   driver.Validity
-		err error
-	}
-	ch := make(chan outcome, 1)
-	l.RenewAsync(ctx, func(v driver.Validity, err error) { ch <- outcome{v, err} })
-	select {
-	case o := <-ch:
-		return o.v, o.err
-	case <-ctx.Done():
-		select {
-		case o := <-ch: // answered already
-			return o.v, o.err
-		default:
-			return driver.Validity{}, ctx.Err()
-		}
-	}
+	return driver.WaitRenewal(ctx, l)
 }
 
 // RenewAsync starts Renew's check and returns: the renewal joins the
