@@ -155,8 +155,20 @@ func heldLockFile(l *dlock.Lease) *os.File {
 	return os.NewFile(uintptr(dup), f.Name())
 }
 
+// becomeSubreaper makes dlock the reaper of its command's orphans
+// (PR_SET_CHILD_SUBREAPER): a process of the command's group whose parent
+// has exited becomes dlock's child, not PID 1's, so that its zombie is
+// reaped by reapGroup. Otherwise it waits for PID 1, which in a container
+// may reap late (this sandbox's: about 2 s) or never (an entry point that
+// does not wait), and the zombie keeps the group alive for the kernel
+// (kill(-pgid, 0) succeeds): dlock would hold the lock, and not exit, for
+// that long. Process-wide and never undone: dlock runs one command.
+func becomeSubreaper() error {
+	return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+}
+
 // reapGroup reaps the exited children of dlock in process group pgid: when
-// dlock is PID 1 (a container's entry point) or a subreaper, the command's
+// dlock is PID 1 (a container's entry point) or a subreaper (becomeSubreaper), the command's
 // orphans become its children, and their zombies would keep the group alive.
 func reapGroup(pgid int) {
 	for {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,9 +23,15 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	runNonReapingParent() // exits if the test binary is run as that helper
 	// The tests own the environment: a developer's DLOCK_BACKEND must not
 	// redirect them.
 	os.Unsetenv(envBackend)
+	// The end-to-end tests time race-enabled dlock binaries: by default
+	// such a binary sleeps 1 s at exit, which their bounds would count.
+	if os.Getenv("GORACE") == "" {
+		os.Setenv("GORACE", "atexit_sleep_ms=0")
+	}
 	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) { removeBuild(); os.Exit(code) }))
 }
 
@@ -413,24 +420,47 @@ func TestLossGraceThenKill(t *testing.T) {
 	}
 }
 
+// TestSignalsForwarded: the signal that ended Run's context reaches the
+// command; with main's relay, so does any other. The relayed signal is
+// SIGUSR1, not SIGHUP: a command inherits the signals ignored by its
+// parent and a shell cannot trap them, so under nohup (as a CI runner may
+// be) a SIGHUP would never reach the script's trap and the test would hang.
 func TestSignalsForwarded(t *testing.T) {
+	for _, sig := range []os.Signal{syscall.SIGTERM, syscall.SIGUSR1} {
+		if signal.Ignored(sig) {
+			t.Fatalf("the test process ignores %v, so its command would too: run the tests without ignoring it", sig)
+		}
+	}
 	_, b := engine(t)
-	script := `trap "echo got-term; exit 7" TERM; trap "echo got-hup; exit 9" HUP; echo started; while :; do sleep 0.05; done`
+	script := `trap "echo got-term; exit 7" TERM; trap "echo got-usr1; exit 9" USR1; echo started; while :; do sleep 0.05; done`
 
 	// Without a relay (as in tests), the context's cause is forwarded once.
 	ctx, cancel := context.WithCancelCause(t.Context())
 	done, out, _ := startRun(t, ctx, "run", "--backend", b, "job1", "--", "sh", "-c", script)
 	cancel(signalCause{syscall.SIGTERM})
-	if code := exitCode(<-done); code != 7 || !strings.Contains(out.String(), "got-term") {
+	if code := exitCode(waitDone(t, done)); code != 7 || !strings.Contains(out.String(), "got-term") {
 		t.Fatalf("SIGTERM: exit %d, output %q", code, out)
 	}
 
 	// With main's relay every signal is forwarded.
 	relay := make(chan os.Signal, 1)
 	done, out, _ = startRun(t, withSignals(t.Context(), relay), "run", "--backend", b, "job2", "--", "sh", "-c", script)
-	relay <- syscall.SIGHUP
-	if code := exitCode(<-done); code != 9 || !strings.Contains(out.String(), "got-hup") {
-		t.Fatalf("SIGHUP: exit %d, output %q", code, out)
+	relay <- syscall.SIGUSR1
+	if code := exitCode(waitDone(t, done)); code != 9 || !strings.Contains(out.String(), "got-usr1") {
+		t.Fatalf("SIGUSR1: exit %d, output %q", code, out)
+	}
+}
+
+// waitDone waits for a Run started by startRun to return, failing the test
+// (instead of hanging it) if it does not within 10 s.
+func waitDone(t *testing.T, done <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("dlock run did not return within 10s")
+		return nil
 	}
 }
 

@@ -103,6 +103,9 @@ func supervise(ctx context.Context, c *dlock.Client, lease *dlock.Lease, o runOp
 	}
 	commandRunning.Store(true)
 	defer commandRunning.Store(false)
+	if err := becomeSubreaper(); err != nil {
+		fmt.Fprintf(stderr, "dlock: warning: cannot become the reaper of the command's orphans (%v): dlock waits for whoever reaps them\n", err)
+	}
 
 	pid, events, err := startChild(path, argv, env, []uintptr{os.Stdin.Fd(), outF.Fd(), errF.Fd()}, sys)
 	outCopy.started(outF)
@@ -202,8 +205,11 @@ func (s *supervisor) loop(ctx context.Context, events <-chan childEvent) (int, e
 		}
 	}()
 	for {
-		if exited && !groupAlive(s.pgid) {
-			return code, childErr
+		if exited {
+			reapGroup(s.pgid) // orphans that have exited (becomeSubreaper)
+			if !groupAlive(s.pgid) {
+				return code, childErr
+			}
 		}
 		select {
 		case ev, ok := <-events:
