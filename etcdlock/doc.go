@@ -244,6 +244,19 @@
 // closed client again: every watch or retry loop backs off, and stops on a
 // closed client.
 //
+// # Connection news
+//
+// A dlock client with a logger (dlock.WithLogger) logs the etcd client's
+// connection lost and restored (driver.ConnNotifier), once per outage, with
+// the endpoints (never their user info nor the password) and the number of
+// leases held: lost when no endpoint can be reached (every connection
+// attempt fails, or a closed connection is not made anew within a second),
+// restored when the connection is ready again. One goroutine per driver
+// follows the gRPC connection's state (conn.go); without a logger there is
+// none. A connection reset and made anew at once, one endpoint of several
+// going away, an idle connection and a network that drops packets while the
+// connection stays open are not told (the last shows as failed renewals).
+//
 // # Handoff latency
 //
 // A waiter watches its predecessor from "now" (revision 0), waits for the

@@ -77,15 +77,16 @@ type Driver struct {
 	closeFn  context.CancelFunc
 	grant    chan struct{} // one lease grant at a time
 
-	mu       sync.Mutex
-	closed   bool
-	leases   map[int64]*lease    // the lease new keys go on, by TTL asked for, in seconds
-	all      map[*lease]struct{} // every lease granted and not known dead: Close revokes them
-	watching bool                // the loss watch is running (loss.go)
-	orphans  map[*lock]struct{}  // keys to delete in the background (orphans.go)
-	reaping  bool                // the goroutine deleting orphans is running
-	kick     chan struct{}       // wakes it early
-	wg       sync.WaitGroup      // every goroutine the driver starts; Close waits for them
+	mu        sync.Mutex
+	closed    bool
+	leases    map[int64]*lease    // the lease new keys go on, by TTL asked for, in seconds
+	all       map[*lease]struct{} // every lease granted and not known dead: Close revokes them
+	watching  bool                // the loss watch is running (loss.go)
+	orphans   map[*lock]struct{}  // keys to delete in the background (orphans.go)
+	reaping   bool                // the goroutine deleting orphans is running
+	connWatch bool                // the goroutine telling of the connection runs (conn.go)
+	kick      chan struct{}       // wakes it early
+	wg        sync.WaitGroup      // every goroutine the driver starts; Close waits for them
 
 	checks, deletes *batcher // owner checks and owner-checked deletes in bulk (batch.go)
 

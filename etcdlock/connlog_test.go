@@ -1,0 +1,208 @@
+package etcdlock
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/internal/faultproxy"
+)
+
+// connLog is an slog handler that keeps every record, as its message and
+// attributes, and hands the connection news to a channel.
+type connLog struct {
+	mu    sync.Mutex
+	lines []string
+	news  chan string
+}
+
+func newConnLog() *connLog { return &connLog{news: make(chan string, 100)} }
+
+const (
+	connLost     = "dlock: engine connection lost"
+	connRestored = "dlock: engine connection restored"
+)
+
+func (h *connLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h *connLog) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		b.WriteString(" " + a.Key + "=" + a.Value.String())
+		return true
+	})
+	line := b.String()
+	h.mu.Lock()
+	h.lines = append(h.lines, line)
+	h.mu.Unlock()
+	if strings.HasPrefix(line, connLost) || strings.HasPrefix(line, connRestored) {
+		select {
+		case h.news <- line:
+		default:
+		}
+	}
+	return nil
+}
+func (h *connLog) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *connLog) WithGroup(string) slog.Handler      { return h }
+
+// await returns the next connection news, which must start with msg.
+func (h *connLog) await(t *testing.T, msg string) string {
+	t.Helper()
+	select {
+	case line := <-h.news:
+		if !strings.HasPrefix(line, msg) {
+			t.Fatalf("logged %q, want %q first", line, msg)
+		}
+		return line
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no %q logged within 20 s", msg)
+		return ""
+	}
+}
+
+// all returns every line logged.
+func (h *connLog) all() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.lines...)
+}
+
+// TestConnectionLogged: with a logger, a client on an etcd:// URL that
+// carries a password logs the loss of its connection to etcd and its return
+// (driver.ConnNotifier) once each per outage, however often gRPC retries in
+// between, with the held lock riding it out; a connection reset and made
+// anew at once is not logged; no line holds the password.
+func TestConnectionLogged(t *testing.T) {
+	eps := authCluster(t)
+	for _, tc := range []struct {
+		name  string
+		fault func(p *faultproxy.Proxy) (undo func())
+		want  string // in the loss's detail; "": nothing logged
+	}{
+		// The server is down: connections are refused.
+		{"Down", func(p *faultproxy.Proxy) func() {
+			p.Refuse(true)
+			p.Reset(faultproxy.Any)
+			return func() { p.Refuse(false) }
+		}, "every connection attempt fails"},
+		// The connection is closed and new ones get no answer: gRPC keeps
+		// connecting.
+		{"Stalled", func(p *faultproxy.Proxy) func() {
+			rm := p.Add(faultproxy.Any, faultproxy.Fault{Stall: true})
+			p.Reset(faultproxy.Any)
+			return func() { rm(); p.Reset(faultproxy.Any) }
+		}, "still connecting after"},
+		// The connection is reset once: gRPC connects again at once.
+		{"Reset", func(p *faultproxy.Proxy) func() {
+			p.Reset(faultproxy.Any)
+			return func() {}
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := faultproxy.Start(strings.TrimPrefix(eps[0], "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			h := newConnLog()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c, err := dlock.Open(ctx, "etcd://locker:"+lockerPassword+"@"+p.Addr()+"/dlocktest",
+				dlock.WithTTL(30*time.Second), dlock.WithLogger(slog.New(h)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			l, err := c.Mutex(benchName(t)).Lock(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const outages = 2
+			for range outages {
+				undo := tc.fault(p)
+				if tc.want == "" {
+					undo()
+					break
+				}
+				lost := h.await(t, connLost)
+				// The outage lasts long enough for gRPC to try again a
+				// few times (its backoff starts at 1 s): none of them
+				// may be logged.
+				time.Sleep(3 * time.Second)
+				undo()
+				back := h.await(t, connRestored)
+				t.Logf("%s\n%s", lost, back)
+				for _, want := range []string{"cannot reach http://" + p.Addr() + ": " + tc.want, "dlock.held=1", "dlock.driver=etcdlock"} {
+					if !strings.Contains(lost, want) {
+						t.Errorf("logged %q: want %q in it", lost, want)
+					}
+				}
+				for _, want := range []string{"connected to http://" + p.Addr() + " after ", "dlock.held=1", "dlock.driver=etcdlock"} {
+					if !strings.Contains(back, want) {
+						t.Errorf("logged %q: want %q in it", back, want)
+					}
+				}
+			}
+			// The connection works (and the lock rode the outages out).
+			select {
+			case <-l.Done():
+				t.Fatalf("the lock was lost: %v", context.Cause(l.Context()))
+			default:
+			}
+			if err := l.Unlock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			var lost, restored int
+			for _, line := range h.all() {
+				if strings.Contains(line, lockerPassword) {
+					t.Errorf("logged the password: %q", line)
+				}
+				switch {
+				case strings.HasPrefix(line, connLost):
+					lost++
+				case strings.HasPrefix(line, connRestored):
+					restored++
+				}
+			}
+			want := outages
+			if tc.want == "" {
+				want = 0
+			}
+			if lost != want || restored != want {
+				t.Errorf("logged %d losses and %d returns of the connection, want %d of each", lost, restored, want)
+			}
+		})
+	}
+}
+
+// TestConnDetailNoCredentials: the endpoints named in the connection news
+// carry neither the user info of their URLs nor the client's password.
+func TestConnDetailNoCredentials(t *testing.T) {
+	// No Username in the config: the client would authenticate before
+	// returning, with no server to answer.
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: []string{"http://bob:S3cretPw@127.0.0.1:1", "127.0.0.1:2"}, Logger: zap.NewNop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	cli.Password = "S3cretPw"
+	d := newDriver(cli, nil, false)
+	defer d.Close()
+	got := d.endpoints()
+	if got != "http://127.0.0.1:1,127.0.0.1:2" {
+		t.Errorf("endpoints named %q, want %q", got, "http://127.0.0.1:1,127.0.0.1:2")
+	}
+}
