@@ -117,7 +117,7 @@ func TestConnectionLogged(t *testing.T) {
 			}
 			waited := make(chan error, 1)
 			go func() {
-				l, err := c.Mutex(name+"/w").Lock(ctx)
+				l, err := c.Mutex(name + "/w").Lock(ctx)
 				if err == nil {
 					err = l.Unlock(ctx)
 				}
