@@ -43,35 +43,40 @@ type connWatch struct {
 	closed   *atomic.Bool
 	note     func(up bool, detail string)
 
+	down atomic.Bool // written under mu
 	mu   sync.Mutex
-	down bool
 	// changed is when the request that told the last change began: news
 	// from a request begun before it is stale (a reply to a request sent
 	// before an outage must not tell the node back).
 	changed time.Time
 }
 
-// tell passes up (with detail) to note if it changes the node's state and
-// is news from a request begun at start or later than the last change.
-func (w *connWatch) tell(start time.Time, up bool, detail string) {
-	if w.closed.Load() {
-		return // the driver's own doing
+// tell passes up to note if it changes the node's state and is news from
+// a request begun at start or later than the last change; the detail names
+// the node and says why (err's text, if why is empty).
+func (w *connWatch) tell(start time.Time, up bool, why string, err error) {
+	if w.closed.Load() || w.down.Load() == !up {
+		return // the driver's own doing, or no change (every request's fast path)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.down == !up || start.Before(w.changed) {
+	if w.down.Load() == !up || start.Before(w.changed) {
 		return
 	}
-	w.down, w.changed = !up, start
-	w.note(up, scrubPassword(detail, w.password))
+	w.down.Store(!up)
+	w.changed = start
+	if why == "" {
+		why = err.Error()
+	}
+	w.note(up, scrubPassword(w.name+": "+why, w.password))
 }
 
 func (w *connWatch) lost(start time.Time, err error) {
-	w.tell(start, false, w.name+": "+err.Error())
+	w.tell(start, false, "", err)
 }
 
 func (w *connWatch) answered(start time.Time) {
-	w.tell(start, true, w.name+" answers again")
+	w.tell(start, true, "answers again", nil)
 }
 
 // outcome tells what a request begun at start that ended with err says
@@ -93,7 +98,7 @@ func (w *connWatch) outcome(ctx context.Context, start time.Time, err error) {
 // changed since last (the outage that dropped it was told), then the answer.
 func (w *connWatch) pubsubReconnected(last time.Time) {
 	now := time.Now()
-	w.tell(last, false, w.name+": the waiters' pub/sub connection dropped")
+	w.tell(last, false, "the waiters' pub/sub connection dropped", nil)
 	w.answered(now)
 }
 
