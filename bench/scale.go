@@ -27,6 +27,11 @@ type Target struct {
 	// (client-side; nil if not counted): blind to Lua internals and the
 	// servers' own work, but also to the other users of shared servers.
 	Sent func() int64
+	// SentIsRequests judges renewal requests by Sent rather than by Count:
+	// Redis counts every command a script runs inside it as one it
+	// handled, so its counter shows a one-script batch of N renewals as N
+	// or more; the requests are the scripts.
+	SentIsRequests bool
 	// ScaleN, if not 0, replaces ScaleConfig.N for this target (an engine
 	// too slow to take N locks within the run's time).
 	ScaleN int

@@ -41,7 +41,7 @@ func (e *Engines) Targets(suffix string) []Target {
 		sc := RedisCommandCalls(rdb)
 		ts = append(ts, Target{Name: "dlock-redis" + suffix, Family: "redis" + suffix,
 			Open:  func(opts ...dlock.Option) (*dlock.Client, error) { return redislock.New(rdb, nil, opts...) },
-			Floor: e.Redis.scaleFloor(), Count: &sc, Sent: e.Redis.sent.Load})
+			Floor: e.Redis.scaleFloor(), Count: &sc, Sent: e.Redis.sent.Load, SentIsRequests: true})
 	}
 	if e.Etcd != nil {
 		cli := e.Etcd.Client
