@@ -230,3 +230,34 @@ func TestRedlockConnectionLogged(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkConnWatch: an uncontended Lock+Unlock without a logger and with
+// one (the connection hook on every request), to compare.
+func BenchmarkConnWatch(b *testing.B) {
+	addr := benchServer(b)
+	ctx := context.Background()
+	for _, logged := range []bool{false, true} {
+		b.Run(map[bool]string{false: "silent", true: "logger"}[logged], func(b *testing.B) {
+			var opts []dlock.Option
+			if logged {
+				opts = append(opts, dlock.WithLogger(slog.New(newConnLog())))
+			}
+			c, err := New(benchClient(b, addr), nil, opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			m := c.Mutex("bench-connwatch")
+			b.ReportAllocs()
+			for b.Loop() {
+				l, err := m.Lock(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := l.Unlock(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
