@@ -273,4 +273,11 @@
 // Clients made from a URL never write to go-redis's process-wide logger:
 // their failed dials come back as errors only. Clients passed to New or
 // NewRedlock log as their owner configured go-redis (redis.SetLogger).
+//
+// A client given dlock.WithLogger logs each node's connection lost (a
+// request failing with a network error, a failed dial, the waiters' pub/sub
+// connection dropped) and restored (the node answers again; a node nobody
+// sends anything is told back with the next request), once per change,
+// naming the node by its address and never its password. For that the
+// driver adds a go-redis hook to each node's client (Driver.NotifyConn).
 package redislock

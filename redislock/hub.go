@@ -46,6 +46,11 @@ type hub struct {
 	// arrives late (the waiter's own attempt found the lock already its)
 	// must not be given back: that would delete a live lock.
 	held map[string]struct{}
+	// conn follows the node's connection for NotifyConn (conn.go), nil
+	// without; lastSign is when the pub/sub connection last delivered
+	// something (loop's alone).
+	conn     *connWatch
+	lastSign time.Time
 }
 
 type topic struct {
@@ -73,6 +78,13 @@ func (w *watcher) signal() {
 func newHub(rdb redis.UniversalClient, prefix string, named bool, bg *sync.WaitGroup) *hub {
 	return &hub{rdb: rdb, prefix: prefix, named: named, bg: bg, topics: map[string]*topic{}, inflight: map[string]int{},
 		held: map[string]struct{}{}}
+}
+
+// setConn makes the hub tell w of its pub/sub connection's drops.
+func (h *hub) setConn(w *connWatch) {
+	h.mu.Lock()
+	h.conn = w
+	h.mu.Unlock()
 }
 
 // took records that the waiter owner took its lock up (single node).
@@ -349,12 +361,23 @@ func (h *hub) loop(ps *redis.PubSub, ch <-chan interface{}, done chan struct{}) 
 		case *redis.Message:
 			h.mu.Lock()
 			h.deliver(m)
+			conn := h.conn
 			h.mu.Unlock()
+			h.lastSign = time.Now()
+			if conn != nil {
+				conn.answered(h.lastSign)
+			}
 		case *redis.Subscription:
 			if m.Kind != "subscribe" {
 				continue
 			}
 			h.mu.Lock()
+			// The first confirmation on a connection counts 1; for a
+			// channel confirmed already it is go-redis's resubscription on
+			// the connection that replaced a dropped one.
+			t := h.topics[m.Channel]
+			resub := m.Count == 1 && h.inflight[m.Channel] == 0 && t != nil && isClosed(t.confirmed)
+			conn, last := h.conn, h.lastSign
 			n := h.inflight[m.Channel]
 			if n > 0 {
 				n--
@@ -383,7 +406,25 @@ func (h *hub) loop(ps *redis.PubSub, ch <-chan interface{}, done chan struct{}) 
 				}
 			}
 			h.mu.Unlock()
+			h.lastSign = time.Now()
+			switch {
+			case conn == nil:
+			case resub:
+				conn.pubsubReconnected(last)
+			default:
+				conn.answered(h.lastSign)
+			}
 		}
+	}
+}
+
+// isClosed reports whether c is closed.
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 
