@@ -151,7 +151,14 @@ func TestConnectionLogged(t *testing.T) {
 					}
 				}
 			}
-			// The connection works (and the lock rode the outages out).
+			// The connection works (and the lock rode the outages out). A
+			// read first: clientv3 retries it until the connection is back,
+			// where a release sent into the reset itself fails (gRPC does not
+			// resend a Txn whose answer was lost; Unlock then reports
+			// "retrying in the background" — stop 20's local CI).
+			if st, err := c.Status(ctx, l.Name()); err != nil || !st.Held || st.Token != l.Token() {
+				t.Fatalf("Status after the faults: %+v, %v; want held with token %d", st, err, l.Token())
+			}
 			select {
 			case <-l.Done():
 				t.Fatalf("the lock was lost: %v", context.Cause(l.Context()))
