@@ -2,9 +2,7 @@ package etcdlock
 
 import (
 	"context"
-	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,67 +11,13 @@ import (
 
 	"github.com/dlockio/dlock"
 	"github.com/dlockio/dlock/internal/faultproxy"
+	"github.com/dlockio/dlock/internal/testlog"
 )
-
-// connLog is an slog handler that keeps every record, as its message and
-// attributes, and hands the connection news to a channel.
-type connLog struct {
-	mu    sync.Mutex
-	lines []string
-	news  chan string
-}
-
-func newConnLog() *connLog { return &connLog{news: make(chan string, 100)} }
 
 const (
-	connLost     = "dlock: engine connection lost"
-	connRestored = "dlock: engine connection restored"
+	connLost     = testlog.ConnLost
+	connRestored = testlog.ConnRestored
 )
-
-func (h *connLog) Enabled(context.Context, slog.Level) bool { return true }
-func (h *connLog) Handle(_ context.Context, r slog.Record) error {
-	var b strings.Builder
-	b.WriteString(r.Message)
-	r.Attrs(func(a slog.Attr) bool {
-		b.WriteString(" " + a.Key + "=" + a.Value.String())
-		return true
-	})
-	line := b.String()
-	h.mu.Lock()
-	h.lines = append(h.lines, line)
-	h.mu.Unlock()
-	if strings.HasPrefix(line, connLost) || strings.HasPrefix(line, connRestored) {
-		select {
-		case h.news <- line:
-		default:
-		}
-	}
-	return nil
-}
-func (h *connLog) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *connLog) WithGroup(string) slog.Handler      { return h }
-
-// await returns the next connection news, which must start with msg.
-func (h *connLog) await(t *testing.T, msg string) string {
-	t.Helper()
-	select {
-	case line := <-h.news:
-		if !strings.HasPrefix(line, msg) {
-			t.Fatalf("logged %q, want %q first", line, msg)
-		}
-		return line
-	case <-time.After(20 * time.Second):
-		t.Fatalf("no %q logged within 20 s", msg)
-		return ""
-	}
-}
-
-// all returns every line logged.
-func (h *connLog) all() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]string(nil), h.lines...)
-}
 
 // TestConnectionLogged: with a logger, a client on an etcd:// URL that
 // carries a password logs the loss of its connection to etcd and its return
@@ -112,11 +56,11 @@ func TestConnectionLogged(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer p.Close()
-			h := newConnLog()
+			h := testlog.New()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			c, err := dlock.Open(ctx, "etcd://locker:"+lockerPassword+"@"+p.Addr()+"/dlocktest",
-				dlock.WithTTL(30*time.Second), dlock.WithLogger(slog.New(h)))
+				dlock.WithTTL(30*time.Second), dlock.WithLogger(h.Logger()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -126,19 +70,19 @@ func TestConnectionLogged(t *testing.T) {
 				t.Fatal(err)
 			}
 			const outages = 2
-			for range outages {
+			for i := range outages {
 				undo := tc.fault(p)
 				if tc.want == "" {
 					undo()
 					break
 				}
-				lost := h.await(t, connLost)
+				lost := h.Await(t, connLost, i+1)
 				// The outage lasts long enough for gRPC to try again a
 				// few times (its backoff starts at 1 s): none of them
 				// may be logged.
 				time.Sleep(3 * time.Second)
 				undo()
-				back := h.await(t, connRestored)
+				back := h.Await(t, connRestored, i+1)
 				t.Logf("%s\n%s", lost, back)
 				for _, want := range []string{"cannot reach http://" + p.Addr() + ": " + tc.want, "dlock.held=1", "dlock.driver=etcdlock"} {
 					if !strings.Contains(lost, want) {
@@ -171,7 +115,7 @@ func TestConnectionLogged(t *testing.T) {
 				t.Fatal(err)
 			}
 			var lost, restored int
-			for _, line := range h.all() {
+			for _, line := range h.Lines() {
 				if strings.Contains(line, lockerPassword) {
 					t.Errorf("logged the password: %q", line)
 				}
@@ -188,6 +132,11 @@ func TestConnectionLogged(t *testing.T) {
 			}
 			if lost != want || restored != want {
 				t.Errorf("logged %d losses and %d returns of the connection, want %d of each", lost, restored, want)
+			}
+			for i, line := range h.Matching(connLost, connRestored) {
+				if first := []string{connLost, connRestored}[i%2]; !strings.HasPrefix(line, first) {
+					t.Errorf("connection news %d is %q, want %q: each loss followed by its return", i, line, first)
+				}
 			}
 		})
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
@@ -14,54 +13,14 @@ import (
 
 	"github.com/dlockio/dlock"
 	"github.com/dlockio/dlock/internal/faultproxy"
+	"github.com/dlockio/dlock/internal/testlog"
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
-// connLog is an slog handler that hands each record's message and
-// attributes to a channel.
-type connLog struct{ out chan string }
-
-func (h *connLog) Enabled(context.Context, slog.Level) bool { return true }
-func (h *connLog) Handle(_ context.Context, r slog.Record) error {
-	var b strings.Builder
-	b.WriteString(r.Message)
-	r.Attrs(func(a slog.Attr) bool {
-		b.WriteString(" " + a.Key + "=" + a.Value.String())
-		return true
-	})
-	select {
-	case h.out <- b.String():
-	default:
-	}
-	return nil
-}
-func (h *connLog) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *connLog) WithGroup(string) slog.Handler      { return h }
-
 const (
-	connLost     = "dlock: engine connection lost"
-	connRestored = "dlock: engine connection restored"
+	connLost     = testlog.ConnLost
+	connRestored = testlog.ConnRestored
 )
-
-// await returns the first line logged that starts with msg, failing t on
-// any line that holds secret.
-func (h *connLog) await(t *testing.T, msg, secret string) string {
-	t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		select {
-		case line := <-h.out:
-			if strings.Contains(line, secret) {
-				t.Errorf("logged the password: %q", line)
-			}
-			if strings.HasPrefix(line, msg) {
-				return line
-			}
-		case <-deadline:
-			t.Fatalf("no %q logged within 20 s", msg)
-		}
-	}
-}
 
 // TestConnectionLogged: with a logger, the client logs the loss of the
 // driver's connection to the server and its return (driver.ConnNotifier),
@@ -85,10 +44,10 @@ func TestConnectionLogged(t *testing.T) {
 			q := u.Query()
 			q.Set(TableParam, testTable)
 			u.RawQuery = q.Encode()
-			h := &connLog{out: make(chan string, 1000)}
+			h := testlog.New()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			c, err := dlock.Open(ctx, u.String(), dlock.WithTTL(10*time.Second), dlock.WithLogger(slog.New(h)))
+			c, err := dlock.Open(ctx, u.String(), dlock.WithTTL(10*time.Second), dlock.WithLogger(h.Logger()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -115,7 +74,7 @@ func TestConnectionLogged(t *testing.T) {
 					t.Fatal("TryLock with the server refusing connections succeeded")
 				}
 			}
-			lost := h.await(t, connLost, secret)
+			lost := h.Await(t, connLost, 1)
 			if fault != "refuse" {
 				select {
 				case <-l.Done():
@@ -130,7 +89,7 @@ func TestConnectionLogged(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Lock once the server is back: %v", err)
 			}
-			back := h.await(t, connRestored, secret)
+			back := h.Await(t, connRestored, 1)
 			t.Logf("%s\n%s", lost, back)
 			want := map[string]string{"terminate": "terminating connection due to administrator command",
 				"reset": "(1 locks lost with it)", "refuse": "connecting to " + p.Addr() + " failed"}[fault]
@@ -149,8 +108,8 @@ func TestConnectionLogged(t *testing.T) {
 				t.Error(err)
 			}
 			c.Close()
-			for len(h.out) > 0 {
-				if line := <-h.out; strings.Contains(line, secret) {
+			for _, line := range h.Lines() {
+				if strings.Contains(line, secret) {
 					t.Errorf("logged the password: %q", line)
 				}
 			}
@@ -162,9 +121,9 @@ func TestConnectionLogged(t *testing.T) {
 // the TTL) is not the loss of the connection: nothing is logged.
 func TestIdleSessionEndNotLogged(t *testing.T) {
 	url := testserver.Postgres(t)
-	h := &connLog{out: make(chan string, 1000)}
+	h := testlog.New()
 	ttl := time.Second
-	c, d := newClient(t, url, dlock.WithTTL(ttl), dlock.WithLogger(slog.New(h)))
+	c, d := newClient(t, url, dlock.WithTTL(ttl), dlock.WithLogger(h.Logger()))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	name := lockName(t)
@@ -206,9 +165,7 @@ func TestIdleSessionEndNotLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	for len(h.out) > 0 {
-		if line := <-h.out; strings.HasPrefix(line, connLost) || strings.HasPrefix(line, connRestored) {
-			t.Errorf("logged %q for a session the server ended for idleness", line)
-		}
+	for _, line := range h.Matching(connLost, connRestored) {
+		t.Errorf("logged %q for a session the server ended for idleness", line)
 	}
 }

@@ -3,9 +3,7 @@ package redislock
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,73 +12,14 @@ import (
 	"github.com/dlockio/dlock"
 	"github.com/dlockio/dlock/drivertest"
 	"github.com/dlockio/dlock/internal/faultproxy"
+	"github.com/dlockio/dlock/internal/testlog"
 	"github.com/dlockio/dlock/internal/testserver"
 )
 
 const (
-	connLost     = "dlock: engine connection lost"
-	connRestored = "dlock: engine connection restored"
+	connLost     = testlog.ConnLost
+	connRestored = testlog.ConnRestored
 )
-
-// connLog is an slog handler that keeps the connection lines logged.
-type connLog struct {
-	mu    sync.Mutex
-	lines []string
-	added chan struct{} // buffered 1: signalled on each line
-}
-
-func newConnLog() *connLog { return &connLog{added: make(chan struct{}, 1)} }
-
-func (h *connLog) Enabled(context.Context, slog.Level) bool { return true }
-func (h *connLog) Handle(_ context.Context, r slog.Record) error {
-	if !strings.HasPrefix(r.Message, "dlock: engine connection") {
-		return nil
-	}
-	var b strings.Builder
-	b.WriteString(r.Message)
-	r.Attrs(func(a slog.Attr) bool {
-		b.WriteString(" " + a.Key + "=" + a.Value.String())
-		return true
-	})
-	h.mu.Lock()
-	h.lines = append(h.lines, b.String())
-	h.mu.Unlock()
-	select {
-	case h.added <- struct{}{}:
-	default:
-	}
-	return nil
-}
-func (h *connLog) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *connLog) WithGroup(string) slog.Handler      { return h }
-
-func (h *connLog) all() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]string(nil), h.lines...)
-}
-
-// await waits until n lines starting with msg have been logged.
-func (h *connLog) await(t *testing.T, msg string, n int) {
-	t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		c := 0
-		for _, l := range h.all() {
-			if strings.HasPrefix(l, msg) {
-				c++
-			}
-		}
-		if c >= n {
-			return
-		}
-		select {
-		case <-h.added:
-		case <-deadline:
-			t.Fatalf("no %q logged within 20 s; logged: %q", msg, h.all())
-		}
-	}
-}
 
 // TestConnectionLogged: with a logger, a single-node client logs the loss
 // of its connection to a password-protected server and its return once
@@ -99,8 +38,8 @@ func TestConnectionLogged(t *testing.T) {
 			defer p.Close()
 			rdb := redis.NewClient(&redis.Options{Addr: p.Addr(), Password: secret})
 			t.Cleanup(func() { rdb.Close() })
-			h := newConnLog()
-			c := newClient(t, rdb, dlock.WithTTL(6*time.Second), dlock.WithLogger(slog.New(h)))
+			h := testlog.New()
+			c := newClient(t, rdb, dlock.WithTTL(6*time.Second), dlock.WithLogger(h.Logger()))
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			name := uniqueName(t)
@@ -129,14 +68,14 @@ func TestConnectionLogged(t *testing.T) {
 			switch fault {
 			case "down":
 				undo := faultproxy.Apply([]*faultproxy.Proxy{p}, faultproxy.Any, drivertest.Fault{Down: true})
-				h.await(t, connLost, 1)
+				h.Await(t, connLost, 1)
 				undo()
 			case "pubsub":
 				if p.Reset(pubsubConn) == 0 {
 					t.Fatal("no pub/sub connection to reset")
 				}
 			}
-			h.await(t, connRestored, 1)
+			h.Await(t, connRestored, 1)
 			// Requests after the return: none may tell a change again.
 			if err := held.Unlock(ctx); err != nil {
 				t.Fatal(err)
@@ -147,7 +86,7 @@ func TestConnectionLogged(t *testing.T) {
 			if err := l.Unlock(ctx); err != nil {
 				t.Fatal(err)
 			}
-			lines := h.all()
+			lines := h.Matching(connLost, connRestored)
 			t.Logf("%q", lines)
 			if len(lines) != 2 || !strings.HasPrefix(lines[0], connLost) || !strings.HasPrefix(lines[1], connRestored) {
 				t.Fatalf("logged %q, want one loss, then one return", lines)
@@ -193,8 +132,8 @@ func TestRedlockConnectionLogged(t *testing.T) {
 		t.Cleanup(func() { p.Close() })
 		ps, nodes = append(ps, p), append(nodes, adminClient(t, p.Addr()))
 	}
-	h := newConnLog()
-	c, err := NewRedlock(nodes, nil, dlock.WithTTL(6*time.Second), dlock.WithLogger(slog.New(h)))
+	h := testlog.New()
+	c, err := NewRedlock(nodes, nil, dlock.WithTTL(6*time.Second), dlock.WithLogger(h.Logger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,15 +150,15 @@ func TestRedlockConnectionLogged(t *testing.T) {
 		ls = append(ls, l)
 	}
 	undo := faultproxy.Apply(ps[1:2], faultproxy.Any, drivertest.Fault{Down: true})
-	h.await(t, connLost, 1)
+	h.Await(t, connLost, 1)
 	undo()
-	h.await(t, connRestored, 1)
+	h.Await(t, connRestored, 1)
 	for _, l := range ls {
 		if err := l.Unlock(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	lines := h.all()
+	lines := h.Matching(connLost, connRestored)
 	t.Logf("%q", lines)
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], connLost) || !strings.HasPrefix(lines[1], connRestored) {
 		t.Fatalf("logged %q, want one loss, then one return", lines)
@@ -240,7 +179,7 @@ func BenchmarkConnWatch(b *testing.B) {
 		b.Run(map[bool]string{false: "silent", true: "logger"}[logged], func(b *testing.B) {
 			var opts []dlock.Option
 			if logged {
-				opts = append(opts, dlock.WithLogger(slog.New(newConnLog())))
+				opts = append(opts, dlock.WithLogger(testlog.New().Logger()))
 			}
 			c, err := New(benchClient(b, addr), nil, opts...)
 			if err != nil {
