@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dlockio/dlock/driver"
+	"github.com/dlockio/dlock/internal/redact"
 )
 
 // News of the driver's connections to the server, for the client's log
@@ -48,17 +48,8 @@ func (d *Driver) tellConn(up bool, detail string) {
 	}
 	d.connDown = !up
 	if d.connNote != nil {
-		d.connNote(up, scrubPassword(detail, d.pool.Config().ConnConfig.Password))
+		d.connNote(up, redact.Password(detail, d.pool.Config().ConnConfig.Password))
 	}
-}
-
-// scrubPassword is s without password, should a message of the client
-// library's have carried it.
-func scrubPassword(s, password string) string {
-	if password == "" {
-		return s
-	}
-	return strings.ReplaceAll(s, password, "xxxxx")
 }
 
 // connected tells of a session opened.

@@ -43,7 +43,7 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	}
 	pool, err := pgxpool.NewWithConfig(context.WithoutCancel(ctx), cfg)
 	if err != nil {
-		return nil, fmt.Errorf("pglock: %s: %s", redact.URL(u), scrub(err, cfg.ConnConfig.Password))
+		return nil, fmt.Errorf("pglock: %s: %s", redact.URL(u), redact.Password(err.Error(), cfg.ConnConfig.Password))
 	}
 	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
@@ -76,7 +76,7 @@ func configFromURL(u *url.URL) (*pgxpool.Config, string, error) {
 			pw, _ = c.User.Password()
 		}
 		return nil, "", driver.InvalidArgument("pglock: URL", strconv.Quote(redact.URL(u)),
-			"postgres://[user[:password]@]host[:port][,...][/database][?param=value&...] ("+scrub(err, pw)+")")
+			"postgres://[user[:password]@]host[:port][,...][/database][?param=value&...] ("+redact.Password(err.Error(), pw)+")")
 	}
 	if cfg.ConnConfig.Password == "" {
 		cfg.ConnConfig.Password = os.Getenv(EnvPassword)
@@ -84,21 +84,14 @@ func configFromURL(u *url.URL) (*pgxpool.Config, string, error) {
 	return cfg, table, nil
 }
 
-// scrub is err's text without the password, should the client library
-// have put it there.
-func scrub(err error, password string) string {
-	s := err.Error()
-	if password != "" {
-		s = strings.ReplaceAll(s, password, "xxxxx")
-	}
-	return s
-}
-
+// scrubErr is err with the password out of its text (redact.Password),
+// should the client library have put it there; errors.Is and As still
+// see err.
 func scrubErr(err error, password string) error {
 	if password == "" || !strings.Contains(err.Error(), password) {
 		return err
 	}
-	return scrubbed{msg: scrub(err, password), err: err}
+	return scrubbed{msg: redact.Password(err.Error(), password), err: err}
 }
 
 type scrubbed struct {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dlockio/dlock/driver"
+	"github.com/dlockio/dlock/internal/redact"
 )
 
 var _ driver.ConnNotifier = (*Driver)(nil)
@@ -68,7 +68,7 @@ func (w *connWatch) tell(start time.Time, up bool, why string, err error) {
 	if why == "" {
 		why = err.Error()
 	}
-	w.note(up, scrubPassword(w.name+": "+why, w.password))
+	w.note(up, redact.Password(w.name+": "+why, w.password))
 }
 
 func (w *connWatch) lost(start time.Time, err error) {
@@ -168,12 +168,4 @@ func clientPassword(c redis.UniversalClient) string {
 		return c.Options().Password
 	}
 	return ""
-}
-
-// scrubPassword is s without password.
-func scrubPassword(s, password string) string {
-	if password == "" {
-		return s
-	}
-	return strings.ReplaceAll(s, password, "xxxxx")
 }

@@ -95,3 +95,13 @@ func Secrets(u *url.URL) []string {
 	}
 	return s
 }
+
+// Password is s with every occurrence of password replaced, for a message
+// a client library may have built from its configuration (an address with
+// user info, an authentication error); s itself if password is "".
+func Password(s, password string) string {
+	if password == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, password, "xxxxx")
+}

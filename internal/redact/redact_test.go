@@ -36,3 +36,15 @@ func TestSecrets(t *testing.T) {
 		t.Errorf("Secrets = %q: db is no secret", s)
 	}
 }
+
+func TestPassword(t *testing.T) {
+	for _, tc := range []struct{ s, pw, want string }{
+		{"dial redis://u:hunter2@h:1: hunter2 refused", "hunter2", "dial redis://u:xxxxx@h:1: xxxxx refused"},
+		{"no password here", "", "no password here"},
+		{"other text", "hunter2", "other text"},
+	} {
+		if got := Password(tc.s, tc.pw); got != tc.want {
+			t.Errorf("Password(%q, %q) = %q, want %q", tc.s, tc.pw, got, tc.want)
+		}
+	}
+}
