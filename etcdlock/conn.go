@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 
 	"github.com/dlockio/dlock/driver"
+	"github.com/dlockio/dlock/internal/redact"
 )
 
 // Connection news for the client's log (driver.ConnNotifier). The etcd
@@ -115,9 +116,5 @@ func (d *Driver) endpoints() string {
 		}
 		eps[i] = scheme + rest
 	}
-	s := strings.Join(eps, ",")
-	if pw := d.cli.Password; pw != "" {
-		s = strings.ReplaceAll(s, pw, "xxxxx")
-	}
-	return s
+	return redact.Password(strings.Join(eps, ","), d.cli.Password)
 }
