@@ -21,6 +21,18 @@ const (
 	connRestored = testlog.ConnRestored
 )
 
+// oneLossThenReturn returns the connection lines h recorded, failing t
+// unless they are one loss, then one return.
+func oneLossThenReturn(t *testing.T, h *testlog.Recorder) []string {
+	t.Helper()
+	lines := h.Matching(connLost, connRestored)
+	t.Logf("%q", lines)
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], connLost) || !strings.HasPrefix(lines[1], connRestored) {
+		t.Fatalf("logged %q, want one loss, then one return", lines)
+	}
+	return lines
+}
+
 // TestConnectionLogged: with a logger, a single-node client logs the loss
 // of its connection to a password-protected server and its return once
 // each, with the node's address and the held-lock count, and never the
@@ -86,11 +98,7 @@ func TestConnectionLogged(t *testing.T) {
 			if err := l.Unlock(ctx); err != nil {
 				t.Fatal(err)
 			}
-			lines := h.Matching(connLost, connRestored)
-			t.Logf("%q", lines)
-			if len(lines) != 2 || !strings.HasPrefix(lines[0], connLost) || !strings.HasPrefix(lines[1], connRestored) {
-				t.Fatalf("logged %q, want one loss, then one return", lines)
-			}
+			lines := oneLossThenReturn(t, h)
 			for _, line := range lines {
 				if strings.Contains(line, secret) {
 					t.Errorf("logged the password: %q", line)
@@ -158,11 +166,7 @@ func TestRedlockConnectionLogged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	lines := h.Matching(connLost, connRestored)
-	t.Logf("%q", lines)
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], connLost) || !strings.HasPrefix(lines[1], connRestored) {
-		t.Fatalf("logged %q, want one loss, then one return", lines)
-	}
+	lines := oneLossThenReturn(t, h)
 	for _, line := range lines {
 		if !strings.Contains(line, "detail="+ps[1].Addr()) || !strings.Contains(line, "dlock.held=2") {
 			t.Errorf("logged %q: want detail=%s and dlock.held=2", line, ps[1].Addr())
