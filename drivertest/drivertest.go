@@ -96,6 +96,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"CloseWithEngineDown", testCloseWithEngineDown},
 		{"LockAcrossOutage", testLockAcrossOutage},
 		{"NoOverlapUnderFaults", testNoOverlapUnderFaults},
+		{"ConnectionReset", testConnectionReset},
 		{"NotSupported", testNotSupported},
 		{"RW/ReadersShare", testReadersShare},
 		{"RW/WriterExcludesReaders", testWriterExcludesReaders},

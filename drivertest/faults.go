@@ -41,5 +41,17 @@ type Fault struct {
 	// Down resets the connections and refuses new ones until the fault is
 	// undone: a dead engine, or a firewall that rejects.
 	Down bool
-	Dir  Direction
+	// Reset resets the connections once, when the fault is applied, and
+	// lets new ones through at once: a blip, after which the client
+	// reconnects straight away. Its undo does nothing. Dir is ignored.
+	Reset bool
+	Dir   Direction
+}
+
+// ConnBound is implemented by Faulter harnesses whose engine ties a held
+// lock to the connection that took it, such as PostgreSQL's session-level
+// advisory locks: a reset of that connection frees the lock, and the driver
+// must report the loss (Done closed, ErrLockLost) rather than ride it out.
+type ConnBound interface {
+	LocksDieWithConnection() bool
 }

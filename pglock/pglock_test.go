@@ -79,6 +79,7 @@ type harness struct {
 
 var (
 	_ drivertest.Faulter    = (*harness)(nil)
+	_ drivertest.ConnBound  = (*harness)(nil)
 	_ drivertest.Crasher    = (*harness)(nil)
 	_ drivertest.LossForcer = (*harness)(nil)
 )
@@ -112,6 +113,10 @@ func (h *harness) proxy(d driver.Driver) (*faultproxy.Proxy, error) {
 }
 
 func (h *harness) ConnKinds() []string { return nil }
+
+// LocksDieWithConnection implements drivertest.ConnBound: a session-level
+// advisory lock ends with its session.
+func (h *harness) LocksDieWithConnection() bool { return true }
 
 func (h *harness) Fault(d driver.Driver, kind string, f drivertest.Fault) (func(), error) {
 	if kind != "" {

@@ -10,10 +10,15 @@ import (
 // in ps (one driver's proxies, one per server) and returns its undo, for
 // harnesses that implement drivertest.Faulter. Down resets the matching
 // connections and refuses new ones (all new ones: which kind a connection
-// is shows only after the client has spoken on it).
+// is shows only after the client has spoken on it). Reset resets the
+// matching connections once and leaves new ones alone.
 func Apply(ps []*Proxy, m Match, f drivertest.Fault) (undo func()) {
 	var removes []func()
 	for _, p := range ps {
+		if f.Reset {
+			p.Reset(m)
+			continue
+		}
 		if f.Down {
 			p.Refuse(true)
 			p.Reset(m)
