@@ -38,6 +38,9 @@ type lock struct {
 	// up, or the orphan reaper. It guards removed.
 	del     chan struct{}
 	removed bool // this driver deleted key
+	// inDoubt: an owner-checked delete of key failed without an answer, so
+	// it may have been applied; a later "key not ours" may be its doing.
+	inDoubt bool
 }
 
 // track makes the lock for a new queue key of req, key under pfx (the
@@ -175,15 +178,34 @@ const releaseTimeout = 5 * time.Second
 // be called again after a failure: once the key is deleted, by this call,
 // an earlier one or the driver's background retry, it returns nil; if the
 // key was found gone or someone else's, an error matching ErrLockLost.
+//
+// A delete that fails in a way that may pass (a connection reset under it,
+// no leader) is sent again, with backoff, until it is answered or ctx (at
+// most releaseTimeout) ends: a blip costs the reconnect, not a release in
+// the background. Such a failure leaves the delete in doubt — it may have
+// been applied, its answer lost — so a later answer "not ours" is sorted
+// out by settleInDoubt.
 func (l *lock) Release(ctx context.Context) error {
 	l.d.unwatch(l) // our own delete is no loss
+	goneBefore := l.gone.Load()
 	rctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 	defer cancel()
 	if err := l.takeDel(rctx); err != nil { // the background delete has it
 		return fmt.Errorf("etcdlock: release %q: %w", l.key, l.d.engineErr(ctx, err))
 	}
 	defer func() { <-l.del }()
+	var bo backoff
 	deleted, err := l.remove(rctx)
+	for err != nil && rctx.Err() == nil && transient(err) && bo.wait(rctx) == nil {
+		deleted, err = l.remove(rctx)
+	}
+	if err == nil && !deleted && l.inDoubt && !goneBefore {
+		deleted, err = l.settleInDoubt(rctx)
+	}
+	if errors.Is(err, driver.ErrLockLost) {
+		l.d.unorphan(l)
+		return fmt.Errorf("etcdlock: release %q: %w", l.key, err)
+	}
 	if err != nil {
 		l.d.orphan(l)
 		return fmt.Errorf("etcdlock: release %q: %w", l.key, l.d.engineErr(ctx, err))
@@ -193,6 +215,50 @@ func (l *lock) Release(ctx context.Context) error {
 		return fmt.Errorf("%w: queue key %q was already gone", driver.ErrLockLost, l.key)
 	}
 	return nil
+}
+
+// errOutcomeUnknown: a release whose delete may have been applied found the
+// key gone, and its lease gone too, so nothing tells whether the delete or
+// the lease's expiry removed it. The lock is not held either way.
+var errOutcomeUnknown = fmt.Errorf("%w: the release's outcome is unknown: its owner-checked delete failed without an answer, "+
+	"and by the time it was sent again the key and its lease were gone (the delete or the lease's expiry removed it)", driver.ErrLockLost)
+
+// settleInDoubt decides, for a key found not ours after an owner-checked
+// delete of it failed without an answer, whether that delete removed it.
+// The caller holds l.del.
+//
+// Who can remove l's key: (1) the lease's expiry or revocation, which
+// removes every key on the lease; (2) an owner-checked delete of it, which
+// only this lock makes (it compares the create revision and lease, and
+// both are l's alone) — by Release or the orphan reaper, one at a time
+// under l.del, and this driver's Close, which revokes the lease (1); (3) a
+// delete by name from outside dlock (an operator's etcdctl del), which the
+// holder's loss watch reports as a loss. Nothing in dlock puts the key
+// again: it is named by our lease id and a sequence number.
+//
+// So if the lease is alive at a time after the retry found the key gone —
+// TimeToLive, sent after that answer, finds it — the key was not removed
+// by (1), and was removed by our delete in doubt (2), unless an operator
+// deleted it by hand in the moment between that delete and its retry (3),
+// which no answer from etcd can tell apart: the delete's reply is what was
+// lost. We count it as our release: the lock was ours until at least the
+// moment the release was sent, and free after. If the lease is gone, (1)
+// and (2) cannot be told apart: the result says the outcome is unknown
+// (matching ErrLockLost, which means "no longer held, or may not be": it is
+// not held either way) rather than a false release or a false loss.
+func (l *lock) settleInDoubt(ctx context.Context) (bool, error) {
+	if l.d.cli.Ctx().Err() != nil {
+		return false, errClientClosed
+	}
+	resp, err := l.d.cli.TimeToLive(ctx, l.ls.id)
+	switch {
+	case err != nil:
+		return false, fmt.Errorf("checking lease %x after a delete in doubt: %w", int64(l.ls.id), err)
+	case resp.TTL <= 0:
+		return false, errOutcomeUnknown
+	}
+	l.removed = true
+	return true, nil
 }
 
 // takeDel takes l.del, waiting out a background delete in flight, unless
@@ -216,7 +282,8 @@ func (l *lock) takeDel(ctx context.Context) error {
 // revision is unknown, by name (the name carries our lease id and sequence
 // number: no one else ever writes it). It reports whether the key is
 // deleted by this driver (now or before); false with a nil error means it
-// was not ours any more. The caller holds l.del.
+// was not ours any more (or, if l.inDoubt, that an earlier delete of ours
+// may have removed it). The caller holds l.del.
 func (l *lock) remove(ctx context.Context) (bool, error) {
 	if l.removed {
 		return true, nil
@@ -234,6 +301,9 @@ func (l *lock) remove(ctx context.Context) (bool, error) {
 	}
 	ok, err := l.d.deletes.owned(ctx, l)
 	if err != nil {
+		if transient(err) || isContextErr(err) {
+			l.inDoubt = true // it may have been applied, its answer lost
+		}
 		return false, err
 	}
 	l.removed = ok
