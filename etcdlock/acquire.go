@@ -34,12 +34,22 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", req.Name, errClientClosed)
 	}
 	secs := int64((req.TTL + time.Second - 1) / time.Second)
-	for attempt := 0; ; attempt++ {
+	var bo backoff
+	for attempt, resent := 0, false; ; attempt++ {
 		ls, err := d.leaseFor(ctx, secs)
 		if err != nil {
 			return nil, driver.Validity{}, d.engineErr(ctx, err)
 		}
 		l, v, err := d.acquire(ctx, req, ls)
+		var nl noAnswer
+		if errors.As(err, &nl) && nl.clean && !resent && transient(err) && ctx.Err() == nil && bo.wait(ctx) == nil {
+			// A blip (the connection reset under the request) and our
+			// key, if the request made one, is deleted: try once more
+			// rather than report an outage that has passed. (A blocking
+			// Lock is retried by the portable layer anyway.)
+			resent = true
+			continue
+		}
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			// Our lease expired unseen (we were idle past its TTL, or
 			// paused): not an engine failure, so make a new one and try
@@ -113,6 +123,15 @@ func (d *Driver) acquire(ctx context.Context, req driver.Request, ls *lease) (_ 
 	return l, ls.validity(), nil
 }
 
+// noAnswer is the error of an attempt whose transaction failed without an
+// answer; clean says that the key it may have made is deleted.
+type noAnswer struct {
+	error
+	clean bool
+}
+
+func (e noAnswer) Unwrap() error { return e.error }
+
 // try makes one attempt, for a request without Wait: one transaction that
 // creates our key only if nothing keeps it out. A writer needs the name to
 // have no key at all, a reader no writer's key (held or waiting: readers
@@ -135,8 +154,8 @@ func (d *Driver) try(ctx context.Context, l *lock, put clientv3.Op, cmps []clien
 	resp, err := d.cli.Txn(ctx).If(cmps...).Then(then...).Else(conflict...).Commit()
 	if err != nil {
 		// The put may have happened before the reply was lost.
-		d.abandon(ctx, l)
-		return nil, driver.Validity{}, fmt.Errorf("etcdlock: lock %q: %w", l.name, err)
+		clean := d.abandon(ctx, l)
+		return nil, driver.Validity{}, noAnswer{fmt.Errorf("etcdlock: lock %q: %w", l.name, err), clean}
 	}
 	if !resp.Succeeded {
 		if err := mismatch(l.name, l.pfx, l.limit, conflictKey(resp)); err != nil {

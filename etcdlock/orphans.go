@@ -35,18 +35,26 @@ func (d *Driver) cleanupContext(ctx context.Context) (context.Context, context.C
 }
 
 // abandon removes the key of a lock an Acquire called with ctx gives up on
-// (l is not returned to anyone, so l.del is free). If the delete fails
-// within driver.CleanupTimeout, the key becomes an orphan.
-func (d *Driver) abandon(ctx context.Context, l *lock) {
+// (l is not returned to anyone, so l.del is free), sending the delete again
+// while it fails in a way that may pass (a reset connection). If it is not
+// deleted within driver.CleanupTimeout, the key becomes an orphan. It
+// reports whether the key is gone.
+func (d *Driver) abandon(ctx context.Context, l *lock) bool {
 	d.unwatch(l) // our own delete is no loss
 	l.del <- struct{}{}
 	ctx, cancel := d.cleanupContext(ctx)
+	var bo backoff
 	_, err := l.remove(ctx)
+	for err != nil && ctx.Err() == nil && transient(err) && bo.wait(ctx) == nil {
+		_, err = l.remove(ctx)
+	}
 	cancel()
 	<-l.del
 	if err != nil {
 		d.orphan(l)
+		return false
 	}
+	return true
 }
 
 // orphan queues l's key for deletion in the background and retires its
