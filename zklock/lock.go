@@ -21,6 +21,9 @@ type zkLock struct {
 	sess  *session
 
 	released atomic.Bool // Release was called
+	// inDoubt: a delete of the node failed without an answer, so it may
+	// have been applied; a later "no node" may be its doing.
+	inDoubt atomic.Bool
 
 	// Loss (loss.go). The channels are made only when asked for: a held
 	// lock reports loss by a call, and costs a few words.
@@ -158,8 +161,11 @@ func (l *zkLock) renewed(ctx context.Context, r *round, err error) (driver.Valid
 // Release deletes our node, in a multi with the session's other releases
 // in flight (batch.go). Its path carries a random guid and a sequence
 // number, and only our session created it, so the node at that path is
-// ours or gone: the delete cannot touch anyone else's lock. When the
-// delete's outcome is unknown (ctx ended, connection down) the node is
+// ours or gone: the delete cannot touch anyone else's lock. A delete that
+// fails because the connection dropped (a blip: the session lives on) is
+// sent again, with backoff, within ctx; a "no node" after such a failure is
+// sorted out by settleInDoubt. When the delete's outcome is still unknown
+// (ctx ended, connection down) the node is
 // removed in the background, retried until it is gone: left behind, it
 // would hold the queue for as long as the session lives. Release may be
 // called again after a failure: it then deletes again, or reports the lock
@@ -178,14 +184,82 @@ func (l *zkLock) Release(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", driver.ErrLockLost, errSessionEnded)
 	}
 	_, err := l.d.batch(ctx, &l.d.release, l.path)
+	wait := removeBackoff
+	for err != nil && l.mayPass(err) && ctx.Err() == nil {
+		// The connection dropped under the delete (a blip): go-zookeeper
+		// reconnects on the same session; send it again, within ctx.
+		l.inDoubt.Store(true)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+			wait = min(2*wait, removeBackoffMax)
+			_, err = l.d.batch(ctx, &l.d.release, l.path)
+		}
+	}
+	if errors.Is(err, zk.ErrNoNode) && l.inDoubt.Load() {
+		err = l.settleInDoubt(ctx)
+	}
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, zk.ErrNoNode), errors.Is(err, zk.ErrSessionExpired):
+	case errors.Is(err, zk.ErrNoNode), errors.Is(err, zk.ErrSessionExpired), errors.Is(err, driver.ErrLockLost):
 		return fmt.Errorf("%w: node %s: %w", driver.ErrLockLost, l.path, err)
 	}
 	// Unknown outcome: make sure the node goes, or it would hold the queue
 	// for as long as the session lives.
 	l.d.removeAsync("", "", l.path)
 	return l.d.wrapErr(ctx, "delete "+l.path, err)
+}
+
+// mayPass says whether a delete that failed with err may succeed if sent
+// again on the same session: the connection dropped, not the session.
+func (l *zkLock) mayPass(err error) bool {
+	return transient(err) && !errors.Is(err, zk.ErrSessionExpired) && !errors.Is(err, errSessionEnded) &&
+		!l.sess.ended() && l.d.done.Err() == nil
+}
+
+// errOutcomeUnknown: a release whose delete may have been applied found the
+// node gone, and could not show its session alive, so nothing tells
+// whether the delete or the session's end removed it.
+var errOutcomeUnknown = errors.New("the release's outcome is unknown: its delete failed without an answer, " +
+	"and by the time it was sent again the node was gone and its session could not be shown alive")
+
+// settleInDoubt decides, for our node found gone after a delete of it
+// failed without an answer (it may have been applied, its reply lost),
+// whether that delete removed it.
+//
+// Who can remove our node: (1) the end of the session that created it (it
+// is ephemeral); (2) a delete of its path, which in dlock only this lock
+// makes (the path carries a random guid and our sequence number: Release,
+// and the background remove it falls back on); (3) a delete by hand from
+// outside dlock, which the loss watch reports as a loss. So if the session
+// is alive at a time after the delete was found gone — a request on it,
+// sent after that answer, succeeds on the same session id — the node was
+// not removed by (1), and was removed by our delete in doubt (2), unless
+// someone deleted it by hand in the moment between that delete and its
+// retry (3), which no answer from ZooKeeper can tell apart: the delete's
+// reply is what was lost. We count it as our release: the lock was ours
+// until at least the moment the release was sent, and free after. If the
+// session cannot be shown alive, (1) and (2) cannot be told apart: the
+// result says the outcome is unknown (matching ErrLockLost, "no longer
+// held, or may not be": it is not held either way).
+func (l *zkLock) settleInDoubt(ctx context.Context) error {
+	if l.sess.ended() || l.d.conn.SessionID() != l.sess.id {
+		return fmt.Errorf("%w: %w", driver.ErrLockLost, errOutcomeUnknown)
+	}
+	type answer struct{ err error }
+	ch := make(chan answer, 1)
+	go func() { // go-zookeeper's calls take no context
+		_, _, err := l.d.conn.Exists(l.d.root)
+		ch <- answer{err}
+	}()
+	select {
+	case a := <-ch:
+		if a.err != nil || l.sess.ended() || l.d.conn.SessionID() != l.sess.id {
+			return fmt.Errorf("%w: %w", driver.ErrLockLost, errOutcomeUnknown)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", driver.ErrLockLost, errOutcomeUnknown)
+	}
 }
