@@ -35,6 +35,18 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 	if !req.Wait {
 		// A read answers most failed TryLocks without a write.
 		kids, err := d.children(ctx, parent)
+		for wait := removeBackoff; err != nil && connDropped(err) && wait <= removeBackoffMax; wait *= 2 {
+			// A blip: the request met a connection that had just
+			// dropped. A read may be sent again; the reconnect takes
+			// a moment.
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+				kids, err = d.children(ctx, parent)
+				continue
+			}
+			break
+		}
 		q := queue(kids)
 		switch {
 		case err != nil && !errors.Is(err, zk.ErrNoNode):

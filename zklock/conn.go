@@ -48,6 +48,12 @@ func (d *Driver) wrapErr(ctx context.Context, what string, err error) error {
 	return e
 }
 
+// connDropped reports whether err is the connection's failure, the session
+// living on (go-zookeeper reconnects to it): a request sent again may pass.
+func connDropped(err error) bool {
+	return transient(err) && !errors.Is(err, zk.ErrSessionExpired) && !errors.Is(err, errSessionEnded)
+}
+
 // transient reports whether err may pass with the connection: no server
 // reachable, the connection dropped (go-zookeeper reconnects), or the
 // session expired (go-zookeeper makes a new one, and Acquire works on it).

@@ -214,8 +214,7 @@ func (l *zkLock) Release(ctx context.Context) error {
 // mayPass says whether a delete that failed with err may succeed if sent
 // again on the same session: the connection dropped, not the session.
 func (l *zkLock) mayPass(err error) bool {
-	return transient(err) && !errors.Is(err, zk.ErrSessionExpired) && !errors.Is(err, errSessionEnded) &&
-		!l.sess.ended() && l.d.done.Err() == nil
+	return connDropped(err) && !l.sess.ended() && l.d.done.Err() == nil
 }
 
 // errOutcomeUnknown: a release whose delete may have been applied found the
@@ -247,19 +246,8 @@ func (l *zkLock) settleInDoubt(ctx context.Context) error {
 	if l.sess.ended() || l.d.conn.SessionID() != l.sess.id {
 		return fmt.Errorf("%w: %w", driver.ErrLockLost, errOutcomeUnknown)
 	}
-	type answer struct{ err error }
-	ch := make(chan answer, 1)
-	go func() { // go-zookeeper's calls take no context
-		_, _, err := l.d.conn.Exists(l.d.root)
-		ch <- answer{err}
-	}()
-	select {
-	case a := <-ch:
-		if a.err != nil || l.sess.ended() || l.d.conn.SessionID() != l.sess.id {
-			return fmt.Errorf("%w: %w", driver.ErrLockLost, errOutcomeUnknown)
-		}
-		return nil
-	case <-ctx.Done():
+	if _, err := l.d.exists(ctx, l.d.root, false); err != nil || l.sess.ended() || l.d.conn.SessionID() != l.sess.id {
 		return fmt.Errorf("%w: %w", driver.ErrLockLost, errOutcomeUnknown)
 	}
+	return nil
 }
