@@ -167,7 +167,12 @@
 // ended without releasing: the grant holds the lock unused until the last
 // of them is over, renewing meanwhile, and only then returns. A vanished
 // holder is replaced when its lease is surely over, at most the TTL after
-// its last renewal; a clean release hands over at once.
+// its last renewal; a clean release hands over at once. So does the
+// Unlock of a lock whose session a reset ended under it (a blip): the
+// lease is over (Done is closed before the release), so the release ends
+// it in the row from a connection of the pool (owner-checked by process
+// and token) and reports the loss; only if that statement fails too does
+// the next holder wait the lease out.
 //
 // The grant reads the row through ON CONFLICT … DO UPDATE, which in read
 // committed updates the row's latest version whatever the statement's

@@ -63,6 +63,11 @@ type queries struct {
 	// commit need not wait for the WAL flush: a release lost in a crash
 	// only makes the next holder wait out the lease.
 	release, releaseShared string
+	// endLease, endLeaseShared ($1 key, $2 the ended session's server
+	// process, $3 token): end the lease in the row of a lock whose session
+	// ended under it, from another connection, so that the next holder
+	// does not wait it out; owner-checked as release is.
+	endLease, endLeaseShared string
 	// unlock, unlockShared ($1 key): give up a lock whose granting
 	// statement failed (and so wrote nothing).
 	unlock, unlockShared string
@@ -135,14 +140,16 @@ SELECT %s($1), set_config('synchronous_commit', 'off', true) FROM (SELECT count(
 		addColumns: fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS name bytea, ADD COLUMN IF NOT EXISTS holder integer,
 	ADD COLUMN IF NOT EXISTS held_until bigint, ADD COLUMN IF NOT EXISTS wait_until bigint,
 	ADD COLUMN IF NOT EXISTS readers jsonb`, t),
-		try:           grant(try, false),
-		tryShared:     grant(tryShared, true),
-		wait:          grant(wait, false),
-		waitShared:    grant(waitShared, true),
-		unlock:        `SELECT pg_advisory_unlock($1)`,
-		unlockShared:  `SELECT pg_advisory_unlock_shared($1)`,
-		release:       release(`held_until = NULL`, owner, "pg_advisory_unlock"),
-		releaseShared: release(`readers = readers - $2::integer::text`, ownerShared, "pg_advisory_unlock_shared"),
+		try:            grant(try, false),
+		tryShared:      grant(tryShared, true),
+		wait:           grant(wait, false),
+		waitShared:     grant(waitShared, true),
+		unlock:         `SELECT pg_advisory_unlock($1)`,
+		unlockShared:   `SELECT pg_advisory_unlock_shared($1)`,
+		release:        release(`held_until = NULL`, owner, "pg_advisory_unlock"),
+		releaseShared:  release(`readers = readers - $2::integer::text`, ownerShared, "pg_advisory_unlock_shared"),
+		endLease:       fmt.Sprintf(`UPDATE %s SET held_until = NULL WHERE key = $1 AND %s`, t, owner),
+		endLeaseShared: fmt.Sprintf(`UPDATE %s SET readers = readers - $2::integer::text WHERE key = $1 AND %s`, t, ownerShared),
 		renewMany: fmt.Sprintf(`WITH r AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[]) AS r(key, token, ttl, shared)),
 k AS MATERIALIZED (SELECT key FROM %[1]s WHERE key = ANY($1::bigint[]) ORDER BY key FOR NO KEY UPDATE),
 u AS (UPDATE %[1]s AS c SET held_until = greatest(c.held_until, CASE WHEN NOT r.shared THEN %[2]s + r.ttl END),

@@ -127,6 +127,7 @@ func (l *lock) Release(ctx context.Context) error {
 	})
 	if errors.Is(err, errSessionEnded) {
 		l.done()
+		l.endLease(ctx)
 		return l.err("release", ctx, err)
 	}
 	if errors.Is(err, errReleased) {
@@ -139,6 +140,27 @@ func (l *lock) Release(ctx context.Context) error {
 		return fmt.Errorf("pglock: release: the session no longer held the lock: %w", driver.ErrLockLost)
 	}
 	return nil
+}
+
+// endLease ends, from a connection of the pool, the lease in the key's row
+// of a lock whose session ended under it (a reset connection ends the
+// session, and the server frees the advisory lock with it). The lease in
+// the row is what a successor waits out, for a holder that may still
+// believe it holds; this one has ended its lease (Release comes after the
+// portable layer closed Done), so the next holder need not wait. Best
+// effort, within ctx: if it fails, the next holder waits the lease out, as
+// for a holder that vanished. The statement is owner-checked as release
+// is: the token is this grant's alone.
+func (l *lock) endLease(ctx context.Context) {
+	q := l.d.q.endLease
+	if l.mode == driver.Shared {
+		q = l.d.q.endLeaseShared
+	}
+	for try := 0; try < 2; try++ { // a pooled connection may have died with the session
+		if _, err := l.d.pool.Exec(ctx, q, l.key, l.s.pid, int64(l.token)); err == nil || ctx.Err() != nil {
+			return
+		}
+	}
 }
 
 // done marks the lock released, once, and gives its key back to the
