@@ -245,7 +245,7 @@ func (l *singleLock) renewal() *renewal {
 // (the portable layer retries a failed release) changes nothing that is not
 // this lock's.
 func (l *singleLock) Release(ctx context.Context) error {
-	ok, err := l.release(ctx, 0)
+	ok, err := l.releaseOwn(ctx)
 	if err != nil {
 		return l.n.errorf(l.keys.lock, err)
 	}

@@ -1,7 +1,11 @@
 -- Single-node release (keys: single.lua). ARGV[1] owner id, ARGV[2] release
 -- channel, ARGV[3] TTL in milliseconds for a hand-over, ARGV[4] how long (ms)
 -- to refuse this owner's attempts from now on if it holds nothing, '0' for
--- not at all.
+-- not at all; ARGV[5] '1' if the client may send the script again by
+-- itself after a lost reply (go-redis's retries): a release then notes
+-- OWNER:r in KEYS[5] for the TTL, and a copy sent again answers 1 (its
+-- first copy released), not 0. An owner id is one acquisition's, so the
+-- note can only be this owner's own release.
 -- Gives up the owner's hold; returns 1 if it held, 0 if not (nothing
 -- changed, but for a shared hold that had run out, which is dropped).
 -- What that frees goes straight to the waiters at the head of the queue
@@ -11,7 +15,7 @@
 -- or when the message reaches its client; one whose process died leaves it
 -- to expire after TTL.
 local owner = ARGV[1]
-if not string.find(owner, ':', 1, true) then
+if ARGV[5] ~= '1' and not string.find(owner, ':', 1, true) then
 	-- A mutex (a writer) without a value that nobody waits for or
 	-- observes: the common case, before single.lua's functions are made.
 	local ok, cur = pcall(redis.call, 'GET', KEYS[1])
@@ -21,6 +25,10 @@ if not string.find(owner, ':', 1, true) then
 	end
 end
 --[[single.lua]]
+local released = ARGV[5] == '1' and owner .. ':r'
+if released and redis.call('ZSCORE', KEYS[5], released) then
+	return 1
+end
 local ours, freed = false, false
 if kindOf(owner) == 'x' then
 	local ok, cur = pcall(redis.call, 'GET', KEYS[1])
@@ -42,6 +50,12 @@ if freed then
 	handOver(tonumber(ARGV[3]), ARGV[2])
 end
 if ours then
+	if released then
+		local t, keep = now(), tonumber(ARGV[3])
+		redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', t)
+		redis.call('ZADD', KEYS[5], t + keep, released)
+		extend(KEYS[5], keep)
+	end
 	return 1
 end
 if ARGV[4] ~= '0' then

@@ -5,7 +5,10 @@
 -- id to take out of the queue (a holder that is done), or '' to keep its
 -- place (a failed attempt), how long (ms) to refuse the attempt from now on
 -- if it has not taken the key here.
--- Deletes the lock if it is ours; returns 1 if it was ours, 0 if not.
+-- Deletes the lock if it is ours; returns 1 if it was ours, 0 if not. A
+-- release notes VALUE:r among the given-up attempts for as long, so that a
+-- copy of it sent again after a lost reply (go-redis retries by itself)
+-- answers 1, not 0: the value is one attempt's, the note its own release.
 local function now()
 	local t = redis.call('TIME')
 	return t[1] * 1000 + math.floor(t[2] / 1000)
@@ -18,6 +21,9 @@ local function release(lock, queue, alive, gone, value, channel, waiter, keep)
 		redis.call('ZREM', alive, waiter)
 	end
 	local ok, cur = pcall(redis.call, 'GET', lock)
+	if (not ok or cur ~= value) and redis.call('ZSCORE', gone, value .. ':r') then
+		return 1
+	end
 	if not ok or cur ~= value then
 		-- The attempt is over, but its request has not taken the key here:
 		-- it may still be on its way (a straggler behind the release, a
@@ -33,12 +39,18 @@ local function release(lock, queue, alive, gone, value, channel, waiter, keep)
 		return 0
 	end
 	redis.call('DEL', lock)
+	local t = now()
+	keep = tonumber(keep)
+	redis.call('ZREMRANGEBYSCORE', gone, '-inf', t)
+	redis.call('ZADD', gone, t + keep, value .. ':r')
+	if redis.call('PTTL', gone) < keep then
+		redis.call('PEXPIRE', gone, keep)
+	end
 	if channel == '' or redis.call('EXISTS', queue) == 0 then
 		-- Nobody queued: every waiter queues itself before it waits, so there
 		-- is no one to wake.
 		return 1
 	end
-	local t = now()
 	local dead = redis.call('ZRANGEBYSCORE', alive, '-inf', t)
 	if #dead > 0 then
 		redis.call('ZREM', queue, unpack(dead))
