@@ -152,7 +152,9 @@ func (l *Lease) Err() error {
 //
 // It returns nil if the engine had the lock and gave it up, an error
 // matching ErrLockLost if the lease was lost (the engine is left unchanged:
-// another holder's lock is never touched), ErrNotHeld if it was already
+// another holder's lock is never touched; where a release whose reply was
+// lost to a reset cannot be told from a loss, the error says the outcome
+// is unknown: the lock is not held either way), ErrNotHeld if it was already
 // released, or the engine's error if the release failed or was not answered
 // in time. In that last case the release is retried in the background until
 // the engine answers or the client is closed; a lock whose engine stays
@@ -237,7 +239,7 @@ func (l *Lease) release(ctx context.Context, retry bool) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, ErrLockLost):
-		lost := wrap(l.name, "release", fmt.Errorf("%w: the engine no longer held it", ErrLockLost))
+		lost := wrap(l.name, "release", fmt.Errorf("%w: the engine no longer held it (%v)", ErrLockLost, err))
 		l.mu.Lock()
 		if l.state == stateEnded {
 			l.err = lost
