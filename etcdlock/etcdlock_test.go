@@ -69,9 +69,6 @@ func (c *conn) fault(kind string, f drivertest.Fault) (undo func(), err error) {
 	case "":
 		return faultproxy.Apply(c.proxies, faultproxy.Any, f), nil
 	case "watch":
-		if f.Reset {
-			return nil, fmt.Errorf("etcdlock harness: a one-shot reset of the watch streams alone is not implemented")
-		}
 		return c.watch.add(f), nil
 	}
 	return nil, fmt.Errorf("etcdlock harness: no connection kind %q; want \"\" or one of %q", kind, connKinds)

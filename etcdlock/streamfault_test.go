@@ -34,9 +34,12 @@ const watchMethod = "/etcdserverpb.Watch/Watch"
 //   - Down: open streams fail with codes.Unavailable and new ones are
 //     refused with it, as clientv3 sees a lost connection; clientv3 reopens
 //     the stream with its own backoff once the fault is undone.
+//   - Reset: the streams open now fail so, once; new ones are let through.
 type streamFaults struct {
 	mu      sync.Mutex
 	faults  map[*drivertest.Fault]struct{}
+	resets  int           // Reset faults applied: a stream opened before the latest fails
+	opened  int           // watch streams opened
 	changed chan struct{} // closed and replaced when faults change
 }
 
@@ -46,6 +49,13 @@ func newStreamFaults() *streamFaults {
 
 // add puts f on the streams until undo is called (more than once is fine).
 func (sf *streamFaults) add(f drivertest.Fault) (undo func()) {
+	if f.Reset {
+		sf.mu.Lock()
+		sf.resets++
+		sf.notifyLocked()
+		sf.mu.Unlock()
+		return func() {}
+	}
 	fp := &f
 	sf.mu.Lock()
 	sf.faults[fp] = struct{}{}
@@ -131,7 +141,11 @@ func (sf *streamFaults) interceptor(ctx context.Context, desc *grpc.StreamDesc, 
 		cancel()
 		return nil, err
 	}
-	s := &faultyStream{ClientStream: cs, sf: sf, cancel: cancel, recvd: make(chan received, 1024)}
+	sf.mu.Lock()
+	gen := sf.resets
+	sf.opened++
+	sf.mu.Unlock()
+	s := &faultyStream{ClientStream: cs, sf: sf, gen: gen, cancel: cancel, recvd: make(chan received, 1024)}
 	go s.readAhead()
 	return s, nil
 }
@@ -144,6 +158,7 @@ func (sf *streamFaults) interceptor(ctx context.Context, desc *grpc.StreamDesc, 
 type faultyStream struct {
 	grpc.ClientStream
 	sf     *streamFaults
+	gen    int // sf.resets when the stream opened
 	cancel context.CancelFunc
 	recvd  chan received
 	err    error // the stream's end; RecvMsg's goroutine only
@@ -177,7 +192,7 @@ func (s *faultyStream) RecvMsg(m any) error {
 	}
 	for {
 		_, _, down, changed := s.sf.state(drivertest.ToClient)
-		if down { // an idle stream fails too, as on a broken connection
+		if down || s.reset() { // an idle stream fails too, as on a broken connection
 			return s.fail(errStreamDown)
 		}
 		select {
@@ -199,6 +214,13 @@ func (s *faultyStream) RecvMsg(m any) error {
 	}
 }
 
+// reset says whether a Reset came since the stream opened.
+func (s *faultyStream) reset() bool {
+	s.sf.mu.Lock()
+	defer s.sf.mu.Unlock()
+	return s.sf.resets > s.gen
+}
+
 func (s *faultyStream) fail(err error) error {
 	s.err = err
 	s.cancel()
@@ -206,6 +228,9 @@ func (s *faultyStream) fail(err error) error {
 }
 
 func (s *faultyStream) SendMsg(m any) error {
+	if s.reset() {
+		return errStreamDown
+	}
 	if err := s.sf.hold(s.Context(), drivertest.ToEngine, time.Now()); err != nil {
 		return err
 	}
@@ -318,4 +343,20 @@ func TestWatchFault(t *testing.T) {
 		t.Fatal("missed event not delivered within 10 s of the cut's end")
 	}
 	put("healed", 10*time.Second)
+
+	// A reset cuts the stream open now, once: clientv3 opens another at
+	// once and the watch goes on.
+	c.watch.mu.Lock()
+	opened := c.watch.opened
+	c.watch.mu.Unlock()
+	if _, err := c.fault("watch", drivertest.Fault{Reset: true}); err != nil {
+		t.Fatal(err)
+	}
+	put("after a reset", 10*time.Second)
+	c.watch.mu.Lock()
+	reopened := c.watch.opened
+	c.watch.mu.Unlock()
+	if reopened <= opened {
+		t.Errorf("watch streams opened: %d before the reset, %d after: the reset cut nothing", opened, reopened)
+	}
 }
