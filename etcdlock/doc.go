@@ -229,6 +229,16 @@
 // the caller's own context ending do not. A wait that fails so gives up its
 // place in the queue.
 //
+// A release or a TryLock whose request meets a connection that has just
+// reset (a blip) is sent again once the client has reconnected, within the
+// same bounds. A release whose delete may have gone through, its reply
+// lost, and that finds the key gone when sent again, counts as released if
+// the lock's lease is still alive (only our own delete removes a live
+// lease's key, an operator's etcdctl del aside); if the lease is gone too,
+// it returns an error matching dlock.ErrLockLost that says the outcome is
+// unknown. A TryLock tries again only once the key it may have made is
+// surely deleted.
+//
 // Releasing a lock returns within 5 s whatever context it is given, a lease
 // grant gives up after 5 s (clientv3 would retry it until the caller's
 // context ends), and the driver's Close within 1 s plus the closing of a

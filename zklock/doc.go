@@ -252,6 +252,15 @@
 // New and closed by its owner makes every call fail at once with an
 // unmarked error.
 //
+// A Release whose delete fails because the connection dropped (a blip; the
+// session lives on) sends it again, with backoff, within its context; if
+// the node is then gone, the delete may have gone through with its reply
+// lost: that counts as released if the session is shown alive afterwards
+// (only the session's end or our own delete removes the node, an
+// operator's delete by hand aside), and otherwise returns an error matching
+// dlock.ErrLockLost that says the outcome is unknown. A TryLock's first
+// read is sent again likewise.
+//
 // A node the driver could not delete (a Release whose context ended or
 // whose connection was down, a Lock cancelled while queued) is removed in
 // the background, retried with backoff until it is gone: left behind, it
