@@ -10,6 +10,15 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
+// reconnectWait is how long a TryLock's read that met a dropped connection
+// waits before it is sent again: go-zookeeper reconnects at once to another
+// server, after a second to the same one; reconnectBound bounds that second
+// read, so that an outage is still reported within a few seconds.
+const (
+	reconnectWait  = 100 * time.Millisecond
+	reconnectBound = 2 * time.Second
+)
+
 var errEntryGone = errors.New("zklock: our queue node disappeared while waiting (deleted, or the session expired)")
 
 // Acquire queues a node for req.Name and returns the lock once the node
@@ -35,17 +44,21 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 	if !req.Wait {
 		// A read answers most failed TryLocks without a write.
 		kids, err := d.children(ctx, parent)
-		for wait := removeBackoff; err != nil && connDropped(err) && wait <= removeBackoffMax; wait *= 2 {
-			// A blip: the request met a connection that had just
-			// dropped. A read may be sent again; the reconnect takes
-			// a moment.
+		if err != nil && connDropped(err) && ctx.Err() == nil {
+			// Perhaps a blip: the request met a connection that had
+			// just dropped. A read may be sent again, once, after the
+			// moment a reconnect takes; if that fails too (an outage,
+			// not a blip), the first error is the answer, at once.
+			first := err
 			select {
 			case <-ctx.Done():
-			case <-time.After(wait):
-				kids, err = d.children(ctx, parent)
-				continue
+			case <-time.After(reconnectWait):
+				rctx, cancel := context.WithTimeout(ctx, reconnectBound)
+				if kids, err = d.children(rctx, parent); err != nil {
+					err = first
+				}
+				cancel()
 			}
-			break
 		}
 		q := queue(kids)
 		switch {

@@ -168,8 +168,10 @@ func (l *zkLock) renewed(ctx context.Context, r *round, err error) (driver.Valid
 // (ctx ended, connection down) the node is
 // removed in the background, retried until it is gone: left behind, it
 // would hold the queue for as long as the session lives. Release may be
-// called again after a failure: it then deletes again, or reports the lock
-// lost once the node is gone.
+// called again after a failure: it then deletes again or, once the node is
+// gone, returns nil if the session that made it is shown alive (the node
+// went by our own delete: an earlier one or the one in the background) and
+// an error matching ErrLockLost if not.
 func (l *zkLock) Release(ctx context.Context) error {
 	if l.released.CompareAndSwap(false, true) {
 		l.sess.drop(l)
@@ -206,7 +208,10 @@ func (l *zkLock) Release(ctx context.Context) error {
 		return fmt.Errorf("%w: node %s: %w", driver.ErrLockLost, l.path, err)
 	}
 	// Unknown outcome: make sure the node goes, or it would hold the queue
-	// for as long as the session lives.
+	// for as long as the session lives. The node's going is then our own
+	// release (this delete, or the one in the background), which a later
+	// Release that finds it gone reports as such (settleInDoubt).
+	l.inDoubt.Store(true)
 	l.d.removeAsync("", "", l.path)
 	return l.d.wrapErr(ctx, "delete "+l.path, err)
 }

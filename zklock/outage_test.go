@@ -314,8 +314,10 @@ func TestNoSpinAfterUserClosesConn(t *testing.T) {
 
 // TestReleaseAgainAfterFailure: the portable layer calls Release again
 // after a failed one (context ended, servers unreachable). Each failure
-// leaves one background removal; a later Release deletes the node or
-// reports it gone (ErrLockLost), and never touches another holder's lock.
+// leaves one background removal; a later Release deletes the node or, once
+// it is gone, reports our own release (nil) while the session that made it
+// lives, and the loss (ErrLockLost) once that session has expired; it never
+// touches another holder's lock.
 func TestReleaseAgainAfterFailure(t *testing.T) {
 	servers := testserver.ZooKeeper(t)
 	admin := testAdmin(t, servers)
@@ -336,8 +338,8 @@ func TestReleaseAgainAfterFailure(t *testing.T) {
 		lb := lockOf(t, ctx, db, name) // someone else's lock now
 		defer lb.Release(ctx)
 		for range 2 {
-			if err := l.Release(ctx); !errors.Is(err, driver.ErrLockLost) {
-				t.Errorf("Release again after the node went = %v, want ErrLockLost", err)
+			if err := l.Release(ctx); err != nil {
+				t.Errorf("Release again after our background removal deleted the node, session alive = %v, want nil", err)
 			}
 		}
 		if q := queueOf(t, admin, name); len(q) != 1 {
@@ -359,10 +361,15 @@ func TestReleaseAgainAfterFailure(t *testing.T) {
 				t.Errorf("Release while cut off = %v, want a transient error or the context's", err)
 			}
 		}
+		sess := da.conn.SessionID()
 		ka.partition(false)
 		awaitQueueAtMost(t, admin, name, 0, 3*testSession)
-		if err := l.Release(ctx); !errors.Is(err, driver.ErrLockLost) {
-			t.Errorf("Release after the heal, the node gone = %v, want ErrLockLost", err)
+		err := l.Release(ctx)
+		switch alive := da.conn.SessionID() == sess && !l.(*zkLock).sess.ended(); {
+		case alive && err != nil:
+			t.Errorf("Release after the heal, the node deleted by our background removal, session alive = %v, want nil", err)
+		case !alive && !errors.Is(err, driver.ErrLockLost):
+			t.Errorf("Release after the heal, the node gone with its session = %v, want ErrLockLost", err)
 		}
 	})
 }
