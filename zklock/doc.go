@@ -7,8 +7,12 @@
 //
 // or, on a connection of your own,
 //
-//	conn, events, err := zk.Connect(servers, 10*time.Second)
+//	conn, events, err := zk.Connect(servers, 10*time.Second, zk.WithHostProvider(zklock.NewHostProvider()))
 //	c, err := zklock.New(conn, events, &zklock.Options{SessionTimeout: 10 * time.Second})
+//
+// (NewHostProvider: go-zookeeper's own waits a second before it reconnects
+// to the server it just lost, as on a one-server ensemble, which can cost a
+// short lease after a mere connection reset.)
 //
 // # URLs
 //

@@ -184,7 +184,8 @@ func dialDriver(ctx context.Context, servers []string, o Options, failFast bool)
 	asked := time.Now()
 	conn, _, err := zk.Connect(servers, o.SessionTimeout,
 		zk.WithLogger(quiet{}), zk.WithLogInfo(false),
-		zk.WithEventCallback(d.onEvent), zk.WithDialer(grantDialer(dialer, d.setGranted)))
+		zk.WithEventCallback(d.onEvent), zk.WithDialer(grantDialer(dialer, d.setGranted)),
+		zk.WithHostProvider(newBlipHostProvider()))
 	if err != nil {
 		return nil, fmt.Errorf("zklock: connect: %w", err)
 	}

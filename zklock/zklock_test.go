@@ -78,7 +78,8 @@ func (h *harness) MakeDriver(ctx context.Context) (driver.Driver, error) {
 	o := Options{Prefix: testRoot, SessionTimeout: h.session, Dialer: k.dial}
 	var d driver.Driver
 	if h.borrowed {
-		conn, events, cerr := zk.Connect(k.addrs(), h.session, zk.WithLogger(quiet{}), zk.WithLogInfo(false), zk.WithDialer(k.dial))
+		conn, events, cerr := zk.Connect(k.addrs(), h.session, zk.WithLogger(quiet{}), zk.WithLogInfo(false), zk.WithDialer(k.dial),
+			zk.WithHostProvider(NewHostProvider()))
 		if cerr != nil {
 			k.close()
 			return nil, cerr
