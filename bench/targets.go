@@ -73,7 +73,7 @@ func (e *Engines) Targets(suffix string) []Target {
 // takes and renews the locks of one TTL on one session, one statement at a
 // time, about a hundred a second on the loaded development machine, so
 // 10,000 would not fit the run.
-const PGScaleN = 1000
+const PGScaleN = 10000
 
 // fileScaleN is how many file locks the process's descriptor limit allows
 // (two descriptors per held lock, and room for the rest), 0 for no bound
