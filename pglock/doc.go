@@ -90,7 +90,13 @@
 //     meanwhile. A backend whose client vanished leaves the queue within a
 //     second (client_connection_check_interval, where the platform has it).
 //   - Unlock: one statement on the lock's session, one round trip: the
-//     lease ended in the key's row, then pg_advisory_unlock(key).
+//     lease ended in the key's row, then pg_advisory_unlock(key). The
+//     releases of one session's locks made at the same time go out
+//     together, as renewals do: one statement for up to 1,000 of them
+//     (each lease ended if it is still this holder's, then each key
+//     unlocked, each caller told whether its key was held), the first at
+//     once, those that come while it is in flight in the next. Releasing
+//     N locks at once is a few statements per session, not N queued on it.
 //   - Renew: the renewals of one session's locks go out together, one
 //     statement for up to 1,000 of them (each lease extended in its key's
 //     row if it is still this holder's, checked entry by entry): the first

@@ -56,13 +56,17 @@ type queries struct {
 	// is written, in the same statement, so tokens follow grant order.
 	try, tryShared, wait, waitShared string
 
-	// release, releaseShared ($1 key, $2 the session's server process,
-	// $3 token): end the lease in the row, then unlock, in one statement:
-	// the next holder, granted at the unlock, takes the row's lock and so
-	// waits for this statement to commit, and sees the lease ended. The
-	// commit need not wait for the WAL flush: a release lost in a crash
-	// only makes the next holder wait out the lease.
-	release, releaseShared string
+	// releaseMany ($1 keys, $2 tokens, $3 shared or not, $4 the
+	// session's server process): for many locks of one session in one
+	// statement (release.go), end each lease in its key's row if it is
+	// still this holder's, then unlock each key; returns the keys the
+	// session held. The rows are locked (in key order, as renewMany's)
+	// before any key is unlocked: the next holder, granted at the unlock,
+	// takes the row's lock and so waits for this statement to commit, and
+	// sees the lease ended. The commit need not wait for the WAL flush: a
+	// release lost in a crash only makes the next holder wait out the
+	// lease.
+	releaseMany string
 	// unlock, unlockShared ($1 key): give up a lock whose granting
 	// statement failed (and so wrote nothing).
 	unlock, unlockShared string
@@ -121,28 +125,29 @@ SELECT (SELECT ok FROM l), coalesce((SELECT token FROM t), 0), pg_backend_pid(),
 		waitShared = `SELECT true AS ok, CASE WHEN pg_try_advisory_lock_shared($1) THEN true
 	ELSE (SELECT false FROM pg_advisory_lock_shared($1)) END AS lease`
 	)
-	release := func(set, owner, unlock string) string {
-		return fmt.Sprintf(`WITH r AS (UPDATE %s SET %s WHERE key = $1 AND %s RETURNING 1)
-SELECT %s($1), set_config('synchronous_commit', 'off', true) FROM (SELECT count(*) FROM r) n`, t, set, owner, unlock)
-	}
-	const (
-		owner       = `holder = $2::integer AND token = $3::bigint AND held_until IS NOT NULL`
-		ownerShared = `(readers->($2::integer::text)->>0)::bigint = $3::bigint`
-	)
 	return queries{
 		create: fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (key bigint PRIMARY KEY, token bigint NOT NULL, name bytea,
 	holder integer, held_until bigint, wait_until bigint, readers jsonb)`, t),
 		addColumns: fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS name bytea, ADD COLUMN IF NOT EXISTS holder integer,
 	ADD COLUMN IF NOT EXISTS held_until bigint, ADD COLUMN IF NOT EXISTS wait_until bigint,
 	ADD COLUMN IF NOT EXISTS readers jsonb`, t),
-		try:           grant(try, false),
-		tryShared:     grant(tryShared, true),
-		wait:          grant(wait, false),
-		waitShared:    grant(waitShared, true),
-		unlock:        `SELECT pg_advisory_unlock($1)`,
-		unlockShared:  `SELECT pg_advisory_unlock_shared($1)`,
-		release:       release(`held_until = NULL`, owner, "pg_advisory_unlock"),
-		releaseShared: release(`readers = readers - $2::integer::text`, ownerShared, "pg_advisory_unlock_shared"),
+		try:          grant(try, false),
+		tryShared:    grant(tryShared, true),
+		wait:         grant(wait, false),
+		waitShared:   grant(waitShared, true),
+		unlock:       `SELECT pg_advisory_unlock($1)`,
+		unlockShared: `SELECT pg_advisory_unlock_shared($1)`,
+		releaseMany: fmt.Sprintf(`WITH r AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::boolean[]) AS r(key, token, shared)),
+k AS MATERIALIZED (SELECT key FROM %[1]s WHERE key = ANY($1::bigint[]) ORDER BY key FOR NO KEY UPDATE),
+u AS (UPDATE %[1]s AS c SET held_until = CASE WHEN r.shared THEN c.held_until END,
+	readers = CASE WHEN r.shared THEN c.readers - $4::integer::text ELSE c.readers END
+	FROM r WHERE c.key = r.key AND c.key IN (SELECT key FROM k) AND CASE WHEN r.shared
+		THEN (c.readers->($4::integer::text)->>0)::bigint = r.token
+		ELSE c.holder = $4::integer AND c.token = r.token AND c.held_until IS NOT NULL END
+	RETURNING 1)
+SELECT coalesce(array_agg(r.key) FILTER (WHERE CASE WHEN r.shared THEN pg_advisory_unlock_shared(r.key)
+	ELSE pg_advisory_unlock(r.key) END), '{}'), set_config('synchronous_commit', 'off', true)
+FROM r, (SELECT count(*) FROM u) n`, t),
 		renewMany: fmt.Sprintf(`WITH r AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[]) AS r(key, token, ttl, shared)),
 k AS MATERIALIZED (SELECT key FROM %[1]s WHERE key = ANY($1::bigint[]) ORDER BY key FOR NO KEY UPDATE),
 u AS (UPDATE %[1]s AS c SET held_until = greatest(c.held_until, CASE WHEN NOT r.shared THEN %[2]s + r.ttl END),

@@ -46,6 +46,7 @@ type session struct {
 	keys     map[int64]int
 	held     map[*lock]struct{} // the locks granted on it and not released (loss.go)
 	renew    renewals           // its locks' renewals (batch.go)
+	rel      releases           // its locks' releases (release.go)
 	deadErr  error
 	dead     chan struct{} // closed when the session has ended
 }
