@@ -56,6 +56,20 @@ type queries struct {
 	// is written, in the same statement, so tokens follow grant order.
 	try, tryShared, wait, waitShared string
 
+	// tryMany ($1 keys, $2 names, $3 TTLs in ms): try's exclusive grant
+	// for many keys of one session in one statement (grant.go): each key's
+	// pg_try_advisory_lock, then, for those granted, the row written as
+	// try writes it (rows in key order, as every statement that writes
+	// several does); returns the server process and, for the keys granted,
+	// their tokens and how long (ms) a vanished holder's lease may last.
+	tryMany string
+	// untryMany ($1 keys, $2 the session's server process): undo a
+	// tryMany that failed or was cut short, whose outcome is unknown: the
+	// leases this session wrote for the keys ended (none of its locks
+	// holds them: they were reserved for the batch), then each key
+	// unlocked.
+	untryMany string
+
 	// releaseMany ($1 keys, $2 tokens, $3 shared or not, $4 the
 	// session's server process): for many locks of one session in one
 	// statement (release.go), end each lease in its key's row if it is
@@ -131,7 +145,20 @@ SELECT (SELECT ok FROM l), coalesce((SELECT token FROM t), 0), pg_backend_pid(),
 		addColumns: fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS name bytea, ADD COLUMN IF NOT EXISTS holder integer,
 	ADD COLUMN IF NOT EXISTS held_until bigint, ADD COLUMN IF NOT EXISTS wait_until bigint,
 	ADD COLUMN IF NOT EXISTS readers jsonb`, t),
-		try:          grant(try, false),
+		try: grant(try, false),
+		untryMany: fmt.Sprintf(`WITH k AS MATERIALIZED (SELECT key FROM %[1]s WHERE key = ANY($1::bigint[]) ORDER BY key FOR NO KEY UPDATE),
+u AS (UPDATE %[1]s AS c SET held_until = NULL FROM k WHERE c.key = k.key AND c.holder = $2::integer AND c.held_until IS NOT NULL RETURNING 1)
+SELECT count(*) FILTER (WHERE pg_advisory_unlock(r.key)) FROM unnest($1::bigint[]) AS r(key), (SELECT count(*) FROM u) n`, t),
+		tryMany: fmt.Sprintf(`WITH l AS MATERIALIZED (SELECT r.key, r.name, r.ttl, pg_try_advisory_lock(r.key) AS ok
+	FROM unnest($1::bigint[], $2::bytea[], $3::bigint[]) AS r(key, name, ttl)),
+t AS (INSERT INTO %s AS c (key, token, name, holder, held_until)
+	SELECT key, 1, name, pg_backend_pid(), %s + ttl FROM l WHERE ok ORDER BY key
+	ON CONFLICT (key) DO UPDATE SET token = c.token + 1, holder = excluded.holder, held_until = excluded.held_until,
+	readers = NULL, wait_until = greatest(c.wait_until, c.held_until,
+		(SELECT max((r.value->>1)::bigint) FROM jsonb_each(c.readers) r))
+	RETURNING c.key, c.token, c.wait_until)
+SELECT pg_backend_pid(), coalesce(array_agg(key), '{}'), coalesce(array_agg(token), '{}'),
+	coalesce(array_agg(greatest(coalesce(wait_until, 0) - %s, 0)), '{}') FROM t`, t, now, now),
 		tryShared:    grant(tryShared, true),
 		wait:         grant(wait, false),
 		waitShared:   grant(waitShared, true),
