@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 )
@@ -159,3 +161,18 @@ func PGTransactions(pool *pgxpool.Pool) ServerCount {
 		return n, err
 	}}
 }
+
+// pgSent counts the statements this process sends to PostgreSQL through
+// connections made with connectPG's configuration (pgSentTracer): the
+// scale scenario's client-side count, blind to other users of the shared
+// server, which the server's count is not.
+var pgSent atomic.Int64
+
+type pgSentTracer struct{}
+
+func (pgSentTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	pgSent.Add(1)
+	return ctx
+}
+
+func (pgSentTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}

@@ -64,7 +64,7 @@ func (e *Engines) Targets(suffix string) []Target {
 		sc := PGTransactions(pool)
 		ts = append(ts, Target{Name: "dlock-pg" + suffix, Family: "pg" + suffix,
 			Open:  func(opts ...dlock.Option) (*dlock.Client, error) { return pglock.New(pool, nil, opts...) },
-			Floor: pgFloor(pool), Count: &sc, ScaleN: PGScaleN})
+			Floor: pgFloor(pool), Count: &sc, Sent: pgSent.Load, ScaleN: PGScaleN})
 	}
 	return ts
 }
