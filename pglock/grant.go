@@ -154,7 +154,16 @@ func (s *session) grantBatch(batch []*grantReq) {
 	err := s.use(ctx, func(c *pgx.Conn) error {
 		since = time.Now()
 		d.grantStatements.Add(1)
-		if err := c.QueryRow(ctx, d.q.tryMany, keys, names, ttls).Scan(&pid, &granted, &tokens, &waits); err != nil {
+		if len(send) == 1 { // the usual, uncontended case: a simpler statement
+			var ok, lease bool
+			var tok, waitMs int64
+			if err := c.QueryRow(ctx, d.q.try, grantArgs(keys[0], send[0].req)...).Scan(&ok, &tok, &pid, &waitMs, &lease); err != nil {
+				return err
+			}
+			if ok {
+				granted, tokens, waits = keys, []int64{tok}, []int64{waitMs}
+			}
+		} else if err := c.QueryRow(ctx, d.q.tryMany, keys, names, ttls).Scan(&pid, &granted, &tokens, &waits); err != nil {
 			return err
 		}
 		return s.check(pid)

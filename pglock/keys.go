@@ -57,7 +57,8 @@ type queries struct {
 	try, tryShared, wait, waitShared string
 
 	// tryMany ($1 keys, $2 names, $3 TTLs in ms): try's exclusive grant
-	// for many keys of one session in one statement (grant.go): each key's
+	// for many keys of one session in one statement (grant.go; a batch of
+	// one sends try, simpler for the server): each key's
 	// pg_try_advisory_lock, then, for those granted, the row written as
 	// try writes it (rows in key order, as every statement that writes
 	// several does); returns the server process and, for the keys granted,
@@ -70,6 +71,11 @@ type queries struct {
 	// unlocked.
 	untryMany string
 
+	// release, releaseShared ($1 key, $2 the session's server process,
+	// $3 token): releaseMany for one lock, a simpler statement for the
+	// server (the usual, uncontended case): the lease ended in the row,
+	// then the unlock.
+	release, releaseShared string
 	// releaseMany ($1 keys, $2 tokens, $3 shared or not, $4 the
 	// session's server process): for many locks of one session in one
 	// statement (release.go), end each lease in its key's row if it is
@@ -139,6 +145,14 @@ SELECT (SELECT ok FROM l), coalesce((SELECT token FROM t), 0), pg_backend_pid(),
 		waitShared = `SELECT true AS ok, CASE WHEN pg_try_advisory_lock_shared($1) THEN true
 	ELSE (SELECT false FROM pg_advisory_lock_shared($1)) END AS lease`
 	)
+	release := func(set, owner, unlock string) string {
+		return fmt.Sprintf(`WITH r AS (UPDATE %s SET %s WHERE key = $1 AND %s RETURNING 1)
+SELECT %s($1), set_config('synchronous_commit', 'off', true) FROM (SELECT count(*) FROM r) n`, t, set, owner, unlock)
+	}
+	const (
+		owner       = `holder = $2::integer AND token = $3::bigint AND held_until IS NOT NULL`
+		ownerShared = `(readers->($2::integer::text)->>0)::bigint = $3::bigint`
+	)
 	return queries{
 		create: fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (key bigint PRIMARY KEY, token bigint NOT NULL, name bytea,
 	holder integer, held_until bigint, wait_until bigint, readers jsonb)`, t),
@@ -159,11 +173,13 @@ t AS (INSERT INTO %s AS c (key, token, name, holder, held_until)
 	RETURNING c.key, c.token, c.wait_until)
 SELECT pg_backend_pid(), coalesce(array_agg(key), '{}'), coalesce(array_agg(token), '{}'),
 	coalesce(array_agg(greatest(coalesce(wait_until, 0) - %s, 0)), '{}') FROM t`, t, now, now),
-		tryShared:    grant(tryShared, true),
-		wait:         grant(wait, false),
-		waitShared:   grant(waitShared, true),
-		unlock:       `SELECT pg_advisory_unlock($1)`,
-		unlockShared: `SELECT pg_advisory_unlock_shared($1)`,
+		tryShared:     grant(tryShared, true),
+		wait:          grant(wait, false),
+		waitShared:    grant(waitShared, true),
+		unlock:        `SELECT pg_advisory_unlock($1)`,
+		unlockShared:  `SELECT pg_advisory_unlock_shared($1)`,
+		release:       release(`held_until = NULL`, owner, "pg_advisory_unlock"),
+		releaseShared: release(`readers = readers - $2::integer::text`, ownerShared, "pg_advisory_unlock_shared"),
 		releaseMany: fmt.Sprintf(`WITH r AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::boolean[]) AS r(key, token, shared)),
 k AS MATERIALIZED (SELECT key FROM %[1]s WHERE key = ANY($1::bigint[]) ORDER BY key FOR NO KEY UPDATE),
 u AS (UPDATE %[1]s AS c SET held_until = CASE WHEN r.shared THEN c.held_until END,

@@ -145,7 +145,19 @@ func (s *session) releaseBatch(batch []*release) {
 	err := s.use(ctx, func(c *pgx.Conn) error {
 		s.d.releaseStatements.Add(1)
 		var sync string
-		if err := c.QueryRow(ctx, s.d.q.releaseMany, keys, tokens, shared, s.pid).Scan(&unlocked, &sync); err != nil {
+		if len(send) == 1 { // the usual, uncontended case: a simpler statement
+			q := s.d.q.release
+			if shared[0] {
+				q = s.d.q.releaseShared
+			}
+			var held bool
+			if err := c.QueryRow(ctx, q, keys[0], s.pid, tokens[0]).Scan(&held, &sync); err != nil {
+				return err
+			}
+			if held {
+				unlocked = keys
+			}
+		} else if err := c.QueryRow(ctx, s.d.q.releaseMany, keys, tokens, shared, s.pid).Scan(&unlocked, &sync); err != nil {
 			return err
 		}
 		// Here, not after use returns: a statement that outlives ctx
