@@ -144,6 +144,7 @@ func (r *Report) goalList() []goal {
 	// has no contender.
 	mem := len(r.Suite.Contenders) > 0 && !math.IsNaN(r.Median(SUncontended, r.Suite.Contenders[0].Name, MAllocsPerCycle)) && r.has(SGoroutines)
 	gs = append(gs, goal{text: "Memory: allocations per cycle and goroutines per held lock for every contender", figure: "table (e)", met: mem, known: true})
+	gs = append(gs, r.peerGoals()...)
 	gs = append(gs, r.scaleGoals()...)
 	gs = append(gs, r.primGoals()...)
 	return gs
