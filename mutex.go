@@ -77,13 +77,20 @@ func (c *Client) acquire(ctx context.Context, prim primitive, name string, ccfg 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	req.Name, req.TTL = name, cfg.ttl
+	return c.acquireChecked(ctx, prim, cfg, op, req)
+}
+
+// acquireChecked is acquire once the arguments are checked. Its defers are
+// open-coded (a function with a loop and many returns gets heap-style
+// defer records, a few percent of an in-process cycle): the loop and its
+// returns are in take.
+func (c *Client) acquireChecked(ctx context.Context, prim primitive, cfg config, op string, req driver.Request) (lease *Lease, err error) {
 	if err := c.begin(); err != nil {
-		return nil, wrap(name, op, err)
+		return nil, wrap(req.Name, op, err)
 	}
 	defer c.calls.Done()
-	req.Name, req.TTL = name, cfg.ttl
-	wait := req.Wait
-	ctx, rec := c.tel.acquireStarted(ctx, prim, op, name, wait)
+	ctx, rec := c.tel.acquireStarted(ctx, prim, op, req.Name, req.Wait)
 	defer func() {
 		var token uint64
 		if lease != nil {
@@ -97,11 +104,19 @@ func (c *Client) acquire(ctx context.Context, prim primitive, name string, ccfg 
 	defer cancel()
 	stop := context.AfterFunc(c.closeCtx, cancel)
 	defer stop()
+	return c.take(ctx, actx, prim, rec.metered, cfg, op, req)
+}
 
+// take asks the driver for req until it is granted, riding out an
+// unavailable engine if req.Wait, and starts the lease. ctx is the
+// caller's, actx the same ended by Close too.
+func (c *Client) take(ctx, actx context.Context, prim primitive, metered bool, cfg config, op string, req driver.Request) (*Lease, error) {
+	name, wait := req.Name, req.Wait
 	var (
 		held    driver.Lock
 		v       driver.Validity
 		start   time.Time
+		err     error
 		lastErr error // the last engine error a blocking Lock rode out
 		b       = backoff{base: 20 * time.Millisecond, max: RetryMaxBackoff}
 	)
@@ -169,7 +184,7 @@ func (c *Client) acquire(ctx context.Context, prim primitive, name string, ccfg 
 		}
 		return nil, errors.Join(wrap(name, op, ErrClosed), wrap(name, "release", rerr))
 	}
-	return c.startLease(prim, rec.metered, name, cfg, held, v)
+	return c.startLease(prim, metered, name, cfg, held, v)
 }
 
 // fresh fills in a grant's validity and reports whether it is still

@@ -219,8 +219,9 @@ func (a *acquirer) join(ctx context.Context) error {
 	nodes := a.d.nodes
 	chans := make([]<-chan struct{}, len(nodes))
 	errs := make([]error, len(nodes))
+	channel, w := a.l.base().keys.channel, a.w // not a itself: the closure would move it to the heap
 	fanOut(len(nodes), func(i int) {
-		chans[i], errs[i] = nodes[i].hub.join(ctx, a.l.base().keys.channel, a.w)
+		chans[i], errs[i] = nodes[i].hub.join(ctx, channel, w)
 	})
 	for i, n := range nodes {
 		if errs[i] == nil {

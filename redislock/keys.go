@@ -27,11 +27,11 @@ type keys struct {
 // as long as the lock is held, and the single node's names would double
 // their heap.
 func (d *Driver) keysOf(name string) keys {
-	tag := d.prefix + "{" + lockname.Escape(name, 0) + "}"
+	n := len(suffixes)
 	if _, ok := d.topo.(*redlock); ok {
-		return keysOfTagN(tag, redlockSuffixes)
+		n = redlockSuffixes
 	}
-	return keysOfTag(tag)
+	return keysFrom([4]string{d.prefix, "{", lockname.Escape(name, 0), "}"}, n)
 }
 
 const (
@@ -52,28 +52,40 @@ const redlockSuffixes = 5
 // keysOfTag makes the names of the lock whose key is tag (PREFIX{NAME}),
 // all of them as slices of one string: one allocation per Acquire instead
 // of one per name, on a path whose cost is measured in allocations.
-func keysOfTag(tag string) keys { return keysOfTagN(tag, len(suffixes)) }
+func keysOfTag(tag string) keys { return keysFrom([4]string{tag}, len(suffixes)) }
 
-// keysOfTagN is keysOfTag with the first n suffixes only (the others "").
-func keysOfTagN(tag string, n int) keys {
-	var b strings.Builder
-	size := 0
-	for _, s := range suffixes[:n] {
-		size += len(tag) + len(s)
+// keysFrom makes the lock key (the concatenation of tag's parts, made here
+// rather than by the caller: one allocation less) and the first n
+// suffixes' names (the others ""), all in one string.
+func keysFrom(tag [4]string, n int) keys {
+	tagLen := 0
+	for _, p := range tag {
+		tagLen += len(p)
 	}
-	b.Grow(size)
+	size := tagLen
 	for _, s := range suffixes[:n] {
-		b.WriteString(tag)
+		size += tagLen + len(s)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	writeTag := func() {
+		for _, p := range tag {
+			b.WriteString(p)
+		}
+	}
+	writeTag()
+	for _, s := range suffixes[:n] {
+		writeTag()
 		b.WriteString(s)
 	}
 	all := b.String()
-	k := keys{lock: tag}
-	i := 0
+	k := keys{lock: all[:tagLen]}
+	i := tagLen
 	dsts := [...]*string{&k.fence, &k.channel, &k.queue, &k.alive, &k.gone, &k.shared, &k.tokens,
 		&k.value, &k.values, &k.observed, &k.holder}
 	for j, dst := range dsts[:n] {
-		*dst = all[i : i+len(tag)+len(suffixes[j])]
-		i += len(tag) + len(suffixes[j])
+		*dst = all[i : i+tagLen+len(suffixes[j])]
+		i += tagLen + len(suffixes[j])
 	}
 	return k
 }

@@ -109,7 +109,7 @@ func (l *singleLock) attempt(ctx context.Context, w *waiter) attempt {
 	if w != nil {
 		q = "1"
 	}
-	v, err := l.n.run(ctx, acquireScript, l.keys.single(), l.owner, ttlMillis(l.ttl), q, l.value).Int64Slice()
+	v, err := l.n.runInts(ctx, acquireScript, l.keys.single(), l.owner, ttlMillis(l.ttl), q, l.value)
 	if err == nil && (len(v) < 2 || v[0] == 0 && len(v) != 3) {
 		err = fmt.Errorf("unexpected reply %v", v)
 	}
@@ -139,7 +139,7 @@ func (l *singleLock) attempt(ctx context.Context, w *waiter) attempt {
 // to the first live waiter, if it is ours. refuse > 0 has the server refuse
 // this owner's attempts for that many milliseconds if it is not.
 func (l *singleLock) release(ctx context.Context, refuse int64) (int64, error) {
-	return l.n.run(ctx, releaseScript, l.keys.single(), l.owner, l.keys.channel, ttlMillis(l.ttl), refuse).Int64()
+	return l.n.runInt(ctx, releaseScript, l.keys.single(), l.owner, l.keys.channel, ttlMillis(l.ttl), refuse)
 }
 
 // giveBack releases a lock this acquisition may hold but will not use (a
@@ -224,7 +224,7 @@ func (l *singleLock) RenewAsync(ctx context.Context, done func(driver.Validity, 
 		valued = "1"
 	}
 	l.n.bg.Go(func() {
-		v, err := l.n.run(ctx, sRenewScript, l.keys.single(), l.owner, ttlMillis(l.ttl), valued).Int64()
+		v, err := l.n.runInt(ctx, sRenewScript, l.keys.single(), l.owner, ttlMillis(l.ttl), valued)
 		answer(v == 1, err)
 	})
 }

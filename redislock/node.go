@@ -38,16 +38,70 @@ type node struct {
 // reach the server; every caller copes with that (owner-checked scripts,
 // refused late attempts). Like go-redis, run does not abandon a request on
 // a mere cancellation.
-func (n *node) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
-	return await(ctx, n, func() *redis.Cmd { return script.Run(ctx, n.rdb, keys, args...) }, redis.NewCmd)
+func (n *node) run(ctx context.Context, script *script, keys []string, args ...any) *redis.Cmd {
+	return eval(ctx, n, script, keys, args, redis.NewCmd)
+}
+
+// runInt is run for a script that answers an integer, read as one.
+func (n *node) runInt(ctx context.Context, script *script, keys []string, args ...any) (int64, error) {
+	return eval(ctx, n, script, keys, args, redis.NewIntCmd).Result()
+}
+
+// runInts is run for a script that answers an array of integers, read
+// as one (a *redis.Cmd boxes each element, then copies them out).
+func (n *node) runInts(ctx context.Context, script *script, keys []string, args ...any) ([]int64, error) {
+	return eval(ctx, n, script, keys, args, redis.NewIntSliceCmd).Result()
+}
+
+// eval sends script as redis.Script.Run does (EVALSHA, and EVAL if the
+// server answers NOSCRIPT), bounded by ctx's deadline as run says, with
+// the reply read into the command mk makes. The command's arguments are
+// made here in one slice, where go-redis's EvalSha copies keys and args
+// into a new one; keys and args are not kept.
+func eval[C redis.Cmder](ctx context.Context, n *node, script *script, keys []string, args []any, mk func(context.Context, ...any) C) C {
+	a := make([]any, 3, 3+len(keys)+len(args))
+	a[0], a[1], a[2] = "evalsha", script.sha, len(keys)
+	for _, k := range keys {
+		a = append(a, k)
+	}
+	a = append(a, args...)
+	if n.keeps(ctx) {
+		return evalsha(ctx, n, script, a, mk) // no closure to make: the common case
+	}
+	return await(ctx, n, func() C { return evalsha(ctx, n, script, a, mk) }, mk)
+}
+
+// evalsha sends a, an EVALSHA of script, and EVAL instead if the server
+// does not have the script (a restart, SCRIPT FLUSH): go-redis's own Eval
+// then loads it.
+func evalsha[C redis.Cmder](ctx context.Context, n *node, script *script, a []any, mk func(context.Context, ...any) C) C {
+	send := func() C {
+		cmd := mk(ctx, a...)
+		if a[2].(int) > 0 {
+			cmd.SetFirstKeyPos(3) // a Cluster client routes by the first key
+		}
+		_ = n.rdb.Process(ctx, cmd)
+		return cmd
+	}
+	cmd := send()
+	if err := cmd.Err(); err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT")) {
+		a[0], a[1] = "eval", script.src
+		cmd = send()
+	}
+	return cmd
+}
+
+// keeps reports whether a request to n is bounded by ctx's deadline
+// without help: there is none, or the client keeps it by itself.
+func (n *node) keeps(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return !ok || n.aware || n.timeouts > 0 && n.timeouts <= time.Until(dl)+timeoutSlack
 }
 
 // await runs do, a request to n, bounded by ctx's deadline as run says;
 // empty makes the command that carries the deadline's error.
 func await[C redis.Cmder](ctx context.Context, n *node, do func() C, empty func(context.Context, ...any) C) C {
-	dl, ok := ctx.Deadline()
-	if !ok || n.aware || n.timeouts > 0 && n.timeouts <= time.Until(dl)+timeoutSlack {
-		// No deadline, or one the client keeps by itself.
+	if n.keeps(ctx) {
 		return do()
 	}
 	// The client would wait longer than the deadline allows: wait for it
@@ -76,7 +130,7 @@ func await[C redis.Cmder](ctx context.Context, n *node, do func() C, empty func(
 // driver is (driver.CleanupTimeout's contract): a dequeue that never
 // arrives leaves an entry that a release would grant, or wake, in vain.
 // The script must be safe to run twice, and late.
-func (n *node) cleanup(ctx context.Context, script *redis.Script, keys []string, args ...any) {
+func (n *node) cleanup(ctx context.Context, script *script, keys []string, args ...any) {
 	ctx = context.WithoutCancel(ctx)
 	try := func() bool {
 		cctx, cancel := driver.CleanupContext(ctx)

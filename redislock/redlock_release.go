@@ -3,6 +3,7 @@ package redislock
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dlockio/dlock/driver"
@@ -17,10 +18,13 @@ import (
 
 // trimKeys implements keyTrimmer: a held Redlock lock keeps only its
 // key's name (renewal needs no other); Release makes the names it needs
-// again (keysOfTagN). Called once the acquisition is over, before the
+// again (keysFrom). Called once the acquisition is over, before the
 // lock is returned, and after the last use of the other names by the
 // attempt that won (its stragglers' fence writes have their own copy).
-func (l *redlockLock) trimKeys() { l.keys = keys{lock: l.keys.lock} }
+//
+// The name is copied: keysOf made it a slice of the string that holds all
+// the names, which it would keep.
+func (l *redlockLock) trimKeys() { l.keys = keys{lock: strings.Clone(l.keys.lock)} }
 
 // rlRelease is one lock's release in a node's batch.
 type rlRelease struct {
@@ -68,7 +72,7 @@ func (l *redlockLock) Release(ctx context.Context) error {
 		v   int64
 		err error
 	}
-	k := keysOfTagN(l.keys.lock, redlockSuffixes)
+	k := keysFrom([4]string{l.keys.lock}, redlockSuffixes)
 	nodes := l.r.nodes
 	replies := make(chan reply, len(nodes)) // late answers land here, unread
 	for _, n := range nodes {

@@ -19,61 +19,75 @@ var (
 	singleLua string
 	//go:embed scripts/acquire.lua
 	acquireLua    string
-	acquireScript = redis.NewScript(withSingle(acquireLua))
+	acquireScript = newScript(withSingle(acquireLua))
 	//go:embed scripts/release.lua
 	releaseLua    string
-	releaseScript = redis.NewScript(withSingle(releaseLua))
+	releaseScript = newScript(withSingle(releaseLua))
 	//go:embed scripts/srenew.lua
 	sRenewLua    string
-	sRenewScript = redis.NewScript(withSingle(sRenewLua))
+	sRenewScript = newScript(withSingle(sRenewLua))
 	//go:embed scripts/sdequeue.lua
 	sDequeueLua    string
-	sDequeueScript = redis.NewScript(withSingle(sDequeueLua))
+	sDequeueScript = newScript(withSingle(sDequeueLua))
 	//go:embed scripts/ssetvalue.lua
 	sSetValueLua    string
-	sSetValueScript = redis.NewScript(sSetValueLua)
+	sSetValueScript = newScript(sSetValueLua)
 	//go:embed scripts/sholder.lua
 	sHolderLua    string
-	sHolderScript = redis.NewScript(sHolderLua)
+	sHolderScript = newScript(sHolderLua)
 	//go:embed scripts/sstatus.lua
 	sStatusLua    string
-	sStatusScript = redis.NewScript(withSingle(sStatusLua))
+	sStatusScript = newScript(withSingle(sStatusLua))
 
 	// Redlock, on each node (redlock.go, redlock_attempt.go).
 
 	//go:embed scripts/rllock.lua
 	rlLockLua    string
-	rlLockScript = redis.NewScript(rlLockLua)
+	rlLockScript = newScript(rlLockLua)
 	//go:embed scripts/rlfence.lua
 	rlFenceLua    string
-	rlFenceScript = redis.NewScript(rlFenceLua)
+	rlFenceScript = newScript(rlFenceLua)
 	//go:embed scripts/rlreleaseone.lua
 	rlReleaseOneLua string
 	//go:embed scripts/rlrelease.lua
 	rlReleaseLua    string
-	rlReleaseScript = redis.NewScript(withRelease(rlReleaseLua))
+	rlReleaseScript = newScript(withRelease(rlReleaseLua))
 	// Releases of many Redlock locks on one node (redlock_release.go).
 
 	//go:embed scripts/rlreleasemany.lua
 	rlReleaseManyLua    string
-	rlReleaseManyScript = redis.NewScript(withRelease(rlReleaseManyLua))
+	rlReleaseManyScript = newScript(withRelease(rlReleaseManyLua))
 
 	//go:embed scripts/renew.lua
 	renewLua    string
-	renewScript = redis.NewScript(renewLua)
+	renewScript = newScript(renewLua)
 	// Renewals of many locks on one node, either topology (batch.go).
 
 	//go:embed scripts/renewmany.lua
 	renewManyLua    string
-	renewManyScript = redis.NewScript(renewManyLua)
+	renewManyScript = newScript(renewManyLua)
 
 	//go:embed scripts/dequeue.lua
 	dequeueLua    string
-	dequeueScript = redis.NewScript(dequeueLua)
+	dequeueScript = newScript(dequeueLua)
 	//go:embed scripts/status.lua
 	statusLua    string
-	statusScript = redis.NewScript(statusLua)
+	statusScript = newScript(statusLua)
 )
+
+// script is a Lua script as node.run sends it: by its SHA1 (EVALSHA),
+// and by its text if the server does not have it. Its redis.Script is
+// for tests and the hub, which run it through go-redis.
+type script struct {
+	*redis.Script
+	src string
+	sha any // the hash, boxed once
+}
+
+func newScript(src string) *script {
+	s := redis.NewScript(src)
+	return &script{Script: s, src: src, sha: s.Hash()}
+}
 
 // withSingle puts single.lua into a single-node script at its
 // --[[single.lua]] line.
