@@ -2,11 +2,14 @@
 -- milliseconds, ARGV[3] "1" if the caller waits (is subscribed) and should
 -- be queued on failure, ARGV[4] the value to keep with an exclusive hold
 -- (an election leader's; '' for none).
--- Returns {1, token} when granted; {0, wait, fence} when it must wait:
--- wait is the time in ms after which to try again at the latest (a
+-- Returns {1, token} when granted; {0, wait, fence[, retry]} when it must
+-- wait: wait is the time in ms after which to try again at the latest (a
 -- holder's expiry), fence the counter now, so any grant made before this
 -- call (and announced by a message that may still be on its way) has a
--- token no larger, and any grant after it a larger one; {2, limit} when
+-- token no larger, and any grant after it a larger one; retry, for a
+-- barging waiter that releases have seen at the head of the queue for less
+-- than its bound, the time in microseconds until its bound is up (no
+-- release wakes it before: handOver); {2, limit} when
 -- the name is held or awaited with another limit (0: as a lock), which
 -- refuses the request.
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
@@ -122,7 +125,18 @@ if wait then
 		extend(KEYS[3], keep)
 		extend(KEYS[4], keep)
 	end
-	return {0, wait, tonumber(redis.call('GET', KEYS[2]) or '0')}
+	local retry
+	local bound = kind == 'x' and mine and bargeBound(owner)
+	if bound then
+		local o, since = string.match(redis.call('HGET', KEYS[9], '~head') or '', '^(.*) (%d+)$')
+		if o == owner then
+			retry = tonumber(since) + bound - nowMicros()
+			if retry <= 0 then
+				retry = nil
+			end
+		end
+	end
+	return {0, wait, tonumber(redis.call('GET', KEYS[2]) or '0'), retry}
 end
 local token = redis.call('INCR', KEYS[2])
 if kind == 'x' then

@@ -18,12 +18,16 @@
 --           VALUE", with the lock key's TTL; a value whose OWNER is not the
 --           lock key's is stale and means none
 --   KEYS[9] the queued waiters' values: owner id -> value, kept with the
---           grant that handOver makes
+--           grant that handOver makes; and the field '~head' (no owner id
+--           starts with '~'): "OWNER SINCE", the barging waiter a release
+--           last found at the head of the queue and since when (server
+--           time in microseconds) it has been seen there (headSince)
 --   KEYS[10] exists while some client observes the exclusive holder
 --           (sholder.lua): every change of it (a grant, a release, a new
 --           value) is then published, empty, on the channel KEYS[1]..':holder'
 -- An owner id says what it wants (kindOf): a reader's ends in ":s", a
--- permit's of a semaphore of N in ":pN"; a mutex's or writer's has neither.
+-- permit's of a semaphore of N in ":pN"; a mutex's or writer's has neither,
+-- and holds "~B" if its client barges (Options.Fairness: bargeBound).
 -- A name never mixes locks and semaphores, nor semaphores of different N:
 -- acquire.lua refuses such a request.
 
@@ -42,6 +46,18 @@ local function kindOf(owner)
 		return 'p', tonumber(n)
 	end
 	return 'x', 0
+end
+
+-- bargeBound returns the bound in microseconds that a barging waiter's id
+-- carries ("~B"), nil for a waiter handed the lock in queue order.
+local function bargeBound(owner)
+	return tonumber(string.match(owner, '~(%d+)'))
+end
+
+-- nowMicros is the server time in microseconds.
+local function nowMicros()
+	local t = redis.call('TIME')
+	return t[1] * 1000000 + t[2]
 end
 
 -- extend makes key live at least ms from now.
@@ -96,12 +112,37 @@ local function pruneQueue(t)
 	end
 end
 
+-- headSince returns since when (microseconds) the barging waiter w has
+-- been at the head of the queue as releases have seen it, and true if this
+-- is the first release to see it there (it is recorded now, and the queue's
+-- TTL is the record's).
+local function headSince(w, us)
+	local h = redis.call('HGET', KEYS[9], '~head')
+	if h then
+		local o, since = string.match(h, '^(.*) (%d+)$')
+		if o == w then
+			return tonumber(since), false
+		end
+	end
+	-- %.0f: Lua would write a number this large with an exponent.
+	redis.call('HSET', KEYS[9], '~head', w .. ' ' .. string.format('%.0f', us))
+	extend(KEYS[9], redis.call('PTTL', KEYS[3]))
+	return us, true
+end
+
 -- handOver grants the lock to the waiters at the head of the queue that
 -- can have it now, as a release, a give-back or a waiter's leaving may
 -- allow: one writer, or every reader up to the next writer, or permits
 -- while some are free. Each grant takes the next token, is made here
 -- (the waiter holds it when its message arrives) and is published as
 -- "OWNER TOKEN TTL" on channel.
+-- A barging writer at the head (bargeBound) that has been seen there for
+-- less than its bound is not granted the free lock: whoever asks first
+-- takes it (often the client that just released it). The first release to
+-- see it there wakes it (its id alone is published), and it races for the
+-- lock; later ones leave it asleep until its own attempt's timer, set for
+-- the end of its bound (acquire.lua), or until a release finds it there
+-- longer than the bound, which hands it the lock.
 local function handOver(ttl, channel)
 	if redis.call('EXISTS', KEYS[3]) == 0 then
 		return
@@ -123,6 +164,17 @@ local function handOver(ttl, channel)
 			local kind, limit = kindOf(w)
 			if held or kind == 'x' and n > 0 or kind == 'p' and n >= limit then
 				return
+			end
+			local bound = kind == 'x' and bargeBound(w)
+			if bound then
+				local us = nowMicros()
+				local since, first = headSince(w, us)
+				if first then
+					redis.call('PUBLISH', channel, w)
+					return
+				elseif us - since < bound then
+					return
+				end
 			end
 			local token = redis.call('INCR', KEYS[2])
 			if kind == 'x' then

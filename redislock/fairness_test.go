@@ -1,0 +1,116 @@
+package redislock
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/internal/faultproxy"
+	"github.com/dlockio/dlock/internal/testserver"
+)
+
+// TestFairness tells the modes apart. A waiter W is queued, and its
+// client's pub/sub connection is stalled, so it hears of no release until
+// the end: every outcome below is the server's decision.
+//
+// FIFO: the holder's release hands the lock to W, so the holder cannot take
+// it back at once. Barging (W's StarvationBound 1 s): releases leave the
+// lock free for anyone (here: the holder, locking again) while W has been
+// at the head of the queue for less than its bound, and W keeps its place;
+// once it has been there longer, a release hands it the lock as FIFO does.
+// W then holds it with a later token than every earlier holder.
+func TestFairness(t *testing.T) {
+	addr := testserver.Redis(t)[0]
+	for _, mode := range []Fairness{FIFO, Barging} {
+		t.Run(mode.String(), func(t *testing.T) { fairness(t, addr, mode) })
+	}
+}
+
+func fairness(t *testing.T, addr string, mode Fairness) {
+	ctx := context.Background()
+	ttl := dlock.WithTTL(30 * time.Second)
+	const bound = time.Second
+	holder, err := New(adminClient(t, addr), &Options{Fairness: mode}, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Close() })
+	rdb, proxy := proxied(t, addr)
+	w, err := New(rdb, &Options{Fairness: mode, StarvationBound: bound}, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	name := uniqueName(t)
+	m := holder.Mutex(name)
+
+	l, err := m.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chW := lockAsync(ctx, w.Mutex(name))
+	waitFor(t, 10*time.Second, "W to queue", func() bool {
+		st, err := holder.Status(ctx, name)
+		return err == nil && st.Waiters == 1
+	})
+	undo := proxy.Add(pubsubConn, faultproxy.Fault{Stall: true})
+	defer undo()
+
+	// relock releases l and locks again at once.
+	relock := func(l *dlock.Lease) (*dlock.Lease, error) {
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		again, err := m.TryLock(ctx)
+		if err != nil && !errors.Is(err, dlock.ErrNotAcquired) {
+			t.Fatal(err)
+		}
+		return again, err
+	}
+	first := time.Now() // no later than the first release that sees W at the head
+	last := l.Token()
+	if mode == FIFO {
+		if again, err := relock(l); err == nil {
+			t.Fatalf("FIFO: the releaser took the lock back (token %d) from the waiter it should have been handed to", again.Token())
+		}
+	} else {
+		// Twice: the first release to see W at the head wakes it (in vain
+		// here), the next does not.
+		for i := range 2 {
+			again, err := relock(l)
+			if err != nil {
+				if time.Since(first) >= bound {
+					t.Skipf("too slow to tell: %v since the first release", time.Since(first))
+				}
+				t.Fatalf("Barging: release %d: the releaser could not take the lock back while W had waited less than its bound: %v", i+1, err)
+			}
+			l, last = again, again.Token()
+		}
+		if st, err := holder.Status(ctx, name); err != nil || st.Waiters != 1 {
+			t.Fatalf("Barging: W lost its place: Status %+v, %v", st, err)
+		}
+		// The bound is the waiter's clock: let it run out.
+		time.Sleep(time.Until(first.Add(bound + 100*time.Millisecond)))
+		if again, err := relock(l); err == nil {
+			t.Fatalf("Barging: the releaser took the lock back (token %d) from a waiter past its bound", again.Token())
+		}
+	}
+
+	undo()
+	select {
+	case r := <-chW:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.l.Token() <= last {
+			t.Errorf("W holds token %d, not after the last holder's %d", r.l.Token(), last)
+		}
+		if err := r.l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("W did not get the lock")
+	}
+}
