@@ -69,15 +69,14 @@ func fairness(t *testing.T, addr string, mode Fairness) {
 		}
 		return again, err
 	}
-	first := time.Now() // no later than the first release that sees W at the head
+	first := time.Now() // after W queued, at the head: its bound runs from then
 	last := l.Token()
 	if mode == FIFO {
 		if again, err := relock(l); err == nil {
 			t.Fatalf("FIFO: the releaser took the lock back (token %d) from the waiter it should have been handed to", again.Token())
 		}
 	} else {
-		// Twice: the first release to see W at the head wakes it (in vain
-		// here), the next does not.
+		// Twice: W's place and its bound's clock stay as they were.
 		for i := range 2 {
 			again, err := relock(l)
 			if err != nil {
@@ -112,5 +111,54 @@ func fairness(t *testing.T, addr string, mode Fairness) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("W did not get the lock")
+	}
+}
+
+// TestBargingIdle: a release by the last holder leaves the lock free and
+// wakes nobody while the barging waiter at the head is within its bound;
+// the waiter takes the lock by itself when its bound is up, with no
+// message (its pub/sub connection is stalled throughout). FIFO's hand-over
+// would reach it only through the stalled connection.
+func TestBargingIdle(t *testing.T) {
+	addr := testserver.Redis(t)[0]
+	ctx := context.Background()
+	ttl := dlock.WithTTL(30 * time.Second)
+	const bound = 300 * time.Millisecond
+	holder := newClient(t, adminClient(t, addr), ttl)
+	rdb, proxy := proxied(t, addr)
+	w, err := New(rdb, &Options{Fairness: Barging, StarvationBound: bound}, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	name := uniqueName(t)
+
+	l, err := holder.Mutex(name).Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chW := lockAsync(ctx, w.Mutex(name))
+	waitFor(t, 10*time.Second, "W to queue", func() bool {
+		st, err := holder.Status(ctx, name)
+		return err == nil && st.Waiters == 1
+	})
+	undo := proxy.Add(pubsubConn, faultproxy.Fault{Stall: true})
+	defer undo()
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-chW:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.l.Token() <= l.Token() {
+			t.Errorf("W holds token %d, not after the holder's %d", r.l.Token(), l.Token())
+		}
+		if err := r.l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(bound + 5*time.Second):
+		t.Fatal("the free lock stayed free: W did not take it when its bound was up")
 	}
 }

@@ -28,14 +28,20 @@ end
 if cur and redis.call('PTTL', KEYS[1]) < 0 then
 	return redis.error_reply('DLOCK key exists without a TTL: not a lock made by dlock')
 end
-if not cur and ARGV[4] == '' and not string.find(owner, ':', 1, true) and redis.call('EXISTS', KEYS[3], KEYS[6], KEYS[10]) == 0 then
+if not cur and ARGV[4] == '' and not string.find(owner, ':', 1, true) then
 	-- A mutex (a writer: no ':' in its id) without a value, with nobody
 	-- else about (no waiter, reader, permit or observer): the common case,
 	-- in as few calls as before read-write locks, and before single.lua's
-	-- functions are made (which costs a microsecond).
-	local token = redis.call('INCR', KEYS[2])
-	redis.call('SET', KEYS[1], owner, 'PX', ttl)
-	return {1, token}
+	-- functions are made (which costs a microsecond). Or with waiters
+	-- only, none of them this caller, and no semaphore's: the lock free
+	-- under contention, which a writer takes whoever waits (as below).
+	local n = redis.call('EXISTS', KEYS[3], KEYS[6], KEYS[10])
+	local head = n == 1 and redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+	if n == 0 or head and not string.find(head, ':p', 1, true) and not redis.call('ZSCORE', KEYS[3], owner) then
+		local token = redis.call('INCR', KEYS[2])
+		redis.call('SET', KEYS[1], owner, 'PX', ttl)
+		return {1, token}
+	end
 end
 --[[single.lua]]
 local kind, limit = kindOf(owner)
@@ -116,6 +122,13 @@ if wait then
 				ticket = tonumber(last) + 1
 			end
 			redis.call('ZADD', KEYS[3], ticket, owner)
+			if not last and kind == 'x' and bargeBound(owner) then
+				-- A barging writer at the head from its first try: its
+				-- bound runs from now (headSince).
+				redis.call('HSET', KEYS[9], '~head', owner .. ' ' .. string.format('%.0f', ticket))
+				extend(KEYS[9], keep)
+			end
+			mine = ticket
 		end
 		if ARGV[4] ~= '' then
 			redis.call('HSET', KEYS[9], owner, ARGV[4])
