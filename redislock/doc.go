@@ -122,6 +122,20 @@
 // subscribes again, rather than fail or hang. With nobody queued, a release
 // is a plain compare-and-delete that publishes nothing.
 //
+// That hand-over is Options.Fairness FIFO, the default. With Barging (in the
+// manner of Go's sync.Mutex) a mutex's or writer's waiter carries its
+// Options.StarvationBound in its owner id ("~" and microseconds); while it
+// has been at the head of the queue for less than that, a release frees the
+// lock without handing it over or publishing anything, and the first to
+// ask takes it, often the releasing client locking again. The head's
+// record, "OWNER SINCE", is the field ~head of PREFIX{NAME}:values: made
+// when the waiter queues at the head, or by the first release to find a
+// new waiter there (which wakes it, its id alone published, to try). Such a
+// waiter's failed attempt tells it to try again when its bound is up, so a
+// lock nobody takes is free at most that long; past its bound, a release
+// hands it the lock as FIFO does. Readers and permits are always handed
+// over.
+//
 // # Elections
 //
 // A leader is the exclusive holder of the name's lock (a Mutex of the same
