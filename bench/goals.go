@@ -142,6 +142,7 @@ func (r *Report) goalList() []goal {
 	}
 	mem := !math.IsNaN(r.Median(SUncontended, r.Suite.Contenders[0].Name, MAllocsPerCycle)) && r.has(SGoroutines)
 	gs = append(gs, goal{text: "Memory: allocations per cycle and goroutines per held lock for every contender", figure: "table (e)", met: mem, known: true})
+	gs = append(gs, r.peerGoals()...)
 	gs = append(gs, r.scaleGoals()...)
 	gs = append(gs, r.primGoals()...)
 	return gs
