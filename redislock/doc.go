@@ -129,12 +129,13 @@
 // lock without handing it over or publishing anything, and the first to
 // ask takes it, often the releasing client locking again. The head's
 // record, "OWNER SINCE", is the field ~head of PREFIX{NAME}:values: made
-// when the waiter queues at the head, or by the first release to find a
-// new waiter there (which wakes it, its id alone published, to try). Such a
-// waiter's failed attempt tells it to try again when its bound is up, so a
-// lock nobody takes is free at most that long; past its bound, a release
-// hands it the lock as FIFO does. Readers and permits are always handed
-// over.
+// when the waiter queues at the head (its attempt's reply tells it when its
+// bound is up), or by the first release to find a new waiter there (which
+// publishes "OWNER +BOUND", BOUND in microseconds, telling it the same
+// without waking it to race for the lock). The waiter tries by itself when
+// its bound is up, so a lock nobody takes is free at most that long; past
+// its bound, a release hands it the lock as FIFO does. Readers and permits
+// are always handed over.
 //
 // # Elections
 //

@@ -42,8 +42,10 @@ const (
 	// saves the hand-over); the waiter keeps its place. Once it has been at
 	// the head for its bound, a release hands it the lock as FIFO does; and
 	// it tries by itself when its bound is up, so a lock that nobody takes
-	// stays free at most that long. The first release to find a new waiter
-	// at the head wakes it to try (it may win). So a waiter waits, beyond
+	// stays free at most that long. (A waiter that reaches the head behind
+	// others learns when its bound is up from the first release that finds
+	// it there: a message, not a wake-up to race for the lock.) So a
+	// waiter waits, beyond
 	// the time the waiters queued before it take, at most its bound plus
 	// one hold and a hand-over: with N queued before it, about N x (bound +
 	// a hand-over). Readers and permits are handed over as with FIFO.

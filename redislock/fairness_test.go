@@ -162,3 +162,73 @@ func TestBargingIdle(t *testing.T) {
 		t.Fatal("the free lock stayed free: W did not take it when its bound was up")
 	}
 }
+
+// TestBargingNewHead: W2, barging with a bound of 300 ms, queues behind
+// W1, which its client (FIFO) has handed the lock. When W1 releases, W2
+// is new at the head: the release leaves the lock free for others and
+// tells W2 to try when its bound is up, rather than waking it to race for
+// the lock (or handing it over). Nobody else asks, so W2 takes the lock
+// then: not before its bound, and not much later.
+func TestBargingNewHead(t *testing.T) {
+	addr := testserver.Redis(t)[0]
+	ctx := context.Background()
+	ttl := dlock.WithTTL(30 * time.Second)
+	const bound = 300 * time.Millisecond
+	holder := newClient(t, adminClient(t, addr), ttl)
+	w1 := newClient(t, adminClient(t, addr), ttl)
+	w2, err := New(adminClient(t, addr), &Options{Fairness: Barging, StarvationBound: bound}, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w2.Close() })
+	name := uniqueName(t)
+	waiters := func(n int) func() bool {
+		return func() bool {
+			st, err := holder.Status(ctx, name)
+			return err == nil && st.Waiters == n
+		}
+	}
+
+	l, err := holder.Mutex(name).Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch1 := lockAsync(ctx, w1.Mutex(name))
+	waitFor(t, 10*time.Second, "W1 to queue", waiters(1))
+	ch2 := lockAsync(ctx, w2.Mutex(name))
+	waitFor(t, 10*time.Second, "W2 to queue", waiters(2))
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var l1 *dlock.Lease
+	select {
+	case r := <-ch1:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		l1 = r.l
+	case <-time.After(10 * time.Second):
+		t.Fatal("W1 was not handed the lock")
+	}
+	released := time.Now()
+	if err := l1.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-ch2:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if took := r.at.Sub(released); took < bound {
+			t.Errorf("W2 took the lock %v after W1's release, before its bound of %v was up", took, bound)
+		}
+		if r.l.Token() <= l1.Token() {
+			t.Errorf("W2 holds token %d, not after W1's %d", r.l.Token(), l1.Token())
+		}
+		if err := r.l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(bound + 5*time.Second):
+		t.Fatal("the free lock stayed free: W2 did not take it when its bound was up")
+	}
+}

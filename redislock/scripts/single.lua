@@ -139,10 +139,11 @@ end
 -- A barging writer at the head (bargeBound) that has been seen there for
 -- less than its bound is not granted the free lock: whoever asks first
 -- takes it (often the client that just released it). The first release to
--- see it there wakes it (its id alone is published), and it races for the
--- lock; later ones leave it asleep until its own attempt's timer, set for
--- the end of its bound (acquire.lua), or until a release finds it there
--- longer than the bound, which hands it the lock.
+-- see it there tells it to try when its bound is up ("OWNER +BOUND", in
+-- microseconds, on channel), without waking it to race for the lock; a
+-- waiter that queued at the head was told so by its own attempt
+-- (acquire.lua). Later releases leave it be, until one finds it there
+-- longer than its bound, which hands it the lock.
 local function handOver(ttl, channel)
 	if redis.call('EXISTS', KEYS[3]) == 0 then
 		return
@@ -170,7 +171,7 @@ local function handOver(ttl, channel)
 				local us = nowMicros()
 				local since, first = headSince(w, us)
 				if first then
-					redis.call('PUBLISH', channel, w)
+					redis.call('PUBLISH', channel, w .. ' +' .. bound)
 					return
 				elseif us - since < bound then
 					return
