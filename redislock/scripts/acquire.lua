@@ -164,5 +164,6 @@ if mine then
 	redis.call('ZREM', KEYS[3], owner)
 	redis.call('ZREM', KEYS[4], owner)
 	redis.call('HDEL', KEYS[9], owner)
+	queueLeft()
 end
 return {1, token}

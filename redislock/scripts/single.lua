@@ -102,6 +102,15 @@ local function pruneShared(t)
 	return redis.call('ZCARD', KEYS[6])
 end
 
+-- queueLeft is called after entries left the queue: with the last of them
+-- go the waiters' values and the barging head's record (KEYS[9]), which
+-- would otherwise outlive the queue.
+local function queueLeft()
+	if redis.call('EXISTS', KEYS[3]) == 0 then
+		redis.call('DEL', KEYS[9])
+	end
+end
+
 -- pruneQueue drops the entries of waiters that stopped trying.
 local function pruneQueue(t)
 	local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', t)
@@ -109,6 +118,7 @@ local function pruneQueue(t)
 		chunked('ZREM', KEYS[3], dead)
 		chunked('HDEL', KEYS[9], dead)
 		redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', t)
+		queueLeft()
 	end
 end
 
@@ -155,6 +165,7 @@ local function handOver(ttl, channel)
 	while true do
 		local w = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
 		if not w then
+			queueLeft()
 			return
 		end
 		if not redis.call('ZSCORE', KEYS[4], w) then
