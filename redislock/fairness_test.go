@@ -3,10 +3,12 @@ package redislock
 import (
 	"context"
 	"errors"
+	"net/url"
 	"testing"
 	"time"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/internal/faultproxy"
 	"github.com/dlockio/dlock/internal/testserver"
 )
@@ -230,5 +232,35 @@ func TestBargingNewHead(t *testing.T) {
 		}
 	case <-time.After(bound + 5*time.Second):
 		t.Fatal("the free lock stayed free: W2 did not take it when its bound was up")
+	}
+}
+
+// TestFairnessURL: a URL's fairness parameter sets Options.Fairness.
+func TestFairnessURL(t *testing.T) {
+	addr := testserver.Redis(t)[0]
+	ctx := context.Background()
+	for _, c := range []struct {
+		param string
+		barge bool
+		bad   bool
+	}{{"", true, false}, {"fifo", false, false}, {"barging", true, false}, {"fair", false, true}} {
+		u, err := url.Parse("redis://" + addr + "/0?fairness=" + c.param)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := openURL(ctx, u)
+		if c.bad {
+			if !errors.Is(err, driver.ErrInvalidArgument) {
+				t.Errorf("fairness=%s: got %v, want ErrInvalidArgument", c.param, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("fairness=%s: %v", c.param, err)
+		}
+		if got := d.(*Driver).barge > 0; got != c.barge {
+			t.Errorf("fairness=%s: barging %v, want %v", c.param, got, c.barge)
+		}
+		d.Close()
 	}
 }
