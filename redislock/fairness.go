@@ -22,11 +22,11 @@ const (
 	// DefaultStarvationBound. In the peer benchmark's counter (bench/, 10
 	// and 50 workers incrementing a counter under one lock; the project's
 	// 2-core machine, shared and loaded; medians of same-run ratios over 5
-	// interleaved runs, two such sets) Barging made 1.16-1.41x FIFO's
+	// interleaved runs, three such sets) Barging made 1.13-1.41x FIFO's
 	// increments per second at both sizes, for a p99 wait of 0.75-2.7x
-	// FIFO's, which is still about half or less of bsm/redislock's polling
-	// peer (owner changes: ~35% of increments against FIFO's ~100%); the
-	// handoff and uncontended latencies were FIFO's. Throughput is where
+	// FIFO's, 0.29-0.78x that of bsm/redislock's polling peer (owner
+	// changes: 32-42% of increments against FIFO's ~100%); the handoff
+	// latency was FIFO's. Throughput is where
 	// the driver was behind its peers, and waits stay bounded, so Barging
 	// is the default, as it is Go's. Choose FIFO where queued waiters
 	// must be served strictly in order with the shortest worst-case wait,
