@@ -140,7 +140,9 @@ func (r *Report) goalList() []goal {
 			gs = append(gs, goal{text: setup + "ZooKeeper ≥ 1× zk.Lock on every scenario", figure: strings.Join(parts, ", ") + " (speed-up, >1 is better)", met: all, known: known})
 		}
 	}
-	mem := !math.IsNaN(r.Median(SUncontended, r.Suite.Contenders[0].Name, MAllocsPerCycle)) && r.has(SGoroutines)
+	// A run of targets alone (-contenders 'dlock-pg$', the scale scenario)
+	// has no contender.
+	mem := len(r.Suite.Contenders) > 0 && !math.IsNaN(r.Median(SUncontended, r.Suite.Contenders[0].Name, MAllocsPerCycle)) && r.has(SGoroutines)
 	gs = append(gs, goal{text: "Memory: allocations per cycle and goroutines per held lock for every contender", figure: "table (e)", met: mem, known: true})
 	gs = append(gs, r.peerGoals()...)
 	gs = append(gs, r.scaleGoals()...)

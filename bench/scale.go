@@ -118,6 +118,9 @@ func Scale(ctx context.Context, t Target, prefix string, cfg ScaleConfig) (Metri
 	var idle int64 = -1
 	if t.Count != nil {
 		// What the servers handle without our locks, over the same window.
+		if err := sleepCtx(ctx, t.Count.Settle); err != nil {
+			return nil, err
+		}
 		if idle, err = countOver(ctx, t.Count, cfg.Window); err != nil {
 			return nil, err
 		}
@@ -180,6 +183,9 @@ func Scale(ctx context.Context, t Target, prefix string, cfg ScaleConfig) (Metri
 	m[MHeapPerLock] = (float64(ms1.HeapAlloc) - float64(ms0.HeapAlloc)) / float64(cfg.N)
 
 	if t.Count != nil {
+		if err := sleepCtx(ctx, t.Count.Settle); err != nil {
+			return nil, err
+		}
 		var sent0 int64
 		if t.Sent != nil {
 			sent0 = t.Sent()

@@ -115,6 +115,9 @@ func connectPG(ctx context.Context, url string) (*pgxpool.Pool, error) {
 		return nil, errors.New("bad DLOCK_TEST_PG URL") // pgx's error may quote the password
 	}
 	cfg.MaxConns = 96 // the scale floor holds a connection per goroutine
+	// Every statement sent on the pool's connections, and on those that
+	// pglock opens with its configuration (its sessions), is counted.
+	cfg.ConnConfig.Tracer = pgSentTracer{}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, err

@@ -68,6 +68,9 @@ func (d *Driver) Acquire(ctx context.Context, req driver.Request) (driver.Lock, 
 // makes the lock if it was granted. Neither a lock nor an error: not
 // granted (the reservation is dropped).
 func (d *Driver) grant(ctx context.Context, s *session, key int64, req driver.Request, q string) (*lock, driver.Validity, error) {
+	if q == d.q.try {
+		return d.grantBatched(ctx, s, key, req) // grant.go
+	}
 	var ok, lease bool
 	var tok, waitMs int64
 	var pid uint32

@@ -99,26 +99,13 @@ func (s *session) sendRenewals() {
 	}
 }
 
-// renewBatch renews batch in one statement and answers each entry. The
-// statement carries the first entry's ctx values, not its cancellation,
-// and the latest deadline of the entries (one whose own ctx ends stops
-// waiting on its own).
+// renewBatch renews batch in one statement and answers each entry.
 func (s *session) renewBatch(batch []*renewal) {
-	var dl time.Time
-	for _, r := range batch {
-		d, ok := r.ctx.Deadline()
-		if !ok {
-			dl = time.Time{}
-			break
-		}
-		if d.After(dl) {
-			dl = d
-		}
+	ctxs := make([]context.Context, len(batch))
+	for i, r := range batch {
+		ctxs[i] = r.ctx
 	}
-	ctx, cancel := context.WithoutCancel(batch[0].ctx), context.CancelFunc(func() {})
-	if !dl.IsZero() {
-		ctx, cancel = context.WithDeadline(ctx, dl)
-	}
+	ctx, cancel := batchContext(ctxs)
 	defer cancel()
 	keys := make([]int64, len(batch))
 	tokens := make([]int64, len(batch))
@@ -154,4 +141,27 @@ func (s *session) renewBatch(batch []*renewal) {
 			r.done(driver.Validity{Since: since, TTL: r.l.ttl}, nil)
 		}
 	}
+}
+
+// batchContext is the context of a statement sent for many callers: the
+// first one's values, not its cancellation, and the latest deadline of
+// them all, none if one has none (a caller whose own ctx ends stops
+// waiting on its own).
+func batchContext(ctxs []context.Context) (context.Context, context.CancelFunc) {
+	var dl time.Time
+	for _, c := range ctxs {
+		d, ok := c.Deadline()
+		if !ok {
+			dl = time.Time{}
+			break
+		}
+		if d.After(dl) {
+			dl = d
+		}
+	}
+	ctx := context.WithoutCancel(ctxs[0])
+	if dl.IsZero() {
+		return ctx, func() {}
+	}
+	return context.WithDeadline(ctx, dl)
 }

@@ -70,7 +70,16 @@
 //   - TryLock: one statement on a session, one round trip:
 //     pg_try_advisory_lock(key) and, if granted, the key's row in the token
 //     table (INSERT … ON CONFLICT (key) DO UPDATE SET token = token + 1 …
-//     RETURNING token), which also takes the lease.
+//     RETURNING token), which also takes the lease. The exclusive
+//     try-locks made on one session at the same time (many names taken at
+//     once) go out together, as renewals do: one statement for up to
+//     1,000 keys, each key's try-lock, then, for those granted, each row
+//     written as a single try writes it (the token counted while the lock
+//     is held, in the statement that took it); the first at once, those
+//     that come while it is in flight in the next. A key not granted falls
+//     back to the caller's waiting path. A try whose caller gave up while
+//     its statement was in flight is undone (its lease ended, its key
+//     unlocked) once the statement has answered.
 //   - Lock: the same statement with pg_advisory_lock(key), on a session
 //     of its own while it waits, which then holds the lock and may take
 //     others: the grant and its token in the round trip of the wait, and
@@ -90,7 +99,13 @@
 //     meanwhile. A backend whose client vanished leaves the queue within a
 //     second (client_connection_check_interval, where the platform has it).
 //   - Unlock: one statement on the lock's session, one round trip: the
-//     lease ended in the key's row, then pg_advisory_unlock(key).
+//     lease ended in the key's row, then pg_advisory_unlock(key). The
+//     releases of one session's locks made at the same time go out
+//     together, as renewals do: one statement for up to 1,000 of them
+//     (each lease ended if it is still this holder's, then each key
+//     unlocked, each caller told whether its key was held), the first at
+//     once, those that come while it is in flight in the next. Releasing
+//     N locks at once is a few statements per session, not N queued on it.
 //   - Renew: the renewals of one session's locks go out together, one
 //     statement for up to 1,000 of them (each lease extended in its key's
 //     row if it is still this holder's, checked entry by entry): the first

@@ -99,7 +99,9 @@ type Driver struct {
 	opened   chan struct{}                       // closed (and replaced) when pick has opened one
 	wg       sync.WaitGroup                      // the watchers
 
-	renewStatements atomic.Int64 // renewal statements sent (batch.go), for tests
+	renewStatements   atomic.Int64 // renewal statements sent (batch.go), for tests
+	releaseStatements atomic.Int64 // release statements sent (release.go), for tests
+	grantStatements   atomic.Int64 // batched try-lock statements sent (grant.go), for tests
 
 	connMu   sync.Mutex                   // orders the news of the connection (conn.go)
 	connNote func(up bool, detail string) // NotifyConn's

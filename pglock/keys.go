@@ -56,13 +56,37 @@ type queries struct {
 	// is written, in the same statement, so tokens follow grant order.
 	try, tryShared, wait, waitShared string
 
+	// tryMany ($1 keys, $2 names, $3 TTLs in ms): try's exclusive grant
+	// for many keys of one session in one statement (grant.go; a batch of
+	// one sends try, simpler for the server): each key's
+	// pg_try_advisory_lock, then, for those granted, the row written as
+	// try writes it (rows in key order, as every statement that writes
+	// several does); returns the server process and, for the keys granted,
+	// their tokens and how long (ms) a vanished holder's lease may last.
+	tryMany string
+	// untryMany ($1 keys, $2 the session's server process): undo a
+	// tryMany that failed or was cut short, whose outcome is unknown: the
+	// leases this session wrote for the keys ended (none of its locks
+	// holds them: they were reserved for the batch), then each key
+	// unlocked.
+	untryMany string
+
 	// release, releaseShared ($1 key, $2 the session's server process,
-	// $3 token): end the lease in the row, then unlock, in one statement:
-	// the next holder, granted at the unlock, takes the row's lock and so
-	// waits for this statement to commit, and sees the lease ended. The
-	// commit need not wait for the WAL flush: a release lost in a crash
-	// only makes the next holder wait out the lease.
+	// $3 token): releaseMany for one lock, a simpler statement for the
+	// server (the usual, uncontended case): the lease ended in the row,
+	// then the unlock.
 	release, releaseShared string
+	// releaseMany ($1 keys, $2 tokens, $3 shared or not, $4 the
+	// session's server process): for many locks of one session in one
+	// statement (release.go), end each lease in its key's row if it is
+	// still this holder's, then unlock each key; returns the keys the
+	// session held. The rows are locked (in key order, as renewMany's)
+	// before any key is unlocked: the next holder, granted at the unlock,
+	// takes the row's lock and so waits for this statement to commit, and
+	// sees the lease ended. The commit need not wait for the WAL flush: a
+	// release lost in a crash only makes the next holder wait out the
+	// lease.
+	releaseMany string
 	// unlock, unlockShared ($1 key): give up a lock whose granting
 	// statement failed (and so wrote nothing).
 	unlock, unlockShared string
@@ -135,7 +159,20 @@ SELECT %s($1), set_config('synchronous_commit', 'off', true) FROM (SELECT count(
 		addColumns: fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS name bytea, ADD COLUMN IF NOT EXISTS holder integer,
 	ADD COLUMN IF NOT EXISTS held_until bigint, ADD COLUMN IF NOT EXISTS wait_until bigint,
 	ADD COLUMN IF NOT EXISTS readers jsonb`, t),
-		try:           grant(try, false),
+		try: grant(try, false),
+		untryMany: fmt.Sprintf(`WITH k AS MATERIALIZED (SELECT key FROM %[1]s WHERE key = ANY($1::bigint[]) ORDER BY key FOR NO KEY UPDATE),
+u AS (UPDATE %[1]s AS c SET held_until = NULL FROM k WHERE c.key = k.key AND c.holder = $2::integer AND c.held_until IS NOT NULL RETURNING 1)
+SELECT count(*) FILTER (WHERE pg_advisory_unlock(r.key)) FROM unnest($1::bigint[]) AS r(key), (SELECT count(*) FROM u) n`, t),
+		tryMany: fmt.Sprintf(`WITH l AS MATERIALIZED (SELECT r.key, r.name, r.ttl, pg_try_advisory_lock(r.key) AS ok
+	FROM unnest($1::bigint[], $2::bytea[], $3::bigint[]) AS r(key, name, ttl)),
+t AS (INSERT INTO %s AS c (key, token, name, holder, held_until)
+	SELECT key, 1, name, pg_backend_pid(), %s + ttl FROM l WHERE ok ORDER BY key
+	ON CONFLICT (key) DO UPDATE SET token = c.token + 1, holder = excluded.holder, held_until = excluded.held_until,
+	readers = NULL, wait_until = greatest(c.wait_until, c.held_until,
+		(SELECT max((r.value->>1)::bigint) FROM jsonb_each(c.readers) r))
+	RETURNING c.key, c.token, c.wait_until)
+SELECT pg_backend_pid(), coalesce(array_agg(key), '{}'), coalesce(array_agg(token), '{}'),
+	coalesce(array_agg(greatest(coalesce(wait_until, 0) - %s, 0)), '{}') FROM t`, t, now, now),
 		tryShared:     grant(tryShared, true),
 		wait:          grant(wait, false),
 		waitShared:    grant(waitShared, true),
@@ -143,6 +180,17 @@ SELECT %s($1), set_config('synchronous_commit', 'off', true) FROM (SELECT count(
 		unlockShared:  `SELECT pg_advisory_unlock_shared($1)`,
 		release:       release(`held_until = NULL`, owner, "pg_advisory_unlock"),
 		releaseShared: release(`readers = readers - $2::integer::text`, ownerShared, "pg_advisory_unlock_shared"),
+		releaseMany: fmt.Sprintf(`WITH r AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::boolean[]) AS r(key, token, shared)),
+k AS MATERIALIZED (SELECT key FROM %[1]s WHERE key = ANY($1::bigint[]) ORDER BY key FOR NO KEY UPDATE),
+u AS (UPDATE %[1]s AS c SET held_until = CASE WHEN r.shared THEN c.held_until END,
+	readers = CASE WHEN r.shared THEN c.readers - $4::integer::text ELSE c.readers END
+	FROM r WHERE c.key = r.key AND c.key IN (SELECT key FROM k) AND CASE WHEN r.shared
+		THEN (c.readers->($4::integer::text)->>0)::bigint = r.token
+		ELSE c.holder = $4::integer AND c.token = r.token AND c.held_until IS NOT NULL END
+	RETURNING 1)
+SELECT coalesce(array_agg(r.key) FILTER (WHERE CASE WHEN r.shared THEN pg_advisory_unlock_shared(r.key)
+	ELSE pg_advisory_unlock(r.key) END), '{}'), set_config('synchronous_commit', 'off', true)
+FROM r, (SELECT count(*) FROM u) n`, t),
 		renewMany: fmt.Sprintf(`WITH r AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[]) AS r(key, token, ttl, shared)),
 k AS MATERIALIZED (SELECT key FROM %[1]s WHERE key = ANY($1::bigint[]) ORDER BY key FOR NO KEY UPDATE),
 u AS (UPDATE %[1]s AS c SET held_until = greatest(c.held_until, CASE WHEN NOT r.shared THEN %[2]s + r.ttl END),

@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/dlockio/dlock/driver"
 )
 
@@ -96,49 +94,6 @@ func (l *lock) settle(ctx context.Context, since time.Time, waitMs int64) (drive
 			return v, nil
 		}
 	}
-}
-
-// Release ends the lease in the key's row and unlocks the advisory lock on
-// its session, in one statement (one round trip): the next holder waits
-// for its commit before it reads the row. A session that ended took the
-// lock with it: ErrLockLost. An unlock that ctx cut short may still finish:
-// a repeated Release then finds the lock released by it, and says so with
-// ErrLockLost (the lock is no longer this owner's), as the driver contract
-// asks; reporting success would date the release to the repeat.
-func (l *lock) Release(ctx context.Context) error {
-	if l.released.Load() {
-		return errReleased
-	}
-	q := l.d.q.release
-	if l.mode == driver.Shared {
-		q = l.d.q.releaseShared
-	}
-	held := true
-	err := l.s.use(ctx, func(c *pgx.Conn) error {
-		if l.released.Load() {
-			return errReleased
-		}
-		var sync string
-		if err := c.QueryRow(ctx, q, l.key, l.s.pid, int64(l.token)).Scan(&held, &sync); err != nil {
-			return err
-		}
-		l.done()
-		return nil
-	})
-	if errors.Is(err, errSessionEnded) {
-		l.done()
-		return l.err("release", ctx, err)
-	}
-	if errors.Is(err, errReleased) {
-		return err
-	}
-	if err != nil {
-		return l.err("release", ctx, err)
-	}
-	if !held {
-		return fmt.Errorf("pglock: release: the session no longer held the lock: %w", driver.ErrLockLost)
-	}
-	return nil
 }
 
 // done marks the lock released, once, and gives its key back to the

@@ -46,6 +46,8 @@ type session struct {
 	keys     map[int64]int
 	held     map[*lock]struct{} // the locks granted on it and not released (loss.go)
 	renew    renewals           // its locks' renewals (batch.go)
+	rel      releases           // its locks' releases (release.go)
+	grant    grants             // try-locks on it (grant.go)
 	deadErr  error
 	dead     chan struct{} // closed when the session has ended
 }
@@ -297,11 +299,12 @@ func (s *session) kill(cause error) (first bool, lost int) {
 	return true, lost
 }
 
-// load is how many callers use or wait for the connection.
+// load is how many callers use or wait for the connection, try-locks
+// waiting for their batch (grant.go) included.
 func (s *session) load() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.users
+	return s.users + len(s.grant.pending)
 }
 
 func (s *session) alive() bool {
