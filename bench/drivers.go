@@ -35,9 +35,13 @@ func dlockFile(e *Engines) []Contender {
 
 func dlockRedis(e *Engines) []Contender {
 	open := func() (*dlock.Client, error) { return redislock.New(e.Redis.Clients[0], nil) }
+	fifo := func() (*dlock.Client, error) {
+		return redislock.New(e.Redis.Clients[0], &redislock.Options{Fairness: redislock.FIFO})
+	}
 	return []Contender{
 		dlockContender("dlock-redis", "redis", "redislock.New(rdb) per worker on the shared go-redis client, defaults", open),
 		dlockShared("dlock-redis-1c", "redis", "one redislock client shared by all workers (one process)", open),
+		dlockContender("dlock-redis-fifo", "redis", "redislock.New(rdb) per worker on the shared go-redis client, Options.Fairness FIFO (strict hand-over)", fifo),
 	}
 }
 

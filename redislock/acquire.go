@@ -204,6 +204,12 @@ func (a *acquirer) wait(ctx context.Context, d time.Duration) (*grant, error) {
 		if g := a.w.fresh(); g != nil {
 			return g, nil
 		}
+		if at := a.w.deferTo.Swap(0); at != 0 {
+			// A release left the lock free for others a while (Barging):
+			// try then, or when woken before.
+			t.Reset(time.Until(time.Unix(0, at)))
+			continue
+		}
 		if a.subscribed || a.checkSubscribed() {
 			return nil, nil // a release, or now subscribed: look again
 		}

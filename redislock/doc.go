@@ -24,6 +24,9 @@
 //
 //   - prefix=P: Options.Prefix, what every key and channel name starts
 //     with (default "dlock:"); it must not hold '{' or '}'.
+//   - fairness=fifo or fairness=barging: Options.Fairness (default
+//     DefaultFairness; barging with the default StarvationBound);
+//     redlock:// ignores it.
 //   - tls=true (redlock:// only): TLS to every node, checking each host's
 //     certificate against the system's roots.
 //   - redis:// and rediss:// also take go-redis's own URL parameters
@@ -122,6 +125,21 @@
 // subscription cannot be made or is not confirmed waits that way too, and
 // subscribes again, rather than fail or hang. With nobody queued, a release
 // is a plain compare-and-delete that publishes nothing.
+//
+// That hand-over is Options.Fairness FIFO's, and every mode's for readers
+// and permits. With Barging, the default (in the manner of Go's
+// sync.Mutex), a mutex's or writer's waiter carries its
+// Options.StarvationBound in its owner id ("~" and microseconds); while it
+// has been at the head of the queue for less than that, a release frees the
+// lock without handing it over or publishing anything, and the first to
+// ask takes it, often the releasing client locking again. The head's
+// record, "OWNER SINCE", is the field ~head of PREFIX{NAME}:values: made
+// when the waiter queues at the head (its attempt's reply tells it when its
+// bound is up), or by the first release to find a new waiter there (which
+// publishes "OWNER +BOUND", BOUND in microseconds, telling it the same
+// without waking it to race for the lock). The waiter tries by itself when
+// its bound is up, so a lock nobody takes is free at most that long; past
+// its bound, a release hands it the lock as FIFO does.
 //
 // # Elections
 //

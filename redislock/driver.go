@@ -27,6 +27,14 @@ type Options struct {
 	// Prefix starts every key and channel name (default DefaultPrefix). It
 	// must not contain '{' or '}', which would change the hash tag.
 	Prefix string
+	// Fairness is how a release on a single node passes the lock to its
+	// waiters (fairness.go): DefaultFairness, FIFO or Barging. Redlock
+	// ignores it: its releases free the lock and wake the first waiter.
+	Fairness Fairness
+	// StarvationBound is, with Barging, how long the first waiter may wait
+	// before a release hands it the lock (default DefaultStarvationBound);
+	// FIFO ignores it. It must not be negative.
+	StarvationBound time.Duration
 }
 
 // New returns a client that keeps its locks on one Redis server, or on a
@@ -82,6 +90,10 @@ type Driver struct {
 	bg     sync.WaitGroup // give-backs, stragglers and observers running after their call returned
 	// checked: every node's eviction policy has been checked (eviction.go).
 	checked atomic.Bool
+	// barge is a single node's barging bound in microseconds, which its
+	// writers' owner ids carry (owner), 0 for strict hand-over
+	// (Options.Fairness).
+	barge int64
 }
 
 // topology is what differs between a single node and a Redlock. Each has
@@ -138,6 +150,7 @@ func newRedlock(fn string, clients []redis.UniversalClient, o *Options, owned bo
 	if err != nil {
 		return nil, err
 	}
+	d.barge = 0 // Options.Fairness is a single node's
 	d.topo = &redlock{d: d, nodes: d.nodes, quorum: majority(len(d.nodes)), missing: missing}
 	return d, nil
 }
@@ -154,9 +167,13 @@ func newDriver(fn string, clients []redis.UniversalClient, o *Options, owned, na
 	if opt.Prefix == "" {
 		opt.Prefix = DefaultPrefix
 	}
+	barge, err := bargeBound(fn, opt.Fairness, opt.StarvationBound)
+	if err != nil {
+		return nil, err
+	}
 	var b [12]byte
 	rand.Read(b[:])
-	d := &Driver{prefix: opt.Prefix, owned: owned, id: hex.EncodeToString(b[:]), done: make(chan struct{})}
+	d := &Driver{prefix: opt.Prefix, owned: owned, id: hex.EncodeToString(b[:]), done: make(chan struct{}), barge: barge}
 	for i, c := range clients {
 		n := &node{rdb: c, name: nodeName(c, i), hub: newHub(c, d.id+".", named, &d.bg),
 			aware: honoursContext(c), timeouts: clientTimeouts(c), bg: &d.bg, done: d.done}

@@ -299,6 +299,20 @@ func (h *hub) deliver(m *redis.Message) {
 		}
 		return
 	}
+	if owner, d, ok := parseDeferral(m.Payload); ok {
+		if t != nil {
+			for _, w := range t.waiters {
+				if w.id == owner {
+					w.deferTo.Store(time.Now().Add(d).UnixNano())
+					w.signal()
+					return
+				}
+			}
+		}
+		// A waiter that has left: its dequeue finds it queued and passes
+		// the lock on (sdequeue.lua).
+		return
+	}
 	if m.Payload == "" {
 		if t != nil {
 			t.wakeOne()

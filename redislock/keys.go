@@ -100,10 +100,16 @@ func (k keys) single() []string {
 // uses, for a request of mode and limit. The id says what it holds or
 // waits for, so that the scripts read it from the queue and the holders:
 // ":s" ends a reader's, ":pN" the holder's of one of N permits; a mutex's
-// (a writer's) has no suffix, as before read-write locks existed.
+// (a writer's) has no suffix, as before read-write locks existed, and
+// carries "~B" on a single node whose client barges (Options.Fairness: B
+// is its StarvationBound in microseconds).
 func (d *Driver) owner(mode driver.Mode, limit int) string {
 	var b [64]byte
 	o := strconv.AppendUint(append(append(b[:0], d.id...), '.'), d.seq.Add(1), 36)
+	if d.barge > 0 && mode == driver.Exclusive && limit == 0 {
+		// A barging writer (Options.Fairness): its bound in microseconds.
+		o = strconv.AppendInt(append(o, '~'), d.barge, 10)
+	}
 	switch {
 	case limit > 0:
 		o = strconv.AppendInt(append(o, ":p"...), int64(limit), 10)

@@ -110,7 +110,7 @@ func (l *singleLock) attempt(ctx context.Context, w *waiter) attempt {
 		q = "1"
 	}
 	v, err := l.n.runInts(ctx, acquireScript, l.keys.single(), l.owner, ttlMillis(l.ttl), q, l.value)
-	if err == nil && (len(v) < 2 || v[0] == 0 && len(v) != 3) {
+	if err == nil && (len(v) < 2 || v[0] == 0 && len(v) != 3 && len(v) != 4) {
 		err = fmt.Errorf("unexpected reply %v", v)
 	}
 	if err != nil {
@@ -132,7 +132,13 @@ func (l *singleLock) attempt(ctx context.Context, w *waiter) attempt {
 	}
 	// PTTL counts whole milliseconds, rounded down: add one so that the
 	// retry comes after the key is gone, not just before.
-	return attempt{wait: time.Duration(v[1]+1) * time.Millisecond, floor: uint64(v[2])}
+	wait := time.Duration(v[1]+1) * time.Millisecond
+	if len(v) == 4 {
+		// A barging waiter at the head: releases do not wake it until its
+		// bound is up (scripts/single.lua, handOver).
+		wait = min(wait, time.Duration(v[3])*time.Microsecond)
+	}
+	return attempt{wait: wait, floor: uint64(v[2])}
 }
 
 // release runs release.lua for this owner: the lock is deleted, or handed

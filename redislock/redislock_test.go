@@ -33,6 +33,7 @@ func TestMain(m *testing.M) {
 type harness struct {
 	addrs []string
 	admin []*redis.Client
+	opts  *Options // the drivers'; nil for the defaults
 
 	mu      sync.Mutex
 	clients map[driver.Driver][]*redis.Client
@@ -78,9 +79,9 @@ func (h *harness) MakeDriver(context.Context) (driver.Driver, error) {
 	var d *Driver
 	var err error
 	if len(ucs) == 1 {
-		d, err = newSingle("harness", ucs[0], nil, true)
+		d, err = newSingle("harness", ucs[0], h.opts, true)
 	} else {
-		d, err = newRedlock("harness", ucs, nil, true, nil)
+		d, err = newRedlock("harness", ucs, h.opts, true, nil)
 	}
 	if err != nil {
 		undo()
@@ -167,6 +168,21 @@ func TestConformance(t *testing.T) {
 	addrs := testserver.Redis(t)
 	drivertest.RunConformanceTests(t, func(context.Context, *testing.T) (drivertest.Harness, error) {
 		return newHarness(addrs[:1]), nil
+	})
+}
+
+// TestConformanceFairness runs the conformance suite on a single node with
+// the Fairness that TestConformance does not use (the default's other).
+func TestConformanceFairness(t *testing.T) {
+	addrs := testserver.Redis(t)
+	other := FIFO
+	if defaultFairness == FIFO {
+		other = Barging
+	}
+	drivertest.RunConformanceTests(t, func(context.Context, *testing.T) (drivertest.Harness, error) {
+		h := newHarness(addrs[:1])
+		h.opts = &Options{Fairness: other}
+		return h, nil
 	})
 }
 

@@ -59,6 +59,16 @@ func openURL(ctx context.Context, u *url.URL) (driver.Driver, error) {
 	if err := checkPrefix("redislock: URL prefix", o.Prefix); err != nil {
 		return nil, err
 	}
+	switch f := q.Get("fairness"); f {
+	case "":
+	case "fifo":
+		o.Fairness = FIFO
+	case "barging":
+		o.Fairness = Barging
+	default:
+		return nil, driver.InvalidArgument("redislock: URL fairness", strconv.Quote(f), "fifo or barging")
+	}
+	q.Del("fairness")
 	var clients []*redis.Client
 	closeAll := func() {
 		for _, c := range clients {

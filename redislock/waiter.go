@@ -20,6 +20,11 @@ type waiter struct {
 	// ticket is a Redlock waiter's place in the nodes' queues: the time it
 	// began to wait, the same on every node.
 	ticket int64
+	// deferTo (unix nanoseconds, 0 for none): a release found the waiter
+	// new at the head of the queue, barging, and left the lock free for
+	// others until then; the waiter tries then unless woken before
+	// (scripts/single.lua, handOver).
+	deferTo atomic.Int64
 }
 
 // grant is a single-node release that handed the lock to a waiter.
@@ -44,6 +49,19 @@ func parseGrant(payload string) (owner string, g *grant, ok bool) {
 		return "", nil, false
 	}
 	return owner, &grant{token: t, ttl: time.Duration(ms) * time.Millisecond}, true
+}
+
+// parseDeferral reads "OWNER +MICROSECONDS" (single.lua's handOver).
+func parseDeferral(payload string) (owner string, d time.Duration, ok bool) {
+	owner, us, ok := strings.Cut(payload, " +")
+	if !ok {
+		return "", 0, false
+	}
+	n, err := strconv.ParseInt(us, 10, 64)
+	if err != nil || n < 0 {
+		return "", 0, false
+	}
+	return owner, time.Duration(n) * time.Microsecond, true
 }
 
 func newWaiter(id string) *waiter {

@@ -2,11 +2,14 @@
 -- milliseconds, ARGV[3] "1" if the caller waits (is subscribed) and should
 -- be queued on failure, ARGV[4] the value to keep with an exclusive hold
 -- (an election leader's; '' for none).
--- Returns {1, token} when granted; {0, wait, fence} when it must wait:
--- wait is the time in ms after which to try again at the latest (a
+-- Returns {1, token} when granted; {0, wait, fence[, retry]} when it must
+-- wait: wait is the time in ms after which to try again at the latest (a
 -- holder's expiry), fence the counter now, so any grant made before this
 -- call (and announced by a message that may still be on its way) has a
--- token no larger, and any grant after it a larger one; {2, limit} when
+-- token no larger, and any grant after it a larger one; retry, for a
+-- barging waiter that releases have seen at the head of the queue for less
+-- than its bound, the time in microseconds until its bound is up (no
+-- release wakes it before: handOver); {2, limit} when
 -- the name is held or awaited with another limit (0: as a lock), which
 -- refuses the request.
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
@@ -25,14 +28,20 @@ end
 if cur and redis.call('PTTL', KEYS[1]) < 0 then
 	return redis.error_reply('DLOCK key exists without a TTL: not a lock made by dlock')
 end
-if not cur and ARGV[4] == '' and not string.find(owner, ':', 1, true) and redis.call('EXISTS', KEYS[3], KEYS[6], KEYS[10]) == 0 then
+if not cur and ARGV[4] == '' and not string.find(owner, ':', 1, true) then
 	-- A mutex (a writer: no ':' in its id) without a value, with nobody
 	-- else about (no waiter, reader, permit or observer): the common case,
 	-- in as few calls as before read-write locks, and before single.lua's
-	-- functions are made (which costs a microsecond).
-	local token = redis.call('INCR', KEYS[2])
-	redis.call('SET', KEYS[1], owner, 'PX', ttl)
-	return {1, token}
+	-- functions are made (which costs a microsecond). Or with waiters
+	-- only, none of them this caller, and no semaphore's: the lock free
+	-- under contention, which a writer takes whoever waits (as below).
+	local n = redis.call('EXISTS', KEYS[3], KEYS[6], KEYS[10])
+	local head = n == 1 and redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+	if n == 0 or head and not string.find(head, ':p', 1, true) and not redis.call('ZSCORE', KEYS[3], owner) then
+		local token = redis.call('INCR', KEYS[2])
+		redis.call('SET', KEYS[1], owner, 'PX', ttl)
+		return {1, token}
+	end
 end
 --[[single.lua]]
 local kind, limit = kindOf(owner)
@@ -113,6 +122,13 @@ if wait then
 				ticket = tonumber(last) + 1
 			end
 			redis.call('ZADD', KEYS[3], ticket, owner)
+			if not last and kind == 'x' and bargeBound(owner) then
+				-- A barging writer at the head from its first try: its
+				-- bound runs from now (headSince).
+				redis.call('HSET', KEYS[9], '~head', owner .. ' ' .. string.format('%.0f', ticket))
+				extend(KEYS[9], keep)
+			end
+			mine = ticket
 		end
 		if ARGV[4] ~= '' then
 			redis.call('HSET', KEYS[9], owner, ARGV[4])
@@ -122,7 +138,18 @@ if wait then
 		extend(KEYS[3], keep)
 		extend(KEYS[4], keep)
 	end
-	return {0, wait, tonumber(redis.call('GET', KEYS[2]) or '0')}
+	local retry
+	local bound = kind == 'x' and mine and bargeBound(owner)
+	if bound then
+		local o, since = string.match(redis.call('HGET', KEYS[9], '~head') or '', '^(.*) (%d+)$')
+		if o == owner then
+			retry = tonumber(since) + bound - nowMicros()
+			if retry <= 0 then
+				retry = nil
+			end
+		end
+	end
+	return {0, wait, tonumber(redis.call('GET', KEYS[2]) or '0'), retry}
 end
 local token = redis.call('INCR', KEYS[2])
 if kind == 'x' then
@@ -137,5 +164,6 @@ if mine then
 	redis.call('ZREM', KEYS[3], owner)
 	redis.call('ZREM', KEYS[4], owner)
 	redis.call('HDEL', KEYS[9], owner)
+	queueLeft()
 end
 return {1, token}

@@ -19,9 +19,27 @@ if ARGV[5] ~= '1' and not string.find(owner, ':', 1, true) then
 	-- A mutex (a writer) without a value that nobody waits for or
 	-- observes: the common case, before single.lua's functions are made.
 	local ok, cur = pcall(redis.call, 'GET', KEYS[1])
-	if ok and cur == owner and redis.call('EXISTS', KEYS[3], KEYS[8], KEYS[10]) == 0 then
-		redis.call('DEL', KEYS[1])
-		return 1
+	if ok and cur == owner then
+		local n = redis.call('EXISTS', KEYS[3], KEYS[8], KEYS[10])
+		if n == 0 then
+			redis.call('DEL', KEYS[1])
+			return 1
+		end
+		-- Or only waited for, by a barging writer at the head that a
+		-- release saw there less than its bound ago (handOver, which
+		-- would do nothing else): the lock under contention, barging.
+		local head = n == 1 and redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+		local bound = head and tonumber(string.match(head, '~(%d+)'))
+		if bound then
+			local h = redis.call('HGET', KEYS[9], '~head')
+			if h and string.sub(h, 1, #head + 1) == head .. ' ' then
+				local t = redis.call('TIME')
+				if t[1] * 1000000 + t[2] - tonumber(string.sub(h, #head + 2)) < bound then
+					redis.call('DEL', KEYS[1])
+					return 1
+				end
+			end
+		end
 	end
 end
 --[[single.lua]]

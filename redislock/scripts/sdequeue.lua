@@ -13,6 +13,7 @@ local owner = ARGV[1]
 local n = redis.call('ZREM', KEYS[3], owner)
 redis.call('ZREM', KEYS[4], owner)
 redis.call('HDEL', KEYS[9], owner)
+queueLeft()
 local freed = n == 1
 if n == 0 then
 	if kindOf(owner) == 'x' then

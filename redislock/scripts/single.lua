@@ -18,12 +18,16 @@
 --           VALUE", with the lock key's TTL; a value whose OWNER is not the
 --           lock key's is stale and means none
 --   KEYS[9] the queued waiters' values: owner id -> value, kept with the
---           grant that handOver makes
+--           grant that handOver makes; and the field '~head' (no owner id
+--           starts with '~'): "OWNER SINCE", the barging waiter a release
+--           last found at the head of the queue and since when (server
+--           time in microseconds) it has been seen there (headSince)
 --   KEYS[10] exists while some client observes the exclusive holder
 --           (sholder.lua): every change of it (a grant, a release, a new
 --           value) is then published, empty, on the channel KEYS[1]..':holder'
 -- An owner id says what it wants (kindOf): a reader's ends in ":s", a
--- permit's of a semaphore of N in ":pN"; a mutex's or writer's has neither.
+-- permit's of a semaphore of N in ":pN"; a mutex's or writer's has neither,
+-- and holds "~B" if its client barges (Options.Fairness: bargeBound).
 -- A name never mixes locks and semaphores, nor semaphores of different N:
 -- acquire.lua refuses such a request.
 
@@ -42,6 +46,18 @@ local function kindOf(owner)
 		return 'p', tonumber(n)
 	end
 	return 'x', 0
+end
+
+-- bargeBound returns the bound in microseconds that a barging waiter's id
+-- carries ("~B"), nil for a waiter handed the lock in queue order.
+local function bargeBound(owner)
+	return tonumber(string.match(owner, '~(%d+)'))
+end
+
+-- nowMicros is the server time in microseconds.
+local function nowMicros()
+	local t = redis.call('TIME')
+	return t[1] * 1000000 + t[2]
 end
 
 -- extend makes key live at least ms from now.
@@ -86,6 +102,15 @@ local function pruneShared(t)
 	return redis.call('ZCARD', KEYS[6])
 end
 
+-- queueLeft is called after entries left the queue: with the last of them
+-- go the waiters' values and the barging head's record (KEYS[9]), which
+-- would otherwise outlive the queue.
+local function queueLeft()
+	if redis.call('EXISTS', KEYS[3]) == 0 then
+		redis.call('DEL', KEYS[9])
+	end
+end
+
 -- pruneQueue drops the entries of waiters that stopped trying.
 local function pruneQueue(t)
 	local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', t)
@@ -93,7 +118,26 @@ local function pruneQueue(t)
 		chunked('ZREM', KEYS[3], dead)
 		chunked('HDEL', KEYS[9], dead)
 		redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', t)
+		queueLeft()
 	end
+end
+
+-- headSince returns since when (microseconds) the barging waiter w has
+-- been at the head of the queue as releases have seen it, and true if this
+-- is the first release to see it there (it is recorded now, and the queue's
+-- TTL is the record's).
+local function headSince(w, us)
+	local h = redis.call('HGET', KEYS[9], '~head')
+	if h then
+		local o, since = string.match(h, '^(.*) (%d+)$')
+		if o == w then
+			return tonumber(since), false
+		end
+	end
+	-- %.0f: Lua would write a number this large with an exponent.
+	redis.call('HSET', KEYS[9], '~head', w .. ' ' .. string.format('%.0f', us))
+	extend(KEYS[9], redis.call('PTTL', KEYS[3]))
+	return us, true
 end
 
 -- handOver grants the lock to the waiters at the head of the queue that
@@ -102,6 +146,14 @@ end
 -- while some are free. Each grant takes the next token, is made here
 -- (the waiter holds it when its message arrives) and is published as
 -- "OWNER TOKEN TTL" on channel.
+-- A barging writer at the head (bargeBound) that has been seen there for
+-- less than its bound is not granted the free lock: whoever asks first
+-- takes it (often the client that just released it). The first release to
+-- see it there tells it to try when its bound is up ("OWNER +BOUND", in
+-- microseconds, on channel), without waking it to race for the lock; a
+-- waiter that queued at the head was told so by its own attempt
+-- (acquire.lua). Later releases leave it be, until one finds it there
+-- longer than its bound, which hands it the lock.
 local function handOver(ttl, channel)
 	if redis.call('EXISTS', KEYS[3]) == 0 then
 		return
@@ -113,6 +165,7 @@ local function handOver(ttl, channel)
 	while true do
 		local w = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
 		if not w then
+			queueLeft()
 			return
 		end
 		if not redis.call('ZSCORE', KEYS[4], w) then
@@ -123,6 +176,17 @@ local function handOver(ttl, channel)
 			local kind, limit = kindOf(w)
 			if held or kind == 'x' and n > 0 or kind == 'p' and n >= limit then
 				return
+			end
+			local bound = kind == 'x' and bargeBound(w)
+			if bound then
+				local us = nowMicros()
+				local since, first = headSince(w, us)
+				if first then
+					redis.call('PUBLISH', channel, w .. ' +' .. bound)
+					return
+				elseif us - since < bound then
+					return
+				end
 			end
 			local token = redis.call('INCR', KEYS[2])
 			if kind == 'x' then
