@@ -141,6 +141,17 @@ type Lock interface {
 	// the background, until it succeeds or the client closes), so a repeat
 	// must be safe. If the engine is unreachable for good the driver must
 	// still see to it that the lock is freed within its TTL.
+	//
+	// A repeat (or a resent request) that finds the lock already released
+	// by this owner's own earlier attempt returns nil where the driver can
+	// prove that the release was its own (etcd: the lease still alive;
+	// ZooKeeper: the session still alive; Redis: the note a release leaves
+	// for a TTL), and an error matching ErrLockLost where it cannot tell
+	// its own release from a loss (PostgreSQL, whose locks end with their
+	// session; etcd and ZooKeeper when the lease or session has ended
+	// since, saying that the outcome is unknown). Either way the lock is
+	// not held afterwards; drivertest's ConnectionReset/ReleaseReplyLost
+	// checks the nil case.
 	Release(ctx context.Context) error
 
 	// Lost returns a channel that is closed when the engine reports that the
