@@ -280,9 +280,9 @@ type Driver struct {
 	// borrowed connection's removals runs out.
 	done     context.Context
 	stopBg   context.CancelFunc
-	bg       sync.WaitGroup // calls and cleanups that outlive their caller
-	used     atomic.Bool    // an Acquire ran on this session
-	removing sync.Map       // node path -> struct{}: a background removal is on
+	bg       bgGroup     // calls and cleanups that outlive their caller
+	used     atomic.Bool // an Acquire ran on this session
+	removing sync.Map    // node path -> struct{}: a background removal is on
 
 	mu        sync.Mutex
 	sess      *session      // current session; id 0 until known
