@@ -184,10 +184,16 @@
 // holder is replaced when its lease is surely over, at most the TTL after
 // its last renewal; a clean release hands over at once. So does the
 // Unlock of a lock whose session a reset ended under it (a blip): the
-// lease is over (Done is closed before the release), so the release ends
-// it in the row from a connection of the pool (owner-checked by process
-// and token) and reports the loss; only if that statement fails too does
-// the next holder wait the lease out.
+// holder is done with it (Done is closed before the release), so the
+// release ends the lease in the row from a connection of the pool
+// (owner-checked by process and token). While that lease ran nobody else
+// could be granted the lock, so ending it is this owner's release: Unlock
+// returns nil if the lease was still running, and reports the loss if it
+// had run out or was not ours any more; only if that statement fails too
+// does the next holder wait the lease out. (Reporting the loss after
+// ending a running lease broke the driver contract — a release that
+// reports ErrLockLost changed nothing — and the safety suite's
+// postgres/reset-holder saw it: a grant before the "lost" lease's time.)
 //
 // The grant reads the row through ON CONFLICT … DO UPDATE, which in read
 // committed updates the row's latest version whatever the statement's

@@ -90,7 +90,8 @@ type queries struct {
 	// endLease, endLeaseShared ($1 key, $2 the ended session's server
 	// process, $3 token): end the lease in the row of a lock whose session
 	// ended under it, from another connection, so that the next holder
-	// does not wait it out; owner-checked as release is.
+	// does not wait it out; owner-checked as release is. Returns whether
+	// the lease it ended was still running (no row: it was not ours).
 	endLease, endLeaseShared string
 	// unlock, unlockShared ($1 key): give up a lock whose granting
 	// statement failed (and so wrote nothing).
@@ -196,8 +197,10 @@ u AS (UPDATE %[1]s AS c SET held_until = CASE WHEN r.shared THEN c.held_until EN
 SELECT coalesce(array_agg(r.key) FILTER (WHERE CASE WHEN r.shared THEN pg_advisory_unlock_shared(r.key)
 	ELSE pg_advisory_unlock(r.key) END), '{}'), set_config('synchronous_commit', 'off', true)
 FROM r, (SELECT count(*) FROM u) n`, t),
-		endLease:       fmt.Sprintf(`UPDATE %s SET held_until = NULL WHERE key = $1 AND %s`, t, owner),
-		endLeaseShared: fmt.Sprintf(`UPDATE %s SET readers = readers - $2::integer::text WHERE key = $1 AND %s`, t, ownerShared),
+		endLease: fmt.Sprintf(`WITH o AS (SELECT held_until > %[3]s AS live FROM %[1]s WHERE key = $1 AND %[2]s FOR UPDATE)
+UPDATE %[1]s SET held_until = NULL FROM o WHERE key = $1 AND %[2]s RETURNING o.live`, t, owner, now),
+		endLeaseShared: fmt.Sprintf(`WITH o AS (SELECT (readers->($2::integer::text)->>1)::bigint > %[3]s AS live FROM %[1]s WHERE key = $1 AND %[2]s FOR UPDATE)
+UPDATE %[1]s SET readers = readers - $2::integer::text FROM o WHERE key = $1 AND %[2]s RETURNING o.live`, t, ownerShared, now),
 		renewMany: fmt.Sprintf(`WITH r AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[]) AS r(key, token, ttl, shared)),
 k AS MATERIALIZED (SELECT key FROM %[1]s WHERE key = ANY($1::bigint[]) ORDER BY key FOR NO KEY UPDATE),
 u AS (UPDATE %[1]s AS c SET held_until = greatest(c.held_until, CASE WHEN NOT r.shared THEN %[2]s + r.ttl END),

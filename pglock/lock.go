@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/dlockio/dlock/driver"
 )
 
@@ -100,21 +102,31 @@ func (l *lock) settle(ctx context.Context, since time.Time, waitMs int64) (drive
 // of a lock whose session ended under it (a reset connection ends the
 // session, and the server frees the advisory lock with it). The lease in
 // the row is what a successor waits out, for a holder that may still
-// believe it holds; this one has ended its lease (Release comes after the
-// portable layer closed Done), so the next holder need not wait. Best
-// effort, within ctx: if it fails, the next holder waits the lease out, as
-// for a holder that vanished. The statement is owner-checked as release
-// is: the token is this grant's alone.
-func (l *lock) endLease(ctx context.Context) {
+// believe it holds: while it runs, nobody else is granted the lock, so the
+// lock was still this owner's, and ending it is this owner's release. It
+// reports whether it ended a lease still running: then Release returns nil
+// (it gave up a lock that was still its own, as the driver contract asks
+// of a release that changed something); otherwise the lease had run out or
+// was not ours any more, and Release reports the loss. Best effort, within
+// ctx: if it fails, the next holder waits the lease out, as for a holder
+// that vanished. The statement is owner-checked as release is: the token
+// is this grant's alone.
+func (l *lock) endLease(ctx context.Context) bool {
 	q := l.d.q.endLease
 	if l.mode == driver.Shared {
 		q = l.d.q.endLeaseShared
 	}
 	for try := 0; try < 2; try++ { // a pooled connection may have died with the session
-		if _, err := l.d.pool.Exec(ctx, q, l.key, l.s.pid, int64(l.token)); err == nil || ctx.Err() != nil {
-			return
+		var live bool
+		err := l.d.pool.QueryRow(ctx, q, l.key, l.s.pid, int64(l.token)).Scan(&live)
+		if err == nil {
+			return live
+		}
+		if errors.Is(err, pgx.ErrNoRows) || ctx.Err() != nil {
+			return false
 		}
 	}
+	return false
 }
 
 // done marks the lock released, once, and gives its key back to the

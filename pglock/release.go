@@ -50,7 +50,9 @@ type releases struct {
 // the repeat. One whose ctx ended before its batch was sent is left out of
 // the batch: the lock stays held. One whose session ended under it (a reset
 // connection) ends the lease in the row from a connection of the pool
-// (endLease), so that the next holder need not wait it out.
+// (endLease), so that the next holder need not wait it out, and returns
+// nil if that lease was still running (nobody else could have been granted
+// the lock meanwhile: the release was this owner's), else ErrLockLost.
 func (l *lock) Release(ctx context.Context) error {
 	if l.released.Load() {
 		return errReleased
@@ -61,7 +63,9 @@ func (l *lock) Release(ctx context.Context) error {
 	if s.deadErr != nil {
 		s.mu.Unlock()
 		l.done()
-		l.endLease(ctx)
+		if l.endLease(ctx) {
+			return nil
+		}
 		return l.err("release", ctx, errSessionEnded)
 	}
 	s.rel.pending = append(s.rel.pending, r)
@@ -74,8 +78,8 @@ func (l *lock) Release(ctx context.Context) error {
 	}
 	select {
 	case err := <-r.res:
-		if r.ended {
-			l.endLease(ctx)
+		if r.ended && l.endLease(ctx) {
+			return nil
 		}
 		return err
 	case <-ctx.Done():
