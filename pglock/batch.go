@@ -45,10 +45,41 @@ type renewal struct {
 	done func(driver.Validity, error) // called once, by the batch's sender
 }
 
-// renewals are a session's pending renewals.
-type renewals struct {
-	pending []*renewal
+// batchQueue is a session's pending requests of one kind (renewals,
+// releases), sent in group commit by one sender at a time (drain). Its
+// fields are guarded by the session's mu.
+type batchQueue[T any] struct {
+	pending []T
 	sending bool // a sender runs
+}
+
+// push queues e and reports whether the caller must start the sender:
+// s.d.wg.Add(1), then go drain. The caller holds s.mu.
+func (q *batchQueue[T]) push(e T) (lead bool) {
+	q.pending = append(q.pending, e)
+	lead = !q.sending
+	q.sending = true
+	return lead
+}
+
+// drain is q's sender: it sends q's entries with send, a batch of at most
+// maxBatch at a time, until none is left.
+func drain[T any](s *session, q *batchQueue[T], send func([]T)) {
+	defer s.d.wg.Done()
+	for {
+		s.mu.Lock()
+		k := min(len(q.pending), maxBatch)
+		batch := q.pending[:k:k]
+		q.pending = q.pending[k:]
+		if k == 0 {
+			q.pending = nil
+			q.sending = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		send(batch)
+	}
 }
 
 // Renew implements driver.Lock: RenewAsync, waited for.
@@ -69,33 +100,11 @@ func (l *lock) RenewAsync(ctx context.Context, done func(driver.Validity, error)
 	}
 	s := l.s
 	s.mu.Lock()
-	s.renew.pending = append(s.renew.pending, &renewal{l: l, ctx: ctx, done: done})
-	lead := !s.renew.sending
-	s.renew.sending = true
+	lead := s.renew.push(&renewal{l: l, ctx: ctx, done: done})
 	s.mu.Unlock()
 	if lead {
 		s.d.wg.Add(1)
-		go s.sendRenewals()
-	}
-}
-
-// sendRenewals sends the session's pending renewals, a batch at a time,
-// until none is left.
-func (s *session) sendRenewals() {
-	defer s.d.wg.Done()
-	for {
-		s.mu.Lock()
-		k := min(len(s.renew.pending), maxBatch)
-		batch := s.renew.pending[:k:k]
-		s.renew.pending = s.renew.pending[k:]
-		if k == 0 {
-			s.renew.pending = nil
-			s.renew.sending = false
-			s.mu.Unlock()
-			return
-		}
-		s.mu.Unlock()
-		s.renewBatch(batch)
+		go drain(s, &s.renew, s.renewBatch)
 	}
 }
 

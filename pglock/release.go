@@ -33,12 +33,6 @@ type release struct {
 	ended bool
 }
 
-// releases are a session's pending releases.
-type releases struct {
-	pending []*release
-	sending bool // a sender runs
-}
-
 // Release ends the lease in the key's row and unlocks the advisory lock on
 // its session, in one statement that it may share with other releases on
 // the session (one round trip): the next holder waits for its commit
@@ -68,13 +62,11 @@ func (l *lock) Release(ctx context.Context) error {
 		}
 		return l.err("release", ctx, errSessionEnded)
 	}
-	s.rel.pending = append(s.rel.pending, r)
-	lead := !s.rel.sending
-	s.rel.sending = true
+	lead := s.rel.push(r)
 	s.mu.Unlock()
 	if lead {
 		s.d.wg.Add(1)
-		go s.sendReleases()
+		go drain(s, &s.rel, s.releaseBatch)
 	}
 	select {
 	case err := <-r.res:
@@ -89,26 +81,6 @@ func (l *lock) Release(ctx context.Context) error {
 		default:
 			return l.err("release", ctx, ctx.Err())
 		}
-	}
-}
-
-// sendReleases sends the session's pending releases, a batch at a time,
-// until none is left.
-func (s *session) sendReleases() {
-	defer s.d.wg.Done()
-	for {
-		s.mu.Lock()
-		k := min(len(s.rel.pending), maxBatch)
-		batch := s.rel.pending[:k:k]
-		s.rel.pending = s.rel.pending[k:]
-		if k == 0 {
-			s.rel.pending = nil
-			s.rel.sending = false
-			s.mu.Unlock()
-			return
-		}
-		s.mu.Unlock()
-		s.releaseBatch(batch)
 	}
 }
 

@@ -44,10 +44,10 @@ type session struct {
 	watching bool // the watcher is reading
 	started  bool // the watcher runs
 	keys     map[int64]int
-	held     map[*lock]struct{} // the locks granted on it and not released (loss.go)
-	renew    renewals           // its locks' renewals (batch.go)
-	rel      releases           // its locks' releases (release.go)
-	grant    grants             // try-locks on it (grant.go)
+	held     map[*lock]struct{}   // the locks granted on it and not released (loss.go)
+	renew    batchQueue[*renewal] // its locks' renewals (batch.go)
+	rel      batchQueue[*release] // its locks' releases (release.go)
+	grant    grants               // try-locks on it (grant.go)
 	deadErr  error
 	dead     chan struct{} // closed when the session has ended
 }
