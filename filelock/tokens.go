@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -212,6 +213,12 @@ func writeToken(f *os.File, tok uint64, size int, buf []byte) error {
 // otherwise queue for the file one grant at a time.
 func (d *fileDriver) bumpTokens(ctx context.Context, f *os.File, floor uint64) (uint64, error) {
 	s := d.tok
+	own := bumpReq{f: f, floor: floor}
+	select {
+	case s.turn <- struct{}{}:
+		return d.countTurn(ctx, &own)
+	default:
+	}
 	r := &bumpReq{f: f, floor: floor, done: make(chan struct{})}
 	s.mu.Lock()
 	s.queue = append(s.queue, r)
@@ -225,6 +232,9 @@ func (d *fileDriver) bumpTokens(ctx context.Context, f *os.File, floor uint64) (
 	}
 	s.mu.Lock()
 	taken := r.taken
+	if !taken {
+		s.queue = slices.DeleteFunc(s.queue, func(q *bumpReq) bool { return q == r })
+	}
 	s.mu.Unlock()
 	if taken {
 		// Counted by the client in turn before us, which ended its
@@ -233,21 +243,25 @@ func (d *fileDriver) bumpTokens(ctx context.Context, f *os.File, floor uint64) (
 		<-r.done
 		return r.tok, r.err
 	}
+	return d.countTurn(ctx, r)
+}
+
+// countTurn counts own, out of the queue, and then every grant queued by
+// the time it has the tokens file's flock; d has the turn, and gives it up.
+func (d *fileDriver) countTurn(ctx context.Context, own *bumpReq) (uint64, error) {
 	defer d.giveTurn()
+	s := d.tok
 	for {
 		if s.f == nil {
 			f, id, err := d.openTokens()
 			if err != nil {
-				s.leave(r)
-				return 0, err
+				return 0, err // those queued stay: the next in turn counts them
 			}
 			s.f, s.id = f, id
 			s.gen++
 		}
 		fd := int(s.f.Fd())
 		if err := flockCtx(ctx, fd, d.isClosed); err != nil {
-			// Those queued behind us stay: the next in turn counts them.
-			s.leave(r)
 			return 0, err
 		}
 		s.mu.Lock()
@@ -257,7 +271,7 @@ func (d *fileDriver) bumpTokens(ctx context.Context, f *os.File, floor uint64) (
 			q.taken = true
 		}
 		s.mu.Unlock()
-		err := d.bumpBatch(batch)
+		err := d.bumpBatch(own, batch)
 		unix.Flock(fd, unix.LOCK_UN)
 		if errors.Is(err, errReplaced) {
 			s.f.Close()
@@ -272,6 +286,7 @@ func (d *fileDriver) bumpTokens(ctx context.Context, f *os.File, floor uint64) (
 			continue
 		}
 		if err != nil {
+			own.tok, own.err = 0, err
 			for _, q := range batch {
 				if q.err == nil {
 					q.tok, q.err = 0, err
@@ -279,46 +294,30 @@ func (d *fileDriver) bumpTokens(ctx context.Context, f *os.File, floor uint64) (
 			}
 		}
 		for _, q := range batch {
-			if q != r {
-				close(q.done)
-			}
+			close(q.done)
 		}
-		return r.tok, r.err
+		return own.tok, own.err
 	}
 }
 
-// bumpBatch counts the grants of batch in the tokens file, under its
-// flock, in their order: each one's token is one above both its floor and
-// the count the one before left.
-func (d *fileDriver) bumpBatch(batch []*bumpReq) error {
+// bumpBatch counts own and then the grants of batch in the tokens file,
+// under its flock: each one's token is one above both its floor and the
+// count the one before left.
+func (d *fileDriver) bumpBatch(own *bumpReq, batch []*bumpReq) error {
+	s := d.tok
 	c, size, err := d.readCount()
 	if err != nil {
 		return err
 	}
 	sync := c.boot == ""
+	s.count(own, &c)
 	for _, q := range batch {
-		floor := q.floor
-		if q.f != nil {
-			ft, fsize, err := readTokenInto(q.f, d.tok.lockBuf[:])
-			if err != nil {
-				q.err = err
-				continue
-			}
-			floor, q.size = ft, fsize
-		}
-		tok := max(floor, c.last)
-		if tok == math.MaxUint64 {
-			q.err = fmt.Errorf("token %d cannot be raised: edit %s and the lock file", tok, tokensName)
-			continue
-		}
-		tok++
-		c.last, q.tok = tok, tok
+		s.count(q, &c)
 	}
 	if c.last > c.reserved {
 		c.reserved = c.last + min(tokensReserve-1, math.MaxUint64-c.last)
 		sync = true
 	}
-	s := d.tok
 	if err := writeText(s.f, c.appendText(s.buf[:0]), size); err != nil {
 		return err
 	}
@@ -327,12 +326,40 @@ func (d *fileDriver) bumpBatch(batch []*bumpReq) error {
 			return fmt.Errorf("fdatasync: %w", err)
 		}
 	}
+	s.writeLockFile(own)
 	for _, q := range batch {
-		if q.f != nil && q.err == nil {
-			q.err = writeToken(q.f, q.tok, q.size, s.lockBuf[:0])
-		}
+		s.writeLockFile(q)
 	}
 	return nil
+}
+
+// count gives q the token above c's count and its floor (a shared
+// holder's: its lock file's count, read here), and counts it in c.
+func (s *tokensShare) count(q *bumpReq, c *tokenCount) {
+	floor := q.floor
+	if q.f != nil {
+		ft, fsize, err := readTokenInto(q.f, s.lockBuf[:])
+		if err != nil {
+			q.err = err
+			return
+		}
+		floor, q.size = ft, fsize
+	}
+	tok := max(floor, c.last)
+	if tok == math.MaxUint64 {
+		q.err = fmt.Errorf("token %d cannot be raised: edit %s and the lock file", tok, tokensName)
+		return
+	}
+	tok++
+	c.last, q.tok = tok, tok
+}
+
+// writeLockFile writes a shared holder's token to its lock file, once the
+// tokens file counts it.
+func (s *tokensShare) writeLockFile(q *bumpReq) {
+	if q.f != nil && q.err == nil {
+		q.err = writeToken(q.f, q.tok, q.size, s.lockBuf[:0])
+	}
 }
 
 var errReplaced = errors.New("replaced")

@@ -14,10 +14,10 @@ import (
 // the client whose turn it is polls the file's flock (flockCtx) against
 // other processes, so clients of one process never back off from each
 // other, where separate open files would each poll, sleeping up to 10 ms
-// between tries. A grant to count joins the queue, then waits for the
-// turn; the client in turn, once it has the flock, counts every grant
-// queued by then (its own among them) with one read and one write of the
-// file, and ends their waits. A client waiting in the queue still stops
+// between tries. A grant that finds the turn taken joins the queue and
+// waits; the client in turn, once it has the flock, counts its own grant
+// and every grant queued by then with one read and one write of the file,
+// and ends their waits. A client waiting in the queue still stops
 // at its ctx and at its driver's Close; one whose grant is being counted
 // waits for that (a read and a write, at times a sync) to end.
 type tokensShare struct {
@@ -77,14 +77,7 @@ type bumpReq struct {
 	size int // f's text's length, read in the batch
 	tok  uint64
 	err  error
-	done chan struct{} // closed once tok and err are set, unless it led the batch
-}
-
-// leave takes r, not taken, out of the queue; the caller has the turn.
-func (s *tokensShare) leave(r *bumpReq) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.queue = slices.DeleteFunc(s.queue, func(q *bumpReq) bool { return q == r })
+	done chan struct{} // closed once tok and err are set by the client in turn
 }
 
 // takeTurnOrResult waits until r, queued, is counted by the client in
