@@ -2,6 +2,7 @@ package filelock
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -184,4 +185,73 @@ func BenchmarkSemaphore(b *testing.B) {
 			b.ReportMetric(float64(most.Load()), "most-held")
 		})
 	}
+}
+
+// BenchmarkManyNames: g workers (a client each, as the peer benchmark's
+// many-names scenario has 16) lock and unlock random names among 1000,
+// against the floor, a bare open+flock+close of the name's file; one op is
+// a grant. "fresh" names are new to the directory, as in the peer
+// benchmark (each name's first grant makes its files); "warm" ones were
+// all taken once before the timer starts. The sweep over g shows what
+// serializes distinct names.
+//
+//	go test -run '^$' -bench ManyNames ./filelock
+func BenchmarkManyNames(b *testing.B) {
+	const names = 1000
+	for _, names0 := range []string{"fresh", "warm"} {
+		for _, g := range []int{1, 2, 16} {
+			b.Run(fmt.Sprintf("%s/floor/g=%d", names0, g), func(b *testing.B) {
+				dir := b.TempDir()
+				ls := make([]scenario.Locker, g)
+				for i := range ls {
+					ls[i] = scenario.LockerFunc{LockFunc: func(_ context.Context, name string) (scenario.Held, error) {
+						f, err := os.OpenFile(filepath.Join(dir, name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+						if err != nil {
+							return scenario.Held{}, err
+						}
+						if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+							f.Close()
+							return scenario.Held{}, err
+						}
+						return scenario.Held{Unlock: func(context.Context) error { return f.Close() }}, nil
+					}}
+				}
+				runManyNames(b, ls, names, names0 == "warm")
+			})
+			b.Run(fmt.Sprintf("%s/driver/g=%d", names0, g), func(b *testing.B) {
+				dir := b.TempDir()
+				ls := make([]scenario.Locker, g)
+				for i := range ls {
+					c, err := New(dir)
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.Cleanup(func() { c.Close() })
+					l := scenario.Client(c)
+					l.CloseFunc = nil
+					ls[i] = l
+				}
+				runManyNames(b, ls, names, names0 == "warm")
+			})
+		}
+	}
+}
+
+func runManyNames(b *testing.B, ls []scenario.Locker, names int, warm bool) {
+	if warm {
+		for i := range names {
+			h, err := ls[0].Lock(b.Context(), fmt.Sprintf("many-%d", i))
+			if err != nil {
+				b.Fatal(err)
+			}
+			h.Unlock(b.Context())
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	g, err := scenario.ManyNames(b.Context(), ls, "many", names, scenario.Budget{N: b.N})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(g.PerSec(), "grants/s")
 }

@@ -231,10 +231,15 @@
 // and again after each removal or rename in the directory that its watch
 // reports (at every grant if it cannot watch), and counts in the file it
 // finds there. The clients of one process that use one directory share
-// one open dlock-tokens and take turns with it, in the order they come:
-// only the one whose turn it is polls its flock, backing off from 20 µs to
-// 10 ms while another process updates it; a client waiting for its turn
-// stops at its ctx and at its Close.
+// one open dlock-tokens: a grant that finds another client's turn with it
+// queues, and the client whose turn it is, once it has the flock, counts
+// its own grant and every grant queued by then, in the order they came,
+// with one read and one write of the file (and a reader's lock file read
+// and written as above). Only
+// that client polls the flock, backing off from 20 µs to 10 ms while
+// another process updates it; a client whose grant waits in the queue
+// stops at its ctx and at its Close (once its grant is being counted, it
+// waits for that read and write to end).
 //
 // # The directory
 //

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -204,19 +205,57 @@ func writeToken(f *os.File, tok uint64, size int, buf []byte) error {
 // returns its token: one above both floor and the file's count. With the
 // lock file f of a shared holder (nil otherwise), floor is read from f,
 // and the token written to f, under that lock too.
+//
+// The grants that clients of the process ask for while one of them waits
+// for the file's flock, or updates it, are counted together by the next
+// client in turn, with one flock, one read and one write of the file
+// (tokshare.go): under many names the clients of a process would
+// otherwise queue for the file one grant at a time.
 func (d *fileDriver) bumpTokens(ctx context.Context, f *os.File, floor uint64) (uint64, error) {
-	// flock does not exclude the clients sharing one open file: they take
-	// turns (tokshare.go).
-	if err := d.takeTurn(ctx); err != nil {
+	s := d.tok
+	own := bumpReq{f: f, floor: floor}
+	select {
+	case s.turn <- struct{}{}:
+		return d.countTurn(ctx, &own)
+	default:
+	}
+	r := &bumpReq{f: f, floor: floor, done: make(chan struct{})}
+	s.mu.Lock()
+	s.queue = append(s.queue, r)
+	s.mu.Unlock()
+	lead, err := d.takeTurnOrResult(ctx, r)
+	if err != nil {
 		return 0, err
 	}
+	if !lead {
+		return r.tok, r.err // counted by another client's batch
+	}
+	s.mu.Lock()
+	taken := r.taken
+	if !taken {
+		s.queue = slices.DeleteFunc(s.queue, func(q *bumpReq) bool { return q == r })
+	}
+	s.mu.Unlock()
+	if taken {
+		// Counted by the client in turn before us, which ended its
+		// wait before giving the turn up.
+		d.giveTurn()
+		<-r.done
+		return r.tok, r.err
+	}
+	return d.countTurn(ctx, r)
+}
+
+// countTurn counts own, out of the queue, and then every grant queued by
+// the time it has the tokens file's flock; d has the turn, and gives it up.
+func (d *fileDriver) countTurn(ctx context.Context, own *bumpReq) (uint64, error) {
 	defer d.giveTurn()
 	s := d.tok
 	for {
 		if s.f == nil {
 			f, id, err := d.openTokens()
 			if err != nil {
-				return 0, err
+				return 0, err // those queued stay: the next in turn counts them
 			}
 			s.f, s.id = f, id
 			s.gen++
@@ -225,38 +264,109 @@ func (d *fileDriver) bumpTokens(ctx context.Context, f *os.File, floor uint64) (
 		if err := flockCtx(ctx, fd, d.isClosed); err != nil {
 			return 0, err
 		}
-		tok, err := d.bumpFile(f, floor)
+		s.mu.Lock()
+		batch := s.queue
+		s.queue = nil
+		for _, q := range batch {
+			q.taken = true
+		}
+		s.mu.Unlock()
+		err := d.bumpBatch(own, batch)
 		unix.Flock(fd, unix.LOCK_UN)
 		if errors.Is(err, errReplaced) {
 			s.f.Close()
 			s.f = nil
+			// Counted in the file now at the name: put back, still waiting.
+			s.mu.Lock()
+			for _, q := range batch {
+				q.taken = false
+			}
+			s.queue = append(batch, s.queue...)
+			s.mu.Unlock()
 			continue
 		}
-		return tok, err
+		if err != nil {
+			own.tok, own.err = 0, err
+			for _, q := range batch {
+				if q.err == nil {
+					q.tok, q.err = 0, err
+				}
+			}
+		}
+		for _, q := range batch {
+			close(q.done)
+		}
+		return own.tok, own.err
 	}
 }
 
-// bumpFile is bumpTokens' work under the tokens file's flock.
-func (d *fileDriver) bumpFile(f *os.File, floor uint64) (uint64, error) {
-	if f == nil {
-		return d.bumpLocked(floor)
-	}
-	buf := d.tok.lockBuf[:]
-	ft, fsize, err := readTokenInto(f, buf)
+// bumpBatch counts own and then the grants of batch in the tokens file,
+// under its flock: each one's token is one above both its floor and the
+// count the one before left.
+func (d *fileDriver) bumpBatch(own *bumpReq, batch []*bumpReq) error {
+	s := d.tok
+	c, size, err := d.readCount()
 	if err != nil {
-		return 0, err
+		return err
 	}
-	tok, err := d.bumpLocked(ft)
-	if err != nil {
-		return 0, err
+	sync := c.boot == ""
+	s.count(own, &c)
+	for _, q := range batch {
+		s.count(q, &c)
 	}
-	return tok, writeToken(f, tok, fsize, buf[:0])
+	if c.last > c.reserved {
+		c.reserved = c.last + min(tokensReserve-1, math.MaxUint64-c.last)
+		sync = true
+	}
+	if err := writeText(s.f, c.appendText(s.buf[:0]), size); err != nil {
+		return err
+	}
+	if sync {
+		if err := unix.Fdatasync(int(s.f.Fd())); err != nil {
+			return fmt.Errorf("fdatasync: %w", err)
+		}
+	}
+	s.writeLockFile(own)
+	for _, q := range batch {
+		s.writeLockFile(q)
+	}
+	return nil
+}
+
+// count gives q the token above c's count and its floor (a shared
+// holder's: its lock file's count, read here), and counts it in c.
+func (s *tokensShare) count(q *bumpReq, c *tokenCount) {
+	floor := q.floor
+	if q.f != nil {
+		ft, fsize, err := readTokenInto(q.f, s.lockBuf[:])
+		if err != nil {
+			q.err = err
+			return
+		}
+		floor, q.size = ft, fsize
+	}
+	tok := max(floor, c.last)
+	if tok == math.MaxUint64 {
+		q.err = fmt.Errorf("token %d cannot be raised: edit %s and the lock file", tok, tokensName)
+		return
+	}
+	tok++
+	c.last, q.tok = tok, tok
+}
+
+// writeLockFile writes a shared holder's token to its lock file, once the
+// tokens file counts it.
+func (s *tokensShare) writeLockFile(q *bumpReq) {
+	if q.f != nil && q.err == nil {
+		q.err = writeToken(q.f, q.tok, q.size, s.lockBuf[:0])
+	}
 }
 
 var errReplaced = errors.New("replaced")
 
-// bumpLocked counts a grant in the tokens file under its flock.
-func (d *fileDriver) bumpLocked(floor uint64) (uint64, error) {
+// readCount reads the tokens file's count under its flock, as this boot
+// may continue it, and the length of its text.
+func (d *fileDriver) readCount() (tokenCount, int, error) {
 	// Removed or replaced since we opened it: the file at the name counts.
 	// Once it was found in place while the client watched the directory,
 	// the watch tells of its removal or replacement (any event counts), so
@@ -265,45 +375,26 @@ func (d *fileDriver) bumpLocked(floor uint64) (uint64, error) {
 	if gen := d.dirEvents.Load(); !d.tokSeen || d.tokSeenAt != gen || d.tokSeenGen != s.gen {
 		watched := d.dirWatched()
 		if same, err := d.idAt(s.id, tokensName); err != nil {
-			return 0, err
+			return tokenCount{}, 0, err
 		} else if !same {
-			return 0, errReplaced
+			return tokenCount{}, 0, errReplaced
 		}
 		d.tokSeen, d.tokSeenAt, d.tokSeenGen = watched, gen, s.gen
 	}
 	b, size, err := readHeadInto(s.f, s.buf[:])
 	if err != nil {
-		return 0, err
+		return tokenCount{}, 0, err
 	}
 	var c tokenCount
 	var cboot []byte
 	c.last, c.reserved, cboot = scanCount(b)
 	boot := bootID()
-	sync := boot == ""
 	c.boot = boot
 	if string(cboot) != boot {
 		// Written in another boot: what was not synced may be lost.
 		c.last = c.reserved
 	}
-	tok := max(floor, c.last)
-	if tok == math.MaxUint64 {
-		return 0, fmt.Errorf("token %d cannot be raised: edit %s and the lock file", tok, tokensName)
-	}
-	tok++
-	c.last = tok
-	if tok > c.reserved {
-		c.reserved = tok + min(tokensReserve-1, math.MaxUint64-tok)
-		sync = true
-	}
-	if err := writeText(s.f, c.appendText(s.buf[:0]), size); err != nil {
-		return 0, err
-	}
-	if sync {
-		if err := unix.Fdatasync(int(s.f.Fd())); err != nil {
-			return 0, fmt.Errorf("fdatasync: %w", err)
-		}
-	}
-	return tok, nil
+	return c, size, nil
 }
 
 // openTokens opens the tokens file, making it if missing; a new file's

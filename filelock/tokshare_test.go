@@ -3,8 +3,10 @@ package filelock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,7 +57,7 @@ func TestTokensTurnStopsAtCloseAndCtx(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	byCtx := acquire(ctx, ds[1], "b")
 	byClose := acquire(context.Background(), ds[2], "c")
-	inStack(t, "dlock/filelock.(*fileDriver).takeTurn(", "[select", 2)
+	inStack(t, "dlock/filelock.(*fileDriver).takeTurnOrResult(", "[select", 2)
 	cancel()
 	if err := within(t, byCtx); !errors.Is(err, context.Canceled) {
 		t.Errorf("Acquire waiting for its turn, ctx cancelled: %v, want context.Canceled", err)
@@ -94,5 +96,147 @@ func within(t *testing.T, ch <-chan error) error {
 	case <-time.After(5 * time.Second):
 		t.Fatal("still waiting after 5 s")
 		return nil
+	}
+}
+
+// TestTokensBatchLeaderLeaves: grants queued behind a client that waits
+// for the tokens file's flock (held by a process stopped mid-update) are
+// counted once that client has given up (its ctx ended): the next in line
+// takes the turn and counts them all, each with a token of its own, and
+// the file's count is the highest.
+func TestTokensBatchLeaderLeaves(t *testing.T) {
+	dir := t.TempDir()
+	var ds [4]*fileDriver
+	for i := range ds {
+		d, err := open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		ds[i] = d
+	}
+	tf, err := os.OpenFile(filepath.Join(dir, tokensName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tf.Close()
+	if err := unix.Flock(int(tf.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	type grant struct {
+		tok uint64
+		err error
+	}
+	acquire := func(ctx context.Context, d *fileDriver, name string) <-chan grant {
+		got := make(chan grant, 1)
+		go func() {
+			l, _, err := d.Acquire(ctx, driver.Request{Name: name, TTL: time.Minute})
+			if err != nil {
+				got <- grant{err: err}
+				return
+			}
+			got <- grant{tok: l.Token()}
+			l.Release(context.Background())
+		}()
+		return got
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	first := acquire(ctx, ds[0], "a")
+	inStack(t, "dlock/filelock.flockCtx(", "[select", 1)
+	var queued []<-chan grant
+	for i, d := range ds[1:] {
+		queued = append(queued, acquire(context.Background(), d, fmt.Sprint("q", i)))
+	}
+	inStack(t, "dlock/filelock.(*fileDriver).takeTurnOrResult(", "[select", len(queued))
+	cancel()
+	if g := <-first; !errors.Is(g.err, context.Canceled) {
+		t.Fatalf("the client in turn, its ctx cancelled: %v, want context.Canceled", g.err)
+	}
+	inStack(t, "dlock/filelock.flockCtx(", "[select", 1) // the next in turn
+	unix.Flock(int(tf.Fd()), unix.LOCK_UN)
+	seen := map[uint64]bool{}
+	var most uint64
+	for _, q := range queued {
+		g := <-q
+		if g.err != nil {
+			t.Fatalf("queued grant: %v", g.err)
+		}
+		if seen[g.tok] {
+			t.Fatalf("token %d given twice", g.tok)
+		}
+		seen[g.tok] = true
+		most = max(most, g.tok)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, tokensName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := parseCount(b); c.last != most {
+		t.Errorf("tokens file counts %d, want %d, the highest token granted", c.last, most)
+	}
+}
+
+// TestTokensBatchedGrants: clients of one process granting many names at
+// once, writers and readers, share the tokens file's updates; every grant
+// still gets a token of its own, a name's writers get increasing ones in
+// the order they held it, and the file counts the highest.
+func TestTokensBatchedGrants(t *testing.T) {
+	dir := t.TempDir()
+	const clients, rounds, names = 8, 60, 5
+	var (
+		mu     sync.Mutex
+		seen   = map[uint64]bool{}
+		most   uint64
+		byName [names][]uint64 // writers' tokens in the order they held
+	)
+	var wg sync.WaitGroup
+	for i := range clients {
+		d, err := open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		wg.Go(func() {
+			for j := range rounds {
+				n := (i + j) % names
+				mode := driver.Exclusive
+				if j%3 == 0 {
+					mode = driver.Shared
+				}
+				l, _, err := d.Acquire(context.Background(), driver.Request{Name: fmt.Sprint("n", n), TTL: time.Minute, Mode: mode, Wait: true})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if seen[l.Token()] {
+					t.Errorf("token %d given twice", l.Token())
+				}
+				seen[l.Token()] = true
+				most = max(most, l.Token())
+				if mode == driver.Exclusive {
+					byName[n] = append(byName[n], l.Token())
+				}
+				mu.Unlock()
+				if err := l.Release(context.Background()); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for n, toks := range byName {
+		for k := 1; k < len(toks); k++ {
+			if toks[k] <= toks[k-1] {
+				t.Errorf("name n%d: token %d held after %d", n, toks[k], toks[k-1])
+			}
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, tokensName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := parseCount(b); c.last != most {
+		t.Errorf("tokens file counts %d, want %d, the highest token granted", c.last, most)
 	}
 }
