@@ -122,8 +122,10 @@ type attempt struct {
 	watch <-chan zk.Event
 	// proof is the transaction that shows our node and session alive at the
 	// leader after its send time, which a grant's validity counts from (see
-	// quorum.go): nil for the create itself, until we have waited; then a
-	// check of our node sent alongside each read that may grant.
+	// quorum.go): nil for the create itself, until we have waited; then the
+	// create still, while it was sent less than reportLag ago (answered,
+	// clean), and after that a check of our node sent alongside each read
+	// that may grant.
 	proof   *quorumCheck
 	held    *zkLock       // the lock granted, if any
 	decided chan struct{} // closed when run returns

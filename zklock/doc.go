@@ -155,7 +155,9 @@
 // (https://issues.apache.org/jira/browse/CURATOR-696): after a reconnect it
 // took a node of its earlier session for its own. A node counts as ours
 // here only once its ephemeral owner is our live session, and a grant
-// after a wait is proven by a check of the node at the leader.
+// after a wait is proven by a transaction of the node at the leader: its
+// create, if sent less than a quarter of the session timeout before, or a
+// check of the node.
 //
 // # One round trip for an uncontended Lock
 //
@@ -219,8 +221,10 @@
 //
 // Validity counts the granted session timeout from the send time of the
 // last transaction that proved the session and our node alive at the
-// leader: the create, or a check of our node in a multi, which a grant
-// after a wait and every renewal send. A read would not do: the connected
+// leader: the create (for a grant after a wait too, while it was sent less
+// than timeout/4 before: see createProof in quorum.go), or a check of our
+// node in a multi, which a longer wait and every renewal send. A read
+// would not do: the connected
 // server answers it alone, and a server cut off from the quorum goes on
 // answering reads for up to syncLimit × tickTime while the leader expires
 // the session (see quorum.go). A renewal therefore costs one round trip

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,5 +140,79 @@ func TestParentCacheBounded(t *testing.T) {
 	}
 	if p.guessMissing(false) {
 		t.Error("after parents found there, an unseen one is still guessed missing")
+	}
+}
+
+// TestShortWaitProvenByCreate: a waiter granted soon after its create
+// (less than timeout/4) takes the create as the grant's proof and sends no
+// check of its node; one that waited longer sends one (createProof).
+func TestShortWaitProvenByCreate(t *testing.T) {
+	servers := testserver.ZooKeeper(t)
+	ctx := context.Background()
+	const ttl = 2 * time.Second // reportLag 500 ms
+	var checks atomic.Int64
+	count := func() { checks.Add(1) }
+	checkGate.Store(&count)
+	defer checkGate.Store(nil)
+	admin := testAdmin(t, servers)
+	for _, tc := range []struct {
+		hold       time.Duration
+		wantChecks bool
+	}{{50 * time.Millisecond, false}, {800 * time.Millisecond, true}} {
+		a, err := Dial(ctx, servers, &Options{Prefix: testRoot}, dlock.WithTTL(ttl))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := Dial(ctx, servers, &Options{Prefix: testRoot}, dlock.WithTTL(ttl))
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := "short-wait/" + newGUID()[:8]
+		held, err := a.Mutex(name).Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checks.Store(0)
+		got := make(chan *dlock.Lease, 1)
+		go func() {
+			l, err := b.Mutex(name).Lock(ctx)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- l
+		}()
+		// b is queued once the parent has two children.
+		parent := testRoot + "/" + encodeName(name)
+		for {
+			kids, _, w, err := admin.ChildrenW(parent)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(kids) == 2 {
+				break
+			}
+			<-w
+		}
+		time.Sleep(tc.hold) // how long b waits: the measure, not a synchronisation
+		unlocked := time.Now()
+		if err := held.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		l := <-got
+		if l == nil {
+			t.FailNow()
+		}
+		if l.Token() <= held.Token() {
+			t.Errorf("hold %v: token %d after %d", tc.hold, l.Token(), held.Token())
+		}
+		if dl, ok := l.Context().Deadline(); ok && !dl.After(unlocked) {
+			t.Errorf("hold %v: granted with its deadline %v already past", tc.hold, time.Until(dl))
+		}
+		if n := checks.Load(); (n > 0) != tc.wantChecks {
+			t.Errorf("hold %v: %d checks of the waiter's node sent, want some: %v", tc.hold, n, tc.wantChecks)
+		}
+		l.Unlock(ctx)
+		a.Close()
+		b.Close()
 	}
 }
