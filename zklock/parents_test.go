@@ -149,7 +149,7 @@ func TestParentCacheBounded(t *testing.T) {
 func TestShortWaitProvenByCreate(t *testing.T) {
 	servers := testserver.ZooKeeper(t)
 	ctx := context.Background()
-	const ttl = 2 * time.Second // reportLag 500 ms
+	const ttl = 4 * time.Second // reportLag 1 s
 	var checks atomic.Int64
 	count := func() { checks.Add(1) }
 	checkGate.Store(&count)
@@ -158,7 +158,7 @@ func TestShortWaitProvenByCreate(t *testing.T) {
 	for _, tc := range []struct {
 		hold       time.Duration
 		wantChecks bool
-	}{{50 * time.Millisecond, false}, {800 * time.Millisecond, true}} {
+	}{{50 * time.Millisecond, false}, {1500 * time.Millisecond, true}} {
 		a, err := Dial(ctx, servers, &Options{Prefix: testRoot}, dlock.WithTTL(ttl))
 		if err != nil {
 			t.Fatal(err)
