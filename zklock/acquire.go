@@ -92,6 +92,10 @@ type attempt struct {
 	kind   kind
 	guid   string // carries kind's marker
 	value  []byte // the node's data: an election's value (election.go)
+	// Set before start, from what the driver knows of the parent
+	// (parents.go): fresh, make the parent before the create; listAhead,
+	// send the queue listing right behind the create.
+	fresh, listAhead bool
 
 	// Set by runOwn before it closes the channel above them.
 	sending   chan struct{} // closed just before the create is sent
@@ -102,6 +106,7 @@ type attempt struct {
 	czxid     int64         // our node's czxid from the create's reply; 0 if that reply was lost
 	createErr error
 	clean     bool          // created by one answered request: exactly one node has our guid
+	alone     bool          // the create's reply showed our node the parent's only child (createOnce)
 	statDone  chan struct{} // closed when the stat and watch of our node have an outcome
 	own       *zk.Stat
 	ownWatch  <-chan zk.Event
@@ -117,8 +122,10 @@ type attempt struct {
 	watch <-chan zk.Event
 	// proof is the transaction that shows our node and session alive at the
 	// leader after its send time, which a grant's validity counts from (see
-	// quorum.go): nil for the create itself, until we have waited; then a
-	// check of our node sent alongside each read that may grant.
+	// quorum.go): nil for the create itself, until we have waited; then the
+	// create still, while it was sent less than reportLag ago (answered,
+	// clean), and after that a check of our node sent alongside each read
+	// that may grant.
 	proof   *quorumCheck
 	held    *zkLock       // the lock granted, if any
 	decided chan struct{} // closed when run returns
@@ -130,20 +137,44 @@ type attempt struct {
 // the node just ahead of ours to go.
 func (a *attempt) run(ctx context.Context, wait bool) (l *zkLock, v driver.Validity, err error) {
 	a.sid = a.d.conn.SessionID()
+	facts, known := a.d.parents.lookup(a.parent)
+	a.fresh = a.d.parents.guessMissing(known)
+	a.listAhead = known && facts.company
 	a.start()
 	defer func() {
 		a.held = l
 		close(a.decided)
 	}()
-	// The listing is sent right behind the create, on the same connection:
-	// the server answers a session's requests in order, so it normally sees
-	// our node, and Lock costs the create's round trip alone.
+	// Where the queue had company at our last create, the listing is sent
+	// right behind the create, on the same connection: the server answers
+	// a session's requests in order, so it normally sees our node, and
+	// Lock costs the create's round trip alone. Elsewhere the create's
+	// reply tells whether a listing is needed at all.
 	<-a.sending
-	kids, kerr := a.d.children(ctx, a.parent)
+	var kids []string
+	var kerr error
+	if a.listAhead {
+		kids, kerr = a.d.children(ctx, a.parent)
+	}
 	if err := a.awaitCreate(ctx); err != nil {
 		return nil, driver.Validity{}, err
 	}
-	pipelined := true
+	if a.alone && a.clean {
+		// Our node was the only one in its queue at the create's zxid
+		// (createOnce): nothing is ahead, and the create, a transaction
+		// a quorum committed, is the grant's proof, as when a listing
+		// shows our node first. One answered request made it, so no
+		// other node carries our guid.
+		if err := a.bindSession(ctx); err != nil {
+			return nil, driver.Validity{}, err
+		}
+		hook(testHooks.aloneGrant)
+		return a.grant(ctx)
+	}
+	pipelined := a.listAhead
+	if !pipelined {
+		kids, kerr = a.d.children(ctx, a.parent)
+	}
 	for {
 		q, idx, err := a.position(ctx, kids, kerr, pipelined)
 		if err != nil {

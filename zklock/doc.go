@@ -155,21 +155,37 @@
 // (https://issues.apache.org/jira/browse/CURATOR-696): after a reconnect it
 // took a node of its earlier session for its own. A node counts as ours
 // here only once its ephemeral owner is our live session, and a grant
-// after a wait is proven by a check of the node at the leader.
+// after a wait is proven by a transaction of the node at the leader: its
+// create, if sent less than a quarter of the session timeout before, or a
+// check of the node.
 //
 // # One round trip for an uncontended Lock
 //
 // go-zookeeper has no create2 (a create that returns the new node's stat),
 // so the create is a multi that also writes the parent's data
 // unconditionally: the parent's stat in the reply has mzxid = the multi's
-// zxid = our node's czxid. The queue listing is sent right behind it on the
-// same connection; the server answers a session's requests in order, so the
-// listing sees our node and an uncontended Lock waits for the create's
-// round trip alone. (When the listing happens to be sent first, the driver
-// reads again.) The stat and watch of our own node (session check, loss
-// watch) go out as soon as the create's reply is in, and nobody waits for
-// them on a grant. A parent whose ACL refuses the write makes the driver
-// fall back to a plain create and read the czxid after it.
+// zxid = our node's czxid, and numChildren as our transaction left the
+// parent. When that count is 1 our node is alone in its queue at the
+// create's zxid (nothing ahead, and nothing can join ahead later), and the
+// lock is granted on the create's reply with no read: the create, a
+// transaction a quorum committed, is the grant's proof. Otherwise the queue
+// is listed; where the queue had company at the driver's last create in
+// it, the listing is sent right behind the create on the same connection
+// (the server answers a session's requests in order, so it sees our node;
+// when it happens to be sent first, the driver reads again). The stat and
+// watch of our own node (session check, loss watch) go out as soon as the
+// create's reply is in, and nobody waits for them on a grant. A parent
+// whose ACL refuses the write makes the driver fall back to a plain create
+// and read the czxid and the queue after it.
+//
+// A name's parent is made when the driver guesses it missing (a name it
+// has not seen, when the latest such were missing): its create goes right
+// before the multi, in the same round trip. Otherwise the multi goes alone
+// and, if it fails for want of a parent, is sent again after the parent's
+// create. The root is made once per driver (again if it is found gone). So
+// a fresh name costs two writes (go-zookeeper's multi cannot carry a
+// container's create, opCreateContainer) and the own-node stat; a known
+// one, the multi and the stat.
 //
 // # Sessions, and why the lease TTL is the session timeout
 //
@@ -205,8 +221,10 @@
 //
 // Validity counts the granted session timeout from the send time of the
 // last transaction that proved the session and our node alive at the
-// leader: the create, or a check of our node in a multi, which a grant
-// after a wait and every renewal send. A read would not do: the connected
+// leader: the create (for a grant after a wait too, while it was sent less
+// than timeout/4 before: see createProof in quorum.go), or a check of our
+// node in a multi, which a longer wait and every renewal send. A read
+// would not do: the connected
 // server answers it alone, and a server cut off from the quorum goes on
 // answering reads for up to syncLimit × tickTime while the leader expires
 // the session (see quorum.go). A renewal therefore costs one round trip

@@ -217,6 +217,8 @@ var testHooks struct {
 	pipelineMiss func()
 	// A grant on the sole predecessor's deletion, with no read of the queue.
 	readlessGrant func()
+	// A grant on the create's reply alone: our node its queue's only one.
+	aloneGrant func()
 	// A round of renewals (or releases) was sent for this many nodes
 	// (batch.go).
 	round func(renewal bool, nodes int)
@@ -243,6 +245,8 @@ type Driver struct {
 	grant *grantState
 
 	plainCreate atomic.Bool // the root's ACL refuses the multi's write to a lock's parent
+	rootMade    atomic.Bool // the root node is known to exist (ensure)
+	parents     parentCache // what creates showed of lock parents (parents.go)
 
 	act     activity // what renewed the session at the leader lately (quorum.go)
 	renew   batcher  // the renewal proofs' group commit (batch.go)

@@ -23,8 +23,9 @@ import (
 // (CURATOR-696): it took a node that its previous, expired session had
 // left for its own. Here a node counts as ours only once its ephemeral
 // owner is our live session (attempt.bindSession, awaitAhead, runOwn), and
-// every grant after a wait, renewal and SetValue is a transaction that
-// checks the node at the leader (quorum.go).
+// every grant after a wait (by its create, if recent, or a check),
+// renewal and SetValue is proven by a transaction of the node at the
+// leader (quorum.go).
 
 // maxValue bounds a value: ZooKeeper drops the connection of a request
 // larger than its jute.maxbuffer (1 MiB by default) rather than answering

@@ -8,12 +8,13 @@ var roundGate atomic.Pointer[func(renewal bool, nodes int)]
 
 // Counts of the events testHooks hears of, across every driver of the test
 // binary.
-var recovered, pipelineMisses, readlessGrants, renewRounds, renewMultis, releaseRounds atomic.Int64
+var recovered, pipelineMisses, readlessGrants, aloneGrants, renewRounds, renewMultis, releaseRounds atomic.Int64
 
 func init() {
 	testHooks.recovered = func() { recovered.Add(1) }
 	testHooks.pipelineMiss = func() { pipelineMisses.Add(1) }
 	testHooks.readlessGrant = func() { readlessGrants.Add(1) }
+	testHooks.aloneGrant = func() { aloneGrants.Add(1) }
 	testHooks.round = func(renewal bool, nodes int) {
 		if g := roundGate.Load(); g != nil {
 			(*g)(renewal, nodes)

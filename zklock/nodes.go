@@ -44,9 +44,32 @@ func (a *attempt) start() {
 func (a *attempt) runOwn() {
 	d := a.d
 	defer d.bg.Done()
+	var parentMade chan bool
+	if a.fresh {
+		// A parent this driver has not seen, where the latest such were
+		// missing: make it right before the create, rather than learn it
+		// from a failed multi (parents.go). The two go out back to back;
+		// should the create overtake the parent's (two goroutines' sends
+		// are not ordered), it fails with NoNode and is sent again after
+		// it (createNode). Any error of the parent's is the create's to
+		// meet.
+		parentMade = make(chan bool, 1)
+		sent := make(chan struct{})
+		d.bg.Add(1)
+		go func() {
+			defer d.bg.Done()
+			close(sent)
+			made, _ := d.ensure(a.parent)
+			parentMade <- made
+		}()
+		<-sent
+	}
 	a.sendAt = time.Now()
 	close(a.sending)
-	a.node, a.czxid, a.clean, a.createErr = d.createNode(a.parent, a.guid, a.value)
+	a.node, a.czxid, a.alone, a.clean, a.createErr = d.createNode(a.parent, a.guid, a.value, a.fresh)
+	if a.fresh {
+		d.parents.wasMissing(<-parentMade)
+	}
 	if a.createErr == nil {
 		a.path = a.parent + "/" + a.node
 	}
@@ -105,23 +128,36 @@ func (a *attempt) runOwn() {
 
 // createNode creates a protected ephemeral-sequential node and returns its
 // name and czxid (0 if unknown), with data as its data (an election's
-// value). clean is false when a reply was lost on the way.
+// value). alone is true when the create's reply shows our node the only
+// child of parent (see createOnce). clean is false when a reply was lost
+// on the way. fresh says the caller makes parent alongside (ensure), and
+// counts the outcome for the guess of parents.go itself.
 //
 // The create goes in a multi with an unconditional empty write to the
 // parent's data: go-zookeeper has no create2, and the parent's stat in the
 // multi's reply carries mzxid = the transaction's zxid = our node's czxid,
 // the token, with no read after the create.
-func (d *Driver) createNode(parent, guid string, data []byte) (name string, czxid int64, clean bool, err error) {
+func (d *Driver) createNode(parent, guid string, data []byte, fresh bool) (name string, czxid int64, alone, clean bool, err error) {
 	prefix := parent + "/" + nodePrefix(guid)
 	clean = true
+	_, known := d.parents.lookup(parent)
 	for range 5 {
-		name, czxid, err = d.createOnce(parent, prefix, data)
+		name, czxid, alone, err = d.createOnce(parent, prefix, data)
 		switch {
 		case err == nil:
-			return name, czxid, clean, nil
+			if !known && !fresh {
+				d.parents.wasMissing(false)
+			}
+			d.parents.saw(parent, parentFacts{company: !alone})
+			return name, czxid, alone, clean, nil
 		case errors.Is(err, zk.ErrNoNode):
-			if err = d.ensure(parent); err != nil {
-				return "", 0, clean, fmt.Errorf("create %s: %w", parent, err)
+			d.parents.forget(parent)
+			if !known && !fresh {
+				d.parents.wasMissing(true)
+				known = true // counted once
+			}
+			if _, err = d.ensure(parent); err != nil {
+				return "", 0, false, clean, fmt.Errorf("create %s: %w", parent, err)
 			}
 		case errors.Is(err, zk.ErrConnectionClosed):
 			// The request may have been applied with its reply lost: look
@@ -129,21 +165,26 @@ func (d *Driver) createNode(parent, guid string, data []byte) (name string, czxi
 			clean = false
 			if found, ferr := d.findOwn(parent, guid); ferr == nil && found != "" {
 				hook(testHooks.recovered)
-				return found, 0, clean, nil
+				return found, 0, false, clean, nil
 			}
 		default:
-			return "", 0, clean, err
+			return "", 0, false, clean, err
 		}
 		select {
 		case <-d.closing:
-			return "", 0, clean, driver.ErrClosed
+			return "", 0, false, clean, driver.ErrClosed
 		default:
 		}
 	}
-	return "", 0, clean, err
+	return "", 0, false, clean, err
 }
 
-func (d *Driver) createOnce(parent, prefix string, data []byte) (string, int64, error) {
+// createOnce sends the create once. alone reports that the parent's stat
+// in the multi's reply, the parent as our transaction left it, counts one
+// child: ours. Then no node was ahead of ours at the create's zxid, a
+// transaction a quorum committed, and none can join ahead later (a later
+// create gets a higher sequence): our node heads its queue.
+func (d *Driver) createOnce(parent, prefix string, data []byte) (string, int64, bool, error) {
 	if !d.plainCreate.Load() {
 		res, err := d.conn.Multi(
 			&zk.CreateRequest{Path: prefix, Data: data, Acl: d.acl, Flags: zk.FlagEphemeralSequential},
@@ -151,22 +192,22 @@ func (d *Driver) createOnce(parent, prefix string, data []byte) (string, int64, 
 		)
 		switch {
 		case err == nil && len(res) == 2 && res[1].Stat != nil:
-			return path.Base(res[0].String), res[1].Stat.Mzxid, nil
+			return path.Base(res[0].String), res[1].Stat.Mzxid, res[1].Stat.NumChildren == 1, nil
 		case errors.Is(err, zk.ErrNoAuth):
 			// The parent's ACL lets us add children but not write it:
 			// create alone, and read the czxid after.
 			d.plainCreate.Store(true)
 		case err == nil:
-			return "", 0, fmt.Errorf("multi create: unexpected reply %+v", res)
+			return "", 0, false, fmt.Errorf("multi create: unexpected reply %+v", res)
 		default:
-			return "", 0, err
+			return "", 0, false, err
 		}
 	}
 	got, err := d.conn.Create(prefix, data, zk.FlagEphemeralSequential, d.acl)
 	if err != nil {
-		return "", 0, err
+		return "", 0, false, err
 	}
-	return path.Base(got), 0, nil
+	return path.Base(got), 0, false, nil
 }
 
 // findOwn returns the earliest node under parent that carries guid, or "".
@@ -183,9 +224,29 @@ func (d *Driver) findOwn(parent, guid string) (string, error) {
 	return "", nil
 }
 
-// ensure creates the root (persistent) and a lock's parent (a container,
-// which the server deletes once its last child goes).
-func (d *Driver) ensure(parent string) error {
+// ensure creates a lock's parent (a container, which the server deletes
+// once its last child goes) and, the first time or when the parent's
+// create finds it missing, the root (persistent). made reports that this
+// call created the parent.
+func (d *Driver) ensure(parent string) (made bool, err error) {
+	if !d.rootMade.Load() {
+		if err := d.ensureRoot(); err != nil {
+			return false, err
+		}
+	}
+	made, err = d.createParent(parent)
+	if errors.Is(err, zk.ErrNoNode) {
+		// The root was removed since: make it again.
+		d.rootMade.Store(false)
+		if err := d.ensureRoot(); err != nil {
+			return false, err
+		}
+		made, err = d.createParent(parent)
+	}
+	return made, err
+}
+
+func (d *Driver) ensureRoot() error {
 	parts := strings.Split(strings.TrimPrefix(d.root, "/"), "/")
 	p := ""
 	for _, part := range parts {
@@ -194,15 +255,23 @@ func (d *Driver) ensure(parent string) error {
 			return fmt.Errorf("create %s: %w", p, err)
 		}
 	}
+	d.rootMade.Store(true)
+	return nil
+}
+
+func (d *Driver) createParent(parent string) (bool, error) {
 	_, err := d.conn.CreateContainer(parent, nil, zk.FlagContainer, d.acl)
-	if err != nil && !errors.Is(err, zk.ErrNodeExists) {
+	if err != nil && !errors.Is(err, zk.ErrNodeExists) && !errors.Is(err, zk.ErrNoNode) {
 		// Servers before 3.5 have no containers.
 		_, err = d.conn.Create(parent, nil, zk.FlagPersistent, d.acl)
 	}
-	if errors.Is(err, zk.ErrNodeExists) {
-		return nil
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, zk.ErrNodeExists):
+		return false, nil
 	}
-	return err
+	return false, err
 }
 
 // abandon removes what a failed attempt left. Acquire waits for the removal

@@ -9,7 +9,8 @@ import (
 	"github.com/go-zookeeper/zk"
 )
 
-// Why renewals and grants after a wait are transactions, not reads.
+// Why renewals and grants after a wait are proven by transactions, not
+// reads (a grant after a short wait by its own create: see createProof).
 //
 // A read (Exists, Children) is answered by the server the client is
 // connected to, from its own copy of the tree. A follower cut off from the
@@ -88,6 +89,29 @@ func (d *Driver) checkNode(nodePath string) error {
 	_, err := d.conn.Multi(&zk.CheckVersionRequest{Path: nodePath, Version: -1})
 	return err
 }
+
+// createProof is our node's create, answered, as the proof of a grant
+// after a wait, while it is recent (usable: sent less than reportLag ago,
+// the age a check may have when the grant uses it). The create is a
+// transaction like the check: the leader checked the session and a quorum
+// logged our node, at some time after sent. What a later check would add
+// is that our node is still there: but the leader deletes it only when it
+// expires the session, which provenTTL bounds from the same send time and
+// the same activity record whichever transaction is used, or when someone
+// deletes it (an operator, by hand), which our node's watch reports as
+// for a held lock. Nothing can be ahead of our node that the grant's read
+// or watch did not show gone: every node ahead was in the listing sent
+// after our create, a deletion a server reports is committed, and no node
+// can join ahead later. So the grant is as sound as with a check sent at
+// the create's time, which is what a check sent right after the listing
+// nearly is; it spares the waiter's quorum round, a logged transaction
+// per contended grant.
+func createProof(sent time.Time) *quorumCheck {
+	return &quorumCheck{sent: sent, done: answered}
+}
+
+// answered is closed: a proof already answered, successfully.
+var answered = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // quorumCheck is a checkNode in flight, sent at sent.
 type quorumCheck struct {

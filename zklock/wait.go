@@ -15,7 +15,8 @@ import (
 // modes.go) to change and reports whether one was deleted. breaks is the
 // connection's count of session events when the watches were armed (see
 // ownIntact). A check of our node (the next a.proof) goes out with the
-// watches and is answered while we wait, off the hand-off's path.
+// watches and is answered while we wait, off the hand-off's path, unless
+// the create itself can still prove the grant (createProof).
 func (a *attempt) awaitAhead(ctx context.Context, blockers []entry) (gone bool, breaks int64, err error) {
 	d := a.d
 	if err := a.awaitStat(ctx); err != nil {
@@ -25,6 +26,9 @@ func (a *attempt) awaitAhead(ctx context.Context, blockers []entry) (gone bool, 
 		return false, 0, d.wrapErr(ctx, "wait in "+a.parent, errSessionEnded)
 	}
 	breaks = d.breaks.Load()
+	if a.proof == nil && a.clean {
+		a.proof = createProof(a.sendAt)
+	}
 	if a.proof == nil || !a.proof.usable(d.reportLag()) {
 		// A waiter woken often (a semaphore's, by deletions ahead that do
 		// not let it in) keeps a recent check rather than sending one
