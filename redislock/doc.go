@@ -56,8 +56,10 @@
 // PREFIX{NAME}:fence, the release channel PREFIX{NAME}:released, the waiter
 // queue PREFIX{NAME}:waiters (in order of arrival) with the waiters'
 // deadlines PREFIX{NAME}:alive, the set of given-up attempts
-// PREFIX{NAME}:gone (which also notes recent releases, for a client that
-// resends: resend.go), and the shared holders PREFIX{NAME}:shared (readers,
+// PREFIX{NAME}:gone, a note PREFIX{NAME}:released:OWNER that the holder
+// OWNER released, kept for the TTL (only for a client that resends a
+// command whose reply was lost, as go-redis does by default: resend.go),
+// and the shared holders PREFIX{NAME}:shared (readers,
 // or a semaphore's permits, each with the server time at which its hold
 // runs out) with their tokens PREFIX{NAME}:tokens; for elections, the
 // leader's value PREFIX{NAME}:value, the waiting candidates' values

@@ -96,6 +96,18 @@ func (k keys) single() []string {
 	return []string{k.lock, k.fence, k.queue, k.alive, k.gone, k.shared, k.tokens, k.value, k.values, k.observed}
 }
 
+// singleNoted is single with owner's release note after them, for a
+// release that leaves one (scripts/release.lua, resend.go).
+func (k keys) singleNoted(owner string) []string {
+	return []string{k.lock, k.fence, k.queue, k.alive, k.gone, k.shared, k.tokens, k.value, k.values, k.observed,
+		k.releasedNote(owner)}
+}
+
+// releasedNote is the key by which a release of owner's hold tells a copy
+// of itself sent again (by go-redis, after the reply was lost) that it
+// released: PREFIX{NAME}:released:OWNER, kept for the TTL.
+func (k keys) releasedNote(owner string) string { return k.lock + releasedSuffix + ":" + owner }
+
 // owner returns an id no other acquisition, here or in any other process,
 // uses, for a request of mode and limit. The id says what it holds or
 // waits for, so that the scripts read it from the queue and the holders:

@@ -10,9 +10,11 @@ import (
 // sends a command again by itself when the connection fails under it, its
 // reply lost: a release whose first copy went through then meets its own
 // work and would answer "not ours". The release scripts tell their own
-// earlier copy apart by a note they leave (release.lua, rlreleaseone.lua);
-// the single-node script leaves it only for clients that may resend, so
-// that a client made from a URL (which never resends) pays nothing.
+// earlier copy apart by a note they leave (release.lua's
+// PREFIX{NAME}:released:OWNER key, rlreleaseone.lua's entry in the gone
+// set); the single-node script leaves it only for clients that may
+// resend, so that a client made from a URL (which never resends) pays
+// nothing.
 
 // resends says whether rdb may send a command again by itself after its
 // reply was lost. A client of a type it does not know is taken to.
@@ -27,11 +29,11 @@ func resends(rdb redis.UniversalClient) bool {
 }
 
 // releaseOwn is release(ctx, 0) for the lock's own Release, which a
-// resending client may deliver twice.
+// resending client may deliver twice: its release then leaves the note
+// (keys.releasedNote) that a second copy finds.
 func (l *singleLock) releaseOwn(ctx context.Context) (int64, error) {
-	mark := 0
-	if resends(l.n.rdb) {
-		mark = 1
+	if !resends(l.n.rdb) {
+		return l.release(ctx, 0)
 	}
-	return l.n.run(ctx, releaseScript, l.keys.single(), l.owner, l.keys.channel, ttlMillis(l.ttl), 0, mark).Int64()
+	return l.n.runInt(ctx, releaseScript, l.keys.singleNoted(l.owner), l.owner, l.keys.channel, ttlMillis(l.ttl), 0, 1)
 }

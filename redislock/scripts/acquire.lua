@@ -13,6 +13,17 @@
 -- the name is held or awaited with another limit (0: as a lock), which
 -- refuses the request.
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
+if ARGV[4] == '' and not string.find(owner, ':', 1, true)
+	and redis.call('EXISTS', KEYS[1], KEYS[3], KEYS[5], KEYS[6], KEYS[10]) == 0 then
+	-- A mutex (a writer: no ':' in its id) without a value, with nobody
+	-- about: no holder, waiter, given-up attempt (so not this one),
+	-- reader, permit or observer. The uncontended case in three calls:
+	-- the first fast path below, with the lock key and the given-up set
+	-- found absent by the same EXISTS.
+	local token = redis.call('INCR', KEYS[2])
+	redis.call('SET', KEYS[1], owner, 'PX', ttl)
+	return {1, token}
+end
 if redis.call('ZSCORE', KEYS[5], owner) then
 	-- A copy of an attempt that arrives after its owner gave it up
 	-- (release.lua): taking the lock now would leave it to nobody.

@@ -1,11 +1,13 @@
--- Single-node release (keys: single.lua). ARGV[1] owner id, ARGV[2] release
--- channel, ARGV[3] TTL in milliseconds for a hand-over, ARGV[4] how long (ms)
--- to refuse this owner's attempts from now on if it holds nothing, '0' for
--- not at all; ARGV[5] '1' if the client may send the script again by
--- itself after a lost reply (go-redis's retries): a release then notes
--- OWNER:r in KEYS[5] for the TTL, and a copy sent again answers 1 (its
--- first copy released), not 0. An owner id is one acquisition's, so the
--- note can only be this owner's own release.
+-- Single-node release (keys: single.lua, and KEYS[11] with ARGV[5]).
+-- ARGV[1] owner id, ARGV[2] release channel, ARGV[3] TTL in milliseconds
+-- for a hand-over, ARGV[4] how long (ms) to refuse this owner's attempts
+-- from now on if it holds nothing, '0' for not at all; ARGV[5] '1' if the
+-- client may send the script again by itself after a lost reply (go-redis's
+-- retries): a release that frees the owner's hold then sets KEYS[11], the
+-- owner's release note (PREFIX{NAME}:released:OWNER), for the TTL, and a
+-- copy sent again that finds it answers 1 (its first copy released), not
+-- 0. An owner id is one acquisition's, so the note can only be this
+-- owner's own release.
 -- Gives up the owner's hold; returns 1 if it held, 0 if not (nothing
 -- changed, but for a shared hold that had run out, which is dropped).
 -- What that frees goes straight to the waiters at the head of the queue
@@ -15,36 +17,39 @@
 -- or when the message reaches its client; one whose process died leaves it
 -- to expire after TTL.
 local owner = ARGV[1]
-if ARGV[5] ~= '1' and not string.find(owner, ':', 1, true) then
+if not string.find(owner, ':', 1, true) then
 	-- A mutex (a writer) without a value that nobody waits for or
 	-- observes: the common case, before single.lua's functions are made.
 	local ok, cur = pcall(redis.call, 'GET', KEYS[1])
 	if ok and cur == owner then
 		local n = redis.call('EXISTS', KEYS[3], KEYS[8], KEYS[10])
-		if n == 0 then
-			redis.call('DEL', KEYS[1])
-			return 1
-		end
-		-- Or only waited for, by a barging writer at the head that a
-		-- release saw there less than its bound ago (handOver, which
-		-- would do nothing else): the lock under contention, barging.
-		local head = n == 1 and redis.call('ZRANGE', KEYS[3], 0, 0)[1]
-		local bound = head and tonumber(string.match(head, '~(%d+)'))
-		if bound then
-			local h = redis.call('HGET', KEYS[9], '~head')
-			if h and string.sub(h, 1, #head + 1) == head .. ' ' then
-				local t = redis.call('TIME')
-				if t[1] * 1000000 + t[2] - tonumber(string.sub(h, #head + 2)) < bound then
-					redis.call('DEL', KEYS[1])
-					return 1
+		local free = n == 0
+		if not free then
+			-- Or only waited for, by a barging writer at the head that a
+			-- release saw there less than its bound ago (handOver, which
+			-- would do nothing else): the lock under contention, barging.
+			local head = n == 1 and redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+			local bound = head and tonumber(string.match(head, '~(%d+)'))
+			if bound then
+				local h = redis.call('HGET', KEYS[9], '~head')
+				if h and string.sub(h, 1, #head + 1) == head .. ' ' then
+					local t = redis.call('TIME')
+					free = t[1] * 1000000 + t[2] - tonumber(string.sub(h, #head + 2)) < bound
 				end
 			end
+		end
+		if free then
+			redis.call('DEL', KEYS[1])
+			if ARGV[5] == '1' then
+				redis.call('SET', KEYS[11], '1', 'PX', ARGV[3])
+			end
+			return 1
 		end
 	end
 end
 --[[single.lua]]
-local released = ARGV[5] == '1' and owner .. ':r'
-if released and redis.call('ZSCORE', KEYS[5], released) then
+local released = ARGV[5] == '1' and KEYS[11]
+if released and redis.call('EXISTS', released) == 1 then
 	return 1
 end
 local ours, freed = false, false
@@ -69,10 +74,7 @@ if freed then
 end
 if ours then
 	if released then
-		local t, keep = now(), tonumber(ARGV[3])
-		redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', t)
-		redis.call('ZADD', KEYS[5], t + keep, released)
-		extend(KEYS[5], keep)
+		redis.call('SET', released, '1', 'PX', ARGV[3])
 	end
 	return 1
 end
