@@ -77,14 +77,7 @@ func TestTokensLockStopsAtClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Another process's update in progress: the tokens file locked.
-	tf, err := os.OpenFile(filepath.Join(dir, tokensName), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tf.Close()
-	if err := unix.Flock(int(tf.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
+	holdTokensFile(t, dir)
 	got := make(chan error, 1)
 	go func() {
 		l, _, err := d.Acquire(context.Background(), driver.Request{Name: "x", TTL: time.Minute})

@@ -33,14 +33,7 @@ func TestTokensTurnStopsAtCloseAndCtx(t *testing.T) {
 	if ds[0].tok != ds[1].tok || ds[1].tok != ds[2].tok {
 		t.Fatal("drivers of one directory do not share its tokens file")
 	}
-	tf, err := os.OpenFile(filepath.Join(dir, tokensName), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tf.Close()
-	if err := unix.Flock(int(tf.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
+	tf := holdTokensFile(t, dir)
 	acquire := func(ctx context.Context, d *fileDriver, name string) <-chan error {
 		got := make(chan error, 1)
 		go func() {
@@ -115,14 +108,7 @@ func TestTokensBatchLeaderLeaves(t *testing.T) {
 		t.Cleanup(func() { d.Close() })
 		ds[i] = d
 	}
-	tf, err := os.OpenFile(filepath.Join(dir, tokensName), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tf.Close()
-	if err := unix.Flock(int(tf.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
+	tf := holdTokensFile(t, dir)
 	type grant struct {
 		tok uint64
 		err error
@@ -167,13 +153,7 @@ func TestTokensBatchLeaderLeaves(t *testing.T) {
 		seen[g.tok] = true
 		most = max(most, g.tok)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, tokensName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c := parseCount(b); c.last != most {
-		t.Errorf("tokens file counts %d, want %d, the highest token granted", c.last, most)
-	}
+	wantTokensCount(t, dir, most)
 }
 
 // TestTokensBatchedGrants: clients of one process granting many names at
@@ -232,6 +212,28 @@ func TestTokensBatchedGrants(t *testing.T) {
 			}
 		}
 	}
+	wantTokensCount(t, dir, most)
+}
+
+// holdTokensFile takes the tokens file's flock in dir as another process
+// in the middle of an update would; the file is closed when the test ends.
+func holdTokensFile(t *testing.T, dir string) *os.File {
+	t.Helper()
+	tf, err := os.OpenFile(filepath.Join(dir, tokensName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tf.Close() })
+	if err := unix.Flock(int(tf.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	return tf
+}
+
+// wantTokensCount checks that the tokens file in dir counts most, the
+// highest token granted.
+func wantTokensCount(t *testing.T, dir string, most uint64) {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, tokensName))
 	if err != nil {
 		t.Fatal(err)

@@ -93,9 +93,10 @@ type attempt struct {
 	guid   string // carries kind's marker
 	value  []byte // the node's data: an election's value (election.go)
 	// Set before start, from what the driver knows of the parent
-	// (parents.go): fresh, make the parent before the create; listAhead,
-	// send the queue listing right behind the create.
-	fresh, listAhead bool
+	// (parents.go): known, the driver has seen it; fresh, make the parent
+	// before the create; listAhead, send the queue listing right behind
+	// the create.
+	known, fresh, listAhead bool
 
 	// Set by runOwn before it closes the channel above them.
 	sending   chan struct{} // closed just before the create is sent
@@ -138,6 +139,7 @@ type attempt struct {
 func (a *attempt) run(ctx context.Context, wait bool) (l *zkLock, v driver.Validity, err error) {
 	a.sid = a.d.conn.SessionID()
 	facts, known := a.d.parents.lookup(a.parent)
+	a.known = known
 	a.fresh = a.d.parents.guessMissing(known)
 	a.listAhead = known && facts.company
 	a.start()

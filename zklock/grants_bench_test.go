@@ -91,7 +91,6 @@ func BenchmarkScaleGrants(b *testing.B) {
 type opCounter struct {
 	mu     sync.Mutex
 	counts map[string]int64
-	total  atomic.Int64
 }
 
 func (o *opCounter) dial(network, addr string, timeout time.Duration) (net.Conn, error) {

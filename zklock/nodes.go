@@ -66,7 +66,7 @@ func (a *attempt) runOwn() {
 	}
 	a.sendAt = time.Now()
 	close(a.sending)
-	a.node, a.czxid, a.alone, a.clean, a.createErr = d.createNode(a.parent, a.guid, a.value, a.fresh)
+	a.node, a.czxid, a.alone, a.clean, a.createErr = d.createNode(a.parent, a.guid, a.value, a.known, a.fresh)
 	if a.fresh {
 		d.parents.wasMissing(<-parentMade)
 	}
@@ -130,17 +130,17 @@ func (a *attempt) runOwn() {
 // name and czxid (0 if unknown), with data as its data (an election's
 // value). alone is true when the create's reply shows our node the only
 // child of parent (see createOnce). clean is false when a reply was lost
-// on the way. fresh says the caller makes parent alongside (ensure), and
-// counts the outcome for the guess of parents.go itself.
+// on the way. known says the driver had seen parent when the attempt
+// looked it up (parents.go); fresh, that the caller makes parent alongside
+// (ensure) and counts the outcome for the guess of parents.go itself.
 //
 // The create goes in a multi with an unconditional empty write to the
 // parent's data: go-zookeeper has no create2, and the parent's stat in the
 // multi's reply carries mzxid = the transaction's zxid = our node's czxid,
 // the token, with no read after the create.
-func (d *Driver) createNode(parent, guid string, data []byte, fresh bool) (name string, czxid int64, alone, clean bool, err error) {
+func (d *Driver) createNode(parent, guid string, data []byte, known, fresh bool) (name string, czxid int64, alone, clean bool, err error) {
 	prefix := parent + "/" + nodePrefix(guid)
 	clean = true
-	_, known := d.parents.lookup(parent)
 	for range 5 {
 		name, czxid, alone, err = d.createOnce(parent, prefix, data)
 		switch {
