@@ -209,7 +209,9 @@ func staleGrantMessage(t *testing.T, shared bool) {
 	name := uniqueName(t)
 	k := (&Driver{prefix: DefaultPrefix}).keysOf(name)
 
-	if err := admin.Set(ctx, k.lock, "holder", time.Second).Err(); err != nil {
+	// The holder's key lives 3 s: W's next try (at its expiry) must come
+	// after X's TryLock, with room for a loaded machine.
+	if err := admin.Set(ctx, k.lock, "holder", 3*time.Second).Err(); err != nil {
 		t.Fatal(err)
 	}
 	var got <-chan lockResult
@@ -220,7 +222,7 @@ func staleGrantMessage(t *testing.T, shared bool) {
 	}
 	waitFor(t, 5*time.Second, "W to queue", func() bool { return admin.ZCard(ctx, k.queue).Val() == 1 })
 
-	const lag = 2 * time.Second
+	const lag = 5 * time.Second // past W's next try
 	undo := p.Add(pubsubConn, faultproxy.Fault{Delay: lag, Dir: faultproxy.Down})
 	defer undo()
 	// The holder's release grants W for 100 ms only (the releaser's TTL).
@@ -241,7 +243,7 @@ func staleGrantMessage(t *testing.T, shared bool) {
 	if time.Since(released) >= lag {
 		t.Fatalf("X took the lock only %v after the release: the grant message may have arrived", time.Since(released))
 	}
-	// W tries again at the old holder's expiry (~1 s), finds X's lock and
+	// W tries again at the old holder's expiry (~3 s), finds X's lock and
 	// waits; the grant message arrives at released+lag.
 	select {
 	case r := <-got:
