@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -164,15 +165,26 @@ func backendURL(flag string) string {
 	return defaultBackend
 }
 
+// openTimeout bounds how long a command waits for the engine to answer
+// when it connects. Some drivers wait for as long as their context lets
+// them (zk:// waits for a session); a command must not hang on an engine
+// that is not there.
+const openTimeout = 10 * time.Second
+
 // openBackend opens a client, turning failures into exit code 69 with a
-// hint about what to check.
+// hint about what to check. It gives up after openTimeout.
 func openBackend(ctx context.Context, url string, opts ...dlock.Option) (*dlock.Client, error) {
-	c, err := dlock.Open(ctx, url, opts...)
+	octx, cancel := context.WithTimeout(ctx, openTimeout)
+	defer cancel()
+	c, err := dlock.Open(octx, url, opts...)
 	if err == nil {
 		return c, nil
 	}
 	if ctx.Err() != nil {
 		return nil, interrupted(ctx, "while connecting")
+	}
+	if octx.Err() != nil {
+		err = fmt.Errorf("no answer within %v: %w", openTimeout, err)
 	}
 	hint := "check that the engine is running and reachable, or choose another with --backend or " + envBackend
 	if errors.Is(err, dlock.ErrInvalidArgument) {

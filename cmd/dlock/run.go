@@ -90,7 +90,8 @@ What the lock covers:
 Exit status:
   0-125  CMD's own exit status
   64     bad usage (flags, arguments)
-  69     the engine is unreachable or misconfigured (--backend, DLOCK_BACKEND;
+  69     the engine is unreachable (no answer within 10s of connecting, or
+         down when --wait ended) or misconfigured (--backend, DLOCK_BACKEND;
          mem:// is refused: it cannot keep another dlock process out)
   75     lock not acquired: held elsewhere with --no-wait or --wait 0, or
          --wait elapsed
@@ -267,6 +268,9 @@ func acquire(ctx context.Context, c *dlock.Client, o runOpts, name string) (*dlo
 		return nil, interrupted(ctx, fmt.Sprintf("while waiting for lock %q (nothing left queued)", name))
 	case errors.Is(err, dlock.ErrNotAcquired):
 		return nil, exitf(exitNotAcquired, "lock %q is held elsewhere (%s)", name, o.once)
+	case errors.Is(err, dlock.ErrUnavailable):
+		// The engine failed on the last try: say so (69), even when
+		// --wait ended the waiting, rather than "held elsewhere".
 	case errors.Is(err, context.DeadlineExceeded) && o.wait > 0:
 		return nil, exitf(exitNotAcquired, "lock %q not acquired within --wait %v", name, o.wait)
 	case errors.Is(err, dlock.ErrInvalidArgument):

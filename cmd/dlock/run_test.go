@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -43,6 +44,8 @@ var (
 )
 
 func init() {
+	dlock.Register("noinspect", func(context.Context, *url.URL) (driver.Driver, error) { return bareDriver{}, nil })
+	dlock.Register("downtest", func(context.Context, *url.URL) (driver.Driver, error) { return downDriver{}, nil })
 	dlock.Register("memtest", func(_ context.Context, u *url.URL) (driver.Driver, error) {
 		c, err := testEngine(u.Host).NewClient()
 		if err != nil {
@@ -496,7 +499,6 @@ func TestStatus(t *testing.T) {
 }
 
 func TestStatusUnsupported(t *testing.T) {
-	dlock.Register("noinspect", func(context.Context, *url.URL) (driver.Driver, error) { return bareDriver{}, nil })
 	r := run(t.Context(), "status", "--backend", "noinspect://", "x")
 	wantCode(t, r, exitFailure, "cannot report", "--no-wait")
 }
@@ -513,6 +515,52 @@ func TestEngineFailure(t *testing.T) {
 	r := run(t.Context(), "run", "--backend", "noinspect://", "x", "--", "true")
 	wantCode(t, r, exitUnavailable, "no locks here", "reachable")
 }
+
+// TestUnreachableZooKeeper: zk:// waits for a session for as long as its
+// context lets it; no command may hang on an ensemble that is not there,
+// with --no-wait, --wait or neither.
+func TestUnreachableZooKeeper(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := "zk://" + ln.Addr().String()
+	ln.Close() // nobody listens there now
+	for _, args := range [][]string{
+		{"run", "--no-wait", "--backend", backend, "x", "--", "true"},
+		{"run", "--wait", "1s", "--backend", backend, "x", "--", "true"},
+		{"status", "--backend", backend, "x"},
+	} {
+		t.Run(args[0]+" "+args[1], func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), 3*openTimeout)
+			defer cancel()
+			r := run(ctx, args...)
+			if ctx.Err() != nil {
+				t.Fatalf("%v did not return within %v: %v", args, 3*openTimeout, r)
+			}
+			wantCode(t, r, exitUnavailable, "no answer within 10s", "reachable")
+		})
+	}
+}
+
+// TestEngineDownWhenWaitEnds: a Lock that rode out a failing engine until
+// --wait ended reports the engine's failure (69), not "held elsewhere" (75).
+func TestEngineDownWhenWaitEnds(t *testing.T) {
+	r := run(t.Context(), "run", "--wait", "300ms", "--backend", "downtest://", "x", "--", "true")
+	wantCode(t, r, exitUnavailable, "down: connection refused", "reachable")
+	if strings.Contains(r.stderr, "held elsewhere") {
+		t.Fatalf("an engine outage reported as a held lock: %v", r)
+	}
+}
+
+// downDriver's engine is always down.
+type downDriver struct{}
+
+func (downDriver) Acquire(context.Context, driver.Request) (driver.Lock, driver.Validity, error) {
+	return nil, driver.Validity{}, driver.Unavailable(errors.New("down: connection refused"))
+}
+func (downDriver) Close() error { return nil }
 
 func TestDemo(t *testing.T) {
 	r := run(t.Context(), "demo", "--backend", "mem://", "--workers", "4", "--increments", "25")
