@@ -37,7 +37,7 @@ func dlockBinary(t *testing.T) string {
 			return
 		}
 		buildPath = filepath.Join(buildDir, "dlock")
-		out, err := exec.Command("go", "build", "-race", "-o", buildPath, ".").CombinedOutput()
+		out, err := exec.Command("go", "build", "-race", "-tags", "dlock_testhooks", "-o", buildPath, ".").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

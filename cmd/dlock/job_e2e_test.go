@@ -113,8 +113,17 @@ type dlockProc struct {
 // cleanup of stray processes) is name.
 func startDlock(t *testing.T, name string, args ...string) *dlockProc {
 	t.Helper()
+	return startDlockEnv(t, nil, name, args...)
+}
+
+// startDlockEnv is startDlock with env added to the test's environment.
+func startDlockEnv(t *testing.T, env []string, name string, args ...string) *dlockProc {
+	t.Helper()
 	p := &dlockProc{lines: make(chan string, 100), stderr: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(dlockBinary(t), args...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stderr = p.stderr
 	// Wait returns soon after dlock exits, even while a process it left
 	// behind holds its stderr.
@@ -255,6 +264,48 @@ func TestE2EDlockDeathEndsCommand(t *testing.T) {
 			}
 			noStrays(t, name, "after both dlocks exited")
 		})
+	}
+}
+
+// TestE2EDlockDeathBeforeGuardArmed kills dlock after the command's first
+// process exists but before dlock has told the guard the command's group
+// (the test hook stalls dlock there): nothing of the command may run on
+// while another dlock holds the lock. Before the gate, the command ran at
+// once, forked, and its child wrote on under the second dlock's lock: the
+// guard, told nothing, exited and gave the lock up.
+func TestE2EDlockDeathBeforeGuardArmed(t *testing.T) {
+	for _, backend := range []string{"file://" + t.TempDir(), "redis://" + testserver.Redis(t)[0] + "/?prefix=dlock-cli-test-" + randomID() + ":"} {
+		log := filepath.Join(t.TempDir(), "log")
+		stalled := filepath.Join(t.TempDir(), "stalled")
+		name := "e2e-early-death-" + randomID()
+		// --ttl 1s: on Redis the second dlock gets the lock 1 s after the
+		// first died, while what the first command left would run on.
+		first := startDlockEnv(t, []string{"DLOCK_TEST_STALL_AFTER_START=" + stalled}, name, "run", "--ttl", "1s", "--backend", backend, name, "--", "sh", "-c",
+			`(while :; do echo first-bg >> "$1"; sleep 0.01; done) &
+			while :; do echo first >> "$1"; sleep 0.01; done`, "sh", log)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := os.Stat(stalled); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("dlock never reached the hook; stderr: %s", first.stderr)
+			}
+			time.Sleep(5 * time.Millisecond) // another process's file: no event to wait on
+		}
+		time.Sleep(100 * time.Millisecond) // what the command would do in that moment, it has done
+		first.cmd.Process.Signal(syscall.SIGKILL)
+		first.exit(t, 10*time.Second)
+		second := startDlock(t, name, "run", "--backend", backend, name, "--", "sh", "-c",
+			`echo second >> "$1"; sleep 0.5; echo second-end >> "$1"`, "sh", log)
+		if code := second.exit(t, 20*time.Second); code != 0 {
+			t.Fatalf("second dlock: exit %d; stderr: %s", code, second.stderr)
+		}
+		got := readFile(t, log)
+		if i := strings.Index(got, "second\n"); i < 0 || !strings.HasSuffix(got, "second\nsecond-end\n") {
+			t.Fatalf("the first command wrote while the second held the lock:\n%s", got)
+		}
+		noStrays(t, name, "after both dlocks exited")
 	}
 }
 

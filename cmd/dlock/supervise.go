@@ -107,7 +107,24 @@ func supervise(ctx context.Context, c *dlock.Client, lease *dlock.Lease, o runOp
 		fmt.Fprintf(stderr, "dlock: warning: cannot become the reaper of the command's orphans (%v): dlock waits for whoever reaps them\n", err)
 	}
 
-	pid, events, err := startChild(path, argv, env, []uintptr{os.Stdin.Fd(), outF.Fd(), errF.Fd()}, sys)
+	// The command starts behind a gate (gateScript) that opens once the
+	// guard knows its group: a dlock killed before that leaves nothing
+	// running.
+	gateR, gateW, err := os.Pipe()
+	if err != nil {
+		outCopy.started(outF)
+		errCopy.started(errF)
+		outCopy.wait(0)
+		errCopy.wait(0)
+		if g != nil {
+			g.disarm()
+		}
+		return 0, nil, exitf(exitFailure, "cannot run %q: %v", argv[0], err)
+	}
+	defer gateW.Close()
+	gated := append([]string{"sh", "-c", gateScript, "dlock", path}, argv[1:]...)
+	pid, events, err := startChild("/bin/sh", gated, env, []uintptr{os.Stdin.Fd(), outF.Fd(), errF.Fd(), gateR.Fd()}, sys)
+	gateR.Close()
 	outCopy.started(outF)
 	errCopy.started(errF)
 	if err != nil {
@@ -124,11 +141,18 @@ func supervise(ctx context.Context, c *dlock.Client, lease *dlock.Lease, o runOp
 		return 0, nil, exitf(code, "cannot run %q: %v", argv[0], err)
 	}
 	s.pgid = pid
+	stallAfterStart()
 	if g != nil {
 		if err := g.arm(pid); err != nil {
 			fmt.Fprintf(stderr, "dlock: warning: guard process: %v\n", err)
 		}
 	}
+	if _, err := io.WriteString(gateW, "go\n"); err != nil {
+		// The gate's shell is gone (killed already): its exit is reported
+		// as the command's.
+		fmt.Fprintf(stderr, "dlock: warning: starting %q: %v\n", argv[0], err)
+	}
+	gateW.Close()
 
 	code, err = s.loop(ctx, events)
 
@@ -142,6 +166,17 @@ func supervise(ctx context.Context, c *dlock.Client, lease *dlock.Lease, o runOp
 	errCopy.wait(outputLinger)
 	return code, s.lostErr, err
 }
+
+// gateScript is run by /bin/sh as the command's first process, with the
+// command's path and arguments as "$@" and a pipe from dlock as fd 3. It
+// waits for dlock's "go" (sent once the guard knows the command's group),
+// then becomes the command with exec: same process, same group. If dlock
+// dies before that, the pipe ends, and the shell exits without running
+// anything (the parent-death signal would kill it anyway). The command's
+// argv[0] is the path dlock found for it.
+const gateScript = `read -r go <&3 && [ "$go" = go ] || exit 125
+exec 3<&-
+exec "$@"`
 
 // startChild forks and execs the command and reports its state changes
 // (stopped, continued, exited) on events, closed after the exit.
