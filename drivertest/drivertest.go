@@ -111,6 +111,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"Semaphore/CancelledWait", testSemaphoreCancelledWait},
 		{"Semaphore/VanishedHolder", testVanishedPermitHolder},
 		{"Election/Leader", testElectionLeader},
+		{"Election/MutexContends", testElectionMutexContends},
 		{"Election/Observe", testElectionObserve},
 		{"Election/ObserveLatest", testElectionObserveLatest},
 		{"Election/ObserveEndsWithClient", testElectionObserveEndsWithClient},

@@ -88,6 +88,40 @@ func testElectionLeader(t *testing.T, s *suite) {
 	s.mustLead(t, a, name, dlock.Leader{})
 }
 
+// testElectionMutexContends: leadership is the exclusive lock of the name,
+// so a Mutex of the same name and a campaign exclude each other both ways,
+// and the terms and tokens of the two go up together.
+func testElectionMutexContends(t *testing.T, s *suite) {
+	a, _ := s.client(t)
+	s.needsElection(t, a)
+	b, _ := s.client(t)
+	name := lockName(t)
+
+	m := s.lock(t, a, name)
+	l, err := b.Election(name).TryCampaign(s.ctx, "b")
+	mustNotAcquire(t, "TryCampaign while a Mutex of the name is held", leaseOf(l), err)
+	ch := campaignAsync(s.ctx, b, name, "b")
+	waitQueued(t, a, name, 1)
+	stillWaiting(t, ch, "Campaign while a Mutex of the name is held")
+	unlock(t, m)
+	lb := granted(t, ch, "Campaign after the Mutex's Unlock")
+	if lb.Token() <= m.Token() {
+		t.Errorf("term %d after the Mutex's token %d", lb.Token(), m.Token())
+	}
+
+	ml, err := a.Mutex(name).TryLock(s.ctx)
+	mustNotAcquire(t, "TryLock while a leader leads", ml, err)
+	mch := s.lockAsync(s.ctx, a, name)
+	waitQueued(t, b, name, 1)
+	stillWaiting(t, mch, "Lock while a leader leads")
+	unlock(t, lb)
+	m2 := granted(t, mch, "Lock after the leader resigned")
+	if m2.Token() <= lb.Token() {
+		t.Errorf("token %d after term %d", m2.Token(), lb.Token())
+	}
+	unlock(t, m2)
+}
+
 func leaseOf(l *dlock.Leadership) *dlock.Lease {
 	if l == nil {
 		return nil
