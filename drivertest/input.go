@@ -38,6 +38,11 @@ func testBadInput(t *testing.T, s *suite) {
 			_, err := c.Mutex(name, dlock.WithTTL(time.Second), dlock.WithRenewInterval(time.Second)).Lock(s.ctx)
 			return err
 		}, []string{"renew interval"}},
+		{"renew interval = TTL - margin", func() error {
+			_, err := c.Mutex(name, dlock.WithTTL(time.Second), dlock.WithSafetyMargin(100*time.Millisecond),
+				dlock.WithRenewInterval(900*time.Millisecond)).Lock(s.ctx)
+			return err
+		}, []string{"renew interval"}},
 		{"negative max hold", func() error { _, err := c.Mutex(name, dlock.WithMaxHold(-1)).Lock(s.ctx); return err }, []string{"max hold"}},
 		{"nil context", func() error { _, err := c.Mutex(name).Lock(nilCtx); return err }, []string{"ctx"}},
 		{"nil Do function", func() error { return dlock.Do(s.ctx, c, name, nil) }, []string{"fn"}},
