@@ -118,6 +118,9 @@ func (c *Client) Capabilities() Capabilities {
 // and how many wait, for drivers that can tell. Others return an error
 // matching ErrNotSupported (and errors.ErrUnsupported).
 func (c *Client) Status(ctx context.Context, name string) (Status, error) {
+	if ctx == nil {
+		return Status{}, wrap(name, "status", invalid("ctx", nil, "a non-nil context.Context"))
+	}
 	if name == "" {
 		return Status{}, wrap(name, "status", invalid("name", `""`, "a non-empty lock name"))
 	}

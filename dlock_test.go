@@ -142,14 +142,35 @@ func TestDoReportsLoss(t *testing.T) {
 	}
 }
 
-func TestStatusUnsupported(t *testing.T) {
+// TestStatusInput: Status refuses an empty name and a nil ctx, and reports
+// a free lock.
+func TestStatusInput(t *testing.T) {
 	c, _ := memlock.New()
 	defer c.Close()
 	if _, err := c.Status(context.Background(), ""); !errors.Is(err, dlock.ErrInvalidArgument) {
 		t.Errorf("Status(\"\") = %v, want ErrInvalidArgument", err)
 	}
+	var nilCtx context.Context
+	if _, err := c.Status(nilCtx, "x"); !errors.Is(err, dlock.ErrInvalidArgument) || !strings.Contains(err.Error(), "ctx") {
+		t.Errorf("Status(nil ctx) = %v, want ErrInvalidArgument naming ctx", err)
+	}
 	st, err := c.Status(context.Background(), "free")
 	if err != nil || st.Held {
 		t.Errorf("Status of a free lock = %+v, %v", st, err)
+	}
+}
+
+// TestStatusListUnsupported: a driver that cannot tell a lock's status or
+// list locks says so with ErrNotSupported, which matches
+// errors.ErrUnsupported too.
+func TestStatusListUnsupported(t *testing.T) {
+	c := newStubClient(t, &stub{})
+	_, err := c.Status(t.Context(), "x")
+	if !errors.Is(err, dlock.ErrNotSupported) || !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("Status on a driver without it = %v, want ErrNotSupported and errors.ErrUnsupported", err)
+	}
+	_, err = c.List(t.Context(), "")
+	if !errors.Is(err, dlock.ErrNotSupported) || !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("List on a driver without it = %v, want ErrNotSupported and errors.ErrUnsupported", err)
 	}
 }

@@ -69,7 +69,11 @@ const (
 // operation, the lock's name and the cause. errors.Is and errors.As look
 // through it, to the sentinels above and to the engine's own error.
 type Error struct {
-	Op   string // "lock", "trylock", "unlock", "release", "status", "lease" (why a lease ended), "open", "new client"
+	// Op is the call: "lock", "trylock", "rlock", "tryrlock", "acquire",
+	// "tryacquire" (Semaphore), "campaign", "trycampaign", "proclaim",
+	// "leader", "observe" (Election), "unlock", "release", "status", "list",
+	// "do", "lease" (why a lease ended), "open", "new client", "close".
+	Op   string
 	Name string // the lock's name; "" for Open and NewClient
 	Err  error
 }

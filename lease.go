@@ -138,6 +138,8 @@ func (l *Lease) Context() context.Context { return l.ctx }
 
 // Err returns nil while the lease is held; after it ends, an error matching
 // ErrLockLost (lost), ErrNotHeld (unlocked) or ErrClosed (client closed).
+// An unlocked lease's Err changes once, from ErrNotHeld to ErrLockLost, if
+// Unlock's release finds that the engine no longer held the lock for it.
 func (l *Lease) Err() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -158,7 +160,9 @@ func (l *Lease) Err() error {
 // released, or the engine's error if the release failed or was not answered
 // in time. In that last case the release is retried in the background until
 // the engine answers or the client is closed; a lock whose engine stays
-// unreachable is dropped by the engine when its TTL runs out.
+// unreachable is dropped by the engine when its TTL runs out. An Unlock
+// that meets a Close already releasing the client's leases returns nil at
+// once and leaves the release, and what it finds, to Close.
 func (l *Lease) Unlock(ctx context.Context) error {
 	if ctx == nil {
 		return wrap(l.name, "unlock", invalid("ctx", nil, "a non-nil context.Context"))

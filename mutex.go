@@ -28,7 +28,10 @@ func (m *Mutex) Name() string { return m.name }
 // ctx ends first it returns ctx's error, joined with the last engine error
 // if there was one (errors.Is matches both). Any other engine error is
 // returned at once. A Lock that returns an error holds nothing and leaves
-// nothing queued on the engine. A grant whose TTL had run out by the time
+// nothing queued on the engine, with one exception: a grant it had to give
+// back (below, or at Close) whose release failed may stay held on the engine
+// until its TTL runs out, and the error says so (it matches the release's
+// error too). A grant whose TTL had run out by the time
 // it arrived (a slow engine, or the waiter's session expired while it
 // waited) is renewed once; if the engine does not confirm it is still
 // ours, it is given back and asked for again: a returned lease is always

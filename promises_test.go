@@ -1,5 +1,8 @@
 package dlock_test
 
+// Tests of promises made in the root package's doc comments (Do, NewClient,
+// Lock's give-back) that no other test held.
+
 import (
 	"context"
 	"errors"
@@ -8,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dlockio/dlock"
+	"github.com/dlockio/dlock/driver"
 	"github.com/dlockio/dlock/memlock"
 )
 
@@ -103,5 +107,27 @@ func TestNewClientBadOptionsClosesDriver(t *testing.T) {
 	}
 	if closed != 1 {
 		t.Fatalf("driver closed %d times, want 1", closed)
+	}
+}
+
+// TestGiveBackFailureReported: a grant that arrives past its validity and
+// cannot be proven still ours is given back; if that release fails, the
+// error says so (Lock's doc: the lock may stay held until its TTL).
+func TestGiveBackFailureReported(t *testing.T) {
+	relErr := errors.New("stub: release refused")
+	s := &stub{
+		validity: func(req driver.Request) driver.Validity {
+			return driver.Validity{Since: time.Now().Add(-time.Hour), TTL: req.TTL}
+		},
+		renew:   func(context.Context) error { return dlock.ErrLockLost },
+		release: func(context.Context) error { return relErr },
+	}
+	c := newStubClient(t, s)
+	_, err := c.Mutex("x").TryLock(t.Context())
+	if !errors.Is(err, dlock.ErrLockLost) || !errors.Is(err, relErr) {
+		t.Fatalf("TryLock of a stale grant whose give-back failed = %v, want ErrLockLost joined with the release's error", err)
+	}
+	if n := s.releases.Load(); n != 1 {
+		t.Fatalf("%d releases, want the one give-back", n)
 	}
 }
