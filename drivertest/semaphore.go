@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -95,11 +96,11 @@ func testSemaphoreMismatch(t *testing.T, s *suite) {
 	s.needs(t, a, false, true)
 	b, _ := s.client(t)
 	name := lockName(t)
-	la := s.take(t, "Acquire", a.Semaphore(name, 2).Acquire)
+	la := s.take(t, "Acquire", a.Semaphore(name, 7).Acquire)
 	for what, try := range map[string]func(context.Context) (*dlock.Lease, error){
-		"Semaphore(name, 3).TryAcquire": b.Semaphore(name, 3).TryAcquire,
-		"Semaphore(name, 3).Acquire":    b.Semaphore(name, 3).Acquire,
-		"Mutex(name).TryLock":           b.Mutex(name).TryLock,
+		"Semaphore(name, 11).TryAcquire": b.Semaphore(name, 11).TryAcquire,
+		"Semaphore(name, 11).Acquire":    b.Semaphore(name, 11).Acquire,
+		"Mutex(name).TryLock":            b.Mutex(name).TryLock,
 	} {
 		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 		l, err := try(ctx)
@@ -108,7 +109,13 @@ func testSemaphoreMismatch(t *testing.T, s *suite) {
 			if l != nil {
 				unlock(t, l)
 			}
-			t.Errorf("%s while it is held with n = 2: %v, want ErrInvalidArgument", what, err)
+			t.Errorf("%s while it is held with n = 7: %v, want ErrInvalidArgument", what, err)
+			continue
+		}
+		// The semaphore's doc: the error names both N.
+		if msg := strings.ReplaceAll(err.Error(), name, "NAME"); strings.HasPrefix(what, "Semaphore") &&
+			(!strings.Contains(msg, "7") || !strings.Contains(msg, "11")) {
+			t.Errorf("%s while it is held with n = 7: %q does not name both 7 and 11", what, err)
 		}
 	}
 	mustHold(t, la)
