@@ -54,6 +54,7 @@ func TestRegisterRefusesBadInput(t *testing.T) {
 		fn     dlock.OpenFunc
 	}{
 		{"", nil}, {"Upper", nil}, {"mem", nil},
+		{"nilopen-test", nil}, // a new scheme: only the nil OpenFunc is wrong
 		{"mem", func(context.Context, *url.URL) (driver.Driver, error) { return nil, nil }},
 	} {
 		func() {
