@@ -42,6 +42,7 @@ type Lease struct {
 	// costs a goroutine that waits on it.
 	renewT, deadlineT, maxHoldT *time.Timer // renewT: nil when c.grid schedules renewals
 	due                         int64       // the c.grid point l renews at (0: none); c.grid.mu
+	slot                        int         // l's index in that point's leases; c.grid.mu
 
 	renewMu sync.Mutex      // held while a renewal runs; end waits out one in flight
 	v       driver.Validity // the last validity; renewMu

@@ -37,6 +37,7 @@ func (g *renewGrid) schedule(l *Lease, at time.Time) {
 	if g.closed {
 		return
 	}
+	g.remove(l)
 	l.due = k
 	p := g.points[k]
 	if p == nil {
@@ -44,14 +45,33 @@ func (g *renewGrid) schedule(l *Lease, at time.Time) {
 		p.t = time.AfterFunc(time.Until(at), func() { g.fire(k) })
 		g.points[k] = p
 	}
+	l.slot = len(p.leases)
 	p.leases = append(p.leases, l)
 }
 
-// unschedule cancels l's scheduled renewal.
+// unschedule cancels l's scheduled renewal. The lease leaves its point, so
+// that an ended lease is not kept in memory until the point fires (a
+// client that locks and unlocks quickly would keep every lease of the
+// last renewal interval); the point and its timer stay, even if empty,
+// for the next leases due then.
 func (g *renewGrid) unschedule(l *Lease) {
 	g.mu.Lock()
-	l.due = 0
+	g.remove(l)
 	g.mu.Unlock()
+}
+
+// remove takes l off the point it is due at, if that point has not fired
+// (fire takes a point out of points before it reads its leases, so a
+// point in points is g.mu's), and marks it due nowhere. g.mu is held.
+func (g *renewGrid) remove(l *Lease) {
+	if p := g.points[l.due]; p != nil && l.slot < len(p.leases) && p.leases[l.slot] == l {
+		last := len(p.leases) - 1
+		p.leases[l.slot] = p.leases[last]
+		p.leases[l.slot].slot = l.slot
+		p.leases[last] = nil
+		p.leases = p.leases[:last]
+	}
+	l.due = 0
 }
 
 // fire starts the renewals due at k: those of its leases still due then
