@@ -175,18 +175,21 @@
 // A client holding many locks costs no goroutine per lock, a few requests
 // per renewal interval and a few round trips to release them all:
 //
-//   - Loss: one watch per driver over its whole prefix, for deletes only,
-//     from "now", with the keys of its waiters and holders in a map; a
-//     delete of one of them is that lock's loss, reported by a call to the
-//     portable layer (driver.LossNotifier), and other clients' deletes are
-//     dropped. Keys created before the watch existed, and every key when
-//     the watch is made anew after it ended (compacted past its revision,
-//     cancelled by the server), are owner-checked once it exists; clientv3
-//     resumes it across reconnections by itself. The cost: every client of
-//     a prefix receives every delete under it (a watch event of about
-//     100 bytes per release, expiry or cancelled wait); give unrelated
-//     groups of clients prefixes of their own. A watch per key would not
-//     have that cost, but clientv3 serves every watch with a goroutine.
+//   - Loss: one watch per etcd client and prefix (the drivers made on one
+//     *clientv3.Client with the same Prefix share it) over the whole
+//     prefix, for deletes only, from "now", with each driver's waiters' and
+//     holders' keys in a map of its own; a delete of one of them is that
+//     lock's loss, reported by a call to the portable layer
+//     (driver.LossNotifier), and other clients' deletes are dropped. Keys
+//     created before the watch existed (or before the driver joined it),
+//     and every key when the watch is made anew after it ended (compacted
+//     past its revision, cancelled by the server), are owner-checked once
+//     it exists; clientv3 resumes it across reconnections by itself. The
+//     cost: every etcd client of a prefix receives every delete under it
+//     (a watch event of about 100 bytes per release, expiry or cancelled
+//     wait); give unrelated groups of clients prefixes of their own. A
+//     watch per key would not have that cost, but clientv3 serves every
+//     watch with a goroutine.
 //   - Renewal: the portable layer renews one client's locks together
 //     (driver.RenewCoalescer), and the owner checks of the renewals in
 //     flight go together, as reads of 120 keys per transaction (etcd

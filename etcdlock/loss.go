@@ -2,6 +2,7 @@ package etcdlock
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -10,9 +11,10 @@ import (
 	"github.com/dlockio/dlock/driver"
 )
 
-// Loss watching: one watch per driver, over its whole prefix, for deletes
-// only (puts are filtered by the server), from "now" (a synced watcher: a
-// delete arrives as it is applied; NOTES.md). Every key of the driver's
+// Loss watching: one watch per etcd client and prefix, shared by the
+// drivers on them (lossFan), over the whole prefix, for deletes only (puts
+// are filtered by the server), from "now" (a synced watcher: a delete
+// arrives as it is applied; NOTES.md). Every key of the driver's
 // waiters and holders is registered in d.keys from just before the
 // transaction that creates it until it is released or found lost, so a
 // delete event of a registered key is that lock's loss, whoever deleted it
@@ -21,8 +23,8 @@ import (
 // clientv3 serves each watch with a goroutine of its own, and the root one
 // more per lock without driver.LossNotifier.
 //
-// The watch reports every delete after the revision it was created at
-// (d.from). A key created at or before it (the driver's first locks, made
+// The watch reports to d every delete after d.from: the revision it was
+// created at, or the last it had dispatched when d joined it. A key created at or before it (the driver's first locks, made
 // while the watch is being set up, or locks taken while it is made anew)
 // may have been deleted unseen, so such keys are owner-checked once the
 // watch exists (batch.go), and so is every registered key when the watch is
@@ -113,50 +115,20 @@ func (d *Driver) watchLoss() {
 	}
 }
 
-// watchLossOnce watches the prefix until the watch ends.
+// watchLossOnce follows the loss watch of d's client and root (a lossFan,
+// shared with the other drivers on them) until it ends or d closes.
 func (d *Driver) watchLossOnce() {
-	ctx, cancel := context.WithCancel(d.closeCtx)
-	defer cancel()
-	wch := d.cli.Watch(ctx, d.root, clientv3.WithPrefix(), clientv3.WithFilterPut(), clientv3.WithCreatedNotify())
+	ctx := d.closeCtx
+	f, ended := d.joinFan()
+	defer f.leave(d)
 	var retry <-chan time.Time // checks that failed are tried again
 	var bo backoff
 	for {
 		select {
-		case wr, ok := <-wch:
-			if !ok {
-				return
-			}
-			if wr.Created {
-				d.wmu.Lock()
-				if d.from == 0 && !closedChan(d.watched) {
-					close(d.watched)
-				}
-				d.from = wr.Header.Revision
-				// Every settled key: the first watch's are all unchecked,
-				// and a new watch may have missed deletes of any.
-				d.unchecked = d.unchecked[:0]
-				for _, l := range d.keys {
-					if l.settled {
-						d.unchecked = append(d.unchecked, l)
-					}
-				}
-				d.wmu.Unlock()
-				if !d.checkUnchecked(ctx) && retry == nil {
-					retry = time.After(bo.step())
-				}
-			}
-			if len(wr.Events) > 0 {
-				d.wmu.Lock()
-				for _, ev := range wr.Events {
-					if ev.Type == mvccpb.DELETE {
-						d.lostKey(string(ev.Kv.Key), "its key was deleted")
-					}
-				}
-				d.wmu.Unlock()
-			}
-			if wr.Err() != nil {
-				return // compacted or cancelled by the server: watch anew
-			}
+		case <-ended:
+			return // compacted, cancelled by the server, or the client closed: watch anew
+		case <-ctx.Done():
+			return
 		case <-d.wkick:
 			if !d.checkUnchecked(ctx) && retry == nil {
 				retry = time.After(bo.step())
@@ -170,6 +142,168 @@ func (d *Driver) watchLossOnce() {
 			}
 		}
 	}
+}
+
+// lossFrom tells d that the loss watch reports to it every delete after
+// rev (the watch was created at rev, or d joined it when it had reported
+// every delete up to rev): every settled key is owner-checked, since a
+// delete of it may have come before.
+func (d *Driver) lossFrom(rev int64) {
+	d.wmu.Lock()
+	if d.from == 0 && !closedChan(d.watched) {
+		close(d.watched)
+	}
+	d.from = rev
+	// Every settled key: the first watch's are all unchecked, and a new
+	// watch may have missed deletes of any.
+	d.unchecked = d.unchecked[:0]
+	for _, l := range d.keys {
+		if l.settled {
+			d.unchecked = append(d.unchecked, l)
+		}
+	}
+	d.wmu.Unlock()
+	select {
+	case d.wkick <- struct{}{}:
+	default:
+	}
+}
+
+// lossDelete reports the loss of key's lock if key is one of d's.
+func (d *Driver) lossDelete(key string) {
+	d.wmu.Lock()
+	d.lostKey(key, "its key was deleted")
+	d.wmu.Unlock()
+}
+
+// A lossFan is the one loss watch of the drivers that share an etcd client
+// and a root (several dlock clients of a process on one etcd client, as a
+// worker pool or the peer benchmark has them). Each driver watching the
+// prefix itself made the server send every delete under it once per
+// driver, and the client decode and dispatch each: at 50 drivers, 51 watch
+// events per increment of the shared counter (docs/BENCHMARKS-NOTES.md).
+// The fan's one watch (deletes only, from "now") hands each delete to
+// every driver subscribed, which drops the keys that are not its own.
+//
+// A driver that joins a watch already running is told the revision up to
+// which the watch has dispatched deletes (the revision the watch was
+// created at, or the last delete dispatched): every later delete reaches
+// it, since events come in revision order and are dispatched under the
+// fan's mutex, which joining takes; its keys created at or before that
+// revision are owner-checked, as with a watch of its own.
+type lossFan struct {
+	key    fanKey
+	cancel context.CancelFunc
+	done   chan struct{} // closed when run returns
+
+	mu    sync.Mutex
+	subs  map[*Driver]chan struct{} // each driver's channel, closed when the watch ends
+	from  int64                     // every delete after from is dispatched from now on; 0: not created yet
+	ended bool
+}
+
+type fanKey struct {
+	cli  *clientv3.Client
+	root string
+}
+
+// fans are the loss watches running, by client and root. Lock order:
+// fans.mu, then a fan's mu, then a driver's wmu.
+var fans = struct {
+	mu sync.Mutex
+	m  map[fanKey]*lossFan
+}{m: map[fanKey]*lossFan{}}
+
+// joinFan subscribes d to the loss watch of its client and root, starting
+// it if none runs. The channel returned is closed when that watch ends.
+func (d *Driver) joinFan() (*lossFan, <-chan struct{}) {
+	k := fanKey{d.cli, d.root}
+	fans.mu.Lock()
+	defer fans.mu.Unlock()
+	f := fans.m[k]
+	if f == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		f = &lossFan{key: k, cancel: cancel, done: make(chan struct{}), subs: map[*Driver]chan struct{}{}}
+		fans.m[k] = f
+		go f.run(ctx, d.cli)
+	}
+	ended := make(chan struct{})
+	f.mu.Lock()
+	f.subs[d] = ended
+	if f.from > 0 {
+		d.lossFrom(f.from)
+	}
+	f.mu.Unlock()
+	return f, ended
+}
+
+// leave unsubscribes d. The last driver to leave stops the watch; a
+// driver leaving a watch that ended or that it stopped waits for its
+// goroutine to return, so that nothing outlives the driver's Close.
+func (f *lossFan) leave(d *Driver) {
+	fans.mu.Lock()
+	f.mu.Lock()
+	delete(f.subs, d)
+	if len(f.subs) == 0 && !f.ended {
+		f.ended = true
+		if fans.m[f.key] == f {
+			delete(fans.m, f.key)
+		}
+		f.cancel()
+	}
+	ended := f.ended
+	f.mu.Unlock()
+	fans.mu.Unlock()
+	if ended {
+		<-f.done
+	}
+}
+
+// run dispatches the watch's responses until it ends (the fan stopped,
+// compacted past its revision, cancelled by the server, the client
+// closed), then tells every subscribed driver.
+func (f *lossFan) run(ctx context.Context, cli *clientv3.Client) {
+	defer close(f.done)
+	// Made here, not under fans.mu: clientv3's Watch blocks while the
+	// connection is down (until the fan stops, if all leave meanwhile).
+	wch := cli.Watch(ctx, f.key.root, clientv3.WithPrefix(), clientv3.WithFilterPut(), clientv3.WithCreatedNotify())
+	for wr := range wch {
+		f.mu.Lock()
+		if wr.Created {
+			f.from = wr.Header.Revision
+			for d := range f.subs {
+				d.lossFrom(f.from)
+			}
+		}
+		for _, ev := range wr.Events {
+			if ev.Type != mvccpb.DELETE {
+				continue
+			}
+			k := string(ev.Kv.Key)
+			for d := range f.subs {
+				d.lossDelete(k)
+			}
+			f.from = max(f.from, ev.Kv.ModRevision)
+		}
+		err := wr.Err()
+		f.mu.Unlock()
+		if err != nil {
+			break
+		}
+	}
+	fans.mu.Lock()
+	if fans.m[f.key] == f {
+		delete(fans.m, f.key)
+	}
+	f.mu.Lock()
+	f.ended = true
+	for d, c := range f.subs {
+		close(c)
+		delete(f.subs, d)
+	}
+	f.mu.Unlock()
+	fans.mu.Unlock()
+	f.cancel()
 }
 
 // checkUnchecked owner-checks the keys the watch may have missed deletes
