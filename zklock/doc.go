@@ -42,7 +42,9 @@
 // options (dlock.WithTTL, ...).
 //
 // What the driver assumes of the engine: ZooKeeper 3.5 or later for
-// container parents (older servers get persistent ones, never removed);
+// container parents (older servers, which answer a container create with
+// UNIMPLEMENTED, get persistent ones, never removed; on 3.5 and later a
+// parent is always a container, a failed create sent again as one);
 // multi transactions (3.4 or later); the server's minSessionTimeout at its
 // default of 2 × tickTime or above, so that a follower reports its
 // sessions' activity to the leader within a quarter of any session

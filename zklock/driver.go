@@ -246,6 +246,7 @@ type Driver struct {
 
 	plainCreate atomic.Bool // the root's ACL refuses the multi's write to a lock's parent
 	rootMade    atomic.Bool // the root node is known to exist (ensure)
+	noContainer atomic.Bool // the server answered a container create with UNIMPLEMENTED (before 3.5)
 	parents     parentCache // what creates showed of lock parents (parents.go)
 
 	act     activity // what renewed the session at the leader lately (quorum.go)
