@@ -1,6 +1,7 @@
 // Package zklock is the ZooKeeper driver of dlock: a FIFO queue of
 // protected ephemeral-sequential znodes, one queue per lock name, where
-// each waiter watches only its predecessor.
+// each waiter watches one node ahead of it: its predecessor, or the node
+// two ahead while that is not the head.
 //
 //	c, err := dlock.Open(ctx, "zk://user:secret@h1:2181,h2:2181/myapp/locks", dlock.WithTTL(5*time.Second))
 //	c, err := zklock.Dial(ctx, []string{"h1:2181", "h2:2181"}, nil, dlock.WithTTL(5*time.Second))
@@ -80,9 +81,11 @@
 // "protected" mode): if the connection drops before the create's reply
 // arrives, the driver lists the queue and finds its node by the guid rather
 // than leaving an orphan that would block everyone until the session ends.
-// The node with the lowest sequence holds the lock; every other node
-// watches the one just before it, so a release wakes one waiter, not the
-// herd. The fencing token is the holder node's czxid: the zxid of the
+// The node with the lowest sequence holds the lock; the node right behind
+// it watches it, and every other node watches the one two before it, so a
+// release wakes two waiters, not the herd: the next in line, which takes
+// the lock with no read, and the one after, which reads the queue while
+// the new holder holds and then waits for that holder alone. The fencing token is the holder node's czxid: the zxid of the
 // transaction that created it, which increases across the whole ensemble
 // and survives leader failover. Grant order is queue order, which is
 // creation order, so tokens increase in grant order.
@@ -95,7 +98,8 @@
 // semaphore (see modes.go):
 //
 //   - a writer holds at the head of the queue and otherwise watches the node
-//     just before it, of any kind: the mutex's path and layout, unchanged;
+//     just before it, of any kind, if that is the head, else the node two
+//     before it: the mutex's path and layout, unchanged;
 //   - a reader holds once no writer is ahead of it and otherwise watches the
 //     last writer ahead of it, never a reader. So readers share, and a
 //     reader that comes after a waiting writer queues behind it: a stream of

@@ -224,6 +224,9 @@ var testHooks struct {
 	round func(renewal bool, nodes int)
 	// A check of a node (a grant's proof) is about to be sent (quorum.go).
 	checkSent func()
+	// A waiter in parent has armed its watches on the nodes ahead and
+	// waits; last: the deletion of any one of them lets it in (wait.go).
+	waiting func(parent string, last bool)
 }
 
 func hook(f func()) {
