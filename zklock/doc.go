@@ -1,7 +1,7 @@
 // Package zklock is the ZooKeeper driver of dlock: a FIFO queue of
 // protected ephemeral-sequential znodes, one queue per lock name, where
-// each waiter watches one node ahead of it: its predecessor, or the node
-// two ahead while that is not the head.
+// each waiter watches one node ahead of it: its predecessor if that heads
+// the queue, else the node two ahead.
 //
 //	c, err := dlock.Open(ctx, "zk://user:secret@h1:2181,h2:2181/myapp/locks", dlock.WithTTL(5*time.Second))
 //	c, err := zklock.Dial(ctx, []string{"h1:2181", "h2:2181"}, nil, dlock.WithTTL(5*time.Second))
@@ -85,10 +85,11 @@
 // it watches it, and every other node watches the one two before it, so a
 // release wakes two waiters, not the herd: the next in line, which takes
 // the lock with no read, and the one after, which reads the queue while
-// the new holder holds and then waits for that holder alone. The fencing token is the holder node's czxid: the zxid of the
-// transaction that created it, which increases across the whole ensemble
-// and survives leader failover. Grant order is queue order, which is
-// creation order, so tokens increase in grant order.
+// the new holder holds and then waits for that holder alone. The fencing
+// token is the holder node's czxid: the zxid of the transaction that
+// created it, which increases across the whole ensemble and survives
+// leader failover. Grant order is queue order, which is creation order, so
+// tokens increase in grant order.
 //
 // # Read-write locks and semaphores
 //
