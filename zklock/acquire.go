@@ -203,7 +203,7 @@ func (a *attempt) run(ctx context.Context, wait bool) (l *zkLock, v driver.Valid
 		if !wait {
 			return nil, driver.Validity{}, driver.ErrNotAcquired
 		}
-		gone, breaks, err := a.awaitAhead(ctx, blockers)
+		gone, breaks, err := a.awaitAhead(ctx, blockers, last)
 		if err != nil {
 			return nil, driver.Validity{}, err
 		}

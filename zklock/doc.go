@@ -1,6 +1,7 @@
 // Package zklock is the ZooKeeper driver of dlock: a FIFO queue of
 // protected ephemeral-sequential znodes, one queue per lock name, where
-// each waiter watches only its predecessor.
+// each waiter watches one node ahead of it: its predecessor if that heads
+// the queue, else the node two ahead.
 //
 //	c, err := dlock.Open(ctx, "zk://user:secret@h1:2181,h2:2181/myapp/locks", dlock.WithTTL(5*time.Second))
 //	c, err := zklock.Dial(ctx, []string{"h1:2181", "h2:2181"}, nil, dlock.WithTTL(5*time.Second))
@@ -42,7 +43,9 @@
 // options (dlock.WithTTL, ...).
 //
 // What the driver assumes of the engine: ZooKeeper 3.5 or later for
-// container parents (older servers get persistent ones, never removed);
+// container parents (older servers, which answer a container create with
+// UNIMPLEMENTED, get persistent ones, never removed; on 3.5 and later a
+// parent is always a container, a failed create sent again as one);
 // multi transactions (3.4 or later); the server's minSessionTimeout at its
 // default of 2 × tickTime or above, so that a follower reports its
 // sessions' activity to the leader within a quarter of any session
@@ -78,12 +81,15 @@
 // "protected" mode): if the connection drops before the create's reply
 // arrives, the driver lists the queue and finds its node by the guid rather
 // than leaving an orphan that would block everyone until the session ends.
-// The node with the lowest sequence holds the lock; every other node
-// watches the one just before it, so a release wakes one waiter, not the
-// herd. The fencing token is the holder node's czxid: the zxid of the
-// transaction that created it, which increases across the whole ensemble
-// and survives leader failover. Grant order is queue order, which is
-// creation order, so tokens increase in grant order.
+// The node with the lowest sequence holds the lock; the node right behind
+// it watches it, and every other node watches the one two before it, so a
+// release wakes two waiters, not the herd: the next in line, which takes
+// the lock with no read, and the one after, which reads the queue while
+// the new holder holds and then waits for that holder alone. The fencing
+// token is the holder node's czxid: the zxid of the transaction that
+// created it, which increases across the whole ensemble and survives
+// leader failover. Grant order is queue order, which is creation order, so
+// tokens increase in grant order.
 //
 // # Read-write locks and semaphores
 //
@@ -93,7 +99,8 @@
 // semaphore (see modes.go):
 //
 //   - a writer holds at the head of the queue and otherwise watches the node
-//     just before it, of any kind: the mutex's path and layout, unchanged;
+//     just before it, of any kind, if that is the head, else the node two
+//     before it: the mutex's path and layout, unchanged;
 //   - a reader holds once no writer is ahead of it and otherwise watches the
 //     last writer ahead of it, never a reader. So readers share, and a
 //     reader that comes after a waiting writer queues behind it: a stream of

@@ -224,6 +224,9 @@ var testHooks struct {
 	round func(renewal bool, nodes int)
 	// A check of a node (a grant's proof) is about to be sent (quorum.go).
 	checkSent func()
+	// A waiter in parent has armed its watches on the nodes ahead and
+	// waits; last: the deletion of any one of them lets it in (wait.go).
+	waiting func(parent string, last bool)
 }
 
 func hook(f func()) {
@@ -246,6 +249,7 @@ type Driver struct {
 
 	plainCreate atomic.Bool // the root's ACL refuses the multi's write to a lock's parent
 	rootMade    atomic.Bool // the root node is known to exist (ensure)
+	noContainer atomic.Bool // the server answered a container create with UNIMPLEMENTED (before 3.5)
 	parents     parentCache // what creates showed of lock parents (parents.go)
 
 	act     activity // what renewed the session at the leader lately (quorum.go)

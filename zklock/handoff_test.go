@@ -167,3 +167,86 @@ func TestHandoffOwnNodeGoneFirst(t *testing.T) {
 		la.Release(ctx)
 	}
 }
+
+// TestHandoffDownTheQueue: four in line (A holds; B, C, D wait). Each
+// waiter two or more behind the holder watches the node two ahead of it, so
+// it reads the queue while that node's successor holds, and takes the lock
+// on the successor's deletion with no read: every one of the three
+// handoffs is readless, where, watching only the node just ahead, only B's
+// was (C and D read the queue after their predecessor's deletion, on the
+// handoff's path). Each release wakes at most two waiters.
+func TestHandoffDownTheQueue(t *testing.T) {
+	servers := testserver.ZooKeeper(t)
+	admin := testAdmin(t, servers)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	name := uniqueName(t)
+	parent := testRoot + "/" + encodeName(name)
+	ds := make([]*Driver, 4)
+	for i := range ds {
+		_, ds[i], _ = testClient(t, servers, testSession)
+	}
+	// Each waiter's wait, in order: whether it waits for a last blocker.
+	waits := make(chan bool, 16)
+	gate := func(p string, last bool) {
+		if p == parent {
+			waits <- last
+		}
+	}
+	waitingGate.Store(&gate)
+	t.Cleanup(func() { waitingGate.Store(nil) })
+	nextWait := func(what string) bool {
+		t.Helper()
+		select {
+		case last := <-waits:
+			return last
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no waiter waited: %s", what)
+			return false
+		}
+	}
+
+	la := lockOf(t, ctx, ds[0], name)
+	got := make([]<-chan acquired, 4)
+	for i := 1; i < 4; i++ {
+		got[i] = acquireAsync(ctx, ds[i], name)
+		awaitQueue(t, admin, name, i+1)
+		want := i == 1 // B waits on A alone; C and D two ahead
+		if last := nextWait("waiter joining"); last != want {
+			t.Fatalf("waiter %d in line: last = %v, want %v", i, last, want)
+		}
+	}
+	before := readlessGrants.Load()
+	held := la
+	for i := 1; i < 4; i++ {
+		if err := held.Release(ctx); err != nil {
+			t.Fatalf("release: %v", err)
+		}
+		r := <-got[i]
+		if r.err != nil {
+			t.Fatalf("waiter %d: %v", i, r.err)
+		}
+		if r.l.Token() <= held.Token() {
+			t.Errorf("token %d after %d: not increasing", r.l.Token(), held.Token())
+		}
+		held = r.l
+		if i < 3 {
+			// The next in line read the queue on the release and waits
+			// for the new holder alone.
+			if last := nextWait("the next in line after a release"); !last {
+				t.Fatalf("after grant %d, the next waits with last = false", i)
+			}
+		}
+	}
+	if err := held.Release(ctx); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	if n := readlessGrants.Load() - before; n != 3 {
+		t.Errorf("grants without a read = %d of 3", n)
+	}
+	select {
+	case last := <-waits:
+		t.Errorf("a waiter waited again (last %v): a release woke more than the two behind it", last)
+	default:
+	}
+}

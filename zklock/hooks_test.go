@@ -6,6 +6,10 @@ import "sync/atomic"
 // the round's own goroutine: a test may hold a round there.
 var roundGate atomic.Pointer[func(renewal bool, nodes int)]
 
+// waitingGate, if set, hears of each waiter that armed its watches and
+// waits (testHooks.waiting).
+var waitingGate atomic.Pointer[func(parent string, last bool)]
+
 // Counts of the events testHooks hears of, across every driver of the test
 // binary.
 var recovered, pipelineMisses, readlessGrants, aloneGrants, renewRounds, renewMultis, releaseRounds atomic.Int64
@@ -15,6 +19,11 @@ func init() {
 	testHooks.pipelineMiss = func() { pipelineMisses.Add(1) }
 	testHooks.readlessGrant = func() { readlessGrants.Add(1) }
 	testHooks.aloneGrant = func() { aloneGrants.Add(1) }
+	testHooks.waiting = func(parent string, last bool) {
+		if g := waitingGate.Load(); g != nil {
+			(*g)(parent, last)
+		}
+	}
 	testHooks.round = func(renewal bool, nodes int) {
 		if g := roundGate.Load(); g != nil {
 			(*g)(renewal, nodes)

@@ -10,9 +10,11 @@ import (
 // What a queue node waits for, by what it asks (Curator's recipes on one
 // queue per name; the marker in each node's guid says its kind, names.go):
 //
-//   - a writer (a mutex, Mode Exclusive) holds at the head of the queue and
-//     otherwise watches the node just before it, of any kind: the mutex's
-//     path, unchanged;
+//   - a writer (a mutex, Mode Exclusive) holds at the head of the queue,
+//     watches the node just before it, of any kind, when that is the head,
+//     and otherwise the node two before it (see blockers): a release wakes
+//     the next in line, which takes the lock with no read, and the one
+//     after it, which reads the queue while the new holder holds;
 //   - a reader (Mode Shared) holds when no writer is ahead of it and
 //     otherwise watches the last writer ahead of it, never a reader: so a
 //     reader that comes after a waiting writer queues behind it (no writer
@@ -89,7 +91,20 @@ func (k kind) blockers(q []entry, idx int) (b []entry, last bool) {
 	if idx == 0 {
 		return nil, false
 	}
-	return ahead[idx-1:], idx == 1
+	if idx >= 2 {
+		// Two or more ahead: wait for the node two ahead, not the one
+		// just ahead. We cannot hold while either is there, so the
+		// deletion of either is as good a time to read the queue again.
+		// In a queue of writers the node two ahead goes first (it holds
+		// first), and the one just ahead is then the holder: the read
+		// that follows, while that holder works, finds us next in line,
+		// and its release grants us with no read (acquire.go), off the
+		// handoff's path. A node just ahead that gives up first goes
+		// unnoticed until the node two ahead goes: we could not hold
+		// before that anyway.
+		return ahead[idx-2 : idx-1], false
+	}
+	return ahead[idx-1:], true
 }
 
 // wouldHold reports whether a node of kind k that joined the queue q now

@@ -157,7 +157,13 @@ func (d *Driver) createNode(parent, guid string, data []byte, known, fresh bool)
 				known = true // counted once
 			}
 			if _, err = d.ensure(parent); err != nil {
-				return "", 0, false, clean, fmt.Errorf("create %s: %w", parent, err)
+				if !errors.Is(err, zk.ErrConnectionClosed) {
+					return "", 0, false, clean, fmt.Errorf("create %s: %w", parent, err)
+				}
+				// Sent again, as the create is, on the next round
+				// (the multi fails with NoNode again while the
+				// parent is missing).
+				err = fmt.Errorf("create %s: %w", parent, err)
 			}
 		case errors.Is(err, zk.ErrConnectionClosed):
 			// The request may have been applied with its reply lost: look
@@ -259,10 +265,22 @@ func (d *Driver) ensureRoot() error {
 	return nil
 }
 
+// createParent creates parent, a container, and reports whether this call
+// made it. Only a server that does not know the container create (before
+// 3.5: it answers UNIMPLEMENTED, then closes the connection) gets a
+// persistent parent instead, which nothing removes; any other error is
+// returned as it is. A connection error in particular may hide a container
+// create that reached the server, and a persistent create behind it would
+// leave a node per name forever where the container was about to be made.
 func (d *Driver) createParent(parent string) (bool, error) {
-	_, err := d.conn.CreateContainer(parent, nil, zk.FlagContainer, d.acl)
-	if err != nil && !errors.Is(err, zk.ErrNodeExists) && !errors.Is(err, zk.ErrNoNode) {
-		// Servers before 3.5 have no containers.
+	var err error
+	if !d.noContainer.Load() {
+		_, err = d.conn.CreateContainer(parent, nil, zk.FlagContainer, d.acl)
+		if unimplemented(err) {
+			d.noContainer.Store(true)
+		}
+	}
+	if d.noContainer.Load() {
 		_, err = d.conn.Create(parent, nil, zk.FlagPersistent, d.acl)
 	}
 	switch {
@@ -272,6 +290,17 @@ func (d *Driver) createParent(parent string) (bool, error) {
 		return false, nil
 	}
 	return false, err
+}
+
+// errUnimplemented is ZooKeeper's UNIMPLEMENTED (-6), the answer to a
+// request whose opcode the server does not know (its
+// UnimplementedRequestProcessor, which then closes the connection).
+// go-zookeeper has no sentinel for it: it returns
+// fmt.Errorf("unknown error: %v", code).
+var errUnimplemented = fmt.Errorf("unknown error: %v", zk.ErrCode(-6))
+
+func unimplemented(err error) bool {
+	return err != nil && err.Error() == errUnimplemented.Error()
 }
 
 // abandon removes what a failed attempt left. Acquire waits for the removal

@@ -227,7 +227,7 @@ func awaitState(t *testing.T, conn *zk.Conn, want zk.State, within time.Duration
 	}
 }
 
-func cpuTime(t *testing.T) time.Duration {
+func cpuTime(t testing.TB) time.Duration {
 	t.Helper()
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {

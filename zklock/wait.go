@@ -12,12 +12,13 @@ import (
 
 // awaitAhead waits for one of the nodes ahead of ours that we wait for
 // (blockers: one for a writer or a reader, n for a semaphore's permit, see
-// modes.go) to change and reports whether one was deleted. breaks is the
+// modes.go; last as blockers returned it) to change and reports whether one
+// was deleted. breaks is the
 // connection's count of session events when the watches were armed (see
 // ownIntact). A check of our node (the next a.proof) goes out with the
 // watches and is answered while we wait, off the hand-off's path, unless
 // the create itself can still prove the grant (createProof).
-func (a *attempt) awaitAhead(ctx context.Context, blockers []entry) (gone bool, breaks int64, err error) {
+func (a *attempt) awaitAhead(ctx context.Context, blockers []entry, last bool) (gone bool, breaks int64, err error) {
 	d := a.d
 	if err := a.awaitStat(ctx); err != nil {
 		return false, 0, d.wrapErr(ctx, "stat "+a.node, err)
@@ -40,6 +41,9 @@ func (a *attempt) awaitAhead(ctx context.Context, blockers []entry) (gone bool, 
 		// A node already gone was deleted between the two reads; the
 		// exists-watches stay armed harmlessly.
 		return gone, breaks, err
+	}
+	if f := testHooks.waiting; f != nil {
+		f(a.parent, last)
 	}
 	const (
 		own = iota

@@ -2,6 +2,7 @@ package zklock
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -182,7 +183,24 @@ type link struct {
 	mu          sync.Mutex
 	down        func() // undoes partition(true)
 	dropOnReply bool   // armed: lose the connection when the next create's reply comes
+	// containerFault, if set, happens to the next container create
+	// (opcode 19), once.
+	containerFault containerFault
+	creates        []string // the paths of the plain creates (opcode 1) sent
 }
+
+type containerFault int
+
+const (
+	noContainerFault containerFault = iota
+	// containerLost: the request never reaches the server and the
+	// connection drops (go-zookeeper answers ErrConnectionClosed).
+	containerLost
+	// containerUnknown: the request reaches the server with an opcode it
+	// does not know, as a container create reaches a server before 3.5:
+	// it answers UNIMPLEMENTED and closes the connection.
+	containerUnknown
+)
 
 func newLink(servers []string) (*link, error) {
 	k := &link{}
@@ -249,12 +267,37 @@ type dropConn struct {
 	createSent bool
 }
 
-const opCreate = 1
+const (
+	opCreate          = 1
+	opCreateContainer = 19
+	opUnknown         = 99 // no ZooKeeper opcode
+)
 
 func (c *dropConn) Write(b []byte) (int, error) {
+	if len(b) >= 12 && b[8] == 0 && b[9] == 0 && b[10] == 0 && b[11] == opCreateContainer {
+		c.k.mu.Lock()
+		f := c.k.containerFault
+		c.k.containerFault = noContainerFault
+		c.k.mu.Unlock()
+		switch f {
+		case containerLost:
+			// Taken as written, never sent; the read loop sees the
+			// connection close.
+			c.Conn.Close()
+			return len(b), nil
+		case containerUnknown:
+			b = append([]byte(nil), b...)
+			b[11] = opUnknown
+		}
+	}
 	// One Write per request: length, xid, opcode.
 	if len(b) >= 12 && b[8] == 0 && b[9] == 0 && b[10] == 0 && b[11] == opCreate {
 		c.k.mu.Lock()
+		if len(b) >= 16 {
+			if n := int(binary.BigEndian.Uint32(b[12:16])); n >= 0 && 16+n <= len(b) {
+				c.k.creates = append(c.k.creates, string(b[16:16+n]))
+			}
+		}
 		if c.k.dropOnReply {
 			c.createSent = true
 		}
