@@ -66,8 +66,10 @@ What the lock covers:
   dlock dies If dlock is killed (SIGKILL, the OOM killer, a crash), the group
              is killed with SIGKILL: CMD by the kernel (parent-death signal),
              the rest by a guard process (/bin/sh). CMD starts only once the
-             guard knows its group (a /bin/sh gate execs it: CMD's argv[0] is
-             its path, and the shell sets PWD). TTL engines free the lock
+             guard knows its group: a /bin/sh gate execs it, so CMD's argv[0]
+             is its path, the shell sets PWD, and a file without #! runs as
+             a shell script. Without /bin/sh there is no guard (dlock warns)
+             and CMD starts directly. TTL engines free the lock
              only after --ttl; file:// keeps it, through the guard, until the
              group has gone.
   Terminal   If dlock runs in the foreground of its terminal, CMD's group gets

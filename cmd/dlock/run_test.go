@@ -240,6 +240,25 @@ func TestChildStatus(t *testing.T) {
 	}
 }
 
+// TestCommandPathLikeAnOption: a command's path that starts with "-" is
+// run, not taken for an option of the start-up gate's exec.
+func TestCommandPathLikeAnOption(t *testing.T) {
+	_, b := engine(t)
+	dir := t.TempDir()
+	if err := os.Mkdir(dir+"/-x", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/-x/y", []byte("#!/bin/sh\necho dash-path-ran\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	r := run(t.Context(), "run", "--backend", b, "job", "--", "-x/y")
+	wantCode(t, r, exitOK)
+	if !strings.Contains(r.stdout, "dash-path-ran") {
+		t.Fatalf("the command did not run: %v", r)
+	}
+}
+
 func TestNotAcquired(t *testing.T) {
 	e, b := engine(t)
 	hold(t, e, "busy")

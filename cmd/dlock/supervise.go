@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -107,24 +108,31 @@ func supervise(ctx context.Context, c *dlock.Client, lease *dlock.Lease, o runOp
 		fmt.Fprintf(stderr, "dlock: warning: cannot become the reaper of the command's orphans (%v): dlock waits for whoever reaps them\n", err)
 	}
 
-	// The command starts behind a gate (gateScript) that opens once the
-	// guard knows its group: a dlock killed before that leaves nothing
-	// running.
-	gateR, gateW, err := os.Pipe()
-	if err != nil {
-		outCopy.started(outF)
-		errCopy.started(errF)
-		outCopy.wait(0)
-		errCopy.wait(0)
-		if g != nil {
+	// With a guard, the command starts behind a gate (gateScript) that
+	// opens once the guard knows its group: a dlock killed before that
+	// leaves nothing running. Without one (no /bin/sh: warned above) it
+	// starts directly, as the gate would not make it safer.
+	var gateR, gateW *os.File
+	startPath, startArgv, files := path, argv, []uintptr{os.Stdin.Fd(), outF.Fd(), errF.Fd()}
+	if g != nil {
+		r, w, err := os.Pipe()
+		if err != nil {
+			outCopy.started(outF)
+			errCopy.started(errF)
+			outCopy.wait(0)
+			errCopy.wait(0)
 			g.disarm()
+			return 0, nil, exitf(exitFailure, "cannot run %q: %v", argv[0], err)
 		}
-		return 0, nil, exitf(exitFailure, "cannot run %q: %v", argv[0], err)
+		defer w.Close()
+		gateR, gateW = r, w
+		startPath, files = "/bin/sh", append(files, gateR.Fd())
+		startArgv = append([]string{"sh", "-c", gateScript, "dlock", gatePath(path)}, argv[1:]...)
 	}
-	defer gateW.Close()
-	gated := append([]string{"sh", "-c", gateScript, "dlock", path}, argv[1:]...)
-	pid, events, err := startChild("/bin/sh", gated, env, []uintptr{os.Stdin.Fd(), outF.Fd(), errF.Fd(), gateR.Fd()}, sys)
-	gateR.Close()
+	pid, events, err := startChild(startPath, startArgv, env, files, sys)
+	if gateR != nil {
+		gateR.Close() // the gate's copy is the one that counts
+	}
 	outCopy.started(outF)
 	errCopy.started(errF)
 	if err != nil {
@@ -147,12 +155,14 @@ func supervise(ctx context.Context, c *dlock.Client, lease *dlock.Lease, o runOp
 			fmt.Fprintf(stderr, "dlock: warning: guard process: %v\n", err)
 		}
 	}
-	if _, err := io.WriteString(gateW, "go\n"); err != nil {
-		// The gate's shell is gone (killed already): its exit is reported
-		// as the command's.
-		fmt.Fprintf(stderr, "dlock: warning: starting %q: %v\n", argv[0], err)
+	if gateW != nil {
+		if _, err := io.WriteString(gateW, "go\n"); err != nil {
+			// The gate's shell is gone (killed already): its exit is
+			// reported as the command's.
+			fmt.Fprintf(stderr, "dlock: warning: starting %q: %v\n", argv[0], err)
+		}
+		gateW.Close()
 	}
-	gateW.Close()
 
 	code, err = s.loop(ctx, events)
 
@@ -173,10 +183,20 @@ func supervise(ctx context.Context, c *dlock.Client, lease *dlock.Lease, o runOp
 // then becomes the command with exec: same process, same group. If dlock
 // dies before that, the pipe ends, and the shell exits without running
 // anything (the parent-death signal would kill it anyway). The command's
-// argv[0] is the path dlock found for it.
+// argv[0] is the path dlock found for it; as any shell's exec, this one
+// sets PWD, and runs a file without a #! line as a shell script.
 const gateScript = `read -r go <&3 && [ "$go" = go ] || exit 125
 exec 3<&-
 exec "$@"`
+
+// gatePath is path as the gate's exec must be given it: one that starts
+// with "-" would be taken for an option.
+func gatePath(path string) string {
+	if strings.HasPrefix(path, "-") {
+		return "./" + path
+	}
+	return path
+}
 
 // startChild forks and execs the command and reports its state changes
 // (stopped, continued, exited) on events, closed after the exit.
