@@ -135,7 +135,8 @@ type attempt struct {
 // run waits until our node heads the queue, and returns the lock; or until
 // it cannot (an error, a TryLock behind someone, ctx done). Each round reads
 // the queue, finds our node in it, and either takes the lock or waits for
-// the node just ahead of ours to go.
+// a node ahead of ours to go (the one just ahead, or two ahead: blockers in
+// modes.go).
 func (a *attempt) run(ctx context.Context, wait bool) (l *zkLock, v driver.Validity, err error) {
 	a.sid = a.d.conn.SessionID()
 	facts, known := a.d.parents.lookup(a.parent)
