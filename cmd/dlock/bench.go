@@ -139,7 +139,7 @@ func bench(ctx context.Context, o benchOpts, stdout, stderr io.Writer) error {
 // uncontended times lock/unlock cycles of one client on a lock nobody else
 // wants: the engine's round trips plus the portable layer's overhead.
 func uncontended(ctx context.Context, backend string, cycles int) (scenario.Cycles, error) {
-	c, err := dlock.Open(ctx, backend)
+	c, err := openWithin(ctx, backend)
 	if err != nil {
 		return scenario.Cycles{}, &engineError{err}
 	}

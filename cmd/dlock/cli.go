@@ -171,20 +171,26 @@ func backendURL(flag string) string {
 // that is not there.
 const openTimeout = 10 * time.Second
 
-// openBackend opens a client, turning failures into exit code 69 with a
-// hint about what to check. It gives up after openTimeout.
-func openBackend(ctx context.Context, url string, opts ...dlock.Option) (*dlock.Client, error) {
+// openWithin opens a client, giving up after openTimeout.
+func openWithin(ctx context.Context, url string, opts ...dlock.Option) (*dlock.Client, error) {
 	octx, cancel := context.WithTimeout(ctx, openTimeout)
 	defer cancel()
 	c, err := dlock.Open(octx, url, opts...)
+	if err != nil && ctx.Err() == nil && octx.Err() != nil {
+		err = fmt.Errorf("no answer within %v: %w", openTimeout, err)
+	}
+	return c, err
+}
+
+// openBackend opens a client (openWithin), turning failures into exit
+// code 69 with a hint about what to check.
+func openBackend(ctx context.Context, url string, opts ...dlock.Option) (*dlock.Client, error) {
+	c, err := openWithin(ctx, url, opts...)
 	if err == nil {
 		return c, nil
 	}
 	if ctx.Err() != nil {
 		return nil, interrupted(ctx, "while connecting")
-	}
-	if octx.Err() != nil {
-		err = fmt.Errorf("no answer within %v: %w", openTimeout, err)
 	}
 	hint := "check that the engine is running and reachable, or choose another with --backend or " + envBackend
 	if errors.Is(err, dlock.ErrInvalidArgument) {

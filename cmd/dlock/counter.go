@@ -40,7 +40,7 @@ func runCounter(ctx context.Context, backend string, workers, increments int, tt
 		}
 	}()
 	for range workers {
-		c, err := dlock.Open(ctx, backend, dlock.WithTTL(ttl))
+		c, err := openWithin(ctx, backend, dlock.WithTTL(ttl))
 		if err != nil {
 			return nil, &engineError{err}
 		}

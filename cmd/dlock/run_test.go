@@ -549,6 +549,9 @@ func TestUnreachableZooKeeper(t *testing.T) {
 		{"run", "--no-wait", "--backend", backend, "x", "--", "true"},
 		{"run", "--wait", "1s", "--backend", backend, "x", "--", "true"},
 		{"status", "--backend", backend, "x"},
+		{"list", "--backend", backend},
+		{"bench", "--backend", backend, "--cycles", "1", "--workers", "2", "--increments", "1"},
+		{"demo", "--backend", backend, "--workers", "2", "--increments", "1"},
 	} {
 		t.Run(args[0]+" "+args[1], func(t *testing.T) {
 			t.Parallel()
