@@ -115,13 +115,19 @@ func BenchmarkCycleCPU(b *testing.B) {
 	b.Logf("server commands per dlock cycle (%d cycles): %s", n, strings.Join(per, ", "))
 }
 
-// processCPU is this process's user+system CPU time so far, and its
-// context switches (voluntary or not).
-func processCPU(b *testing.B) (time.Duration, int64) {
+// rusage is this process's resource usage so far.
+func rusage(b *testing.B) syscall.Rusage {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatal(err)
 	}
+	return ru
+}
+
+// processCPU is this process's user+system CPU time so far, and its
+// context switches (voluntary or not).
+func processCPU(b *testing.B) (time.Duration, int64) {
+	ru := rusage(b)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Nvcsw + ru.Nivcsw
 }
 
@@ -145,25 +151,47 @@ func serverCPU(b *testing.B, admin *redis.Client) time.Duration {
 	return time.Duration(sec * 1e9)
 }
 
-// commandStats is the server's count of calls by command (INFO
-// commandstats: cmdstat_NAME:calls=N,...).
-func commandStats(b *testing.B, admin *redis.Client) map[string]int64 {
+// cmdStat is one command's line of INFO commandstats.
+type cmdStat struct {
+	calls int64
+	usec  float64
+}
+
+// cmdStats is the server's INFO commandstats by command
+// (cmdstat_NAME:calls=N,usec=U,...).
+func cmdStats(b *testing.B, admin *redis.Client) map[string]cmdStat {
 	s, err := admin.Info(context.Background(), "commandstats").Result()
 	if err != nil {
 		b.Fatal(err)
 	}
-	m := map[string]int64{}
+	m := map[string]cmdStat{}
 	for _, line := range strings.Split(s, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(line), "cmdstat_"), ":calls=")
-		if !ok {
+		name, rest, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(line), "cmdstat_"), ":")
+		if !ok || !strings.HasPrefix(rest, "calls=") {
 			continue
 		}
-		v, _, _ := strings.Cut(rest, ",")
-		c, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			b.Fatalf("INFO commandstats: %q: %v", line, err)
+		var st cmdStat
+		for _, f := range strings.Split(rest, ",") {
+			var err error
+			if v, ok := strings.CutPrefix(f, "calls="); ok {
+				st.calls, err = strconv.ParseInt(v, 10, 64)
+			} else if v, ok := strings.CutPrefix(f, "usec="); ok {
+				st.usec, err = strconv.ParseFloat(v, 64)
+			}
+			if err != nil {
+				b.Fatalf("INFO commandstats: %q: %v", line, err)
+			}
 		}
-		m[name] = c
+		m[name] = st
+	}
+	return m
+}
+
+// commandStats is the server's count of calls by command.
+func commandStats(b *testing.B, admin *redis.Client) map[string]int64 {
+	m := map[string]int64{}
+	for name, st := range cmdStats(b, admin) {
+		m[name] = st.calls
 	}
 	return m
 }

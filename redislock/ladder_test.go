@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -194,7 +193,7 @@ func BenchmarkLadder(b *testing.B) {
 		for i := range steps {
 			s := steps[(i+round)%len(steps)]
 			srv0, us0 := serverCPU(b, admin), topUsec(b, admin, s.top)
-			ru0 := ladderRusage(b)
+			ru0 := rusage(b)
 			t0 := time.Now()
 			for range block {
 				t := time.Now()
@@ -204,7 +203,7 @@ func BenchmarkLadder(b *testing.B) {
 				s.wall = append(s.wall, time.Since(t))
 			}
 			el := time.Since(t0)
-			ru1 := ladderRusage(b)
+			ru1 := rusage(b)
 			srv1, us1 := serverCPU(b, admin), topUsec(b, admin, s.top)
 			s.rate = append(s.rate, block/el.Seconds())
 			s.cl += time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
@@ -301,37 +300,13 @@ return 0`)
 // commandstats, BenchmarkLadder's cmd-µs).
 const ladderSlowMicros = 12
 
-// ladderRusage is this process's resource usage.
-func ladderRusage(b *testing.B) syscall.Rusage {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return ru
-}
-
 // topUsec is the server's total time in the commands named (INFO
 // commandstats usec).
 func topUsec(b *testing.B, admin *redis.Client, names []string) float64 {
-	s, err := admin.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		b.Fatal(err)
-	}
+	stats := cmdStats(b, admin)
 	var t float64
-	for _, line := range strings.Split(s, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(line), "cmdstat_"), ":")
-		if !ok || !slices.Contains(names, name) {
-			continue
-		}
-		for _, f := range strings.Split(rest, ",") {
-			if v, ok := strings.CutPrefix(f, "usec="); ok {
-				u, err := strconv.ParseFloat(v, 64)
-				if err != nil {
-					b.Fatalf("INFO commandstats: %q: %v", line, err)
-				}
-				t += u
-			}
-		}
+	for _, name := range names {
+		t += stats[name].usec
 	}
 	return t
 }
